@@ -1,0 +1,245 @@
+//! Frames: `[u32 big-endian payload length][payload]`.
+//!
+//! The length header is what cures sticky packets: the receiver always knows
+//! where one message ends and the next begins, however the bytes were split
+//! or glued together on the way.
+
+use std::io::{self, Read};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::message::OutputStream;
+use crate::payload::{self, DecodeError};
+
+/// Bytes in a frame header.
+pub const HEADER_LEN: usize = 4;
+
+/// Default largest payload accepted: 1 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
+
+/// The largest payload limit that may be configured: 16 MiB.
+pub const MAX_FRAME_LIMIT: usize = 16 << 20;
+
+/// How much [`FrameDecoder::read_from`] asks the reader for at most at once.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// The 4 header bytes for a payload of `len` bytes.
+///
+/// # Panics
+/// When `len` does not fit in a `u32`; rexec never builds such a payload.
+pub fn frame_header(len: usize) -> [u8; HEADER_LEN] {
+    let len = u32::try_from(len).expect("frame payload larger than 4 GiB");
+    len.to_be_bytes()
+}
+
+/// Appends one frame holding `msg` to `out`; returns the payload length.
+pub fn encode_frame<M: Serialize>(msg: &M, out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    payload::encode_into(msg, out);
+    let len = out.len() - start - HEADER_LEN;
+    out[start..start + HEADER_LEN].copy_from_slice(&frame_header(len));
+    len
+}
+
+/// Appends a `Stdout` / `Stderr` frame for `data`, copying `data` once.
+/// Returns the payload length. Produces exactly the bytes [`encode_frame`]
+/// would for the equivalent `ServerMsg`.
+pub fn encode_output_frame(stream: OutputStream, id: u32, data: &[u8], out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.reserve(HEADER_LEN + 16 + data.len());
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    payload::encode_output_into(stream, id, data, out);
+    let len = out.len() - start - HEADER_LEN;
+    out[start..start + HEADER_LEN].copy_from_slice(&frame_header(len));
+    len
+}
+
+/// Why a byte stream could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// A header declared a payload larger than the limit. Detected from the
+    /// 4 header bytes alone, before anything is allocated.
+    TooLarge { len: u64, max: usize },
+    /// A complete payload that is not a valid message.
+    Decode(DecodeError),
+    /// The stream ended in the middle of a frame.
+    Truncated { buffered: usize },
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::TooLarge { len, max } => {
+                write!(f, "frame of {len} bytes exceeds the limit of {max} bytes")
+            }
+            FrameError::Decode(e) => e.fmt(f),
+            FrameError::Truncated { buffered } => write!(
+                f,
+                "connection closed in the middle of a frame ({buffered} bytes of it received)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+impl From<DecodeError> for FrameError {
+    fn from(e: DecodeError) -> Self {
+        FrameError::Decode(e)
+    }
+}
+
+/// An incremental frame decoder for non-blocking sockets.
+///
+/// Feed it whatever arrived — one byte, half a header, ten frames at once —
+/// and take out whole messages. Incomplete input yields `Ok(None)` ("not
+/// yet"), never an error. Memory stays bounded by the frame limit plus one
+/// read chunk, as long as the caller takes frames out between reads.
+///
+/// ```
+/// use rexec_proto::{ClientMsg, FrameDecoder, encode_frame};
+/// let mut wire = Vec::new();
+/// encode_frame(&ClientMsg::Cancel { id: 1 }, &mut wire);
+/// encode_frame(&ClientMsg::Cancel { id: 2 }, &mut wire);
+///
+/// let mut dec = FrameDecoder::new();
+/// dec.feed(&wire[..3]); // half a header: not yet
+/// assert_eq!(dec.next_message::<ClientMsg>(), Ok(None));
+/// dec.feed(&wire[3..]); // the rest, and the whole second frame: sticky
+/// assert_eq!(dec.next_message(), Ok(Some(ClientMsg::Cancel { id: 1 })));
+/// assert_eq!(dec.next_message(), Ok(Some(ClientMsg::Cancel { id: 2 })));
+/// assert_eq!(dec.next_message::<ClientMsg>(), Ok(None));
+/// ```
+#[derive(Debug)]
+pub struct FrameDecoder {
+    /// Bytes `pos..end` are received and not yet consumed; `end..` is spare
+    /// room that was zeroed once when the buffer grew.
+    buf: Vec<u8>,
+    pos: usize,
+    end: usize,
+    max_frame: usize,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FrameDecoder {
+    /// A decoder with the default 1 MiB payload limit.
+    pub fn new() -> Self {
+        Self::with_max_frame(DEFAULT_MAX_FRAME)
+    }
+
+    /// A decoder that refuses payloads above `max_frame` bytes (capped at
+    /// [`MAX_FRAME_LIMIT`]).
+    pub fn with_max_frame(max_frame: usize) -> Self {
+        FrameDecoder {
+            buf: Vec::new(),
+            pos: 0,
+            end: 0,
+            max_frame: max_frame.min(MAX_FRAME_LIMIT),
+        }
+    }
+
+    /// The payload limit in force.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Bytes received but not yet taken out as frames.
+    pub fn buffered(&self) -> usize {
+        self.end - self.pos
+    }
+
+    /// Bytes of memory the buffer holds.
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Appends received bytes.
+    pub fn feed(&mut self, data: &[u8]) {
+        self.make_room(data.len());
+        self.buf[self.end..self.end + data.len()].copy_from_slice(data);
+        self.end += data.len();
+    }
+
+    /// Does one `read` from `r` straight into the buffer (no intermediate
+    /// copy). Returns what `read` returned: `Ok(0)` is end of stream.
+    pub fn read_from<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<usize> {
+        self.make_room(READ_CHUNK);
+        let n = r.read(&mut self.buf[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Releases memory when the buffer is empty and has grown large.
+    pub fn shrink_if_idle(&mut self) {
+        if self.pos == self.end && self.buf.len() > 2 * READ_CHUNK {
+            self.buf = Vec::new();
+            self.pos = 0;
+            self.end = 0;
+        }
+    }
+
+    fn make_room(&mut self, want: usize) {
+        if self.pos == self.end {
+            self.pos = 0;
+            self.end = 0;
+        }
+        if self.buf.len() - self.end >= want {
+            return;
+        }
+        if self.pos > 0 {
+            self.buf.copy_within(self.pos..self.end, 0);
+            self.end -= self.pos;
+            self.pos = 0;
+        }
+        if self.buf.len() - self.end < want {
+            self.buf.resize(self.end + want, 0);
+        }
+    }
+
+    /// Takes out the next whole frame's payload, if one is buffered.
+    pub fn next_payload(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        let avail = self.end - self.pos;
+        if avail < HEADER_LEN {
+            return Ok(None);
+        }
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&self.buf[self.pos..self.pos + HEADER_LEN]);
+        let len = u32::from_be_bytes(header) as usize;
+        if len > self.max_frame {
+            return Err(FrameError::TooLarge {
+                len: len as u64,
+                max: self.max_frame,
+            });
+        }
+        if avail < HEADER_LEN + len {
+            return Ok(None);
+        }
+        let start = self.pos + HEADER_LEN;
+        self.pos = start + len;
+        Ok(Some(&self.buf[start..start + len]))
+    }
+
+    /// Takes out and decodes the next whole message, if one is buffered.
+    pub fn next_message<M: DeserializeOwned>(&mut self) -> Result<Option<M>, FrameError> {
+        match self.next_payload()? {
+            None => Ok(None),
+            Some(p) => Ok(Some(payload::decode(p)?)),
+        }
+    }
+
+    /// Call at end of stream: a partly received frame is an error, not a
+    /// clean close.
+    pub fn finish(&self) -> Result<(), FrameError> {
+        match self.buffered() {
+            0 => Ok(()),
+            buffered => Err(FrameError::Truncated { buffered }),
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! The rexec wire format, and nothing else: no sockets live here.
+//!
+//! TCP delivers a byte stream, not messages. Two writes may arrive as one read
+//! and one write may arrive in many reads (the "sticky packet" problem of the
+//! socket tutorials). rexec therefore puts every message in a *frame*:
+//!
+//! ```text
+//! +----------------------+-----------------------------+
+//! | length: u32, big-end | payload: `length` bytes     |
+//! +----------------------+-----------------------------+
+//! ```
+//!
+//! The payload is one [`ClientMsg`] or [`ServerMsg`] encoded by the
+//! [`payload`] module. [`FrameDecoder`] accepts bytes split anywhere and hands
+//! back whole messages; [`encode_frame`] appends a frame to an output buffer.
+//! The tutorials' own protocols live in [`tutorial`], for compatibility and
+//! teaching. `docs/PROTOCOL.md` is the byte-level specification.
+
+pub mod frame;
+pub mod message;
+pub mod payload;
+pub mod tutorial;
+
+pub use frame::{
+    DEFAULT_MAX_FRAME, FrameDecoder, FrameError, HEADER_LEN, MAX_FRAME_LIMIT, encode_frame,
+    encode_output_frame, frame_header,
+};
+pub use message::{
+    ClientHello, ClientMsg, ErrorKind, ErrorMsg, Exec, ExecMode, ExitStatus, Exited, OutputStream,
+    PROTOCOL_VERSION, ServerHello, ServerMsg,
+};
+pub use payload::DecodeError;
+
+/// The software version of this build, sent in both hellos.
+pub const SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,222 @@
+//! The messages of the rexec protocol, one enum for each direction.
+//!
+//! These are plain externally tagged serde enums and structs on purpose:
+//! serde's `skip`, `flatten`, `tag` and `untagged` attributes rely on
+//! self-describing formats and silently lose data under bincode. Variant
+//! order is part of the wire format (bincode writes the variant index), so new
+//! variants go at the end and existing ones never move.
+
+use serde::{Deserialize, Serialize};
+
+/// Protocol version spoken by this build. A peer with a different version is
+/// refused with [`ErrorKind::Version`]; see `docs/PROTOCOL.md` for the rules.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Messages a client sends to the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMsg {
+    /// First message of every connection, answering the server's hello.
+    Hello(ClientHello),
+    /// Run a command.
+    Exec(Exec),
+    /// Bytes for a running command's standard input.
+    Stdin {
+        id: u32,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// Close a running command's standard input.
+    StdinEof { id: u32 },
+    /// Stop a running command and everything it started.
+    Cancel { id: u32 },
+}
+
+/// Messages the server sends to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMsg {
+    /// First message of every connection.
+    Hello(ServerHello),
+    /// A command was spawned.
+    Started { id: u32, pid: u32 },
+    /// A chunk of a command's standard output.
+    Stdout {
+        id: u32,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// A chunk of a command's standard error.
+    Stderr {
+        id: u32,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// A command ended; no more output follows for its id.
+    Exited(Exited),
+    /// Something went wrong, for one command (`id` set) or the connection.
+    Error(ErrorMsg),
+}
+
+/// The server's greeting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerHello {
+    pub protocol: u16,
+    pub software: String,
+    /// Random bytes the client must answer when the server requires
+    /// authentication; `None` when it does not.
+    pub challenge: Option<serde_bytes::ByteBuf>,
+}
+
+/// The client's greeting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientHello {
+    pub protocol: u16,
+    pub software: String,
+    /// The answer to the server's challenge, when one was sent.
+    pub auth: Option<serde_bytes::ByteBuf>,
+}
+
+/// How the command string is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum ExecMode {
+    /// `/bin/sh -c COMMAND`, as ssh and the tutorials do.
+    #[default]
+    Shell,
+    /// Split with shell-like quoting rules and executed directly, no shell.
+    Argv,
+}
+
+/// A request to run a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Exec {
+    /// Chosen by the client, unique among its running commands.
+    pub id: u32,
+    pub command: String,
+    pub mode: ExecMode,
+    pub cwd: Option<String>,
+    /// Extra environment variables for the command.
+    pub env: Vec<(String, String)>,
+    /// Requested time limit in milliseconds; the server's own limit wins
+    /// when it is shorter.
+    pub timeout_ms: Option<u64>,
+    /// Whether `Stdin` / `StdinEof` will follow. When false the command's
+    /// standard input is `/dev/null`.
+    pub stdin: bool,
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// The exit code a shell would report: the code itself, or 128 + signal.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(s) => 128 + s,
+        }
+    }
+}
+
+/// The last message about a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exited {
+    pub id: u32,
+    pub status: ExitStatus,
+    /// The server killed it because it ran past its time limit.
+    pub timed_out: bool,
+    /// The server cut its output at the output limit and killed it.
+    pub truncated: bool,
+    pub duration_ms: u64,
+    /// Bytes of stdout and stderr sent for this command.
+    pub bytes_out: u64,
+}
+
+/// An error report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorMsg {
+    /// The command concerned, or `None` for the connection as a whole (the
+    /// server closes the connection after such an error).
+    pub id: Option<u32>,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// Machine-readable error kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// Bytes that are not a valid frame or message, or a message not allowed
+    /// in the connection's current state.
+    Protocol,
+    /// The peers speak different protocol versions.
+    Version,
+    /// Authentication failed or is missing.
+    Auth,
+    /// A server limit was reached (connections, processes, frame size).
+    Limit,
+    /// The request itself is invalid (bad quoting, duplicate id, ...).
+    BadRequest,
+    /// The command could not be started (missing program or cwd, ...).
+    Spawn,
+    /// The command is not allowed by the server's policy.
+    Forbidden,
+    /// The connection was idle for too long.
+    Idle,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// Which output stream a chunk belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            ErrorKind::Protocol => "protocol error",
+            ErrorKind::Version => "version mismatch",
+            ErrorKind::Auth => "auth failed",
+            ErrorKind::Limit => "server limit",
+            ErrorKind::BadRequest => "bad request",
+            ErrorKind::Spawn => "cannot start command",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::Idle => "idle timeout",
+            ErrorKind::Shutdown => "server shutting down",
+        };
+        f.write_str(s)
+    }
+}
+
+impl ServerMsg {
+    /// A short name of the message kind, for logs and `--trace`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            ServerMsg::Hello(_) => "Hello",
+            ServerMsg::Started { .. } => "Started",
+            ServerMsg::Stdout { .. } => "Stdout",
+            ServerMsg::Stderr { .. } => "Stderr",
+            ServerMsg::Exited(_) => "Exited",
+            ServerMsg::Error(_) => "Error",
+        }
+    }
+}
+
+impl ClientMsg {
+    /// A short name of the message kind, for logs and `--trace`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            ClientMsg::Hello(_) => "Hello",
+            ClientMsg::Exec(_) => "Exec",
+            ClientMsg::Stdin { .. } => "Stdin",
+            ClientMsg::StdinEof { .. } => "StdinEof",
+            ClientMsg::Cancel { .. } => "Cancel",
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Payload encoding: the one module that knows the serialization library.
+//!
+//! Payloads are bincode 2 (`=2.0.1`, serde integration) with its standard
+//! configuration: little-endian, variable-length integers, enum variants as
+//! their index. bincode is unmaintained (RUSTSEC-2025-0141), so nothing else
+//! in the workspace names it: replacing it means rewriting this file only.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::frame::MAX_FRAME_LIMIT;
+use crate::message::OutputStream;
+
+/// bincode's own allocation guard: no single decode may claim more bytes than
+/// the largest frame rexec ever accepts. (The frame length check comes first
+/// and is ours; this only stops a small payload from *claiming* a huge vector.)
+type Config = bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<MAX_FRAME_LIMIT>,
+>;
+
+const CONFIG: Config = bincode::config::standard().with_limit::<MAX_FRAME_LIMIT>();
+
+/// A payload that could not be decoded into a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "undecodable payload: {}", self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Appends the encoding of `msg` to `out`.
+pub fn encode_into<M: Serialize>(msg: &M, out: &mut Vec<u8>) {
+    // Writing into a Vec cannot fail, and every rexec message is serializable
+    // (no maps with non-string keys, no sequences of unknown length).
+    if let Err(e) = bincode::serde::encode_into_std_write(msg, out, CONFIG) {
+        unreachable!("encoding a rexec message into memory failed: {e}");
+    }
+}
+
+/// Decodes exactly one message from `bytes`; trailing bytes are an error.
+pub fn decode<M: DeserializeOwned>(bytes: &[u8]) -> Result<M, DecodeError> {
+    let (msg, used) =
+        bincode::serde::decode_from_slice(bytes, CONFIG).map_err(|e| DecodeError(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(DecodeError(format!(
+            "{} trailing bytes after the message",
+            bytes.len() - used
+        )));
+    }
+    Ok(msg)
+}
+
+/// Appends the payload of `ServerMsg::Stdout { id, data }` (or `Stderr`)
+/// without building the message first, so an output chunk is copied once,
+/// straight from the read buffer into `out`.
+///
+/// The encoding is identical to that of the enum variant: bincode writes a
+/// struct variant as its variant index followed by its fields, which is what
+/// this tuple serializes to. A test checks the two never differ.
+pub fn encode_output_into(stream: OutputStream, id: u32, data: &[u8], out: &mut Vec<u8>) {
+    // Variant indices of `ServerMsg::Stdout` and `ServerMsg::Stderr`.
+    let variant: u32 = match stream {
+        OutputStream::Stdout => 2,
+        OutputStream::Stderr => 3,
+    };
+    encode_into(&(variant, id, serde_bytes::Bytes::new(data)), out);
+}

@@ -1,0 +1,226 @@
+//! rexecd's settings and command line.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Which protocol a server speaks on its port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// rexec's framed protocol (docs/PROTOCOL.md): streaming, exit codes,
+    /// stdin, several commands at once.
+    Native,
+    /// The socket tutorials' protocol: each read of up to 1024 bytes is a
+    /// command; the reply is a 4-byte little-endian length, then stdout and
+    /// stderr. Works with the tutorials' Python client.
+    Seed,
+    /// The tutorials' broken first version: the reply with no header at all.
+    /// Shows sticky packets; for teaching only.
+    Raw,
+}
+
+/// Everything the server needs to know; built from [`Args`] or by hand
+/// (tests, the client's embedded demo server).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub protocol: Protocol,
+    /// Longest a command may run; `None` for no limit.
+    pub timeout: Option<Duration>,
+    /// Most output bytes (stdout + stderr) per command; `None` for no limit.
+    pub max_output: Option<u64>,
+    pub max_conns: usize,
+    pub max_procs: usize,
+    /// Close connections that send nothing and run nothing for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Unsent bytes a connection may have queued before its commands' pipes
+    /// stop being read.
+    pub queue_limit: usize,
+    /// Largest frame accepted from a client.
+    pub max_frame: usize,
+    /// Time between SIGTERM and SIGKILL when a command is stopped.
+    pub kill_grace: Duration,
+    /// How long to wait for the pipes of a command whose process has exited
+    /// (grandchildren may hold them open).
+    pub pipe_grace: Duration,
+    /// Whether to handle SIGINT and SIGTERM (off for an embedded server).
+    pub handle_signals: bool,
+}
+
+/// The output limit that always applies to the tutorial protocols, whose
+/// replies must be buffered whole to know their length.
+pub const TUTORIAL_MAX_OUTPUT: u64 = 64 << 20;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            protocol: Protocol::Native,
+            timeout: None,
+            max_output: None,
+            max_conns: 1024,
+            max_procs: 256,
+            idle_timeout: Some(Duration::from_secs(600)),
+            queue_limit: 1 << 20,
+            max_frame: rexec_proto::DEFAULT_MAX_FRAME,
+            kill_grace: Duration::from_secs(1),
+            pipe_grace: Duration::from_millis(500),
+            handle_signals: true,
+        }
+    }
+}
+
+impl Config {
+    /// The output limit in force for this protocol.
+    pub fn output_limit(&self) -> Option<u64> {
+        match self.protocol {
+            Protocol::Native => self.max_output,
+            Protocol::Seed | Protocol::Raw => Some(
+                self.max_output
+                    .map_or(TUTORIAL_MAX_OUTPUT, |m| m.min(TUTORIAL_MAX_OUTPUT)),
+            ),
+        }
+    }
+}
+
+/// rexecd: run commands for rexec clients and stream their output back.
+///
+/// Every command runs with `/bin/sh -c` (or directly, when the client asks
+/// for argv mode) in its own process group; its stdout and stderr are sent as
+/// they are produced. The first line printed is `listening on HOST:PORT`.
+/// Logging goes to stderr; set RUST_LOG=info for one audit line per command,
+/// RUST_LOG=debug for connections too.
+#[derive(Debug, Parser)]
+#[command(name = "rexecd", version, about, long_about, max_term_width = 100)]
+pub struct Args {
+    /// Address to listen on, HOST:PORT. Port 0 picks a free port (the real
+    /// one is printed on the first line, for scripts and tests). Use
+    /// [::1]:PORT for IPv6.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070", value_parser = parse_addr)]
+    pub listen: SocketAddr,
+
+    /// Protocol spoken on the port: `native` is rexec's framed protocol;
+    /// `seed` and `raw` are the socket tutorials' protocols (with and
+    /// without the length header), for compatibility and teaching.
+    #[arg(long, value_enum, default_value_t = Protocol::Native)]
+    pub protocol: Protocol,
+
+    /// Kill a command (its whole process group) that runs longer than this
+    /// many seconds; its exit is reported as timed out. Clients may ask for a
+    /// shorter limit, never a longer one. 0 means no limit.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub timeout: u64,
+
+    /// Cut a command's output (stdout + stderr) after this many bytes, kill
+    /// it, and report it as truncated. Accepts K, M, G suffixes (powers of
+    /// 1024). 0 means no limit; the seed and raw protocols always stop at 64M
+    /// because they buffer each reply whole.
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_size)]
+    pub max_output: u64,
+
+    /// Most client connections at once; a client over the limit gets an error
+    /// and is closed, others are unaffected.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_conns: usize,
+
+    /// Most commands running at once across all clients; an Exec over the
+    /// limit gets an error, the connection stays usable.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_procs: usize,
+
+    /// Close a connection that sends nothing and runs nothing for this many
+    /// seconds. 0 means never.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub idle_timeout: u64,
+}
+
+impl Args {
+    pub fn into_config(self) -> Config {
+        let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        Config {
+            listen: self.listen,
+            protocol: self.protocol,
+            timeout: secs(self.timeout),
+            max_output: (self.max_output > 0).then_some(self.max_output),
+            max_conns: self.max_conns.max(1),
+            max_procs: self.max_procs.max(1),
+            idle_timeout: secs(self.idle_timeout),
+            ..Config::default()
+        }
+    }
+}
+
+/// Parses `HOST:PORT`, resolving a host name such as `localhost`.
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {s:?} as HOST:PORT: {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
+/// Parses a byte count with an optional K, M or G suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => return Err(format!("unknown size suffix in {s:?}: use K, M or G")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count (examples: 1048576, 512K, 64M)"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_suffixes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("1500"), Ok(1500));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("3m"), Ok(3 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999G").is_err());
+    }
+
+    #[test]
+    fn addresses_parse_and_resolve() {
+        assert_eq!(
+            parse_addr("127.0.0.1:0"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 0)))
+        );
+        assert_eq!(parse_addr("[::1]:7070").map(|a| a.is_ipv6()), Ok(true));
+        assert_eq!(parse_addr("localhost:7070").map(|a| a.port()), Ok(7070));
+        assert!(parse_addr("nonsense").is_err());
+    }
+
+    #[test]
+    fn tutorial_protocols_always_have_an_output_limit() {
+        let mut c = Config::default();
+        assert_eq!(c.output_limit(), None);
+        c.protocol = Protocol::Seed;
+        assert_eq!(c.output_limit(), Some(TUTORIAL_MAX_OUTPUT));
+        c.max_output = Some(10);
+        assert_eq!(c.output_limit(), Some(10));
+    }
+}

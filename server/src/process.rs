@@ -1,0 +1,232 @@
+//! Child processes: spawning them in their own process group with
+//! non-blocking pipes, a pidfd to learn of their exit without blocking, and
+//! stopping them with everything they started.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, Stdio};
+
+use mio::unix::pipe::{Receiver, Sender};
+use rexec_proto::{ErrorKind, Exec, ExecMode, ExitStatus};
+
+/// Why a command could not be started; becomes an `Error` for its id.
+#[derive(Debug)]
+pub struct SpawnError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl SpawnError {
+    fn bad(message: impl Into<String>) -> Self {
+        SpawnError {
+            kind: ErrorKind::BadRequest,
+            message: message.into(),
+        }
+    }
+    fn os(what: &str, e: io::Error) -> Self {
+        SpawnError {
+            kind: ErrorKind::Spawn,
+            message: format!("{what}: {e}"),
+        }
+    }
+}
+
+/// A freshly started child and its non-blocking pipe ends.
+#[derive(Debug)]
+pub struct Spawned {
+    pub child: Child,
+    pub stdout: Receiver,
+    pub stderr: Receiver,
+    pub stdin: Option<Sender>,
+    /// A pidfd that becomes readable when the child exits, where the kernel
+    /// has them (Linux 5.3+); otherwise the server sweeps with `try_wait`.
+    pub pidfd: Option<OwnedFd>,
+}
+
+/// Builds the `Command` an `Exec` asks for, without running it.
+pub fn command_for(exec: &Exec) -> Result<Command, SpawnError> {
+    let mut cmd = match exec.mode {
+        ExecMode::Shell => {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(&exec.command);
+            c
+        }
+        ExecMode::Argv => {
+            let words = shlex::split(&exec.command).ok_or_else(|| {
+                SpawnError::bad("cannot split the command: unbalanced quote or trailing backslash")
+            })?;
+            let Some((prog, args)) = words.split_first() else {
+                return Err(SpawnError::bad("empty command"));
+            };
+            let mut c = Command::new(prog);
+            c.args(args);
+            c
+        }
+    };
+    if let Some(dir) = &exec.cwd {
+        // Checked here so the error names the directory; std's spawn error
+        // would not say which of program and directory was missing.
+        match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(SpawnError::os(
+                    &format!("cwd {dir}"),
+                    io::Error::from(io::ErrorKind::NotADirectory),
+                ));
+            }
+            Err(e) => return Err(SpawnError::os(&format!("cwd {dir}"), e)),
+        }
+        cmd.current_dir(dir);
+    }
+    for (k, v) in &exec.env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(SpawnError::bad(format!(
+                "invalid environment variable name {k:?}"
+            )));
+        }
+        cmd.env(k, v);
+    }
+    Ok(cmd)
+}
+
+/// Starts `cmd` in a new process group with piped stdout and stderr, and a
+/// piped stdin when `stdin` is true (otherwise `/dev/null`).
+pub fn spawn(mut cmd: Command, stdin: bool, program: &str) -> Result<Spawned, SpawnError> {
+    cmd.process_group(0)
+        .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| SpawnError::os(program, e))?;
+    let pipes = (|| -> io::Result<_> {
+        let out = nonblocking_receiver(child.stdout.take())?;
+        let err = nonblocking_receiver(child.stderr.take())?;
+        let inp = match child.stdin.take() {
+            Some(s) => {
+                let s = Sender::from(s);
+                s.set_nonblocking(true)?;
+                Some(s)
+            }
+            None => None,
+        };
+        Ok((out, err, inp))
+    })();
+    let (stdout, stderr, stdin) = match pipes {
+        Ok(p) => p,
+        Err(e) => {
+            // Do not leave it running or unreaped.
+            kill_group(child.id() as i32, libc::SIGKILL);
+            let _ = child.wait();
+            return Err(SpawnError::os("setting up pipes", e));
+        }
+    };
+    let pidfd = pidfd_open(child.id());
+    Ok(Spawned {
+        child,
+        stdout,
+        stderr,
+        stdin,
+        pidfd,
+    })
+}
+
+fn nonblocking_receiver<T>(pipe: Option<T>) -> io::Result<Receiver>
+where
+    Receiver: From<T>,
+{
+    let pipe = pipe.ok_or_else(|| io::Error::other("child pipe missing"))?;
+    // mio's pipe types take the descriptor as it is: blocking, until told.
+    let r = Receiver::from(pipe);
+    r.set_nonblocking(true)?;
+    Ok(r)
+}
+
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
+    // or -1; it touches no memory of ours.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just gave us this descriptor and nobody else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// The raw descriptor of a pidfd, for registering with mio.
+pub fn raw(fd: &OwnedFd) -> RawFd {
+    fd.as_raw_fd()
+}
+
+/// Sends `sig` to every process in group `pgid`. Errors (the group is gone)
+/// are ignored.
+pub fn kill_group(pgid: i32, sig: libc::c_int) {
+    if pgid <= 1 {
+        return; // never signal "every process" or init's group
+    }
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory
+    // is shared.
+    unsafe {
+        libc::kill(-pgid, sig);
+    }
+}
+
+/// Converts std's exit status into the protocol's.
+pub fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
+    match (status.code(), status.signal()) {
+        (Some(c), _) => ExitStatus::Code(c),
+        (None, Some(s)) => ExitStatus::Signal(s),
+        (None, None) => ExitStatus::Code(-1),
+    }
+}
+
+/// A command the server is running, and everything it owns.
+#[derive(Debug)]
+pub struct Proc {
+    /// The connection it runs for; `None` once that connection went away.
+    pub conn: Option<u64>,
+    /// The client's id for it.
+    pub id: u32,
+    /// For the audit log.
+    pub command: String,
+    pub peer: std::net::SocketAddr,
+    pub child: Child,
+    pub pgid: i32,
+    pub stdout: Option<(Receiver, mio::Token)>,
+    pub stderr: Option<(Receiver, mio::Token)>,
+    pub stdin: Option<(Sender, mio::Token)>,
+    /// Bytes from the client not yet written to the child's stdin.
+    pub stdin_queue: crate::connection::OutQueue,
+    /// The client closed stdin: close the pipe once the queue is written.
+    pub stdin_eof: bool,
+    pub pidfd: Option<(OwnedFd, mio::Token)>,
+    /// Set once the child has been reaped.
+    pub status: Option<ExitStatus>,
+    pub started: std::time::Instant,
+    pub bytes_out: u64,
+    pub timed_out: bool,
+    pub truncated: bool,
+    /// SIGTERM was sent to its group.
+    pub stopping: bool,
+    /// The pipe grace timer is armed.
+    pub grace_armed: bool,
+    /// Whole stdout and stderr, for the tutorial protocols only.
+    pub tutorial_out: Vec<u8>,
+    pub tutorial_err: Vec<u8>,
+}
+
+impl Proc {
+    /// Sends SIGTERM to the whole process group and schedules SIGKILL.
+    pub fn stop(&mut self, timers: &mut crate::timer::Timers, grace: std::time::Duration) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        kill_group(self.pgid, libc::SIGTERM);
+        timers.after(grace, crate::timer::Timer::KillGroup(self.pgid));
+    }
+
+    /// Both output pipes have been closed.
+    pub fn output_done(&self) -> bool {
+        self.stdout.is_none() && self.stderr.is_none()
+    }
+}

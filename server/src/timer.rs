@@ -1,0 +1,84 @@
+//! Deadlines for the event loop: a min-heap of (when, what).
+//!
+//! Timers are never cancelled. When one fires, its handler checks whether it
+//! still applies (the command may have finished, the connection may be gone),
+//! which keeps the bookkeeping in one place.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+/// What to do when a deadline passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Timer {
+    /// A command's time limit.
+    ProcTimeout(u64),
+    /// SIGKILL for a process group that was sent SIGTERM.
+    KillGroup(i32),
+    /// Stop waiting for the pipes of a command whose process exited.
+    PipeGrace(u64),
+    /// Check a connection for idleness.
+    ConnIdle(u64),
+    /// A connection that is closing after an error gets this long to flush.
+    ConnCloseDeadline(u64),
+    /// Try accepting again after running out of file descriptors.
+    AcceptRetry,
+    /// Look for exited children that have no pidfd.
+    ReapSweep,
+    /// Give up flushing at shutdown.
+    ShutdownDeadline,
+}
+
+#[derive(Debug, Default)]
+pub struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
+    seq: u64,
+}
+
+impl Timers {
+    pub fn at(&mut self, when: Instant, what: Timer) {
+        self.seq += 1;
+        self.heap.push(Reverse((when, self.seq, what)));
+    }
+
+    pub fn after(&mut self, delay: Duration, what: Timer) {
+        self.at(Instant::now() + delay, what);
+    }
+
+    /// How long the loop may sleep before the next deadline.
+    pub fn timeout(&self, now: Instant) -> Option<Duration> {
+        self.heap
+            .peek()
+            .map(|Reverse((when, _, _))| when.saturating_duration_since(now))
+    }
+
+    /// Takes out the next timer that is due at `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+        match self.heap.peek() {
+            Some(Reverse((when, _, _))) if *when <= now => {
+                self.heap.pop().map(|Reverse((_, _, t))| t)
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_timers_come_out_in_order() {
+        let mut t = Timers::default();
+        let now = Instant::now();
+        t.at(now + Duration::from_millis(20), Timer::ReapSweep);
+        t.at(now + Duration::from_millis(10), Timer::AcceptRetry);
+        t.at(now + Duration::from_secs(60), Timer::ShutdownDeadline);
+        assert_eq!(t.timeout(now), Some(Duration::from_millis(10)));
+        let later = now + Duration::from_millis(30);
+        assert_eq!(t.pop_due(later), Some(Timer::AcceptRetry));
+        assert_eq!(t.pop_due(later), Some(Timer::ReapSweep));
+        assert_eq!(t.pop_due(later), None);
+        assert!(t.timeout(later).is_some());
+    }
+}
