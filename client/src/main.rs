@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    std::process::exit(rexec_client::cli::main_entry());
+}

@@ -9,7 +9,7 @@ use std::io::{self, Read};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::message::OutputStream;
+use crate::message::{OutputStream, ServerEvent, ServerMsg};
 use crate::payload::{self, DecodeError};
 
 /// Bytes in a frame header.
@@ -203,6 +203,23 @@ impl FrameDecoder {
         }
     }
 
+    /// The payload length of the next frame if it is wholly buffered, without
+    /// taking it out.
+    pub fn frame_ready(&self) -> Result<Option<usize>, FrameError> {
+        let avail = self.end - self.pos;
+        let Some(header) = self.buf[self.pos..self.end].first_chunk::<HEADER_LEN>() else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(*header) as usize;
+        if len > self.max_frame {
+            return Err(FrameError::TooLarge {
+                len: len as u64,
+                max: self.max_frame,
+            });
+        }
+        Ok((avail >= HEADER_LEN + len).then_some(len))
+    }
+
     /// Takes out the next whole frame's payload, if one is buffered.
     pub fn next_payload(&mut self) -> Result<Option<&[u8]>, FrameError> {
         let avail = self.end - self.pos;
@@ -232,6 +249,18 @@ impl FrameDecoder {
             None => Ok(None),
             Some(p) => Ok(Some(payload::decode(p)?)),
         }
+    }
+
+    /// Takes out the next server frame; `Stdout` / `Stderr` data is borrowed
+    /// from the buffer instead of copied (the client's hot path).
+    pub fn next_server_event(&mut self) -> Result<Option<ServerEvent<'_>>, FrameError> {
+        let Some(p) = self.next_payload()? else {
+            return Ok(None);
+        };
+        if let Some((stream, id, data)) = payload::decode_output(p) {
+            return Ok(Some(ServerEvent::Output { stream, id, data }));
+        }
+        Ok(Some(ServerEvent::Msg(payload::decode::<ServerMsg>(p)?)))
     }
 
     /// Call at end of stream: a partly received frame is an error, not a

@@ -27,7 +27,7 @@ pub use frame::{
 };
 pub use message::{
     ClientHello, ClientMsg, ErrorKind, ErrorMsg, Exec, ExecMode, ExitStatus, Exited, OutputStream,
-    PROTOCOL_VERSION, ServerHello, ServerMsg,
+    PROTOCOL_VERSION, ServerEvent, ServerHello, ServerMsg,
 };
 pub use payload::DecodeError;
 

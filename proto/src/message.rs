@@ -220,3 +220,14 @@ impl ClientMsg {
         }
     }
 }
+
+/// A decoded server frame; output chunks borrow the decoder's buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ServerEvent<'a> {
+    Output {
+        stream: OutputStream,
+        id: u32,
+        data: &'a [u8],
+    },
+    Msg(ServerMsg),
+}

@@ -71,3 +71,17 @@ pub fn encode_output_into(stream: OutputStream, id: u32, data: &[u8], out: &mut 
     };
     encode_into(&(variant, id, serde_bytes::Bytes::new(data)), out);
 }
+
+/// Decodes a `ServerMsg::Stdout` / `Stderr` payload without copying its data:
+/// the returned slice points into `bytes`. `None` when the payload is not a
+/// well-formed output message (decode it with [`decode`] to learn why).
+pub fn decode_output(bytes: &[u8]) -> Option<(OutputStream, u32, &[u8])> {
+    let stream = match bytes.first() {
+        Some(2) => OutputStream::Stdout,
+        Some(3) => OutputStream::Stderr,
+        _ => return None,
+    };
+    let ((_, id, data), used): ((u32, u32, &[u8]), usize) =
+        bincode::serde::borrow_decode_from_slice(bytes, CONFIG).ok()?;
+    (used == bytes.len()).then_some((stream, id, data))
+}

@@ -394,3 +394,28 @@ fn a_small_payload_cannot_claim_a_huge_vector() {
         Err(FrameError::Decode(_))
     ));
 }
+
+proptest! {
+    /// The borrowed decode of output frames agrees with the owned one.
+    #[test]
+    fn server_events_agree_with_messages(msgs in vec(server_msg(), 1..8)) {
+        let mut wire = Vec::new();
+        for m in &msgs {
+            encode_frame(m, &mut wire);
+        }
+        let mut dec = FrameDecoder::with_max_frame(MAX_FRAME_LIMIT);
+        dec.feed(&wire);
+        for m in &msgs {
+            let ev = dec.next_server_event().expect("valid").expect("whole frame");
+            match (ev, m) {
+                (ServerEvent::Output { stream: OutputStream::Stdout, id, data }, ServerMsg::Stdout { id: i, data: d })
+                | (ServerEvent::Output { stream: OutputStream::Stderr, id, data }, ServerMsg::Stderr { id: i, data: d }) => {
+                    prop_assert_eq!(id, *i);
+                    prop_assert_eq!(data, &d[..]);
+                }
+                (ServerEvent::Msg(got), want) => prop_assert_eq!(&got, want),
+                (ev, want) => prop_assert!(false, "{:?} decoded as {:?}", want, ev),
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Client errors. Each becomes exit code 255 and one line on stderr that
+//! names the cause.
+
+use std::io;
+
+use rexec_proto::{ErrorKind, ErrorMsg};
+
+#[derive(Debug)]
+pub enum ClientError {
+    /// The host spec or name could not be resolved.
+    Resolve(String),
+    /// Nothing listens there.
+    Refused(String),
+    /// No route, network down, host unreachable.
+    Unreachable(String, io::Error),
+    /// The connection attempt or the server's hello took too long.
+    Timeout(String),
+    /// The connection broke.
+    Io(io::Error),
+    /// The server sent bytes that are not the rexec protocol.
+    Protocol(String),
+    /// The server refused the connection or closed it with an error.
+    Server(ErrorMsg),
+    /// Bad arguments from the user.
+    Usage(String),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Resolve(m) => write!(f, "cannot resolve host: {m}"),
+            ClientError::Refused(a) => {
+                write!(
+                    f,
+                    "connection refused by {a} (is rexecd running and listening there?)"
+                )
+            }
+            ClientError::Unreachable(a, e) => write!(f, "cannot reach {a}: {e}"),
+            ClientError::Timeout(a) => write!(f, "timed out connecting to {a}"),
+            ClientError::Io(e) => write!(f, "connection lost: {e}"),
+            ClientError::Protocol(m) => write!(f, "protocol error: {m}"),
+            ClientError::Server(e) => match e.kind {
+                ErrorKind::Auth => write!(f, "auth failed: {}", e.message),
+                ErrorKind::Version => write!(f, "{}", e.message),
+                _ => write!(f, "server closed the connection: {}: {}", e.kind, e.message),
+            },
+            ClientError::Usage(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        ClientError::Io(e)
+    }
+}

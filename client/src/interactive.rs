@@ -1,0 +1,126 @@
+//! With no command: a prompt with line editing and history on a terminal,
+//! or one command per line from a pipe.
+
+use std::io::{self, BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use rexec_proto::ExecMode;
+
+use crate::cli::{RunArgs, print_json, report};
+use crate::error::ClientError;
+use crate::run::{self, EXIT_CONNECTION, Sinks};
+use crate::session::Session;
+
+/// Where the prompt's history is kept: `$XDG_DATA_HOME/rexec/history`, or
+/// `~/.local/share/rexec/history`.
+pub fn history_path() -> Option<PathBuf> {
+    let base = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".local/share"),
+    };
+    Some(base.join("rexec").join("history"))
+}
+
+pub fn main(host: &str, args: &RunArgs) -> i32 {
+    let mut session = match Session::connect(host, &args.connect_options()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rexec: {e}");
+            return EXIT_CONNECTION;
+        }
+    };
+    let res = if io::stdin().is_terminal() {
+        prompt(host, &mut session, args)
+    } else {
+        lines(&mut session, args)
+    };
+    res.unwrap_or_else(|e| {
+        eprintln!("rexec: {e}");
+        EXIT_CONNECTION
+    })
+}
+
+/// Runs one line; returns its exit code.
+fn run_line(
+    session: &mut Session,
+    args: &RunArgs,
+    id: u32,
+    line: &str,
+) -> Result<i32, ClientError> {
+    let mut sinks = if args.json {
+        Sinks::capture()
+    } else {
+        Sinks::terminal()
+    };
+    let outcome = run::run(
+        session,
+        args.exec(id, line.to_string(), ExecMode::Shell),
+        &mut sinks,
+        None,
+    )?;
+    if args.json {
+        print_json(line, &outcome, &sinks);
+    }
+    report(&outcome);
+    Ok(outcome.exit_code())
+}
+
+fn lines(session: &mut Session, args: &RunArgs) -> Result<i32, ClientError> {
+    let mut last = 0;
+    for (n, line) in io::stdin().lock().lines().enumerate() {
+        let line = line?;
+        let cmd = line.trim();
+        if cmd.is_empty() {
+            continue;
+        }
+        last = run_line(session, args, n as u32 + 1, cmd)?;
+    }
+    Ok(last)
+}
+
+fn prompt(host: &str, session: &mut Session, args: &RunArgs) -> Result<i32, ClientError> {
+    use rustyline::error::ReadlineError;
+    let mut rl = rustyline::DefaultEditor::new()
+        .map_err(|e| ClientError::Usage(format!("line editor: {e}")))?;
+    let history = history_path();
+    if let Some(h) = &history {
+        let _ = rl.load_history(h); // none yet is fine
+    }
+    eprintln!(
+        "connected to {} (rexecd {}). Type commands; exit or Ctrl-D to leave, Ctrl-C stops a running command.",
+        session.addr, session.server.software
+    );
+    let mut last = 0;
+    let mut id = 0u32;
+    loop {
+        match rl.readline(&format!("rexec {host}> ")) {
+            Ok(line) => {
+                let cmd = line.trim();
+                if cmd.is_empty() {
+                    continue;
+                }
+                if cmd == "exit" || cmd == "logout" {
+                    break;
+                }
+                let _ = rl.add_history_entry(cmd);
+                id = id.wrapping_add(1);
+                last = run_line(session, args, id, cmd)?;
+                if last != 0 {
+                    eprintln!("[exit {last}]");
+                }
+            }
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(ClientError::Usage(format!("reading the prompt: {e}"))),
+        }
+    }
+    if let Some(h) = &history {
+        if let Some(dir) = h.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Err(e) = rl.save_history(h) {
+            eprintln!("rexec: cannot save history to {}: {e}", h.display());
+        }
+    }
+    Ok(last)
+}

@@ -1,0 +1,250 @@
+//! Running one command over a session: send `Exec`, forward stdin, deliver
+//! output as it arrives, and wait for `Exited`.
+
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rexec_proto::{
+    ClientMsg, ErrorKind, ErrorMsg, Exec, ExitStatus, Exited, OutputStream, ServerEvent, ServerMsg,
+};
+
+use crate::error::ClientError;
+use crate::session::{Session, Writer};
+
+/// Exit code for connection, protocol and auth failures (as ssh).
+pub const EXIT_CONNECTION: i32 = 255;
+/// Exit code for a command killed at its time limit (as timeout(1)).
+pub const EXIT_TIMED_OUT: i32 = 124;
+/// Exit code for a command that could not be started (as a shell's
+/// "command not found").
+pub const EXIT_SPAWN: i32 = 127;
+
+/// Where output goes.
+#[derive(Debug)]
+pub enum Sinks {
+    /// Straight to this process's stdout and stderr, chunk by chunk.
+    Terminal {
+        /// Local stdout broke (e.g. `| head`): the rest is discarded.
+        stdout_broken: bool,
+    },
+    /// Kept in memory (for `--json`, the demo and tests).
+    Capture { stdout: Vec<u8>, stderr: Vec<u8> },
+}
+
+impl Sinks {
+    pub fn terminal() -> Self {
+        Sinks::Terminal {
+            stdout_broken: false,
+        }
+    }
+
+    pub fn capture() -> Self {
+        Sinks::Capture {
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+    }
+
+    /// Delivers a chunk; `false` when local stdout is broken and the remote
+    /// command should be stopped.
+    fn deliver(&mut self, stream: OutputStream, data: &[u8]) -> bool {
+        match self {
+            Sinks::Capture { stdout, stderr } => {
+                match stream {
+                    OutputStream::Stdout => stdout.extend_from_slice(data),
+                    OutputStream::Stderr => stderr.extend_from_slice(data),
+                }
+                true
+            }
+            Sinks::Terminal { stdout_broken } => {
+                let res = match stream {
+                    OutputStream::Stdout if *stdout_broken => return true,
+                    OutputStream::Stdout => {
+                        let mut o = io::stdout().lock();
+                        o.write_all(data).and_then(|_| o.flush())
+                    }
+                    OutputStream::Stderr => {
+                        let mut e = io::stderr().lock();
+                        e.write_all(data).and_then(|_| e.flush())
+                    }
+                };
+                if res.is_err() && stream == OutputStream::Stdout {
+                    *stdout_broken = true;
+                    return false;
+                }
+                true
+            }
+        }
+    }
+}
+
+/// How a command ended, as far as the client knows.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub id: u32,
+    pub pid: Option<u32>,
+    /// `Exited`, unless the command could not start.
+    pub exited: Option<Exited>,
+    /// The `Error` for this command, when it could not start.
+    pub error: Option<ErrorMsg>,
+    pub duration: Duration,
+}
+
+impl Outcome {
+    /// The process exit code `rexec` uses for this command: the remote code;
+    /// 128+N for signal N; 124 for a timeout; 127 when it could not start;
+    /// 255 for other server refusals.
+    pub fn exit_code(&self) -> i32 {
+        match (&self.exited, &self.error) {
+            (Some(x), _) if x.timed_out => EXIT_TIMED_OUT,
+            (Some(x), _) => x.status.shell_code(),
+            (None, Some(e)) if e.kind == ErrorKind::Spawn => EXIT_SPAWN,
+            _ => EXIT_CONNECTION,
+        }
+    }
+
+    /// The signal that killed it, if any.
+    pub fn signal(&self) -> Option<i32> {
+        match self.exited.as_ref()?.status {
+            ExitStatus::Signal(s) => Some(s),
+            ExitStatus::Code(_) => None,
+        }
+    }
+}
+
+/// The command Ctrl-C should cancel, if one is running.
+static CURRENT: Mutex<Option<(Arc<Writer>, u32)>> = Mutex::new(None);
+static PRESSES: AtomicU32 = AtomicU32::new(0);
+
+fn set_current(v: Option<(Arc<Writer>, u32)>) {
+    *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = v;
+    PRESSES.store(0, Ordering::SeqCst);
+}
+
+/// Handles Ctrl-C for the whole process: the first press while a command
+/// runs sends `Cancel` (the remote process group stops and `Exited` comes
+/// back); a second press, or one with nothing running, quits with 130.
+pub fn install_ctrl_c() -> io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT])?;
+    std::thread::Builder::new()
+        .name("ctrl-c".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                let current = CURRENT.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                match current {
+                    Some((w, id)) if PRESSES.fetch_add(1, Ordering::SeqCst) == 0 => {
+                        eprintln!("\nrexec: stopping the remote command (Ctrl-C again to quit)");
+                        if w.send(&ClientMsg::Cancel { id }).is_err() {
+                            std::process::exit(130);
+                        }
+                    }
+                    _ => std::process::exit(130),
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Runs `exec` and waits for it to end. When `stdin` is given it is
+/// forwarded from a separate thread, end of file included.
+pub fn run(
+    session: &mut Session,
+    mut exec: Exec,
+    sinks: &mut Sinks,
+    stdin: Option<Box<dyn Read + Send>>,
+) -> Result<Outcome, ClientError> {
+    let id = exec.id;
+    exec.stdin = stdin.is_some();
+    let started = Instant::now();
+    session.send(&ClientMsg::Exec(exec))?;
+    if let Some(input) = stdin {
+        forward_stdin(session.writer(), id, input)?;
+    }
+    set_current(Some((session.writer(), id)));
+    let result = wait(session, id, sinks, started);
+    set_current(None);
+    result
+}
+
+fn wait(
+    session: &mut Session,
+    id: u32,
+    sinks: &mut Sinks,
+    started: Instant,
+) -> Result<Outcome, ClientError> {
+    let mut outcome = Outcome {
+        id,
+        pid: None,
+        exited: None,
+        error: None,
+        duration: Duration::ZERO,
+    };
+    let mut cancelled = false;
+    loop {
+        let ev = session.next_event()?;
+        match ev {
+            ServerEvent::Output {
+                stream,
+                id: i,
+                data,
+            } if i == id => {
+                if !sinks.deliver(stream, data) && !cancelled {
+                    cancelled = true;
+                    session.send(&ClientMsg::Cancel { id })?;
+                }
+            }
+            ServerEvent::Output { .. } => {}
+            ServerEvent::Msg(ServerMsg::Started { id: i, pid }) if i == id => {
+                outcome.pid = Some(pid)
+            }
+            ServerEvent::Msg(ServerMsg::Exited(x)) if x.id == id => {
+                outcome.exited = Some(x);
+                break;
+            }
+            ServerEvent::Msg(ServerMsg::Error(e)) if e.id == Some(id) => {
+                outcome.error = Some(e);
+                break;
+            }
+            ServerEvent::Msg(ServerMsg::Error(e)) if e.id.is_none() => {
+                return Err(ClientError::Server(e));
+            }
+            ServerEvent::Msg(ServerMsg::Hello(_)) => {
+                return Err(ClientError::Protocol("unexpected second Hello".into()));
+            }
+            ServerEvent::Msg(_) => {}
+        }
+    }
+    outcome.duration = started.elapsed();
+    Ok(outcome)
+}
+
+fn forward_stdin(writer: Arc<Writer>, id: u32, mut input: Box<dyn Read + Send>) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match input.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let msg = ClientMsg::Stdin {
+                            id,
+                            data: buf[..n].to_vec(),
+                        };
+                        if writer.send(&msg).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        eprintln!("rexec: reading stdin: {e}");
+                        break;
+                    }
+                }
+            }
+            let _ = writer.send(&ClientMsg::StdinEof { id });
+        })?;
+    Ok(())
+}

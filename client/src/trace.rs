@@ -1,0 +1,60 @@
+//! `--trace`: every frame on stderr as it is sent or received, so a learner
+//! sees the framing on a real connection.
+
+use std::io::Write;
+
+use rexec_proto::{ClientMsg, HEADER_LEN, ServerEvent, ServerMsg};
+
+/// Formats the 4 header bytes of a frame as hex.
+pub fn header_hex(header: &[u8]) -> String {
+    header
+        .iter()
+        .take(HEADER_LEN)
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn line(dir: &str, payload_len: usize, what: &str) -> String {
+    let header = (payload_len as u32).to_be_bytes();
+    format!(
+        "[trace] {dir} {}  len={payload_len:<6} {what}",
+        header_hex(&header)
+    )
+}
+
+/// The trace line for a frame the client sends.
+pub fn sent(msg: &ClientMsg, payload_len: usize) -> String {
+    let what = match msg {
+        ClientMsg::Exec(e) => format!("Exec id={} command={} bytes", e.id, e.command.len()),
+        ClientMsg::Stdin { id, data } => format!("Stdin id={id} data={} bytes", data.len()),
+        ClientMsg::StdinEof { id } | ClientMsg::Cancel { id } => {
+            format!("{} id={id}", msg.kind_name())
+        }
+        ClientMsg::Hello(h) => format!("Hello protocol={}", h.protocol),
+    };
+    line("send", payload_len, &what)
+}
+
+/// The trace line for a frame the client received.
+pub fn received(ev: &ServerEvent<'_>, payload_len: usize) -> String {
+    let what = match ev {
+        ServerEvent::Output { stream, id, data } => {
+            format!("{stream:?} id={id} data={} bytes", data.len())
+        }
+        ServerEvent::Msg(m) => match m {
+            ServerMsg::Hello(h) => format!("Hello protocol={} software={}", h.protocol, h.software),
+            ServerMsg::Started { id, pid } => format!("Started id={id} pid={pid}"),
+            ServerMsg::Exited(x) => format!("Exited id={} status={:?}", x.id, x.status),
+            ServerMsg::Error(e) => format!("Error id={:?} kind={:?}", e.id, e.kind),
+            other => other.kind_name().to_string(),
+        },
+    };
+    line("recv", payload_len, &what)
+}
+
+/// Writes a trace line to stderr, ignoring failures (tracing must never
+/// break the command).
+pub fn emit(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
