@@ -56,6 +56,26 @@ pub fn encode_output_frame(stream: OutputStream, id: u32, data: &[u8], out: &mut
     len
 }
 
+/// Looks for one whole frame at the start of `buf`: `Ok(Some((payload,
+/// consumed)))` when it is all there, `Ok(None)` when more bytes are needed,
+/// and an error as soon as the header declares more than `max_frame` bytes.
+/// [`FrameDecoder`] is this plus a buffer.
+pub fn parse_frame(buf: &[u8], max_frame: usize) -> Result<Option<(&[u8], usize)>, FrameError> {
+    let Some(header) = buf.first_chunk::<HEADER_LEN>() else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes(*header) as usize;
+    if len > max_frame {
+        return Err(FrameError::TooLarge {
+            len: len as u64,
+            max: max_frame,
+        });
+    }
+    Ok(buf
+        .get(HEADER_LEN..HEADER_LEN + len)
+        .map(|payload| (payload, HEADER_LEN + len)))
+}
+
 /// Why a byte stream could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrameError {
@@ -206,41 +226,18 @@ impl FrameDecoder {
     /// The payload length of the next frame if it is wholly buffered, without
     /// taking it out.
     pub fn frame_ready(&self) -> Result<Option<usize>, FrameError> {
-        let avail = self.end - self.pos;
-        let Some(header) = self.buf[self.pos..self.end].first_chunk::<HEADER_LEN>() else {
-            return Ok(None);
-        };
-        let len = u32::from_be_bytes(*header) as usize;
-        if len > self.max_frame {
-            return Err(FrameError::TooLarge {
-                len: len as u64,
-                max: self.max_frame,
-            });
-        }
-        Ok((avail >= HEADER_LEN + len).then_some(len))
+        Ok(parse_frame(&self.buf[self.pos..self.end], self.max_frame)?
+            .map(|(_, used)| used - HEADER_LEN))
     }
 
     /// Takes out the next whole frame's payload, if one is buffered.
     pub fn next_payload(&mut self) -> Result<Option<&[u8]>, FrameError> {
-        let avail = self.end - self.pos;
-        if avail < HEADER_LEN {
+        let Some((_, used)) = parse_frame(&self.buf[self.pos..self.end], self.max_frame)? else {
             return Ok(None);
-        }
-        let mut header = [0u8; HEADER_LEN];
-        header.copy_from_slice(&self.buf[self.pos..self.pos + HEADER_LEN]);
-        let len = u32::from_be_bytes(header) as usize;
-        if len > self.max_frame {
-            return Err(FrameError::TooLarge {
-                len: len as u64,
-                max: self.max_frame,
-            });
-        }
-        if avail < HEADER_LEN + len {
-            return Ok(None);
-        }
+        };
         let start = self.pos + HEADER_LEN;
-        self.pos = start + len;
-        Ok(Some(&self.buf[start..start + len]))
+        self.pos += used;
+        Ok(Some(&self.buf[start..self.pos]))
     }
 
     /// Takes out and decodes the next whole message, if one is buffered.

@@ -23,7 +23,7 @@ pub mod tutorial;
 
 pub use frame::{
     DEFAULT_MAX_FRAME, FrameDecoder, FrameError, HEADER_LEN, MAX_FRAME_LIMIT, encode_frame,
-    encode_output_frame, frame_header,
+    encode_output_frame, frame_header, parse_frame,
 };
 pub use message::{
     ClientHello, ClientMsg, ErrorKind, ErrorMsg, Exec, ExecMode, ExitStatus, Exited, OutputStream,

@@ -1,0 +1,756 @@
+//! rexecd over loopback: the real binary, driven by the client library or
+//! raw sockets.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use rexec_client::run::{Outcome, Sinks, run as run_cmd};
+use rexec_client::{ConnectOptions, Session};
+use rexec_proto::*;
+use rexec_tests::*;
+
+fn connect(d: &Daemon) -> Session {
+    Session::connect_addr(d.addr, &ConnectOptions::default()).expect("connect")
+}
+
+fn exec_on(s: &mut Session, exec: Exec) -> (Outcome, Vec<u8>, Vec<u8>) {
+    let mut sinks = Sinks::capture();
+    let o = run_cmd(s, exec, &mut sinks, None).expect("run");
+    let Sinks::Capture { stdout, stderr } = sinks else {
+        unreachable!()
+    };
+    (o, stdout, stderr)
+}
+
+fn sh(s: &mut Session, id: u32, cmd: &str) -> (Outcome, Vec<u8>, Vec<u8>) {
+    exec_on(
+        s,
+        Exec {
+            id,
+            command: cmd.into(),
+            ..Exec::default()
+        },
+    )
+}
+
+/// Reads frames from a raw socket until `pred` matches one (10 s limit).
+fn read_until(
+    sock: &mut TcpStream,
+    dec: &mut FrameDecoder,
+    mut pred: impl FnMut(&ServerMsg) -> bool,
+) -> Vec<ServerMsg> {
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut seen = Vec::new();
+    loop {
+        while let Some(m) = dec.next_message::<ServerMsg>().expect("valid frames") {
+            let done = pred(&m);
+            seen.push(m);
+            if done {
+                return seen;
+            }
+        }
+        let n = dec.read_from(sock).expect("read (timed out?)");
+        assert!(
+            n > 0,
+            "server closed before the expected frame; got {seen:?}"
+        );
+    }
+}
+
+fn raw_connect(d: &Daemon) -> (TcpStream, FrameDecoder) {
+    let mut sock = TcpStream::connect(d.addr).unwrap();
+    let mut dec = FrameDecoder::new();
+    let hello = read_until(&mut sock, &mut dec, |m| matches!(m, ServerMsg::Hello(_)));
+    assert!(matches!(
+        hello[0],
+        ServerMsg::Hello(ServerHello {
+            protocol: PROTOCOL_VERSION,
+            ..
+        })
+    ));
+    (sock, dec)
+}
+
+fn send(sock: &mut TcpStream, msg: &ClientMsg) {
+    let mut w = Vec::new();
+    encode_frame(msg, &mut w);
+    sock.write_all(&w).unwrap();
+}
+
+fn hello() -> ClientMsg {
+    ClientMsg::Hello(ClientHello {
+        protocol: PROTOCOL_VERSION,
+        software: "test".into(),
+        auth: None,
+    })
+}
+
+#[test]
+fn large_output_arrives_intact() {
+    let d = Daemon::start(&[]);
+    let dir = std::env::temp_dir().join(format!("rexec-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("big");
+    // 64 MiB of varied bytes, made locally; the server cats the same file.
+    let mut data = Vec::with_capacity(64 << 20);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while data.len() < 64 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(&file, &data).unwrap();
+    let mut s = connect(&d);
+    let (o, out, err) = sh(&mut s, 1, &format!("cat {}", file.display()));
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        o.exit_code(),
+        0,
+        "stderr: {}",
+        String::from_utf8_lossy(&err)
+    );
+    assert_eq!(out.len(), data.len());
+    assert!(out == data, "64 MiB output differs from the file");
+    assert_eq!(o.exited.unwrap().bytes_out, data.len() as u64);
+}
+
+#[test]
+fn binary_output_stderr_and_exit_codes() {
+    let d = Daemon::start(&[]);
+    let mut s = connect(&d);
+    let (o, out, err) = sh(
+        &mut s,
+        1,
+        r"printf '\377\000\376'; printf 'oops' >&2; exit 7",
+    );
+    assert_eq!(out, [0xff, 0x00, 0xfe]);
+    assert_eq!(err, b"oops");
+    assert_eq!(o.exited.as_ref().unwrap().status, ExitStatus::Code(7));
+    let (o, _, _) = sh(&mut s, 2, "kill -9 $$");
+    assert_eq!(o.exited.as_ref().unwrap().status, ExitStatus::Signal(9));
+    assert_eq!(o.exit_code(), 137);
+}
+
+#[test]
+fn stdin_is_forwarded_and_closed() {
+    let d = Daemon::start(&[]);
+    let mut s = connect(&d);
+    let mut sinks = Sinks::capture();
+    let input: Box<dyn Read + Send> = Box::new(std::io::Cursor::new(b"a\nb\nc\n".to_vec()));
+    let o = run_cmd(
+        &mut s,
+        Exec {
+            id: 1,
+            command: "wc -l".into(),
+            ..Exec::default()
+        },
+        &mut sinks,
+        Some(input),
+    )
+    .unwrap();
+    let Sinks::Capture { stdout, .. } = sinks else {
+        unreachable!()
+    };
+    assert_eq!(String::from_utf8_lossy(&stdout).trim(), "3");
+    assert_eq!(o.exit_code(), 0);
+    // Without stdin the command reads /dev/null and does not hang.
+    let (_, out, _) = sh(&mut s, 2, "cat; echo done");
+    assert_eq!(out, b"done\n");
+}
+
+#[test]
+fn stdin_larger_than_the_queue_limit_is_not_lost() {
+    let d = Daemon::start(&[]);
+    let mut s = connect(&d);
+    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut sinks = Sinks::capture();
+    // `sleep` first, so the server has to queue and pause reading the socket.
+    let o = run_cmd(
+        &mut s,
+        Exec {
+            id: 1,
+            command: "sleep 0.5; wc -c".into(),
+            ..Exec::default()
+        },
+        &mut sinks,
+        Some(Box::new(std::io::Cursor::new(data))),
+    )
+    .unwrap();
+    let Sinks::Capture { stdout, .. } = sinks else {
+        unreachable!()
+    };
+    assert_eq!(String::from_utf8_lossy(&stdout).trim(), "5000000");
+    assert_eq!(o.exit_code(), 0);
+}
+
+#[test]
+fn cwd_env_and_argv_mode() {
+    let d = Daemon::start(&[]);
+    let mut s = connect(&d);
+    let (_, out, _) = exec_on(
+        &mut s,
+        Exec {
+            id: 1,
+            command: "pwd; echo $GREETING".into(),
+            cwd: Some("/tmp".into()),
+            env: vec![("GREETING".into(), "hi there".into())],
+            ..Exec::default()
+        },
+    );
+    assert_eq!(String::from_utf8_lossy(&out), "/tmp\nhi there\n");
+    let (_, out, _) = exec_on(
+        &mut s,
+        Exec {
+            id: 2,
+            command: r#"printf '%s|' "my file" '$HOME' '*'"#.into(),
+            mode: ExecMode::Argv,
+            ..Exec::default()
+        },
+    );
+    assert_eq!(String::from_utf8_lossy(&out), "my file|$HOME|*|");
+}
+
+#[test]
+fn spawn_errors_keep_the_connection_usable() {
+    let d = Daemon::start(&[]);
+    let mut s = connect(&d);
+    let (o, _, _) = exec_on(
+        &mut s,
+        Exec {
+            id: 1,
+            command: "no-such-program-xyz".into(),
+            mode: ExecMode::Argv,
+            ..Exec::default()
+        },
+    );
+    let e = o.error.clone().expect("error");
+    assert_eq!(e.kind, ErrorKind::Spawn);
+    assert!(e.message.contains("No such file"), "{}", e.message);
+    assert_eq!(o.exit_code(), 127);
+    let (o, _, _) = exec_on(
+        &mut s,
+        Exec {
+            id: 2,
+            command: "pwd".into(),
+            cwd: Some("/no/such/dir".into()),
+            ..Exec::default()
+        },
+    );
+    let e = o.error.expect("error");
+    assert!(
+        e.message.contains("/no/such/dir") && e.message.contains("No such file"),
+        "{}",
+        e.message
+    );
+    let (o, _, _) = exec_on(
+        &mut s,
+        Exec {
+            id: 3,
+            command: "echo 'unbalanced".into(),
+            mode: ExecMode::Argv,
+            ..Exec::default()
+        },
+    );
+    assert_eq!(o.error.expect("error").kind, ErrorKind::BadRequest);
+    let (o, out, _) = sh(&mut s, 4, "echo still here");
+    assert_eq!(out, b"still here\n");
+    assert_eq!(o.exit_code(), 0);
+}
+
+#[test]
+fn timeouts_kill_and_are_reported() {
+    let d = Daemon::start(&["--timeout", "1"]);
+    let mut s = connect(&d);
+    let (o, _, _) = sh(&mut s, 1, "sleep 30");
+    let x = o.exited.as_ref().unwrap();
+    assert!(x.timed_out);
+    assert_eq!(o.exit_code(), 124);
+    // A client may ask for less.
+    let (o, _, _) = exec_on(
+        &mut s,
+        Exec {
+            id: 2,
+            command: "sleep 30".into(),
+            timeout_ms: Some(200),
+            ..Exec::default()
+        },
+    );
+    assert!(o.exited.unwrap().timed_out);
+    // ...but not for more than the server allows: this one still times out at 1 s.
+    let (o, _, _) = exec_on(
+        &mut s,
+        Exec {
+            id: 3,
+            command: "sleep 30".into(),
+            timeout_ms: Some(60_000),
+            ..Exec::default()
+        },
+    );
+    let x = o.exited.unwrap();
+    assert!(x.timed_out && x.duration_ms < 10_000, "{x:?}");
+}
+
+#[test]
+fn output_limit_truncates_and_kills() {
+    let d = Daemon::start(&["--max-output", "100K"]);
+    let mut s = connect(&d);
+    let (o, out, _) = sh(&mut s, 1, "yes");
+    let x = o.exited.unwrap();
+    assert!(x.truncated);
+    assert_eq!(out.len(), 100 * 1024);
+    assert_eq!(x.bytes_out, 100 * 1024);
+}
+
+#[test]
+fn cancel_stops_the_whole_process_group() {
+    let d = Daemon::start(&[]);
+    let (mut sock, mut dec) = raw_connect(&d);
+    send(&mut sock, &hello());
+    send(
+        &mut sock,
+        &ClientMsg::Exec(Exec {
+            id: 5,
+            command: "sleep 300 & echo $!; wait".into(),
+            ..Exec::default()
+        }),
+    );
+    let seen = read_until(&mut sock, &mut dec, |m| {
+        matches!(m, ServerMsg::Stdout { .. })
+    });
+    let leader = seen
+        .iter()
+        .find_map(|m| match m {
+            ServerMsg::Started { pid, .. } => Some(*pid as i32),
+            _ => None,
+        })
+        .unwrap();
+    let bg: i32 = seen
+        .iter()
+        .find_map(|m| match m {
+            ServerMsg::Stdout { data, .. } => String::from_utf8_lossy(data).trim().parse().ok(),
+            _ => None,
+        })
+        .unwrap();
+    assert!(alive(leader) && alive(bg));
+    send(&mut sock, &ClientMsg::Cancel { id: 5 });
+    let seen = read_until(&mut sock, &mut dec, |m| matches!(m, ServerMsg::Exited(_)));
+    let Some(ServerMsg::Exited(x)) = seen.last() else {
+        unreachable!()
+    };
+    assert_eq!(x.status, ExitStatus::Signal(libc::SIGTERM));
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(bg) && !alive(leader)),
+        "processes survived Cancel"
+    );
+}
+
+#[test]
+fn disconnect_kills_the_process_group_even_if_it_ignores_sigterm() {
+    let d = Daemon::start(&[]);
+    let (mut sock, mut dec) = raw_connect(&d);
+    send(&mut sock, &hello());
+    // The background child ignores SIGTERM: only the SIGKILL after the grace stops it.
+    send(
+        &mut sock,
+        &ClientMsg::Exec(Exec {
+            id: 1,
+            command: "(trap '' TERM; sleep 300) & echo $!; wait".into(),
+            ..Exec::default()
+        }),
+    );
+    let seen = read_until(&mut sock, &mut dec, |m| {
+        matches!(m, ServerMsg::Stdout { .. })
+    });
+    let bg: i32 = seen
+        .iter()
+        .find_map(|m| match m {
+            ServerMsg::Stdout { data, .. } => String::from_utf8_lossy(data).trim().parse().ok(),
+            _ => None,
+        })
+        .unwrap();
+    assert!(alive(bg));
+    drop(sock);
+    assert!(
+        wait_until(Duration::from_secs(6), || !alive(bg)),
+        "pid {bg} survived the disconnect"
+    );
+    assert!(
+        d.wait_log("client gone", Duration::from_secs(5)),
+        "no audit line: {}",
+        d.log()
+    );
+}
+
+#[test]
+fn exits_are_reported_despite_grandchildren_holding_pipes() {
+    let d = Daemon::start(&[]);
+    let mut s = connect(&d);
+    // The grandchild keeps stdout and stderr open for 30 s after sh exits.
+    let (o, out, _) = sh(&mut s, 1, "sleep 30 & echo bye");
+    assert_eq!(out, b"bye\n");
+    let x = o.exited.unwrap();
+    assert_eq!(x.status, ExitStatus::Code(0));
+    assert!(x.duration_ms < 10_000, "{x:?}");
+    // A child that closes its pipes and keeps running is still waited for.
+    let (o, _, _) = sh(&mut s, 2, "exec >&- 2>&-; sleep 0.3; exit 4");
+    assert_eq!(o.exited.unwrap().status, ExitStatus::Code(4));
+}
+
+#[test]
+fn no_zombies_after_many_commands() {
+    let d = Daemon::start(&[]);
+    let mut s = connect(&d);
+    for i in 0..200 {
+        let (o, _, _) = sh(&mut s, i, "true");
+        assert_eq!(o.exit_code(), 0);
+    }
+    // Some commands cut short too.
+    for i in 200..210 {
+        let (o, _, _) = exec_on(
+            &mut s,
+            Exec {
+                id: i,
+                command: "sleep 5".into(),
+                timeout_ms: Some(50),
+                ..Exec::default()
+            },
+        );
+        assert!(o.exited.unwrap().timed_out);
+    }
+    assert!(
+        wait_until(Duration::from_secs(3), || d.zombies().is_empty()),
+        "zombies: {:?}",
+        d.zombies()
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || children_of(d.pid()).is_empty()),
+        "children left: {:?}",
+        children_of(d.pid())
+    );
+}
+
+#[test]
+fn several_commands_at_once_on_one_connection() {
+    let d = Daemon::start(&[]);
+    let (mut sock, mut dec) = raw_connect(&d);
+    send(&mut sock, &hello());
+    for id in 1..=3 {
+        send(
+            &mut sock,
+            &ClientMsg::Exec(Exec {
+                id,
+                command: format!("sleep 0.{id}; echo {id}"),
+                ..Exec::default()
+            }),
+        );
+    }
+    // Reusing a running id is refused for that id only.
+    send(
+        &mut sock,
+        &ClientMsg::Exec(Exec {
+            id: 2,
+            command: "true".into(),
+            ..Exec::default()
+        }),
+    );
+    let mut exited = 0;
+    let seen = read_until(&mut sock, &mut dec, |m| {
+        if matches!(m, ServerMsg::Exited(_)) {
+            exited += 1;
+        }
+        exited == 3
+    });
+    assert!(seen.iter().any(|m| matches!(
+        m,
+        ServerMsg::Error(ErrorMsg {
+            id: Some(2),
+            kind: ErrorKind::BadRequest,
+            ..
+        })
+    )));
+    for id in 1..=3u32 {
+        assert!(seen.contains(&ServerMsg::Stdout {
+            id,
+            data: format!("{id}\n").into_bytes()
+        }));
+    }
+}
+
+#[test]
+fn a_client_that_stops_reading_does_not_grow_memory_or_stall_others() {
+    let d = Daemon::start(&[]);
+    let (mut sock, _dec) = raw_connect(&d);
+    send(&mut sock, &hello());
+    // Endless output to a client that never reads.
+    send(
+        &mut sock,
+        &ClientMsg::Exec(Exec {
+            id: 1,
+            command: "yes rexec-backpressure".into(),
+            ..Exec::default()
+        }),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let rss1 = d.rss_kib();
+    // Another client is served meanwhile.
+    let mut other = connect(&d);
+    let (o, out, _) = sh(&mut other, 1, "echo served");
+    assert_eq!(out, b"served\n");
+    assert_eq!(o.exit_code(), 0);
+    std::thread::sleep(Duration::from_millis(1000));
+    let rss2 = d.rss_kib();
+    // Unbounded buffering would have taken hundreds of MiB by now.
+    assert!(rss2 < 40 * 1024, "server RSS {rss2} KiB");
+    assert!(
+        rss2 < rss1 + 4 * 1024,
+        "server RSS grew from {rss1} to {rss2} KiB"
+    );
+}
+
+#[test]
+fn fifty_clients_at_once() {
+    let d = Daemon::start(&[]);
+    let addr = d.addr;
+    let threads: Vec<_> = (0..50)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut s =
+                    Session::connect_addr(addr, &ConnectOptions::default()).expect("connect");
+                for j in 0..3 {
+                    let (o, out, _) = sh(&mut s, j, &format!("echo client-{i}-{j}"));
+                    assert_eq!(o.exit_code(), 0);
+                    assert_eq!(String::from_utf8_lossy(&out), format!("client-{i}-{j}\n"));
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("client thread");
+    }
+}
+
+#[test]
+fn sigterm_stops_commands_and_exits_zero() {
+    let mut d = Daemon::start(&[]);
+    let (mut sock, mut dec) = raw_connect(&d);
+    send(&mut sock, &hello());
+    send(
+        &mut sock,
+        &ClientMsg::Exec(Exec {
+            id: 1,
+            command: "echo up; sleep 300".into(),
+            ..Exec::default()
+        }),
+    );
+    let seen = read_until(&mut sock, &mut dec, |m| {
+        matches!(m, ServerMsg::Stdout { .. })
+    });
+    let pid = seen
+        .iter()
+        .find_map(|m| match m {
+            ServerMsg::Started { pid, .. } => Some(*pid as i32),
+            _ => None,
+        })
+        .unwrap();
+    d.signal(libc::SIGTERM);
+    let status = d.wait_exit(Duration::from_secs(10)).expect("server exits");
+    assert!(status.success(), "{status}");
+    assert!(!alive(pid));
+    // The client heard about both the command and the shutdown.
+    let seen = read_until(&mut sock, &mut dec, |m| {
+        matches!(
+            m,
+            ServerMsg::Error(ErrorMsg {
+                kind: ErrorKind::Shutdown,
+                ..
+            })
+        )
+    });
+    assert!(
+        seen.iter()
+            .any(|m| matches!(m, ServerMsg::Exited(Exited { id: 1, .. })))
+    );
+}
+
+#[test]
+fn protocol_violations_get_an_error_and_a_close() {
+    let d = Daemon::start(&[]);
+    // Exec before Hello.
+    let (mut sock, mut dec) = raw_connect(&d);
+    send(
+        &mut sock,
+        &ClientMsg::Exec(Exec {
+            id: 1,
+            command: "true".into(),
+            ..Exec::default()
+        }),
+    );
+    let seen = read_until(&mut sock, &mut dec, |m| matches!(m, ServerMsg::Error(_)));
+    assert!(matches!(
+        seen.last(),
+        Some(ServerMsg::Error(ErrorMsg {
+            kind: ErrorKind::Protocol,
+            id: None,
+            ..
+        }))
+    ));
+    // Wrong version.
+    let (mut sock, mut dec) = raw_connect(&d);
+    send(
+        &mut sock,
+        &ClientMsg::Hello(ClientHello {
+            protocol: 99,
+            software: "x".into(),
+            auth: None,
+        }),
+    );
+    let seen = read_until(&mut sock, &mut dec, |m| matches!(m, ServerMsg::Error(_)));
+    assert!(matches!(
+        seen.last(),
+        Some(ServerMsg::Error(ErrorMsg {
+            kind: ErrorKind::Version,
+            ..
+        }))
+    ));
+    // A length header over the limit.
+    let (mut sock, mut dec) = raw_connect(&d);
+    sock.write_all(&[0x7f, 0, 0, 0]).unwrap();
+    let seen = read_until(&mut sock, &mut dec, |m| matches!(m, ServerMsg::Error(_)));
+    let Some(ServerMsg::Error(e)) = seen.last() else {
+        unreachable!()
+    };
+    assert!(e.message.contains("exceeds the limit"), "{}", e.message);
+    let mut rest = Vec::new();
+    assert_eq!(
+        sock.read_to_end(&mut rest).unwrap(),
+        0,
+        "connection closed after the error"
+    );
+    // Garbage payload.
+    let (mut sock, mut dec) = raw_connect(&d);
+    sock.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).unwrap();
+    let seen = read_until(&mut sock, &mut dec, |m| matches!(m, ServerMsg::Error(_)));
+    assert!(matches!(
+        seen.last(),
+        Some(ServerMsg::Error(ErrorMsg {
+            kind: ErrorKind::Protocol,
+            ..
+        }))
+    ));
+    // And the server still serves.
+    let mut s = connect(&d);
+    assert_eq!(sh(&mut s, 1, "echo ok").1, b"ok\n");
+}
+
+#[test]
+fn connection_and_process_limits() {
+    let d = Daemon::start(&["--max-conns", "2", "--max-procs", "1"]);
+    let mut a = connect(&d);
+    let _b = connect(&d);
+    match Session::connect_addr(d.addr, &ConnectOptions::default()) {
+        Err(rexec_client::ClientError::Server(e)) => assert_eq!(e.kind, ErrorKind::Limit),
+        other => panic!("third connection: {other:?}"),
+    }
+    // One process at a time.
+    a.send(&ClientMsg::Exec(Exec {
+        id: 1,
+        command: "sleep 0.5".into(),
+        ..Exec::default()
+    }))
+    .unwrap();
+    let (o, _, _) = sh(&mut a, 2, "true");
+    assert_eq!(
+        o.error.as_ref().expect("limit error").kind,
+        ErrorKind::Limit
+    );
+    assert_eq!(o.exit_code(), 255);
+}
+
+#[test]
+fn idle_connections_are_closed() {
+    let d = Daemon::start(&["--idle-timeout", "1"]);
+    let (mut sock, mut dec) = raw_connect(&d);
+    send(&mut sock, &hello());
+    let t = Instant::now();
+    let seen = read_until(&mut sock, &mut dec, |m| matches!(m, ServerMsg::Error(_)));
+    assert!(matches!(
+        seen.last(),
+        Some(ServerMsg::Error(ErrorMsg {
+            kind: ErrorKind::Idle,
+            ..
+        }))
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(900));
+    // A running command is not idleness.
+    let mut s = connect(&d);
+    let (o, _, _) = sh(&mut s, 1, "sleep 1.5; echo fine");
+    assert_eq!(o.exit_code(), 0);
+}
+
+#[test]
+fn seed_protocol_works_with_the_tutorial_client() {
+    let d = Daemon::start(&["--protocol", "seed"]);
+    // Our own check of the bytes.
+    let mut sock = TcpStream::connect(d.addr).unwrap();
+    sock.write_all(b"echo hi; echo err >&2").unwrap();
+    let mut reply = [0u8; 4 + 7];
+    sock.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"\x07\x00\x00\x00hi\nerr\n");
+    sock.write_all(b"head -c 3000 /dev/zero").unwrap();
+    let mut header = [0u8; 4];
+    sock.read_exact(&mut header).unwrap();
+    assert_eq!(i32::from_le_bytes(header), 3000);
+
+    // The tutorials' Python client, unchanged, where python3 exists.
+    let peers =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/seed_client.py");
+    let have_python = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_python || !peers.exists() {
+        eprintln!(
+            "skipping the Python seed client: python3 or {} missing",
+            peers.display()
+        );
+        return;
+    }
+    let r = run(std::process::Command::new("python3")
+        .arg(&peers)
+        .arg(d.host())
+        .args(["echo one", "seq 1 5000", "echo two"]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let want: String = [
+        "one\n".to_string(),
+        (1..=5000).map(|i| format!("{i}\n")).collect(),
+        "two\n".into(),
+    ]
+    .concat();
+    assert_eq!(r.out(), want);
+}
+
+#[test]
+fn raw_protocol_sends_no_header() {
+    let d = Daemon::start(&["--protocol", "raw"]);
+    let mut sock = TcpStream::connect(d.addr).unwrap();
+    sock.write_all(b"echo hi").unwrap();
+    let mut reply = [0u8; 3];
+    sock.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"hi\n");
+}
+
+#[test]
+fn audit_lines_name_peer_command_and_status() {
+    let d = Daemon::start(&[]);
+    let mut s = connect(&d);
+    sh(&mut s, 1, "echo audited; exit 3");
+    assert!(
+        d.wait_log("\"echo audited; exit 3\": exit 3", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
+    assert!(d.log().contains("8 bytes out"), "{}", d.log());
+}
