@@ -298,27 +298,6 @@ fn demo_sticky_against_an_external_raw_server() {
 }
 
 #[test]
-fn help_explains_both_quoting_rules() {
-    let r = run(rexec().arg("--help"));
-    assert_eq!(r.code, Some(0));
-    let h = r.out();
-    assert!(h.contains("rexec lab1 'ls /var/log | wc -l'"), "{h}");
-    assert!(h.contains("rexec lab1 -- ls -l \"my file\""), "{h}");
-    let r = run(std::process::Command::new(bin("rexecd")).arg("--help"));
-    for flag in [
-        "--listen",
-        "--protocol",
-        "--timeout",
-        "--max-output",
-        "--max-conns",
-        "--max-procs",
-        "--idle-timeout",
-    ] {
-        assert!(r.out().contains(flag), "rexecd --help lacks {flag}");
-    }
-}
-
-#[test]
 fn ctrl_c_cancels_the_remote_command_first() {
     let d = Daemon::start(&[]);
     let mut child = rexec()
