@@ -191,7 +191,9 @@ fn wait_for_bytes(s: &TcpStream, want: usize) -> io::Result<usize> {
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) => {}
             Err(e) => return Err(e),
         }
@@ -203,8 +205,13 @@ fn wait_for_bytes(s: &TcpStream, want: usize) -> io::Result<usize> {
 /// One `recv(1024)`, as the tutorials' client does.
 fn recv_once(s: &mut TcpStream) -> io::Result<Vec<u8>> {
     let mut buf = [0u8; RECV];
-    let n = s.read(&mut buf)?;
-    Ok(buf[..n].to_vec())
+    loop {
+        match s.read(&mut buf) {
+            Ok(n) => return Ok(buf[..n].to_vec()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Part 2: the two sticky-packet cases over the raw protocol, then the same
@@ -273,9 +280,10 @@ pub fn sticky(out: &mut impl Write, connect: Option<&str>) -> Result<StickyRepor
     p("2. Sender side: two commands sent back to back, with two send() calls.".into())?;
     let mut s = TcpStream::connect(raw_addr).map_err(io_err)?;
     s.set_nodelay(true).map_err(io_err)?;
-    // Keep the server busy so that both sends are waiting when it next reads.
-    s.write_all(b"sleep 0.4").map_err(io_err)?;
-    std::thread::sleep(Duration::from_millis(150));
+    // Keep the server busy (it reads the next command only when this one is
+    // done) so that both sends are waiting in its socket when it next reads.
+    s.write_all(b"sleep 1").map_err(io_err)?;
+    std::thread::sleep(Duration::from_millis(300));
     s.write_all(FIRST.as_bytes()).map_err(io_err)?;
     s.write_all(SECOND.as_bytes()).map_err(io_err)?;
     let merged_out = b"oneecho two\n";
@@ -351,13 +359,13 @@ pub fn sticky(out: &mut impl Write, connect: Option<&str>) -> Result<StickyRepor
         let exact = got == want;
         report.framed_exact &= exact;
         let hs = frame_headers.get(&id).cloned().unwrap_or_default();
-        let shown = if hs.len() > 2 {
-            format!("{} | {} | ... ({} frames)", hs[0], hs[1], hs.len())
-        } else {
-            hs.join(" | ")
+        let shown = match hs.len() {
+            0 => "-".to_string(),
+            1 => hs[0].clone(),
+            n => format!("{} +{} more", hs[0], n - 1),
         };
         p(format!(
-            "   {:<12} {:>6} bytes {}  Stdout header {}",
+            "   {:<12} {:>6} bytes {}  Stdout frame {}",
             format!("{cmd:?}"),
             got.len(),
             if exact { "exact" } else { "WRONG" },
