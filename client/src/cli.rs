@@ -125,6 +125,11 @@ pub struct RunArgs {
     /// header bytes in hex, the length they encode, the message kind and size.
     #[arg(long)]
     pub trace: bool,
+
+    /// Prove to the server that we hold the token in FILE (which must not be
+    /// readable by group or others). Without it, REXEC_TOKEN is used if set.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -145,11 +150,12 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 }
 
 impl RunArgs {
-    pub fn connect_options(&self) -> ConnectOptions {
-        ConnectOptions {
+    pub fn connect_options(&self) -> Result<ConnectOptions, ClientError> {
+        Ok(ConnectOptions {
             connect_timeout: Some(self.connect_timeout),
             trace: self.trace,
-        }
+            token: rexec_proto::auth::Token::load(self.token_file.as_deref()).map_err(ClientError::Usage)?,
+        })
     }
 
     /// The `Exec` for `command` with this invocation's options.
@@ -253,7 +259,7 @@ fn one_shot_or_interactive(args: RunArgs) -> i32 {
         }
     };
     let forward = args.force_stdin || (!args.no_stdin && !io::stdin().is_terminal());
-    let mut session = match Session::connect(&host, &args.connect_options()) {
+    let mut session = match args.connect_options().and_then(|o| Session::connect(&host, &o)) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("rexec: {e}");

@@ -10,6 +10,9 @@ use rexec_proto::{
     ServerEvent, ServerHello, ServerMsg, encode_frame,
 };
 
+use rexec_proto::auth::Token;
+use rexec_proto::{ErrorKind, ErrorMsg};
+
 use crate::addr::parse_host;
 use crate::error::ClientError;
 use crate::trace;
@@ -23,6 +26,8 @@ pub struct ConnectOptions {
     pub connect_timeout: Option<Duration>,
     /// Print every frame on stderr.
     pub trace: bool,
+    /// The shared secret, for servers that ask for it.
+    pub token: Option<Token>,
 }
 
 /// The sending half, shared with the stdin-forwarding thread and the Ctrl-C
@@ -158,10 +163,21 @@ impl Session {
                 SOFTWARE_VERSION
             )));
         }
+        let auth = match (&session.server.challenge, &opts.token) {
+            (None, _) => None,
+            (Some(nonce), Some(token)) => Some(serde_bytes::ByteBuf::from(token.answer(b"", nonce).to_vec())),
+            (Some(_), None) => {
+                return Err(ClientError::Server(ErrorMsg {
+                    id: None,
+                    kind: ErrorKind::Auth,
+                    message: format!("{addr} requires a token: give --token-file FILE or set REXEC_TOKEN"),
+                }));
+            }
+        };
         session.send(&ClientMsg::Hello(ClientHello {
             protocol: PROTOCOL_VERSION,
             software: SOFTWARE_VERSION.to_string(),
-            auth: None,
+            auth,
         }))?;
         Ok(session)
     }

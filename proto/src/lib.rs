@@ -16,6 +16,7 @@
 //! The tutorials' own protocols live in [`tutorial`], for compatibility and
 //! teaching. `docs/PROTOCOL.md` is the byte-level specification.
 
+pub mod auth;
 pub mod frame;
 pub mod message;
 pub mod payload;

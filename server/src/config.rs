@@ -1,9 +1,11 @@
 //! rexecd's settings and command line.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use rexec_proto::auth::Token;
 
 /// Which protocol a server speaks on its port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -46,6 +48,16 @@ pub struct Config {
     pub pipe_grace: Duration,
     /// Whether to handle SIGINT and SIGTERM (off for an embedded server).
     pub handle_signals: bool,
+    /// The shared secret clients must prove they hold; `None` lets anyone in.
+    pub token: Option<Token>,
+    /// A connection must complete its hello (and auth) within this time.
+    pub handshake_timeout: Duration,
+    /// Never run commands through a shell: split them and execute directly.
+    pub no_shell: bool,
+    /// With `no_shell`: only these programs may run (resolved, canonical paths).
+    pub allow: Option<Vec<PathBuf>>,
+    /// Allow plaintext without a token on a non-loopback address.
+    pub insecure: bool,
 }
 
 /// The output limit that always applies to the tutorial protocols, whose
@@ -67,11 +79,44 @@ impl Default for Config {
             kill_grace: Duration::from_secs(1),
             pipe_grace: Duration::from_millis(500),
             handle_signals: true,
+            token: None,
+            handshake_timeout: Duration::from_secs(10),
+            no_shell: false,
+            allow: None,
+            insecure: false,
         }
     }
 }
 
 impl Config {
+    /// Refuses unsafe settings; returns warnings to log for allowed ones.
+    pub fn check(&self) -> Result<Vec<String>, String> {
+        let mut warnings = Vec::new();
+        let ip = self.listen.ip();
+        if !ip.is_loopback() {
+            if self.token.is_none() && !self.insecure {
+                return Err(format!(
+                    "refusing to listen on {} without a token: anyone who can reach it could run \
+                     commands as this user. Give --token-file FILE (or set REXEC_TOKEN), listen on \
+                     loopback, or pass --insecure if this network is trusted",
+                    self.listen
+                ));
+            }
+            warnings.push(format!(
+                "listening on non-loopback address {}: traffic (commands, output{}) is plaintext",
+                self.listen,
+                if self.token.is_some() { "" } else { ", and no token is required" }
+            ));
+            if self.token.is_none() {
+                warnings.push("INSECURE: anyone who can connect can run commands as this user".into());
+            }
+        }
+        if self.protocol != Protocol::Native && self.token.is_some() {
+            warnings.push("the seed and raw protocols have no authentication: the token is not checked".into());
+        }
+        Ok(warnings)
+    }
+
     /// The output limit in force for this protocol.
     pub fn output_limit(&self) -> Option<u64> {
         match self.protocol {
@@ -133,12 +178,53 @@ pub struct Args {
     /// seconds. 0 means never.
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub idle_timeout: u64,
+
+    /// Require clients to prove they hold the token in FILE (which must not be
+    /// readable by group or others: chmod 600). Without it, the REXEC_TOKEN
+    /// environment variable is used if set. The token never crosses the wire:
+    /// clients answer a random challenge with an HMAC of it.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Close connections that have not completed their hello (and
+    /// authentication) within this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub handshake_timeout: u64,
+
+    /// Never run commands through a shell: split them with shell quoting rules
+    /// and execute the program directly (no pipes, globs or variables).
+    #[arg(long)]
+    pub no_shell: bool,
+
+    /// With --no-shell, run only these programs (comma-separated names or
+    /// paths). Programs are matched after resolving PATH and symlinks, so
+    /// /bin/../bin/rm is rm.
+    #[arg(long, value_name = "PROG[,PROG...]", value_delimiter = ',', requires = "no_shell")]
+    pub allow: Option<Vec<String>>,
+
+    /// Allow listening on a non-loopback address without a token. Anyone who
+    /// can reach the port can then run commands as this user.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 impl Args {
-    pub fn into_config(self) -> Config {
+    pub fn into_config(self) -> Result<Config, String> {
         let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
-        Config {
+        let token = Token::load(self.token_file.as_deref())?;
+        let allow = match self.allow {
+            None => None,
+            Some(progs) => Some(
+                progs
+                    .iter()
+                    .map(|p| {
+                        crate::process::resolve_program(p)
+                            .ok_or_else(|| format!("--allow {p}: no such program in PATH"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        Ok(Config {
             listen: self.listen,
             protocol: self.protocol,
             timeout: secs(self.timeout),
@@ -146,8 +232,13 @@ impl Args {
             max_conns: self.max_conns.max(1),
             max_procs: self.max_procs.max(1),
             idle_timeout: secs(self.idle_timeout),
+            token,
+            handshake_timeout: Duration::from_secs(self.handshake_timeout.max(1)),
+            no_shell: self.no_shell,
+            allow,
+            insecure: self.insecure,
             ..Config::default()
-        }
+        })
     }
 }
 
@@ -212,6 +303,24 @@ mod tests {
         assert_eq!(parse_addr("[::1]:7070").map(|a| a.is_ipv6()), Ok(true));
         assert_eq!(parse_addr("localhost:7070").map(|a| a.port()), Ok(7070));
         assert!(parse_addr("nonsense").is_err());
+    }
+
+    #[test]
+    fn non_loopback_needs_a_token_or_insecure() {
+        let mut c = Config::default();
+        assert_eq!(c.check(), Ok(vec![]));
+        c.listen = "0.0.0.0:7070".parse().unwrap();
+        let err = c.check().unwrap_err();
+        assert!(err.contains("--token-file") && err.contains("--insecure"), "{err}");
+        c.insecure = true;
+        let warnings = c.check().unwrap();
+        assert!(warnings.iter().any(|w| w.contains("INSECURE")), "{warnings:?}");
+        c.insecure = false;
+        c.token = Some(Token::new("t").unwrap());
+        let warnings = c.check().unwrap();
+        assert!(warnings.iter().any(|w| w.contains("plaintext")), "{warnings:?}");
+        c.listen = "[::1]:7070".parse().unwrap();
+        assert_eq!(c.check(), Ok(vec![]));
     }
 
     #[test]

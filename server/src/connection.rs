@@ -10,6 +10,7 @@ use mio::net::TcpStream;
 use rexec_proto::{ErrorKind, ErrorMsg, FrameDecoder, OutputStream, ServerMsg, encode_frame};
 
 use crate::config::Protocol;
+use crate::protocol::ConnProtocol;
 
 /// Bytes waiting to be written to a socket.
 ///
@@ -72,13 +73,10 @@ impl OutQueue {
     }
 }
 
-/// Where a connection is in its life (docs/PROTOCOL.md, "A connection's life").
+/// Whether a connection is still in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
-    /// Waiting for the client's hello.
-    Hello,
-    /// Commands may be sent.
-    Running,
+    Open,
     /// An error was sent; flushing it, then closing. Nothing more is read.
     Closing,
 }
@@ -89,6 +87,8 @@ pub struct Connection {
     pub peer: SocketAddr,
     pub protocol: Protocol,
     pub state: State,
+    /// The protocol state machine (native protocol only).
+    pub proto: Option<ConnProtocol>,
     pub decoder: FrameDecoder,
     pub out: OutQueue,
     /// Running commands: client id -> process key.
@@ -105,16 +105,19 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, peer: SocketAddr, protocol: Protocol, max_frame: usize) -> Self {
+    pub fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        protocol: Protocol,
+        proto: Option<ConnProtocol>,
+        max_frame: usize,
+    ) -> Self {
         Connection {
             stream,
             peer,
             protocol,
-            state: if protocol == Protocol::Native {
-                State::Hello
-            } else {
-                State::Running
-            },
+            state: State::Open,
+            proto,
             decoder: FrameDecoder::with_max_frame(max_frame),
             out: OutQueue::default(),
             commands: HashMap::new(),

@@ -21,6 +21,7 @@
 pub mod config;
 pub mod connection;
 pub mod process;
+pub mod protocol;
 pub mod server;
 pub mod timer;
 

@@ -6,7 +6,24 @@ use rexec_server::{Args, Server};
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let config = Args::parse().into_config();
+    let config = match Args::parse().into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rexecd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Children never inherit the server's environment, but drop the secret
+    // from our own too.
+    // SAFETY: single-threaded at this point; nothing else reads the environment.
+    unsafe { std::env::remove_var(rexec_proto::auth::TOKEN_ENV) };
+    match config.check() {
+        Ok(warnings) => warnings.iter().for_each(|w| log::warn!("{w}")),
+        Err(e) => {
+            eprintln!("rexecd: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let server = match Server::bind(config.clone()) {
         Ok(s) => s,
         Err(e) => {

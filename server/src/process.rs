@@ -4,11 +4,14 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
 
 use mio::unix::pipe::{Receiver, Sender};
 use rexec_proto::{ErrorKind, Exec, ExecMode, ExitStatus};
+
+use crate::config::Config;
 
 /// Why a command could not be started; becomes an `Error` for its id.
 #[derive(Debug)]
@@ -44,9 +47,38 @@ pub struct Spawned {
     pub pidfd: Option<OwnedFd>,
 }
 
-/// Builds the `Command` an `Exec` asks for, without running it.
-pub fn command_for(exec: &Exec) -> Result<Command, SpawnError> {
-    let mut cmd = match exec.mode {
+/// The PATH commands run with.
+pub const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Variables copied from the server's own environment when set; nothing else
+/// of it (no secrets, no REXEC_TOKEN) reaches a command.
+pub const INHERITED_ENV: [&str; 6] = ["HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"];
+
+/// Finds the program a command name runs: a name with a slash as it is,
+/// otherwise the first executable of that name in [`CHILD_PATH`]; then
+/// resolves `..` and symlinks. `None` when there is none.
+pub fn resolve_program(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if name.is_empty() {
+        return None;
+    }
+    let found = if name.contains('/') {
+        Some(PathBuf::from(name)).filter(|p| executable(p))
+    } else {
+        CHILD_PATH.split(':').map(|d| Path::new(d).join(name)).find(|p| executable(p))
+    }?;
+    std::fs::canonicalize(found).ok()
+}
+
+/// Builds the `Command` an `Exec` asks for, without running it, under the
+/// server's policy: a clean environment, and with `no_shell` no shell and
+/// optionally only allowed programs.
+pub fn command_for(exec: &Exec, cfg: &Config) -> Result<Command, SpawnError> {
+    let mode = if cfg.no_shell { ExecMode::Argv } else { exec.mode };
+    let mut cmd = match mode {
         ExecMode::Shell => {
             let mut c = Command::new("/bin/sh");
             c.arg("-c").arg(&exec.command);
@@ -59,7 +91,22 @@ pub fn command_for(exec: &Exec) -> Result<Command, SpawnError> {
             let Some((prog, args)) = words.split_first() else {
                 return Err(SpawnError::bad("empty command"));
             };
-            let mut c = Command::new(prog);
+            let mut c = match &cfg.allow {
+                Some(allowed) => {
+                    let resolved = resolve_program(prog).filter(|r| allowed.contains(r));
+                    let Some(path) = resolved else {
+                        return Err(SpawnError {
+                            kind: ErrorKind::Forbidden,
+                            message: format!("{prog:?} is not an allowed program on this server"),
+                        });
+                    };
+                    // Run exactly what was checked, under the name it was given.
+                    let mut c = Command::new(path);
+                    c.arg0(prog);
+                    c
+                }
+                None => Command::new(prog),
+            };
             c.args(args);
             c
         }
@@ -79,11 +126,15 @@ pub fn command_for(exec: &Exec) -> Result<Command, SpawnError> {
         }
         cmd.current_dir(dir);
     }
+    cmd.env_clear().env("PATH", CHILD_PATH).env("SHELL", "/bin/sh");
+    for k in INHERITED_ENV {
+        if let Some(v) = std::env::var_os(k) {
+            cmd.env(k, v);
+        }
+    }
     for (k, v) in &exec.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return Err(SpawnError::bad(format!(
-                "invalid environment variable name {k:?}"
-            )));
+            return Err(SpawnError::bad(format!("invalid environment variable {k:?}")));
         }
         cmd.env(k, v);
     }
@@ -228,5 +279,36 @@ impl Proc {
     /// Both output pipes have been closed.
     pub fn output_done(&self) -> bool {
         self.stdout.is_none() && self.stderr.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_resolve_through_path_and_symlinks() {
+        let sh = resolve_program("sh").expect("sh is in PATH");
+        assert!(sh.is_absolute());
+        assert_eq!(resolve_program("/bin/../bin/sh"), Some(sh.clone()));
+        assert_eq!(resolve_program("no-such-program-xyz"), None);
+        assert_eq!(resolve_program("/etc/passwd"), None, "not executable");
+        assert_eq!(resolve_program(""), None);
+    }
+
+    #[test]
+    fn allow_list_matches_the_resolved_program() {
+        let cfg = Config {
+            no_shell: true,
+            allow: Some(vec![resolve_program("echo").unwrap()]),
+            ..Config::default()
+        };
+        let exec = |c: &str| Exec { command: c.into(), ..Exec::default() };
+        assert!(command_for(&exec("echo hi"), &cfg).is_ok());
+        let e = command_for(&exec("/bin/../bin/rm -rf /tmp/x"), &cfg).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Forbidden);
+        // Shell mode is not a way around it: the whole string is split, no shell.
+        let e = command_for(&exec("sh -c 'rm -rf /tmp/x'"), &cfg).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Forbidden);
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -14,8 +14,8 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use rexec_proto::tutorial::{SEED_READ_SIZE, encode_raw_reply, encode_seed_reply, seed_command};
 use rexec_proto::{
-    ClientMsg, ErrorKind, ErrorMsg, Exec, ExitStatus, Exited, FrameError, OutputStream,
-    PROTOCOL_VERSION, SOFTWARE_VERSION, ServerHello, ServerMsg, encode_frame, encode_output_frame,
+    ClientMsg, ErrorKind, ErrorMsg, Exec, ExitStatus, Exited, FrameError, OutputStream, ServerMsg,
+    encode_frame, encode_output_frame,
 };
 use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -23,6 +23,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::config::{Config, Protocol};
 use crate::connection::{Connection, OutQueue, State};
 use crate::process::{self, Proc};
+use crate::protocol::{Action, ConnProtocol, Phase};
 use crate::timer::{Timer, Timers};
 
 const LISTENER: Token = Token(0);
@@ -40,6 +41,74 @@ const REAP_SWEEP: Duration = Duration::from_millis(100);
 const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 /// How long shutdown waits for queued output to be flushed.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
+/// The delay before the hello for an address after its first failed
+/// authentication; it doubles with every further failure.
+const AUTH_PENALTY_BASE: Duration = Duration::from_millis(250);
+const AUTH_PENALTY_MAX: Duration = Duration::from_secs(10);
+/// Failures are forgotten this long after the last one.
+const AUTH_PENALTY_MEMORY: Duration = Duration::from_secs(600);
+/// Most addresses remembered for failed authentication.
+const AUTH_PENALTY_ENTRIES: usize = 4096;
+
+/// Failed authentications per address, to slow down guessing.
+#[derive(Debug, Default)]
+struct AuthFailures {
+    by_addr: HashMap<IpAddr, (u32, Instant)>,
+}
+
+impl AuthFailures {
+    /// How long to hold back the hello for a new connection from `ip`.
+    fn penalty(&mut self, ip: IpAddr, now: Instant) -> Duration {
+        match self.by_addr.get(&ip) {
+            Some(&(n, last)) if now.duration_since(last) < AUTH_PENALTY_MEMORY => {
+                let d = AUTH_PENALTY_BASE.saturating_mul(1 << (n.min(16) - 1));
+                d.min(AUTH_PENALTY_MAX)
+            }
+            Some(_) => {
+                self.by_addr.remove(&ip);
+                Duration::ZERO
+            }
+            None => Duration::ZERO,
+        }
+    }
+
+    fn failed(&mut self, ip: IpAddr, now: Instant) {
+        if self.by_addr.len() >= AUTH_PENALTY_ENTRIES && !self.by_addr.contains_key(&ip) {
+            self.by_addr.retain(|_, (_, last)| now.duration_since(*last) < AUTH_PENALTY_MEMORY);
+            if self.by_addr.len() >= AUTH_PENALTY_ENTRIES {
+                let oldest = self.by_addr.iter().min_by_key(|(_, (_, t))| *t).map(|(ip, _)| *ip);
+                oldest.map(|o| self.by_addr.remove(&o));
+            }
+        }
+        let e = self.by_addr.entry(ip).or_insert((0, now));
+        *e = (e.0.saturating_add(1), now);
+    }
+
+    fn succeeded(&mut self, ip: IpAddr) {
+        self.by_addr.remove(&ip);
+    }
+}
+
+/// Fresh random bytes for an auth challenge, from the kernel.
+fn random_nonce() -> io::Result<[u8; rexec_proto::auth::NONCE_LEN]> {
+    let mut buf = [0u8; rexec_proto::auth::NONCE_LEN];
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: getrandom writes at most the given length into the buffer.
+        let n = unsafe {
+            libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0)
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        filled += n as usize;
+    }
+    Ok(buf)
+}
 
 /// What a registered token stands for. Tokens are never reused, so an event
 /// for a source that is gone finds nothing here and is ignored.
@@ -87,6 +156,7 @@ pub struct Server {
     shutting_down: bool,
     shutdown_deadline: Option<Instant>,
     tutorial_seq: u32,
+    auth_failures: AuthFailures,
 }
 
 impl std::fmt::Debug for Server {
@@ -137,6 +207,7 @@ impl Server {
             shutting_down: false,
             shutdown_deadline: None,
             tutorial_seq: 0,
+            auth_failures: AuthFailures::default(),
         })
     }
 
@@ -275,20 +346,46 @@ impl Server {
             return;
         }
         let cid = token.0 as u64;
-        let mut conn = Connection::new(stream, peer, self.cfg.protocol, self.cfg.max_frame);
-        if conn.protocol == Protocol::Native {
-            conn.queue(&ServerMsg::Hello(ServerHello {
-                protocol: PROTOCOL_VERSION,
-                software: SOFTWARE_VERSION.to_string(),
-                challenge: None,
-            }));
-            conn.flush();
-        }
+        let proto = match self.cfg.protocol {
+            Protocol::Native => match random_nonce() {
+                Ok(nonce) => Some(ConnProtocol::new(self.cfg.token.clone(), nonce)),
+                Err(e) => {
+                    log::error!("{peer}: no random bytes for the auth challenge: {e}");
+                    let _ = self.poll.registry().deregister(&mut stream);
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let conn = Connection::new(stream, peer, self.cfg.protocol, proto, self.cfg.max_frame);
         log::debug!("{peer}: connected");
         self.conns.insert(cid, conn);
         self.slots.insert(token, Slot::Conn(cid));
         if let Some(idle) = self.cfg.idle_timeout {
             self.timers.after(idle, Timer::ConnIdle(cid));
+        }
+        if self.cfg.protocol == Protocol::Native {
+            self.timers.after(self.cfg.handshake_timeout, Timer::Handshake(cid));
+            // An address that failed to authenticate waits for its hello,
+            // longer with every failure: guessing gets slow, nobody else waits.
+            let penalty = self.auth_failures.penalty(peer.ip(), Instant::now());
+            if penalty.is_zero() {
+                self.send_hello(cid);
+            } else {
+                log::debug!("{peer}: hello held back {penalty:?} after failed authentication");
+                self.timers.after(penalty, Timer::SendHello(cid));
+            }
+        }
+        self.check_close(cid);
+    }
+
+    fn send_hello(&mut self, cid: u64) {
+        let Some(conn) = self.conns.get_mut(&cid) else {
+            return;
+        };
+        if let Some(hello) = conn.proto.as_ref().map(ConnProtocol::hello) {
+            conn.queue(&ServerMsg::Hello(hello));
+            conn.flush();
         }
         self.check_close(cid);
     }
@@ -422,40 +519,36 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&cid) else {
             return;
         };
-        match (conn.state, msg) {
-            (State::Hello, ClientMsg::Hello(h)) => {
-                if h.protocol != PROTOCOL_VERSION {
-                    return self.fail_conn(
-                        cid,
-                        ErrorKind::Version,
-                        format!(
-                            "version mismatch: client speaks protocol {} (rexec {}), server speaks {} (rexecd {})",
-                            h.protocol, h.software, PROTOCOL_VERSION, SOFTWARE_VERSION
-                        ),
-                    );
+        let Some(proto) = conn.proto.as_mut() else {
+            return;
+        };
+        match proto.on_message(msg) {
+            Action::None => {}
+            Action::Authenticated => {
+                log::debug!("{}: hello accepted", conn.peer);
+                if self.cfg.token.is_some() {
+                    self.auth_failures.succeeded(conn.peer.ip());
                 }
-                conn.state = State::Running;
             }
-            (State::Hello, other) => self.fail_conn(
-                cid,
-                ErrorKind::Protocol,
-                format!("expected Hello first, got {}", other.kind_name()),
-            ),
-            (_, ClientMsg::Hello(_)) => {
-                self.fail_conn(cid, ErrorKind::Protocol, "Hello sent twice".into())
+            Action::Fail { kind, message } => {
+                if kind == ErrorKind::Auth {
+                    self.auth_failures.failed(conn.peer.ip(), Instant::now());
+                }
+                self.fail_conn(cid, kind, message);
             }
-            (_, ClientMsg::Exec(exec)) => self.exec(cid, exec),
-            (_, ClientMsg::Stdin { id, data }) => {
+            Action::Reject { id, kind, message } => self.command_error(cid, id, kind, message),
+            Action::Exec(exec) => self.exec(cid, exec),
+            Action::Stdin { id, data } => {
                 if let Some(&pk) = conn.commands.get(&id) {
                     self.queue_stdin(cid, pk, &data, false);
                 }
             }
-            (_, ClientMsg::StdinEof { id }) => {
+            Action::StdinEof { id } => {
                 if let Some(&pk) = conn.commands.get(&id) {
                     self.queue_stdin(cid, pk, &[], true);
                 }
             }
-            (_, ClientMsg::Cancel { id }) => {
+            Action::Cancel { id } => {
                 if let Some(p) = conn.commands.get(&id).and_then(|pk| self.procs.get_mut(pk)) {
                     log::debug!("{}: cancel {id}", p.peer);
                     p.stop(&mut self.timers, self.cfg.kill_grace);
@@ -524,7 +617,12 @@ impl Server {
             rexec_proto::ExecMode::Shell => "/bin/sh",
             rexec_proto::ExecMode::Argv => exec.command.split_whitespace().next().unwrap_or(""),
         };
-        let cmd = process::command_for(&exec).map_err(|e| (e.kind, e.message))?;
+        let cmd = process::command_for(&exec, &self.cfg).map_err(|e| {
+            if e.kind == ErrorKind::Forbidden {
+                log::warn!("{}: refused {:?}: {}", conn.peer, exec.command, e.message);
+            }
+            (e.kind, e.message)
+        })?;
         let spawned = process::spawn(cmd, exec.stdin, program).map_err(|e| (e.kind, e.message))?;
 
         let pk = self.next_proc;
@@ -997,6 +1095,26 @@ impl Server {
                     self.maybe_finish(pk);
                 }
                 Timer::ConnIdle(cid) => self.check_idle(cid, now),
+                Timer::SendHello(cid) => self.send_hello(cid),
+                Timer::Handshake(cid) => {
+                    let waiting = self.conns.get(&cid).is_some_and(|c| {
+                        c.state == State::Open
+                            && c.proto.as_ref().is_some_and(|p| p.phase() == Phase::Hello)
+                    });
+                    if waiting {
+                        if self.cfg.token.is_some() {
+                            if let Some(c) = self.conns.get(&cid) {
+                                self.auth_failures.failed(c.peer.ip(), now);
+                            }
+                        }
+                        let kind = if self.cfg.token.is_some() { ErrorKind::Auth } else { ErrorKind::Protocol };
+                        self.fail_conn(
+                            cid,
+                            kind,
+                            format!("no hello within {} s", self.cfg.handshake_timeout.as_secs()),
+                        );
+                    }
+                }
                 Timer::ConnCloseDeadline(cid) => {
                     if self
                         .conns

@@ -19,6 +19,10 @@ pub enum Timer {
     PipeGrace(u64),
     /// Check a connection for idleness.
     ConnIdle(u64),
+    /// A connection must have completed its hello by now.
+    Handshake(u64),
+    /// Send a delayed hello (the peer's address failed to authenticate before).
+    SendHello(u64),
     /// A connection that is closing after an error gets this long to flush.
     ConnCloseDeadline(u64),
     /// Try accepting again after running out of file descriptors.

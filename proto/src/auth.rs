@@ -1,0 +1,143 @@
+//! Token authentication: what the answer to the server's challenge is.
+//!
+//! The server sends a fresh random nonce in its hello. The client answers
+//! with `HMAC-SHA256(token, "rexec-auth-v1" ‖ 0 ‖ binding ‖ nonce)`, where
+//! `binding` ties the answer to the channel (empty on plain TCP; TLS will put
+//! its session's exporter value here). The token never crosses the wire, and
+//! since every connection has its own nonce, a recorded answer is useless on
+//! any other connection. The server checks in constant time.
+
+use std::io;
+use std::path::Path;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// Bytes in a challenge nonce.
+pub const NONCE_LEN: usize = 32;
+
+/// Bytes in an answer.
+pub const ANSWER_LEN: usize = 32;
+
+/// The environment variable that may hold the token (server and client).
+pub const TOKEN_ENV: &str = "REXEC_TOKEN";
+
+const CONTEXT: &[u8] = b"rexec-auth-v1\0";
+
+/// A shared secret. Its `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(Vec<u8>);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+impl Token {
+    /// A token from its text; surrounding white space (a trailing newline
+    /// from `echo`) is not part of it.
+    pub fn new(text: &str) -> Result<Token, String> {
+        let t = text.trim();
+        if t.is_empty() {
+            return Err("the token is empty".into());
+        }
+        Ok(Token(t.as_bytes().to_vec()))
+    }
+
+    /// Reads a token file, refusing one that group or others may read.
+    pub fn from_file(path: &Path) -> Result<Token, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let shown = path.display();
+        let meta = std::fs::metadata(path).map_err(|e| format!("token file {shown}: {e}"))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "token file {shown} can be read by others (mode {mode:03o}); run: chmod 600 {shown}"
+            ));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData => format!("token file {shown} is not UTF-8 text"),
+            _ => format!("token file {shown}: {e}"),
+        })?;
+        Token::new(&text).map_err(|e| format!("token file {shown}: {e}"))
+    }
+
+    /// The token from `--token-file` if given, else from `REXEC_TOKEN`, else none.
+    pub fn load(file: Option<&Path>) -> Result<Option<Token>, String> {
+        if let Some(f) = file {
+            return Token::from_file(f).map(Some);
+        }
+        match std::env::var(TOKEN_ENV) {
+            Ok(v) => Token::new(&v).map(Some).map_err(|e| format!("{TOKEN_ENV}: {e}")),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(format!("{TOKEN_ENV} is not UTF-8")),
+        }
+    }
+
+    fn mac(&self, binding: &[u8], nonce: &[u8]) -> Hmac<Sha256> {
+        // HMAC takes keys of any length; this cannot fail.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC accepts any key length");
+        mac.update(CONTEXT);
+        mac.update(&(binding.len() as u32).to_be_bytes());
+        mac.update(binding);
+        mac.update(nonce);
+        mac
+    }
+
+    /// The client's answer to `nonce`.
+    pub fn answer(&self, binding: &[u8], nonce: &[u8]) -> [u8; ANSWER_LEN] {
+        self.mac(binding, nonce).finalize().into_bytes().into()
+    }
+
+    /// Whether `answer` is right, compared in constant time.
+    pub fn verify(&self, binding: &[u8], nonce: &[u8], answer: &[u8]) -> bool {
+        self.mac(binding, nonce).verify_slice(answer).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_verify_only_for_the_same_token_nonce_and_binding() {
+        let t = Token::new("s3cret\n").unwrap();
+        let nonce = [7u8; NONCE_LEN];
+        let a = t.answer(b"", &nonce);
+        assert!(t.verify(b"", &nonce, &a));
+        assert!(!t.verify(b"", &[8u8; NONCE_LEN], &a), "another connection's nonce");
+        assert!(!t.verify(b"tls", &nonce, &a), "another channel");
+        assert!(!Token::new("other").unwrap().verify(b"", &nonce, &a));
+        assert!(!t.verify(b"", &nonce, &a[..31]));
+        assert_eq!(t, Token::new("  s3cret ").unwrap(), "white space is trimmed");
+        assert!(Token::new(" \n").is_err());
+        assert_eq!(format!("{t:?}"), "Token(..)");
+    }
+
+    /// A known answer, so the client and server of other versions (or other
+    /// languages) can check theirs: HMAC-SHA256 over the documented input.
+    #[test]
+    fn known_answer() {
+        let t = Token::new("token").unwrap();
+        let hex: String = t.answer(b"", &[0u8; NONCE_LEN]).iter().map(|b| format!("{b:02x}")).collect();
+        // python3 -c "import hmac,hashlib; print(hmac.new(b'token', b'rexec-auth-v1\0' + b'\0'*4 + b'\0'*32, hashlib.sha256).hexdigest())"
+        assert_eq!(hex, KNOWN);
+    }
+    const KNOWN: &str = "416ae5df66714ea3592cd293c3a4422b3eaef0420ed38c412d1b24cc93e017bd";
+
+    #[test]
+    fn token_files_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("rexec-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("token");
+        std::fs::write(&f, "abc\n").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = Token::from_file(&f).unwrap_err();
+        assert!(err.contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(Token::from_file(&f).unwrap(), Token::new("abc").unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
