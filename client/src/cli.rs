@@ -154,7 +154,8 @@ impl RunArgs {
         Ok(ConnectOptions {
             connect_timeout: Some(self.connect_timeout),
             trace: self.trace,
-            token: rexec_proto::auth::Token::load(self.token_file.as_deref()).map_err(ClientError::Usage)?,
+            token: rexec_proto::auth::Token::load(self.token_file.as_deref())
+                .map_err(ClientError::Usage)?,
         })
     }
 
@@ -259,7 +260,10 @@ fn one_shot_or_interactive(args: RunArgs) -> i32 {
         }
     };
     let forward = args.force_stdin || (!args.no_stdin && !io::stdin().is_terminal());
-    let mut session = match args.connect_options().and_then(|o| Session::connect(&host, &o)) {
+    let mut session = match args
+        .connect_options()
+        .and_then(|o| Session::connect(&host, &o))
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("rexec: {e}");

@@ -22,7 +22,10 @@ pub fn history_path() -> Option<PathBuf> {
 }
 
 pub fn main(host: &str, args: &RunArgs) -> i32 {
-    let mut session = match args.connect_options().and_then(|o| Session::connect(host, &o)) {
+    let mut session = match args
+        .connect_options()
+        .and_then(|o| Session::connect(host, &o))
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("rexec: {e}");

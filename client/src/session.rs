@@ -165,12 +165,16 @@ impl Session {
         }
         let auth = match (&session.server.challenge, &opts.token) {
             (None, _) => None,
-            (Some(nonce), Some(token)) => Some(serde_bytes::ByteBuf::from(token.answer(b"", nonce).to_vec())),
+            (Some(nonce), Some(token)) => Some(serde_bytes::ByteBuf::from(
+                token.answer(b"", nonce).to_vec(),
+            )),
             (Some(_), None) => {
                 return Err(ClientError::Server(ErrorMsg {
                     id: None,
                     kind: ErrorKind::Auth,
-                    message: format!("{addr} requires a token: give --token-file FILE or set REXEC_TOKEN"),
+                    message: format!(
+                        "{addr} requires a token: give --token-file FILE or set REXEC_TOKEN"
+                    ),
                 }));
             }
         };

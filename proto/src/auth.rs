@@ -69,7 +69,9 @@ impl Token {
             return Token::from_file(f).map(Some);
         }
         match std::env::var(TOKEN_ENV) {
-            Ok(v) => Token::new(&v).map(Some).map_err(|e| format!("{TOKEN_ENV}: {e}")),
+            Ok(v) => Token::new(&v)
+                .map(Some)
+                .map_err(|e| format!("{TOKEN_ENV}: {e}")),
             Err(std::env::VarError::NotPresent) => Ok(None),
             Err(std::env::VarError::NotUnicode(_)) => Err(format!("{TOKEN_ENV} is not UTF-8")),
         }
@@ -77,7 +79,8 @@ impl Token {
 
     fn mac(&self, binding: &[u8], nonce: &[u8]) -> Hmac<Sha256> {
         // HMAC takes keys of any length; this cannot fail.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC accepts any key length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC accepts any key length");
         mac.update(CONTEXT);
         mac.update(&(binding.len() as u32).to_be_bytes());
         mac.update(binding);
@@ -106,11 +109,18 @@ mod tests {
         let nonce = [7u8; NONCE_LEN];
         let a = t.answer(b"", &nonce);
         assert!(t.verify(b"", &nonce, &a));
-        assert!(!t.verify(b"", &[8u8; NONCE_LEN], &a), "another connection's nonce");
+        assert!(
+            !t.verify(b"", &[8u8; NONCE_LEN], &a),
+            "another connection's nonce"
+        );
         assert!(!t.verify(b"tls", &nonce, &a), "another channel");
         assert!(!Token::new("other").unwrap().verify(b"", &nonce, &a));
         assert!(!t.verify(b"", &nonce, &a[..31]));
-        assert_eq!(t, Token::new("  s3cret ").unwrap(), "white space is trimmed");
+        assert_eq!(
+            t,
+            Token::new("  s3cret ").unwrap(),
+            "white space is trimmed"
+        );
         assert!(Token::new(" \n").is_err());
         assert_eq!(format!("{t:?}"), "Token(..)");
     }
@@ -120,7 +130,11 @@ mod tests {
     #[test]
     fn known_answer() {
         let t = Token::new("token").unwrap();
-        let hex: String = t.answer(b"", &[0u8; NONCE_LEN]).iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = t
+            .answer(b"", &[0u8; NONCE_LEN])
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         // python3 -c "import hmac,hashlib; print(hmac.new(b'token', b'rexec-auth-v1\0' + b'\0'*4 + b'\0'*32, hashlib.sha256).hexdigest())"
         assert_eq!(hex, KNOWN);
     }

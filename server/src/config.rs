@@ -105,14 +105,22 @@ impl Config {
             warnings.push(format!(
                 "listening on non-loopback address {}: traffic (commands, output{}) is plaintext",
                 self.listen,
-                if self.token.is_some() { "" } else { ", and no token is required" }
+                if self.token.is_some() {
+                    ""
+                } else {
+                    ", and no token is required"
+                }
             ));
             if self.token.is_none() {
-                warnings.push("INSECURE: anyone who can connect can run commands as this user".into());
+                warnings
+                    .push("INSECURE: anyone who can connect can run commands as this user".into());
             }
         }
         if self.protocol != Protocol::Native && self.token.is_some() {
-            warnings.push("the seed and raw protocols have no authentication: the token is not checked".into());
+            warnings.push(
+                "the seed and raw protocols have no authentication: the token is not checked"
+                    .into(),
+            );
         }
         Ok(warnings)
     }
@@ -199,7 +207,12 @@ pub struct Args {
     /// With --no-shell, run only these programs (comma-separated names or
     /// paths). Programs are matched after resolving PATH and symlinks, so
     /// /bin/../bin/rm is rm.
-    #[arg(long, value_name = "PROG[,PROG...]", value_delimiter = ',', requires = "no_shell")]
+    #[arg(
+        long,
+        value_name = "PROG[,PROG...]",
+        value_delimiter = ',',
+        requires = "no_shell"
+    )]
     pub allow: Option<Vec<String>>,
 
     /// Allow listening on a non-loopback address without a token. Anyone who
@@ -311,14 +324,23 @@ mod tests {
         assert_eq!(c.check(), Ok(vec![]));
         c.listen = "0.0.0.0:7070".parse().unwrap();
         let err = c.check().unwrap_err();
-        assert!(err.contains("--token-file") && err.contains("--insecure"), "{err}");
+        assert!(
+            err.contains("--token-file") && err.contains("--insecure"),
+            "{err}"
+        );
         c.insecure = true;
         let warnings = c.check().unwrap();
-        assert!(warnings.iter().any(|w| w.contains("INSECURE")), "{warnings:?}");
+        assert!(
+            warnings.iter().any(|w| w.contains("INSECURE")),
+            "{warnings:?}"
+        );
         c.insecure = false;
         c.token = Some(Token::new("t").unwrap());
         let warnings = c.check().unwrap();
-        assert!(warnings.iter().any(|w| w.contains("plaintext")), "{warnings:?}");
+        assert!(
+            warnings.iter().any(|w| w.contains("plaintext")),
+            "{warnings:?}"
+        );
         c.listen = "[::1]:7070".parse().unwrap();
         assert_eq!(c.check(), Ok(vec![]));
     }

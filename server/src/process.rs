@@ -4,8 +4,8 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use mio::unix::pipe::{Receiver, Sender};
@@ -68,7 +68,10 @@ pub fn resolve_program(name: &str) -> Option<PathBuf> {
     let found = if name.contains('/') {
         Some(PathBuf::from(name)).filter(|p| executable(p))
     } else {
-        CHILD_PATH.split(':').map(|d| Path::new(d).join(name)).find(|p| executable(p))
+        CHILD_PATH
+            .split(':')
+            .map(|d| Path::new(d).join(name))
+            .find(|p| executable(p))
     }?;
     std::fs::canonicalize(found).ok()
 }
@@ -77,7 +80,11 @@ pub fn resolve_program(name: &str) -> Option<PathBuf> {
 /// server's policy: a clean environment, and with `no_shell` no shell and
 /// optionally only allowed programs.
 pub fn command_for(exec: &Exec, cfg: &Config) -> Result<Command, SpawnError> {
-    let mode = if cfg.no_shell { ExecMode::Argv } else { exec.mode };
+    let mode = if cfg.no_shell {
+        ExecMode::Argv
+    } else {
+        exec.mode
+    };
     let mut cmd = match mode {
         ExecMode::Shell => {
             let mut c = Command::new("/bin/sh");
@@ -126,7 +133,9 @@ pub fn command_for(exec: &Exec, cfg: &Config) -> Result<Command, SpawnError> {
         }
         cmd.current_dir(dir);
     }
-    cmd.env_clear().env("PATH", CHILD_PATH).env("SHELL", "/bin/sh");
+    cmd.env_clear()
+        .env("PATH", CHILD_PATH)
+        .env("SHELL", "/bin/sh");
     for k in INHERITED_ENV {
         if let Some(v) = std::env::var_os(k) {
             cmd.env(k, v);
@@ -134,7 +143,9 @@ pub fn command_for(exec: &Exec, cfg: &Config) -> Result<Command, SpawnError> {
     }
     for (k, v) in &exec.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return Err(SpawnError::bad(format!("invalid environment variable {k:?}")));
+            return Err(SpawnError::bad(format!(
+                "invalid environment variable {k:?}"
+            )));
         }
         cmd.env(k, v);
     }
@@ -303,7 +314,10 @@ mod tests {
             allow: Some(vec![resolve_program("echo").unwrap()]),
             ..Config::default()
         };
-        let exec = |c: &str| Exec { command: c.into(), ..Exec::default() };
+        let exec = |c: &str| Exec {
+            command: c.into(),
+            ..Exec::default()
+        };
         assert!(command_for(&exec("echo hi"), &cfg).is_ok());
         let e = command_for(&exec("/bin/../bin/rm -rf /tmp/x"), &cfg).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Forbidden);

@@ -10,9 +10,7 @@
 //! ```
 
 use rexec_proto::auth::{NONCE_LEN, Token};
-use rexec_proto::{
-    ClientMsg, ErrorKind, Exec, PROTOCOL_VERSION, SOFTWARE_VERSION, ServerHello,
-};
+use rexec_proto::{ClientMsg, ErrorKind, Exec, PROTOCOL_VERSION, SOFTWARE_VERSION, ServerHello};
 
 /// Most environment variables one `Exec` may set.
 pub const MAX_ENV: usize = 1024;
@@ -25,13 +23,27 @@ pub enum Action {
     /// The hello was accepted; commands may follow.
     Authenticated,
     Exec(Exec),
-    Stdin { id: u32, data: Vec<u8> },
-    StdinEof { id: u32 },
-    Cancel { id: u32 },
+    Stdin {
+        id: u32,
+        data: Vec<u8>,
+    },
+    StdinEof {
+        id: u32,
+    },
+    Cancel {
+        id: u32,
+    },
     /// Refuse one command; the connection stays usable.
-    Reject { id: u32, kind: ErrorKind, message: String },
+    Reject {
+        id: u32,
+        kind: ErrorKind,
+        message: String,
+    },
     /// Send a connection-level error and close.
-    Fail { kind: ErrorKind, message: String },
+    Fail {
+        kind: ErrorKind,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +125,11 @@ impl ConnProtocol {
                 Action::Authenticated
             }
             (Phase::Hello, other) => Action::Fail {
-                kind: if self.token.is_some() { ErrorKind::Auth } else { ErrorKind::Protocol },
+                kind: if self.token.is_some() {
+                    ErrorKind::Auth
+                } else {
+                    ErrorKind::Protocol
+                },
                 message: format!("expected Hello first, got {}", other.kind_name()),
             },
             (Phase::Running, ClientMsg::Hello(_)) => Action::Fail {
@@ -125,7 +141,10 @@ impl ConnProtocol {
                     return Action::Reject {
                         id: e.id,
                         kind: ErrorKind::BadRequest,
-                        message: format!("{} environment variables; at most {MAX_ENV}", e.env.len()),
+                        message: format!(
+                            "{} environment variables; at most {MAX_ENV}",
+                            e.env.len()
+                        ),
                     };
                 }
                 Action::Exec(e)
@@ -159,10 +178,16 @@ mod tests {
     fn without_a_token_hello_opens_the_connection() {
         let mut p = ConnProtocol::new(None, [1; NONCE_LEN]);
         assert_eq!(p.hello().challenge, None);
-        assert_eq!(p.on_message(ClientMsg::Cancel { id: 1 }).kind(), Some(ErrorKind::Protocol));
+        assert_eq!(
+            p.on_message(ClientMsg::Cancel { id: 1 }).kind(),
+            Some(ErrorKind::Protocol)
+        );
         let mut p = ConnProtocol::new(None, [1; NONCE_LEN]);
         assert_eq!(p.on_message(hello(None)), Action::Authenticated);
-        assert_eq!(p.on_message(ClientMsg::Cancel { id: 1 }), Action::Cancel { id: 1 });
+        assert_eq!(
+            p.on_message(ClientMsg::Cancel { id: 1 }),
+            Action::Cancel { id: 1 }
+        );
         assert_eq!(p.on_message(hello(None)).kind(), Some(ErrorKind::Protocol));
     }
 
@@ -175,16 +200,29 @@ mod tests {
         assert_eq!(&challenge[..], &nonce);
         assert_eq!(p.on_message(hello(None)).kind(), Some(ErrorKind::Auth));
         let mut p = ConnProtocol::new(Some(token.clone()), nonce);
-        assert_eq!(p.on_message(hello(Some(vec![0; 32]))).kind(), Some(ErrorKind::Auth));
+        assert_eq!(
+            p.on_message(hello(Some(vec![0; 32]))).kind(),
+            Some(ErrorKind::Auth)
+        );
         // An answer recorded on another connection (another nonce) fails.
         let mut p = ConnProtocol::new(Some(token.clone()), nonce);
         let replayed = token.answer(b"", &[8; NONCE_LEN]).to_vec();
-        assert_eq!(p.on_message(hello(Some(replayed))).kind(), Some(ErrorKind::Auth));
+        assert_eq!(
+            p.on_message(hello(Some(replayed))).kind(),
+            Some(ErrorKind::Auth)
+        );
         let mut p = ConnProtocol::new(Some(token.clone()), nonce);
         let exec = ClientMsg::Exec(Exec::default());
-        assert_eq!(p.on_message(exec).kind(), Some(ErrorKind::Auth), "no command before auth");
+        assert_eq!(
+            p.on_message(exec).kind(),
+            Some(ErrorKind::Auth),
+            "no command before auth"
+        );
         let mut p = ConnProtocol::new(Some(token.clone()), nonce);
-        assert_eq!(p.on_message(hello(Some(token.answer(b"", &nonce).to_vec()))), Action::Authenticated);
+        assert_eq!(
+            p.on_message(hello(Some(token.answer(b"", &nonce).to_vec()))),
+            Action::Authenticated
+        );
         assert_eq!(p.phase(), Phase::Running);
     }
 
@@ -192,17 +230,38 @@ mod tests {
     fn huge_env_is_rejected_for_that_command() {
         let mut p = ConnProtocol::new(None, [0; NONCE_LEN]);
         p.on_message(hello(None));
-        let e = Exec { id: 4, env: vec![("A".into(), "b".into()); MAX_ENV + 1], ..Exec::default() };
-        assert!(matches!(p.on_message(ClientMsg::Exec(e)), Action::Reject { id: 4, kind: ErrorKind::BadRequest, .. }));
+        let e = Exec {
+            id: 4,
+            env: vec![("A".into(), "b".into()); MAX_ENV + 1],
+            ..Exec::default()
+        };
+        assert!(matches!(
+            p.on_message(ClientMsg::Exec(e)),
+            Action::Reject {
+                id: 4,
+                kind: ErrorKind::BadRequest,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn version_mismatch_names_both_versions() {
         let mut p = ConnProtocol::new(None, [0; NONCE_LEN]);
-        let m = ClientMsg::Hello(ClientHello { protocol: 7, software: "x".repeat(1000), auth: None });
+        let m = ClientMsg::Hello(ClientHello {
+            protocol: 7,
+            software: "x".repeat(1000),
+            auth: None,
+        });
         match p.on_message(m) {
-            Action::Fail { kind: ErrorKind::Version, message } => {
-                assert!(message.contains("protocol 7") && message.contains("speaks 1"), "{message}");
+            Action::Fail {
+                kind: ErrorKind::Version,
+                message,
+            } => {
+                assert!(
+                    message.contains("protocol 7") && message.contains("speaks 1"),
+                    "{message}"
+                );
                 assert!(message.len() < 200, "peer text is clipped");
             }
             other => panic!("{other:?}"),

@@ -74,9 +74,14 @@ impl AuthFailures {
 
     fn failed(&mut self, ip: IpAddr, now: Instant) {
         if self.by_addr.len() >= AUTH_PENALTY_ENTRIES && !self.by_addr.contains_key(&ip) {
-            self.by_addr.retain(|_, (_, last)| now.duration_since(*last) < AUTH_PENALTY_MEMORY);
+            self.by_addr
+                .retain(|_, (_, last)| now.duration_since(*last) < AUTH_PENALTY_MEMORY);
             if self.by_addr.len() >= AUTH_PENALTY_ENTRIES {
-                let oldest = self.by_addr.iter().min_by_key(|(_, (_, t))| *t).map(|(ip, _)| *ip);
+                let oldest = self
+                    .by_addr
+                    .iter()
+                    .min_by_key(|(_, (_, t))| *t)
+                    .map(|(ip, _)| *ip);
                 oldest.map(|o| self.by_addr.remove(&o));
             }
         }
@@ -95,9 +100,8 @@ fn random_nonce() -> io::Result<[u8; rexec_proto::auth::NONCE_LEN]> {
     let mut filled = 0;
     while filled < buf.len() {
         // SAFETY: getrandom writes at most the given length into the buffer.
-        let n = unsafe {
-            libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0)
-        };
+        let n =
+            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -157,6 +161,8 @@ pub struct Server {
     shutdown_deadline: Option<Instant>,
     tutorial_seq: u32,
     auth_failures: AuthFailures,
+    /// accept() is failing (out of descriptors); logged once per episode.
+    accept_failing: bool,
 }
 
 impl std::fmt::Debug for Server {
@@ -208,6 +214,7 @@ impl Server {
             shutdown_deadline: None,
             tutorial_seq: 0,
             auth_failures: AuthFailures::default(),
+            accept_failing: false,
         })
     }
 
@@ -292,7 +299,12 @@ impl Server {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer),
+                Ok((stream, peer)) => {
+                    if std::mem::take(&mut self.accept_failing) {
+                        log::warn!("accepting connections again");
+                    }
+                    self.admit(stream, peer)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
                     if matches!(
@@ -303,7 +315,12 @@ impl Server {
                     // EMFILE, ENFILE, ENOBUFS...: the pending connections stay
                     // in the backlog and bring no new event, so try again
                     // later instead of spinning.
-                    log::error!("accept failed: {e}; retrying in {ACCEPT_BACKOFF:?}");
+                    if self.accept_failing {
+                        log::debug!("accept failed: {e}; retrying in {ACCEPT_BACKOFF:?}");
+                    } else {
+                        log::error!("accept failed: {e}; retrying every {ACCEPT_BACKOFF:?}");
+                        self.accept_failing = true;
+                    }
                     self.timers.after(ACCEPT_BACKOFF, Timer::AcceptRetry);
                     return;
                 }
@@ -365,7 +382,8 @@ impl Server {
             self.timers.after(idle, Timer::ConnIdle(cid));
         }
         if self.cfg.protocol == Protocol::Native {
-            self.timers.after(self.cfg.handshake_timeout, Timer::Handshake(cid));
+            self.timers
+                .after(self.cfg.handshake_timeout, Timer::Handshake(cid));
             // An address that failed to authenticate waits for its hello,
             // longer with every failure: guessing gets slow, nobody else waits.
             let penalty = self.auth_failures.penalty(peer.ip(), Instant::now());
@@ -1107,7 +1125,11 @@ impl Server {
                                 self.auth_failures.failed(c.peer.ip(), now);
                             }
                         }
-                        let kind = if self.cfg.token.is_some() { ErrorKind::Auth } else { ErrorKind::Protocol };
+                        let kind = if self.cfg.token.is_some() {
+                            ErrorKind::Auth
+                        } else {
+                            ErrorKind::Protocol
+                        };
                         self.fail_conn(
                             cid,
                             kind,

@@ -1,0 +1,360 @@
+//! Authentication, safe defaults and the command policy, over loopback.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rexec_client::{ClientError, ConnectOptions, Session};
+use rexec_proto::auth::Token;
+use rexec_proto::*;
+use rexec_tests::*;
+
+/// A private temporary directory, removed on drop.
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!(
+            "rexec-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+    fn token_file(&self, secret: &str, mode: u32) -> String {
+        let f = self.0.join("token");
+        std::fs::write(&f, format!("{secret}\n")).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+        f.display().to_string()
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn opts(token: Option<&str>) -> ConnectOptions {
+    ConnectOptions {
+        token: token.map(|t| Token::new(t).unwrap()),
+        ..Default::default()
+    }
+}
+
+fn frame(msg: &ClientMsg) -> Vec<u8> {
+    let mut w = Vec::new();
+    encode_frame(msg, &mut w);
+    w
+}
+
+/// Reads server messages until the connection closes (10 s limit).
+fn read_all(sock: &mut TcpStream) -> Vec<ServerMsg> {
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut dec = FrameDecoder::new();
+    let mut out = Vec::new();
+    loop {
+        match dec.read_from(sock) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("read: {e} after {out:?}"),
+        }
+        while let Some(m) = dec.next_message::<ServerMsg>().expect("frames") {
+            out.push(m);
+        }
+    }
+    out
+}
+
+fn first_hello(sock: &mut TcpStream) -> ServerHello {
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut dec = FrameDecoder::new();
+    loop {
+        assert!(dec.read_from(sock).unwrap() > 0, "closed before hello");
+        if let Some(ServerMsg::Hello(h)) = dec.next_message().unwrap() {
+            return h;
+        }
+    }
+}
+
+fn hello_with(auth: Option<Vec<u8>>) -> ClientMsg {
+    ClientMsg::Hello(ClientHello {
+        protocol: PROTOCOL_VERSION,
+        software: "t".into(),
+        auth: auth.map(serde_bytes::ByteBuf::from),
+    })
+}
+
+#[test]
+fn only_token_holders_run_commands() {
+    let dir = TempDir::new("auth");
+    let tf = dir.token_file("correct horse", 0o600);
+    let d = Daemon::start(&["--token-file", &tf]);
+
+    // The right token, from the environment or a file.
+    let r = run(rexec()
+        .env("REXEC_TOKEN", "correct horse")
+        .arg(d.host())
+        .arg("echo in"));
+    assert_eq!(r.out(), "in\n", "{}", r.stderr);
+    let r = run(rexec()
+        .args(["--token-file", &tf])
+        .arg(d.host())
+        .arg("echo in"));
+    assert_eq!(r.out(), "in\n", "{}", r.stderr);
+
+    // A wrong token, and none.
+    let r = run(rexec()
+        .env("REXEC_TOKEN", "battery staple")
+        .arg(d.host())
+        .arg("echo in"));
+    assert_eq!(r.code, Some(255));
+    assert!(r.stderr.contains("auth failed"), "{}", r.stderr);
+    assert!(r.stdout.is_empty());
+    let r = run(rexec()
+        .env_remove("REXEC_TOKEN")
+        .arg(d.host())
+        .arg("echo in"));
+    assert_eq!(r.code, Some(255));
+    assert!(r.stderr.contains("requires a token"), "{}", r.stderr);
+
+    assert!(
+        d.wait_log("auth failed", Duration::from_secs(5)),
+        "failures are logged: {}",
+        d.log()
+    );
+    assert!(d.log().contains("127.0.0.1:"), "with the peer address");
+}
+
+#[test]
+fn nothing_runs_before_authentication_and_answers_do_not_replay() {
+    let dir = TempDir::new("replay");
+    let tf = dir.token_file("s3cret", 0o600);
+    let marker = dir.0.join("ran");
+    let d = Daemon::start(&["--token-file", &tf]);
+    let token = Token::new("s3cret").unwrap();
+
+    // An Exec instead of the hello: refused, and nothing ran.
+    let mut sock = TcpStream::connect(d.addr).unwrap();
+    let h = first_hello(&mut sock);
+    assert_eq!(h.challenge.as_ref().map(|c| c.len()), Some(auth::NONCE_LEN));
+    let exec = ClientMsg::Exec(Exec {
+        id: 1,
+        command: format!("touch {}", marker.display()),
+        ..Exec::default()
+    });
+    sock.write_all(&frame(&exec)).unwrap();
+    let msgs = read_all(&mut sock);
+    assert!(
+        matches!(
+            msgs.last(),
+            Some(ServerMsg::Error(ErrorMsg {
+                kind: ErrorKind::Auth,
+                id: None,
+                ..
+            }))
+        ),
+        "{msgs:?}"
+    );
+
+    // A correct answer on one connection...
+    let mut a = TcpStream::connect(d.addr).unwrap();
+    let nonce_a = first_hello(&mut a).challenge.unwrap();
+    let answer_a = token.answer(b"", &nonce_a).to_vec();
+    // ...replayed on another connection, whose nonce differs, fails.
+    let mut b = TcpStream::connect(d.addr).unwrap();
+    let nonce_b = first_hello(&mut b).challenge.unwrap();
+    assert_ne!(nonce_a, nonce_b, "every connection gets its own nonce");
+    let mut w = frame(&hello_with(Some(answer_a)));
+    w.extend(frame(&exec));
+    b.write_all(&w).unwrap();
+    let msgs = read_all(&mut b);
+    assert!(
+        matches!(
+            msgs.last(),
+            Some(ServerMsg::Error(ErrorMsg {
+                kind: ErrorKind::Auth,
+                ..
+            }))
+        ),
+        "{msgs:?}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!marker.exists(), "a command ran without authentication");
+}
+
+#[test]
+fn silent_connections_are_closed_after_the_handshake_timeout() {
+    let d = Daemon::start(&["--handshake-timeout", "1"]);
+    let mut sock = TcpStream::connect(d.addr).unwrap();
+    let t = Instant::now();
+    let msgs = read_all(&mut sock);
+    assert!(t.elapsed() >= Duration::from_millis(900));
+    assert!(
+        matches!(
+            msgs.last(),
+            Some(ServerMsg::Error(ErrorMsg {
+                kind: ErrorKind::Protocol,
+                ..
+            }))
+        ),
+        "{msgs:?}"
+    );
+    // Half a header, then silence: the same.
+    let mut sock = TcpStream::connect(d.addr).unwrap();
+    sock.write_all(&[0, 0]).unwrap();
+    let msgs = read_all(&mut sock);
+    assert!(matches!(msgs.last(), Some(ServerMsg::Error(_))), "{msgs:?}");
+}
+
+#[test]
+fn repeated_failures_slow_that_address_down_without_blocking_others() {
+    let dir = TempDir::new("slow");
+    let tf = dir.token_file("tok", 0o600);
+    let d = Daemon::start(&["--token-file", &tf]);
+    let mut good = Session::connect_addr(d.addr, &opts(Some("tok"))).unwrap();
+    for _ in 0..4 {
+        match Session::connect_addr(d.addr, &opts(Some("wrong"))).map(|mut s| {
+            rexec_client::run::run(
+                &mut s,
+                Exec {
+                    id: 1,
+                    command: "true".into(),
+                    ..Exec::default()
+                },
+                &mut rexec_client::run::Sinks::capture(),
+                None,
+            )
+        }) {
+            Ok(Err(ClientError::Server(e))) | Err(ClientError::Server(e)) => {
+                assert_eq!(e.kind, ErrorKind::Auth)
+            }
+            other => panic!("wrong token accepted: {other:?}"),
+        }
+    }
+    // The next hello for this address is held back (250 ms doubling per failure)...
+    let t = Instant::now();
+    let mut sock = TcpStream::connect(d.addr).unwrap();
+    let waiter = std::thread::spawn(move || {
+        first_hello(&mut sock);
+        t.elapsed()
+    });
+    // ...while an authenticated client is served as usual meanwhile.
+    let mut sinks = rexec_client::run::Sinks::capture();
+    let o = rexec_client::run::run(
+        &mut good,
+        Exec {
+            id: 1,
+            command: "echo served".into(),
+            ..Exec::default()
+        },
+        &mut sinks,
+        None,
+    )
+    .unwrap();
+    let served_after = t.elapsed();
+    assert_eq!(o.exit_code(), 0);
+    let held = waiter.join().unwrap();
+    assert!(held >= Duration::from_millis(900), "hello after {held:?}");
+    assert!(
+        served_after < held,
+        "the loop was blocked: served after {served_after:?}, hello after {held:?}"
+    );
+}
+
+#[test]
+fn world_readable_token_files_are_refused_on_both_sides() {
+    let dir = TempDir::new("perm");
+    let tf = dir.token_file("tok", 0o644);
+    let r = run(std::process::Command::new(bin("rexecd")).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--token-file",
+        &tf,
+    ]));
+    assert_eq!(r.code, Some(2));
+    assert!(
+        r.stderr.contains(&format!("chmod 600 {tf}")),
+        "{}",
+        r.stderr
+    );
+    let r = run(rexec().args(["--token-file", &tf, "127.0.0.1:1", "true"]));
+    assert_eq!(r.code, Some(255));
+    assert!(r.stderr.contains("chmod 600"), "{}", r.stderr);
+}
+
+#[test]
+fn non_loopback_without_a_token_is_refused() {
+    // Refused before binding anything.
+    let r = run(std::process::Command::new(bin("rexecd"))
+        .args(["--listen", "0.0.0.0:0"])
+        .env_remove("REXEC_TOKEN"));
+    assert_eq!(r.code, Some(2));
+    assert!(
+        r.stderr.contains("--insecure") && r.stderr.contains("--token-file"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn children_get_a_clean_environment() {
+    let d = Daemon::start_with_env(
+        &[],
+        &[("REXEC_TOKEN", "topsecret"), ("SERVER_SECRET", "hunter2")],
+    );
+    let mut s = Session::connect_addr(d.addr, &opts(Some("topsecret"))).unwrap();
+    let mut sinks = rexec_client::run::Sinks::capture();
+    let exec = Exec {
+        id: 1,
+        command: "env".into(),
+        env: vec![("ASKED".into(), "yes".into())],
+        ..Exec::default()
+    };
+    rexec_client::run::run(&mut s, exec, &mut sinks, None).unwrap();
+    let rexec_client::run::Sinks::Capture { stdout, .. } = sinks else {
+        unreachable!()
+    };
+    let env = String::from_utf8_lossy(&stdout);
+    assert!(
+        !env.contains("topsecret") && !env.contains("REXEC_TOKEN"),
+        "{env}"
+    );
+    assert!(!env.contains("hunter2"), "{env}");
+    assert!(
+        env.contains("ASKED=yes") && env.contains("PATH=/usr/local/sbin:"),
+        "{env}"
+    );
+}
+
+#[test]
+fn no_shell_and_allow_list() {
+    let d = Daemon::start(&["--no-shell", "--allow", "echo,printf"]);
+    // No shell: $HOME and ; are plain words for echo.
+    let r = run(rexec().arg(d.host()).arg("echo $HOME; ls"));
+    assert_eq!(r.out(), "$HOME; ls\n", "{}", r.stderr);
+    // A program not on the list, however it is spelled.
+    for cmd in ["ls /", "/bin/../bin/ls /", "sh -c 'echo pwned'"] {
+        let r = run(rexec().arg(d.host()).arg(cmd));
+        assert_eq!(r.code, Some(255), "{cmd}");
+        assert!(
+            r.stderr.contains("forbidden") && r.stderr.contains("not an allowed program"),
+            "{cmd}: {}",
+            r.stderr
+        );
+        assert!(r.stdout.is_empty());
+    }
+    assert!(
+        d.wait_log("refused \"ls /\"", Duration::from_secs(5)),
+        "audit line: {}",
+        d.log()
+    );
+    // --allow without --no-shell makes no sense and is refused.
+    let r = run(std::process::Command::new(bin("rexecd")).args(["--allow", "ls"]));
+    assert_eq!(r.code, Some(2));
+    assert!(r.stderr.contains("--no-shell"), "{}", r.stderr);
+}
