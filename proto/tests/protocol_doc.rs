@@ -124,3 +124,18 @@ fn variant_tables_match_indices() {
         );
     }
 }
+
+/// The worked authentication answer in the document is what the code computes.
+#[test]
+fn auth_example() {
+    let t = rexec_proto::auth::Token::new("token").unwrap();
+    let hex: String = t
+        .answer(b"", &[0u8; 32])
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(
+        DOC.contains(&format!("the answer is\n   `{hex}`")),
+        "PROTOCOL.md lacks {hex}"
+    );
+}
