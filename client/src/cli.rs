@@ -273,7 +273,13 @@ fn one_shot_or_interactive(args: RunArgs) -> i32 {
     let mut sinks = if args.json {
         Sinks::capture()
     } else {
-        Sinks::terminal()
+        match Sinks::terminal() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("rexec: cannot use stdout/stderr: {e}");
+                return EXIT_CONNECTION;
+            }
+        }
     };
     let stdin: Option<Box<dyn Read + Send>> =
         forward.then(|| Box::new(io::stdin()) as Box<dyn Read + Send>);

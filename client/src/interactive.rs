@@ -53,7 +53,7 @@ fn run_line(
     let mut sinks = if args.json {
         Sinks::capture()
     } else {
-        Sinks::terminal()
+        Sinks::terminal()?
     };
     let outcome = run::run(
         session,

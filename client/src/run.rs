@@ -24,8 +24,12 @@ pub const EXIT_SPAWN: i32 = 127;
 /// Where output goes.
 #[derive(Debug)]
 pub enum Sinks {
-    /// Straight to this process's stdout and stderr, chunk by chunk.
+    /// Straight to this process's stdout and stderr, chunk by chunk, with one
+    /// unbuffered write each (duplicates of fds 1 and 2: std's line-buffered
+    /// stdout would split a chunk at its last newline into two writes).
     Terminal {
+        stdout: std::fs::File,
+        stderr: std::fs::File,
         /// Local stdout broke (e.g. `| head`): the rest is discarded.
         stdout_broken: bool,
     },
@@ -34,10 +38,13 @@ pub enum Sinks {
 }
 
 impl Sinks {
-    pub fn terminal() -> Self {
-        Sinks::Terminal {
+    pub fn terminal() -> io::Result<Self> {
+        use std::os::fd::AsFd;
+        Ok(Sinks::Terminal {
+            stdout: io::stdout().as_fd().try_clone_to_owned()?.into(),
+            stderr: io::stderr().as_fd().try_clone_to_owned()?.into(),
             stdout_broken: false,
-        }
+        })
     }
 
     pub fn capture() -> Self {
@@ -58,24 +65,25 @@ impl Sinks {
                 }
                 true
             }
-            Sinks::Terminal { stdout_broken } => {
-                let res = match stream {
-                    OutputStream::Stdout if *stdout_broken => return true,
-                    OutputStream::Stdout => {
-                        let mut o = io::stdout().lock();
-                        o.write_all(data).and_then(|_| o.flush())
+            Sinks::Terminal {
+                stdout,
+                stderr,
+                stdout_broken,
+            } => match stream {
+                OutputStream::Stdout if *stdout_broken => true,
+                OutputStream::Stdout => {
+                    if stdout.write_all(data).is_err() {
+                        *stdout_broken = true;
+                        return false;
                     }
-                    OutputStream::Stderr => {
-                        let mut e = io::stderr().lock();
-                        e.write_all(data).and_then(|_| e.flush())
-                    }
-                };
-                if res.is_err() && stream == OutputStream::Stdout {
-                    *stdout_broken = true;
-                    return false;
+                    true
                 }
-                true
-            }
+                OutputStream::Stderr => {
+                    // Nowhere to report a failing stderr; the command goes on.
+                    let _ = stderr.write_all(data);
+                    true
+                }
+            },
         }
     }
 }

@@ -17,6 +17,9 @@ use crate::addr::parse_host;
 use crate::error::ClientError;
 use crate::trace;
 
+/// Bytes the client asks the socket for in one read.
+const RECV_BUFFER: usize = 1 << 20;
+
 /// How long to wait for the server's hello when no connect timeout is given.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -112,9 +115,13 @@ impl Session {
             stream: Mutex::new(stream.try_clone()?),
             trace: opts.trace,
         });
+        let mut decoder = FrameDecoder::new();
+        // Large reads: a 64 KiB output frame plus its header would otherwise
+        // straddle two reads.
+        decoder.reserve(RECV_BUFFER);
         let mut session = Session {
             reader: stream,
-            decoder: FrameDecoder::new(),
+            decoder,
             writer,
             server: ServerHello {
                 protocol: 0,

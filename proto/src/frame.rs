@@ -187,8 +187,15 @@ impl FrameDecoder {
         self.end += data.len();
     }
 
+    /// Makes sure at least `n` bytes of spare room follow the buffered data,
+    /// so that [`FrameDecoder::read_from`] can take that much in one read.
+    pub fn reserve(&mut self, n: usize) {
+        self.make_room(n);
+    }
+
     /// Does one `read` from `r` straight into the buffer (no intermediate
-    /// copy). Returns what `read` returned: `Ok(0)` is end of stream.
+    /// copy), into all the spare room there is (at least 64 KiB). Returns
+    /// what `read` returned: `Ok(0)` is end of stream.
     pub fn read_from<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<usize> {
         self.make_room(READ_CHUNK);
         let n = r.read(&mut self.buf[self.end..])?;

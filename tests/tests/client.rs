@@ -331,3 +331,25 @@ fn ctrl_c_cancels_the_remote_command_first() {
         "remote process {bg} survived Ctrl-C"
     );
 }
+
+#[test]
+fn a_closed_local_stdout_stops_the_remote_command() {
+    let d = Daemon::start(&[]);
+    // As in `rexec host yes | head -1`.
+    let r = run(std::process::Command::new("/bin/sh").arg("-c").arg(format!(
+        "{} {} 'yes rexec-pipe' | head -1",
+        bin("rexec").display(),
+        d.host()
+    )));
+    assert_eq!(r.out(), "rexec-pipe\n");
+    assert!(
+        wait_until(Duration::from_secs(5), || children_of(d.pid()).is_empty()),
+        "remote `yes` still running: {:?}",
+        children_of(d.pid())
+    );
+    assert!(
+        d.wait_log("\"yes rexec-pipe\": signal 15", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
+}

@@ -1,0 +1,452 @@
+#!/usr/bin/env python3
+"""rexec against its peers, on loopback, in one run. Started by bench/run.
+
+Peers: the local pipe and a raw socat relay (the limits), the tutorials'
+Python server and client (../shared/peers), OpenSSH (a throwaway sshd on
+127.0.0.1). Each measurement is repeated; the rounds interleave the peers
+(A B C A B C ...) so drift on the machine spreads over all of them, and the
+table shows medians and ratios. Writes bench/RESULTS.md.
+
+Every server started here listens on 127.0.0.1 only and is killed by PID
+when the script ends.
+"""
+import argparse
+import os
+import platform
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REL = os.path.join(ROOT, "target", "release")
+REXEC = os.path.join(REL, "rexec")
+REXECD = os.path.join(REL, "rexecd")
+PEERS = os.path.normpath(os.path.join(ROOT, "..", "shared", "peers"))
+SEED_SERVER = os.path.join(PEERS, "seed_server.py")
+SEED_CLIENT = os.path.join(PEERS, "seed_client.py")
+
+GiB = 1 << 30
+MiB = 1 << 20
+STARTED = []  # every process we start, to kill by PID at exit
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def start(argv, **kw):
+    p = subprocess.Popen(argv, **kw)
+    STARTED.append(p)
+    return p
+
+
+def stop_all():
+    for p in STARTED:
+        if p.poll() is None:
+            try:
+                p.terminate()
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def wall(cmd, stdin=None):
+    """Runs a shell command line; returns its wall time in seconds."""
+    t = time.perf_counter()
+    r = subprocess.run(cmd, shell=True, input=stdin, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, executable="/bin/bash")
+    dt = time.perf_counter() - t
+    if r.returncode != 0:
+        raise RuntimeError(f"{cmd!r} failed ({r.returncode}): {r.stderr.decode(errors='replace')[-400:]}")
+    return dt
+
+
+def listening_line(p):
+    line = p.stdout.readline().decode().strip()
+    if not line.startswith("listening on "):
+        raise RuntimeError(f"unexpected first line {line!r}")
+    return line[len("listening on "):]
+
+
+def raise_nofile(n):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(n, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return want
+
+
+def start_rexecd(*args):
+    p = start([REXECD, "--listen", "127.0.0.1:0", *args], stdout=subprocess.PIPE,
+              stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"},
+              preexec_fn=lambda: raise_nofile(20000))
+    return p, listening_line(p)
+
+
+def start_seed():
+    p = start([sys.executable, SEED_SERVER, "--port", "0"], stdout=subprocess.PIPE,
+              stderr=subprocess.DEVNULL)
+    return p, listening_line(p)
+
+
+def vm(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_listening(port, timeout=5.0):
+    """Waits for a LISTEN socket on the port (without connecting to it)."""
+    hexport = f":{port:04X}"
+    end = time.time() + timeout
+    while time.time() < end:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                with open(table) as f:
+                    for line in f.readlines()[1:]:
+                        parts = line.split()
+                        if parts[1].endswith(hexport) and parts[3] == "0A":
+                            return
+            except FileNotFoundError:
+                pass
+        time.sleep(0.01)
+    raise RuntimeError(f"nothing listening on {port}")
+
+
+class Sshd:
+    """A throwaway sshd on 127.0.0.1 with generated keys."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="rexec-bench-ssh-")
+        self.port = free_port()
+        d = self.dir
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{d}/host"], check=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{d}/client"], check=True)
+        shutil.copy(f"{d}/client.pub", f"{d}/authorized_keys")
+        os.chmod(f"{d}/authorized_keys", 0o600)
+        user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+        self.user = user
+        with open(f"{d}/sshd_config", "w") as f:
+            f.write(f"""Port {self.port}
+ListenAddress 127.0.0.1
+HostKey {d}/host
+AuthorizedKeysFile {d}/authorized_keys
+PidFile {d}/sshd.pid
+PermitRootLogin yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+MaxSessions 64
+MaxStartups 200
+""")
+        os.makedirs("/run/sshd", exist_ok=True)
+        self.proc = start(["/usr/sbin/sshd", "-D", "-e", "-f", f"{d}/sshd_config"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_listening(self.port)
+        self.ctl = f"{d}/ctl"
+        self.master = None
+
+    def base(self, cipher=None):
+        c = (f"ssh -F /dev/null -i {self.dir}/client -p {self.port} -o BatchMode=yes "
+             f"-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR")
+        if cipher:
+            c += f" -c {cipher}"
+        return c
+
+    def cmd(self, remote, cipher=None):
+        return f"{self.base(cipher)} {self.user}@127.0.0.1 '{remote}'"
+
+    def start_master(self):
+        self.master = start(self.base().split() + ["-M", "-S", self.ctl, "-N", f"{self.user}@127.0.0.1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        end = time.time() + 10
+        while not os.path.exists(self.ctl):
+            if time.time() > end:
+                raise RuntimeError("ssh ControlMaster did not start")
+            time.sleep(0.05)
+
+    def mux(self, remote):
+        return f"ssh -F /dev/null -S {self.ctl} -o LogLevel=ERROR {self.user}@127.0.0.1 '{remote}'"
+
+    def close(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def rounds(n, peers):
+    """Runs every peer's measurement n times, interleaved; returns medians.
+    peers: list of (name, fn) where fn() returns a float or raises."""
+    results = {name: [] for name, _ in peers}
+    errors = {}
+    for _ in range(n):
+        for name, fn in peers:
+            if name in errors:
+                continue
+            try:
+                results[name].append(fn())
+            except Exception as e:  # a peer that cannot run is reported, not dropped
+                errors[name] = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+    return {n: (statistics.median(v) if v else None) for n, v in results.items()}, errors
+
+
+def fmt_ratio(x, ref, higher_is_better=True):
+    if x is None or ref is None or ref == 0:
+        return "-"
+    r = x / ref
+    return f"{r:.2f}x" if r >= 0.1 else f"{r:.3g}x"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--size", type=int, default=1024, help="T1 bytes in MiB (default 1024)")
+    ap.add_argument("--py-size", type=int, default=256, help="T1 MiB for the Python peers")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "RESULTS.md"))
+    ap.add_argument("--no-ssh", action="store_true")
+    a = ap.parse_args()
+    raise_nofile(20000)
+    t_start = time.time()
+    N, PN = a.size * MiB, a.py_size * MiB
+    md = []
+
+    rexecd, raddr = start_rexecd("--max-conns", "6000")
+    seed, saddr = start_seed() if os.path.exists(SEED_SERVER) else (None, None)
+    ssh = None
+    ssh_err = "disabled with --no-ssh" if a.no_ssh else None
+    if not a.no_ssh:
+        try:
+            ssh = Sshd()
+            wall(ssh.cmd("true"))
+            ssh.start_master()
+            wall(ssh.mux("true"))
+        except Exception as e:
+            ssh_err = f"sshd could not run: {e}"
+            log(ssh_err)
+            ssh = None
+
+    # ---- T1 throughput ------------------------------------------------------
+    log("T1: throughput")
+
+    def socat_run(n):
+        port = free_port()
+        start(["socat", "-b", "131072", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr",
+               f"EXEC:head -c {n} /dev/zero"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_listening(port)
+        return wall(f"socat -b 131072 -u TCP:127.0.0.1:{port} - > /dev/null")
+
+    t1 = [
+        ("local pipe", N, lambda: wall(f"head -c {N} /dev/zero | cat > /dev/null")),
+        ("socat relay (128 KiB buffers)", N, lambda: socat_run(N)),
+        ("rexec", N, lambda: wall(f"{REXEC} {raddr} 'head -c {N} /dev/zero' > /dev/null")),
+    ]
+    if ssh:
+        t1 += [
+            ("ssh (default cipher)", N, lambda: wall(ssh.cmd(f"head -c {N} /dev/zero") + " > /dev/null")),
+            ("ssh aes128-gcm", N, lambda: wall(ssh.cmd(f"head -c {N} /dev/zero", "aes128-gcm@openssh.com") + " > /dev/null")),
+        ]
+    if seed:
+        t1 += [
+            (f"tutorial client, bufsize 1024 ({a.py_size} MiB)", PN,
+             lambda: wall(f"python3 {SEED_CLIENT} {saddr} 'head -c {PN} /dev/zero' --bufsize 1024 > /dev/null")),
+            (f"tutorial client, bufsize 65536 ({a.py_size} MiB)", PN,
+             lambda: wall(f"python3 {SEED_CLIENT} {saddr} 'head -c {PN} /dev/zero' --bufsize 65536 > /dev/null")),
+        ]
+    med, err = rounds(a.rounds, [(n, f) for n, _, f in t1])
+    rate = {n: (size / med[n] / 1e6 if med[n] else None) for n, size, _ in t1}
+    pipe, relay = rate["local pipe"], rate["socat relay (128 KiB buffers)"]
+    rx = rate["rexec"]
+    md.append(f"### T1 throughput: {a.size} MiB of command output to the client's stdout (discarded)\n")
+    md.append("| peer | MB/s | vs local pipe | rexec vs it |")
+    md.append("|---|---|---|---|")
+    for n, _, _ in t1:
+        if n in err:
+            md.append(f"| {n} | could not run: {err[n]} | - | - |")
+        else:
+            md.append(f"| {n} | {rate[n]:.0f} | {fmt_ratio(rate[n], pipe)} | {fmt_ratio(rx, rate[n])} |")
+    if not ssh:
+        md.append(f"| ssh | could not run: {ssh_err} | - | - |")
+    md.append("")
+    targets = [("T1 rexec >= 1.0x socat relay", rx and relay and rx / relay >= 1.0, fmt_ratio(rx, relay))]
+    if ssh and rate.get("ssh aes128-gcm"):
+        targets.append(("T1 rexec >= 3x ssh aes128-gcm", rx / rate["ssh aes128-gcm"] >= 3, fmt_ratio(rx, rate["ssh aes128-gcm"])))
+    k = f"tutorial client, bufsize 1024 ({a.py_size} MiB)"
+    if rate.get(k):
+        targets.append(("T1 rexec >= 10x tutorial client at bufsize 1024", rx / rate[k] >= 10, fmt_ratio(rx, rate[k])))
+    targets.append(("T1 rexec on the way to 0.5x local pipe", rx / pipe >= 0.5, fmt_ratio(rx, pipe)))
+
+    # ---- T2 latency ---------------------------------------------------------
+    log("T2: latency")
+    n2 = 200
+    lines = ("true\n" * n2).encode()
+    t2 = [
+        ("local spawn of sh -c true", lambda: wall(f"i=0; while [ $i -lt {n2} ]; do sh -c true; i=$((i+1)); done")),
+        ("rexec (one connection)", lambda: wall(f"{REXEC} {raddr}", stdin=lines)),
+    ]
+    if seed:
+        t2.append(("tutorial client (one connection)", lambda: wall(f"python3 {SEED_CLIENT} {saddr} " + " ".join(["true"] * n2))))
+    if ssh:
+        t2.append(("ssh with ControlMaster", lambda: wall(f"i=0; while [ $i -lt {n2} ]; do {ssh.mux('true')}; i=$((i+1)); done")))
+    med2, err2 = rounds(a.rounds, t2)
+    ms = {n: (med2[n] / n2 * 1000 if med2[n] else None) for n, _ in t2}
+    local = ms["local spawn of sh -c true"]
+    md.append(f"### T2 latency: {n2} sequential `true` commands, per command\n")
+    md.append("| peer | ms per command | vs local spawn |")
+    md.append("|---|---|---|")
+    for n, _ in t2:
+        md.append(f"| {n} | could not run: {err2[n]} | - |" if n in err2 else f"| {n} | {ms[n]:.3f} | {fmt_ratio(ms[n], local)} |")
+    if not ssh:
+        md.append(f"| ssh with ControlMaster | could not run: {ssh_err} | - |")
+    md.append("")
+    rx2 = ms["rexec (one connection)"]
+    targets.append(("T2 rexec per command <= 1.3x local spawn", rx2 / local <= 1.3, fmt_ratio(rx2, local)))
+    if ssh and ms.get("ssh with ControlMaster"):
+        targets.append(("T2 rexec below ssh with ControlMaster", rx2 < ms["ssh with ControlMaster"], fmt_ratio(rx2, ms["ssh with ControlMaster"])))
+
+    # ---- T3 concurrency -----------------------------------------------------
+    log("T3: concurrency")
+    clients, per = 32, 20
+
+    def parallel(cmd, stdin=None):
+        t = time.perf_counter()
+        ps = [subprocess.Popen(cmd, shell=True, executable="/bin/bash", stdin=subprocess.PIPE,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(clients)]
+        for p in ps:
+            _, e = p.communicate(stdin)
+            if p.returncode != 0:
+                raise RuntimeError(f"{cmd!r}: {e.decode(errors='replace')[-200:]}")
+        return time.perf_counter() - t
+
+    echo = ("echo hi\n" * per).encode()
+    t3 = [
+        ("local parallel spawn", lambda: parallel(f"i=0; while [ $i -lt {per} ]; do sh -c 'echo hi'; i=$((i+1)); done")),
+        ("rexec", lambda: parallel(f"{REXEC} {raddr}", echo)),
+    ]
+    if seed:
+        t3.append(("tutorial client", lambda: parallel(f"python3 {SEED_CLIENT} {saddr} " + " ".join(["'echo hi'"] * per))))
+    if ssh:
+        t3.append(("ssh with ControlMaster", lambda: parallel(f"i=0; while [ $i -lt {per} ]; do {ssh.mux('echo hi')}; i=$((i+1)); done")))
+    med3, err3 = rounds(a.rounds, t3)
+    cps = {n: (clients * per / med3[n] if med3[n] else None) for n, _ in t3}
+    lp = cps["local parallel spawn"]
+    md.append(f"### T3 concurrency: {clients} clients at once, each running {per} `echo hi`\n")
+    md.append("| peer | commands/s | vs local parallel spawn |")
+    md.append("|---|---|---|")
+    for n, _ in t3:
+        md.append(f"| {n} | could not run: {err3[n]} | - |" if n in err3 else f"| {n} | {cps[n]:.0f} | {fmt_ratio(cps[n], lp)} |")
+    md.append("")
+    targets.append(("T3 rexec >= 0.8x local parallel spawn rate", cps["rexec"] / lp >= 0.8, fmt_ratio(cps["rexec"], lp)))
+
+    # ---- T4 memory ----------------------------------------------------------
+    log("T4: memory")
+    md.append("### T4 memory: server peak RSS (VmHWM)\n")
+    md.append("| server, workload | peak RSS |")
+    md.append("|---|---|")
+    p4, addr4 = start_rexecd()
+    wall(f"{REXEC} {addr4} 'head -c {N} /dev/zero' > /dev/null")
+    fast = vm(p4.pid, "VmHWM:")
+    p4.terminate()
+    p4.wait()
+    md.append(f"| rexecd, one client streaming {a.size} MiB | {fast / MiB:.1f} MiB |")
+    slow_n = 256 * MiB
+    p5, addr5 = start_rexecd()
+    reader = (f"{sys.executable} -c \"import sys,time\n"
+              "r=sys.stdin.buffer; t=time.time(); n=0\n"
+              "while True:\n"
+              "    b=r.read(65536)\n"
+              "    if not b: break\n"
+              "    n+=len(b); d=n/10e6-(time.time()-t)\n"
+              "    d>0 and time.sleep(d)\"")
+    t = time.perf_counter()
+    wall(f"{REXEC} {addr5} 'head -c {slow_n} /dev/zero' | {reader}")
+    slow_rate = slow_n / (time.perf_counter() - t) / 1e6
+    slow = vm(p5.pid, "VmHWM:")
+    p5.terminate()
+    p5.wait()
+    md.append(f"| rexecd, a slow client reading 256 MiB at {slow_rate:.1f} MB/s | {slow / MiB:.1f} MiB |")
+    if seed:
+        ps_, sa = start_seed()
+        wall(f"python3 {SEED_CLIENT} {sa} 'head -c {PN} /dev/zero' --bufsize 65536 > /dev/null")
+        md.append(f"| tutorial server, one client, {a.py_size} MiB | {vm(ps_.pid, 'VmHWM:') / MiB:.1f} MiB |")
+        ps_.terminate()
+        ps_.wait()
+    md.append("")
+    targets.append(("T4 rexecd peak RSS < 16 MiB streaming 1 GiB", fast < 16 * MiB, f"{fast / MiB:.1f} MiB"))
+    targets.append(("T4 rexecd peak RSS < 16 MiB with a slow client", slow < 16 * MiB, f"{slow / MiB:.1f} MiB"))
+
+    # ---- T5 scale -----------------------------------------------------------
+    log("T5: 5000 idle connections")
+    p6, addr6 = start_rexecd("--max-conns", "6000")
+    host, port = addr6.rsplit(":", 1)
+    base_rss = vm(p6.pid, "VmRSS:")
+    socks = []
+    for _ in range(5000):
+        s = socket.create_connection((host, int(port)))
+        socks.append(s)
+    time.sleep(1.0)
+    idle_rss = vm(p6.pid, "VmRSS:")
+    lat = []
+    for _ in range(7):
+        lat.append(wall(f"{REXEC} {addr6} true"))
+    new_ms = statistics.median(lat) * 1000
+    for s in socks:
+        s.close()
+    p6.terminate()
+    p6.wait()
+    md.append("### T5 scale: 5,000 idle connections\n")
+    md.append("| measure | value |")
+    md.append("|---|---|")
+    md.append(f"| rexecd RSS before | {base_rss / MiB:.1f} MiB |")
+    md.append(f"| rexecd RSS with 5,000 idle connections | {idle_rss / MiB:.1f} MiB |")
+    md.append(f"| a new client's `rexec HOST true`, whole process, median of 7 | {new_ms:.1f} ms |")
+    md.append("")
+    targets.append(("T5 RSS < 64 MiB with 5,000 idle connections", idle_rss < 64 * MiB, f"{idle_rss / MiB:.1f} MiB"))
+    targets.append(("T5 new client served in < 50 ms", new_ms < 50, f"{new_ms:.1f} ms"))
+
+    # ---- write ---------------------------------------------------------------
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+    except OSError:
+        pass
+    head = [
+        "# rexec benchmark results",
+        "",
+        f"Made by `bench/run` on {time.strftime('%Y-%m-%d')}: {os.cpu_count()} cores ({cpu}), "
+        f"Linux {platform.release()}, medians of {a.rounds} interleaved rounds, loopback only, "
+        f"{time.time() - t_start:.0f} s in all.",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+    ] + [f"| {name} | {val} | {'yes' if ok else 'NO'} |" for name, ok, val in targets] + ["", "## Tables", ""]
+    text = "\n".join(head + md) + "\n"
+    with open(a.out, "w") as f:
+        f.write(text)
+    print(text)
+    if ssh:
+        ssh.close()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        stop_all()
