@@ -131,6 +131,10 @@ impl Session {
             addr,
             trace: opts.trace,
         };
+        session.send(&ClientMsg::Hello(ClientHello {
+            protocol: PROTOCOL_VERSION,
+            software: SOFTWARE_VERSION.to_string(),
+        }))?;
         session
             .reader
             .set_read_timeout(Some(opts.connect_timeout.unwrap_or(HELLO_TIMEOUT)))?;
@@ -155,7 +159,7 @@ impl Session {
             ServerEvent::Msg(ServerMsg::Error(e)) => return Err(ClientError::Server(e)),
             _ => {
                 return Err(ClientError::Protocol(format!(
-                    "{addr} did not start with a hello"
+                    "{addr} did not answer with a hello"
                 )));
             }
         };
@@ -170,11 +174,12 @@ impl Session {
                 SOFTWARE_VERSION
             )));
         }
-        let auth = match (&session.server.challenge, &opts.token) {
-            (None, _) => None,
-            (Some(nonce), Some(token)) => Some(serde_bytes::ByteBuf::from(
-                token.answer(b"", nonce).to_vec(),
-            )),
+        match (&session.server.challenge, &opts.token) {
+            (None, _) => {}
+            (Some(nonce), Some(token)) => {
+                let answer = token.answer(b"", nonce).to_vec();
+                session.send(&ClientMsg::Auth { answer })?;
+            }
             (Some(_), None) => {
                 return Err(ClientError::Server(ErrorMsg {
                     id: None,
@@ -184,12 +189,7 @@ impl Session {
                     ),
                 }));
             }
-        };
-        session.send(&ClientMsg::Hello(ClientHello {
-            protocol: PROTOCOL_VERSION,
-            software: SOFTWARE_VERSION.to_string(),
-            auth,
-        }))?;
+        }
         Ok(session)
     }
 

@@ -32,6 +32,7 @@ pub fn sent(msg: &ClientMsg, payload_len: usize) -> String {
             format!("{} id={id}", msg.kind_name())
         }
         ClientMsg::Hello(h) => format!("Hello protocol={}", h.protocol),
+        ClientMsg::Auth { answer } => format!("Auth answer={} bytes", answer.len()),
     };
     line("send", payload_len, &what)
 }

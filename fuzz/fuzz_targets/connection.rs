@@ -29,6 +29,11 @@ fuzz_target!(|data: &[u8]| {
                 Err(_) => return, // the server sends an Error and closes
             };
             match proto.on_message(msg) {
+                Action::SendHello { open } => {
+                    assert_eq!(open, !with_token, "opened without the token");
+                    assert!(!authenticated, "hello accepted twice");
+                    authenticated = open;
+                }
                 Action::Authenticated => {
                     assert!(!with_token, "authenticated without the token");
                     assert!(!authenticated, "authenticated twice");
@@ -38,7 +43,6 @@ fuzz_target!(|data: &[u8]| {
                 Action::Exec(_) | Action::Stdin { .. } | Action::StdinEof { .. } | Action::Cancel { .. } | Action::Reject { .. } => {
                     assert!(authenticated, "acted on a request before the hello");
                 }
-                Action::None => {}
             }
         }
     }

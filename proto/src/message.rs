@@ -15,7 +15,7 @@ pub const PROTOCOL_VERSION: u16 = 1;
 /// Messages a client sends to the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientMsg {
-    /// First message of every connection, answering the server's hello.
+    /// First message of every connection.
     Hello(ClientHello),
     /// Run a command.
     Exec(Exec),
@@ -29,12 +29,17 @@ pub enum ClientMsg {
     StdinEof { id: u32 },
     /// Stop a running command and everything it started.
     Cancel { id: u32 },
+    /// The answer to the challenge in the server's hello.
+    Auth {
+        #[serde(with = "serde_bytes")]
+        answer: Vec<u8>,
+    },
 }
 
 /// Messages the server sends to a client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServerMsg {
-    /// First message of every connection.
+    /// The answer to the client's hello.
     Hello(ServerHello),
     /// A command was spawned.
     Started { id: u32, pid: u32 },
@@ -66,13 +71,11 @@ pub struct ServerHello {
     pub challenge: Option<serde_bytes::ByteBuf>,
 }
 
-/// The client's greeting.
+/// The client's greeting: the first message of every connection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientHello {
     pub protocol: u16,
     pub software: String,
-    /// The answer to the server's challenge, when one was sent.
-    pub auth: Option<serde_bytes::ByteBuf>,
 }
 
 /// How the command string is run.
@@ -217,6 +220,7 @@ impl ClientMsg {
             ClientMsg::Stdin { .. } => "Stdin",
             ClientMsg::StdinEof { .. } => "StdinEof",
             ClientMsg::Cancel { .. } => "Cancel",
+            ClientMsg::Auth { .. } => "Auth",
         }
     }
 }

@@ -29,16 +29,9 @@ fn error_kind() -> impl Strategy<Value = ErrorKind> {
 
 fn client_msg() -> impl Strategy<Value = ClientMsg> {
     prop_oneof![
-        (
-            any::<u16>(),
-            ".{0,20}",
-            proptest::option::of(vec(any::<u8>(), 0..40))
-        )
-            .prop_map(|(protocol, software, auth)| ClientMsg::Hello(ClientHello {
-                protocol,
-                software,
-                auth: auth.map(ByteBuf::from),
-            })),
+        (any::<u16>(), ".{0,20}")
+            .prop_map(|(protocol, software)| ClientMsg::Hello(ClientHello { protocol, software })),
+        vec(any::<u8>(), 0..40).prop_map(|answer| ClientMsg::Auth { answer }),
         (
             any::<u32>(),
             ".{0,200}",

@@ -93,6 +93,17 @@ fn server_hello_example() {
 }
 
 #[test]
+fn client_hello_example() {
+    check(
+        "client-hello",
+        ClientMsg::Hello(ClientHello {
+            protocol: 1,
+            software: "0.1.0".into(),
+        }),
+    );
+}
+
+#[test]
 fn seed_example() {
     let mut out = Vec::new();
     encode_seed_reply(b"hi\n", b"", &mut out).expect("small");

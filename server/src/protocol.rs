@@ -4,9 +4,12 @@
 //! arbitrary bytes (see `fuzz/`). The event loop does what the actions say.
 //!
 //! ```text
-//!   Hello ──(Hello, right version, right answer)──▶ Running ──▶ ...
-//!     │
-//!     └──(anything else, wrong answer, silence)──▶ Error + close
+//!   Hello ──(client Hello, right version)──▶ [server Hello] ──▶ Running
+//!     │                                          │ (token set)
+//!     │                                          ▼
+//!     │                                        Auth ──(right answer)──▶ Running
+//!     │                                          │
+//!     └──(anything else, wrong answer, silence)──┴──▶ Error + close
 //! ```
 
 use rexec_proto::auth::{NONCE_LEN, Token};
@@ -18,9 +21,12 @@ pub const MAX_ENV: usize = 1024;
 /// What the event loop should do about a message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Nothing (the message was fine and needs no work).
-    None,
-    /// The hello was accepted; commands may follow.
+    /// Send the server's hello now. With `open` the connection is running
+    /// (no token required); otherwise the client's `Auth` comes next.
+    SendHello {
+        open: bool,
+    },
+    /// The answer was right; commands may follow.
     Authenticated,
     Exec(Exec),
     Stdin {
@@ -48,8 +54,10 @@ pub enum Action {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Waiting for the client's hello (and its answer to the challenge).
+    /// Waiting for the client's hello.
     Hello,
+    /// Waiting for the answer to the challenge.
+    Auth,
     Running,
 }
 
@@ -105,36 +113,45 @@ impl ConnProtocol {
                         ),
                     };
                 }
-                if let Some(token) = &self.token {
-                    let ok = h
-                        .auth
-                        .as_ref()
-                        .is_some_and(|a| token.verify(&self.binding, &self.nonce, a));
-                    if !ok {
-                        return Action::Fail {
-                            kind: ErrorKind::Auth,
-                            message: if h.auth.is_some() {
-                                "wrong token".into()
-                            } else {
-                                "this server requires a token (--token-file or REXEC_TOKEN)".into()
-                            },
-                        };
-                    }
+                let open = self.token.is_none();
+                self.phase = if open { Phase::Running } else { Phase::Auth };
+                Action::SendHello { open }
+            }
+            (Phase::Auth, ClientMsg::Auth { answer }) => {
+                let ok = self
+                    .token
+                    .as_ref()
+                    .is_some_and(|t| t.verify(&self.binding, &self.nonce, &answer));
+                if !ok {
+                    return Action::Fail {
+                        kind: ErrorKind::Auth,
+                        message: "wrong token".into(),
+                    };
                 }
                 self.phase = Phase::Running;
                 Action::Authenticated
             }
-            (Phase::Hello, other) => Action::Fail {
+            (Phase::Hello | Phase::Auth, other) => Action::Fail {
                 kind: if self.token.is_some() {
                     ErrorKind::Auth
                 } else {
                     ErrorKind::Protocol
                 },
-                message: format!("expected Hello first, got {}", other.kind_name()),
+                message: match (self.phase, &other) {
+                    (Phase::Auth, _) => format!(
+                        "this server requires a token (--token-file or REXEC_TOKEN); got {} instead of Auth",
+                        other.kind_name()
+                    ),
+                    _ => format!("expected Hello first, got {}", other.kind_name()),
+                },
             },
             (Phase::Running, ClientMsg::Hello(_)) => Action::Fail {
                 kind: ErrorKind::Protocol,
                 message: "Hello sent twice".into(),
+            },
+            (Phase::Running, ClientMsg::Auth { .. }) => Action::Fail {
+                kind: ErrorKind::Protocol,
+                message: "Auth sent when none was asked for".into(),
             },
             (Phase::Running, ClientMsg::Exec(e)) => {
                 if e.env.len() > MAX_ENV {
@@ -166,12 +183,15 @@ mod tests {
     use super::*;
     use rexec_proto::ClientHello;
 
-    fn hello(auth: Option<Vec<u8>>) -> ClientMsg {
+    fn hello() -> ClientMsg {
         ClientMsg::Hello(ClientHello {
             protocol: PROTOCOL_VERSION,
             software: "t".into(),
-            auth: auth.map(serde_bytes::ByteBuf::from),
         })
+    }
+
+    fn auth(answer: Vec<u8>) -> ClientMsg {
+        ClientMsg::Auth { answer }
     }
 
     #[test]
@@ -183,44 +203,54 @@ mod tests {
             Some(ErrorKind::Protocol)
         );
         let mut p = ConnProtocol::new(None, [1; NONCE_LEN]);
-        assert_eq!(p.on_message(hello(None)), Action::Authenticated);
+        assert_eq!(p.on_message(hello()), Action::SendHello { open: true });
         assert_eq!(
             p.on_message(ClientMsg::Cancel { id: 1 }),
             Action::Cancel { id: 1 }
         );
-        assert_eq!(p.on_message(hello(None)).kind(), Some(ErrorKind::Protocol));
+        assert_eq!(p.on_message(hello()).kind(), Some(ErrorKind::Protocol));
+        assert_eq!(
+            p.on_message(auth(vec![1])).kind(),
+            Some(ErrorKind::Protocol)
+        );
     }
 
     #[test]
     fn with_a_token_only_the_right_answer_opens_it() {
         let token = Token::new("secret").unwrap();
         let nonce = [9; NONCE_LEN];
-        let mut p = ConnProtocol::new(Some(token.clone()), nonce);
-        let challenge = p.hello().challenge.expect("challenge");
-        assert_eq!(&challenge[..], &nonce);
-        assert_eq!(p.on_message(hello(None)).kind(), Some(ErrorKind::Auth));
-        let mut p = ConnProtocol::new(Some(token.clone()), nonce);
+        let fresh = || {
+            let mut p = ConnProtocol::new(Some(token.clone()), nonce);
+            assert_eq!(p.on_message(hello()), Action::SendHello { open: false });
+            assert_eq!(p.phase(), Phase::Auth);
+            p
+        };
+        let p = fresh();
+        assert_eq!(&p.hello().challenge.expect("challenge")[..], &nonce);
+        let mut p = fresh();
         assert_eq!(
-            p.on_message(hello(Some(vec![0; 32]))).kind(),
+            p.on_message(auth(vec![0; 32])).kind(),
             Some(ErrorKind::Auth)
         );
         // An answer recorded on another connection (another nonce) fails.
-        let mut p = ConnProtocol::new(Some(token.clone()), nonce);
-        let replayed = token.answer(b"", &[8; NONCE_LEN]).to_vec();
+        let mut p = fresh();
         assert_eq!(
-            p.on_message(hello(Some(replayed))).kind(),
+            p.on_message(auth(token.answer(b"", &[8; NONCE_LEN]).to_vec()))
+                .kind(),
             Some(ErrorKind::Auth)
         );
+        // No command before the answer.
+        let mut p = fresh();
+        let m = p.on_message(ClientMsg::Exec(Exec::default()));
+        assert_eq!(m.kind(), Some(ErrorKind::Auth));
         let mut p = ConnProtocol::new(Some(token.clone()), nonce);
-        let exec = ClientMsg::Exec(Exec::default());
         assert_eq!(
-            p.on_message(exec).kind(),
-            Some(ErrorKind::Auth),
-            "no command before auth"
+            p.on_message(ClientMsg::Exec(Exec::default())).kind(),
+            Some(ErrorKind::Auth)
         );
-        let mut p = ConnProtocol::new(Some(token.clone()), nonce);
+        let mut p = fresh();
         assert_eq!(
-            p.on_message(hello(Some(token.answer(b"", &nonce).to_vec()))),
+            p.on_message(auth(token.answer(b"", &nonce).to_vec())),
             Action::Authenticated
         );
         assert_eq!(p.phase(), Phase::Running);
@@ -229,7 +259,7 @@ mod tests {
     #[test]
     fn huge_env_is_rejected_for_that_command() {
         let mut p = ConnProtocol::new(None, [0; NONCE_LEN]);
-        p.on_message(hello(None));
+        p.on_message(hello());
         let e = Exec {
             id: 4,
             env: vec![("A".into(), "b".into()); MAX_ENV + 1],
@@ -251,7 +281,6 @@ mod tests {
         let m = ClientMsg::Hello(ClientHello {
             protocol: 7,
             software: "x".repeat(1000),
-            auth: None,
         });
         match p.on_message(m) {
             Action::Fail {

@@ -384,15 +384,6 @@ impl Server {
         if self.cfg.protocol == Protocol::Native {
             self.timers
                 .after(self.cfg.handshake_timeout, Timer::Handshake(cid));
-            // An address that failed to authenticate waits for its hello,
-            // longer with every failure: guessing gets slow, nobody else waits.
-            let penalty = self.auth_failures.penalty(peer.ip(), Instant::now());
-            if penalty.is_zero() {
-                self.send_hello(cid);
-            } else {
-                log::debug!("{peer}: hello held back {penalty:?} after failed authentication");
-                self.timers.after(penalty, Timer::SendHello(cid));
-            }
         }
         self.check_close(cid);
     }
@@ -541,12 +532,25 @@ impl Server {
             return;
         };
         match proto.on_message(msg) {
-            Action::None => {}
-            Action::Authenticated => {
-                log::debug!("{}: hello accepted", conn.peer);
-                if self.cfg.token.is_some() {
-                    self.auth_failures.succeeded(conn.peer.ip());
+            Action::SendHello { open } => {
+                if open {
+                    log::debug!("{}: hello accepted", conn.peer);
                 }
+                // An address that failed to authenticate waits for its
+                // challenge, longer with every failure: guessing gets slow,
+                // nobody else waits.
+                let peer = conn.peer;
+                let penalty = self.auth_failures.penalty(peer.ip(), Instant::now());
+                if penalty.is_zero() {
+                    self.send_hello(cid);
+                } else {
+                    log::debug!("{peer}: hello held back {penalty:?} after failed authentication");
+                    self.timers.after(penalty, Timer::SendHello(cid));
+                }
+            }
+            Action::Authenticated => {
+                log::debug!("{}: authenticated", conn.peer);
+                self.auth_failures.succeeded(conn.peer.ip());
             }
             Action::Fail { kind, message } => {
                 if kind == ErrorKind::Auth {
@@ -1117,7 +1121,9 @@ impl Server {
                 Timer::Handshake(cid) => {
                     let waiting = self.conns.get(&cid).is_some_and(|c| {
                         c.state == State::Open
-                            && c.proto.as_ref().is_some_and(|p| p.phase() == Phase::Hello)
+                            && c.proto
+                                .as_ref()
+                                .is_some_and(|p| p.phase() != Phase::Running)
                     });
                     if waiting {
                         if self.cfg.token.is_some() {

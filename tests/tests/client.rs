@@ -73,14 +73,27 @@ fn refused_connection_is_255_with_a_clear_message() {
 
 #[test]
 fn wrong_port_speaking_another_protocol_is_255() {
-    // A tutorial server says nothing until it gets a command.
+    // A tutorial server takes our hello for a command and answers with a
+    // seed reply, which is no rexec frame.
     let d = Daemon::start(&["--protocol", "seed"]);
     let r = run(rexec()
         .args(["--connect-timeout", "1"])
         .arg(d.host())
         .arg("true"));
     assert_eq!(r.code, Some(255));
-    assert!(r.stderr.contains("no rexec hello"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("does not speak the rexec protocol"),
+        "{}",
+        r.stderr
+    );
+    // A server that never answers: the connect timeout applies to the hello.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let r = run(rexec()
+        .args(["--connect-timeout", "1"])
+        .arg(silent.local_addr().unwrap().to_string())
+        .arg("true"));
+    assert_eq!(r.code, Some(255));
+    assert!(r.stderr.contains("sent no rexec hello"), "{}", r.stderr);
     // Something that answers with non-rexec bytes.
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();

@@ -23,7 +23,6 @@ fn hello() -> Vec<u8> {
     frame(&ClientMsg::Hello(ClientHello {
         protocol: PROTOCOL_VERSION,
         software: "t".into(),
-        auth: None,
     }))
 }
 

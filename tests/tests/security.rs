@@ -69,7 +69,13 @@ fn read_all(sock: &mut TcpStream) -> Vec<ServerMsg> {
     out
 }
 
+/// Sends the client's hello and returns the server's.
 fn first_hello(sock: &mut TcpStream) -> ServerHello {
+    sock.write_all(&frame(&ClientMsg::Hello(ClientHello {
+        protocol: PROTOCOL_VERSION,
+        software: "t".into(),
+    })))
+    .unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let mut dec = FrameDecoder::new();
@@ -79,14 +85,6 @@ fn first_hello(sock: &mut TcpStream) -> ServerHello {
             return h;
         }
     }
-}
-
-fn hello_with(auth: Option<Vec<u8>>) -> ClientMsg {
-    ClientMsg::Hello(ClientHello {
-        protocol: PROTOCOL_VERSION,
-        software: "t".into(),
-        auth: auth.map(serde_bytes::ByteBuf::from),
-    })
 }
 
 #[test]
@@ -169,7 +167,7 @@ fn nothing_runs_before_authentication_and_answers_do_not_replay() {
     let mut b = TcpStream::connect(d.addr).unwrap();
     let nonce_b = first_hello(&mut b).challenge.unwrap();
     assert_ne!(nonce_a, nonce_b, "every connection gets its own nonce");
-    let mut w = frame(&hello_with(Some(answer_a)));
+    let mut w = frame(&ClientMsg::Auth { answer: answer_a });
     w.extend(frame(&exec));
     b.write_all(&w).unwrap();
     let msgs = read_all(&mut b);
