@@ -9,6 +9,7 @@ use rexec_proto::{Exec, ExecMode};
 use crate::error::ClientError;
 use crate::run::{self, EXIT_CONNECTION, Outcome, Sinks};
 use crate::session::{ConnectOptions, Session};
+use crate::tls::{self, TlsOptions, Trust};
 use crate::{demo, interactive};
 
 const AFTER_HELP: &str = "\
@@ -130,6 +131,33 @@ pub struct RunArgs {
     /// readable by group or others). Without it, REXEC_TOKEN is used if set.
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<std::path::PathBuf>,
+
+    /// Speak TLS (also on with REXEC_TLS=1, with any of the three options
+    /// below, and always for a host:port in the known-hosts file). An unknown
+    /// server's fingerprint is shown and you are asked whether to trust it;
+    /// the answer is remembered in the known-hosts file.
+    #[arg(long)]
+    pub tls: bool,
+
+    /// With TLS: trust an unknown server on first use without asking, and
+    /// remember it. A server whose certificate later changes is still refused.
+    #[arg(long)]
+    pub accept_new: bool,
+
+    /// With TLS: trust only the server certificate with this fingerprint (as
+    /// rexecd prints it at start).
+    #[arg(long, value_name = "SHA256:HEX", conflicts_with_all = ["accept_new", "ca"])]
+    pub fingerprint: Option<String>,
+
+    /// With TLS: trust a certificate signed by a CA in FILE (PEM) that names
+    /// the host, instead of fingerprints.
+    #[arg(long, value_name = "FILE", conflicts_with = "accept_new")]
+    pub ca: Option<std::path::PathBuf>,
+
+    /// The known-hosts file [default: $REXEC_KNOWN_HOSTS, else
+    /// ~/.config/rexec/known_hosts].
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<std::path::PathBuf>,
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -150,8 +178,47 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 }
 
 impl RunArgs {
-    pub fn connect_options(&self) -> Result<ConnectOptions, ClientError> {
+    /// TLS settings for `host_spec`, or `None` for plaintext.
+    pub fn tls_options(&self, host_spec: &str) -> Result<Option<TlsOptions>, ClientError> {
+        let known_hosts = match self.known_hosts.clone().or_else(tls::default_known_hosts) {
+            Some(f) => f,
+            None => {
+                return Err(ClientError::Usage(
+                    "no known-hosts file: give --known-hosts FILE".into(),
+                ));
+            }
+        };
+        let (host, port) = crate::addr::parse_host(host_spec).map_err(ClientError::Usage)?;
+        let hostport = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        // A pinned host never falls back to plaintext.
+        let pinned = tls::known_host(&known_hosts, &hostport)?.is_some();
+        let env = std::env::var(tls::TLS_ENV).is_ok_and(|v| v == "1");
+        let wanted = self.tls
+            || self.accept_new
+            || self.fingerprint.is_some()
+            || self.ca.is_some()
+            || env
+            || pinned;
+        if !wanted {
+            return Ok(None);
+        }
+        let trust = match (&self.fingerprint, &self.ca) {
+            (Some(fp), _) => Trust::Fingerprint(fp.clone()),
+            (_, Some(ca)) => Trust::Ca(ca.clone()),
+            _ => Trust::KnownHosts {
+                accept_new: self.accept_new,
+            },
+        };
+        Ok(Some(TlsOptions { trust, known_hosts }))
+    }
+
+    pub fn connect_options(&self, host_spec: &str) -> Result<ConnectOptions, ClientError> {
         Ok(ConnectOptions {
+            tls: self.tls_options(host_spec)?,
             connect_timeout: Some(self.connect_timeout),
             trace: self.trace,
             token: rexec_proto::auth::Token::load(self.token_file.as_deref())
@@ -261,7 +328,7 @@ fn one_shot_or_interactive(args: RunArgs) -> i32 {
     };
     let forward = args.force_stdin || (!args.no_stdin && !io::stdin().is_terminal());
     let mut session = match args
-        .connect_options()
+        .connect_options(&host)
         .and_then(|o| Session::connect(&host, &o))
     {
         Ok(s) => s,

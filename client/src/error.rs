@@ -23,6 +23,8 @@ pub enum ClientError {
     Server(ErrorMsg),
     /// Bad arguments from the user.
     Usage(String),
+    /// The server's TLS certificate is not trusted.
+    Trust(String),
 }
 
 impl std::fmt::Display for ClientError {
@@ -45,6 +47,7 @@ impl std::fmt::Display for ClientError {
                 _ => write!(f, "server closed the connection: {}: {}", e.kind, e.message),
             },
             ClientError::Usage(m) => f.write_str(m),
+            ClientError::Trust(m) => f.write_str(m),
         }
     }
 }

@@ -23,7 +23,7 @@ pub fn history_path() -> Option<PathBuf> {
 
 pub fn main(host: &str, args: &RunArgs) -> i32 {
     let mut session = match args
-        .connect_options()
+        .connect_options(host)
         .and_then(|o| Session::connect(host, &o))
     {
         Ok(s) => s,

@@ -18,6 +18,7 @@ pub mod error;
 pub mod interactive;
 pub mod run;
 pub mod session;
+pub mod tls;
 pub mod trace;
 
 pub use error::ClientError;

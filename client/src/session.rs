@@ -15,6 +15,7 @@ use rexec_proto::{ErrorKind, ErrorMsg};
 
 use crate::addr::parse_host;
 use crate::error::ClientError;
+use crate::tls::TlsOptions;
 use crate::trace;
 
 /// Bytes the client asks the socket for in one read.
@@ -31,30 +32,28 @@ pub struct ConnectOptions {
     pub trace: bool,
     /// The shared secret, for servers that ask for it.
     pub token: Option<Token>,
+    /// Speak TLS, trusting as these say.
+    pub tls: Option<TlsOptions>,
 }
 
 /// The sending half, shared with the stdin-forwarding thread and the Ctrl-C
 /// handler. Each frame is written whole under the lock, so frames from
-/// several threads never interleave.
+/// several threads never interleave; with TLS, records are made and written
+/// under the same lock, so they reach the socket in the order they were made.
 #[derive(Debug)]
 pub struct Writer {
     stream: Mutex<TcpStream>,
+    tls: Option<Arc<Mutex<rustls::ClientConnection>>>,
     trace: bool,
 }
 
 impl Writer {
     pub fn send(&self, msg: &ClientMsg) -> io::Result<()> {
-        let mut frame = Vec::new();
-        let len = encode_frame(msg, &mut frame);
-        if self.trace {
-            trace::emit(&trace::sent(msg, len));
-        }
-        let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
-        s.write_all(&frame)
+        self.send_glued(std::slice::from_ref(msg)).map(|_| ())
     }
 
     /// Sends several frames with a single write: they leave glued together,
-    /// as sticky as TCP can make them. Returns the bytes written.
+    /// as sticky as TCP can make them. Returns the frames' bytes.
     pub fn send_glued(&self, msgs: &[ClientMsg]) -> io::Result<Vec<u8>> {
         let mut frames = Vec::new();
         for msg in msgs {
@@ -64,14 +63,46 @@ impl Writer {
             }
         }
         let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
-        s.write_all(&frames)?;
+        match &self.tls {
+            None => s.write_all(&frames)?,
+            Some(tls) => {
+                let mut t = tls.lock().unwrap_or_else(|p| p.into_inner());
+                t.writer().write_all(&frames)?;
+                let records = drain_tls(&mut t)?;
+                drop(t);
+                s.write_all(&records)?;
+            }
+        }
         Ok(frames)
     }
+
+    /// Sends whatever TLS wants to send (after reading, e.g. a key update).
+    fn flush_tls(&self) -> io::Result<()> {
+        let Some(tls) = &self.tls else {
+            return Ok(());
+        };
+        let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        let records = drain_tls(&mut tls.lock().unwrap_or_else(|p| p.into_inner()))?;
+        s.write_all(&records)
+    }
+}
+
+fn drain_tls(t: &mut rustls::ClientConnection) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while t.wants_write() {
+        t.write_tls(&mut out)?;
+    }
+    Ok(out)
 }
 
 #[derive(Debug)]
 pub struct Session {
     reader: TcpStream,
+    /// Raw TLS records read from the socket (TLS only).
+    raw: Vec<u8>,
+    /// The server closed the TLS session (close_notify); report the end of
+    /// the stream once the frames before it are taken out.
+    tls_closed: bool,
     decoder: FrameDecoder,
     writer: Arc<Writer>,
     pub server: ServerHello,
@@ -88,8 +119,13 @@ impl Session {
             .map_err(|e| ClientError::Resolve(format!("{host}: {e}")))?
             .collect();
         let mut last = ClientError::Resolve(format!("{host}: no addresses"));
+        let hostport = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
         for addr in addrs {
-            match Self::connect_addr(addr, opts) {
+            match Self::connect_named(addr, &host, &hostport, opts) {
                 Ok(s) => return Ok(s),
                 Err(e) => last = e,
             }
@@ -99,7 +135,18 @@ impl Session {
 
     /// Connects to one address and exchanges hellos.
     pub fn connect_addr(addr: SocketAddr, opts: &ConnectOptions) -> Result<Session, ClientError> {
-        let stream = match opts.connect_timeout {
+        Self::connect_named(addr, &addr.ip().to_string(), &addr.to_string(), opts)
+    }
+
+    /// Connects to `addr`, known to the user as `host` and, in the
+    /// known-hosts file, as `hostport`.
+    fn connect_named(
+        addr: SocketAddr,
+        host: &str,
+        hostport: &str,
+        opts: &ConnectOptions,
+    ) -> Result<Session, ClientError> {
+        let mut stream = match opts.connect_timeout {
             Some(t) => TcpStream::connect_timeout(&addr, t),
             None => TcpStream::connect(addr),
         }
@@ -111,8 +158,32 @@ impl Session {
             _ => ClientError::Unreachable(addr.to_string(), e),
         })?;
         stream.set_nodelay(true)?;
+        let tls = match &opts.tls {
+            None => None,
+            Some(t) => {
+                stream.set_read_timeout(Some(opts.connect_timeout.unwrap_or(HELLO_TIMEOUT)))?;
+                let conn = crate::tls::connect(&mut stream, host, hostport, t)?;
+                Some(Arc::new(Mutex::new(conn)))
+            }
+        };
+        let binding = match &tls {
+            None => Vec::new(),
+            Some(t) => {
+                let mut out = vec![0u8; 32];
+                t.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .export_keying_material(
+                        &mut out[..],
+                        rexec_proto::auth::TLS_EXPORTER_LABEL,
+                        None,
+                    )
+                    .map_err(|e| ClientError::Protocol(format!("TLS exporter: {e}")))?;
+                out
+            }
+        };
         let writer = Arc::new(Writer {
             stream: Mutex::new(stream.try_clone()?),
+            tls,
             trace: opts.trace,
         });
         let mut decoder = FrameDecoder::new();
@@ -121,6 +192,8 @@ impl Session {
         decoder.reserve(RECV_BUFFER);
         let mut session = Session {
             reader: stream,
+            raw: Vec::new(),
+            tls_closed: false,
             decoder,
             writer,
             server: ServerHello {
@@ -177,7 +250,7 @@ impl Session {
         match (&session.server.challenge, &opts.token) {
             (None, _) => {}
             (Some(nonce), Some(token)) => {
-                let answer = token.answer(b"", nonce).to_vec();
+                let answer = token.answer(&binding, nonce).to_vec();
                 session.send(&ClientMsg::Auth { answer })?;
             }
             (Some(_), None) => {
@@ -220,7 +293,7 @@ impl Session {
                 }
                 return Ok((len, ev));
             }
-            match self.decoder.read_from(&mut self.reader as &mut dyn Read) {
+            match self.read_more() {
                 Ok(0) => {
                     return Err(match self.decoder.finish() {
                         Ok(()) => ClientError::Io(io::Error::new(
@@ -235,5 +308,47 @@ impl Session {
                 Err(e) => return Err(ClientError::Io(e)),
             }
         }
+    }
+
+    /// Reads from the socket into the decoder, through TLS if in use.
+    /// `Ok(0)` is the end of the stream.
+    fn read_more(&mut self) -> io::Result<usize> {
+        let Some(tls) = self.writer.tls.clone() else {
+            return self.decoder.read_from(&mut self.reader as &mut dyn Read);
+        };
+        if self.tls_closed {
+            return Ok(0);
+        }
+        if self.raw.is_empty() {
+            self.raw = vec![0u8; 64 * 1024];
+        }
+        let n = self.reader.read(&mut self.raw)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut t = tls.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rest = &self.raw[..n];
+        while !rest.is_empty() {
+            t.read_tls(&mut rest)?;
+            t.process_new_packets()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")))?;
+            loop {
+                match self.decoder.read_from(&mut t.reader()) {
+                    Ok(0) => {
+                        self.tls_closed = true;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let wants_write = t.wants_write();
+        drop(t);
+        if wants_write {
+            self.writer.flush_tls()?;
+        }
+        Ok(n)
     }
 }

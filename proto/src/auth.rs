@@ -24,6 +24,20 @@ pub const TOKEN_ENV: &str = "REXEC_TOKEN";
 
 const CONTEXT: &[u8] = b"rexec-auth-v1\0";
 
+/// The TLS exporter label (RFC 5705 / 8446 §7.5) whose 32-byte output is the
+/// channel binding of an authentication over TLS: an answer computed inside
+/// one TLS session is worthless in any other, so it cannot be relayed.
+pub const TLS_EXPORTER_LABEL: &[u8] = b"EXPORTER-rexec-auth-v1";
+
+/// A certificate's identity as rexec shows and pins it: `SHA256:` and the
+/// lowercase hex SHA-256 of its DER encoding.
+pub fn cert_fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    let digest = Sha256::digest(der);
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("SHA256:{hex}")
+}
+
 /// A shared secret. Its `Debug` does not show it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token(Vec<u8>);
@@ -139,6 +153,15 @@ mod tests {
         assert_eq!(hex, KNOWN);
     }
     const KNOWN: &str = "416ae5df66714ea3592cd293c3a4422b3eaef0420ed38c412d1b24cc93e017bd";
+
+    #[test]
+    fn fingerprints_are_sha256_hex() {
+        // sha256 of the empty string
+        assert_eq!(
+            cert_fingerprint(b""),
+            "SHA256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
 
     #[test]
     fn token_files_must_be_private() {

@@ -175,6 +175,11 @@ impl FrameDecoder {
         self.end - self.pos
     }
 
+    /// The received bytes not yet taken out.
+    pub fn buffered_bytes(&self) -> &[u8] {
+        &self.buf[self.pos..self.end]
+    }
+
     /// Bytes of memory the buffer holds.
     pub fn capacity(&self) -> usize {
         self.buf.len()

@@ -56,8 +56,10 @@ pub struct Config {
     pub no_shell: bool,
     /// With `no_shell`: only these programs may run (resolved, canonical paths).
     pub allow: Option<Vec<PathBuf>>,
-    /// Allow plaintext without a token on a non-loopback address.
+    /// Allow plaintext, or no token, on a non-loopback address.
     pub insecure: bool,
+    /// Speak TLS on the port.
+    pub tls: Option<crate::tls::TlsSetup>,
 }
 
 /// The output limit that always applies to the tutorial protocols, whose
@@ -84,6 +86,7 @@ impl Default for Config {
             no_shell: false,
             allow: None,
             insecure: false,
+            tls: None,
         }
     }
 }
@@ -92,28 +95,41 @@ impl Config {
     /// Refuses unsafe settings; returns warnings to log for allowed ones.
     pub fn check(&self) -> Result<Vec<String>, String> {
         let mut warnings = Vec::new();
-        let ip = self.listen.ip();
-        if !ip.is_loopback() {
-            if self.token.is_none() && !self.insecure {
+        if self.tls.is_some() && self.protocol != Protocol::Native {
+            return Err("--tls works with --protocol native only".into());
+        }
+        if !self.listen.ip().is_loopback() {
+            let mut missing = Vec::new();
+            if self.tls.is_none() {
+                missing.push("TLS (--tls)");
+            }
+            if self.token.is_none() {
+                missing.push("a token (--token-file FILE or REXEC_TOKEN)");
+            }
+            if !missing.is_empty() && !self.insecure {
                 return Err(format!(
-                    "refusing to listen on {} without a token: anyone who can reach it could run \
-                     commands as this user. Give --token-file FILE (or set REXEC_TOKEN), listen on \
-                     loopback, or pass --insecure if this network is trusted",
+                    "refusing to listen on {} without {}: anyone on the network could {}. \
+                     Listen on loopback, add what is missing, or pass --insecure if this network is trusted",
+                    self.listen,
+                    missing.join(" and "),
+                    if self.token.is_none() {
+                        "run commands as this user"
+                    } else {
+                        "read every command and its output"
+                    }
+                ));
+            }
+            if self.tls.is_none() {
+                warnings.push(format!(
+                    "INSECURE: listening on {} in plaintext: commands and output can be read on the network",
                     self.listen
                 ));
             }
-            warnings.push(format!(
-                "listening on non-loopback address {}: traffic (commands, output{}) is plaintext",
-                self.listen,
-                if self.token.is_some() {
-                    ""
-                } else {
-                    ", and no token is required"
-                }
-            ));
             if self.token.is_none() {
-                warnings
-                    .push("INSECURE: anyone who can connect can run commands as this user".into());
+                warnings.push(format!(
+                    "INSECURE: listening on {} without a token: anyone who can connect can run commands as this user",
+                    self.listen
+                ));
             }
         }
         if self.protocol != Protocol::Native && self.token.is_some() {
@@ -215,10 +231,30 @@ pub struct Args {
     )]
     pub allow: Option<Vec<String>>,
 
-    /// Allow listening on a non-loopback address without a token. Anyone who
-    /// can reach the port can then run commands as this user.
+    /// Allow listening on a non-loopback address without TLS or without a
+    /// token. Without TLS anyone on the path reads every command and its
+    /// output; without a token anyone who can connect runs commands.
     #[arg(long)]
     pub insecure: bool,
+
+    /// Speak TLS. Without --cert/--key, a self-signed certificate is made on
+    /// first start and kept in --state-dir, so its fingerprint (printed on the
+    /// second line of output) stays the same across restarts.
+    #[arg(long)]
+    pub tls: bool,
+
+    /// TLS certificate chain (PEM) to use instead of a self-signed one.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Where the self-signed TLS identity is kept [default:
+    /// $XDG_STATE_HOME/rexec or ~/.local/state/rexec].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Args {
@@ -237,7 +273,20 @@ impl Args {
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };
+        let tls = match (&self.cert, &self.key, self.tls) {
+            (Some(c), Some(k), _) => Some(crate::tls::from_files(c, k)?),
+            (_, _, true) => {
+                let dir = self
+                    .state_dir
+                    .clone()
+                    .or_else(crate::tls::default_state_dir)
+                    .ok_or("no state directory: give --state-dir DIR")?;
+                Some(crate::tls::self_signed(&dir)?)
+            }
+            _ => None,
+        };
         Ok(Config {
+            tls,
             listen: self.listen,
             protocol: self.protocol,
             timeout: secs(self.timeout),

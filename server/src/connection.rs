@@ -47,6 +47,20 @@ impl OutQueue {
         &mut self.buf
     }
 
+    /// The unsent bytes.
+    pub fn front(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Marks `n` bytes of [`OutQueue::front`] as sent.
+    pub fn consume(&mut self, n: usize) {
+        self.pos += n;
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+    }
+
     /// Writes until the queue is empty or the writer would block. Other
     /// errors (the peer went away) are returned.
     pub fn write_to<W: Write>(&mut self, w: &mut W) -> io::Result<()> {
@@ -73,6 +87,21 @@ impl OutQueue {
     }
 }
 
+/// How bytes cross the socket.
+#[derive(Debug)]
+pub enum Transport {
+    Plain,
+    /// TLS: frames go into rustls's plaintext side, records onto the socket.
+    Tls {
+        tls: Box<rustls::ServerConnection>,
+        /// The first byte was checked to be a TLS handshake record.
+        checked: bool,
+    },
+}
+
+/// The first byte of a TLS handshake record (a ClientHello).
+pub const TLS_HANDSHAKE: u8 = 0x16;
+
 /// Whether a connection is still in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -84,6 +113,7 @@ pub enum State {
 #[derive(Debug)]
 pub struct Connection {
     pub stream: TcpStream,
+    pub transport: Transport,
     pub peer: SocketAddr,
     pub protocol: Protocol,
     pub state: State,
@@ -102,6 +132,9 @@ pub struct Connection {
     pub last_activity: Instant,
     /// A write failed: the peer is gone.
     pub dead: bool,
+    /// At least one frame was decoded (a plaintext port checks the first
+    /// bytes for a TLS ClientHello until then).
+    pub seen_frame: bool,
 }
 
 impl Connection {
@@ -111,9 +144,17 @@ impl Connection {
         protocol: Protocol,
         proto: Option<ConnProtocol>,
         max_frame: usize,
+        tls: Option<rustls::ServerConnection>,
     ) -> Self {
         Connection {
             stream,
+            transport: match tls {
+                Some(t) => Transport::Tls {
+                    tls: Box::new(t),
+                    checked: false,
+                },
+                None => Transport::Plain,
+            },
             peer,
             protocol,
             state: State::Open,
@@ -125,6 +166,60 @@ impl Connection {
             input_paused: false,
             last_activity: Instant::now(),
             dead: false,
+            seen_frame: false,
+        }
+    }
+
+    /// Reads what the socket has into the decoder (through TLS if in use).
+    /// `Ok(0)` is the end of the stream; `WouldBlock` means nothing more now.
+    pub fn read_input(&mut self) -> io::Result<usize> {
+        let tls = match &mut self.transport {
+            Transport::Plain => return self.decoder.read_from(&mut self.stream),
+            Transport::Tls { tls, .. } => tls,
+        };
+        let n = tls.read_tls(&mut self.stream)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        if let Err(e) = tls.process_new_packets() {
+            // Tell the peer (an alert), then give up on it.
+            let _ = tls.write_tls(&mut self.stream);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("TLS: {e}"),
+            ));
+        }
+        loop {
+            match self.decoder.read_from(&mut tls.reader()) {
+                Ok(0) => return Ok(0), // close_notify
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if tls.wants_write() {
+            self.flush(); // handshake messages
+        }
+        Ok(n)
+    }
+
+    /// The TLS channel binding for authentication, once the handshake is done.
+    pub fn channel_binding(&self) -> Vec<u8> {
+        match &self.transport {
+            Transport::Plain => Vec::new(),
+            Transport::Tls { tls, .. } => {
+                let mut out = vec![0u8; 32];
+                match tls.export_keying_material(
+                    &mut out[..],
+                    rexec_proto::auth::TLS_EXPORTER_LABEL,
+                    None,
+                ) {
+                    Ok(_) => out,
+                    // Not possible after the handshake; an empty binding then
+                    // fails every answer a TLS client computes.
+                    Err(_) => Vec::new(),
+                }
+            }
         }
     }
 
@@ -154,7 +249,11 @@ impl Connection {
         if self.dead {
             return;
         }
-        if let Err(e) = self.out.write_to(&mut self.stream) {
+        let res = match &mut self.transport {
+            Transport::Plain => self.out.write_to(&mut self.stream),
+            Transport::Tls { tls, .. } => flush_tls(tls, &mut self.out, &mut self.stream),
+        };
+        if let Err(e) = res {
             log::debug!("{}: write failed: {e}", self.peer);
             self.dead = true;
         }
@@ -163,6 +262,35 @@ impl Connection {
     /// True once a closing connection has sent everything.
     pub fn finished_closing(&self) -> bool {
         self.state == State::Closing && self.out.is_empty()
+    }
+}
+
+/// Moves queued plaintext into rustls while it has room (its buffer is
+/// bounded, so unsent bytes stay in `out`, where backpressure counts them),
+/// and TLS records onto the socket, until the socket would block or all is
+/// sent.
+fn flush_tls<W: Write>(
+    tls: &mut rustls::ServerConnection,
+    out: &mut OutQueue,
+    sock: &mut W,
+) -> io::Result<()> {
+    loop {
+        while !out.is_empty() {
+            let n = tls.writer().write(out.front())?;
+            if n == 0 {
+                break;
+            }
+            out.consume(n);
+        }
+        if !tls.wants_write() {
+            return Ok(());
+        }
+        match tls.write_tls(sock) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 

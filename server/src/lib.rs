@@ -24,6 +24,7 @@ pub mod process;
 pub mod protocol;
 pub mod server;
 pub mod timer;
+pub mod tls;
 
 pub use config::{Args, Config, Protocol};
 pub use server::{Server, ServerHandle};

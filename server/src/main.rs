@@ -33,7 +33,14 @@ fn main() -> ExitCode {
     };
     let mut out = std::io::stdout().lock();
     // Scripts and tests wait for this line to learn the port.
-    if writeln!(out, "listening on {}", server.local_addr())
+    let mut banner = format!("listening on {}\n", server.local_addr());
+    if let Some(tls) = &config.tls {
+        // Clients pin this: rexec --fingerprint SHA256:... or --accept-new.
+        banner.push_str(&format!("tls fingerprint {}\n", tls.fingerprint));
+        log::info!("TLS certificate from {}", tls.source);
+    }
+    if out
+        .write_all(banner.as_bytes())
         .and_then(|_| out.flush())
         .is_err()
     {

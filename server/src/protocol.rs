@@ -82,6 +82,12 @@ impl ConnProtocol {
         }
     }
 
+    /// Ties authentication to the channel (the TLS exporter value); call
+    /// before the first message.
+    pub fn set_binding(&mut self, binding: Vec<u8>) {
+        self.binding = binding;
+    }
+
     pub fn phase(&self) -> Phase {
         self.phase
     }
@@ -254,6 +260,31 @@ mod tests {
             Action::Authenticated
         );
         assert_eq!(p.phase(), Phase::Running);
+    }
+
+    #[test]
+    fn answers_are_bound_to_the_tls_session() {
+        let token = Token::new("secret").unwrap();
+        let nonce = [3; NONCE_LEN];
+        let session = |binding: &[u8]| {
+            let mut p = ConnProtocol::new(Some(token.clone()), nonce);
+            p.set_binding(binding.to_vec());
+            p.on_message(hello());
+            p
+        };
+        // An answer relayed from another TLS session (another exporter value),
+        // even with the same nonce, is refused.
+        let relayed = token.answer(b"session-a", &nonce).to_vec();
+        assert_eq!(
+            session(b"session-b")
+                .on_message(auth(relayed.clone()))
+                .kind(),
+            Some(ErrorKind::Auth)
+        );
+        assert_eq!(
+            session(b"session-a").on_message(auth(relayed)),
+            Action::Authenticated
+        );
     }
 
     #[test]

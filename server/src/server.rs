@@ -21,7 +21,7 @@ use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::{Config, Protocol};
-use crate::connection::{Connection, OutQueue, State};
+use crate::connection::{Connection, OutQueue, State, TLS_HANDSHAKE, Transport};
 use crate::process::{self, Proc};
 use crate::protocol::{Action, ConnProtocol, Phase};
 use crate::timer::{Timer, Timers};
@@ -91,6 +91,42 @@ impl AuthFailures {
 
     fn succeeded(&mut self, ip: IpAddr) {
         self.by_addr.remove(&ip);
+    }
+}
+
+/// Whether the client's first bytes show it expects the other transport:
+/// a TLS ClientHello on a plaintext port, or plaintext on a TLS port. Either
+/// way the client gets a plain `Error` frame it can read and show.
+fn wrong_transport(conn: &mut Connection) -> Option<String> {
+    match &mut conn.transport {
+        Transport::Plain => {
+            let b = conn.decoder.buffered_bytes();
+            (b.len() >= 2 && b[0] == TLS_HANDSHAKE && b[1] == 3).then(|| {
+                "this server speaks plaintext, and the client started TLS: connect without --tls \
+                 (or run rexecd with --tls)"
+                    .to_string()
+            })
+        }
+        Transport::Tls { checked: true, .. } => None,
+        Transport::Tls { checked, .. } => {
+            let mut first = [0u8; 1];
+            match conn.stream.peek(&mut first) {
+                Ok(1) if first[0] != TLS_HANDSHAKE => {
+                    // Answer in the client's language.
+                    conn.transport = Transport::Plain;
+                    Some(
+                        "this server speaks TLS, and the client sent plaintext: connect with --tls \
+                         (first time: --accept-new, or --fingerprint SHA256:... as printed by rexecd)"
+                            .to_string(),
+                    )
+                }
+                Ok(_) => {
+                    *checked = true;
+                    None
+                }
+                Err(_) => None, // nothing yet; read_input reports errors
+            }
+        }
     }
 }
 
@@ -374,7 +410,25 @@ impl Server {
             },
             _ => None,
         };
-        let conn = Connection::new(stream, peer, self.cfg.protocol, proto, self.cfg.max_frame);
+        let tls = match &self.cfg.tls {
+            Some(t) => match rustls::ServerConnection::new(t.config.clone()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    log::error!("{peer}: TLS: {e}");
+                    let _ = self.poll.registry().deregister(&mut stream);
+                    return;
+                }
+            },
+            None => None,
+        };
+        let conn = Connection::new(
+            stream,
+            peer,
+            self.cfg.protocol,
+            proto,
+            self.cfg.max_frame,
+            tls,
+        );
         log::debug!("{peer}: connected");
         self.conns.insert(cid, conn);
         self.slots.insert(token, Slot::Conn(cid));
@@ -485,8 +539,21 @@ impl Server {
                 if conn.state == State::Closing || conn.input_paused || conn.dead {
                     return;
                 }
+                if !conn.seen_frame {
+                    if let Some(reason) = wrong_transport(conn) {
+                        return self.fail_conn(cid, ErrorKind::Protocol, reason);
+                    }
+                }
                 match conn.decoder.next_message::<ClientMsg>() {
-                    Ok(Some(msg)) => self.on_message(cid, msg),
+                    Ok(Some(msg)) => {
+                        if !std::mem::replace(&mut conn.seen_frame, true) {
+                            let binding = conn.channel_binding();
+                            if let Some(p) = conn.proto.as_mut() {
+                                p.set_binding(binding);
+                            }
+                        }
+                        self.on_message(cid, msg)
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         let kind = match e {
@@ -500,7 +567,7 @@ impl Server {
             let Some(conn) = self.conns.get_mut(&cid) else {
                 return;
             };
-            match conn.decoder.read_from(&mut conn.stream) {
+            match conn.read_input() {
                 Ok(0) => {
                     match conn.decoder.finish() {
                         Ok(()) => log::debug!("{}: client closed the connection", conn.peer),

@@ -30,6 +30,8 @@ pub fn bin(name: &str) -> PathBuf {
 pub struct Daemon {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The TLS fingerprint printed on the second line (with --tls/--cert).
+    pub fingerprint: Option<String>,
     log: Arc<Mutex<String>>,
 }
 
@@ -59,6 +61,17 @@ impl Daemon {
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .parse()
             .expect("address");
+        let fingerprint = args
+            .iter()
+            .any(|a| *a == "--tls" || *a == "--cert")
+            .then(|| {
+                let mut line = String::new();
+                out.read_line(&mut line).expect("read the fingerprint line");
+                line.trim()
+                    .strip_prefix("tls fingerprint ")
+                    .unwrap_or_else(|| panic!("unexpected second line {line:?}"))
+                    .to_string()
+            });
         let log = Arc::new(Mutex::new(String::new()));
         let sink = log.clone();
         let mut err = child.stderr.take().expect("stderr");
@@ -73,7 +86,12 @@ impl Daemon {
                     .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        Daemon { child, addr, log }
+        Daemon {
+            child,
+            addr,
+            fingerprint,
+            log,
+        }
     }
 
     pub fn pid(&self) -> i32 {

@@ -1,0 +1,143 @@
+//! The server's TLS identity: a certificate and key from files, or a
+//! self-signed pair generated on first start and kept (mode 0600) in the
+//! state directory, so the fingerprint clients pin stays the same across
+//! restarts.
+
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rexec_proto::auth::cert_fingerprint;
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// A ready TLS configuration and the fingerprint clients should pin.
+#[derive(Debug, Clone)]
+pub struct TlsSetup {
+    pub config: Arc<ServerConfig>,
+    /// `SHA256:...` of the certificate clients see.
+    pub fingerprint: String,
+    /// Where the certificate came from, for the log.
+    pub source: String,
+}
+
+/// The default state directory: `$XDG_STATE_HOME/rexec`, or
+/// `~/.local/state/rexec`.
+pub fn default_state_dir() -> Option<PathBuf> {
+    match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
+        Some(d) => Some(PathBuf::from(d).join("rexec")),
+        None => Some(PathBuf::from(std::env::var_os("HOME")?).join(".local/state/rexec")),
+    }
+}
+
+/// Loads `cert` and `key` (PEM).
+pub fn from_files(cert: &Path, key: &Path) -> Result<TlsSetup, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("certificate {}: {e}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("certificate {}: {e}", cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "certificate {}: no CERTIFICATE in it",
+            cert.display()
+        ));
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("key {}: {e}", key.display()))?;
+    build(certs, key, format!("{}", cert.display()))
+}
+
+/// Loads the self-signed pair from `dir`, generating it on first use.
+pub fn self_signed(dir: &Path) -> Result<TlsSetup, String> {
+    let cert = dir.join("tls-cert.pem");
+    let key = dir.join("tls-key.pem");
+    if !cert.exists() || !key.exists() {
+        generate(dir, &cert, &key)?;
+    }
+    let mode = std::fs::metadata(&key)
+        .map_err(|e| format!("{}: {e}", key.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "TLS key {} can be read by others (mode {:03o}); run: chmod 600 {}",
+            key.display(),
+            mode & 0o777,
+            key.display()
+        ));
+    }
+    from_files(&cert, &key)
+}
+
+fn generate(dir: &Path, cert: &Path, key: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("state directory {}: {e}", dir.display()))?;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    let names = vec!["localhost".to_string(), "rexecd".to_string()];
+    let pair = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| format!("generating a certificate: {e}"))?;
+    let write = |path: &Path, text: &str| -> Result<(), String> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        f.write_all(text.as_bytes())
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    write(key, &pair.signing_key.serialize_pem())?;
+    write(cert, &pair.cert.pem())?;
+    log::info!(
+        "generated a self-signed TLS certificate in {}",
+        dir.display()
+    );
+    Ok(())
+}
+
+fn build(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    source: String,
+) -> Result<TlsSetup, String> {
+    let fingerprint = cert_fingerprint(&certs[0]);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("TLS certificate and key: {e}"))?;
+    Ok(TlsSetup {
+        config: Arc::new(config),
+        fingerprint,
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_identity_is_kept_across_restarts() {
+        let dir = std::env::temp_dir().join(format!("rexec-tls-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = self_signed(&dir).expect("generate");
+        let again = self_signed(&dir).expect("load");
+        assert_eq!(first.fingerprint, again.fingerprint);
+        assert!(first.fingerprint.starts_with("SHA256:") && first.fingerprint.len() == 7 + 64);
+        for f in ["tls-cert.pem", "tls-key.pem"] {
+            let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f}");
+        }
+        std::fs::set_permissions(
+            dir.join("tls-key.pem"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        assert!(self_signed(&dir).unwrap_err().contains("chmod 600"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
