@@ -368,30 +368,45 @@ mod tests {
     }
 
     #[test]
-    fn non_loopback_needs_a_token_or_insecure() {
+    fn non_loopback_needs_tls_and_a_token_or_insecure() {
         let mut c = Config::default();
         assert_eq!(c.check(), Ok(vec![]));
         c.listen = "0.0.0.0:7070".parse().unwrap();
         let err = c.check().unwrap_err();
         assert!(
-            err.contains("--token-file") && err.contains("--insecure"),
+            err.contains("--tls") && err.contains("--token-file") && err.contains("--insecure"),
+            "{err}"
+        );
+        c.insecure = true;
+        let warnings = c.check().unwrap();
+        assert_eq!(
+            warnings.iter().filter(|w| w.contains("INSECURE")).count(),
+            2,
+            "{warnings:?}"
+        );
+        // A token alone is not enough: plaintext still needs --insecure.
+        c.insecure = false;
+        c.token = Some(Token::new("t").unwrap());
+        let err = c.check().unwrap_err();
+        assert!(
+            err.contains("TLS (--tls)") && !err.contains("token"),
             "{err}"
         );
         c.insecure = true;
         let warnings = c.check().unwrap();
         assert!(
-            warnings.iter().any(|w| w.contains("INSECURE")),
-            "{warnings:?}"
-        );
-        c.insecure = false;
-        c.token = Some(Token::new("t").unwrap());
-        let warnings = c.check().unwrap();
-        assert!(
             warnings.iter().any(|w| w.contains("plaintext")),
             "{warnings:?}"
         );
-        c.listen = "[::1]:7070".parse().unwrap();
+        // TLS and a token: no complaint.
+        let dir = std::env::temp_dir().join(format!("rexec-cfg-{}", std::process::id()));
+        c.tls = Some(crate::tls::self_signed(&dir).unwrap());
+        c.insecure = false;
         assert_eq!(c.check(), Ok(vec![]));
+        c.listen = "[::1]:7070".parse().unwrap();
+        c.protocol = Protocol::Seed;
+        assert!(c.check().unwrap_err().contains("native only"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
