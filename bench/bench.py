@@ -89,6 +89,17 @@ def start_rexecd(*args):
     return p, listening_line(p)
 
 
+def start_rexecd_tls(state_dir, *args):
+    p = start([REXECD, "--listen", "127.0.0.1:0", "--tls", "--state-dir", state_dir, *args],
+              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"},
+              preexec_fn=lambda: raise_nofile(20000))
+    addr = listening_line(p)
+    line = p.stdout.readline().decode().strip()
+    if not line.startswith("tls fingerprint "):
+        raise RuntimeError(f"unexpected second line {line!r}")
+    return p, addr, line[len("tls fingerprint "):]
+
+
 def start_seed():
     p = start([sys.executable, SEED_SERVER, "--port", "0"], stdout=subprocess.PIPE,
               stderr=subprocess.DEVNULL)
@@ -226,6 +237,9 @@ def main():
     md = []
 
     rexecd, raddr = start_rexecd("--max-conns", "6000")
+    tls_dir = tempfile.mkdtemp(prefix="rexec-bench-tls-")
+    tlsd, taddr, tfp = start_rexecd_tls(tls_dir)
+    TREXEC = f"{REXEC} --fingerprint {tfp}"
     seed, saddr = start_seed() if os.path.exists(SEED_SERVER) else (None, None)
     ssh = None
     ssh_err = "disabled with --no-ssh" if a.no_ssh else None
@@ -254,6 +268,7 @@ def main():
         ("local pipe", N, lambda: wall(f"head -c {N} /dev/zero | cat > /dev/null")),
         ("socat relay (128 KiB buffers)", N, lambda: socat_run(N)),
         ("rexec", N, lambda: wall(f"{REXEC} {raddr} 'head -c {N} /dev/zero' > /dev/null")),
+        ("rexec + TLS", N, lambda: wall(f"{TREXEC} {taddr} 'head -c {N} /dev/zero' > /dev/null")),
     ]
     if ssh:
         t1 += [
@@ -289,6 +304,9 @@ def main():
     if rate.get(k):
         targets.append(("T1 rexec >= 10x tutorial client at bufsize 1024", rx / rate[k] >= 10, fmt_ratio(rx, rate[k])))
     targets.append(("T1 rexec on the way to 0.5x local pipe", rx / pipe >= 0.5, fmt_ratio(rx, pipe)))
+    rt = rate.get("rexec + TLS")
+    if ssh and rt and rate.get("ssh aes128-gcm"):
+        targets.append(("T1 rexec + TLS >= 1.5x ssh aes128-gcm", rt / rate["ssh aes128-gcm"] >= 1.5, fmt_ratio(rt, rate["ssh aes128-gcm"])))
 
     # ---- T2 latency ---------------------------------------------------------
     log("T2: latency")
@@ -297,6 +315,7 @@ def main():
     t2 = [
         ("local spawn of sh -c true", lambda: wall(f"i=0; while [ $i -lt {n2} ]; do sh -c true; i=$((i+1)); done")),
         ("rexec (one connection)", lambda: wall(f"{REXEC} {raddr}", stdin=lines)),
+        ("rexec + TLS (one connection)", lambda: wall(f"{TREXEC} {taddr}", stdin=lines)),
     ]
     if seed:
         t2.append(("tutorial client (one connection)", lambda: wall(f"python3 {SEED_CLIENT} {saddr} " + " ".join(["true"] * n2))))
@@ -336,6 +355,7 @@ def main():
     t3 = [
         ("local parallel spawn", lambda: parallel(f"i=0; while [ $i -lt {per} ]; do sh -c 'echo hi'; i=$((i+1)); done")),
         ("rexec", lambda: parallel(f"{REXEC} {raddr}", echo)),
+        ("rexec + TLS", lambda: parallel(f"{TREXEC} {taddr}", echo)),
     ]
     if seed:
         t3.append(("tutorial client", lambda: parallel(f"python3 {SEED_CLIENT} {saddr} " + " ".join(["'echo hi'"] * per))))
@@ -363,6 +383,12 @@ def main():
     p4.terminate()
     p4.wait()
     md.append(f"| rexecd, one client streaming {a.size} MiB | {fast / MiB:.1f} MiB |")
+    p4t, addr4t, fp4t = start_rexecd_tls(tls_dir)
+    wall(f"{REXEC} --fingerprint {fp4t} {addr4t} 'head -c {N} /dev/zero' > /dev/null")
+    fast_tls = vm(p4t.pid, "VmHWM:")
+    p4t.terminate()
+    p4t.wait()
+    md.append(f"| rexecd --tls, one client streaming {a.size} MiB | {fast_tls / MiB:.1f} MiB |")
     slow_n = 256 * MiB
     p5, addr5 = start_rexecd()
     reader = (f"{sys.executable} -c \"import sys,time\n"
@@ -388,6 +414,7 @@ def main():
     md.append("")
     targets.append(("T4 rexecd peak RSS < 16 MiB streaming 1 GiB", fast < 16 * MiB, f"{fast / MiB:.1f} MiB"))
     targets.append(("T4 rexecd peak RSS < 16 MiB with a slow client", slow < 16 * MiB, f"{slow / MiB:.1f} MiB"))
+    targets.append(("T4 rexecd --tls peak RSS < 16 MiB streaming 1 GiB", fast_tls < 16 * MiB, f"{fast_tls / MiB:.1f} MiB"))
 
     # ---- T5 scale -----------------------------------------------------------
     log("T5: 5000 idle connections")
@@ -443,6 +470,7 @@ def main():
     print(text)
     if ssh:
         ssh.close()
+    shutil.rmtree(tls_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
