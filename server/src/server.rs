@@ -33,6 +33,9 @@ const FIRST_DYNAMIC: usize = 3;
 
 /// Largest chunk read from a child pipe, and so the largest output frame.
 const PIPE_CHUNK: usize = 64 * 1024;
+/// Queued output is written to the socket once it reaches this much (or
+/// when the pipe has nothing more for now).
+const FLUSH_BATCH: usize = 256 * 1024;
 /// How long to wait before accepting again after running out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often to look for exited children when there is no pidfd.
@@ -828,6 +831,9 @@ impl Server {
             if conn.dead {
                 return self.close_conn(cid);
             }
+            if conn.out.len() >= FLUSH_BATCH {
+                conn.flush();
+            }
             if conn.out.len() >= queue_limit {
                 // Backpressure: leave the bytes in the pipe (the child blocks
                 // when it fills) and come back when the socket drains.
@@ -844,15 +850,16 @@ impl Server {
                 return;
             };
             let n = match rx.read(&mut self.scratch) {
-                Ok(0) => {
-                    self.close_pipe(pk, stream);
-                    return self.maybe_finish(pk);
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Ok(n) if n > 0 => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::warn!("reading output of pid {}: {e}", p.pgid);
+                end => {
+                    // Nothing more for now: send what was batched up.
+                    conn.flush();
+                    match end {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                        Err(e) => log::warn!("reading output of pid {}: {e}", p.pgid),
+                        _ => {}
+                    }
                     self.close_pipe(pk, stream);
                     return self.maybe_finish(pk);
                 }
@@ -863,8 +870,9 @@ impl Server {
             p.bytes_out += take as u64;
             if conn.protocol == Protocol::Native {
                 if take > 0 {
+                    // Flushed in batches (above, and when the pipe runs dry):
+                    // fewer, larger writes to the socket.
                     encode_output_frame(stream, p.id, data, conn.out.tail());
-                    conn.flush();
                 }
             } else {
                 match stream {
