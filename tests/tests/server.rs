@@ -63,6 +63,26 @@ fn raw_connect(d: &Daemon) -> (TcpStream, FrameDecoder) {
     (TcpStream::connect(d.addr).unwrap(), FrameDecoder::new())
 }
 
+/// The pid in the `Started` among `seen`.
+fn started_pid(seen: &[ServerMsg]) -> i32 {
+    seen.iter()
+        .find_map(|m| match m {
+            ServerMsg::Started { pid, .. } => Some(*pid as i32),
+            _ => None,
+        })
+        .expect("a Started message")
+}
+
+/// The number printed in the first `Stdout` among `seen` (a pid the command echoed).
+fn first_stdout_number(seen: &[ServerMsg]) -> i32 {
+    seen.iter()
+        .find_map(|m| match m {
+            ServerMsg::Stdout { data, .. } => String::from_utf8_lossy(data).trim().parse().ok(),
+            _ => None,
+        })
+        .expect("a Stdout with a number")
+}
+
 fn send(sock: &mut TcpStream, msg: &ClientMsg) {
     let mut w = Vec::new();
     encode_frame(msg, &mut w);
@@ -309,20 +329,8 @@ fn cancel_stops_the_whole_process_group() {
     let seen = read_until(&mut sock, &mut dec, |m| {
         matches!(m, ServerMsg::Stdout { .. })
     });
-    let leader = seen
-        .iter()
-        .find_map(|m| match m {
-            ServerMsg::Started { pid, .. } => Some(*pid as i32),
-            _ => None,
-        })
-        .unwrap();
-    let bg: i32 = seen
-        .iter()
-        .find_map(|m| match m {
-            ServerMsg::Stdout { data, .. } => String::from_utf8_lossy(data).trim().parse().ok(),
-            _ => None,
-        })
-        .unwrap();
+    let leader = started_pid(&seen);
+    let bg: i32 = first_stdout_number(&seen);
     assert!(alive(leader) && alive(bg));
     send(&mut sock, &ClientMsg::Cancel { id: 5 });
     let seen = read_until(&mut sock, &mut dec, |m| matches!(m, ServerMsg::Exited(_)));
@@ -353,13 +361,7 @@ fn disconnect_kills_the_process_group_even_if_it_ignores_sigterm() {
     let seen = read_until(&mut sock, &mut dec, |m| {
         matches!(m, ServerMsg::Stdout { .. })
     });
-    let bg: i32 = seen
-        .iter()
-        .find_map(|m| match m {
-            ServerMsg::Stdout { data, .. } => String::from_utf8_lossy(data).trim().parse().ok(),
-            _ => None,
-        })
-        .unwrap();
+    let bg: i32 = first_stdout_number(&seen);
     assert!(alive(bg));
     drop(sock);
     assert!(
@@ -537,13 +539,7 @@ fn sigterm_stops_commands_and_exits_zero() {
     let seen = read_until(&mut sock, &mut dec, |m| {
         matches!(m, ServerMsg::Stdout { .. })
     });
-    let pid = seen
-        .iter()
-        .find_map(|m| match m {
-            ServerMsg::Started { pid, .. } => Some(*pid as i32),
-            _ => None,
-        })
-        .unwrap();
+    let pid = started_pid(&seen);
     d.signal(libc::SIGTERM);
     let status = d.wait_exit(Duration::from_secs(10)).expect("server exits");
     assert!(status.success(), "{status}");
