@@ -216,10 +216,17 @@ pub fn children_of(ppid: i32) -> Vec<i32> {
         .collect()
 }
 
-/// A `rexec` command with stdin from /dev/null unless the test sets it.
+/// A `rexec` command with stdin from /dev/null unless the test sets it,
+/// isolated from the user's known-hosts file (an entry for a reused loopback
+/// port would turn TLS on) and from REXEC_TLS / REXEC_TOKEN.
 pub fn rexec() -> Command {
     let mut c = Command::new(bin("rexec"));
-    c.stdin(Stdio::null()).env_remove("RUST_LOG");
+    let kh = std::env::temp_dir().join(format!("rexec-test-no-known-hosts-{}", std::process::id()));
+    c.stdin(Stdio::null())
+        .env_remove("RUST_LOG")
+        .env_remove("REXEC_TLS")
+        .env_remove("REXEC_TOKEN")
+        .env("REXEC_KNOWN_HOSTS", kh);
     c
 }
 
