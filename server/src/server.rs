@@ -808,8 +808,6 @@ impl Server {
             conn.flush();
         }
         self.procs.insert(pk, proc);
-        // Output may already be waiting; edge-triggered registration reports
-        // it, but reading now costs nothing and keeps latency down.
         Ok(pk)
     }
 
@@ -888,6 +886,7 @@ impl Server {
                     p.id,
                     p.bytes_out
                 );
+                conn.flush(); // the last, cut chunk goes out now, not at the reap
                 p.stop(&mut self.timers, self.cfg.kill_grace);
                 self.close_pipe(pk, OutputStream::Stdout);
                 self.close_pipe(pk, OutputStream::Stderr);

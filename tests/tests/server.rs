@@ -63,6 +63,29 @@ fn raw_connect(d: &Daemon) -> (TcpStream, FrameDecoder) {
     (TcpStream::connect(d.addr).unwrap(), FrameDecoder::new())
 }
 
+/// Connects, says hello, starts `command` as `id`, and reads until its first
+/// output arrives; returns the socket, its decoder and what was read.
+fn run_until_output(
+    d: &Daemon,
+    id: u32,
+    command: &str,
+) -> (TcpStream, FrameDecoder, Vec<ServerMsg>) {
+    let (mut sock, mut dec) = raw_connect(d);
+    send(&mut sock, &hello());
+    send(
+        &mut sock,
+        &ClientMsg::Exec(Exec {
+            id,
+            command: command.into(),
+            ..Exec::default()
+        }),
+    );
+    let seen = read_until(&mut sock, &mut dec, |m| {
+        matches!(m, ServerMsg::Stdout { .. })
+    });
+    (sock, dec, seen)
+}
+
 /// The pid in the `Started` among `seen`.
 fn started_pid(seen: &[ServerMsg]) -> i32 {
     seen.iter()
@@ -316,19 +339,7 @@ fn output_limit_truncates_and_kills() {
 #[test]
 fn cancel_stops_the_whole_process_group() {
     let d = Daemon::start(&[]);
-    let (mut sock, mut dec) = raw_connect(&d);
-    send(&mut sock, &hello());
-    send(
-        &mut sock,
-        &ClientMsg::Exec(Exec {
-            id: 5,
-            command: "sleep 300 & echo $!; wait".into(),
-            ..Exec::default()
-        }),
-    );
-    let seen = read_until(&mut sock, &mut dec, |m| {
-        matches!(m, ServerMsg::Stdout { .. })
-    });
+    let (mut sock, mut dec, seen) = run_until_output(&d, 5, "sleep 300 & echo $!; wait");
     let leader = started_pid(&seen);
     let bg: i32 = first_stdout_number(&seen);
     assert!(alive(leader) && alive(bg));
@@ -347,20 +358,8 @@ fn cancel_stops_the_whole_process_group() {
 #[test]
 fn disconnect_kills_the_process_group_even_if_it_ignores_sigterm() {
     let d = Daemon::start(&[]);
-    let (mut sock, mut dec) = raw_connect(&d);
-    send(&mut sock, &hello());
     // The background child ignores SIGTERM: only the SIGKILL after the grace stops it.
-    send(
-        &mut sock,
-        &ClientMsg::Exec(Exec {
-            id: 1,
-            command: "(trap '' TERM; sleep 300) & echo $!; wait".into(),
-            ..Exec::default()
-        }),
-    );
-    let seen = read_until(&mut sock, &mut dec, |m| {
-        matches!(m, ServerMsg::Stdout { .. })
-    });
+    let (sock, _dec, seen) = run_until_output(&d, 1, "(trap '' TERM; sleep 300) & echo $!; wait");
     let bg: i32 = first_stdout_number(&seen);
     assert!(alive(bg));
     drop(sock);
@@ -526,19 +525,7 @@ fn fifty_clients_at_once() {
 #[test]
 fn sigterm_stops_commands_and_exits_zero() {
     let mut d = Daemon::start(&[]);
-    let (mut sock, mut dec) = raw_connect(&d);
-    send(&mut sock, &hello());
-    send(
-        &mut sock,
-        &ClientMsg::Exec(Exec {
-            id: 1,
-            command: "echo up; sleep 300".into(),
-            ..Exec::default()
-        }),
-    );
-    let seen = read_until(&mut sock, &mut dec, |m| {
-        matches!(m, ServerMsg::Stdout { .. })
-    });
+    let (mut sock, mut dec, seen) = run_until_output(&d, 1, "echo up; sleep 300");
     let pid = started_pid(&seen);
     d.signal(libc::SIGTERM);
     let status = d.wait_exit(Duration::from_secs(10)).expect("server exits");
