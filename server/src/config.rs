@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use rexec_proto::auth::Token;
 
+use crate::process::{ExecPolicy, resolve_program};
+
 /// Which protocol a server speaks on its port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Protocol {
@@ -52,10 +54,8 @@ pub struct Config {
     pub token: Option<Token>,
     /// A connection must complete its hello (and auth) within this time.
     pub handshake_timeout: Duration,
-    /// Never run commands through a shell: split them and execute directly.
-    pub no_shell: bool,
-    /// With `no_shell`: only these programs may run (resolved, canonical paths).
-    pub allow: Option<Vec<PathBuf>>,
+    /// What clients may run: through a shell or not, which programs.
+    pub exec: ExecPolicy,
     /// Allow plaintext, or no token, on a non-loopback address.
     pub insecure: bool,
     /// Speak TLS on the port.
@@ -83,8 +83,7 @@ impl Default for Config {
             handle_signals: true,
             token: None,
             handshake_timeout: Duration::from_secs(10),
-            no_shell: false,
-            allow: None,
+            exec: ExecPolicy::default(),
             insecure: false,
             tls: None,
         }
@@ -267,7 +266,7 @@ impl Args {
                 progs
                     .iter()
                     .map(|p| {
-                        crate::process::resolve_program(p)
+                        resolve_program(p)
                             .ok_or_else(|| format!("--allow {p}: no such program in PATH"))
                     })
                     .collect::<Result<Vec<_>, _>>()?,
@@ -296,8 +295,10 @@ impl Args {
             idle_timeout: secs(self.idle_timeout),
             token,
             handshake_timeout: Duration::from_secs(self.handshake_timeout.max(1)),
-            no_shell: self.no_shell,
-            allow,
+            exec: ExecPolicy {
+                no_shell: self.no_shell,
+                allow,
+            },
             insecure: self.insecure,
             ..Config::default()
         })

@@ -1,91 +1,20 @@
 //! One client connection: its socket, what it has sent that is not yet
 //! decoded, what we have queued that is not yet written, and its commands.
+//! The server owns every `Connection` (in `Server::conns`); this file only
+//! knows how bytes cross its socket.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use mio::Token;
 use mio::net::TcpStream;
 use rexec_proto::{ErrorKind, ErrorMsg, FrameDecoder, OutputStream, ServerMsg, encode_frame};
 
-use crate::config::Protocol;
+use crate::out_queue::OutQueue;
 use crate::protocol::ConnProtocol;
-
-/// Bytes waiting to be written to a socket.
-///
-/// Frames are appended at the end and written from `pos`; the consumed front
-/// is dropped lazily, so appending is amortised O(1) and a partial write never
-/// shifts the buffer.
-#[derive(Debug, Default)]
-pub struct OutQueue {
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl OutQueue {
-    /// Unsent bytes.
-    pub fn len(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Bytes of memory held.
-    pub fn capacity(&self) -> usize {
-        self.buf.capacity()
-    }
-
-    /// The buffer to append frames to.
-    pub fn tail(&mut self) -> &mut Vec<u8> {
-        if self.pos > 0 && self.pos >= self.buf.len() / 2 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        &mut self.buf
-    }
-
-    /// The unsent bytes.
-    pub fn front(&self) -> &[u8] {
-        &self.buf[self.pos..]
-    }
-
-    /// Marks `n` bytes of [`OutQueue::front`] as sent.
-    pub fn consume(&mut self, n: usize) {
-        self.pos += n;
-        if self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-        }
-    }
-
-    /// Writes until the queue is empty or the writer would block. Other
-    /// errors (the peer went away) are returned.
-    pub fn write_to<W: Write>(&mut self, w: &mut W) -> io::Result<()> {
-        while self.pos < self.buf.len() {
-            match w.write(&self.buf[self.pos..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.pos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.buf.clear();
-        self.pos = 0;
-        Ok(())
-    }
-
-    /// Gives memory back once the queue is empty.
-    pub fn shrink(&mut self) {
-        if self.is_empty() {
-            self.buf = Vec::new();
-            self.pos = 0;
-        }
-    }
-}
+use crate::registry::ProcId;
 
 /// How bytes cross the socket.
 #[derive(Debug)]
@@ -100,54 +29,66 @@ pub enum Transport {
 }
 
 /// The first byte of a TLS handshake record (a ClientHello).
-pub const TLS_HANDSHAKE: u8 = 0x16;
+const TLS_HANDSHAKE: u8 = 0x16;
 
-/// Whether a connection is still in use.
+/// What is spoken on the connection.
+#[derive(Debug)]
+pub enum Wire {
+    /// rexec's framed protocol, with its hello/auth state machine.
+    Native(ConnProtocol),
+    /// The tutorials' protocol: one read is a command; length-prefixed reply.
+    Seed,
+    /// The tutorials' first version: the reply with no header.
+    Raw,
+}
+
+/// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// No frame decoded yet: the first bytes are checked for the wrong
+    /// transport (a TLS ClientHello on a plaintext port, or the reverse).
+    New,
     Open,
-    /// An error was sent; flushing it, then closing. Nothing more is read.
+    /// An error was queued; flushing it, then closing. Nothing more is read.
     Closing,
+    /// The peer is gone (it closed, or a read or write failed): close now.
+    Dead,
 }
 
 #[derive(Debug)]
 pub struct Connection {
     pub stream: TcpStream,
+    /// The socket's poll registration.
+    pub token: Token,
     pub transport: Transport,
     pub peer: SocketAddr,
-    pub protocol: Protocol,
+    pub wire: Wire,
     pub state: State,
-    /// The protocol state machine (native protocol only).
-    pub proto: Option<ConnProtocol>,
     pub decoder: FrameDecoder,
     pub out: OutQueue,
-    /// Running commands: client id -> process key.
-    pub commands: HashMap<u32, u64>,
+    /// Running commands: the client's id for each -> the server's.
+    pub commands: HashMap<u32, ProcId>,
     /// Pipes not read because `out` is over the queue limit; they get no new
     /// readiness event, so they are resumed by hand when `out` drains.
-    pub paused_pipes: Vec<(u64, OutputStream)>,
+    pub paused_pipes: Vec<(ProcId, OutputStream)>,
     /// Socket input not read because a command's stdin queue is full.
     pub input_paused: bool,
     /// Last time the client sent anything.
     pub last_activity: Instant,
-    /// A write failed: the peer is gone.
-    pub dead: bool,
-    /// At least one frame was decoded (a plaintext port checks the first
-    /// bytes for a TLS ClientHello until then).
-    pub seen_frame: bool,
 }
 
 impl Connection {
     pub fn new(
         stream: TcpStream,
+        token: Token,
         peer: SocketAddr,
-        protocol: Protocol,
-        proto: Option<ConnProtocol>,
+        wire: Wire,
         max_frame: usize,
         tls: Option<rustls::ServerConnection>,
     ) -> Self {
         Connection {
             stream,
+            token,
             transport: match tls {
                 Some(t) => Transport::Tls {
                     tls: Box::new(t),
@@ -156,17 +97,69 @@ impl Connection {
                 None => Transport::Plain,
             },
             peer,
-            protocol,
-            state: State::Open,
-            proto,
+            state: match wire {
+                Wire::Native(_) => State::New,
+                Wire::Seed | Wire::Raw => State::Open,
+            },
+            wire,
             decoder: FrameDecoder::with_max_frame(max_frame),
             out: OutQueue::default(),
             commands: HashMap::new(),
             paused_pipes: Vec::new(),
             input_paused: false,
             last_activity: Instant::now(),
-            dead: false,
-            seen_frame: false,
+        }
+    }
+
+    /// Whether this connection speaks rexec's framed protocol.
+    pub fn is_native(&self) -> bool {
+        matches!(self.wire, Wire::Native(_))
+    }
+
+    /// The peer is gone: close without flushing.
+    pub fn is_dead(&self) -> bool {
+        self.state == State::Dead
+    }
+
+    /// Whether what the client sends is still acted on.
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, State::New | State::Open)
+    }
+
+    /// Whether the client's first bytes show it expects the other transport:
+    /// a TLS ClientHello on a plaintext port, or plaintext on a TLS port.
+    /// Either way the client gets a plain `Error` frame it can read and show.
+    pub fn wrong_transport(&mut self) -> Option<String> {
+        match &mut self.transport {
+            Transport::Plain => {
+                let b = self.decoder.buffered_bytes();
+                (b.len() >= 2 && b[0] == TLS_HANDSHAKE && b[1] == 3).then(|| {
+                    "this server speaks plaintext, and the client started TLS: connect without \
+                     --tls (or run rexecd with --tls)"
+                        .to_string()
+                })
+            }
+            Transport::Tls { checked: true, .. } => None,
+            Transport::Tls { checked, .. } => {
+                let mut first = [0u8; 1];
+                match self.stream.peek(&mut first) {
+                    Ok(1) if first[0] != TLS_HANDSHAKE => {
+                        // Answer in the client's language.
+                        self.transport = Transport::Plain;
+                        Some(
+                            "this server speaks TLS, and the client sent plaintext: connect with \
+                             --tls (first time: --accept-new, or --fingerprint SHA256:... as \
+                             printed by rexecd)"
+                                .to_string(),
+                        )
+                    }
+                    Ok(_) => {
+                        *checked = true;
+                        None
+                    }
+                    Err(_) => None, // nothing yet; read_input reports errors
+                }
+            }
         }
     }
 
@@ -230,10 +223,10 @@ impl Connection {
 
     /// Queues a connection-level error; the connection closes once it is sent.
     pub fn fail(&mut self, kind: ErrorKind, message: String) {
-        if self.state == State::Closing {
+        if !self.is_open() {
             return;
         }
-        if self.protocol == Protocol::Native {
+        if self.is_native() {
             self.queue(&ServerMsg::Error(ErrorMsg {
                 id: None,
                 kind,
@@ -246,7 +239,7 @@ impl Connection {
     /// Writes what is queued, as far as the socket takes it. A write error
     /// marks the connection dead.
     pub fn flush(&mut self) {
-        if self.dead {
+        if self.is_dead() {
             return;
         }
         let res = match &mut self.transport {
@@ -255,7 +248,7 @@ impl Connection {
         };
         if let Err(e) = res {
             log::debug!("{}: write failed: {e}", self.peer);
-            self.dead = true;
+            self.state = State::Dead;
         }
     }
 
@@ -291,68 +284,5 @@ fn flush_tls<W: Write>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A writer that takes at most `chunk` bytes per call and then blocks.
-    struct Trickle {
-        got: Vec<u8>,
-        chunk: usize,
-        calls_left: usize,
-    }
-
-    impl Write for Trickle {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            if self.calls_left == 0 {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            self.calls_left -= 1;
-            let n = b.len().min(self.chunk);
-            self.got.extend_from_slice(&b[..n]);
-            Ok(n)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn partial_writes_keep_order_and_resume() {
-        let mut q = OutQueue::default();
-        let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
-        q.tail().extend_from_slice(&data[..6000]);
-        let mut w = Trickle {
-            got: Vec::new(),
-            chunk: 1000,
-            calls_left: 4,
-        };
-        q.write_to(&mut w).expect("would-block is not an error");
-        assert_eq!(q.len(), 2000);
-        q.tail().extend_from_slice(&data[6000..]);
-        assert_eq!(q.len(), 6000);
-        w.calls_left = usize::MAX;
-        q.write_to(&mut w).expect("drains");
-        assert!(q.is_empty());
-        assert_eq!(w.got, data);
-    }
-
-    #[test]
-    fn write_errors_are_reported() {
-        struct Broken;
-        impl Write for Broken {
-            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-                Err(io::ErrorKind::BrokenPipe.into())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        let mut q = OutQueue::default();
-        q.tail().push(1);
-        assert!(q.write_to(&mut Broken).is_err());
     }
 }

@@ -20,8 +20,10 @@
 
 pub mod config;
 pub mod connection;
+pub mod out_queue;
 pub mod process;
 pub mod protocol;
+pub mod registry;
 pub mod server;
 pub mod timer;
 pub mod tls;

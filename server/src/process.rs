@@ -8,27 +8,35 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use mio::event::Source;
+use mio::unix::SourceFd;
 use mio::unix::pipe::{Receiver, Sender};
+use mio::{Interest, Registry, Token};
 use rexec_proto::{ErrorKind, Exec, ExecMode, ExitStatus};
 
-use crate::config::Config;
+use crate::out_queue::OutQueue;
+use crate::registry::ConnId;
+use crate::timer::{Timer, Timers};
 
 /// Why a command could not be started; becomes an `Error` for its id.
 #[derive(Debug)]
-pub struct SpawnError {
+pub struct CommandError {
     pub kind: ErrorKind,
     pub message: String,
 }
 
-impl SpawnError {
-    fn bad(message: impl Into<String>) -> Self {
-        SpawnError {
-            kind: ErrorKind::BadRequest,
+impl CommandError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        CommandError {
+            kind,
             message: message.into(),
         }
     }
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadRequest, message)
+    }
     fn os(what: &str, e: io::Error) -> Self {
-        SpawnError {
+        CommandError {
             kind: ErrorKind::Spawn,
             message: format!("{what}: {e}"),
         }
@@ -42,9 +50,25 @@ pub struct Spawned {
     pub stdout: Receiver,
     pub stderr: Receiver,
     pub stdin: Option<Sender>,
-    /// A pidfd that becomes readable when the child exits, where the kernel
-    /// has them (Linux 5.3+); otherwise the server sweeps with `try_wait`.
-    pub pidfd: Option<OwnedFd>,
+    /// Where the kernel has them (Linux 5.3+); otherwise the server sweeps
+    /// with `try_wait`.
+    pub pidfd: Option<Pidfd>,
+}
+
+/// A descriptor that becomes readable when the child exits.
+#[derive(Debug)]
+pub struct Pidfd(OwnedFd);
+
+impl Source for Pidfd {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        SourceFd(&self.0.as_raw_fd()).register(r, t, i)
+    }
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        SourceFd(&self.0.as_raw_fd()).reregister(r, t, i)
+    }
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        SourceFd(&self.0.as_raw_fd()).deregister(r)
+    }
 }
 
 /// The PATH commands run with.
@@ -76,11 +100,20 @@ pub fn resolve_program(name: &str) -> Option<PathBuf> {
     std::fs::canonicalize(found).ok()
 }
 
+/// What the server lets clients run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecPolicy {
+    /// Never run commands through a shell: split them and execute directly.
+    pub no_shell: bool,
+    /// With `no_shell`: only these programs may run (resolved, canonical paths).
+    pub allow: Option<Vec<PathBuf>>,
+}
+
 /// Builds the `Command` an `Exec` asks for, without running it, under the
 /// server's policy: a clean environment, and with `no_shell` no shell and
 /// optionally only allowed programs.
-pub fn command_for(exec: &Exec, cfg: &Config) -> Result<Command, SpawnError> {
-    let mode = if cfg.no_shell {
+pub fn command_for(exec: &Exec, policy: &ExecPolicy) -> Result<Command, CommandError> {
+    let mode = if policy.no_shell {
         ExecMode::Argv
     } else {
         exec.mode
@@ -93,19 +126,21 @@ pub fn command_for(exec: &Exec, cfg: &Config) -> Result<Command, SpawnError> {
         }
         ExecMode::Argv => {
             let words = shlex::split(&exec.command).ok_or_else(|| {
-                SpawnError::bad("cannot split the command: unbalanced quote or trailing backslash")
+                CommandError::bad(
+                    "cannot split the command: unbalanced quote or trailing backslash",
+                )
             })?;
             let Some((prog, args)) = words.split_first() else {
-                return Err(SpawnError::bad("empty command"));
+                return Err(CommandError::bad("empty command"));
             };
-            let mut c = match &cfg.allow {
+            let mut c = match &policy.allow {
                 Some(allowed) => {
                     let resolved = resolve_program(prog).filter(|r| allowed.contains(r));
                     let Some(path) = resolved else {
-                        return Err(SpawnError {
-                            kind: ErrorKind::Forbidden,
-                            message: format!("{prog:?} is not an allowed program on this server"),
-                        });
+                        return Err(CommandError::new(
+                            ErrorKind::Forbidden,
+                            format!("{prog:?} is not an allowed program on this server"),
+                        ));
                     };
                     // Run exactly what was checked, under the name it was given.
                     let mut c = Command::new(path);
@@ -124,12 +159,12 @@ pub fn command_for(exec: &Exec, cfg: &Config) -> Result<Command, SpawnError> {
         match std::fs::metadata(dir) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
-                return Err(SpawnError::os(
+                return Err(CommandError::os(
                     &format!("cwd {dir}"),
                     io::Error::from(io::ErrorKind::NotADirectory),
                 ));
             }
-            Err(e) => return Err(SpawnError::os(&format!("cwd {dir}"), e)),
+            Err(e) => return Err(CommandError::os(&format!("cwd {dir}"), e)),
         }
         cmd.current_dir(dir);
     }
@@ -143,7 +178,7 @@ pub fn command_for(exec: &Exec, cfg: &Config) -> Result<Command, SpawnError> {
     }
     for (k, v) in &exec.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return Err(SpawnError::bad(format!(
+            return Err(CommandError::bad(format!(
                 "invalid environment variable {k:?}"
             )));
         }
@@ -154,12 +189,12 @@ pub fn command_for(exec: &Exec, cfg: &Config) -> Result<Command, SpawnError> {
 
 /// Starts `cmd` in a new process group with piped stdout and stderr, and a
 /// piped stdin when `stdin` is true (otherwise `/dev/null`).
-pub fn spawn(mut cmd: Command, stdin: bool, program: &str) -> Result<Spawned, SpawnError> {
+pub fn spawn(mut cmd: Command, stdin: bool, program: &str) -> Result<Spawned, CommandError> {
     cmd.process_group(0)
         .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| SpawnError::os(program, e))?;
+    let mut child = cmd.spawn().map_err(|e| CommandError::os(program, e))?;
     let pipes = (|| -> io::Result<_> {
         let out = nonblocking_receiver(child.stdout.take())?;
         let err = nonblocking_receiver(child.stderr.take())?;
@@ -179,7 +214,7 @@ pub fn spawn(mut cmd: Command, stdin: bool, program: &str) -> Result<Spawned, Sp
             // Do not leave it running or unreaped.
             kill_group(child.id() as i32, libc::SIGKILL);
             let _ = child.wait();
-            return Err(SpawnError::os("setting up pipes", e));
+            return Err(CommandError::os("setting up pipes", e));
         }
     };
     let pidfd = pidfd_open(child.id());
@@ -203,7 +238,7 @@ where
     Ok(r)
 }
 
-fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+fn pidfd_open(pid: u32) -> Option<Pidfd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
     // or -1; it touches no memory of ours.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
@@ -211,12 +246,7 @@ fn pidfd_open(pid: u32) -> Option<OwnedFd> {
         return None;
     }
     // SAFETY: the kernel just gave us this descriptor and nobody else owns it.
-    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// The raw descriptor of a pidfd, for registering with mio.
-pub fn raw(fd: &OwnedFd) -> RawFd {
-    fd.as_raw_fd()
+    Some(Pidfd(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
 }
 
 /// Sends `sig` to every process in group `pgid`. Errors (the group is gone)
@@ -245,7 +275,7 @@ pub fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
 #[derive(Debug)]
 pub struct Proc {
     /// The connection it runs for; `None` once that connection went away.
-    pub conn: Option<u64>,
+    pub conn: Option<ConnId>,
     /// The client's id for it.
     pub id: u32,
     /// For the audit log.
@@ -253,14 +283,15 @@ pub struct Proc {
     pub peer: std::net::SocketAddr,
     pub child: Child,
     pub pgid: i32,
-    pub stdout: Option<(Receiver, mio::Token)>,
-    pub stderr: Option<(Receiver, mio::Token)>,
-    pub stdin: Option<(Sender, mio::Token)>,
+    /// Each pipe with its poll registration; `None` once closed.
+    pub stdout: Option<(Receiver, Token)>,
+    pub stderr: Option<(Receiver, Token)>,
+    pub stdin: Option<(Sender, Token)>,
     /// Bytes from the client not yet written to the child's stdin.
-    pub stdin_queue: crate::connection::OutQueue,
+    pub stdin_queue: OutQueue,
     /// The client closed stdin: close the pipe once the queue is written.
     pub stdin_eof: bool,
-    pub pidfd: Option<(OwnedFd, mio::Token)>,
+    pub pidfd: Option<(Pidfd, Token)>,
     /// Set once the child has been reaped.
     pub status: Option<ExitStatus>,
     pub started: std::time::Instant,
@@ -278,13 +309,13 @@ pub struct Proc {
 
 impl Proc {
     /// Sends SIGTERM to the whole process group and schedules SIGKILL.
-    pub fn stop(&mut self, timers: &mut crate::timer::Timers, grace: std::time::Duration) {
+    pub fn stop(&mut self, timers: &mut Timers, grace: std::time::Duration) {
         if self.stopping {
             return;
         }
         self.stopping = true;
         kill_group(self.pgid, libc::SIGTERM);
-        timers.after(grace, crate::timer::Timer::KillGroup(self.pgid));
+        timers.after(grace, Timer::KillGroup(self.pgid));
     }
 
     /// Both output pipes have been closed.
@@ -309,10 +340,9 @@ mod tests {
 
     #[test]
     fn allow_list_matches_the_resolved_program() {
-        let cfg = Config {
+        let cfg = ExecPolicy {
             no_shell: true,
             allow: Some(vec![resolve_program("echo").unwrap()]),
-            ..Config::default()
         };
         let exec = |c: &str| Exec {
             command: c.into(),

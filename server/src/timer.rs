@@ -8,23 +8,25 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
+use crate::registry::{ConnId, ProcId};
+
 /// What to do when a deadline passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Timer {
     /// A command's time limit.
-    ProcTimeout(u64),
+    ProcTimeout(ProcId),
     /// SIGKILL for a process group that was sent SIGTERM.
     KillGroup(i32),
     /// Stop waiting for the pipes of a command whose process exited.
-    PipeGrace(u64),
+    PipeGrace(ProcId),
     /// Check a connection for idleness.
-    ConnIdle(u64),
+    ConnIdle(ConnId),
     /// A connection must have completed its hello by now.
-    Handshake(u64),
+    Handshake(ConnId),
     /// Send a delayed hello (the peer's address failed to authenticate before).
-    SendHello(u64),
+    SendHello(ConnId),
     /// A connection that is closing after an error gets this long to flush.
-    ConnCloseDeadline(u64),
+    ConnCloseDeadline(ConnId),
     /// Try accepting again after running out of file descriptors.
     AcceptRetry,
     /// Look for exited children that have no pidfd.

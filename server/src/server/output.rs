@@ -1,0 +1,132 @@
+//! Child output: read from the pipes, framed onto the connection's queue,
+//! written to the socket in batches; pipes paused while the queue is over
+//! its limit (backpressure) and resumed when it drains.
+
+use std::io::{self, Read};
+
+use rexec_proto::{OutputStream, encode_output_frame};
+
+use super::Server;
+use crate::registry::{ConnId, ProcId};
+
+/// Queued output is written to the socket once it reaches this much (or
+/// when the pipe has nothing more for now).
+const FLUSH_BATCH: usize = 256 * 1024;
+
+impl Server {
+    /// Reads a child's pipe and forwards what it produced, until the pipe
+    /// would block, ends, or the connection's queue is over its limit.
+    pub(super) fn pump(&mut self, proc: ProcId, stream: OutputStream) {
+        let queue_limit = self.cfg.queue_limit;
+        let out_limit = self.cfg.output_limit();
+        loop {
+            let Some(p) = self.procs.get_mut(&proc) else {
+                return;
+            };
+            let Some(conn_id) = p.conn else {
+                return;
+            };
+            let Some(conn) = self.conns.get_mut(&conn_id) else {
+                return;
+            };
+            if conn.is_dead() {
+                return self.close_conn(conn_id);
+            }
+            if conn.out.len() >= FLUSH_BATCH {
+                conn.flush();
+            }
+            if conn.out.len() >= queue_limit {
+                // Backpressure: leave the bytes in the pipe (the child blocks
+                // when it fills) and come back when the socket drains.
+                if !conn.paused_pipes.contains(&(proc, stream)) {
+                    conn.paused_pipes.push((proc, stream));
+                }
+                return;
+            }
+            let pipe = match stream {
+                OutputStream::Stdout => p.stdout.as_mut(),
+                OutputStream::Stderr => p.stderr.as_mut(),
+            };
+            let Some((rx, _)) = pipe else {
+                return;
+            };
+            let n = match rx.read(&mut self.scratch) {
+                Ok(n) if n > 0 => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                end => {
+                    // Nothing more for now: send what was batched up.
+                    conn.flush();
+                    match end {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                        Err(e) => log::warn!("reading output of pid {}: {e}", p.pgid),
+                        _ => {}
+                    }
+                    self.close_pipe(proc, stream);
+                    return self.maybe_finish(proc);
+                }
+            };
+            let room = out_limit.map_or(u64::MAX, |l| l.saturating_sub(p.bytes_out));
+            let take = n.min(usize::try_from(room).unwrap_or(usize::MAX));
+            let data = &self.scratch[..take];
+            p.bytes_out += take as u64;
+            if conn.is_native() {
+                if take > 0 {
+                    // Flushed in batches (above, and when the pipe runs dry):
+                    // fewer, larger writes to the socket.
+                    encode_output_frame(stream, p.id, data, conn.out.tail());
+                }
+            } else {
+                match stream {
+                    OutputStream::Stdout => p.tutorial_out.extend_from_slice(data),
+                    OutputStream::Stderr => p.tutorial_err.extend_from_slice(data),
+                }
+            }
+            if take < n {
+                p.truncated = true;
+                log::info!(
+                    "{}: command {} truncated at {} bytes",
+                    p.peer,
+                    p.id,
+                    p.bytes_out
+                );
+                conn.flush(); // the last, cut chunk goes out now, not at the reap
+                p.stop(&mut self.timers, self.cfg.kill_grace);
+                self.close_output(proc);
+                self.maybe_finish(proc);
+                return self.check_close(conn_id);
+            }
+        }
+    }
+
+    /// Resumes pipes paused for backpressure once the queue is under its limit.
+    pub(super) fn resume_pipes(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.paused_pipes.is_empty() || conn.out.len() >= self.cfg.queue_limit {
+            return;
+        }
+        for (proc, stream) in std::mem::take(&mut conn.paused_pipes) {
+            self.pump(proc, stream);
+        }
+    }
+
+    pub(super) fn close_pipe(&mut self, proc: ProcId, stream: OutputStream) {
+        let Some(p) = self.procs.get_mut(&proc) else {
+            return;
+        };
+        let pipe = match stream {
+            OutputStream::Stdout => p.stdout.take(),
+            OutputStream::Stderr => p.stderr.take(),
+        };
+        if let Some((mut rx, t)) = pipe {
+            self.registry.remove(&mut rx, t);
+        }
+    }
+
+    /// Stops reading both of a command's output pipes.
+    pub(super) fn close_output(&mut self, proc: ProcId) {
+        self.close_pipe(proc, OutputStream::Stdout);
+        self.close_pipe(proc, OutputStream::Stderr);
+    }
+}

@@ -1,0 +1,151 @@
+//! Child exits: reap the process (pidfd event, SIGCHLD or a sweep), wait
+//! for its output to end, then report `Exited` and write the audit line.
+
+use std::time::Duration;
+
+use rexec_proto::{ExitStatus, Exited, ServerMsg};
+
+use super::Server;
+use super::command::REAP_SWEEP;
+use crate::connection::Wire;
+use crate::process::{self, Proc};
+use crate::registry::ProcId;
+use crate::timer::Timer;
+
+impl Server {
+    /// The pidfd says the child exited: reap it.
+    pub(super) fn reap(&mut self, proc: ProcId) {
+        let Some(p) = self.procs.get_mut(&proc) else {
+            return;
+        };
+        match p.child.try_wait() {
+            Ok(Some(st)) => p.status = Some(process::exit_status(st)),
+            Ok(None) => return,
+            Err(e) => {
+                log::error!("waiting for pid {}: {e}", p.pgid);
+                p.status = Some(ExitStatus::Code(-1));
+            }
+        }
+        if let Some((mut fd, t)) = p.pidfd.take() {
+            self.registry.remove(&mut fd, t);
+        }
+        self.maybe_finish(proc);
+    }
+
+    /// Reaps every child that exited (SIGCHLD, or no pidfd support).
+    pub(super) fn sweep_children(&mut self) {
+        let waiting: Vec<ProcId> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| p.status.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        for proc in waiting {
+            self.reap(proc);
+        }
+    }
+
+    /// The sweep timer, for children without a pidfd: sweep, and again
+    /// later while any such child runs.
+    pub(super) fn reap_sweep(&mut self) {
+        self.sweep_children();
+        if self
+            .procs
+            .values()
+            .any(|p| p.pidfd.is_none() && p.status.is_none())
+        {
+            self.timers.after(REAP_SWEEP, Timer::ReapSweep);
+        }
+    }
+
+    /// Finishes a command whose child was reaped, once its output ended (or
+    /// the pipe grace time ran out).
+    pub(super) fn maybe_finish(&mut self, proc: ProcId) {
+        let Some(p) = self.procs.get_mut(&proc) else {
+            return;
+        };
+        if p.status.is_none() {
+            return;
+        }
+        if !p.output_done() {
+            // A grandchild may hold the pipes open forever.
+            if !p.grace_armed {
+                p.grace_armed = true;
+                self.timers
+                    .after(self.cfg.pipe_grace, Timer::PipeGrace(proc));
+            }
+            return;
+        }
+        self.finish(proc);
+    }
+
+    /// The pipe grace time passed: what a grandchild still writes is lost.
+    pub(super) fn stop_waiting_for_pipes(&mut self, proc: ProcId) {
+        self.close_output(proc);
+        self.maybe_finish(proc);
+    }
+
+    fn finish(&mut self, proc: ProcId) {
+        self.close_stdin(proc);
+        let Some(mut p) = self.procs.remove(&proc) else {
+            return;
+        };
+        if let Some((mut fd, t)) = p.pidfd.take() {
+            self.registry.remove(&mut fd, t);
+        }
+        let status = p.status.unwrap_or(ExitStatus::Code(-1));
+        let duration = p.started.elapsed();
+        audit(&p, status, duration);
+        let Some(conn_id) = p.conn else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        conn.commands.remove(&p.id);
+        conn.paused_pipes.retain(|(k, _)| *k != proc);
+        match conn.wire {
+            Wire::Native(_) => conn.queue(&ServerMsg::Exited(Exited {
+                id: p.id,
+                status,
+                timed_out: p.timed_out,
+                truncated: p.truncated,
+                duration_ms: duration.as_millis().try_into().unwrap_or(u64::MAX),
+                bytes_out: p.bytes_out,
+            })),
+            Wire::Seed | Wire::Raw => {
+                super::tutorial::reply(conn, &p.tutorial_out, &p.tutorial_err)
+            }
+        }
+        conn.flush();
+        if conn.commands.is_empty() {
+            conn.out.shrink();
+        }
+        if !conn.is_native() {
+            // The tutorial server reads its next command only now.
+            self.tutorial_input(conn_id);
+        }
+        self.check_close(conn_id);
+    }
+}
+
+/// The audit line: who ran what, how it ended, how long, how much output.
+fn audit(p: &Proc, status: ExitStatus, duration: Duration) {
+    let flags = match (p.timed_out, p.truncated, p.conn.is_none()) {
+        (true, _, _) => ", timed out",
+        (_, true, _) => ", truncated",
+        (_, _, true) => ", client gone",
+        _ => "",
+    };
+    log::info!(
+        "{} ran {:?}: {} in {} ms, {} bytes out{flags}",
+        p.peer,
+        p.command,
+        match status {
+            ExitStatus::Code(c) => format!("exit {c}"),
+            ExitStatus::Signal(s) => format!("signal {s}"),
+        },
+        duration.as_millis(),
+        p.bytes_out,
+    );
+}

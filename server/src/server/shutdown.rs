@@ -1,0 +1,66 @@
+//! Shutdown (SIGINT, SIGTERM or `ServerHandle::shutdown`): stop accepting,
+//! stop every command, tell the clients, flush, and return from `run`.
+
+use std::time::Duration;
+
+use rexec_proto::ErrorKind;
+
+use super::Server;
+use crate::process;
+use crate::registry::ConnId;
+use crate::timer::Timer;
+
+/// How long shutdown waits for queued output to be flushed.
+const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
+
+impl Server {
+    pub(super) fn begin_shutdown(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.registry.mio().deregister(&mut l);
+        }
+        for p in self.procs.values_mut() {
+            p.stop(&mut self.timers, self.cfg.kill_grace);
+        }
+        self.timers.after(
+            self.cfg.kill_grace + SHUTDOWN_FLUSH,
+            Timer::ShutdownDeadline,
+        );
+    }
+
+    /// During shutdown: once every command has finished, tell the clients and
+    /// close their connections when their output is flushed.
+    pub(super) fn shutdown_done(&mut self) -> bool {
+        if self.shutdown_deadline.is_some() {
+            if !self.procs.is_empty() || !self.conns.is_empty() {
+                log::warn!(
+                    "shutdown deadline passed with {} commands and {} connections left",
+                    self.procs.len(),
+                    self.conns.len()
+                );
+                for p in self.procs.values() {
+                    process::kill_group(p.pgid, libc::SIGKILL);
+                }
+                for p in self.procs.values_mut() {
+                    let _ = p.child.wait(); // SIGKILLed: returns at once
+                }
+            }
+            return true;
+        }
+        if !self.procs.is_empty() {
+            return false;
+        }
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.fail(ErrorKind::Shutdown, "server is shutting down".into());
+                conn.flush();
+            }
+            self.check_close(id);
+        }
+        self.conns.is_empty()
+    }
+}
