@@ -3,6 +3,16 @@
 /// rexecd's default port.
 pub const DEFAULT_PORT: u16 = 7070;
 
+/// The `host:port` key that names a server in the known-hosts file and in
+/// messages; IPv6 addresses in brackets (`[::1]:7070`).
+pub fn hostport(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// Splits a host spec into host and port (default 7070). IPv6 addresses with
 /// a port are written in brackets, as in URLs.
 pub fn parse_host(spec: &str) -> Result<(String, u16), String> {

@@ -8,10 +8,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rexec_proto::{ClientMsg, Exec, ServerEvent, ServerMsg};
+use clap::ValueEnum;
+use rexec_proto::{
+    ClientMsg, Exec, HEADER_LEN, MAX_FRAME_LIMIT, ServerEvent, ServerMsg, parse_frame,
+};
 use rexec_server::{Config, Protocol, Server, ServerHandle};
 
-use crate::cli::DemoPart;
 use crate::error::ClientError;
 use crate::run::{self, Sinks};
 use crate::session::{ConnectOptions, Session};
@@ -24,6 +26,13 @@ const BIG: &str = "seq 1 10000";
 const SMALL: &str = "echo hello";
 const FIRST: &str = "echo one";
 const SECOND: &str = "echo two";
+
+/// A part of the demo that can be run alone (`rexec demo PART`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoPart {
+    /// The tutorials' sticky-packet cases, then the same over rexec's frames.
+    Sticky,
+}
 
 /// A rexecd running on a thread of this process, on a free loopback port.
 #[derive(Debug)]
@@ -100,10 +109,6 @@ pub fn main(part: Option<DemoPart>, connect: Option<&str>) -> i32 {
     }
 }
 
-fn io_err(e: io::Error) -> ClientError {
-    ClientError::Io(e)
-}
-
 /// Shows a byte string on one line: escaped, and cut in the middle if long.
 pub fn show(bytes: &[u8], room: usize) -> String {
     let esc = |b: &[u8]| b.escape_ascii().to_string();
@@ -131,8 +136,8 @@ fn expected_big() -> Vec<u8> {
 
 /// Part 1: a few commands end to end against an embedded server.
 fn basics(out: &mut impl Write) -> Result<bool, ClientError> {
-    let server = Embedded::start(Protocol::Native).map_err(io_err)?;
-    let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}").map_err(io_err);
+    let server = Embedded::start(Protocol::Native)?;
+    let w = |out: &mut dyn Write, s: String| writeln!(out, "{s}");
     w(
         out,
         format!(
@@ -229,11 +234,11 @@ pub fn sticky(out: &mut impl Write, connect: Option<&str>) -> Result<StickyRepor
                     .ok_or_else(|| ClientError::Resolve(a.to_string()))
             })?,
         None => {
-            embedded = Embedded::start(Protocol::Raw).map_err(io_err)?;
+            embedded = Embedded::start(Protocol::Raw)?;
             embedded.addr
         }
     };
-    let mut p = |s: String| writeln!(out, "{s}").map_err(io_err);
+    let mut p = |s: String| writeln!(out, "{s}");
     p("== Sticky packets: TCP is a byte stream, not a message stream ==".into())?;
     p(format!(
         "Server speaking the tutorials' raw protocol (no header): {raw_addr}"
@@ -242,21 +247,21 @@ pub fn sticky(out: &mut impl Write, connect: Option<&str>) -> Result<StickyRepor
 
     // Case 1: the receiver reads a fixed 1024 bytes.
     let big = expected_big();
-    let mut s = TcpStream::connect(raw_addr).map_err(io_err)?;
-    s.set_nodelay(true).map_err(io_err)?;
+    let mut s = TcpStream::connect(raw_addr)?;
+    s.set_nodelay(true)?;
     p("1. Receiver side: the client reads each reply with one recv(1024).".into())?;
-    s.write_all(BIG.as_bytes()).map_err(io_err)?;
-    wait_for_bytes(&s, big.len()).map_err(io_err)?;
-    let got1 = recv_once(&mut s).map_err(io_err)?;
+    s.write_all(BIG.as_bytes())?;
+    wait_for_bytes(&s, big.len())?;
+    let got1 = recv_once(&mut s)?;
     p(format!(
         "   send {BIG:?}: expected {} bytes, received {}",
         big.len(),
         got1.len()
     ))?;
     p(format!("     arrived: {}", show(&got1, 60)))?;
-    s.write_all(SMALL.as_bytes()).map_err(io_err)?;
-    wait_for_bytes(&s, big.len() - got1.len() + 6).map_err(io_err)?;
-    let got2 = recv_once(&mut s).map_err(io_err)?;
+    s.write_all(SMALL.as_bytes())?;
+    wait_for_bytes(&s, big.len() - got1.len() + 6)?;
+    let got2 = recv_once(&mut s)?;
     p(format!(
         "   send {SMALL:?}: expected 6 bytes \"hello\\n\", received {}",
         got2.len()
@@ -278,17 +283,17 @@ pub fn sticky(out: &mut impl Write, connect: Option<&str>) -> Result<StickyRepor
 
     // Case 2: the sender sends two small commands back to back.
     p("2. Sender side: two commands sent back to back, with two send() calls.".into())?;
-    let mut s = TcpStream::connect(raw_addr).map_err(io_err)?;
-    s.set_nodelay(true).map_err(io_err)?;
+    let mut s = TcpStream::connect(raw_addr)?;
+    s.set_nodelay(true)?;
     // Keep the server busy (it reads the next command only when this one is
     // done) so that both sends are waiting in its socket when it next reads.
-    s.write_all(b"sleep 1").map_err(io_err)?;
+    s.write_all(b"sleep 1")?;
     std::thread::sleep(Duration::from_millis(300));
-    s.write_all(FIRST.as_bytes()).map_err(io_err)?;
-    s.write_all(SECOND.as_bytes()).map_err(io_err)?;
+    s.write_all(FIRST.as_bytes())?;
+    s.write_all(SECOND.as_bytes())?;
     let merged_out = b"oneecho two\n";
-    wait_for_bytes(&s, merged_out.len()).map_err(io_err)?;
-    let got = recv_once(&mut s).map_err(io_err)?;
+    wait_for_bytes(&s, merged_out.len())?;
+    let got = recv_once(&mut s)?;
     p(format!(
         "   send {FIRST:?}, send {SECOND:?}: expected \"one\\n\" and \"two\\n\""
     ))?;
@@ -305,7 +310,7 @@ pub fn sticky(out: &mut impl Write, connect: Option<&str>) -> Result<StickyRepor
 
     // The fix: frames.
     p("3. The same commands over rexec's frames: [4-byte big-endian length][message].".into())?;
-    let native = Embedded::start(Protocol::Native).map_err(io_err)?;
+    let native = Embedded::start(Protocol::Native)?;
     let mut session = Session::connect_addr(native.addr, &ConnectOptions::default())?;
     let cmds = [BIG, SMALL, FIRST, SECOND];
     let msgs: Vec<ClientMsg> = cmds
@@ -319,13 +324,12 @@ pub fn sticky(out: &mut impl Write, connect: Option<&str>) -> Result<StickyRepor
             })
         })
         .collect();
-    let wire = session.writer().send_glued(&msgs).map_err(io_err)?;
+    let wire = session.writer().send_glued(&msgs)?;
     let mut headers = Vec::new();
-    let mut at = 0;
-    while at + 4 <= wire.len() {
-        headers.push(header_hex(&wire[at..at + 4]));
-        let len = u32::from_be_bytes([wire[at], wire[at + 1], wire[at + 2], wire[at + 3]]) as usize;
-        at += 4 + len;
+    let mut rest = wire.as_slice();
+    while let Ok(Some((_, used))) = parse_frame(rest, MAX_FRAME_LIMIT) {
+        headers.push(header_hex(&rest[..HEADER_LEN]));
+        rest = &rest[used..];
     }
     p(format!(
         "   {} Exec frames sent in ONE write of {} bytes; headers:",

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use rexec_proto::ExecMode;
 
-use crate::cli::{RunArgs, print_json, report};
+use crate::cli::RunArgs;
 use crate::error::ClientError;
 use crate::run::{self, EXIT_CONNECTION, Sinks};
 use crate::session::Session;
@@ -14,11 +14,7 @@ use crate::session::Session;
 /// Where the prompt's history is kept: `$XDG_DATA_HOME/rexec/history`, or
 /// `~/.local/share/rexec/history`.
 pub fn history_path() -> Option<PathBuf> {
-    let base = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME")?).join(".local/share"),
-    };
-    Some(base.join("rexec").join("history"))
+    Some(dirs::data_dir()?.join("rexec").join("history"))
 }
 
 pub fn main(host: &str, args: &RunArgs) -> i32 {
@@ -62,9 +58,9 @@ fn run_line(
         None,
     )?;
     if args.json {
-        print_json(line, &outcome, &sinks);
+        outcome.print_json(line, &sinks);
     }
-    report(&outcome);
+    outcome.report();
     Ok(outcome.exit_code())
 }
 

@@ -12,10 +12,13 @@
 //! ```
 
 pub mod addr;
+pub mod app;
 pub mod cli;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
 pub mod interactive;
+pub mod options;
 pub mod run;
 pub mod session;
 pub mod tls;

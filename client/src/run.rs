@@ -120,6 +120,51 @@ impl Outcome {
             ExitStatus::Code(_) => None,
         }
     }
+
+    /// Prints the `--json` object for this command on stdout.
+    pub fn print_json(&self, command: &str, sinks: &Sinks) {
+        let (stdout, stderr) = match sinks {
+            Sinks::Capture { stdout, stderr } => (
+                String::from_utf8_lossy(stdout).into_owned(),
+                String::from_utf8_lossy(stderr).into_owned(),
+            ),
+            Sinks::Terminal { .. } => (String::new(), String::new()),
+        };
+        let x = self.exited.as_ref();
+        let obj = serde_json::json!({
+            "command": command,
+            "exit_code": x.and_then(|x| match x.status {
+                ExitStatus::Code(c) => Some(c),
+                ExitStatus::Signal(_) => None,
+            }),
+            "signal": self.signal(),
+            "timed_out": x.is_some_and(|x| x.timed_out),
+            "truncated": x.is_some_and(|x| x.truncated),
+            "stdout": stdout,
+            "stderr": stderr,
+            "duration_ms": x.map_or(self.duration.as_millis() as u64, |x| x.duration_ms),
+            "error": self.error.as_ref().map(|e| e.message.clone()),
+        });
+        println!("{obj}");
+    }
+
+    /// Explains on stderr what the exit status alone would not.
+    pub fn report(&self) {
+        if let Some(e) = &self.error {
+            eprintln!("rexec: {}: {}", e.kind, e.message);
+        }
+        if let Some(x) = &self.exited {
+            if x.timed_out {
+                eprintln!("rexec: the command timed out and was killed");
+            }
+            if x.truncated {
+                eprintln!(
+                    "rexec: output cut at {} bytes by the server's limit; the command was killed",
+                    x.bytes_out
+                );
+            }
+        }
+    }
 }
 
 /// The command Ctrl-C should cancel, if one is running.

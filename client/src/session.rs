@@ -13,7 +13,7 @@ use rexec_proto::{
 use rexec_proto::auth::Token;
 use rexec_proto::{ErrorKind, ErrorMsg};
 
-use crate::addr::parse_host;
+use crate::addr::{hostport, parse_host};
 use crate::error::ClientError;
 use crate::tls::TlsOptions;
 use crate::trace;
@@ -119,11 +119,7 @@ impl Session {
             .map_err(|e| ClientError::Resolve(format!("{host}: {e}")))?
             .collect();
         let mut last = ClientError::Resolve(format!("{host}: no addresses"));
-        let hostport = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
+        let hostport = hostport(&host, port);
         for addr in addrs {
             match Self::connect_named(addr, &host, &hostport, opts) {
                 Ok(s) => return Ok(s),

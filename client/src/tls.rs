@@ -23,11 +23,6 @@ use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureSch
 
 use crate::error::ClientError;
 
-/// The environment variable that turns TLS on (`REXEC_TLS=1`).
-pub const TLS_ENV: &str = "REXEC_TLS";
-/// The environment variable naming the known-hosts file.
-pub const KNOWN_HOSTS_ENV: &str = "REXEC_KNOWN_HOSTS";
-
 /// Whom to trust.
 #[derive(Debug, Clone)]
 pub enum Trust {
@@ -46,17 +41,10 @@ pub struct TlsOptions {
     pub known_hosts: PathBuf,
 }
 
-/// `$REXEC_KNOWN_HOSTS`, else `$XDG_CONFIG_HOME/rexec/known_hosts`, else
-/// `~/.config/rexec/known_hosts`.
+/// `$XDG_CONFIG_HOME/rexec/known_hosts`, or `~/.config/rexec/known_hosts`
+/// (`--known-hosts` and `REXEC_KNOWN_HOSTS` override it).
 pub fn default_known_hosts() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os(KNOWN_HOSTS_ENV).filter(|v| !v.is_empty()) {
-        return Some(PathBuf::from(p));
-    }
-    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME")?).join(".config"),
-    };
-    Some(base.join("rexec").join("known_hosts"))
+    Some(dirs::config_dir()?.join("rexec").join("known_hosts"))
 }
 
 /// The recorded fingerprint for `hostport` and its line number (from 1).

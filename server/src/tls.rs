@@ -26,10 +26,7 @@ pub struct TlsSetup {
 /// The default state directory: `$XDG_STATE_HOME/rexec`, or
 /// `~/.local/state/rexec`.
 pub fn default_state_dir() -> Option<PathBuf> {
-    match std::env::var_os("XDG_STATE_HOME").filter(|v| !v.is_empty()) {
-        Some(d) => Some(PathBuf::from(d).join("rexec")),
-        None => Some(PathBuf::from(std::env::var_os("HOME")?).join(".local/state/rexec")),
-    }
+    Some(dirs::state_dir()?.join("rexec"))
 }
 
 /// Loads `cert` and `key` (PEM).

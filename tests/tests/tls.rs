@@ -355,3 +355,45 @@ fn non_loopback_plaintext_needs_insecure_even_with_a_token() {
         r.stderr
     );
 }
+
+#[test]
+fn rexec_tls_in_the_environment_turns_tls_on_and_off() {
+    let dir = TempDir::new("env");
+    let plain = Daemon::start(&[]);
+    let kh = dir.path("kh");
+    // On: the client starts TLS, which the plaintext server names.
+    for on in ["1", "yes", "true"] {
+        let r = run(client(&kh)
+            .env("REXEC_TLS", on)
+            .arg(plain.host())
+            .arg("true"));
+        assert_eq!(r.code, Some(255), "REXEC_TLS={on}");
+        assert!(
+            r.stderr.contains("started TLS"),
+            "REXEC_TLS={on}: {}",
+            r.stderr
+        );
+    }
+    for off in ["0", "no", "false"] {
+        let r = run(client(&kh)
+            .env("REXEC_TLS", off)
+            .arg(plain.host())
+            .args(["echo", "plain"]));
+        assert_eq!(
+            (r.code, r.out()),
+            (Some(0), "plain\n".into()),
+            "REXEC_TLS={off}: {}",
+            r.stderr
+        );
+    }
+    let r = run(client(&kh)
+        .env("REXEC_TLS", "maybe")
+        .arg(plain.host())
+        .arg("true"));
+    assert_eq!(
+        r.code,
+        Some(2),
+        "a value that is not yes or no is a usage error"
+    );
+    assert!(r.stderr.contains("--tls"), "{}", r.stderr);
+}

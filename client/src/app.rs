@@ -1,0 +1,85 @@
+//! The `rexec` program: parse the command line, then run the demo, one
+//! command, or the interactive prompt. Returns the process exit code.
+
+use std::io::{self, IsTerminal, Read};
+
+use clap::Parser;
+
+use crate::cli::{Cli, RunArgs};
+use crate::interactive;
+use crate::options::command_from_words;
+use crate::run::{self, EXIT_CONNECTION, Sinks};
+use crate::session::Session;
+
+/// The whole program; returns the process exit code.
+pub fn main_entry() -> i32 {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    match cli.sub {
+        #[cfg(feature = "demo")]
+        Some(crate::cli::Sub::Demo(d)) => crate::demo::main(d.part, d.connect.as_deref()),
+        None => one_shot_or_interactive(cli.run),
+    }
+}
+
+fn one_shot_or_interactive(args: RunArgs) -> i32 {
+    let Some(host) = args.host.clone() else {
+        eprintln!("rexec: missing HOST[:PORT]; see rexec --help, or try rexec demo");
+        return 2;
+    };
+    if let Err(e) = run::install_ctrl_c() {
+        eprintln!("rexec: cannot handle Ctrl-C: {e}");
+    }
+    if args.command.is_empty() {
+        return interactive::main(&host, &args);
+    }
+    let (command, mode) = match command_from_words(&args.command) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rexec: {e}");
+            return 2;
+        }
+    };
+    let forward = args.force_stdin || (!args.no_stdin && !io::stdin().is_terminal());
+    let mut session = match args
+        .connect_options(&host)
+        .and_then(|o| Session::connect(&host, &o))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rexec: {e}");
+            return EXIT_CONNECTION;
+        }
+    };
+    let mut sinks = if args.json {
+        Sinks::capture()
+    } else {
+        match Sinks::terminal() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("rexec: cannot use stdout/stderr: {e}");
+                return EXIT_CONNECTION;
+            }
+        }
+    };
+    let stdin: Option<Box<dyn Read + Send>> =
+        forward.then(|| Box::new(io::stdin()) as Box<dyn Read + Send>);
+    match run::run(
+        &mut session,
+        args.exec(1, command.clone(), mode),
+        &mut sinks,
+        stdin,
+    ) {
+        Ok(outcome) => {
+            if args.json {
+                outcome.print_json(&command, &sinks);
+            }
+            outcome.report();
+            outcome.exit_code()
+        }
+        Err(e) => {
+            eprintln!("rexec: {e}");
+            EXIT_CONNECTION
+        }
+    }
+}
