@@ -286,3 +286,97 @@ pub fn run_for(cmd: &mut Command, limit: Duration) -> Ran {
 pub fn run(cmd: &mut Command) -> Ran {
     run_for(cmd, Duration::from_secs(30))
 }
+
+/// Speaking the protocol by hand over a raw socket, for tests that must
+/// send what a well-behaved client never would.
+pub mod wire {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use rexec_proto::{
+        ClientHello, ClientMsg, FrameDecoder, PROTOCOL_VERSION, ServerMsg, encode_frame,
+    };
+
+    /// One frame's bytes.
+    pub fn frame(msg: &ClientMsg) -> Vec<u8> {
+        let mut w = Vec::new();
+        encode_frame(msg, &mut w);
+        w
+    }
+
+    /// A client hello for the current protocol version.
+    pub fn hello() -> ClientMsg {
+        ClientMsg::Hello(ClientHello {
+            protocol: PROTOCOL_VERSION,
+            software: "test".into(),
+        })
+    }
+
+    /// Writes one frame.
+    pub fn send(sock: &mut TcpStream, msg: &ClientMsg) {
+        sock.write_all(&frame(msg)).expect("send a frame");
+    }
+
+    /// Reads frames until `pred` matches one (10 s limit); returns all read.
+    pub fn read_until(
+        sock: &mut TcpStream,
+        dec: &mut FrameDecoder,
+        mut pred: impl FnMut(&ServerMsg) -> bool,
+    ) -> Vec<ServerMsg> {
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("set a read timeout");
+        let mut seen = Vec::new();
+        loop {
+            while let Some(m) = dec.next_message::<ServerMsg>().expect("valid frames") {
+                let done = pred(&m);
+                seen.push(m);
+                if done {
+                    return seen;
+                }
+            }
+            let n = dec.read_from(sock).expect("read (timed out?)");
+            assert!(
+                n > 0,
+                "server closed before the expected frame; got {seen:?}"
+            );
+        }
+    }
+
+    /// Reads messages until the server closes the connection (a reset counts
+    /// as closing); panics if it does neither within `limit`.
+    pub fn read_to_close(sock: &mut TcpStream, limit: Duration) -> Vec<ServerMsg> {
+        sock.set_read_timeout(Some(limit))
+            .expect("set a read timeout");
+        let mut dec = FrameDecoder::new();
+        let mut out = Vec::new();
+        loop {
+            match dec.read_from(sock) {
+                Ok(0) => return out,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+                Err(e) => panic!("server neither answered nor closed: {e}; got {out:?}"),
+            }
+            while let Some(m) = dec.next_message::<ServerMsg>().expect("valid frames") {
+                out.push(m);
+            }
+        }
+    }
+
+    /// Sends the client's hello and returns the server's (20 s limit).
+    pub fn first_hello(sock: &mut TcpStream) -> rexec_proto::ServerHello {
+        send(sock, &hello());
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("set a read timeout");
+        let mut dec = FrameDecoder::new();
+        loop {
+            assert!(
+                dec.read_from(sock).expect("read the hello") > 0,
+                "closed before hello"
+            );
+            if let Some(ServerMsg::Hello(h)) = dec.next_message().expect("valid frames") {
+                return h;
+            }
+        }
+    }
+}

@@ -11,40 +11,19 @@ use std::time::Duration;
 use rexec_client::run::{Sinks, run as run_cmd};
 use rexec_client::{ConnectOptions, Session};
 use rexec_proto::*;
+use rexec_tests::wire::{frame, hello, read_to_close};
 use rexec_tests::*;
 
-fn frame(msg: &ClientMsg) -> Vec<u8> {
-    let mut w = Vec::new();
-    encode_frame(msg, &mut w);
-    w
-}
-
-fn hello() -> Vec<u8> {
-    frame(&ClientMsg::Hello(ClientHello {
-        protocol: PROTOCOL_VERSION,
-        software: "t".into(),
-    }))
+/// The client hello's bytes.
+fn hello_bytes() -> Vec<u8> {
+    frame(&hello())
 }
 
 /// Sends `bytes` after the server's hello, then reads until close.
 fn exchange(d: &Daemon, bytes: &[u8]) -> Vec<ServerMsg> {
     let mut sock = TcpStream::connect(d.addr).unwrap();
     sock.write_all(bytes).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(15)))
-        .unwrap();
-    let mut dec = FrameDecoder::new();
-    let mut out = Vec::new();
-    loop {
-        match dec.read_from(&mut sock) {
-            Ok(0) => return out,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
-            Err(e) => panic!("server neither answered nor closed: {e}; got {out:?}"),
-        }
-        while let Ok(Some(m)) = dec.next_message::<ServerMsg>() {
-            out.push(m);
-        }
-    }
+    read_to_close(&mut sock, Duration::from_secs(15))
 }
 
 fn last_error(msgs: &[ServerMsg]) -> ErrorMsg {
@@ -105,8 +84,8 @@ fn bad_frames_get_a_clear_error() {
         .collect();
     assert_eq!(last_error(&exchange(&d, &junk)).id, None);
     // A message not allowed in this state: a second hello.
-    let mut two = hello();
-    two.extend(hello());
+    let mut two = hello_bytes();
+    two.extend(hello_bytes());
     let e = last_error(&exchange(&d, &two));
     assert!(e.message.contains("twice"), "{}", e.message);
     still_serving(&mut d);
@@ -116,7 +95,7 @@ fn bad_frames_get_a_clear_error() {
 fn huge_requests_are_refused() {
     let mut d = Daemon::start(&[]);
     // A command string over the frame limit.
-    let mut w = hello();
+    let mut w = hello_bytes();
     w.extend(frame(&ClientMsg::Exec(Exec {
         id: 1,
         command: "x".repeat(2 << 20),
@@ -160,7 +139,7 @@ fn huge_requests_are_refused() {
 fn slowloris_frames_are_closed_at_the_idle_timeout() {
     let mut d = Daemon::start(&["--idle-timeout", "1"]);
     // A header that promises 1000 bytes; 10 come.
-    let mut w = hello();
+    let mut w = hello_bytes();
     w.extend_from_slice(&[0, 0, 3, 232]);
     w.extend_from_slice(&[0; 10]);
     let e = last_error(&exchange(&d, &w));
@@ -194,21 +173,24 @@ fn disconnects_in_every_phase_leave_nothing_behind() {
     };
     let phases: Vec<(&str, Vec<u8>)> = vec![
         ("before hello", vec![]),
-        ("mid hello", hello()[..3].to_vec()),
-        ("after hello", hello()),
+        ("mid hello", hello_bytes()[..3].to_vec()),
+        ("after hello", hello_bytes()),
         (
             "mid exec",
-            [hello(), exec(1, "sleep 100", false)[..7].to_vec()].concat(),
+            [hello_bytes(), exec(1, "sleep 100", false)[..7].to_vec()].concat(),
         ),
         (
             "right after exec",
-            [hello(), exec(1, "sleep 100", false)].concat(),
+            [hello_bytes(), exec(1, "sleep 100", false)].concat(),
         ),
-        ("mid output", [hello(), exec(1, "yes", false)].concat()),
+        (
+            "mid output",
+            [hello_bytes(), exec(1, "yes", false)].concat(),
+        ),
         (
             "stdin open",
             [
-                hello(),
+                hello_bytes(),
                 exec(1, "cat", true),
                 frame(&ClientMsg::Stdin {
                     id: 1,
@@ -220,7 +202,7 @@ fn disconnects_in_every_phase_leave_nothing_behind() {
         (
             "several commands",
             [
-                hello(),
+                hello_bytes(),
                 exec(1, "sleep 100", false),
                 exec(2, "yes", false),
                 exec(3, "sleep 100 & sleep 100", false),

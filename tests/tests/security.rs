@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use rexec_client::{ClientError, ConnectOptions, Session};
 use rexec_proto::auth::Token;
 use rexec_proto::*;
+use rexec_tests::wire::{first_hello, frame, read_to_close};
 use rexec_tests::*;
 
 /// A private temporary directory, removed on drop.
@@ -40,50 +41,6 @@ fn opts(token: Option<&str>) -> ConnectOptions {
     ConnectOptions {
         token: token.map(|t| Token::new(t).unwrap()),
         ..Default::default()
-    }
-}
-
-fn frame(msg: &ClientMsg) -> Vec<u8> {
-    let mut w = Vec::new();
-    encode_frame(msg, &mut w);
-    w
-}
-
-/// Reads server messages until the connection closes (10 s limit).
-fn read_all(sock: &mut TcpStream) -> Vec<ServerMsg> {
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut dec = FrameDecoder::new();
-    let mut out = Vec::new();
-    loop {
-        match dec.read_from(sock) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-            Err(e) => panic!("read: {e} after {out:?}"),
-        }
-        while let Some(m) = dec.next_message::<ServerMsg>().expect("frames") {
-            out.push(m);
-        }
-    }
-    out
-}
-
-/// Sends the client's hello and returns the server's.
-fn first_hello(sock: &mut TcpStream) -> ServerHello {
-    sock.write_all(&frame(&ClientMsg::Hello(ClientHello {
-        protocol: PROTOCOL_VERSION,
-        software: "t".into(),
-    })))
-    .unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut dec = FrameDecoder::new();
-    loop {
-        assert!(dec.read_from(sock).unwrap() > 0, "closed before hello");
-        if let Some(ServerMsg::Hello(h)) = dec.next_message().unwrap() {
-            return h;
-        }
     }
 }
 
@@ -146,7 +103,7 @@ fn nothing_runs_before_authentication_and_answers_do_not_replay() {
         ..Exec::default()
     });
     sock.write_all(&frame(&exec)).unwrap();
-    let msgs = read_all(&mut sock);
+    let msgs = read_to_close(&mut sock, Duration::from_secs(10));
     assert!(
         matches!(
             msgs.last(),
@@ -170,7 +127,7 @@ fn nothing_runs_before_authentication_and_answers_do_not_replay() {
     let mut w = frame(&ClientMsg::Auth { answer: answer_a });
     w.extend(frame(&exec));
     b.write_all(&w).unwrap();
-    let msgs = read_all(&mut b);
+    let msgs = read_to_close(&mut b, Duration::from_secs(10));
     assert!(
         matches!(
             msgs.last(),
@@ -190,7 +147,7 @@ fn silent_connections_are_closed_after_the_handshake_timeout() {
     let d = Daemon::start(&["--handshake-timeout", "1"]);
     let mut sock = TcpStream::connect(d.addr).unwrap();
     let t = Instant::now();
-    let msgs = read_all(&mut sock);
+    let msgs = read_to_close(&mut sock, Duration::from_secs(10));
     assert!(t.elapsed() >= Duration::from_millis(900));
     assert!(
         matches!(
@@ -205,7 +162,7 @@ fn silent_connections_are_closed_after_the_handshake_timeout() {
     // Half a header, then silence: the same.
     let mut sock = TcpStream::connect(d.addr).unwrap();
     sock.write_all(&[0, 0]).unwrap();
-    let msgs = read_all(&mut sock);
+    let msgs = read_to_close(&mut sock, Duration::from_secs(10));
     assert!(matches!(msgs.last(), Some(ServerMsg::Error(_))), "{msgs:?}");
 }
 

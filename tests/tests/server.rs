@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use rexec_client::run::{Outcome, Sinks, run as run_cmd};
 use rexec_client::{ConnectOptions, Session};
 use rexec_proto::*;
+use rexec_tests::wire::{hello, read_until, send};
 use rexec_tests::*;
 
 fn connect(d: &Daemon) -> Session {
@@ -32,31 +33,6 @@ fn sh(s: &mut Session, id: u32, cmd: &str) -> (Outcome, Vec<u8>, Vec<u8>) {
             ..Exec::default()
         },
     )
-}
-
-/// Reads frames from a raw socket until `pred` matches one (10 s limit).
-fn read_until(
-    sock: &mut TcpStream,
-    dec: &mut FrameDecoder,
-    mut pred: impl FnMut(&ServerMsg) -> bool,
-) -> Vec<ServerMsg> {
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut seen = Vec::new();
-    loop {
-        while let Some(m) = dec.next_message::<ServerMsg>().expect("valid frames") {
-            let done = pred(&m);
-            seen.push(m);
-            if done {
-                return seen;
-            }
-        }
-        let n = dec.read_from(sock).expect("read (timed out?)");
-        assert!(
-            n > 0,
-            "server closed before the expected frame; got {seen:?}"
-        );
-    }
 }
 
 fn raw_connect(d: &Daemon) -> (TcpStream, FrameDecoder) {
@@ -104,19 +80,6 @@ fn first_stdout_number(seen: &[ServerMsg]) -> i32 {
             _ => None,
         })
         .expect("a Stdout with a number")
-}
-
-fn send(sock: &mut TcpStream, msg: &ClientMsg) {
-    let mut w = Vec::new();
-    encode_frame(msg, &mut w);
-    sock.write_all(&w).unwrap();
-}
-
-fn hello() -> ClientMsg {
-    ClientMsg::Hello(ClientHello {
-        protocol: PROTOCOL_VERSION,
-        software: "test".into(),
-    })
 }
 
 #[test]
