@@ -9,17 +9,9 @@ use std::io::{self, Read};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use crate::limits::{DEFAULT_MAX_FRAME, HEADER_LEN, MAX_FRAME_LIMIT};
 use crate::message::{OutputStream, ServerEvent, ServerMsg};
 use crate::payload::{self, DecodeError};
-
-/// Bytes in a frame header.
-pub const HEADER_LEN: usize = 4;
-
-/// Default largest payload accepted: 1 MiB.
-pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
-
-/// The largest payload limit that may be configured: 16 MiB.
-pub const MAX_FRAME_LIMIT: usize = 16 << 20;
 
 /// How much [`FrameDecoder::read_from`] asks the reader for at most at once.
 pub const READ_CHUNK: usize = 64 * 1024;

@@ -18,6 +18,7 @@
 
 pub mod auth;
 pub mod frame;
+pub mod limits;
 pub mod message;
 pub mod payload;
 pub mod tutorial;

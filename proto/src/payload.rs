@@ -8,7 +8,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::frame::MAX_FRAME_LIMIT;
+use crate::limits::MAX_FRAME_LIMIT;
 use crate::message::OutputStream;
 
 /// bincode's own allocation guard: no single decode may claim more bytes than

@@ -10,6 +10,30 @@
 //! Data flows one way: socket bytes → [`rexec_proto::FrameDecoder`] →
 //! message → action (spawn, write stdin, stop) → frames → socket.
 //!
+//! # The life of an `Exec`
+//!
+//! 1. `server.rs`: `Server::run` polls; `on_event` finds the token's slot in
+//!    the [`registry`] (`Slot::Conn`) and calls `on_conn_event`.
+//! 2. `server/input.rs`: `service_input` reads the socket into the
+//!    connection's decoder (`Connection::read_input` in [`connection`]),
+//!    takes out whole frames, and `on_message` runs each through
+//!    [`protocol::ConnProtocol::on_message`], which answers `Action::Exec`.
+//! 3. `server/command.rs`: `exec` checks the id, `start` builds the command
+//!    ([`process::command_for`], under the [`process::ExecPolicy`]), spawns it
+//!    ([`process::spawn`]), registers its pipes and pidfd, arms its time
+//!    limit, and queues `Started`.
+//! 4. `server/output.rs`: each readable pipe event calls `pump`, which reads
+//!    up to 64 KiB, frames it (`encode_output_frame`) onto the connection's
+//!    [`out_queue::OutQueue`], and flushes in 256 KiB batches; over the
+//!    queue limit it pauses the pipe until the socket drains
+//!    (`resume_pipes`).
+//! 5. `server/reap.rs`: the pidfd event calls `reap`; once both pipes have
+//!    ended, `finish` queues `Exited` and writes the audit line.
+//!
+//! Timers (`timer.rs`) come back through `Server::fire_timers`: a command's
+//! deadline to `time_out` (command.rs), the pipe grace to
+//! `stop_waiting_for_pipes` (reap.rs), and so on.
+//!
 //! ```no_run
 //! use rexec_server::{Config, Server};
 //! let server = Server::bind(Config { listen: "127.0.0.1:0".parse().unwrap(), ..Config::default() })?;
