@@ -54,6 +54,8 @@ pub struct Config {
     pub token: Option<Token>,
     /// A connection must complete its hello (and auth) within this time.
     pub handshake_timeout: Duration,
+    /// A frame that has begun to arrive must be complete within this time.
+    pub frame_timeout: Duration,
     /// What clients may run: through a shell or not, which programs.
     pub exec: ExecPolicy,
     /// Allow plaintext, or no token, on a non-loopback address.
@@ -83,6 +85,7 @@ impl Default for Config {
             handle_signals: true,
             token: None,
             handshake_timeout: Duration::from_secs(10),
+            frame_timeout: Duration::from_secs(30),
             exec: ExecPolicy::default(),
             insecure: false,
             tls: None,
@@ -230,6 +233,23 @@ pub struct Args {
     )]
     pub allow: Option<Vec<String>>,
 
+    /// With --no-shell, also let clients set these environment variables
+    /// (comma-separated names; NAME_* for a prefix). Always allowed: LANG,
+    /// LC_*, TZ, TERM. Others are refused, because variables such as
+    /// LD_PRELOAD make an allowed program run code of the client's choosing.
+    #[arg(
+        long,
+        value_name = "NAME[,NAME...]",
+        value_delimiter = ',',
+        requires = "no_shell"
+    )]
+    pub allow_env: Vec<String>,
+
+    /// Close a connection on which a frame has begun to arrive but is not
+    /// complete after this many seconds (a stalled or trickling client).
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub frame_timeout: u64,
+
     /// Allow listening on a non-loopback address without TLS or without a
     /// token. Without TLS anyone on the path reads every command and its
     /// output; without a token anyone who can connect runs commands.
@@ -298,7 +318,9 @@ impl Args {
             exec: ExecPolicy {
                 no_shell: self.no_shell,
                 allow,
+                allow_env: self.allow_env,
             },
+            frame_timeout: Duration::from_secs(self.frame_timeout.max(1)),
             insecure: self.insecure,
             ..Config::default()
         })

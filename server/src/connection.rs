@@ -49,9 +49,19 @@ pub enum State {
     /// transport (a TLS ClientHello on a plaintext port, or the reverse).
     New,
     Open,
-    /// An error was queued; flushing it, then closing. Nothing more is read.
+    /// The client closed its side (EOF): no more input. Running commands
+    /// get stdin EOF and run to the end; their output is delivered, then
+    /// the connection closes.
+    InputClosed,
+    /// An error was queued; flushing it, then closing. Nothing more is acted
+    /// on.
     Closing,
-    /// The peer is gone (it closed, or a read or write failed): close now.
+    /// The error was sent and our side shut down; what the client still
+    /// sends is read and discarded until it closes too (or a deadline), so
+    /// that closing with unread input does not reset the connection and
+    /// destroy the error before the client reads it.
+    Lingering,
+    /// The peer is gone (a read or write failed): close now.
     Dead,
 }
 
@@ -73,7 +83,20 @@ pub struct Connection {
     pub paused_pipes: Vec<(ProcId, OutputStream)>,
     /// Socket input not read because a command's stdin queue is full.
     pub input_paused: bool,
-    /// Last time the client sent anything.
+    /// Socket input not read because our replies to it are not being read
+    /// (`out` over the queue limit): TCP pushes back on the sender.
+    pub input_waits_for_output: bool,
+    /// Command errors logged for this connection (a flood is not logged
+    /// line by line).
+    pub errors_logged: u32,
+    /// Since when a frame has been partly received, if one has.
+    pub partial_since: Option<Instant>,
+    /// Waiting in the server's backlog for its next turn.
+    pub in_backlog: bool,
+    /// Bytes discarded while lingering.
+    pub lingered: usize,
+    /// When the client last sent a whole message (bytes of a frame that
+    /// never completes do not count: that is not activity).
     pub last_activity: Instant,
 }
 
@@ -107,6 +130,11 @@ impl Connection {
             commands: HashMap::new(),
             paused_pipes: Vec::new(),
             input_paused: false,
+            input_waits_for_output: false,
+            errors_logged: 0,
+            partial_since: None,
+            in_backlog: false,
+            lingered: 0,
             last_activity: Instant::now(),
         }
     }
@@ -223,7 +251,7 @@ impl Connection {
 
     /// Queues a connection-level error; the connection closes once it is sent.
     pub fn fail(&mut self, kind: ErrorKind, message: String) {
-        if !self.is_open() {
+        if !matches!(self.state, State::New | State::Open | State::InputClosed) {
             return;
         }
         if self.is_native() {
@@ -252,9 +280,16 @@ impl Connection {
         }
     }
 
-    /// True once a closing connection has sent everything.
-    pub fn finished_closing(&self) -> bool {
-        self.state == State::Closing && self.out.is_empty()
+    /// Whether the connection has nothing more to do: closing and flushed,
+    /// or the client is done sending and everything it started has finished
+    /// and been sent.
+    pub fn finished(&self) -> bool {
+        self.out.is_empty()
+            && match self.state {
+                State::Closing => true,
+                State::InputClosed => self.commands.is_empty(),
+                _ => false,
+            }
     }
 }
 

@@ -49,6 +49,7 @@ pub mod process;
 pub mod protocol;
 pub mod registry;
 pub mod server;
+pub mod text;
 pub mod timer;
 pub mod tls;
 

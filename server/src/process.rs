@@ -16,6 +16,7 @@ use rexec_proto::{ErrorKind, Exec, ExecMode, ExitStatus};
 
 use crate::out_queue::OutQueue;
 use crate::registry::ConnId;
+use crate::text::echo;
 use crate::timer::{Timer, Timers};
 
 /// Why a command could not be started; becomes an `Error` for its id.
@@ -107,6 +108,30 @@ pub struct ExecPolicy {
     pub no_shell: bool,
     /// With `no_shell`: only these programs may run (resolved, canonical paths).
     pub allow: Option<Vec<PathBuf>>,
+    /// With `no_shell`: variables clients may set besides [`SAFE_ENV`].
+    pub allow_env: Vec<String>,
+}
+
+/// Variables a client may always set, even with `no_shell`: they choose a
+/// language, a time zone and a terminal, and load no code. Anything else
+/// (`LD_PRELOAD`, `GCONV_PATH`, `BASH_ENV`, ...) could make an allowed
+/// program run code of the client's choosing.
+pub const SAFE_ENV: [&str; 4] = ["LANG", "LC_*", "TZ", "TERM"];
+
+impl ExecPolicy {
+    /// Whether a client may set `name` under this policy.
+    pub fn env_allowed(&self, name: &str) -> bool {
+        let matches = |pat: &str| match pat.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => name == pat,
+        };
+        !self.no_shell
+            || SAFE_ENV
+                .iter()
+                .copied()
+                .chain(self.allow_env.iter().map(String::as_str))
+                .any(matches)
+    }
 }
 
 /// Builds the `Command` an `Exec` asks for, without running it, under the
@@ -139,7 +164,10 @@ pub fn command_for(exec: &Exec, policy: &ExecPolicy) -> Result<Command, CommandE
                     let Some(path) = resolved else {
                         return Err(CommandError::new(
                             ErrorKind::Forbidden,
-                            format!("{prog:?} is not an allowed program on this server"),
+                            format!(
+                                "\"{}\" is not an allowed program on this server",
+                                echo(prog)
+                            ),
                         ));
                     };
                     // Run exactly what was checked, under the name it was given.
@@ -160,11 +188,11 @@ pub fn command_for(exec: &Exec, policy: &ExecPolicy) -> Result<Command, CommandE
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
                 return Err(CommandError::os(
-                    &format!("cwd {dir}"),
+                    &format!("cwd {}", echo(dir)),
                     io::Error::from(io::ErrorKind::NotADirectory),
                 ));
             }
-            Err(e) => return Err(CommandError::os(&format!("cwd {dir}"), e)),
+            Err(e) => return Err(CommandError::os(&format!("cwd {}", echo(dir)), e)),
         }
         cmd.current_dir(dir);
     }
@@ -179,8 +207,20 @@ pub fn command_for(exec: &Exec, policy: &ExecPolicy) -> Result<Command, CommandE
     for (k, v) in &exec.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
             return Err(CommandError::bad(format!(
-                "invalid environment variable {k:?}"
+                "invalid environment variable \"{}\"",
+                echo(k)
             )));
+        }
+        if !policy.env_allowed(k) {
+            return Err(CommandError::new(
+                ErrorKind::Forbidden,
+                format!(
+                    "environment variable {} may not be set on this server (with --no-shell \
+                     clients may set {} and what --allow-env names)",
+                    echo(k),
+                    SAFE_ENV.join(", ")
+                ),
+            ));
         }
         cmd.env(k, v);
     }
@@ -189,12 +229,16 @@ pub fn command_for(exec: &Exec, policy: &ExecPolicy) -> Result<Command, CommandE
 
 /// Starts `cmd` in a new process group with piped stdout and stderr, and a
 /// piped stdin when `stdin` is true (otherwise `/dev/null`).
-pub fn spawn(mut cmd: Command, stdin: bool, program: &str) -> Result<Spawned, CommandError> {
+/// A spawn error names the program that failed to start (not `/bin/sh`
+/// when there is no shell).
+pub fn spawn(mut cmd: Command, stdin: bool) -> Result<Spawned, CommandError> {
     cmd.process_group(0)
         .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| CommandError::os(program, e))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| CommandError::os(&echo(&cmd.get_program().to_string_lossy()), e))?;
     let pipes = (|| -> io::Result<_> {
         let out = nonblocking_receiver(child.stdout.take())?;
         let err = nonblocking_receiver(child.stderr.take())?;
@@ -343,6 +387,7 @@ mod tests {
         let cfg = ExecPolicy {
             no_shell: true,
             allow: Some(vec![resolve_program("echo").unwrap()]),
+            ..ExecPolicy::default()
         };
         let exec = |c: &str| Exec {
             command: c.into(),
@@ -354,5 +399,31 @@ mod tests {
         // Shell mode is not a way around it: the whole string is split, no shell.
         let e = command_for(&exec("sh -c 'rm -rf /tmp/x'"), &cfg).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Forbidden);
+    }
+
+    #[test]
+    fn without_a_shell_only_safe_variables_may_be_set() {
+        let mut policy = ExecPolicy {
+            no_shell: true,
+            ..ExecPolicy::default()
+        };
+        for ok in ["LANG", "LC_ALL", "LC_TIME", "TZ", "TERM"] {
+            assert!(policy.env_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "GCONV_PATH",
+            "BASH_ENV",
+            "PATH",
+            "LANGX",
+        ] {
+            assert!(!policy.env_allowed(bad), "{bad}");
+        }
+        policy.allow_env = vec!["MY_*".into(), "DEBUG".into()];
+        assert!(policy.env_allowed("MY_SETTING") && policy.env_allowed("DEBUG"));
+        assert!(!policy.env_allowed("DEBUGX"));
+        // With a shell the client can set anything in the command anyway.
+        assert!(ExecPolicy::default().env_allowed("LD_PRELOAD"));
     }
 }

@@ -181,7 +181,7 @@ impl ConnProtocol {
 
 /// Peer-supplied text shortened for messages and logs.
 fn clip(s: &str) -> String {
-    s.chars().take(40).flat_map(char::escape_default).collect()
+    crate::text::clean(s, 40)
 }
 
 #[cfg(test)]

@@ -25,12 +25,12 @@ mod reap;
 mod shutdown;
 mod tutorial;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::net::TcpListener;
@@ -87,6 +87,8 @@ pub struct Server {
     conns: HashMap<ConnId, Connection>,
     procs: HashMap<ProcId, Proc>,
     timers: Timers,
+    /// Connections that used their share of a loop turn with input left.
+    backlog: VecDeque<ConnId>,
     /// Where child output is read into before it is framed.
     scratch: Box<[u8]>,
     /// The source of auth challenges (the TLS provider's, from the kernel).
@@ -147,6 +149,7 @@ impl Server {
             conns: HashMap::new(),
             procs: HashMap::new(),
             timers: Timers::default(),
+            backlog: VecDeque::new(),
             scratch: vec![0; PIPE_CHUNK].into_boxed_slice(),
             random: rustls::crypto::ring::default_provider().secure_random,
             tutorial_seq: 0,
@@ -171,7 +174,11 @@ impl Server {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self.timers.timeout(Instant::now());
+            let timeout = if self.backlog.is_empty() {
+                self.timers.timeout(Instant::now())
+            } else {
+                Some(Duration::ZERO) // deferred input: look at events, then serve it
+            };
             if let Err(e) = self.registry.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -181,6 +188,7 @@ impl Server {
             for ev in events.iter() {
                 self.on_event(ev);
             }
+            self.run_backlog();
             self.fire_timers();
             if self.shutting_down && self.shutdown_done() {
                 log::info!("shut down");
@@ -236,6 +244,7 @@ impl Server {
                 Timer::SendHello(id) => self.send_hello(id),
                 Timer::Handshake(id) => self.check_handshake(id, now),
                 Timer::ConnCloseDeadline(id) => self.close_if_closing(id),
+                Timer::FrameDeadline(id) => self.check_frame(id, now),
                 Timer::AcceptRetry => self.accept(),
                 Timer::ReapSweep => self.reap_sweep(),
                 Timer::ShutdownDeadline => self.shutdown_deadline = Some(now),

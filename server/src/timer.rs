@@ -27,6 +27,8 @@ pub enum Timer {
     SendHello(ConnId),
     /// A connection that is closing after an error gets this long to flush.
     ConnCloseDeadline(ConnId),
+    /// A frame that began to arrive must be complete by now.
+    FrameDeadline(ConnId),
     /// Try accepting again after running out of file descriptors.
     AcceptRetry,
     /// Look for exited children that have no pidfd.
@@ -58,6 +60,21 @@ impl Timers {
             .map(|Reverse((when, _, _))| when.saturating_duration_since(now))
     }
 
+    /// Timers pending, fired or not yet.
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// Drops the timers for which `keep` is false (those whose connection
+    /// or command is gone), so that churn cannot grow the heap.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Timer) -> bool) {
+        self.heap.retain(|Reverse((_, _, t))| keep(t));
+    }
+
     /// Takes out the next timer that is due at `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<Timer> {
         match self.heap.peek() {
@@ -86,5 +103,24 @@ mod tests {
         assert_eq!(t.pop_due(later), Some(Timer::ReapSweep));
         assert_eq!(t.pop_due(later), None);
         assert!(t.timeout(later).is_some());
+    }
+
+    #[test]
+    fn retain_drops_timers_of_things_that_are_gone() {
+        let mut t = Timers::default();
+        let now = Instant::now();
+        for i in 0..100 {
+            t.at(now, Timer::ConnIdle(ConnId(i)));
+        }
+        t.at(now, Timer::AcceptRetry);
+        t.retain(|x| !matches!(x, Timer::ConnIdle(ConnId(i)) if *i >= 10));
+        assert_eq!(t.len(), 11);
+        let mut left = Vec::new();
+        while let Some(x) = t.pop_due(now) {
+            left.push(x);
+        }
+        assert!(left.contains(&Timer::AcceptRetry));
+        assert!(left.contains(&Timer::ConnIdle(ConnId(9))));
+        assert!(!left.contains(&Timer::ConnIdle(ConnId(10))));
     }
 }

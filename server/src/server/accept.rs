@@ -123,7 +123,7 @@ impl Server {
                         id: None,
                         kind: ErrorKind::Limit,
                         message: format!(
-                            "server limit: {} connections at once; try again later",
+                            "{} connections at once; try again later",
                             self.cfg.max_conns
                         ),
                     }),

@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 
 use mio::event::Source;
 use mio::{Interest, Token};
-use rexec_proto::{ErrorKind, ErrorMsg, Exec, ExecMode, OutputStream, ServerMsg};
+use rexec_proto::{ErrorKind, ErrorMsg, Exec, OutputStream, ServerMsg};
 
 use super::Server;
 use crate::out_queue::OutQueue;
 use crate::process::{self, CommandError, Proc};
 use crate::registry::{ConnId, ProcId, Registry, Slot};
+use crate::text::echo;
 use crate::timer::Timer;
 
 /// How often to look for exited children when there is no pidfd.
@@ -70,10 +71,14 @@ impl Server {
         kind: ErrorKind,
         message: String,
     ) {
+        if self.log_error_quota(conn_id) {
+            if let Some(conn) = self.conns.get(&conn_id) {
+                log::info!("{}: command {id}: {kind}: {message}", conn.peer);
+            }
+        }
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
-        log::info!("{}: command {id}: {kind}: {message}", conn.peer);
         conn.queue(&ServerMsg::Error(ErrorMsg {
             id: Some(id),
             kind,
@@ -88,7 +93,7 @@ impl Server {
             return Err(CommandError::new(
                 ErrorKind::Limit,
                 format!(
-                    "server limit: {} commands running at once; try again later",
+                    "{} commands running at once; try again later",
                     self.cfg.max_procs
                 ),
             ));
@@ -96,16 +101,17 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return Err(CommandError::new(ErrorKind::Protocol, "connection gone"));
         };
-        let program = match exec.mode {
-            ExecMode::Shell => "/bin/sh",
-            ExecMode::Argv => exec.command.split_whitespace().next().unwrap_or(""),
-        };
         let cmd = process::command_for(&exec, &self.cfg.exec).inspect_err(|e| {
             if e.kind == ErrorKind::Forbidden {
-                log::warn!("{}: refused {:?}: {}", conn.peer, exec.command, e.message);
+                log::warn!(
+                    "{}: refused \"{}\": {}",
+                    conn.peer,
+                    echo(&exec.command),
+                    e.message
+                );
             }
         })?;
-        let spawned = process::spawn(cmd, exec.stdin, program)?;
+        let spawned = process::spawn(cmd, exec.stdin)?;
 
         let proc = ProcId(self.next_proc);
         self.next_proc += 1;

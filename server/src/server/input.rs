@@ -1,12 +1,14 @@
 //! What a client sends: socket events, reads into the frame decoder,
 //! messages through the connection's state machine into actions, and the
-//! ways a connection ends (an error sent, the peer gone, idleness).
+//! ways a connection ends (an error sent, the client done, the peer gone,
+//! idleness, a stalled frame).
 
-use std::io;
-use std::time::Instant;
+use std::io::{self, Read};
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
 
 use mio::event::Event;
-use rexec_proto::{ClientMsg, ErrorKind, FrameError};
+use rexec_proto::{ClientMsg, ErrorKind, FrameError, OutputStream, encode_output_frame};
 
 use super::Server;
 use crate::connection::{State, Wire};
@@ -14,8 +16,17 @@ use crate::protocol::Action;
 use crate::registry::ConnId;
 use crate::timer::Timer;
 
-/// How long a connection closing after an error may take to flush.
-const CLOSE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a connection closing after an error may take to flush (and to
+/// linger for the client's close).
+const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
+/// Most bytes read and discarded from a client after its error was sent;
+/// past that it is closed at once (a reset).
+const LINGER_MAX: usize = 8 << 20;
+/// Most messages handled for one connection before the others get a turn;
+/// the rest wait for the next loop turn.
+const MESSAGES_PER_TURN: usize = 64;
+/// Command errors logged per connection; the rest are counted.
+const ERRORS_LOGGED: u32 = 10;
 
 impl Server {
     pub(super) fn on_conn_event(&mut self, id: ConnId, ev: &Event) {
@@ -24,36 +35,57 @@ impl Server {
         };
         if ev.is_error() {
             conn.state = State::Dead;
-        } else if ev.is_read_closed() && conn.input_paused {
-            // We are not reading (stdin backpressure), so we would never see
-            // the end of stream: the client is gone.
-            conn.state = State::Dead;
         }
         if ev.is_writable() {
             conn.flush();
+            self.resume_input(id);
             self.resume_pipes(id);
         }
         if ev.is_readable() || ev.is_read_closed() {
-            self.service_input(id);
+            match self.conns.get(&id).map(|c| (c.state, c.input_paused)) {
+                Some((State::Lingering, _)) => self.linger(id),
+                Some((_, true)) if ev.is_read_closed() => {
+                    // Input is paused (stdin backpressure), so the end of
+                    // stream will not be read for now: ask whether the
+                    // client is still there at all.
+                    self.probe(id);
+                }
+                _ => self.service_input(id),
+            }
         }
         self.check_close(id);
     }
 
     /// Reads and handles what the client sent, until the socket would block,
-    /// the connection is paused, or it closes.
+    /// the connection is paused, it closes, or it had its share of this
+    /// loop turn.
     pub(super) fn service_input(&mut self, id: ConnId) {
         if self.conns.get(&id).is_some_and(|c| !c.is_native()) {
             return self.tutorial_input(id);
         }
+        let mut budget = MESSAGES_PER_TURN;
+        let reply_limit = self.reply_limit();
         loop {
             // Frames already buffered first: an edge-triggered socket will not
             // report them again.
+            let mut decoded = false;
             loop {
                 let Some(conn) = self.conns.get_mut(&id) else {
                     return;
                 };
                 if !conn.is_open() || conn.input_paused {
                     return;
+                }
+                if conn.out.len() >= reply_limit {
+                    // The client is not reading our replies: stop reading
+                    // its requests until it does. (Command output alone
+                    // stays under the queue limit, which is half of this,
+                    // so streaming output never holds up a Cancel.)
+                    conn.input_waits_for_output = true;
+                    return;
+                }
+                if budget == 0 {
+                    return self.defer(id);
                 }
                 if conn.state == State::New {
                     if let Some(reason) = conn.wrong_transport() {
@@ -62,6 +94,9 @@ impl Server {
                 }
                 match conn.decoder.next_message::<ClientMsg>() {
                     Ok(Some(msg)) => {
+                        budget -= 1;
+                        decoded = true;
+                        conn.last_activity = Instant::now();
                         if conn.state == State::New {
                             conn.state = State::Open;
                             let binding = conn.channel_binding();
@@ -81,19 +116,19 @@ impl Server {
                     }
                 }
             }
+            self.track_partial_frame(id, decoded);
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
             };
             match conn.read_input() {
                 Ok(0) => {
                     match conn.decoder.finish() {
-                        Ok(()) => log::debug!("{}: client closed the connection", conn.peer),
+                        Ok(()) => log::debug!("{}: client finished sending", conn.peer),
                         Err(e) => log::warn!("{}: {e}", conn.peer),
                     }
-                    conn.state = State::Dead;
-                    return;
+                    return self.input_ended(id);
                 }
-                Ok(_) => conn.last_activity = Instant::now(),
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     conn.decoder.shrink_if_idle();
                     return;
@@ -105,6 +140,115 @@ impl Server {
                     return;
                 }
             }
+        }
+    }
+
+    /// Queued bytes at which a connection's input stops being read.
+    fn reply_limit(&self) -> usize {
+        self.cfg.queue_limit.saturating_mul(2)
+    }
+
+    /// Comes back to a connection that used its share of a loop turn.
+    fn defer(&mut self, id: ConnId) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            if !std::mem::replace(&mut conn.in_backlog, true) {
+                self.backlog.push_back(id);
+            }
+        }
+    }
+
+    /// Serves the connections deferred in the last turn, once each.
+    pub(super) fn run_backlog(&mut self) {
+        for id in std::mem::take(&mut self.backlog) {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                conn.in_backlog = false;
+                self.service_input(id);
+                self.check_close(id);
+            }
+        }
+    }
+
+    /// Reading was stopped while our replies piled up; resume once the
+    /// client has read them.
+    fn resume_input(&mut self, id: ConnId) {
+        let reply_limit = self.reply_limit();
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.input_waits_for_output && conn.out.len() < reply_limit {
+            conn.input_waits_for_output = false;
+            self.service_input(id);
+        }
+    }
+
+    /// Keeps the clock of a partly received frame: started when one begins,
+    /// restarted when a message completed and another began.
+    fn track_partial_frame(&mut self, id: ConnId, decoded: bool) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if conn.decoder.buffered() == 0 {
+            conn.partial_since = None;
+        } else if decoded || conn.partial_since.is_none() {
+            if conn.partial_since.is_none() {
+                self.timers
+                    .after(self.cfg.frame_timeout, Timer::FrameDeadline(id));
+            }
+            conn.partial_since = Some(Instant::now());
+        }
+    }
+
+    /// The frame deadline timer fired: close a connection whose frame has
+    /// been incomplete for too long, or look again when it could be.
+    pub(super) fn check_frame(&mut self, id: ConnId, now: Instant) {
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        let Some(since) = conn.partial_since.filter(|_| conn.is_open()) else {
+            return;
+        };
+        let due = since + self.cfg.frame_timeout;
+        if now < due {
+            self.timers.at(due, Timer::FrameDeadline(id));
+            return;
+        }
+        let secs = self.cfg.frame_timeout.as_secs();
+        self.fail_conn(
+            id,
+            ErrorKind::Idle,
+            format!("a frame was not complete {secs} s after it began"),
+        );
+    }
+
+    /// The client closed its sending side: its commands get stdin EOF and
+    /// run to the end; the connection closes when they are done and their
+    /// output is sent.
+    fn input_ended(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        conn.state = State::InputClosed;
+        let ids: Vec<u32> = conn.commands.keys().copied().collect();
+        for cmd in &ids {
+            self.stdin(id, *cmd, &[], true);
+        }
+        if !ids.is_empty() {
+            // A client that closed its socket altogether looks the same as
+            // one that only finished sending; writing to the first makes its
+            // kernel answer with a reset, which ends the connection.
+            self.probe(id);
+        }
+    }
+
+    /// Sends an empty output frame for a running command: harmless to a
+    /// client that is there, a reset from one that is gone.
+    fn probe(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if let (true, Some(&cmd)) = (conn.is_native(), conn.commands.keys().next()) {
+            encode_output_frame(OutputStream::Stdout, cmd, &[], conn.out.tail());
+            conn.flush();
         }
     }
 
@@ -147,13 +291,73 @@ impl Server {
         }
     }
 
-    /// Closes the connection if it is dead, or closing and flushed.
+    /// Whether a command error should be logged: the first few of each
+    /// connection are, then one line says the rest are not.
+    pub(super) fn log_error_quota(&mut self, id: ConnId) -> bool {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return false;
+        };
+        conn.errors_logged = conn.errors_logged.saturating_add(1);
+        if conn.errors_logged == ERRORS_LOGGED + 1 {
+            log::warn!(
+                "{}: more than {ERRORS_LOGGED} command errors; the rest are counted at close",
+                conn.peer
+            );
+        }
+        conn.errors_logged <= ERRORS_LOGGED
+    }
+
+    /// Closes the connection if it is dead or has nothing more to do; a
+    /// connection that sent its error lingers first.
     pub(super) fn check_close(&mut self, id: ConnId) {
-        if let Some(c) = self.conns.get(&id) {
-            if c.is_dead() || c.finished_closing() {
-                self.close_conn(id);
+        let Some(c) = self.conns.get(&id) else {
+            return;
+        };
+        if c.is_dead() {
+            return self.close_conn(id);
+        }
+        if c.finished() {
+            if c.state == State::Closing && !self.shutting_down {
+                return self.start_linger(id);
+            }
+            self.close_conn(id);
+        }
+    }
+
+    /// The error is sent: shut our side (the client reads it, then end of
+    /// stream) and discard what the client still sends until it closes.
+    fn start_linger(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if let Err(e) = conn.stream.shutdown(Shutdown::Write) {
+            log::debug!("{}: shutdown: {e}", conn.peer);
+            return self.close_conn(id);
+        }
+        conn.state = State::Lingering;
+        conn.lingered = 0;
+        self.linger(id);
+    }
+
+    fn linger(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        loop {
+            match conn.stream.read(&mut self.scratch) {
+                Ok(0) => break,
+                Ok(n) => {
+                    conn.lingered += n;
+                    if conn.lingered > LINGER_MAX {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
             }
         }
+        self.close_conn(id);
     }
 
     /// Queues a connection-level error; the connection closes once it is sent
@@ -170,12 +374,13 @@ impl Server {
         self.check_close(id);
     }
 
-    /// The close deadline passed: close even if the error is not all sent.
+    /// The close deadline passed: close even if the error is not all sent,
+    /// or the client has not closed its side.
     pub(super) fn close_if_closing(&mut self, id: ConnId) {
         if self
             .conns
             .get(&id)
-            .is_some_and(|c| c.state == State::Closing)
+            .is_some_and(|c| matches!(c.state, State::Closing | State::Lingering))
         {
             self.close_conn(id);
         }
@@ -196,10 +401,48 @@ impl Server {
             self.close_stdin(proc);
             self.maybe_finish(proc);
         }
+        if conn.errors_logged > ERRORS_LOGGED {
+            log::warn!(
+                "{}: {} command errors in all, {} not logged",
+                conn.peer,
+                conn.errors_logged,
+                conn.errors_logged - ERRORS_LOGGED
+            );
+        }
         log::debug!("{}: closed", conn.peer);
+        self.forget_stale_timers();
     }
 
-    /// The idle timer fired: close a connection that sent nothing and ran
+    /// Timers are not cancelled when what they are for goes away; once they
+    /// far outnumber the live connections and commands, the stale ones are
+    /// dropped, so connect/close churn cannot grow the heap.
+    fn forget_stale_timers(&mut self) {
+        let live = 8 * (self.conns.len() + self.procs.len()) + 1024;
+        if self.timers.len() <= live {
+            return;
+        }
+        let (conns, procs) = (&self.conns, &self.procs);
+        let pending = self.timers.len();
+        self.timers.retain(|t| match t {
+            Timer::ConnIdle(c)
+            | Timer::Handshake(c)
+            | Timer::SendHello(c)
+            | Timer::ConnCloseDeadline(c)
+            | Timer::FrameDeadline(c) => conns.contains_key(c),
+            Timer::ProcTimeout(p) | Timer::PipeGrace(p) => procs.contains_key(p),
+            Timer::KillGroup(_)
+            | Timer::AcceptRetry
+            | Timer::ReapSweep
+            | Timer::ShutdownDeadline => true,
+        });
+        log::debug!(
+            "{} stale timers dropped, {} left",
+            pending - self.timers.len(),
+            self.timers.len()
+        );
+    }
+
+    /// The idle timer fired: close a connection that sent no message and ran
     /// nothing for the idle timeout, or look again later.
     pub(super) fn check_idle(&mut self, id: ConnId, now: Instant) {
         let Some(idle) = self.cfg.idle_timeout else {

@@ -129,6 +129,9 @@ impl Server {
     }
 }
 
+/// The most characters of a command the audit line shows.
+const AUDIT_COMMAND_MAX: usize = 1000;
+
 /// The audit line: who ran what, how it ended, how long, how much output.
 fn audit(p: &Proc, status: ExitStatus, duration: Duration) {
     let flags = match (p.timed_out, p.truncated, p.conn.is_none()) {
@@ -138,9 +141,9 @@ fn audit(p: &Proc, status: ExitStatus, duration: Duration) {
         _ => "",
     };
     log::info!(
-        "{} ran {:?}: {} in {} ms, {} bytes out{flags}",
+        "{} ran \"{}\": {} in {} ms, {} bytes out{flags}",
         p.peer,
-        p.command,
+        crate::text::clean(&p.command, AUDIT_COMMAND_MAX),
         match status {
             ExitStatus::Code(c) => format!("exit {c}"),
             ExitStatus::Signal(s) => format!("signal {s}"),

@@ -42,7 +42,8 @@ impl Server {
             }
             let n = match conn.stream.read(&mut buf) {
                 Ok(0) => {
-                    conn.state = State::Dead;
+                    // Done sending; closes once the last reply is flushed.
+                    conn.state = State::InputClosed;
                     return;
                 }
                 Ok(n) => n,

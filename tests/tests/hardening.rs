@@ -1,0 +1,318 @@
+//! What an attacker who can connect could do before the hardening of
+//! issue 11, each against the real rexecd: clients that never read, errors
+//! that echo, half-closes, slow frames, connect/close churn, forged log
+//! lines, environment tricks under --no-shell.
+
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+use rexec_proto::*;
+use rexec_tests::wire::{frame, hello, read_to_close, send};
+use rexec_tests::*;
+
+fn exec(id: u32, command: &str) -> ClientMsg {
+    ClientMsg::Exec(Exec {
+        id,
+        command: command.into(),
+        ..Exec::default()
+    })
+}
+
+fn errors(msgs: &[ServerMsg]) -> Vec<&ErrorMsg> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            ServerMsg::Error(e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stdout_of(msgs: &[ServerMsg]) -> Vec<u8> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            ServerMsg::Stdout { data, .. } => Some(data.as_slice()),
+            _ => None,
+        })
+        .flatten()
+        .copied()
+        .collect()
+}
+
+fn exit_code(msgs: &[ServerMsg]) -> Option<ExitStatus> {
+    msgs.iter().find_map(|m| match m {
+        ServerMsg::Exited(x) => Some(x.status),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_client_that_never_reads_its_replies_is_pushed_back_on() {
+    let d = Daemon::start(&[]);
+    let mut sock = TcpStream::connect(d.addr).unwrap();
+    send(&mut sock, &hello());
+    send(&mut sock, &exec(1, "sleep 30"));
+    // The same id again and again: every one is an error reply, which this
+    // client never reads. The server must stop reading it, so our writes
+    // block long before 64 MB are sent.
+    let flood: Vec<u8> = (0..1000).flat_map(|_| frame(&exec(1, "true"))).collect();
+    sock.set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut sent = 0usize;
+    while sent < 64 << 20 {
+        match sock.write_all(&flood) {
+            Ok(()) => sent += flood.len(),
+            Err(_) => break, // timed out: pushed back
+        }
+    }
+    assert!(
+        sent < 64 << 20,
+        "the server kept reading a client that never reads"
+    );
+    let rss = d.rss_kib();
+    assert!(rss < 48 * 1024, "rexecd grew to {rss} KiB");
+    // The log says the first few errors and then counts the rest.
+    let lines = d.log().matches("already running").count();
+    assert!(lines <= 12, "{lines} error lines logged for one connection");
+    assert!(d.log().contains("the rest are counted"), "{}", d.log());
+    drop(sock);
+    assert!(
+        d.wait_log("not logged", Duration::from_secs(5)),
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn errors_do_not_echo_unbounded_client_text() {
+    let d = Daemon::start(&[]);
+    let mut sock = TcpStream::connect(d.addr).unwrap();
+    send(&mut sock, &hello());
+    let name = format!("{}=", "\n".repeat(100_000));
+    send(
+        &mut sock,
+        &ClientMsg::Exec(Exec {
+            id: 1,
+            command: "true".into(),
+            env: vec![(name, "x".into())],
+            ..Exec::default()
+        }),
+    );
+    send(
+        &mut sock,
+        &ClientMsg::Exec(Exec {
+            id: 2,
+            command: "true".into(),
+            cwd: Some(format!("/no/such/{}", "d".repeat(100_000))),
+            ..Exec::default()
+        }),
+    );
+    sock.shutdown(Shutdown::Write).unwrap();
+    let msgs = read_to_close(&mut sock, Duration::from_secs(10));
+    let errs = errors(&msgs);
+    assert_eq!(errs.len(), 2, "{msgs:?}");
+    for e in errs {
+        assert!(e.message.len() < 600, "{} bytes", e.message.len());
+        assert!(!e.message.contains('\n'), "{}", e.message);
+    }
+}
+
+#[test]
+fn control_characters_cannot_forge_log_lines() {
+    let d = Daemon::start(&[]);
+    let r = run(rexec()
+        .arg(d.host())
+        .args(["--cwd", "/nope\nFORGED ran \"rm -rf /\": exit 0"])
+        .arg("true"));
+    assert_eq!(r.code, Some(127), "{}", r.stderr);
+    // The shell runs the second line as a command; the audit line must
+    // still be one line.
+    let r = run(rexec().arg(d.host()).arg("echo hi\nFORGED2 line"));
+    assert_eq!(r.out(), "hi\n", "{}", r.stderr);
+    assert!(d.wait_log("FORGED2", Duration::from_secs(5)));
+    // Every line that shows the text is a whole log record of ours, with
+    // its timestamp and level: no line of the log was written by a client.
+    for line in d.log().lines().filter(|l| l.contains("FORGED")) {
+        assert!(
+            line.starts_with('[') && line.contains(" rexec_server"),
+            "a client wrote a log line of its own: {line:?}"
+        );
+    }
+}
+
+#[test]
+fn half_close_delivers_output_and_stdin_eof() {
+    let d = Daemon::start(&[]);
+    let mut sock = TcpStream::connect(d.addr).unwrap();
+    send(&mut sock, &hello());
+    send(
+        &mut sock,
+        &ClientMsg::Exec(Exec {
+            id: 1,
+            command: "cat; sleep 0.3; echo done".into(),
+            stdin: true,
+            ..Exec::default()
+        }),
+    );
+    send(
+        &mut sock,
+        &ClientMsg::Stdin {
+            id: 1,
+            data: b"abc\n".to_vec(),
+        },
+    );
+    // No more input, and no StdinEof: the end of the stream says it.
+    sock.shutdown(Shutdown::Write).unwrap();
+    let msgs = read_to_close(&mut sock, Duration::from_secs(10));
+    assert_eq!(stdout_of(&msgs), b"abc\ndone\n", "{msgs:?}");
+    assert_eq!(exit_code(&msgs), Some(ExitStatus::Code(0)), "{msgs:?}");
+}
+
+#[test]
+fn the_error_for_a_huge_frame_arrives_while_the_client_is_still_sending() {
+    let d = Daemon::start(&[]);
+    let mut sock = TcpStream::connect(d.addr).unwrap();
+    let mut w = frame(&hello());
+    w.extend_from_slice(&(8u32 << 20).to_be_bytes());
+    w.extend(std::iter::repeat_n(b'x', 6 << 20));
+    let mut writer = sock.try_clone().unwrap();
+    let t = std::thread::spawn(move || writer.write_all(&w).is_ok());
+    let msgs = read_to_close(&mut sock, Duration::from_secs(15));
+    let wrote_all = t.join().unwrap();
+    assert!(
+        matches!(errors(&msgs).last(), Some(e) if e.kind == ErrorKind::Limit),
+        "no Limit error read: {msgs:?}"
+    );
+    assert!(
+        wrote_all,
+        "the server reset the connection under the client"
+    );
+}
+
+#[test]
+fn trickled_bytes_are_not_activity() {
+    let d = Daemon::start(&["--idle-timeout", "2"]);
+    let mut sock = TcpStream::connect(d.addr).unwrap();
+    send(&mut sock, &hello());
+    // A frame that promises 1000 bytes, then one byte every 200 ms: each
+    // byte used to count as activity and keep the connection forever.
+    let mut writer = sock.try_clone().unwrap();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = done.clone();
+    let t = std::thread::spawn(move || {
+        let _ = writer.write_all(&1000u32.to_be_bytes());
+        let started = Instant::now();
+        while !stop.load(std::sync::atomic::Ordering::SeqCst)
+            && started.elapsed() < Duration::from_secs(8)
+            && writer.write_all(&[3]).is_ok()
+        {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let started = Instant::now();
+    let msgs = read_to_close(&mut sock, Duration::from_secs(12));
+    let took = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    t.join().unwrap();
+    assert!(
+        matches!(errors(&msgs).last(), Some(e) if e.kind == ErrorKind::Idle),
+        "{msgs:?}"
+    );
+    assert!(took < Duration::from_secs(5), "closed only after {took:?}");
+}
+
+#[test]
+fn a_frame_must_complete_within_the_frame_timeout() {
+    let d = Daemon::start(&["--idle-timeout", "0", "--frame-timeout", "1"]);
+    let mut sock = TcpStream::connect(d.addr).unwrap();
+    let mut w = frame(&hello());
+    w.extend_from_slice(&100u32.to_be_bytes());
+    w.extend_from_slice(&[0; 10]);
+    sock.write_all(&w).unwrap();
+    let t = Instant::now();
+    let msgs = read_to_close(&mut sock, Duration::from_secs(10));
+    let e = errors(&msgs);
+    assert!(
+        matches!(e.last(), Some(e) if e.kind == ErrorKind::Idle && e.message.contains("frame")),
+        "{msgs:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+#[test]
+fn connect_close_churn_leaves_no_timers_behind() {
+    let d = Daemon::start(&[]);
+    // Every connection arms an idle and a handshake timer; before, they
+    // stayed in the heap for ten minutes after the connection was gone, so
+    // connect/close churn grew the server without bound.
+    let before = d.rss_kib();
+    for _ in 0..3000 {
+        if let Ok(s) = TcpStream::connect(d.addr) {
+            drop(s);
+        }
+    }
+    assert!(
+        d.wait_log("stale timers dropped", Duration::from_secs(20)),
+        "the timers of closed connections were never dropped"
+    );
+    let after = d.rss_kib();
+    assert!(
+        after < before + 2048,
+        "RSS grew from {before} to {after} KiB over 3,000 connections"
+    );
+}
+
+#[test]
+fn spawn_errors_name_the_program_without_a_shell() {
+    let d = Daemon::start(&["--no-shell"]);
+    let r = run(rexec().arg(d.host()).arg("no-such-program-xyz --flag"));
+    assert_eq!(r.code, Some(127), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no-such-program-xyz") && !r.stderr.contains("/bin/sh"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn limit_errors_say_server_limit_once() {
+    let d = Daemon::start(&["--max-procs", "1"]);
+    let mut sock = TcpStream::connect(d.addr).unwrap();
+    send(&mut sock, &hello());
+    send(&mut sock, &exec(1, "sleep 5"));
+    send(&mut sock, &exec(2, "true"));
+    let msgs = rexec_tests::wire::read_until(&mut sock, &mut FrameDecoder::new(), |m| {
+        matches!(m, ServerMsg::Error(_))
+    });
+    let e = errors(&msgs)[0];
+    assert_eq!(e.kind, ErrorKind::Limit);
+    assert!(!e.message.contains("server limit"), "{}", e.message);
+    let shown = format!("{}: {}", e.kind, e.message);
+    assert_eq!(shown.matches("server limit").count(), 1, "{shown}");
+}
+
+#[test]
+fn without_a_shell_clients_cannot_set_loader_variables() {
+    let d = Daemon::start(&["--no-shell", "--allow", "env", "--allow-env", "MY_*"]);
+    for var in ["LD_PRELOAD=/tmp/p.so", "GCONV_PATH=/tmp", "BASH_ENV=/tmp/x"] {
+        let r = run(rexec().arg(d.host()).args(["--env", var, "env"]));
+        let name = var.split('=').next().unwrap();
+        assert_eq!(r.code, Some(255), "{var}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("forbidden") && r.stderr.contains(name),
+            "{var}: {}",
+            r.stderr
+        );
+        assert!(r.stdout.is_empty());
+    }
+    let r =
+        run(rexec()
+            .arg(d.host())
+            .args(["--env", "LANG=C.UTF-8", "--env", "MY_SETTING=1", "env"]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.out().contains("LANG=C.UTF-8\n") && r.out().contains("MY_SETTING=1\n"),
+        "{}",
+        r.out()
+    );
+}
