@@ -35,6 +35,8 @@ pub struct Config {
     /// Most output bytes (stdout + stderr) per command; `None` for no limit.
     pub max_output: Option<u64>,
     pub max_conns: usize,
+    /// Most connections waiting to authenticate (no hello, or no answer yet).
+    pub max_startups: usize,
     pub max_procs: usize,
     /// Close connections that send nothing and run nothing for this long.
     pub idle_timeout: Option<Duration>,
@@ -76,6 +78,7 @@ impl Default for Config {
             timeout: None,
             max_output: None,
             max_conns: 1024,
+            max_startups: 64,
             max_procs: 256,
             idle_timeout: Some(Duration::from_secs(600)),
             queue_limit: 1 << 20,
@@ -195,6 +198,13 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub max_conns: usize,
 
+    /// Most connections waiting to authenticate (that have not sent their
+    /// hello, or not yet answered the token challenge). Over it, the oldest
+    /// waiting connection of the address with the most is closed, so silent
+    /// connections from one place cannot keep token holders out.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_startups: usize,
+
     /// Most commands running at once across all clients; an Exec over the
     /// limit gets an error, the connection stays usable.
     #[arg(long, value_name = "N", default_value_t = 256)]
@@ -311,6 +321,7 @@ impl Args {
             timeout: secs(self.timeout),
             max_output: (self.max_output > 0).then_some(self.max_output),
             max_conns: self.max_conns.max(1),
+            max_startups: self.max_startups.max(1),
             max_procs: self.max_procs.max(1),
             idle_timeout: secs(self.idle_timeout),
             token,

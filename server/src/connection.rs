@@ -91,6 +91,10 @@ pub struct Connection {
     pub errors_logged: u32,
     /// Since when a frame has been partly received, if one has.
     pub partial_since: Option<Instant>,
+    /// Counted among the connections waiting to authenticate.
+    pub preauth: bool,
+    /// When the handshake must be complete.
+    pub handshake_due: Instant,
     /// Waiting in the server's backlog for its next turn.
     pub in_backlog: bool,
     /// Bytes discarded while lingering.
@@ -133,6 +137,8 @@ impl Connection {
             input_waits_for_output: false,
             errors_logged: 0,
             partial_since: None,
+            preauth: false,
+            handshake_due: Instant::now(),
             in_backlog: false,
             lingered: 0,
             last_activity: Instant::now(),

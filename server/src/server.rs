@@ -21,6 +21,7 @@ mod accept;
 mod command;
 mod input;
 mod output;
+mod penalty;
 mod reap;
 mod shutdown;
 mod tutorial;
@@ -45,7 +46,7 @@ use crate::process::Proc;
 use crate::registry::{ConnId, ProcId, Registry, Slot};
 use crate::timer::{Timer, Timers};
 
-use accept::AuthFailures;
+use penalty::AuthFailures;
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -96,6 +97,8 @@ pub struct Server {
     /// Ids for the tutorial protocols' commands, which carry none.
     tutorial_seq: u32,
     auth_failures: AuthFailures,
+    /// Connections waiting to authenticate (counted against max_startups).
+    preauth: usize,
     /// accept() is failing (out of descriptors); logged once per episode.
     accept_failing: bool,
     shutting_down: bool,
@@ -154,6 +157,7 @@ impl Server {
             random: rustls::crypto::ring::default_provider().secure_random,
             tutorial_seq: 0,
             auth_failures: AuthFailures::default(),
+            preauth: 0,
             accept_failing: false,
             shutting_down: false,
             shutdown_deadline: None,

@@ -287,6 +287,43 @@ pub fn run(cmd: &mut Command) -> Ran {
     run_for(cmd, Duration::from_secs(30))
 }
 
+/// Connects to `dst` from the loopback address `src` (e.g. 127.0.0.2), so a
+/// test can play clients from different addresses on one machine.
+pub fn connect_from(
+    src: std::net::Ipv4Addr,
+    dst: SocketAddr,
+) -> std::io::Result<std::net::TcpStream> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(dst) = dst else {
+        return Err(std::io::ErrorKind::Unsupported.into());
+    };
+    let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: socket(2) returns a new descriptor or -1; from here the
+    // TcpStream owns it and closes it on every path.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket that nothing else owns.
+    let sock = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    let (from, to) = (sin(src, 0), sin(*dst.ip(), dst.port()));
+    // SAFETY: the addresses are valid sockaddr_in values of the length given.
+    if unsafe { libc::bind(fd, (&raw const from).cast(), len) } != 0
+        || unsafe { libc::connect(fd, (&raw const to).cast(), len) } != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(sock)
+}
+
 /// Speaking the protocol by hand over a raw socket, for tests that must
 /// send what a well-behaved client never would.
 pub mod wire {

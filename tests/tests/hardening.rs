@@ -316,3 +316,85 @@ fn without_a_shell_clients_cannot_set_loader_variables() {
         r.out()
     );
 }
+
+/// rexec with `token` in its environment.
+fn with_token(token: &str) -> std::process::Command {
+    let mut c = rexec();
+    c.env("REXEC_TOKEN", token);
+    c
+}
+
+#[test]
+fn silent_connections_from_one_address_cannot_keep_token_holders_out() {
+    let d = Daemon::start_with_env(
+        &["--max-conns", "24", "--max-startups", "8"],
+        &[("REXEC_TOKEN", "s3cret")],
+    );
+    // 40 connections from 127.0.0.2 that never say a word: before, they
+    // filled the whole table until the handshake timeout.
+    let attacker: Vec<TcpStream> = (0..40)
+        .filter_map(|_| connect_from(std::net::Ipv4Addr::new(127, 0, 0, 2), d.addr).ok())
+        .collect();
+    assert!(attacker.len() >= 24, "only {} connected", attacker.len());
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..5 {
+        let r = run(with_token("s3cret").arg(d.host()).arg("echo in"));
+        assert_eq!(r.out(), "in\n", "attempt {i}: {}", r.stderr);
+    }
+    assert!(d.log().contains("waiting to authenticate"), "{}", d.log());
+}
+
+#[test]
+fn a_right_answer_gets_in_after_many_wrong_ones() {
+    // Before, the penalty grew to the handshake timeout and the timer that
+    // started at accept fired before the held-back hello: refused forever.
+    let d = Daemon::start_with_env(&["--handshake-timeout", "2"], &[("REXEC_TOKEN", "s3cret")]);
+    for _ in 0..4 {
+        let r = run(with_token("wrong").arg(d.host()).arg("true"));
+        assert_eq!(r.code, Some(255));
+    }
+    let r = run(with_token("s3cret").arg(d.host()).arg("echo in"));
+    assert_eq!(r.out(), "in\n", "{}", r.stderr);
+}
+
+#[test]
+fn parallel_guesses_are_as_slow_as_sequential_ones() {
+    let d = Daemon::start_with_env(&[], &[("REXEC_TOKEN", "s3cret")]);
+    let r = run(with_token("wrong").arg(d.host()).arg("true"));
+    assert_eq!(r.code, Some(255));
+    // Four guesses at once: each hello is held back one step after the
+    // previous one (250, 500, 750, 1000 ms at least), not all after 250 ms.
+    let started = Instant::now();
+    let guesses: Vec<_> = (0..4)
+        .map(|_| {
+            let host = d.host();
+            std::thread::spawn(move || run(with_token("wrong").arg(host).arg("true")).code)
+        })
+        .collect();
+    for g in guesses {
+        assert_eq!(g.join().unwrap(), Some(255));
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(950),
+        "four parallel guesses took only {took:?}"
+    );
+}
+
+#[test]
+fn silence_is_not_a_wrong_answer() {
+    let d = Daemon::start_with_env(&["--handshake-timeout", "1"], &[("REXEC_TOKEN", "s3cret")]);
+    let mut sock = TcpStream::connect(d.addr).unwrap();
+    let msgs = read_to_close(&mut sock, Duration::from_secs(5));
+    assert!(
+        matches!(errors(&msgs).last(), Some(e) if e.message.contains("no hello")),
+        "{msgs:?}"
+    );
+    let r = run(with_token("s3cret").arg(d.host()).arg("echo in"));
+    assert_eq!(r.out(), "in\n", "{}", r.stderr);
+    assert!(
+        !d.log().contains("held back"),
+        "a silent connection counted as a failure: {}",
+        d.log()
+    );
+}

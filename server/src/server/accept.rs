@@ -12,6 +12,7 @@ use rexec_proto::auth::NONCE_LEN;
 use rexec_proto::{ErrorKind, ErrorMsg, ServerMsg, encode_frame};
 
 use super::Server;
+use super::penalty::HelloDelay;
 use crate::config::Protocol;
 use crate::connection::{Connection, Wire};
 use crate::protocol::{ConnProtocol, Phase};
@@ -20,61 +21,6 @@ use crate::timer::Timer;
 
 /// How long to wait before accepting again after running out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// The delay before the hello for an address after its first failed
-/// authentication; it doubles with every further failure.
-const AUTH_PENALTY_BASE: Duration = Duration::from_millis(250);
-const AUTH_PENALTY_MAX: Duration = Duration::from_secs(10);
-/// Failures are forgotten this long after the last one.
-const AUTH_PENALTY_MEMORY: Duration = Duration::from_secs(600);
-/// Most addresses remembered for failed authentication.
-const AUTH_PENALTY_ENTRIES: usize = 4096;
-
-/// Failed authentications per address, to slow down guessing.
-#[derive(Debug, Default)]
-pub(super) struct AuthFailures {
-    by_addr: HashMap<IpAddr, (u32, Instant)>,
-}
-
-impl AuthFailures {
-    /// How long to hold back the hello for a new connection from `ip`.
-    fn penalty(&mut self, ip: IpAddr, now: Instant) -> Duration {
-        match self.by_addr.get(&ip) {
-            Some(&(n, last)) if now.duration_since(last) < AUTH_PENALTY_MEMORY => {
-                let d = AUTH_PENALTY_BASE.saturating_mul(1 << (n.min(16) - 1));
-                d.min(AUTH_PENALTY_MAX)
-            }
-            Some(_) => {
-                self.by_addr.remove(&ip);
-                Duration::ZERO
-            }
-            None => Duration::ZERO,
-        }
-    }
-
-    pub(super) fn failed(&mut self, ip: IpAddr, now: Instant) {
-        if self.by_addr.len() >= AUTH_PENALTY_ENTRIES && !self.by_addr.contains_key(&ip) {
-            self.by_addr
-                .retain(|_, (_, last)| now.duration_since(*last) < AUTH_PENALTY_MEMORY);
-            if self.by_addr.len() >= AUTH_PENALTY_ENTRIES {
-                let oldest = self
-                    .by_addr
-                    .iter()
-                    .min_by_key(|(_, (_, t))| *t)
-                    .map(|(ip, _)| *ip);
-                if let Some(oldest) = oldest {
-                    self.by_addr.remove(&oldest);
-                }
-            }
-        }
-        let e = self.by_addr.entry(ip).or_insert((0, now));
-        *e = (e.0.saturating_add(1), now);
-    }
-
-    pub(super) fn succeeded(&mut self, ip: IpAddr) {
-        self.by_addr.remove(&ip);
-    }
-}
-
 impl Server {
     /// Accepts every pending connection.
     pub(super) fn accept(&mut self) {
@@ -174,32 +120,101 @@ impl Server {
             }
         };
         let native = matches!(wire, Wire::Native(_));
-        let conn = Connection::new(stream, token, peer, wire, self.cfg.max_frame, tls);
+        if native && self.preauth >= self.cfg.max_startups {
+            self.make_room_for_startup();
+        }
+        let mut conn = Connection::new(stream, token, peer, wire, self.cfg.max_frame, tls);
         log::debug!("{peer}: connected");
+        if native {
+            conn.preauth = true;
+            self.preauth += 1;
+            conn.handshake_due = Instant::now() + self.cfg.handshake_timeout;
+            self.timers.at(conn.handshake_due, Timer::Handshake(id));
+        }
         self.conns.insert(id, conn);
         if let Some(idle) = self.cfg.idle_timeout {
             self.timers.after(idle, Timer::ConnIdle(id));
         }
-        if native {
-            self.timers
-                .after(self.cfg.handshake_timeout, Timer::Handshake(id));
-        }
         self.check_close(id);
+    }
+
+    /// Too many connections are waiting to authenticate: close the oldest
+    /// one of the address that has the most, so that one address cannot
+    /// keep everyone else out by opening connections and saying nothing.
+    fn make_room_for_startup(&mut self) {
+        let mut per_addr: HashMap<IpAddr, (usize, ConnId)> = HashMap::new();
+        for (id, c) in &self.conns {
+            if c.preauth {
+                let e = per_addr.entry(c.peer.ip()).or_insert((0, *id));
+                e.0 += 1;
+                e.1 = e.1.min(*id);
+            }
+        }
+        let victim = per_addr
+            .into_values()
+            .max_by_key(|(n, oldest)| (*n, std::cmp::Reverse(*oldest)));
+        let Some((n, id)) = victim else {
+            return;
+        };
+        log::info!(
+            "{} connections waiting to authenticate; closing the oldest of an address with {n}",
+            self.preauth
+        );
+        // Closed at once, not lingering: the slot is needed now.
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.fail(
+                ErrorKind::Limit,
+                format!(
+                    "{} connections are waiting to authenticate (--max-startups); \
+                     closing the oldest of the address with the most",
+                    self.cfg.max_startups
+                ),
+            );
+            conn.flush();
+        }
+        self.close_conn(id);
+    }
+
+    /// The connection no longer waits to authenticate (it did, or it is
+    /// closing): it stops counting against --max-startups.
+    pub(super) fn left_startup(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            if std::mem::take(&mut c.preauth) {
+                self.preauth -= 1;
+            }
+        }
     }
 
     /// The client's hello was accepted: answer now, or later if its address
     /// failed to authenticate before. Guessing gets slow; nobody else waits.
     pub(super) fn hello_accepted(&mut self, id: ConnId, peer: SocketAddr) {
-        let penalty = self.auth_failures.penalty(peer.ip(), Instant::now());
-        if penalty.is_zero() {
-            self.send_hello(id);
-        } else {
-            log::debug!("{peer}: hello held back {penalty:?} after failed authentication");
-            self.timers.after(penalty, Timer::SendHello(id));
+        if self.cfg.token.is_none() {
+            self.left_startup(id); // running from here on
+            return self.send_hello(id);
+        }
+        match self.auth_failures.hello_delay(peer.ip(), Instant::now()) {
+            HelloDelay::Now => self.send_hello(id),
+            HelloDelay::After(d) => {
+                log::debug!("{peer}: hello held back {d:?} after failed authentication");
+                self.timers.after(d, Timer::SendHello(id));
+            }
+            HelloDelay::Refuse(d) => self.fail_conn(
+                id,
+                ErrorKind::Auth,
+                format!(
+                    "too many failed authentications from {}; try again in {} s",
+                    peer.ip(),
+                    d.as_secs() + 1
+                ),
+            ),
         }
     }
 
+    /// Sends the server's hello (with the challenge). The handshake deadline
+    /// counts from now: a hello held back after failures does not eat into
+    /// the client's time to answer.
     pub(super) fn send_hello(&mut self, id: ConnId) {
+        let timeout = self.cfg.handshake_timeout;
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -207,6 +222,10 @@ impl Server {
             let hello = ServerMsg::Hello(proto.hello());
             conn.queue(&hello);
             conn.flush();
+            if conn.preauth {
+                conn.handshake_due = Instant::now() + timeout;
+                self.timers.at(conn.handshake_due, Timer::Handshake(id));
+            }
         }
         self.check_close(id);
     }
@@ -219,11 +238,11 @@ impl Server {
         };
         let waiting =
             conn.is_open() && matches!(&conn.wire, Wire::Native(p) if p.phase() != Phase::Running);
-        if !waiting {
-            return;
+        if !waiting || now < conn.handshake_due {
+            return; // done, or a later deadline (the hello was held back)
         }
+        // Silence is not a wrong answer: it does not count as a failure.
         let kind = if self.cfg.token.is_some() {
-            self.auth_failures.failed(conn.peer.ip(), now);
             ErrorKind::Auth
         } else {
             ErrorKind::Protocol

@@ -224,6 +224,7 @@ impl Server {
     /// run to the end; the connection closes when they are done and their
     /// output is sent.
     fn input_ended(&mut self, id: ConnId) {
+        self.left_startup(id);
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -272,6 +273,7 @@ impl Server {
             Action::Authenticated => {
                 log::debug!("{peer}: authenticated");
                 self.auth_failures.succeeded(peer.ip());
+                self.left_startup(id);
             }
             Action::Fail { kind, message } => {
                 if kind == ErrorKind::Auth {
@@ -363,6 +365,7 @@ impl Server {
     /// Queues a connection-level error; the connection closes once it is sent
     /// (or after a deadline).
     pub(super) fn fail_conn(&mut self, id: ConnId, kind: ErrorKind, message: String) {
+        self.left_startup(id);
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -388,6 +391,7 @@ impl Server {
 
     /// Forgets the connection; everything it started stops with it.
     pub(super) fn close_conn(&mut self, id: ConnId) {
+        self.left_startup(id);
         let Some(mut conn) = self.conns.remove(&id) else {
             return;
         };
