@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use rexec_proto::auth::Token;
 
-use crate::process::{ExecPolicy, resolve_program};
+use crate::process::{ExecPolicy, RunAs, resolve_program};
 
 /// Which protocol a server speaks on its port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -255,6 +255,12 @@ pub struct Args {
     )]
     pub allow_env: Vec<String>,
 
+    /// Run commands as this user (its uid, gid, supplementary groups, HOME,
+    /// and its home directory as the starting directory) instead of as the
+    /// user rexecd runs as. Needs rexecd to run as root.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
     /// Close a connection on which a frame has begun to arrive but is not
     /// complete after this many seconds (a stalled or trickling client).
     #[arg(long, value_name = "SECS", default_value_t = 30)]
@@ -302,6 +308,16 @@ impl Args {
                     .collect::<Result<Vec<_>, _>>()?,
             ),
         };
+        let run_as = match &self.user {
+            None => None,
+            Some(_) if !nix::unistd::geteuid().is_root() => {
+                return Err(
+                    "--user needs rexecd to run as root (it switches to that user for each command)"
+                        .into(),
+                );
+            }
+            Some(name) => Some(RunAs::lookup(name)?),
+        };
         let tls = match (&self.cert, &self.key, self.tls) {
             (Some(c), Some(k), _) => Some(crate::tls::from_files(c, k)?),
             (_, _, true) => {
@@ -330,6 +346,7 @@ impl Args {
                 no_shell: self.no_shell,
                 allow,
                 allow_env: self.allow_env,
+                run_as,
             },
             frame_timeout: Duration::from_secs(self.frame_timeout.max(1)),
             insecure: self.insecure,

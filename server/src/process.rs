@@ -110,6 +110,67 @@ pub struct ExecPolicy {
     pub allow: Option<Vec<PathBuf>>,
     /// With `no_shell`: variables clients may set besides [`SAFE_ENV`].
     pub allow_env: Vec<String>,
+    /// Run commands as this account instead of rexecd's own (root only).
+    pub run_as: Option<RunAs>,
+}
+
+/// The account commands run as with `--user`: its ids, supplementary groups
+/// and home, looked up once at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub home: PathBuf,
+}
+
+impl RunAs {
+    /// Looks `name` up in the user database.
+    pub fn lookup(name: &str) -> Result<RunAs, String> {
+        use nix::unistd::{User, getgrouplist};
+        let user = User::from_name(name)
+            .map_err(|e| format!("--user {name}: {e}"))?
+            .ok_or_else(|| format!("--user {name}: no such user"))?;
+        let cname =
+            std::ffi::CString::new(name).map_err(|_| format!("--user {name:?}: bad name"))?;
+        let groups = getgrouplist(&cname, user.gid)
+            .map_err(|e| format!("--user {name}: its groups: {e}"))?;
+        Ok(RunAs {
+            name: name.to_string(),
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            groups: groups.iter().map(|g| g.as_raw()).collect(),
+            home: user.dir,
+        })
+    }
+
+    /// Makes `cmd` run as this account, with its HOME, USER and LOGNAME,
+    /// starting in its home directory unless the client chose one.
+    fn apply(&self, cmd: &mut Command, cwd_given: bool) {
+        use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
+        cmd.env("HOME", &self.home)
+            .env("USER", &self.name)
+            .env("LOGNAME", &self.name);
+        if !cwd_given && self.home.is_dir() {
+            cmd.current_dir(&self.home);
+        }
+        let uid = Uid::from_raw(self.uid);
+        let gid = Gid::from_raw(self.gid);
+        let groups: Vec<Gid> = self.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        // SAFETY: the closure runs in the child between fork and exec and
+        // only makes the setgroups, setgid and setuid system calls (in that
+        // order: groups and gid while still root) on data prepared before
+        // the fork; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                setgroups(&groups)?;
+                setgid(gid)?;
+                setuid(uid)?;
+                Ok(())
+            });
+        }
+    }
 }
 
 /// Variables a client may always set, even with `no_shell`: they choose a
@@ -203,6 +264,9 @@ pub fn command_for(exec: &Exec, policy: &ExecPolicy) -> Result<Command, CommandE
         if let Some(v) = std::env::var_os(k) {
             cmd.env(k, v);
         }
+    }
+    if let Some(user) = &policy.run_as {
+        user.apply(&mut cmd, exec.cwd.is_some());
     }
     for (k, v) in &exec.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {

@@ -398,3 +398,57 @@ fn silence_is_not_a_wrong_answer() {
         d.log()
     );
 }
+
+#[test]
+fn the_token_is_not_readable_from_the_servers_proc_environ() {
+    let d = Daemon::start_with_env(&[], &[("REXEC_TOKEN", "topsecret-4711")]);
+    let environ = std::fs::read(format!("/proc/{}/environ", d.pid())).unwrap();
+    let text = String::from_utf8_lossy(&environ);
+    assert!(
+        !text.contains("topsecret-4711"),
+        "the token is in /proc/PID/environ"
+    );
+    // And a command run as the same user cannot read it there either.
+    let r = run(with_token("topsecret-4711")
+        .arg(d.host())
+        .arg("tr '\\0' '\\n' < /proc/$PPID/environ"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(!r.out().contains("topsecret-4711"), "{}", r.out());
+}
+
+#[test]
+fn user_runs_commands_as_another_account() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: --user needs the tests to run as root");
+        let r = run(std::process::Command::new(bin("rexecd")).args(["--user", "nobody"]));
+        assert_eq!(r.code, Some(2));
+        assert!(r.stderr.contains("root"), "{}", r.stderr);
+        return;
+    }
+    let r = run(std::process::Command::new(bin("rexecd")).args(["--user", "no-such-user-xyz"]));
+    assert_eq!(r.code, Some(2));
+    assert!(r.stderr.contains("no such user"), "{}", r.stderr);
+    let d = Daemon::start_with_env(&["--user", "nobody"], &[("REXEC_TOKEN", "s3cret")]);
+    let r = run(with_token("s3cret")
+        .arg(d.host())
+        .arg("id -u; id -g; id -G; echo $HOME $USER $LOGNAME"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let nobody = std::fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("nobody:"))
+        .map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>())
+        .expect("a nobody account");
+    let (uid, gid, home) = (&nobody[2], &nobody[3], &nobody[5]);
+    assert_eq!(
+        r.out(),
+        format!("{uid}\n{gid}\n{gid}\n{home} nobody nobody\n"),
+        "root's groups must be dropped too"
+    );
+    // The server's own files are out of reach.
+    let r = run(with_token("s3cret")
+        .arg(d.host())
+        .arg(format!("cat /proc/{}/environ", d.pid())));
+    assert_ne!(r.code, Some(0), "read rexecd's environment as nobody");
+}
