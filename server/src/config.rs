@@ -43,6 +43,10 @@ pub struct Config {
     /// Unsent bytes a connection may have queued before its commands' pipes
     /// stop being read.
     pub queue_limit: usize,
+    /// Bytes all connections and commands together may hold in queues
+    /// (output not yet sent, stdin not yet written, partial frames, tutorial
+    /// replies being built).
+    pub max_buffer: usize,
     /// Largest frame accepted from a client.
     pub max_frame: usize,
     /// Time between SIGTERM and SIGKILL when a command is stopped.
@@ -82,6 +86,7 @@ impl Default for Config {
             max_procs: 256,
             idle_timeout: Some(Duration::from_secs(600)),
             queue_limit: 1 << 20,
+            max_buffer: 256 << 20,
             max_frame: rexec_proto::DEFAULT_MAX_FRAME,
             kill_grace: Duration::from_secs(1),
             pipe_grace: Duration::from_millis(500),
@@ -146,14 +151,16 @@ impl Config {
         Ok(warnings)
     }
 
-    /// The output limit in force for this protocol.
+    /// The output limit in force for this protocol. The tutorial protocols
+    /// build each reply whole before sending it, so theirs is never above
+    /// 64 MiB or a quarter of the memory budget.
     pub fn output_limit(&self) -> Option<u64> {
         match self.protocol {
             Protocol::Native => self.max_output,
-            Protocol::Seed | Protocol::Raw => Some(
-                self.max_output
-                    .map_or(TUTORIAL_MAX_OUTPUT, |m| m.min(TUTORIAL_MAX_OUTPUT)),
-            ),
+            Protocol::Seed | Protocol::Raw => {
+                let cap = TUTORIAL_MAX_OUTPUT.min(self.max_buffer as u64 / 4).max(1);
+                Some(self.max_output.map_or(cap, |m| m.min(cap)))
+            }
         }
     }
 }
@@ -189,9 +196,18 @@ pub struct Args {
     /// Cut a command's output (stdout + stderr) after this many bytes, kill
     /// it, and report it as truncated. Accepts K, M, G suffixes (powers of
     /// 1024). 0 means no limit; the seed and raw protocols always stop at 64M
-    /// because they buffer each reply whole.
+    /// (or a quarter of --max-buffer, if less) because they buffer each reply
+    /// whole.
     #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_size)]
     pub max_output: u64,
+
+    /// Memory for queued bytes across all clients: output not yet sent,
+    /// stdin not yet taken by commands, partly received frames. Above it,
+    /// the largest queues are held back first (their commands' output pipes
+    /// and their stdin stop being read) until there is room again. K, M, G
+    /// suffixes.
+    #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = parse_size)]
+    pub max_buffer: u64,
 
     /// Most client connections at once; a client over the limit gets an error
     /// and is closed, others are unaffected.
@@ -336,6 +352,9 @@ impl Args {
             protocol: self.protocol,
             timeout: secs(self.timeout),
             max_output: (self.max_output > 0).then_some(self.max_output),
+            max_buffer: usize::try_from(self.max_buffer)
+                .unwrap_or(usize::MAX)
+                .max(1 << 20),
             max_conns: self.max_conns.max(1),
             max_startups: self.max_startups.max(1),
             max_procs: self.max_procs.max(1),
@@ -468,5 +487,9 @@ mod tests {
         assert_eq!(c.output_limit(), Some(TUTORIAL_MAX_OUTPUT));
         c.max_output = Some(10);
         assert_eq!(c.output_limit(), Some(10));
+        // A small memory budget lowers the cap: a quarter of it.
+        c.max_output = None;
+        c.max_buffer = 16 << 20;
+        assert_eq!(c.output_limit(), Some(4 << 20));
     }
 }

@@ -91,6 +91,9 @@ pub struct Connection {
     pub errors_logged: u32,
     /// Since when a frame has been partly received, if one has.
     pub partial_since: Option<Instant>,
+    /// Held back by the server-wide memory budget: its pipes and its input
+    /// are not read until it is released.
+    pub held_back: bool,
     /// Counted among the connections waiting to authenticate.
     pub preauth: bool,
     /// When the handshake must be complete.
@@ -137,6 +140,7 @@ impl Connection {
             input_waits_for_output: false,
             errors_logged: 0,
             partial_since: None,
+            held_back: false,
             preauth: false,
             handshake_due: Instant::now(),
             in_backlog: false,

@@ -18,6 +18,7 @@
 //! | `shutdown` | SIGTERM: stop commands, flush, return |
 
 mod accept;
+mod budget;
 mod command;
 mod input;
 mod output;
@@ -97,6 +98,10 @@ pub struct Server {
     /// Ids for the tutorial protocols' commands, which carry none.
     tutorial_seq: u32,
     auth_failures: AuthFailures,
+    /// Bytes held in queues, all connections together (recounted by
+    /// `check_budget`, estimated in between).
+    held: usize,
+    budget_checked: Instant,
     /// Connections waiting to authenticate (counted against max_startups).
     preauth: usize,
     /// accept() is failing (out of descriptors); logged once per episode.
@@ -158,6 +163,8 @@ impl Server {
             tutorial_seq: 0,
             auth_failures: AuthFailures::default(),
             preauth: 0,
+            held: 0,
+            budget_checked: Instant::now(),
             accept_failing: false,
             shutting_down: false,
             shutdown_deadline: None,
@@ -194,6 +201,7 @@ impl Server {
             }
             self.run_backlog();
             self.fire_timers();
+            self.check_budget(Instant::now());
             if self.shutting_down && self.shutdown_done() {
                 log::info!("shut down");
                 return Ok(());

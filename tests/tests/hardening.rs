@@ -452,3 +452,92 @@ fn user_runs_commands_as_another_account() {
         .arg(format!("cat /proc/{}/environ", d.pid())));
     assert_ne!(r.code, Some(0), "read rexecd's environment as nobody");
 }
+
+#[test]
+fn clients_that_never_read_stay_within_the_memory_budget() {
+    let d = Daemon::start(&["--max-buffer", "8M"]);
+    let base = d.rss_kib();
+    // 48 clients start a large output each and never read it: before, each
+    // held its own 1 MiB queue and more (60 MiB and up), whatever the total.
+    let socks: Vec<TcpStream> = (0..48)
+        .map(|i| {
+            let mut s = TcpStream::connect(d.addr).unwrap();
+            send(&mut s, &hello());
+            send(&mut s, &exec(i, "head -c 8000000 /dev/zero"));
+            s
+        })
+        .collect();
+    assert!(
+        d.wait_log("held back", Duration::from_secs(10)),
+        "{}",
+        d.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let rss = d.rss_kib();
+    assert!(
+        rss < base + 24 * 1024,
+        "RSS {rss} KiB with 48 non-readers (from {base} KiB)"
+    );
+    // Everyone else is still served.
+    let r = run(rexec().arg(d.host()).arg("echo still here"));
+    assert_eq!(r.out(), "still here\n", "{}", r.stderr);
+    drop(socks);
+}
+
+#[test]
+fn stdin_floods_stay_within_the_memory_budget() {
+    let d = Daemon::start(&["--max-buffer", "8M", "--max-procs", "64"]);
+    let base = d.rss_kib();
+    let mut sock = TcpStream::connect(d.addr).unwrap();
+    send(&mut sock, &hello());
+    for id in 0..40 {
+        send(
+            &mut sock,
+            &ClientMsg::Exec(Exec {
+                id,
+                command: "sleep 30".into(),
+                stdin: true,
+                ..Exec::default()
+            }),
+        );
+    }
+    // 1 MiB of stdin for each of 40 commands that never read it.
+    sock.set_write_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let chunk = vec![b'x'; (1 << 20) - 64];
+    let mut sent = 0;
+    for id in 0..40 {
+        let f = frame(&ClientMsg::Stdin {
+            id,
+            data: chunk.clone(),
+        });
+        if sock.write_all(&f).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let rss = d.rss_kib();
+    assert!(
+        rss < base + 16 * 1024,
+        "RSS {rss} KiB after {sent} MiB of stdin (from {base} KiB)"
+    );
+    assert!(sent < 40, "all 40 MiB of stdin were taken in");
+}
+
+#[test]
+fn seed_replies_fit_the_memory_budget_and_say_when_cut() {
+    let d = Daemon::start(&["--protocol", "seed", "--max-buffer", "8M"]);
+    let mut sock = TcpStream::connect(d.addr).unwrap();
+    sock.write_all(b"head -c 3000000 /dev/zero").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut header = [0u8; 4];
+    std::io::Read::read_exact(&mut sock, &mut header).unwrap();
+    let n = i32::from_le_bytes(header) as usize;
+    let mut reply = vec![0u8; n];
+    std::io::Read::read_exact(&mut sock, &mut reply).unwrap();
+    assert!(n < 3_000_000, "{n} bytes: no cap below the budget");
+    let text = String::from_utf8_lossy(&reply[2 << 20..]);
+    assert!(text.contains("output cut at 2097152 bytes"), "{text}");
+}

@@ -195,6 +195,7 @@ impl Server {
             return; // not asked for, or the child closed it: drop the bytes
         }
         p.stdin_queue.tail().extend_from_slice(data);
+        self.held += data.len();
         p.stdin_eof |= eof;
         self.write_stdin(proc);
         if let (Some(p), Some(conn)) = (self.procs.get(&proc), self.conns.get_mut(&conn_id)) {

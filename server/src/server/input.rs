@@ -70,10 +70,15 @@ impl Server {
             // report them again.
             let mut decoded = false;
             loop {
+                if self.over_budget() {
+                    // Memory is short: the largest holders, this one
+                    // perhaps, are held back before anything more is read.
+                    self.check_budget(Instant::now());
+                }
                 let Some(conn) = self.conns.get_mut(&id) else {
                     return;
                 };
-                if !conn.is_open() || conn.input_paused {
+                if !conn.is_open() || conn.input_paused || conn.held_back {
                     return;
                 }
                 if conn.out.len() >= reply_limit {

@@ -35,9 +35,22 @@ impl Server {
             if conn.out.len() >= FLUSH_BATCH {
                 conn.flush();
             }
-            if conn.out.len() >= queue_limit {
+            let over_budget = self.held > self.cfg.max_buffer;
+            let tutorial_held = p.tutorial_out.len() + p.tutorial_err.len();
+            // The tutorial protocols cannot send a reply before it is whole,
+            // so holding their pipes back would never free anything: over
+            // the budget, a large reply is cut instead (below).
+            let cut_tutorial = !conn.is_native()
+                && (conn.held_back || over_budget)
+                && tutorial_held >= FLUSH_BATCH;
+            if conn.is_native()
+                && (conn.out.len() >= queue_limit
+                    || conn.held_back
+                    || (over_budget && !conn.out.is_empty()))
+            {
                 // Backpressure: leave the bytes in the pipe (the child blocks
-                // when it fills) and come back when the socket drains.
+                // when it fills) and come back when the socket drains, or
+                // when the server has memory again.
                 if !conn.paused_pipes.contains(&(proc, stream)) {
                     conn.paused_pipes.push((proc, stream));
                 }
@@ -65,10 +78,15 @@ impl Server {
                     return self.maybe_finish(proc);
                 }
             };
-            let room = out_limit.map_or(u64::MAX, |l| l.saturating_sub(p.bytes_out));
+            let room = match out_limit {
+                _ if cut_tutorial => 0,
+                Some(l) => l.saturating_sub(p.bytes_out),
+                None => u64::MAX,
+            };
             let take = n.min(usize::try_from(room).unwrap_or(usize::MAX));
             let data = &self.scratch[..take];
             p.bytes_out += take as u64;
+            self.held += take;
             if conn.is_native() {
                 if take > 0 {
                     // Flushed in batches (above, and when the pipe runs dry):
@@ -82,6 +100,17 @@ impl Server {
                 }
             }
             if take < n {
+                if !conn.is_native() {
+                    // No truncation flag in the tutorial replies: say it in
+                    // the reply itself.
+                    let why = if cut_tutorial {
+                        "the server's memory budget (--max-buffer) is in use"
+                    } else {
+                        "the server's output limit (--max-output)"
+                    };
+                    let note = format!("\nrexecd: output cut at {} bytes: {why}\n", p.bytes_out);
+                    p.tutorial_err.extend_from_slice(note.as_bytes());
+                }
                 p.truncated = true;
                 log::info!(
                     "{}: command {} truncated at {} bytes",
@@ -103,7 +132,8 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        if conn.paused_pipes.is_empty() || conn.out.len() >= self.cfg.queue_limit {
+        if conn.paused_pipes.is_empty() || conn.held_back || conn.out.len() >= self.cfg.queue_limit
+        {
             return;
         }
         for (proc, stream) in std::mem::take(&mut conn.paused_pipes) {

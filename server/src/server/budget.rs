@@ -1,0 +1,86 @@
+//! The server-wide memory budget (`--max-buffer`): every byte held in a
+//! queue (output not yet sent, stdin not yet taken by a command, a partly
+//! received frame, a tutorial reply being built) counts. Over the budget,
+//! the connections holding the most are held back first: their commands'
+//! output pipes and their socket input stop being read, so their children
+//! and their clients wait (TCP and pipe backpressure) while the rest go on.
+//! Below three quarters of it, everyone is released.
+
+use std::time::{Duration, Instant};
+
+use super::Server;
+use crate::connection::Connection;
+use crate::registry::ConnId;
+
+/// How often the total is recounted when nothing forces it.
+const RECOUNT: Duration = Duration::from_millis(10);
+
+impl Server {
+    /// Bytes held on behalf of one connection.
+    fn held_by(&self, conn: &Connection) -> usize {
+        let commands: usize = conn
+            .commands
+            .values()
+            .filter_map(|p| self.procs.get(p))
+            .map(|p| p.stdin_queue.len() + p.tutorial_out.len() + p.tutorial_err.len())
+            .sum();
+        conn.out.len() + conn.decoder.buffered() + commands
+    }
+
+    /// Whether the running estimate of held bytes is over the budget.
+    pub(super) fn over_budget(&self) -> bool {
+        self.held > self.cfg.max_buffer
+    }
+
+    /// Recounts what is held (at most every 10 ms unless over the budget)
+    /// and holds back or releases connections.
+    pub(super) fn check_budget(&mut self, now: Instant) {
+        if !self.over_budget() && now < self.budget_checked + RECOUNT {
+            return;
+        }
+        self.budget_checked = now;
+        let mut sizes: Vec<(usize, ConnId)> = self
+            .conns
+            .iter()
+            .map(|(id, c)| (self.held_by(c), *id))
+            .collect();
+        self.held = sizes.iter().map(|(n, _)| n).sum();
+        let budget = self.cfg.max_buffer;
+        if self.held > budget {
+            // Largest first, until what the others hold fits again.
+            sizes.sort_unstable_by(|a, b| b.cmp(a));
+            let mut rest = self.held;
+            for (n, id) in sizes {
+                if rest <= budget / 4 * 3 || n == 0 {
+                    break;
+                }
+                rest -= n;
+                if let Some(c) = self.conns.get_mut(&id) {
+                    if !std::mem::replace(&mut c.held_back, true) {
+                        log::info!(
+                            "{}: held back: {n} bytes queued, {} in all (--max-buffer {budget})",
+                            c.peer,
+                            self.held
+                        );
+                    }
+                }
+            }
+        } else if self.held <= budget / 4 * 3 {
+            let held: Vec<ConnId> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.held_back)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in held {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.held_back = false;
+                    log::debug!("{}: released", c.peer);
+                }
+                self.resume_pipes(id);
+                self.service_input(id);
+                self.check_close(id);
+            }
+        }
+    }
+}
