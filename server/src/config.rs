@@ -271,6 +271,15 @@ pub struct Args {
     )]
     pub allow_env: Vec<String>,
 
+    /// Run each command under a supervisor that, when the command ends
+    /// (normally, timed out, cancelled, or its client gone, or rexecd
+    /// killed), ends everything it started: background jobs, `nohup`,
+    /// `setsid` and double forks included. Without it, as with ssh, a job
+    /// started in the background on purpose outlives its command (until
+    /// --timeout, if set).
+    #[arg(long)]
+    pub contain: bool,
+
     /// Run commands as this user (its uid, gid, supplementary groups, HOME,
     /// and its home directory as the starting directory) instead of as the
     /// user rexecd runs as. Needs rexecd to run as root.
@@ -366,6 +375,12 @@ impl Args {
                 allow,
                 allow_env: self.allow_env,
                 run_as,
+                contain: match self.contain {
+                    false => None,
+                    true => Some(std::env::current_exe().map_err(|e| {
+                        format!("--contain: cannot find rexecd's own executable: {e}")
+                    })?),
+                },
             },
             frame_timeout: Duration::from_secs(self.frame_timeout.max(1)),
             insecure: self.insecure,

@@ -44,6 +44,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod contain;
 pub mod out_queue;
 pub mod process;
 pub mod protocol;

@@ -5,6 +5,11 @@ use clap::Parser;
 use rexec_server::{Args, Server};
 
 fn main() -> ExitCode {
+    // `rexecd __contain PROGRAM ARGS...`: the --contain supervisor.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == rexec_server::contain::ARG) {
+        std::process::exit(rexec_server::contain::supervise(&args[2..]));
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = match Args::parse().into_config() {
         Ok(c) => c,

@@ -112,6 +112,9 @@ pub struct ExecPolicy {
     pub allow_env: Vec<String>,
     /// Run commands as this account instead of rexecd's own (root only).
     pub run_as: Option<RunAs>,
+    /// Run each command under a supervisor (this executable, see
+    /// contain.rs) that kills everything the command started when it ends.
+    pub contain: Option<PathBuf>,
 }
 
 /// The account commands run as with `--user`: its ids, supplementary groups
@@ -204,12 +207,13 @@ pub fn command_for(exec: &Exec, policy: &ExecPolicy) -> Result<Command, CommandE
     } else {
         exec.mode
     };
-    let mut cmd = match mode {
-        ExecMode::Shell => {
-            let mut c = Command::new("/bin/sh");
-            c.arg("-c").arg(&exec.command);
-            c
-        }
+    // What to run: the program, the name it is given (argv[0]), its arguments.
+    let (program, arg0, args): (PathBuf, Option<String>, Vec<String>) = match mode {
+        ExecMode::Shell => (
+            PathBuf::from("/bin/sh"),
+            None,
+            vec!["-c".into(), exec.command.clone()],
+        ),
         ExecMode::Argv => {
             let words = shlex::split(&exec.command).ok_or_else(|| {
                 CommandError::bad(
@@ -219,7 +223,7 @@ pub fn command_for(exec: &Exec, policy: &ExecPolicy) -> Result<Command, CommandE
             let Some((prog, args)) = words.split_first() else {
                 return Err(CommandError::bad("empty command"));
             };
-            let mut c = match &policy.allow {
+            match &policy.allow {
                 Some(allowed) => {
                     let resolved = resolve_program(prog).filter(|r| allowed.contains(r));
                     let Some(path) = resolved else {
@@ -232,13 +236,26 @@ pub fn command_for(exec: &Exec, policy: &ExecPolicy) -> Result<Command, CommandE
                         ));
                     };
                     // Run exactly what was checked, under the name it was given.
-                    let mut c = Command::new(path);
-                    c.arg0(prog);
-                    c
+                    (path, Some(prog.clone()), args.to_vec())
                 }
-                None => Command::new(prog),
-            };
-            c.args(args);
+                None => (PathBuf::from(prog), None, args.to_vec()),
+            }
+        }
+    };
+    let mut cmd = match &policy.contain {
+        // The supervisor runs the command and, when it ends, everything it
+        // started (see contain.rs).
+        Some(exe) => {
+            let mut c = Command::new(exe);
+            c.arg(crate::contain::ARG).arg(&program).args(&args);
+            c
+        }
+        None => {
+            let mut c = Command::new(&program);
+            if let Some(a) = arg0 {
+                c.arg0(a);
+            }
+            c.args(&args);
             c
         }
     };
@@ -370,6 +387,12 @@ pub fn kill_group(pgid: i32, sig: libc::c_int) {
     }
 }
 
+/// Whether process group `pgid` still has a member.
+pub fn group_alive(pgid: i32) -> bool {
+    // SAFETY: kill(2) with signal 0 only checks; no memory is shared.
+    pgid > 1 && unsafe { libc::kill(-pgid, 0) } == 0
+}
+
 /// Converts std's exit status into the protocol's.
 pub fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
     match (status.code(), status.signal()) {
@@ -403,6 +426,8 @@ pub struct Proc {
     /// Set once the child has been reaped.
     pub status: Option<ExitStatus>,
     pub started: std::time::Instant,
+    /// When its time limit runs out, if it has one.
+    pub deadline: Option<std::time::Instant>,
     pub bytes_out: u64,
     pub timed_out: bool,
     pub truncated: bool,

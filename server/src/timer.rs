@@ -17,6 +17,9 @@ pub enum Timer {
     ProcTimeout(ProcId),
     /// SIGKILL for a process group that was sent SIGTERM.
     KillGroup(i32),
+    /// What is left of a finished command's process group must be gone by
+    /// `at` (its time limit); looked at every second until then.
+    GroupDeadline { pgid: i32, at: Instant },
     /// Stop waiting for the pipes of a command whose process exited.
     PipeGrace(ProcId),
     /// Check a connection for idleness.

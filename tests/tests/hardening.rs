@@ -541,3 +541,103 @@ fn seed_replies_fit_the_memory_budget_and_say_when_cut() {
     let text = String::from_utf8_lossy(&reply[2 << 20..]);
     assert!(text.contains("output cut at 2097152 bytes"), "{text}");
 }
+
+/// Kills the given pids when dropped (processes a test made the server start).
+struct Reap(Vec<i32>);
+impl Drop for Reap {
+    fn drop(&mut self) {
+        for &p in &self.0 {
+            // SAFETY: kill(2) on pids this test had the server start.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+    }
+}
+
+fn pids(text: &str) -> Vec<i32> {
+    text.split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
+#[test]
+fn the_time_limit_bounds_background_jobs_too() {
+    let d = Daemon::start(&["--timeout", "2"]);
+    let started = Instant::now();
+    let r = run(rexec()
+        .arg(d.host())
+        .arg("for i in 1 2 3; do sleep 1234 & echo $!; done"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let jobs = Reap(pids(&r.out()));
+    assert_eq!(jobs.0.len(), 3, "{}", r.out());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the command itself ends at once"
+    );
+    assert!(jobs.0.iter().all(|&p| alive(p)), "the jobs run on after it");
+    assert!(
+        wait_until(Duration::from_secs(6), || jobs.0.iter().all(|&p| !alive(p))),
+        "background jobs outlived --timeout"
+    );
+    assert!(d.log().contains("left processes"), "{}", d.log());
+}
+
+#[test]
+fn without_a_time_limit_a_background_job_survives_like_with_ssh() {
+    let d = Daemon::start(&[]);
+    let r = run(rexec()
+        .arg(d.host())
+        .arg("nohup sleep 30 >/dev/null 2>&1 & echo $!"));
+    let job = Reap(pids(&r.out()));
+    assert_eq!(job.0.len(), 1, "{}", r.out());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(alive(job.0[0]), "a nohup job started on purpose was killed");
+}
+
+#[test]
+fn contain_ends_everything_a_command_started() {
+    let d = Daemon::start(&["--contain"]);
+    // setsid and nohup: new session, no hangup, still ended.
+    let r = run(rexec().arg(d.host()).arg(
+        "setsid sleep 1234 >/dev/null 2>&1 & echo $!; \
+         nohup sleep 1235 >/dev/null 2>&1 & echo $!; exit 3",
+    ));
+    assert_eq!(r.code, Some(3), "the command's own status: {}", r.stderr);
+    let jobs = Reap(pids(&r.out()));
+    assert_eq!(jobs.0.len(), 2, "{}", r.out());
+    assert!(
+        wait_until(Duration::from_secs(3), || jobs.0.iter().all(|&p| !alive(p))),
+        "escaped processes survived --contain"
+    );
+    // A signal death is still reported as one.
+    let r = run(rexec().arg(d.host()).arg("kill -9 $$"));
+    assert_eq!(r.code, Some(137), "{}", r.stderr);
+}
+
+#[test]
+fn contain_ends_escapees_on_disconnect_and_when_rexecd_is_killed() {
+    for kill_server in [false, true] {
+        let mut d = Daemon::start(&["--contain"]);
+        let mut sock = TcpStream::connect(d.addr).unwrap();
+        send(&mut sock, &hello());
+        send(
+            &mut sock,
+            &exec(1, "setsid sleep 1234 >/dev/null 2>&1 & echo $!; sleep 300"),
+        );
+        let msgs = rexec_tests::wire::read_until(&mut sock, &mut FrameDecoder::new(), |m| {
+            matches!(m, ServerMsg::Stdout { .. })
+        });
+        let job = Reap(pids(&String::from_utf8_lossy(&stdout_of(&msgs))));
+        assert_eq!(job.0.len(), 1, "{msgs:?}");
+        assert!(alive(job.0[0]));
+        if kill_server {
+            d.signal(libc::SIGKILL);
+            d.wait_exit(Duration::from_secs(5));
+        } else {
+            drop(sock);
+        }
+        assert!(
+            wait_until(Duration::from_secs(4), || !alive(job.0[0])),
+            "a setsid process survived (server killed: {kill_server})"
+        );
+    }
+}

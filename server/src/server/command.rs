@@ -170,6 +170,7 @@ impl Server {
                 pidfd,
                 status: None,
                 started: now,
+                deadline: limit.map(|l| now + l),
                 bytes_out: 0,
                 timed_out: false,
                 truncated: false,

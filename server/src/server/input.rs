@@ -440,6 +440,7 @@ impl Server {
             | Timer::FrameDeadline(c) => conns.contains_key(c),
             Timer::ProcTimeout(p) | Timer::PipeGrace(p) => procs.contains_key(p),
             Timer::KillGroup(_)
+            | Timer::GroupDeadline { .. }
             | Timer::AcceptRetry
             | Timer::ReapSweep
             | Timer::ShutdownDeadline => true,

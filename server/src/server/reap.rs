@@ -1,7 +1,7 @@
 //! Child exits: reap the process (pidfd event, SIGCHLD or a sweep), wait
 //! for its output to end, then report `Exited` and write the audit line.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rexec_proto::{ExitStatus, Exited, ServerMsg};
 
@@ -12,7 +12,27 @@ use crate::process::{self, Proc};
 use crate::registry::ProcId;
 use crate::timer::Timer;
 
+/// How often the process group a finished command left behind is looked at
+/// (once it is empty, its number is never signalled again).
+const LEFTOVER_CHECK: Duration = Duration::from_secs(1);
+
 impl Server {
+    /// A finished command's process group at its time limit: gone, or killed.
+    pub(super) fn check_leftovers(&mut self, pgid: i32, at: Instant, now: Instant) {
+        if !process::group_alive(pgid) {
+            return;
+        }
+        if now < at {
+            let next = LEFTOVER_CHECK.min(at - now);
+            self.timers.after(next, Timer::GroupDeadline { pgid, at });
+            return;
+        }
+        log::info!("process group {pgid}: time limit reached; stopping what is left");
+        process::kill_group(pgid, libc::SIGTERM);
+        self.timers
+            .after(self.cfg.kill_grace, Timer::KillGroup(pgid));
+    }
+
     /// The pidfd says the child exited: reap it.
     pub(super) fn reap(&mut self, proc: ProcId) {
         let Some(p) = self.procs.get_mut(&proc) else {
@@ -96,6 +116,22 @@ impl Server {
         let status = p.status.unwrap_or(ExitStatus::Code(-1));
         let duration = p.started.elapsed();
         audit(&p, status, duration);
+        if let Some(at) = p.deadline {
+            // Background jobs of the command are in its process group: the
+            // time limit bounds them too, not only the command.
+            if process::group_alive(p.pgid) {
+                log::info!(
+                    "{}: command {} left processes in group {}; they end at its time limit",
+                    p.peer,
+                    p.id,
+                    p.pgid
+                );
+                self.timers.after(
+                    LEFTOVER_CHECK.min(at.saturating_duration_since(Instant::now())),
+                    Timer::GroupDeadline { pgid: p.pgid, at },
+                );
+            }
+        }
         let Some(conn_id) = p.conn else {
             return;
         };
