@@ -463,6 +463,42 @@ def main():
     targets.append(("T5 RSS < 64 MiB with 5,000 idle connections", idle_rss < 64 * MiB, f"{idle_rss / MiB:.1f} MiB"))
     targets.append(("T5 new client served in < 50 ms", new_ms < 50, f"{new_ms:.1f} ms"))
 
+    # ---- T6 hostile neighbours -------------------------------------------------
+    log("T6: a fast client next to 20 non-readers and an Exec flood")
+    hostile_bin = os.path.join(REL, "rexec-hostile")
+    p7, addr7 = start_rexecd()
+    t6_mb = 256
+
+    def fast_client():
+        t = wall(f"{REXEC} {addr7} 'head -c {t6_mb}M /dev/zero'")
+        lat = sorted(wall(f"{REXEC} {addr7} true") for _ in range(100))
+        return t6_mb * MiB / t / 1e6, lat[49] * 1000, lat[98] * 1000
+
+    quiet = fast_client()
+    neighbours = [start([hostile_bin, "nonreader", addr7], stdout=subprocess.DEVNULL)
+                  for _ in range(20)]
+    flood = start([hostile_bin, "flood", addr7, "60"], stdout=subprocess.PIPE)
+    time.sleep(1.0)
+    loud = fast_client()
+    rss7 = vm(p7.pid, "VmRSS:")
+    for p in neighbours + [flood]:
+        p.terminate()
+    flood_lines = flood.communicate()[0].decode().split()
+    flood_sent = flood_lines[-1] if flood_lines else "?"
+    p7.terminate()
+    p7.wait()
+    md.append("### T6 hostile neighbours: a fast client next to 20 clients that never read and one Exec flood\n")
+    md.append("| fast client | alone | with the neighbours |")
+    md.append("|---|---|---|")
+    md.append(f"| `rexec HOST 'head -c {t6_mb}M /dev/zero'`, MB/s | {quiet[0]:.0f} | {loud[0]:.0f} |")
+    md.append(f"| `rexec HOST true`, whole process, median of 100, ms | {quiet[1]:.1f} | {loud[1]:.1f} |")
+    md.append(f"| `rexec HOST true`, whole process, p99 of 100, ms | {quiet[2]:.1f} | {loud[2]:.1f} |")
+    md.append(f"| rexecd RSS with the neighbours | | {rss7 / MiB:.1f} MiB |")
+    md.append("")
+    md.append(f"The flood sent {flood_sent} `Exec` frames (each refused: the id is in use) while the fast client ran.")
+    md.append("")
+    targets.append(("T6 fast client's p99 < 20 ms next to hostile neighbours", loud[2] < 20, f"{loud[2]:.1f} ms"))
+
     # ---- write ---------------------------------------------------------------
     cpu = "unknown"
     try:
