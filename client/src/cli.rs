@@ -21,8 +21,9 @@ With no command, rexec reads commands from a prompt (or one per line from
 stdin when it is not a terminal) and runs them one after another.
 
 Exit status: the remote command's; 128+N when it died of signal N; 124 when
-it timed out; 127 when it could not be started; 255 when the connection, the
-protocol or authentication failed.
+it timed out; 141 when the server cut its output at its limit (--max-output);
+127 when it could not be started; 255 when the connection, the protocol or
+authentication failed.
 
 Try `rexec demo` for an end-to-end demonstration that needs no server.";
 

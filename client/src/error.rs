@@ -44,6 +44,7 @@ impl std::fmt::Display for ClientError {
             ClientError::Server(e) => match e.kind {
                 ErrorKind::Auth => write!(f, "auth failed: {}", e.message),
                 ErrorKind::Version => write!(f, "{}", e.message),
+                ErrorKind::Shutdown => write!(f, "{}: {}", e.kind, e.message),
                 _ => write!(f, "server closed the connection: {}: {}", e.kind, e.message),
             },
             ClientError::Usage(m) => f.write_str(m),

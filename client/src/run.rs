@@ -20,6 +20,10 @@ pub const EXIT_TIMED_OUT: i32 = 124;
 /// Exit code for a command that could not be started (as a shell's
 /// "command not found").
 pub const EXIT_SPAWN: i32 = 127;
+/// Exit code for a command whose output the server cut at its limit, however
+/// the command itself ended (as a writer whose reader went away: 128 +
+/// SIGPIPE). A cut output never looks like success.
+pub const EXIT_TRUNCATED: i32 = 141;
 
 /// Where output goes.
 #[derive(Debug)]
@@ -102,11 +106,13 @@ pub struct Outcome {
 
 impl Outcome {
     /// The process exit code `rexec` uses for this command: the remote code;
-    /// 128+N for signal N; 124 for a timeout; 127 when it could not start;
-    /// 255 for other server refusals.
+    /// 128+N for signal N; 124 for a timeout; 141 when the output was cut at
+    /// the server's limit; 127 when it could not start; 255 for other server
+    /// refusals.
     pub fn exit_code(&self) -> i32 {
         match (&self.exited, &self.error) {
             (Some(x), _) if x.timed_out => EXIT_TIMED_OUT,
+            (Some(x), _) if x.truncated => EXIT_TRUNCATED,
             (Some(x), _) => x.status.shell_code(),
             (None, Some(e)) if e.kind == ErrorKind::Spawn => EXIT_SPAWN,
             _ => EXIT_CONNECTION,
@@ -133,11 +139,14 @@ impl Outcome {
         let x = self.exited.as_ref();
         let obj = serde_json::json!({
             "command": command,
+            // A cut output has the fixed status, whatever the race between
+            // the kill and the command's own exit gave.
             "exit_code": x.and_then(|x| match x.status {
+                _ if x.truncated => Some(EXIT_TRUNCATED),
                 ExitStatus::Code(c) => Some(c),
                 ExitStatus::Signal(_) => None,
             }),
-            "signal": self.signal(),
+            "signal": self.signal().filter(|_| !x.is_some_and(|x| x.truncated)),
             "timed_out": x.is_some_and(|x| x.timed_out),
             "truncated": x.is_some_and(|x| x.truncated),
             "stdout": stdout,

@@ -175,9 +175,9 @@ impl Config {
 #[derive(Debug, Parser)]
 #[command(name = "rexecd", version, about, long_about, max_term_width = 100)]
 pub struct Args {
-    /// Address to listen on, HOST:PORT. Port 0 picks a free port (the real
-    /// one is printed on the first line, for scripts and tests). Use
-    /// [::1]:PORT for IPv6.
+    /// Address to listen on, HOST:PORT, or HOST for port 7070. Port 0 picks
+    /// a free port (the real one is printed on the first line, for scripts
+    /// and tests). Use [::1]:PORT for IPv6.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070", value_parser = parse_addr)]
     pub listen: SocketAddr,
 
@@ -389,10 +389,26 @@ impl Args {
     }
 }
 
-/// Parses `HOST:PORT`, resolving a host name such as `localhost`.
+/// The port rexecd listens on, and rexec connects to, when none is given.
+pub const DEFAULT_PORT: u16 = 7070;
+
+/// Parses `HOST:PORT` or `HOST` (port 7070), resolving a host name such as
+/// `localhost`.
 pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(a) = s.parse() {
         return Ok(a);
+    }
+    // An address without a port listens on the default one, as the client
+    // assumes for a host without a port.
+    if let Ok(ip) = s
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+    {
+        return Ok(SocketAddr::new(ip, DEFAULT_PORT));
+    }
+    if !s.contains(':') {
+        return parse_addr(&format!("{s}:{DEFAULT_PORT}"));
     }
     let mut addrs = s
         .to_socket_addrs()
@@ -449,7 +465,15 @@ mod tests {
         );
         assert_eq!(parse_addr("[::1]:7070").map(|a| a.is_ipv6()), Ok(true));
         assert_eq!(parse_addr("localhost:7070").map(|a| a.port()), Ok(7070));
-        assert!(parse_addr("nonsense").is_err());
+        assert!(parse_addr("127.0.0.1:notaport").is_err());
+        // No port: the default one.
+        assert_eq!(
+            parse_addr("127.0.0.1"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 7070)))
+        );
+        assert_eq!(parse_addr("::1").map(|a| a.port()), Ok(7070));
+        assert_eq!(parse_addr("[::1]").map(|a| a.port()), Ok(7070));
+        assert_eq!(parse_addr("localhost").map(|a| a.port()), Ok(7070));
     }
 
     #[test]

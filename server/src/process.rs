@@ -148,16 +148,12 @@ impl RunAs {
         })
     }
 
-    /// Makes `cmd` run as this account, with its HOME, USER and LOGNAME,
-    /// starting in its home directory unless the client chose one.
-    fn apply(&self, cmd: &mut Command, cwd_given: bool) {
+    /// Makes `cmd` run as this account, with its HOME, USER and LOGNAME.
+    fn apply(&self, cmd: &mut Command) {
         use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
         cmd.env("HOME", &self.home)
             .env("USER", &self.name)
             .env("LOGNAME", &self.name);
-        if !cwd_given && self.home.is_dir() {
-            cmd.current_dir(&self.home);
-        }
         let uid = Uid::from_raw(self.uid);
         let gid = Gid::from_raw(self.gid);
         let groups: Vec<Gid> = self.groups.iter().map(|g| Gid::from_raw(*g)).collect();
@@ -259,20 +255,45 @@ pub fn command_for(exec: &Exec, policy: &ExecPolicy) -> Result<Command, CommandE
             c
         }
     };
-    if let Some(dir) = &exec.cwd {
-        // Checked here so the error names the directory; std's spawn error
-        // would not say which of program and directory was missing.
-        match std::fs::metadata(dir) {
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(CommandError::os(
-                    &format!("cwd {}", echo(dir)),
-                    io::Error::from(io::ErrorKind::NotADirectory),
-                ));
+    // Where the command starts: the home directory of the user it runs as
+    // (as with ssh), or the client's --cwd, where `~` is that home too.
+    let home = match &policy.run_as {
+        Some(user) => Some(user.home.clone()),
+        None => std::env::var_os("HOME").map(PathBuf::from),
+    };
+    match exec.cwd.as_deref() {
+        None => {
+            if let Some(h) = home.as_ref().filter(|h| h.is_dir()) {
+                cmd.current_dir(h);
             }
-            Err(e) => return Err(CommandError::os(&format!("cwd {}", echo(dir)), e)),
         }
-        cmd.current_dir(dir);
+        Some(given) => {
+            let dir = match (given.strip_prefix('~'), &home) {
+                (Some(""), Some(h)) => h.clone(),
+                (Some(rest), Some(h)) if rest.starts_with('/') => h.join(&rest[1..]),
+                (Some(rest), None) if rest.is_empty() || rest.starts_with('/') => {
+                    return Err(CommandError::bad(format!(
+                        "cwd {}: no home directory to start from",
+                        echo(given)
+                    )));
+                }
+                _ => PathBuf::from(given),
+            };
+            // Checked here so the error names the directory; std's spawn
+            // error would not say which of program and directory was missing.
+            let shown = echo(&dir.to_string_lossy());
+            match std::fs::metadata(&dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(CommandError::os(
+                        &format!("cwd {shown}"),
+                        io::Error::from(io::ErrorKind::NotADirectory),
+                    ));
+                }
+                Err(e) => return Err(CommandError::os(&format!("cwd {shown}"), e)),
+            }
+            cmd.current_dir(dir);
+        }
     }
     cmd.env_clear()
         .env("PATH", CHILD_PATH)
@@ -283,7 +304,7 @@ pub fn command_for(exec: &Exec, policy: &ExecPolicy) -> Result<Command, CommandE
         }
     }
     if let Some(user) = &policy.run_as {
-        user.apply(&mut cmd, exec.cwd.is_some());
+        user.apply(&mut cmd);
     }
     for (k, v) in &exec.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {

@@ -474,8 +474,10 @@ fn clients_that_never_read_stay_within_the_memory_budget() {
     );
     std::thread::sleep(Duration::from_millis(500));
     let rss = d.rss_kib();
+    // Without the budget this is over 50 MiB; with it, 8 MiB of queues plus
+    // one chunk per connection, and what the allocator keeps.
     assert!(
-        rss < base + 24 * 1024,
+        rss < base + 32 * 1024,
         "RSS {rss} KiB with 48 non-readers (from {base} KiB)"
     );
     // Everyone else is still served.

@@ -494,19 +494,21 @@ fn sigterm_stops_commands_and_exits_zero() {
     let status = d.wait_exit(Duration::from_secs(10)).expect("server exits");
     assert!(status.success(), "{status}");
     assert!(!alive(pid));
-    // The client heard about both the command and the shutdown.
+    // The client heard about both the command and the shutdown: the reason
+    // first (issue 12: a client that stops reading at Exited must still
+    // learn why the command ended), then the Exited.
     let seen = read_until(&mut sock, &mut dec, |m| {
-        matches!(
+        matches!(m, ServerMsg::Exited(Exited { id: 1, .. }))
+    });
+    assert!(
+        seen.iter().any(|m| matches!(
             m,
             ServerMsg::Error(ErrorMsg {
                 kind: ErrorKind::Shutdown,
                 ..
             })
-        )
-    });
-    assert!(
-        seen.iter()
-            .any(|m| matches!(m, ServerMsg::Exited(Exited { id: 1, .. })))
+        )),
+        "{seen:?}"
     );
 }
 

@@ -47,7 +47,7 @@ impl Server {
                 conn_id,
                 id,
                 ErrorKind::Shutdown,
-                "server is shutting down".into(),
+                "no new commands are started".into(),
             );
         }
         if conn.commands.contains_key(&id) {

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use rexec_proto::{ExitStatus, Exited, ServerMsg};
+use rexec_proto::{ErrorKind, ExitStatus, Exited, ServerMsg};
 
 use super::Server;
 use super::command::REAP_SWEEP;
@@ -140,6 +140,14 @@ impl Server {
         };
         conn.commands.remove(&p.id);
         conn.paused_pipes.retain(|(k, _)| *k != proc);
+        if self.shutting_down && conn.is_native() {
+            // Say why the command ended before its Exited: the client
+            // reports this, not a bare signal.
+            conn.fail(
+                ErrorKind::Shutdown,
+                format!("rexecd stopped command {} on its way down", p.id),
+            );
+        }
         match conn.wire {
             Wire::Native(_) => conn.queue(&ServerMsg::Exited(Exited {
                 id: p.id,

@@ -56,7 +56,7 @@ impl Server {
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             if let Some(conn) = self.conns.get_mut(&id) {
-                conn.fail(ErrorKind::Shutdown, "server is shutting down".into());
+                conn.fail(ErrorKind::Shutdown, "closing the connection".into());
                 conn.flush();
             }
             self.check_close(id);
