@@ -5,11 +5,13 @@ use std::io::{self, IsTerminal, Read};
 
 use clap::Parser;
 
-use crate::cli::{Cli, RunArgs};
+use crate::addr::{hostport, parse_host};
+use crate::cli::{Cli, ForgetArgs, RunArgs};
 use crate::interactive;
 use crate::options::command_from_words;
 use crate::run::{self, EXIT_CONNECTION, Sinks};
 use crate::session::Session;
+use crate::tls;
 
 /// The whole program; returns the process exit code.
 pub fn main_entry() -> i32 {
@@ -18,7 +20,41 @@ pub fn main_entry() -> i32 {
     match cli.sub {
         #[cfg(feature = "demo")]
         Some(crate::cli::Sub::Demo(d)) => crate::demo::main(d.part, d.connect.as_deref()),
+        Some(crate::cli::Sub::Forget(f)) => forget(&f),
         None => one_shot_or_interactive(cli.run),
+    }
+}
+
+/// `rexec forget HOST[:PORT]`.
+fn forget(args: &ForgetArgs) -> i32 {
+    let Some(file) = args.known_hosts.clone().or_else(tls::default_known_hosts) else {
+        eprintln!("rexec: no known-hosts file: give --known-hosts FILE");
+        return 2;
+    };
+    let hostport = match parse_host(&args.host) {
+        Ok((h, p)) => hostport(&h, p),
+        Err(e) => {
+            eprintln!("rexec: {e}");
+            return 2;
+        }
+    };
+    match tls::forget_host(&file, &hostport) {
+        Ok(0) => {
+            eprintln!("rexec: {hostport} is not in {}", file.display());
+            1
+        }
+        Ok(n) => {
+            eprintln!(
+                "rexec: removed {hostport} from {} ({n} line{})",
+                file.display(),
+                if n == 1 { "" } else { "s" }
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("rexec: {}: {e}", file.display());
+            1
+        }
     }
 }
 

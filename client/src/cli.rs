@@ -50,10 +50,25 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Sub {
+    /// Forget a server's TLS fingerprint: remove HOST[:PORT] from the
+    /// known-hosts file (as `ssh-keygen -R`), after a legitimate change of
+    /// its certificate.
+    Forget(ForgetArgs),
     /// End-to-end demonstration with an embedded loopback server: runs a few
     /// commands, then shows why TCP needs message framing (`demo sticky`).
     #[cfg(feature = "demo")]
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// The server, HOST or HOST:PORT (default port 7070), as it was recorded.
+    #[arg(value_name = "HOST[:PORT]")]
+    pub host: String,
+    /// The known-hosts file [default: $XDG_CONFIG_HOME/rexec/known_hosts, or
+    /// ~/.config/rexec/known_hosts].
+    #[arg(long, value_name = "FILE", env = "REXEC_KNOWN_HOSTS")]
+    pub known_hosts: Option<PathBuf>,
 }
 
 #[cfg(feature = "demo")]

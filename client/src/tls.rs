@@ -66,6 +66,57 @@ pub fn known_host(file: &Path, hostport: &str) -> io::Result<Option<(usize, Stri
     Ok(None)
 }
 
+/// Removes every line for `hostport` from the known-hosts file (as
+/// `ssh-keygen -R`); returns how many there were.
+pub fn forget_host(file: &Path, hostport: &str) -> io::Result<usize> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let (gone, kept): (Vec<&str>, Vec<&str>) = text
+        .lines()
+        .partition(|l| l.split_whitespace().next() == Some(hostport));
+    if !gone.is_empty() {
+        // Written beside it and renamed over it: never half a file.
+        let tmp = file.with_extension("tmp");
+        let mut body = kept.join("\n");
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(body.as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, file)?;
+    }
+    Ok(gone.len())
+}
+
+/// A fingerprint as written everywhere: `SHA256:` and lower-case hex. The
+/// user may give it with or without the prefix, in either case, with or
+/// without colons between the bytes.
+pub fn normalize_fingerprint(s: &str) -> String {
+    let s = s.trim();
+    let hex = match s.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case("SHA256:") => &s[7..],
+        _ => s,
+    };
+    let hex: String = hex
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    format!("SHA256:{hex}")
+}
+
 /// Appends `hostport fingerprint` to the known-hosts file.
 pub fn record_host(file: &Path, hostport: &str, fingerprint: &str) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -253,7 +304,21 @@ pub fn check_trust(seen: &str, hostport: &str, opts: &TlsOptions) -> Result<(), 
     match &opts.trust {
         Trust::Ca(_) => Ok(()),
         Trust::Fingerprint(want) => {
-            if seen.eq_ignore_ascii_case(want.trim()) {
+            if normalize_fingerprint(seen) == normalize_fingerprint(want) {
+                // Verified: remember the host, as --accept-new does, so that
+                // later connections use TLS and this pin by themselves.
+                match known_host(file, hostport)? {
+                    None => {
+                        record_host(file, hostport, seen)?;
+                        eprintln!("rexec: added {hostport} ({seen}) to {}", file.display());
+                    }
+                    Some((line, known)) if !known.eq_ignore_ascii_case(seen) => eprintln!(
+                        "rexec: warning: {} line {line} has another fingerprint for {hostport} \
+                         ({known}); left as it is (rexec forget {hostport} removes it)",
+                        file.display()
+                    ),
+                    Some(_) => {}
+                }
                 Ok(())
             } else {
                 Err(ClientError::Trust(format!(
@@ -269,7 +334,8 @@ pub fn check_trust(seen: &str, hostport: &str, opts: &TlsOptions) -> Result<(), 
                  Someone could be intercepting this connection, or the server got a new certificate.\n\
                  Expected {known} (known hosts file {}, line {line}),\n\
                  got      {seen}.\n\
-                 If the change is legitimate, remove line {line} of {} and connect again.",
+                 If the change is legitimate, run `rexec forget {hostport}` (or remove line {line} \
+                 of {}) and connect again.",
                 file.display(),
                 file.display()
             ))),
@@ -372,4 +438,13 @@ mod tests {
         assert!(check_trust(b, "x:1", &opts(&file, Trust::Fingerprint(a.into()))).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn fingerprints_compare_with_or_without_prefix_case_and_colons() {
+        let canon = "SHA256:ab01";
+        for given in ["SHA256:ab01", "sha256:AB01", "ab01", "AB:01", " SHA256:ab:01 "] {
+            assert_eq!(normalize_fingerprint(given), canon, "{given}");
+        }
+    }
+
 }

@@ -397,3 +397,31 @@ fn rexec_tls_in_the_environment_turns_tls_on_and_off() {
     );
     assert!(r.stderr.contains("--tls"), "{}", r.stderr);
 }
+
+#[test]
+fn a_verified_fingerprint_is_remembered_and_forget_removes_it() {
+    let dir = TempDir::new("remember");
+    let d = tls_daemon(&dir, &[]);
+    let kh = dir.path("kh");
+    let fp = d.fingerprint.clone().unwrap();
+    // Given without the SHA256: prefix and in upper case: the same pin.
+    let bare = fp.trim_start_matches("SHA256:").to_ascii_uppercase();
+    let r = run(client(&kh)
+        .args(["--fingerprint", &bare])
+        .arg(d.host())
+        .arg("echo first"));
+    assert_eq!(r.out(), "first\n", "{}", r.stderr);
+    assert!(r.stderr.contains("added"), "{}", r.stderr);
+    // The README's next step: no flags, TLS because the host is known.
+    let r = run(client(&kh).arg(d.host()).arg("echo later"));
+    assert_eq!(r.out(), "later\n", "{}", r.stderr);
+    // Forgotten: a plain connection again, which the TLS server refuses.
+    let r = run(client(&kh).args(["forget", &d.host()]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("removed"), "{}", r.stderr);
+    let r = run(client(&kh).arg(d.host()).arg("true"));
+    assert_eq!(r.code, Some(255));
+    assert!(r.stderr.contains("speaks TLS"), "{}", r.stderr);
+    let r = run(client(&kh).args(["forget", &d.host()]));
+    assert_eq!(r.code, Some(1), "nothing left to forget: {}", r.stderr);
+}
