@@ -2,11 +2,13 @@
 //! command, or the interactive prompt. Returns the process exit code.
 
 use std::io::{self, IsTerminal, Read};
+use std::time::Instant;
 
 use clap::Parser;
 
 use crate::addr::{hostport, parse_host};
 use crate::cli::{Cli, ForgetArgs, RunArgs};
+use crate::error::ClientError;
 use crate::interactive;
 use crate::options::command_from_words;
 use crate::run::{self, EXIT_CONNECTION, Sinks};
@@ -77,15 +79,21 @@ fn one_shot_or_interactive(args: RunArgs) -> i32 {
         }
     };
     let forward = args.force_stdin || (!args.no_stdin && !io::stdin().is_terminal());
+    let started = Instant::now();
+    // A script reading --json from stdout gets a line whatever happens.
+    let fail = |e: ClientError| {
+        eprintln!("rexec: {e}");
+        if args.json {
+            run::print_json_failure(&command, &e, started.elapsed());
+        }
+        EXIT_CONNECTION
+    };
     let mut session = match args
         .connect_options(&host)
         .and_then(|o| Session::connect(&host, &o))
     {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("rexec: {e}");
-            return EXIT_CONNECTION;
-        }
+        Err(e) => return fail(e),
     };
     let mut sinks = if args.json {
         Sinks::capture()
@@ -113,9 +121,6 @@ fn one_shot_or_interactive(args: RunArgs) -> i32 {
             outcome.report();
             outcome.exit_code()
         }
-        Err(e) => {
-            eprintln!("rexec: {e}");
-            EXIT_CONNECTION
-        }
+        Err(e) => fail(e),
     }
 }

@@ -55,6 +55,24 @@ impl std::fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
+impl ClientError {
+    /// A stable lower-case name for scripts (`--json`): the server's error
+    /// kind when it refused, otherwise what went wrong on the way.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            ClientError::Resolve(_) => "resolve",
+            ClientError::Refused(_) => "refused",
+            ClientError::Unreachable(..) => "unreachable",
+            ClientError::Timeout(_) => "timeout",
+            ClientError::Io(_) => "connection",
+            ClientError::Protocol(_) => "protocol",
+            ClientError::Server(e) => e.kind.name(),
+            ClientError::Usage(_) => "usage",
+            ClientError::Trust(_) => "trust",
+        }
+    }
+}
+
 impl From<io::Error> for ClientError {
     fn from(e: io::Error) -> Self {
         ClientError::Io(e)

@@ -129,32 +129,32 @@ impl Outcome {
 
     /// Prints the `--json` object for this command on stdout.
     pub fn print_json(&self, command: &str, sinks: &Sinks) {
-        let (stdout, stderr) = match sinks {
-            Sinks::Capture { stdout, stderr } => (
-                String::from_utf8_lossy(stdout).into_owned(),
-                String::from_utf8_lossy(stderr).into_owned(),
-            ),
-            Sinks::Terminal { .. } => (String::new(), String::new()),
+        let (stdout, stderr): (&[u8], &[u8]) = match sinks {
+            Sinks::Capture { stdout, stderr } => (stdout, stderr),
+            Sinks::Terminal { .. } => (b"", b""),
         };
         let x = self.exited.as_ref();
-        let obj = serde_json::json!({
-            "command": command,
+        let error = self
+            .error
+            .as_ref()
+            .map(|e| serde_json::json!({"kind": e.kind.name(), "message": e.message}));
+        print_json_object(JsonResult {
+            command,
             // A cut output has the fixed status, whatever the race between
             // the kill and the command's own exit gave.
-            "exit_code": x.and_then(|x| match x.status {
+            exit_code: x.and_then(|x| match x.status {
                 _ if x.truncated => Some(EXIT_TRUNCATED),
                 ExitStatus::Code(c) => Some(c),
                 ExitStatus::Signal(_) => None,
             }),
-            "signal": self.signal().filter(|_| !x.is_some_and(|x| x.truncated)),
-            "timed_out": x.is_some_and(|x| x.timed_out),
-            "truncated": x.is_some_and(|x| x.truncated),
-            "stdout": stdout,
-            "stderr": stderr,
-            "duration_ms": x.map_or(self.duration.as_millis() as u64, |x| x.duration_ms),
-            "error": self.error.as_ref().map(|e| e.message.clone()),
+            signal: self.signal().filter(|_| !x.is_some_and(|x| x.truncated)),
+            timed_out: x.is_some_and(|x| x.timed_out),
+            truncated: x.is_some_and(|x| x.truncated),
+            stdout,
+            stderr,
+            duration_ms: x.map_or(self.duration.as_millis() as u64, |x| x.duration_ms),
+            error,
         });
-        println!("{obj}");
     }
 
     /// Explains on stderr what the exit status alone would not.
@@ -174,6 +174,62 @@ impl Outcome {
             }
         }
     }
+}
+
+/// What `--json` prints for one command.
+struct JsonResult<'a> {
+    command: &'a str,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    timed_out: bool,
+    truncated: bool,
+    stdout: &'a [u8],
+    stderr: &'a [u8],
+    duration_ms: u64,
+    error: Option<serde_json::Value>,
+}
+
+/// Prints one JSON object on a line. Output that is not UTF-8 is shown with
+/// replacement characters in `stdout`/`stderr`, and given exactly, base64
+/// encoded, in `stdout_b64`/`stderr_b64`.
+fn print_json_object(r: JsonResult<'_>) {
+    use base64::Engine;
+    let mut obj = serde_json::json!({
+        "command": r.command,
+        "exit_code": r.exit_code,
+        "signal": r.signal,
+        "timed_out": r.timed_out,
+        "truncated": r.truncated,
+        "stdout": String::from_utf8_lossy(r.stdout),
+        "stderr": String::from_utf8_lossy(r.stderr),
+        "duration_ms": r.duration_ms,
+        "error": r.error,
+    });
+    for (name, bytes) in [("stdout_b64", r.stdout), ("stderr_b64", r.stderr)] {
+        if std::str::from_utf8(bytes).is_err() {
+            obj[name] = base64::engine::general_purpose::STANDARD
+                .encode(bytes)
+                .into();
+        }
+    }
+    println!("{obj}");
+}
+
+/// The `--json` line for a command that never ran or whose connection
+/// failed: the error's kind and message, so a script reading stdout always
+/// gets a line.
+pub fn print_json_failure(command: &str, err: &ClientError, duration: Duration) {
+    print_json_object(JsonResult {
+        command,
+        exit_code: None,
+        signal: None,
+        timed_out: false,
+        truncated: false,
+        stdout: b"",
+        stderr: b"",
+        duration_ms: duration.as_millis().try_into().unwrap_or(u64::MAX),
+        error: Some(serde_json::json!({"kind": err.kind_name(), "message": err.to_string()})),
+    });
 }
 
 /// The command Ctrl-C should cancel, if one is running.

@@ -442,9 +442,14 @@ mod tests {
     #[test]
     fn fingerprints_compare_with_or_without_prefix_case_and_colons() {
         let canon = "SHA256:ab01";
-        for given in ["SHA256:ab01", "sha256:AB01", "ab01", "AB:01", " SHA256:ab:01 "] {
+        for given in [
+            "SHA256:ab01",
+            "sha256:AB01",
+            "ab01",
+            "AB:01",
+            " SHA256:ab:01 ",
+        ] {
             assert_eq!(normalize_fingerprint(given), canon, "{given}");
         }
     }
-
 }

@@ -180,6 +180,23 @@ pub enum OutputStream {
     Stderr,
 }
 
+impl ErrorKind {
+    /// A stable lower-case name for scripts (`--json`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Version => "version",
+            ErrorKind::Auth => "auth",
+            ErrorKind::Limit => "limit",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::Spawn => "spawn",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::Idle => "idle",
+            ErrorKind::Shutdown => "shutdown",
+        }
+    }
+}
+
 impl std::fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let s = match self {

@@ -114,3 +114,44 @@ fn listen_without_a_port_uses_the_default_one() {
     let said = format!("{first}{}", String::from_utf8_lossy(&out.stderr));
     assert!(said.contains("127.0.0.1:7070"), "{said}");
 }
+
+#[test]
+fn json_always_prints_a_line_and_keeps_bytes_exact() {
+    // Nothing listens on this port (it was free a moment ago).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let r = run(rexec()
+        .arg("--json")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("true"));
+    assert_eq!(r.code, Some(255));
+    let v: serde_json::Value = serde_json::from_str(r.out().trim()).expect("one JSON line");
+    assert_eq!(v["error"]["kind"], "refused", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("refused"),
+        "{v}"
+    );
+    assert_eq!(v["exit_code"], serde_json::Value::Null);
+
+    let d = Daemon::start(&[]);
+    let r = run(rexec()
+        .arg("--json")
+        .arg(d.host())
+        .arg("printf '\\377\\376ok'; printf 'fine' >&2"));
+    let v: serde_json::Value = serde_json::from_str(r.out().trim()).unwrap();
+    assert_eq!(v["stdout_b64"], "//5vaw==", "{v}");
+    assert_eq!(v["stderr"], "fine");
+    assert!(
+        v.get("stderr_b64").is_none(),
+        "valid UTF-8 needs no base64: {v}"
+    );
+    let r = run(rexec()
+        .arg("--json")
+        .arg(d.host())
+        .args(["--", "no-such-program-xyz", "arg"]));
+    let v: serde_json::Value = serde_json::from_str(r.out().trim()).unwrap();
+    assert_eq!(v["error"]["kind"], "spawn", "{v}");
+}
