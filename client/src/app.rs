@@ -4,10 +4,10 @@
 use std::io::{self, IsTerminal, Read};
 use std::time::Instant;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use crate::addr::{hostport, parse_host};
-use crate::cli::{Cli, ForgetArgs, RunArgs};
+use crate::cli::{Cli, ForgetArgs, ManPage, RunArgs};
 use crate::error::ClientError;
 use crate::interactive;
 use crate::options::command_from_words;
@@ -23,7 +23,40 @@ pub fn main_entry() -> i32 {
         #[cfg(feature = "demo")]
         Some(crate::cli::Sub::Demo(d)) => crate::demo::main(d.part, d.connect.as_deref()),
         Some(crate::cli::Sub::Forget(f)) => forget(&f),
+        Some(crate::cli::Sub::Completions { shell }) => {
+            // Into memory first: clap_complete panics on a write error, and
+            // `rexec completions bash | head` is no reason to.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "rexec", &mut script);
+            let _ = io::Write::write_all(&mut io::stdout(), &script);
+            0
+        }
+        Some(crate::cli::Sub::Man { page }) => man(page),
         None => one_shot_or_interactive(cli.run),
+    }
+}
+
+/// `rexec man [rexecd]`: the page rendered from the clap definitions.
+fn man(page: ManPage) -> i32 {
+    let cmd = match page {
+        ManPage::Rexec => Cli::command(),
+        #[cfg(feature = "demo")]
+        ManPage::Rexecd => rexec_server::Args::command(),
+    };
+    let section = match page {
+        ManPage::Rexec => "1",
+        #[cfg(feature = "demo")]
+        ManPage::Rexecd => "8",
+    };
+    match clap_mangen::Man::new(cmd)
+        .section(section)
+        .render(&mut io::stdout())
+    {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("rexec: writing the man page: {e}");
+            1
+        }
     }
 }
 

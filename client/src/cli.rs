@@ -50,6 +50,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Sub {
+    /// Print a completion script for SHELL on stdout. Install it, for bash:
+    /// `rexec completions bash > ~/.local/share/bash-completion/completions/rexec`
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print a man page (roff) on stdout: rexec(1), or rexecd(8) with
+    /// `rexec man rexecd`. Read it with `rexec man | man -l -`.
+    Man {
+        #[arg(value_enum, default_value = "rexec")]
+        page: ManPage,
+    },
     /// Forget a server's TLS fingerprint: remove HOST[:PORT] from the
     /// known-hosts file (as `ssh-keygen -R`), after a legitimate change of
     /// its certificate.
@@ -58,6 +70,16 @@ pub enum Sub {
     /// commands, then shows why TCP needs message framing (`demo sticky`).
     #[cfg(feature = "demo")]
     Demo(DemoArgs),
+}
+
+/// The man pages `rexec man` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ManPage {
+    /// rexec(1), this client.
+    Rexec,
+    /// rexecd(8), the server.
+    #[cfg(feature = "demo")]
+    Rexecd,
 }
 
 #[derive(Debug, Args)]

@@ -29,3 +29,32 @@ fn missing_host_and_bad_host_are_usage_errors() {
     assert_eq!(out.status.code(), Some(255));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid port"));
 }
+
+#[test]
+fn completions_for_each_shell_come_from_the_clap_definitions() {
+    for (shell, marker) in [
+        ("bash", "complete -F _rexec"),
+        ("zsh", "#compdef rexec"),
+        ("fish", "complete -c rexec"),
+    ] {
+        let out = rexec().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(marker), "{shell}: {script}");
+        assert!(script.contains("accept-new"), "{shell}: options are listed");
+    }
+}
+
+#[test]
+fn man_pages_for_rexec_and_rexecd() {
+    let out = rexec().arg("man").output().unwrap();
+    assert!(out.status.success());
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.contains(".TH rexec 1"), "{page}");
+    assert!(page.contains("fingerprint"), "options are documented");
+    let out = rexec().args(["man", "rexecd"]).output().unwrap();
+    assert!(out.status.success());
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.contains(".TH rexecd 8"), "{page}");
+    assert!(page.contains("max\\-startups"), "{page}");
+}
