@@ -239,7 +239,7 @@ pub fn sticky(out: &mut impl Write, connect: Option<&str>) -> Result<StickyRepor
         }
     };
     let mut p = |s: String| writeln!(out, "{s}");
-    p("== Sticky packets: TCP is a byte stream, not a message stream ==".into())?;
+    p("== Sticky packets (粘包): TCP is a byte stream, not a message stream ==".into())?;
     p(format!(
         "Server speaking the tutorials' raw protocol (no header): {raw_addr}"
     ))?;
@@ -310,6 +310,21 @@ pub fn sticky(out: &mut impl Write, connect: Option<&str>) -> Result<StickyRepor
 
     // The fix: frames.
     p("3. The same commands over rexec's frames: [4-byte big-endian length][message].".into())?;
+    let n = big.len() as u32;
+    let order = if cfg!(target_endian = "little") {
+        "little-endian"
+    } else {
+        "big-endian"
+    };
+    p("   (The tutorials' fix, struct.pack('i', n), writes n in the machine's byte".into())?;
+    p(format!(
+        "   order, {order} here: {n} is {}; rexec's header is",
+        header_hex(&n.to_ne_bytes())
+    ))?;
+    p(format!(
+        "   big-endian (network order): {}.)",
+        header_hex(&n.to_be_bytes())
+    ))?;
     let native = Embedded::start(Protocol::Native)?;
     let mut session = Session::connect_addr(native.addr, &ConnectOptions::default())?;
     let cmds = [BIG, SMALL, FIRST, SECOND];
@@ -339,11 +354,14 @@ pub fn sticky(out: &mut impl Write, connect: Option<&str>) -> Result<StickyRepor
     p(format!("     {}", headers.join(" | ")))?;
     let mut outputs: HashMap<u32, Vec<u8>> = HashMap::new();
     let mut frame_headers: HashMap<u32, Vec<String>> = HashMap::new();
+    // The first output frame of each command: (payload length, data length).
+    let mut first_frame: HashMap<u32, (usize, usize)> = HashMap::new();
     let mut exited = 0;
     while exited < cmds.len() {
         let (len, ev) = session.next_frame()?;
         match ev {
             ServerEvent::Output { id, data, .. } => {
+                first_frame.entry(id).or_insert((len, data.len()));
                 outputs.entry(id).or_default().extend_from_slice(data);
                 frame_headers
                     .entry(id)
@@ -375,6 +393,13 @@ pub fn sticky(out: &mut impl Write, connect: Option<&str>) -> Result<StickyRepor
             if exact { "exact" } else { "WRONG" },
             shown
         ))?;
+    }
+    if let Some(&(len, data)) = first_frame.get(&1) {
+        p(format!(
+            "   A Stdout frame's length counts its output ({data} bytes) plus {} more:",
+            len - data
+        ))?;
+        p("   the message kind, the command id and the output's length (varints).".into())?;
     }
     p(String::new())?;
     if report.framed_exact {

@@ -293,6 +293,13 @@ fn demo_detects_contamination_and_framed_replies_match() {
     assert!(out.contains("MERGED"), "{out}");
     assert!(out.contains("Every framed reply matched"), "{out}");
     assert!(out.contains("exit status: 3"), "{out}");
+    // The tutorials' name, both byte orders, and what a frame adds.
+    assert!(out.contains("粘包"), "{out}");
+    assert!(
+        out.contains("fe be 00 00") && out.contains("00 00 be fe"),
+        "{out}"
+    );
+    assert!(out.contains("(48894 bytes) plus 5 more"), "{out}");
     for line in out.lines() {
         assert!(line.chars().count() <= 80, "line over 80 columns: {line}");
     }
