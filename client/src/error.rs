@@ -56,6 +56,18 @@ impl std::fmt::Display for ClientError {
 impl std::error::Error for ClientError {}
 
 impl ClientError {
+    /// Whether the next address of a host name might do better: only when
+    /// this one could not be reached at all.
+    pub fn worth_another_address(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Refused(_)
+                | ClientError::Unreachable(..)
+                | ClientError::Timeout(_)
+                | ClientError::Io(_)
+        )
+    }
+
     /// A stable lower-case name for scripts (`--json`): the server's error
     /// kind when it refused, otherwise what went wrong on the way.
     pub fn kind_name(&self) -> &'static str {
@@ -76,5 +88,25 @@ impl ClientError {
 impl From<io::Error> for ClientError {
     fn from(e: io::Error) -> Self {
         ClientError::Io(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unreachable_addresses_are_worth_trying_the_next_one() {
+        assert!(ClientError::Refused("a".into()).worth_another_address());
+        assert!(ClientError::Timeout("a".into()).worth_another_address());
+        // Trust was asked (and refused) once: not again for another address.
+        assert!(!ClientError::Trust("no".into()).worth_another_address());
+        let auth = ErrorMsg {
+            id: None,
+            kind: ErrorKind::Auth,
+            message: "wrong token".into(),
+        };
+        assert!(!ClientError::Server(auth).worth_another_address());
+        assert!(!ClientError::Usage("x".into()).worth_another_address());
     }
 }

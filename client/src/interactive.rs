@@ -60,6 +60,11 @@ fn run_line(
     if args.json {
         outcome.print_json(line, &sinks);
     }
+    if sinks.ends_mid_line() && io::stdout().is_terminal() {
+        // The next prompt would wipe a last line without a newline: mark
+        // it (as zsh does, with a reverse-video %) and end it.
+        println!("\x1b[7m%\x1b[0m");
+    }
     outcome.report();
     Ok(outcome.exit_code())
 }
@@ -86,7 +91,8 @@ fn prompt(host: &str, session: &mut Session, args: &RunArgs) -> Result<i32, Clie
         let _ = rl.load_history(h); // none yet is fine
     }
     eprintln!(
-        "connected to {} (rexecd {}). Type commands; exit or Ctrl-D to leave, Ctrl-C stops a running command.",
+        "connected to {} (rexecd {}). Type commands; exit or Ctrl-D to leave, Ctrl-C stops a running command.\n\
+         Each line runs in a new shell: cd and export do not carry over to the next line.",
         session.addr, session.server.software
     );
     let mut last = 0;
@@ -102,6 +108,9 @@ fn prompt(host: &str, session: &mut Session, args: &RunArgs) -> Result<i32, Clie
                     break;
                 }
                 let _ = rl.add_history_entry(cmd);
+                // Saved now, not only at the end: a second Ctrl-C during the
+                // command quits at once.
+                save_history(&mut rl, history.as_deref());
                 id = id.wrapping_add(1);
                 last = run_line(session, args, id, cmd)?;
                 if last != 0 {
@@ -113,13 +122,18 @@ fn prompt(host: &str, session: &mut Session, args: &RunArgs) -> Result<i32, Clie
             Err(e) => return Err(ClientError::Usage(format!("reading the prompt: {e}"))),
         }
     }
-    if let Some(h) = &history {
-        if let Some(dir) = h.parent() {
-            let _ = std::fs::create_dir_all(dir);
-        }
-        if let Err(e) = rl.save_history(h) {
-            eprintln!("rexec: cannot save history to {}: {e}", h.display());
-        }
-    }
+    save_history(&mut rl, history.as_deref());
     Ok(last)
+}
+
+fn save_history(rl: &mut rustyline::DefaultEditor, file: Option<&std::path::Path>) {
+    let Some(h) = file else {
+        return;
+    };
+    if let Some(dir) = h.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = rl.save_history(h) {
+        eprintln!("rexec: cannot save history to {}: {e}", h.display());
+    }
 }

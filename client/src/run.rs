@@ -36,6 +36,8 @@ pub enum Sinks {
         stderr: std::fs::File,
         /// Local stdout broke (e.g. `| head`): the rest is discarded.
         stdout_broken: bool,
+        /// The last chunk shown did not end with a newline.
+        mid_line: bool,
     },
     /// Kept in memory (for `--json`, the demo and tests).
     Capture { stdout: Vec<u8>, stderr: Vec<u8> },
@@ -48,6 +50,7 @@ impl Sinks {
             stdout: io::stdout().as_fd().try_clone_to_owned()?.into(),
             stderr: io::stderr().as_fd().try_clone_to_owned()?.into(),
             stdout_broken: false,
+            mid_line: false,
         })
     }
 
@@ -58,9 +61,18 @@ impl Sinks {
         }
     }
 
+    /// Whether the output shown on the terminal ended in the middle of a
+    /// line (the next prompt would overwrite it).
+    pub fn ends_mid_line(&self) -> bool {
+        matches!(self, Sinks::Terminal { mid_line: true, .. })
+    }
+
     /// Delivers a chunk; `false` when local stdout is broken and the remote
     /// command should be stopped.
     fn deliver(&mut self, stream: OutputStream, data: &[u8]) -> bool {
+        if let (Sinks::Terminal { mid_line, .. }, Some(last)) = (&mut *self, data.last()) {
+            *mid_line = *last != b'\n';
+        }
         match self {
             Sinks::Capture { stdout, stderr } => {
                 match stream {
@@ -73,6 +85,7 @@ impl Sinks {
                 stdout,
                 stderr,
                 stdout_broken,
+                ..
             } => match stream {
                 OutputStream::Stdout if *stdout_broken => true,
                 OutputStream::Stdout => {

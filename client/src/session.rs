@@ -123,6 +123,10 @@ impl Session {
         for addr in addrs {
             match Self::connect_named(addr, &host, &hostport, opts) {
                 Ok(s) => return Ok(s),
+                // The server answered: another address of the same name is
+                // the same server, and would ask the same trust question
+                // again (the prompt shown twice) or refuse the same token.
+                Err(e) if !e.worth_another_address() => return Err(e),
                 Err(e) => last = e,
             }
         }
