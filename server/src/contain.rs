@@ -159,7 +159,15 @@ fn close_stdio() {
 /// Sends `sig` to every process below this one. Orphans are our children
 /// (we are their subreaper); the rest hang below them.
 fn kill_descendants(sig: Signal) {
-    let me = std::process::id() as i32;
+    for pid in descendants(&[std::process::id() as i32]) {
+        let _ = signal::kill(Pid::from_raw(pid), sig);
+    }
+}
+
+/// Every process below the given ones (not themselves), from one scan of
+/// /proc. Under --contain a command's processes all stay below its
+/// supervisor, so rexecd counts them with this against --max-procs.
+pub fn descendants(roots: &[i32]) -> Vec<i32> {
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for e in dir.flatten() {
@@ -172,15 +180,17 @@ fn kill_descendants(sig: Signal) {
         }
     }
     let mut seen = HashSet::new();
-    let mut todo = vec![me];
+    let mut found = Vec::new();
+    let mut todo = roots.to_vec();
     while let Some(p) = todo.pop() {
         for &c in children.get(&p).into_iter().flatten() {
             if seen.insert(c) {
-                let _ = signal::kill(Pid::from_raw(c), sig);
+                found.push(c);
                 todo.push(c);
             }
         }
     }
+    found
 }
 
 /// The parent pid from /proc/PID/stat (after the command name, which may

@@ -643,3 +643,37 @@ fn contain_ends_escapees_on_disconnect_and_when_rexecd_is_killed() {
         );
     }
 }
+
+#[test]
+fn contain_counts_what_commands_started_against_max_procs() {
+    let d = Daemon::start(&["--contain", "--max-procs", "6"]);
+    let mut sock = TcpStream::connect(d.addr).unwrap();
+    send(&mut sock, &hello());
+    // One command, but with its supervisor, its shell and six background
+    // sleeps it is nine processes: over the limit of six.
+    send(
+        &mut sock,
+        &exec(
+            1,
+            "for i in 1 2 3 4 5 6; do sleep 30 & done; echo started; wait",
+        ),
+    );
+    rexec_tests::wire::read_until(&mut sock, &mut FrameDecoder::new(), |m| {
+        matches!(m, ServerMsg::Stdout { .. })
+    });
+    let r = run(rexec().arg(d.host()).arg("echo more"));
+    assert_eq!(r.code, Some(255), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("processes running") && r.stderr.contains("--max-procs 6"),
+        "{}",
+        r.stderr
+    );
+    // Once they are gone, there is room again.
+    drop(sock);
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            run(rexec().arg(d.host()).arg("echo more")).code == Some(0)
+        }),
+        "no room after the command ended"
+    );
+}

@@ -98,6 +98,23 @@ impl Server {
                 ),
             ));
         }
+        if self.cfg.exec.contain.is_some() {
+            // Everything the running commands started counts too: it all
+            // stays below their supervisors. (One scan of /proc per Exec,
+            // only with --contain.)
+            let roots: Vec<i32> = self.procs.values().map(|p| p.pgid).collect();
+            let running = roots.len() + crate::contain::descendants(&roots).len();
+            if running >= self.cfg.max_procs {
+                return Err(CommandError::new(
+                    ErrorKind::Limit,
+                    format!(
+                        "{running} processes running, counting what commands started \
+                         (--max-procs {}); try again later",
+                        self.cfg.max_procs
+                    ),
+                ));
+            }
+        }
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return Err(CommandError::new(ErrorKind::Protocol, "connection gone"));
         };
