@@ -34,6 +34,7 @@ SEED_CLIENT = os.path.join(PEERS, "seed_client.py")
 GiB = 1 << 30
 MiB = 1 << 20
 STARTED = []  # every process we start, to kill by PID at exit
+CLEANUP = []  # callables run at exit, after the processes are stopped
 
 
 def log(msg):
@@ -151,8 +152,7 @@ class Sshd:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{d}/client"], check=True)
         shutil.copy(f"{d}/client.pub", f"{d}/authorized_keys")
         os.chmod(f"{d}/authorized_keys", 0o600)
-        user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
-        self.user = user
+        self.user, self.shell_note = self.bench_user(d)
         with open(f"{d}/sshd_config", "w") as f:
             f.write(f"""Port {self.port}
 ListenAddress 127.0.0.1
@@ -173,6 +173,38 @@ MaxStartups 200
         wait_listening(self.port)
         self.ctl = f"{d}/ctl"
         self.master = None
+
+    BENCH_USER = "rexecbench"
+
+    def bench_user(self, home):
+        """The account ssh sessions run as. sshd runs every command through
+        the user's login shell, and bash reads ~/.bashrc for commands that
+        arrive over ssh (root's here starts pyenv, ~140 ms a time); rexecd
+        runs /bin/sh -c, which reads nothing. So, as root, a throwaway user
+        whose login shell is /bin/sh, home in the temporary directory, is
+        made for the run and removed after: both peers then start the same
+        shell the same way. Otherwise the current user, and the note says
+        so."""
+        me = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+        if os.geteuid() != 0 or not shutil.which("useradd"):
+            return me, f"the sessions run as {me}, with that user's login shell and its start-up files"
+        name = self.BENCH_USER
+        subprocess.run(["userdel", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        r = subprocess.run(["useradd", "-M", "-d", home, "-s", "/bin/sh", name], capture_output=True, text=True)
+        if r.returncode != 0:
+            log(f"useradd {name} failed ({r.stderr.strip()}); ssh runs as {me}")
+            return me, f"the sessions run as {me}, with that user's login shell and its start-up files"
+        # Not locked (sshd refuses key logins to locked accounts without PAM),
+        # and no password either.
+        subprocess.run(["usermod", "-p", "*", name], check=True)
+        os.chmod(home, 0o755)
+        # sshd reads authorized_keys as the user.
+        import pwd
+        pw = pwd.getpwnam(name)
+        os.chown(f"{home}/authorized_keys", pw.pw_uid, pw.pw_gid)
+        self.created = name
+        return name, (f"the sessions run as a throwaway user `{name}` whose login shell is /bin/sh "
+                      f"(no start-up files), made for the run and removed after, as rexecd runs /bin/sh -c")
 
     def base(self, cipher=None):
         c = (f"ssh -F /dev/null -i {self.dir}/client -p {self.port} -o BatchMode=yes "
@@ -197,6 +229,14 @@ MaxStartups 200
         return f"ssh -F /dev/null -S {self.ctl} -o LogLevel=ERROR {self.user}@127.0.0.1 '{remote}'"
 
     def close(self):
+        if self.master and self.master.poll() is None:
+            self.master.terminate()
+            self.master.wait()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait()
+        if getattr(self, "created", None):
+            subprocess.run(["userdel", self.created], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -246,6 +286,7 @@ def main():
     if not a.no_ssh:
         try:
             ssh = Sshd()
+            CLEANUP.append(ssh.close)
             wall(ssh.cmd("true"))
             ssh.start_master()
             wall(ssh.mux("true"))
@@ -513,6 +554,8 @@ def main():
         f"Linux {platform.release()}, medians of {a.rounds} interleaved rounds, loopback only, "
         f"{time.time() - t_start:.0f} s in all.",
         "",
+        f"The ssh peer is a throwaway sshd on 127.0.0.1 ({'not run: ' + ssh_err if not ssh else ssh.shell_note}).",
+        "",
         "## Targets",
         "",
         "| target | measured | met |",
@@ -522,8 +565,6 @@ def main():
     with open(a.out, "w") as f:
         f.write(text)
     print(text)
-    if ssh:
-        ssh.close()
     shutil.rmtree(tls_dir, ignore_errors=True)
 
 
@@ -532,3 +573,5 @@ if __name__ == "__main__":
         main()
     finally:
         stop_all()
+        for f in CLEANUP:
+            f()
