@@ -287,6 +287,36 @@ pub fn run(cmd: &mut Command) -> Ran {
     run_for(cmd, Duration::from_secs(30))
 }
 
+/// A private temporary directory, removed on drop. Its name carries the
+/// test's tag, the process id and the thread, so tests running at once do
+/// not meet.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!(
+            "rexec-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("create a temporary directory");
+        TempDir(d)
+    }
+
+    /// A path inside it.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Connects to `dst` from the loopback address `src` (e.g. 127.0.0.2), so a
 /// test can play clients from different addresses on one machine.
 pub fn connect_from(

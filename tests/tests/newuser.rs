@@ -5,22 +5,6 @@ use std::time::Duration;
 
 use rexec_tests::*;
 
-/// A private temporary directory, removed on drop.
-struct TempDir(std::path::PathBuf);
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("rexec-newuser-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn truncated_output_never_exits_zero() {
     let d = Daemon::start(&["--max-output", "1K"]);

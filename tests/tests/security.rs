@@ -3,7 +3,6 @@
 use std::io::Write;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rexec_client::{ClientError, ConnectOptions, Session};
@@ -12,29 +11,12 @@ use rexec_proto::*;
 use rexec_tests::wire::{first_hello, frame, read_to_close};
 use rexec_tests::*;
 
-/// A private temporary directory, removed on drop.
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!(
-            "rexec-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-    fn token_file(&self, secret: &str, mode: u32) -> String {
-        let f = self.0.join("token");
-        std::fs::write(&f, format!("{secret}\n")).unwrap();
-        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
-        f.display().to_string()
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// Writes `secret` to a token file in `dir` with `mode`; returns its path.
+fn token_file(dir: &TempDir, secret: &str, mode: u32) -> String {
+    let f = dir.path("token");
+    std::fs::write(&f, format!("{secret}\n")).unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+    f.display().to_string()
 }
 
 fn opts(token: Option<&str>) -> ConnectOptions {
@@ -47,7 +29,7 @@ fn opts(token: Option<&str>) -> ConnectOptions {
 #[test]
 fn only_token_holders_run_commands() {
     let dir = TempDir::new("auth");
-    let tf = dir.token_file("correct horse", 0o600);
+    let tf = token_file(&dir, "correct horse", 0o600);
     let d = Daemon::start(&["--token-file", &tf]);
 
     // The right token, from the environment or a file.
@@ -88,7 +70,7 @@ fn only_token_holders_run_commands() {
 #[test]
 fn nothing_runs_before_authentication_and_answers_do_not_replay() {
     let dir = TempDir::new("replay");
-    let tf = dir.token_file("s3cret", 0o600);
+    let tf = token_file(&dir, "s3cret", 0o600);
     let marker = dir.0.join("ran");
     let d = Daemon::start(&["--token-file", &tf]);
     let token = Token::new("s3cret").unwrap();
@@ -169,7 +151,7 @@ fn silent_connections_are_closed_after_the_handshake_timeout() {
 #[test]
 fn repeated_failures_slow_that_address_down_without_blocking_others() {
     let dir = TempDir::new("slow");
-    let tf = dir.token_file("tok", 0o600);
+    let tf = token_file(&dir, "tok", 0o600);
     let d = Daemon::start(&["--token-file", &tf]);
     let mut good = Session::connect_addr(d.addr, &opts(Some("tok"))).unwrap();
     for _ in 0..4 {
@@ -224,7 +206,7 @@ fn repeated_failures_slow_that_address_down_without_blocking_others() {
 #[test]
 fn world_readable_token_files_are_refused_on_both_sides() {
     let dir = TempDir::new("perm");
-    let tf = dir.token_file("tok", 0o644);
+    let tf = token_file(&dir, "tok", 0o644);
     let r = run(std::process::Command::new(bin("rexecd")).args([
         "--listen",
         "127.0.0.1:0",
