@@ -288,18 +288,16 @@ pub fn run(cmd: &mut Command) -> Ran {
 }
 
 /// A private temporary directory, removed on drop. Its name carries the
-/// test's tag, the process id and the thread, so tests running at once do
-/// not meet.
+/// test's tag, the process id and a counter, so tests running at once do
+/// not meet; it has no characters a shell would trip on.
 #[derive(Debug)]
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!(
-            "rexec-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let d = std::env::temp_dir().join(format!("rexec-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).expect("create a temporary directory");
         TempDir(d)
