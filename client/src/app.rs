@@ -9,11 +9,12 @@ use clap::{CommandFactory, Parser};
 use crate::addr::{hostport, parse_host};
 use crate::cli::{Cli, ForgetArgs, ManPage, RunArgs};
 use crate::error::ClientError;
-use crate::interactive;
 use crate::options::command_from_words;
 use crate::run::{self, EXIT_CONNECTION, Sinks};
 use crate::session::Session;
 use crate::tls;
+use crate::{interactive, terminal};
+use rexec_proto::ExecMode;
 
 /// The whole program; returns the process exit code.
 pub fn main_entry() -> i32 {
@@ -101,17 +102,39 @@ fn one_shot_or_interactive(args: RunArgs) -> i32 {
     if let Err(e) = run::install_ctrl_c() {
         eprintln!("rexec: cannot handle Ctrl-C: {e}");
     }
-    if args.command.is_empty() {
+    let stdin_tty = io::stdin().is_terminal();
+    if args.command.is_empty() && args.prompt {
         return interactive::main(&host, &args);
     }
-    let (command, mode) = match command_from_words(&args.command) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("rexec: {e}");
-            return 2;
+    // A pseudo-terminal as ssh decides: asked for with -t when stdin is a
+    // terminal, forced with -tt, never with -T; and for no command at all
+    // on a terminal (a login shell, like `ssh HOST`).
+    let pty = !args.no_tty
+        && (args.tty >= 2 || ((args.tty == 1 || args.command.is_empty()) && stdin_tty));
+    if args.tty == 1 && !stdin_tty {
+        eprintln!("rexec: no pseudo-terminal, as stdin is not a terminal (-tt forces one)");
+    }
+    let (command, mode) = if args.command.is_empty() {
+        if pty {
+            // The server runs the login shell for an empty command on a pty.
+            (String::new(), ExecMode::Shell)
+        } else {
+            // All of stdin is one script for one shell: multi-line
+            // constructs work, cd and variables carry from line to line,
+            // and the status is the script's.
+            ("exec /bin/sh -s".to_string(), ExecMode::Shell)
+        }
+    } else {
+        match command_from_words(&args.command) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("rexec: {e}");
+                return 2;
+            }
         }
     };
-    let forward = args.force_stdin || (!args.no_stdin && !io::stdin().is_terminal());
+    // Forwarded like ssh does: from a terminal too, unless -n.
+    let forward = !args.no_stdin;
     let started = Instant::now();
     // A script reading --json from stdout gets a line whatever happens.
     let fail = |e: ClientError| {
@@ -128,6 +151,17 @@ fn one_shot_or_interactive(args: RunArgs) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    if pty {
+        let mut exec = args.exec(1, command.clone(), mode);
+        exec.pty = Some(terminal::request());
+        return match terminal::run(&mut session, exec, &host) {
+            Ok(outcome) => {
+                outcome.report();
+                outcome.exit_code()
+            }
+            Err(e) => fail(e),
+        };
+    }
     let mut sinks = if args.json {
         Sinks::capture()
     } else {

@@ -17,8 +17,12 @@ How the command reaches the server:
       rexec lab1 -- ls -l \"my file\" '$HOME' '*'
   (ls gets exactly the four arguments -l, my file, $HOME and *.)
 
-With no command, rexec reads commands from a prompt (or one per line from
-stdin when it is not a terminal) and runs them one after another.
+With no command, on a terminal, rexec opens a login shell on a
+pseudo-terminal, as `ssh HOST` does; with stdin not a terminal, all of stdin
+is one script for one shell (`rexec lab1 < script.sh`). `--prompt` gives a
+line prompt instead, each line run in a new shell. `-t` runs a command on a
+pseudo-terminal (top, vim, python3); stdin is forwarded, from a terminal too,
+unless -n.
 
 Exit status: the remote command's; 128+N when it died of signal N; 124 when
 it timed out; 141 when the server cut its output at its limit (--max-output);
@@ -124,9 +128,27 @@ pub struct RunArgs {
     #[arg(short = 'n', long = "no-stdin")]
     pub no_stdin: bool,
 
-    /// Forward stdin even when it is a terminal.
+    /// Forward stdin (the default, from a terminal too, as ssh does; kept
+    /// for scripts that say so).
     #[arg(short = 'i', long = "stdin", conflicts_with = "no_stdin")]
     pub force_stdin: bool,
+
+    /// Run the command on a pseudo-terminal on the server, for programs that
+    /// need one (top, vim, a shell): when the local stdin is a terminal;
+    /// -tt even when it is not. The local terminal is in raw mode meanwhile;
+    /// at the start of a line, ~. disconnects and ~? lists the escapes.
+    #[arg(short = 't', action = clap::ArgAction::Count, conflicts_with = "no_tty")]
+    pub tty: u8,
+
+    /// Never a pseudo-terminal, not even for `rexec HOST` on a terminal.
+    #[arg(short = 'T')]
+    pub no_tty: bool,
+
+    /// With no command: the line prompt (one command per line, each in a new
+    /// shell, with history) instead of a login shell on a pseudo-terminal;
+    /// with stdin not a terminal, one command per line.
+    #[arg(long)]
+    pub prompt: bool,
 
     /// Ask the server to kill the command after this many seconds (exit 124).
     /// The server's own limit wins when it is shorter.

@@ -21,6 +21,7 @@ pub mod interactive;
 pub mod options;
 pub mod run;
 pub mod session;
+pub mod terminal;
 pub mod tls;
 pub mod trace;
 

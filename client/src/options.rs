@@ -63,6 +63,7 @@ impl RunArgs {
                 .timeout
                 .map(|d| d.as_millis().try_into().unwrap_or(u64::MAX)),
             stdin: false,
+            pty: None,
         }
     }
 }

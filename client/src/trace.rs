@@ -33,6 +33,7 @@ pub fn sent(msg: &ClientMsg, payload_len: usize) -> String {
         }
         ClientMsg::Hello(h) => format!("Hello protocol={}", h.protocol),
         ClientMsg::Auth { answer } => format!("Auth answer={} bytes", answer.len()),
+        ClientMsg::Resize { id, rows, cols } => format!("Resize id={id} {rows}x{cols}"),
     };
     line("send", payload_len, &what)
 }

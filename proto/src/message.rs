@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Protocol version spoken by this build. A peer with a different version is
 /// refused with [`ErrorKind::Version`]; see `docs/PROTOCOL.md` for the rules.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Messages a client sends to the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +34,9 @@ pub enum ClientMsg {
         #[serde(with = "serde_bytes")]
         answer: Vec<u8>,
     },
+    /// The client's terminal changed size: resize a command's pty.
+    /// (Protocol 2.)
+    Resize { id: u32, rows: u16, cols: u16 },
 }
 
 /// Messages the server sends to a client.
@@ -104,6 +107,18 @@ pub struct Exec {
     /// Whether `Stdin` / `StdinEof` will follow. When false the command's
     /// standard input is `/dev/null`.
     pub stdin: bool,
+    /// Run the command on a pseudo-terminal (protocol 2). Its stdin, stdout
+    /// and stderr are the terminal; output arrives as `Stdout` only. An empty
+    /// `command` then means the login shell of the user commands run as.
+    pub pty: Option<PtyRequest>,
+}
+
+/// A pseudo-terminal for a command: the `TERM` to give it and its size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PtyRequest {
+    pub term: String,
+    pub rows: u16,
+    pub cols: u16,
 }
 
 /// How a command ended.
@@ -238,6 +253,7 @@ impl ClientMsg {
             ClientMsg::StdinEof { .. } => "StdinEof",
             ClientMsg::Cancel { .. } => "Cancel",
             ClientMsg::Auth { .. } => "Auth",
+            ClientMsg::Resize { .. } => "Resize",
         }
     }
 }

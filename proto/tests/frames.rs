@@ -39,9 +39,10 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
             proptest::option::of(".{0,30}"),
             vec((".{0,10}", ".{0,10}"), 0..4),
             proptest::option::of(any::<u64>()),
-            any::<bool>()
+            any::<bool>(),
+            proptest::option::of((".{0,12}", any::<u16>(), any::<u16>()))
         )
-            .prop_map(|(id, command, argv, cwd, env, timeout_ms, stdin)| {
+            .prop_map(|(id, command, argv, cwd, env, timeout_ms, stdin, pty)| {
                 ClientMsg::Exec(Exec {
                     id,
                     command,
@@ -54,11 +55,17 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
                     env,
                     timeout_ms,
                     stdin,
+                    pty: pty.map(|(term, rows, cols)| PtyRequest { term, rows, cols }),
                 })
             }),
         (any::<u32>(), bytes()).prop_map(|(id, data)| ClientMsg::Stdin { id, data }),
         any::<u32>().prop_map(|id| ClientMsg::StdinEof { id }),
         any::<u32>().prop_map(|id| ClientMsg::Cancel { id }),
+        (any::<u32>(), any::<u16>(), any::<u16>()).prop_map(|(id, rows, cols)| ClientMsg::Resize {
+            id,
+            rows,
+            cols
+        }),
     ]
 }
 

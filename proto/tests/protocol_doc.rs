@@ -50,7 +50,34 @@ fn exec_example() {
             env: vec![("LANG".into(), "C".into())],
             timeout_ms: Some(5000),
             stdin: false,
+            pty: None,
         }),
+    );
+}
+
+#[test]
+fn pty_examples() {
+    check(
+        "exec-pty",
+        ClientMsg::Exec(Exec {
+            id: 2,
+            command: "top".into(),
+            stdin: true,
+            pty: Some(PtyRequest {
+                term: "xterm".into(),
+                rows: 24,
+                cols: 80,
+            }),
+            ..Exec::default()
+        }),
+    );
+    check(
+        "resize",
+        ClientMsg::Resize {
+            id: 2,
+            rows: 50,
+            cols: 132,
+        },
     );
 }
 
@@ -85,7 +112,7 @@ fn server_hello_example() {
     check(
         "server-hello",
         ServerMsg::Hello(ServerHello {
-            protocol: 1,
+            protocol: 2,
             software: "0.1.0".into(),
             challenge: None,
         }),
@@ -97,7 +124,7 @@ fn client_hello_example() {
     check(
         "client-hello",
         ClientMsg::Hello(ClientHello {
-            protocol: 1,
+            protocol: 2,
             software: "0.1.0".into(),
         }),
     );

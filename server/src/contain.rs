@@ -60,12 +60,15 @@ pub fn supervise(args: &[OsString]) -> i32 {
     }
     // The program gets its own process group, so that rexecd's signals to
     // the command's group reach only us, and we decide (std resets the
-    // signal mask in the child).
-    let leader = match std::process::Command::new(program)
-        .args(rest)
-        .process_group(0)
-        .spawn()
-    {
+    // signal mask in the child); on a pty it shares ours.
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(rest);
+    // On a pty the program must stay in the terminal's foreground group
+    // (ours), or reading the terminal would stop it.
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        cmd.process_group(0);
+    }
+    let leader = match cmd.spawn() {
         Ok(c) => Pid::from_raw(c.id() as i32),
         Err(e) => {
             eprintln!("rexecd: cannot start {}: {e}", program.to_string_lossy());

@@ -19,7 +19,7 @@
 //!    takes out whole frames, and `on_message` runs each through
 //!    [`protocol::ConnProtocol::on_message`], which answers `Action::Exec`.
 //! 3. `server/command.rs`: `exec` checks the id, `start` builds the command
-//!    ([`process::command_for`], under the [`process::ExecPolicy`]), spawns it
+//!    ([`exec_policy::command_for`], under the [`exec_policy::ExecPolicy`]), spawns it
 //!    ([`process::spawn`]), registers its pipes and pidfd, arms its time
 //!    limit, and queues `Started`.
 //! 4. `server/output.rs`: each readable pipe event calls `pump`, which reads
@@ -42,17 +42,21 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod contain;
+pub mod exec_policy;
 pub mod out_queue;
 pub mod process;
 pub mod protocol;
+pub mod pty;
 pub mod registry;
 pub mod server;
 pub mod text;
 pub mod timer;
 pub mod tls;
 
-pub use config::{Args, Config, Protocol};
+pub use cli::Args;
+pub use config::{Config, Protocol};
 pub use server::{Server, ServerHandle};

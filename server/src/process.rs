@@ -1,18 +1,18 @@
 //! Child processes: spawning them in their own process group with
-//! non-blocking pipes, a pidfd to learn of their exit without blocking, and
-//! stopping them with everything they started.
+//! non-blocking pipes (or on a pty, see pty.rs), a pidfd to learn of their
+//! exit without blocking, and stopping them with everything they started.
+//! What may run, and how, is decided before, in exec_policy.rs.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use mio::event::Source;
 use mio::unix::SourceFd;
 use mio::unix::pipe::{Receiver, Sender};
 use mio::{Interest, Registry, Token};
-use rexec_proto::{ErrorKind, Exec, ExecMode, ExitStatus};
+use rexec_proto::{ErrorKind, ExitStatus};
 
 use crate::out_queue::OutQueue;
 use crate::registry::ConnId;
@@ -33,10 +33,10 @@ impl CommandError {
             message: message.into(),
         }
     }
-    fn bad(message: impl Into<String>) -> Self {
+    pub fn bad(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::BadRequest, message)
     }
-    fn os(what: &str, e: io::Error) -> Self {
+    pub fn os(what: &str, e: io::Error) -> Self {
         CommandError {
             kind: ErrorKind::Spawn,
             message: format!("{what}: {e}"),
@@ -49,11 +49,14 @@ impl CommandError {
 pub struct Spawned {
     pub child: Child,
     pub stdout: Receiver,
-    pub stderr: Receiver,
+    /// `None` on a pty, where stderr is the terminal too.
+    pub stderr: Option<Receiver>,
     pub stdin: Option<Sender>,
     /// Where the kernel has them (Linux 5.3+); otherwise the server sweeps
     /// with `try_wait`.
     pub pidfd: Option<Pidfd>,
+    /// The pty's master side, kept for resizing.
+    pub pty: Option<OwnedFd>,
 }
 
 /// A descriptor that becomes readable when the child exits.
@@ -70,263 +73,6 @@ impl Source for Pidfd {
     fn deregister(&mut self, r: &Registry) -> io::Result<()> {
         SourceFd(&self.0.as_raw_fd()).deregister(r)
     }
-}
-
-/// The PATH commands run with.
-pub const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// Variables copied from the server's own environment when set; nothing else
-/// of it (no secrets, no REXEC_TOKEN) reaches a command.
-pub const INHERITED_ENV: [&str; 6] = ["HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"];
-
-/// Finds the program a command name runs: a name with a slash as it is,
-/// otherwise the first executable of that name in [`CHILD_PATH`]; then
-/// resolves `..` and symlinks. `None` when there is none.
-pub fn resolve_program(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if name.is_empty() {
-        return None;
-    }
-    let found = if name.contains('/') {
-        Some(PathBuf::from(name)).filter(|p| executable(p))
-    } else {
-        CHILD_PATH
-            .split(':')
-            .map(|d| Path::new(d).join(name))
-            .find(|p| executable(p))
-    }?;
-    std::fs::canonicalize(found).ok()
-}
-
-/// What the server lets clients run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExecPolicy {
-    /// Never run commands through a shell: split them and execute directly.
-    pub no_shell: bool,
-    /// With `no_shell`: only these programs may run (resolved, canonical paths).
-    pub allow: Option<Vec<PathBuf>>,
-    /// With `no_shell`: variables clients may set besides [`SAFE_ENV`].
-    pub allow_env: Vec<String>,
-    /// Run commands as this account instead of rexecd's own (root only).
-    pub run_as: Option<RunAs>,
-    /// Run each command under a supervisor (this executable, see
-    /// contain.rs) that kills everything the command started when it ends.
-    pub contain: Option<PathBuf>,
-}
-
-/// The account commands run as with `--user`: its ids, supplementary groups
-/// and home, looked up once at start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunAs {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
-    pub home: PathBuf,
-}
-
-impl RunAs {
-    /// Looks `name` up in the user database.
-    pub fn lookup(name: &str) -> Result<RunAs, String> {
-        use nix::unistd::{User, getgrouplist};
-        let user = User::from_name(name)
-            .map_err(|e| format!("--user {name}: {e}"))?
-            .ok_or_else(|| format!("--user {name}: no such user"))?;
-        let cname =
-            std::ffi::CString::new(name).map_err(|_| format!("--user {name:?}: bad name"))?;
-        let groups = getgrouplist(&cname, user.gid)
-            .map_err(|e| format!("--user {name}: its groups: {e}"))?;
-        Ok(RunAs {
-            name: name.to_string(),
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-            groups: groups.iter().map(|g| g.as_raw()).collect(),
-            home: user.dir,
-        })
-    }
-
-    /// Makes `cmd` run as this account, with its HOME, USER and LOGNAME.
-    fn apply(&self, cmd: &mut Command) {
-        use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
-        cmd.env("HOME", &self.home)
-            .env("USER", &self.name)
-            .env("LOGNAME", &self.name);
-        let uid = Uid::from_raw(self.uid);
-        let gid = Gid::from_raw(self.gid);
-        let groups: Vec<Gid> = self.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-        // SAFETY: the closure runs in the child between fork and exec and
-        // only makes the setgroups, setgid and setuid system calls (in that
-        // order: groups and gid while still root) on data prepared before
-        // the fork; it allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                setgroups(&groups)?;
-                setgid(gid)?;
-                setuid(uid)?;
-                Ok(())
-            });
-        }
-    }
-}
-
-/// Variables a client may always set, even with `no_shell`: they choose a
-/// language, a time zone and a terminal, and load no code. Anything else
-/// (`LD_PRELOAD`, `GCONV_PATH`, `BASH_ENV`, ...) could make an allowed
-/// program run code of the client's choosing.
-pub const SAFE_ENV: [&str; 4] = ["LANG", "LC_*", "TZ", "TERM"];
-
-impl ExecPolicy {
-    /// Whether a client may set `name` under this policy.
-    pub fn env_allowed(&self, name: &str) -> bool {
-        let matches = |pat: &str| match pat.strip_suffix('*') {
-            Some(prefix) => name.starts_with(prefix),
-            None => name == pat,
-        };
-        !self.no_shell
-            || SAFE_ENV
-                .iter()
-                .copied()
-                .chain(self.allow_env.iter().map(String::as_str))
-                .any(matches)
-    }
-}
-
-/// Builds the `Command` an `Exec` asks for, without running it, under the
-/// server's policy: a clean environment, and with `no_shell` no shell and
-/// optionally only allowed programs.
-pub fn command_for(exec: &Exec, policy: &ExecPolicy) -> Result<Command, CommandError> {
-    let mode = if policy.no_shell {
-        ExecMode::Argv
-    } else {
-        exec.mode
-    };
-    // What to run: the program, the name it is given (argv[0]), its arguments.
-    let (program, arg0, args): (PathBuf, Option<String>, Vec<String>) = match mode {
-        ExecMode::Shell => (
-            PathBuf::from("/bin/sh"),
-            None,
-            vec!["-c".into(), exec.command.clone()],
-        ),
-        ExecMode::Argv => {
-            let words = shlex::split(&exec.command).ok_or_else(|| {
-                CommandError::bad(
-                    "cannot split the command: unbalanced quote or trailing backslash",
-                )
-            })?;
-            let Some((prog, args)) = words.split_first() else {
-                return Err(CommandError::bad("empty command"));
-            };
-            match &policy.allow {
-                Some(allowed) => {
-                    let resolved = resolve_program(prog).filter(|r| allowed.contains(r));
-                    let Some(path) = resolved else {
-                        return Err(CommandError::new(
-                            ErrorKind::Forbidden,
-                            format!(
-                                "\"{}\" is not an allowed program on this server",
-                                echo(prog)
-                            ),
-                        ));
-                    };
-                    // Run exactly what was checked, under the name it was given.
-                    (path, Some(prog.clone()), args.to_vec())
-                }
-                None => (PathBuf::from(prog), None, args.to_vec()),
-            }
-        }
-    };
-    let mut cmd = match &policy.contain {
-        // The supervisor runs the command and, when it ends, everything it
-        // started (see contain.rs).
-        Some(exe) => {
-            let mut c = Command::new(exe);
-            c.arg(crate::contain::ARG).arg(&program).args(&args);
-            c
-        }
-        None => {
-            let mut c = Command::new(&program);
-            if let Some(a) = arg0 {
-                c.arg0(a);
-            }
-            c.args(&args);
-            c
-        }
-    };
-    // Where the command starts: the home directory of the user it runs as
-    // (as with ssh), or the client's --cwd, where `~` is that home too.
-    let home = match &policy.run_as {
-        Some(user) => Some(user.home.clone()),
-        None => std::env::var_os("HOME").map(PathBuf::from),
-    };
-    match exec.cwd.as_deref() {
-        None => {
-            if let Some(h) = home.as_ref().filter(|h| h.is_dir()) {
-                cmd.current_dir(h);
-            }
-        }
-        Some(given) => {
-            let dir = match (given.strip_prefix('~'), &home) {
-                (Some(""), Some(h)) => h.clone(),
-                (Some(rest), Some(h)) if rest.starts_with('/') => h.join(&rest[1..]),
-                (Some(rest), None) if rest.is_empty() || rest.starts_with('/') => {
-                    return Err(CommandError::bad(format!(
-                        "cwd {}: no home directory to start from",
-                        echo(given)
-                    )));
-                }
-                _ => PathBuf::from(given),
-            };
-            // Checked here so the error names the directory; std's spawn
-            // error would not say which of program and directory was missing.
-            let shown = echo(&dir.to_string_lossy());
-            match std::fs::metadata(&dir) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return Err(CommandError::os(
-                        &format!("cwd {shown}"),
-                        io::Error::from(io::ErrorKind::NotADirectory),
-                    ));
-                }
-                Err(e) => return Err(CommandError::os(&format!("cwd {shown}"), e)),
-            }
-            cmd.current_dir(dir);
-        }
-    }
-    cmd.env_clear()
-        .env("PATH", CHILD_PATH)
-        .env("SHELL", "/bin/sh");
-    for k in INHERITED_ENV {
-        if let Some(v) = std::env::var_os(k) {
-            cmd.env(k, v);
-        }
-    }
-    if let Some(user) = &policy.run_as {
-        user.apply(&mut cmd);
-    }
-    for (k, v) in &exec.env {
-        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return Err(CommandError::bad(format!(
-                "invalid environment variable \"{}\"",
-                echo(k)
-            )));
-        }
-        if !policy.env_allowed(k) {
-            return Err(CommandError::new(
-                ErrorKind::Forbidden,
-                format!(
-                    "environment variable {} may not be set on this server (with --no-shell \
-                     clients may set {} and what --allow-env names)",
-                    echo(k),
-                    SAFE_ENV.join(", ")
-                ),
-            ));
-        }
-        cmd.env(k, v);
-    }
-    Ok(cmd)
 }
 
 /// Starts `cmd` in a new process group with piped stdout and stderr, and a
@@ -367,9 +113,10 @@ pub fn spawn(mut cmd: Command, stdin: bool) -> Result<Spawned, CommandError> {
     Ok(Spawned {
         child,
         stdout,
-        stderr,
+        stderr: Some(stderr),
         stdin,
         pidfd,
+        pty: None,
     })
 }
 
@@ -384,7 +131,7 @@ where
     Ok(r)
 }
 
-fn pidfd_open(pid: u32) -> Option<Pidfd> {
+pub fn pidfd_open(pid: u32) -> Option<Pidfd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
     // or -1; it touches no memory of ours.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
@@ -444,6 +191,8 @@ pub struct Proc {
     /// The client closed stdin: close the pipe once the queue is written.
     pub stdin_eof: bool,
     pub pidfd: Option<(Pidfd, Token)>,
+    /// The pty's master side, when the command runs on one.
+    pub pty: Option<OwnedFd>,
     /// Set once the child has been reaped.
     pub status: Option<ExitStatus>,
     pub started: std::time::Instant,
@@ -475,65 +224,5 @@ impl Proc {
     /// Both output pipes have been closed.
     pub fn output_done(&self) -> bool {
         self.stdout.is_none() && self.stderr.is_none()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn programs_resolve_through_path_and_symlinks() {
-        let sh = resolve_program("sh").expect("sh is in PATH");
-        assert!(sh.is_absolute());
-        assert_eq!(resolve_program("/bin/../bin/sh"), Some(sh.clone()));
-        assert_eq!(resolve_program("no-such-program-xyz"), None);
-        assert_eq!(resolve_program("/etc/passwd"), None, "not executable");
-        assert_eq!(resolve_program(""), None);
-    }
-
-    #[test]
-    fn allow_list_matches_the_resolved_program() {
-        let cfg = ExecPolicy {
-            no_shell: true,
-            allow: Some(vec![resolve_program("echo").unwrap()]),
-            ..ExecPolicy::default()
-        };
-        let exec = |c: &str| Exec {
-            command: c.into(),
-            ..Exec::default()
-        };
-        assert!(command_for(&exec("echo hi"), &cfg).is_ok());
-        let e = command_for(&exec("/bin/../bin/rm -rf /tmp/x"), &cfg).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Forbidden);
-        // Shell mode is not a way around it: the whole string is split, no shell.
-        let e = command_for(&exec("sh -c 'rm -rf /tmp/x'"), &cfg).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Forbidden);
-    }
-
-    #[test]
-    fn without_a_shell_only_safe_variables_may_be_set() {
-        let mut policy = ExecPolicy {
-            no_shell: true,
-            ..ExecPolicy::default()
-        };
-        for ok in ["LANG", "LC_ALL", "LC_TIME", "TZ", "TERM"] {
-            assert!(policy.env_allowed(ok), "{ok}");
-        }
-        for bad in [
-            "LD_PRELOAD",
-            "LD_LIBRARY_PATH",
-            "GCONV_PATH",
-            "BASH_ENV",
-            "PATH",
-            "LANGX",
-        ] {
-            assert!(!policy.env_allowed(bad), "{bad}");
-        }
-        policy.allow_env = vec!["MY_*".into(), "DEBUG".into()];
-        assert!(policy.env_allowed("MY_SETTING") && policy.env_allowed("DEBUG"));
-        assert!(!policy.env_allowed("DEBUGX"));
-        // With a shell the client can set anything in the command anyway.
-        assert!(ExecPolicy::default().env_allowed("LD_PRELOAD"));
     }
 }

@@ -39,6 +39,12 @@ pub enum Action {
     Cancel {
         id: u32,
     },
+    /// Resize the command's pty.
+    Resize {
+        id: u32,
+        rows: u16,
+        cols: u16,
+    },
     /// Refuse one command; the connection stays usable.
     Reject {
         id: u32,
@@ -111,7 +117,9 @@ impl ConnProtocol {
                     return Action::Fail {
                         kind: ErrorKind::Version,
                         message: format!(
-                            "version mismatch: client speaks protocol {} (rexec {}), server speaks {} (rexecd {})",
+                            "version mismatch: client speaks protocol {} (rexec {}), server speaks {} (rexecd {}); \
+                             protocol 2 added pseudo-terminals (Exec.pty, Resize): use a rexec and \
+                             rexecd of the same version",
                             h.protocol,
                             clip(&h.software),
                             PROTOCOL_VERSION,
@@ -175,6 +183,9 @@ impl ConnProtocol {
             (Phase::Running, ClientMsg::Stdin { id, data }) => Action::Stdin { id, data },
             (Phase::Running, ClientMsg::StdinEof { id }) => Action::StdinEof { id },
             (Phase::Running, ClientMsg::Cancel { id }) => Action::Cancel { id },
+            (Phase::Running, ClientMsg::Resize { id, rows, cols }) => {
+                Action::Resize { id, rows, cols }
+            }
         }
     }
 }
@@ -319,10 +330,13 @@ mod tests {
                 message,
             } => {
                 assert!(
-                    message.contains("protocol 7") && message.contains("speaks 1"),
+                    message.contains("protocol 7") && message.contains("speaks 2"),
                     "{message}"
                 );
-                assert!(message.len() < 200, "peer text is clipped");
+                // Protocol 2 names what it added, so the message is longer
+                // than it was; the peer's 1000 characters are still cut.
+                assert!(message.contains("pseudo-terminals"), "{message}");
+                assert!(message.len() < 400, "peer text is clipped");
             }
             other => panic!("{other:?}"),
         }

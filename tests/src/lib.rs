@@ -445,3 +445,147 @@ pub mod wire {
         }
     }
 }
+
+/// `rexec` on a pseudo-terminal, as a person at a terminal runs it: the
+/// child is a session leader with the pty as its controlling terminal (so
+/// Ctrl-C is a real SIGINT and window changes a real SIGWINCH), and what it
+/// shows is collected.
+pub mod onpty {
+    use std::io::{Read, Write};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    fn openpty() -> (OwnedFd, OwnedFd) {
+        let (mut master, mut slave) = (0, 0);
+        // SAFETY: openpty writes two new descriptors; we own them from here.
+        let rc = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: fresh descriptors from openpty.
+        unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
+    }
+
+    /// A program running on a pty of its own.
+    #[derive(Debug)]
+    pub struct OnPty {
+        pub child: std::process::Child,
+        screen: Arc<Mutex<String>>,
+        keys: std::fs::File,
+        /// Kept to look at the terminal's settings after the program.
+        slave: OwnedFd,
+    }
+
+    impl OnPty {
+        /// Starts `cmd` (typically `bin("rexec")` with its arguments) on a
+        /// new pty of 33 rows and 101 columns.
+        pub fn start(mut cmd: Command) -> OnPty {
+            let (master, slave) = openpty();
+            set_size(&master, 33, 101);
+            cmd.stdin(Stdio::from(slave.try_clone().unwrap()))
+                .stdout(Stdio::from(slave.try_clone().unwrap()))
+                .stderr(Stdio::from(slave.try_clone().unwrap()));
+            // SAFETY: setsid and ioctl are async-signal-safe.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::setsid();
+                    libc::ioctl(0, libc::TIOCSCTTY, 0);
+                    Ok(())
+                });
+            }
+            let child = cmd.spawn().unwrap();
+            let screen = Arc::new(Mutex::new(String::new()));
+            let mut reader = std::fs::File::from(master.try_clone().unwrap());
+            let sink = screen.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = reader.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+            OnPty {
+                child,
+                screen,
+                keys: std::fs::File::from(master),
+                slave,
+            }
+        }
+
+        /// Types `s` on the terminal.
+        pub fn type_(&mut self, s: &str) {
+            self.keys.write_all(s.as_bytes()).unwrap();
+        }
+
+        /// Waits (10 s at most) until `needle` was shown `times` times.
+        pub fn shows(&self, needle: &str, times: usize) -> bool {
+            crate::wait_until(Duration::from_secs(10), || {
+                self.screen.lock().unwrap().matches(needle).count() >= times
+            })
+        }
+
+        pub fn screen(&self) -> String {
+            self.screen.lock().unwrap().clone()
+        }
+
+        /// The exit code, once the program ended (10 s at most).
+        pub fn exits(&mut self) -> Option<i32> {
+            let mut code = None;
+            crate::wait_until(Duration::from_secs(10), || {
+                code = self
+                    .child
+                    .try_wait()
+                    .unwrap()
+                    .map(|s| s.code().unwrap_or(-1));
+                code.is_some()
+            });
+            code
+        }
+
+        /// Changes the window size, as a terminal emulator does.
+        pub fn resize(&self, rows: u16, cols: u16) {
+            set_size(&self.keys, rows, cols);
+        }
+
+        /// Whether the terminal is in its normal (cooked, echoing) mode.
+        pub fn cooked(&self) -> bool {
+            // SAFETY: tcgetattr fills the termios we pass.
+            let mut t: libc::termios = unsafe { std::mem::zeroed() };
+            let rc = unsafe { libc::tcgetattr(self.slave.as_raw_fd(), &mut t) };
+            rc == 0 && t.c_lflag & libc::ICANON != 0 && t.c_lflag & libc::ECHO != 0
+        }
+    }
+
+    impl Drop for OnPty {
+        fn drop(&mut self) {
+            if let Ok(None) = self.child.try_wait() {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+    }
+
+    fn set_size(fd: &impl AsRawFd, rows: u16, cols: u16) {
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads the winsize we pass.
+        unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    }
+}

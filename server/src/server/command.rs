@@ -118,7 +118,7 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return Err(CommandError::new(ErrorKind::Protocol, "connection gone"));
         };
-        let cmd = process::command_for(&exec, &self.cfg.exec).inspect_err(|e| {
+        let cmd = crate::exec_policy::command_for(&exec, &self.cfg.exec).inspect_err(|e| {
             if e.kind == ErrorKind::Forbidden {
                 log::warn!(
                     "{}: refused \"{}\": {}",
@@ -128,7 +128,13 @@ impl Server {
                 );
             }
         })?;
-        let spawned = process::spawn(cmd, exec.stdin)?;
+        let spawned = match &exec.pty {
+            Some(req) => {
+                let owner = self.cfg.exec.run_as.as_ref().map(|u| u.uid);
+                crate::pty::spawn(cmd, req, owner)?
+            }
+            None => process::spawn(cmd, exec.stdin)?,
+        };
 
         let proc = ProcId(self.next_proc);
         self.next_proc += 1;
@@ -141,13 +147,15 @@ impl Server {
             Slot::Pipe(proc, OutputStream::Stdout),
             pid,
         );
-        let stderr = watch(
-            r,
-            spawned.stderr,
-            Interest::READABLE,
-            Slot::Pipe(proc, OutputStream::Stderr),
-            pid,
-        );
+        let stderr = spawned.stderr.and_then(|e| {
+            watch(
+                r,
+                e,
+                Interest::READABLE,
+                Slot::Pipe(proc, OutputStream::Stderr),
+                pid,
+            )
+        });
         let stdin = spawned
             .stdin
             .and_then(|s| watch(r, s, Interest::WRITABLE, Slot::Stdin(proc), pid));
@@ -185,6 +193,7 @@ impl Server {
                 stdin_queue: OutQueue::default(),
                 stdin_eof: false,
                 pidfd,
+                pty: spawned.pty,
                 status: None,
                 started: now,
                 deadline: limit.map(|l| now + l),
@@ -283,6 +292,18 @@ impl Server {
         if let Some(p) = self.procs.get_mut(&proc) {
             log::debug!("{}: cancel {id}", p.peer);
             p.stop(&mut self.timers, self.cfg.kill_grace);
+        }
+    }
+
+    /// The client's terminal changed size: so does the command's pty.
+    pub(super) fn resize(&mut self, conn_id: ConnId, id: u32, rows: u16, cols: u16) {
+        let Some(&proc) = self.conns.get(&conn_id).and_then(|c| c.commands.get(&id)) else {
+            return;
+        };
+        if let Some(master) = self.procs.get(&proc).and_then(|p| p.pty.as_ref()) {
+            if let Err(e) = crate::pty::resize(master, rows, cols) {
+                log::debug!("resizing the pty of command {id}: {e}");
+            }
         }
     }
 

@@ -295,6 +295,11 @@ impl Server {
             Action::Stdin { id: cmd, data } => self.stdin(id, cmd, &data, false),
             Action::StdinEof { id: cmd } => self.stdin(id, cmd, &[], true),
             Action::Cancel { id: cmd } => self.cancel(id, cmd),
+            Action::Resize {
+                id: cmd,
+                rows,
+                cols,
+            } => self.resize(id, cmd, rows, cols),
         }
     }
 

@@ -71,6 +71,9 @@ impl Server {
                     conn.flush();
                     match end {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                        // A pty's master reads EIO once every holder of the
+                        // terminal is gone: its end of output.
+                        Err(e) if p.pty.is_some() && e.raw_os_error() == Some(libc::EIO) => {}
                         Err(e) => log::warn!("reading output of pid {}: {e}", p.pgid),
                         _ => {}
                     }

@@ -1,0 +1,324 @@
+//! rexecd's command line: the clap definitions, and how they become a
+//! [`Config`].
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use rexec_proto::auth::Token;
+
+use crate::config::{Config, Protocol};
+use crate::exec_policy::{ExecPolicy, RunAs, resolve_program};
+
+/// rexecd: run commands for rexec clients and stream their output back.
+///
+/// Every command runs with `/bin/sh -c` (or directly, when the client asks
+/// for argv mode) in its own process group; its stdout and stderr are sent as
+/// they are produced. The first line printed is `listening on HOST:PORT`.
+/// Logging goes to stderr; set RUST_LOG=info for one audit line per command,
+/// RUST_LOG=debug for connections too.
+#[derive(Debug, Parser)]
+#[command(name = "rexecd", version, about, long_about, max_term_width = 100)]
+pub struct Args {
+    /// Address to listen on, HOST:PORT, or HOST for port 7070. Port 0 picks
+    /// a free port (the real one is printed on the first line, for scripts
+    /// and tests). Use [::1]:PORT for IPv6.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070", value_parser = parse_addr)]
+    pub listen: SocketAddr,
+
+    /// Protocol spoken on the port: `native` is rexec's framed protocol;
+    /// `seed` and `raw` are the socket tutorials' protocols (with and
+    /// without the length header), for compatibility and teaching.
+    #[arg(long, value_enum, default_value_t = Protocol::Native)]
+    pub protocol: Protocol,
+
+    /// Kill a command (its whole process group) that runs longer than this
+    /// many seconds; its exit is reported as timed out. Clients may ask for a
+    /// shorter limit, never a longer one. 0 means no limit.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub timeout: u64,
+
+    /// Cut a command's output (stdout + stderr) after this many bytes, kill
+    /// it, and report it as truncated. Accepts K, M, G suffixes (powers of
+    /// 1024). 0 means no limit; the seed and raw protocols always stop at 64M
+    /// (or a quarter of --max-buffer, if less) because they buffer each reply
+    /// whole.
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_size)]
+    pub max_output: u64,
+
+    /// Memory for queued bytes across all clients: output not yet sent,
+    /// stdin not yet taken by commands, partly received frames. Above it,
+    /// the largest queues are held back first (their commands' output pipes
+    /// and their stdin stop being read) until there is room again. K, M, G
+    /// suffixes.
+    #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = parse_size)]
+    pub max_buffer: u64,
+
+    /// Most client connections at once; a client over the limit gets an error
+    /// and is closed, others are unaffected.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_conns: usize,
+
+    /// Most connections waiting to authenticate (that have not sent their
+    /// hello, or not yet answered the token challenge). Over it, the oldest
+    /// waiting connection of the address with the most is closed, so silent
+    /// connections from one place cannot keep token holders out.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_startups: usize,
+
+    /// Most commands running at once across all clients; an Exec over the
+    /// limit gets an error, the connection stays usable.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_procs: usize,
+
+    /// Close a connection that sends nothing and runs nothing for this many
+    /// seconds. 0 means never.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub idle_timeout: u64,
+
+    /// Require clients to prove they hold the token in FILE (which must not be
+    /// readable by group or others: chmod 600). Without it, the REXEC_TOKEN
+    /// environment variable is used if set. The token never crosses the wire:
+    /// clients answer a random challenge with an HMAC of it.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Close connections that have not completed their hello (and
+    /// authentication) within this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub handshake_timeout: u64,
+
+    /// Never run commands through a shell: split them with shell quoting rules
+    /// and execute the program directly (no pipes, globs or variables).
+    #[arg(long)]
+    pub no_shell: bool,
+
+    /// With --no-shell, run only these programs (comma-separated names or
+    /// paths). Programs are matched after resolving PATH and symlinks, so
+    /// /bin/../bin/rm is rm.
+    #[arg(
+        long,
+        value_name = "PROG[,PROG...]",
+        value_delimiter = ',',
+        requires = "no_shell"
+    )]
+    pub allow: Option<Vec<String>>,
+
+    /// With --no-shell, also let clients set these environment variables
+    /// (comma-separated names; NAME_* for a prefix). Always allowed: LANG,
+    /// LC_*, TZ, TERM. Others are refused, because variables such as
+    /// LD_PRELOAD make an allowed program run code of the client's choosing.
+    #[arg(
+        long,
+        value_name = "NAME[,NAME...]",
+        value_delimiter = ',',
+        requires = "no_shell"
+    )]
+    pub allow_env: Vec<String>,
+
+    /// Run each command under a supervisor that, when the command ends
+    /// (normally, timed out, cancelled, or its client gone, or rexecd
+    /// killed), ends everything it started: background jobs, `nohup`,
+    /// `setsid` and double forks included. Without it, as with ssh, a job
+    /// started in the background on purpose outlives its command (until
+    /// --timeout, if set).
+    #[arg(long)]
+    pub contain: bool,
+
+    /// Run commands as this user (its uid, gid, supplementary groups, HOME,
+    /// and its home directory as the starting directory) instead of as the
+    /// user rexecd runs as. Needs rexecd to run as root.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
+    /// Close a connection on which a frame has begun to arrive but is not
+    /// complete after this many seconds (a stalled or trickling client).
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub frame_timeout: u64,
+
+    /// Allow listening on a non-loopback address without TLS or without a
+    /// token. Without TLS anyone on the path reads every command and its
+    /// output; without a token anyone who can connect runs commands.
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// Speak TLS. Without --cert/--key, a self-signed certificate is made on
+    /// first start and kept in --state-dir, so its fingerprint (printed on the
+    /// second line of output) stays the same across restarts.
+    #[arg(long)]
+    pub tls: bool,
+
+    /// TLS certificate chain (PEM) to use instead of a self-signed one.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Where the self-signed TLS identity is kept [default:
+    /// $XDG_STATE_HOME/rexec or ~/.local/state/rexec].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Args {
+    pub fn into_config(self) -> Result<Config, String> {
+        let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        let token = Token::load(self.token_file.as_deref())?;
+        let allow = match self.allow {
+            None => None,
+            Some(progs) => Some(
+                progs
+                    .iter()
+                    .map(|p| {
+                        resolve_program(p)
+                            .ok_or_else(|| format!("--allow {p}: no such program in PATH"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let run_as = match &self.user {
+            None => None,
+            Some(_) if !nix::unistd::geteuid().is_root() => {
+                return Err(
+                    "--user needs rexecd to run as root (it switches to that user for each command)"
+                        .into(),
+                );
+            }
+            Some(name) => Some(RunAs::lookup(name)?),
+        };
+        let tls = match (&self.cert, &self.key, self.tls) {
+            (Some(c), Some(k), _) => Some(crate::tls::from_files(c, k)?),
+            (_, _, true) => {
+                let dir = self
+                    .state_dir
+                    .clone()
+                    .or_else(crate::tls::default_state_dir)
+                    .ok_or("no state directory: give --state-dir DIR")?;
+                Some(crate::tls::self_signed(&dir)?)
+            }
+            _ => None,
+        };
+        Ok(Config {
+            tls,
+            listen: self.listen,
+            protocol: self.protocol,
+            timeout: secs(self.timeout),
+            max_output: (self.max_output > 0).then_some(self.max_output),
+            max_buffer: usize::try_from(self.max_buffer)
+                .unwrap_or(usize::MAX)
+                .max(1 << 20),
+            max_conns: self.max_conns.max(1),
+            max_startups: self.max_startups.max(1),
+            max_procs: self.max_procs.max(1),
+            idle_timeout: secs(self.idle_timeout),
+            token,
+            handshake_timeout: Duration::from_secs(self.handshake_timeout.max(1)),
+            exec: ExecPolicy {
+                no_shell: self.no_shell,
+                allow,
+                allow_env: self.allow_env,
+                run_as,
+                contain: match self.contain {
+                    false => None,
+                    true => Some(std::env::current_exe().map_err(|e| {
+                        format!("--contain: cannot find rexecd's own executable: {e}")
+                    })?),
+                },
+            },
+            frame_timeout: Duration::from_secs(self.frame_timeout.max(1)),
+            insecure: self.insecure,
+            ..Config::default()
+        })
+    }
+}
+
+/// The port rexecd listens on, and rexec connects to, when none is given.
+pub const DEFAULT_PORT: u16 = 7070;
+
+/// Parses `HOST:PORT` or `HOST` (port 7070), resolving a host name such as
+/// `localhost`.
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    // An address without a port listens on the default one, as the client
+    // assumes for a host without a port.
+    if let Ok(ip) = s
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+    {
+        return Ok(SocketAddr::new(ip, DEFAULT_PORT));
+    }
+    if !s.contains(':') {
+        return parse_addr(&format!("{s}:{DEFAULT_PORT}"));
+    }
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {s:?} as HOST:PORT: {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
+
+/// Parses a byte count with an optional K, M or G suffix (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                _ => return Err(format!("unknown size suffix in {s:?}: use K, M or G")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a byte count (examples: 1048576, 512K, 64M)"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_suffixes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("1500"), Ok(1500));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("3m"), Ok(3 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999G").is_err());
+    }
+
+    #[test]
+    fn addresses_parse_and_resolve() {
+        assert_eq!(
+            parse_addr("127.0.0.1:0"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 0)))
+        );
+        assert_eq!(parse_addr("[::1]:7070").map(|a| a.is_ipv6()), Ok(true));
+        assert_eq!(parse_addr("localhost:7070").map(|a| a.port()), Ok(7070));
+        assert!(parse_addr("127.0.0.1:notaport").is_err());
+        // No port: the default one.
+        assert_eq!(
+            parse_addr("127.0.0.1"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 7070)))
+        );
+        assert_eq!(parse_addr("::1").map(|a| a.port()), Ok(7070));
+        assert_eq!(parse_addr("[::1]").map(|a| a.port()), Ok(7070));
+        assert_eq!(parse_addr("localhost").map(|a| a.port()), Ok(7070));
+    }
+}

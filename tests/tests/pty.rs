@@ -1,0 +1,126 @@
+//! Interactive sessions like ssh (issue 13), through a real pseudo-terminal
+//! on the client side: `-t`, the login shell, resizes, raw mode restored,
+//! a terminal's stdin forwarded, and a script on stdin run by one shell.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use rexec_tests::onpty::OnPty;
+use rexec_tests::*;
+
+fn rexec_on_pty(args: &[&str]) -> OnPty {
+    let mut cmd = std::process::Command::new(bin("rexec"));
+    cmd.args(args)
+        .env_remove("REXEC_TLS")
+        .env_remove("REXEC_TOKEN")
+        .env(
+            "REXEC_KNOWN_HOSTS",
+            std::env::temp_dir().join("rexec-pty-no-known-hosts"),
+        )
+        .env("TERM", "xterm");
+    OnPty::start(cmd)
+}
+
+#[test]
+fn t_runs_the_command_on_a_terminal_of_the_clients_size() {
+    let d = Daemon::start(&[]);
+    let mut t = rexec_on_pty(&["-t", &d.host(), "tty; stty size; echo TERM=$TERM"]);
+    assert_eq!(t.exits(), Some(0), "{:?}", t.screen());
+    let screen = t.screen();
+    assert!(screen.contains("/dev/pts/"), "{screen:?}");
+    assert!(screen.contains("33 101\r\n"), "{screen:?}");
+    assert!(screen.contains("TERM=xterm\r\n"), "{screen:?}");
+    assert!(t.cooked(), "the terminal was left in raw mode");
+    // Without -t there is no terminal on the server.
+    let mut t = rexec_on_pty(&[&d.host(), "tty"]);
+    assert_eq!(t.exits(), Some(1), "{:?}", t.screen());
+    assert!(t.screen().contains("not a tty"), "{:?}", t.screen());
+}
+
+#[test]
+fn a_resize_reaches_the_running_program() {
+    let d = Daemon::start(&[]);
+    let mut t = rexec_on_pty(&["-t", &d.host(), "sh"]);
+    t.type_("stty size\r");
+    assert!(t.shows("33 101\r\n", 1), "{:?}", t.screen());
+    t.resize(40, 120);
+    // The window change travels as SIGWINCH to rexec, then Resize to the
+    // server, then TIOCSWINSZ on the remote pty.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            t.type_("stty size\r");
+            std::thread::sleep(Duration::from_millis(200));
+            t.screen().contains("40 120\r\n")
+        }),
+        "{:?}",
+        t.screen()
+    );
+    t.type_("exit 0\r");
+    assert_eq!(t.exits(), Some(0));
+}
+
+#[test]
+fn no_command_on_a_terminal_opens_a_login_shell() {
+    let d = Daemon::start(&[]);
+    let mut t = rexec_on_pty(&[&d.host()]);
+    t.type_("echo $((6*7))\r");
+    assert!(t.shows("42\r\n", 1), "{:?}", t.screen());
+    // Ctrl-C is a key for the remote program, not the end of rexec.
+    t.type_("sleep 30\r");
+    std::thread::sleep(Duration::from_millis(500));
+    t.type_("\x03");
+    t.type_("echo still-here\r");
+    assert!(t.shows("still-here\r\n", 1), "{:?}", t.screen());
+    t.type_("exit 5\r");
+    assert_eq!(t.exits(), Some(5), "{:?}", t.screen());
+    assert!(t.cooked(), "the terminal was left in raw mode");
+}
+
+#[test]
+fn tilde_dot_disconnects() {
+    let d = Daemon::start(&[]);
+    let mut t = rexec_on_pty(&["-t", &d.host(), "sh"]);
+    t.type_("echo up\r");
+    assert!(t.shows("up\r\n", 1), "{:?}", t.screen());
+    t.type_("~.");
+    assert_eq!(t.exits(), Some(255), "{:?}", t.screen());
+    assert!(t.screen().contains("closed"), "{:?}", t.screen());
+    assert!(t.cooked(), "the terminal was left in raw mode");
+}
+
+#[test]
+fn a_terminals_stdin_is_forwarded() {
+    let d = Daemon::start(&[]);
+    let mut t = rexec_on_pty(&[&d.host(), "read x; echo got=$x"]);
+    t.type_("hello\r");
+    assert!(t.shows("got=hello", 1), "{:?}", t.screen());
+    assert_eq!(t.exits(), Some(0));
+}
+
+#[test]
+fn a_script_on_stdin_runs_in_one_shell() {
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("script");
+    let script = dir.path("script.sh");
+    std::fs::write(
+        &script,
+        "cd /\nN=3\nfor i in $(seq $N); do\n  echo \"line $i in $(pwd)\"\ndone\nexit 7\n",
+    )
+    .unwrap();
+    let local = std::process::Command::new("sh")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let r = run(rexec()
+        .arg(d.host())
+        .stdin(std::fs::File::open(&script).unwrap()));
+    assert_eq!(
+        r.out(),
+        String::from_utf8_lossy(&local.stdout),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.code, local.status.code());
+    assert_eq!(r.code, Some(7));
+}
