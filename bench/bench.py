@@ -225,6 +225,10 @@ MaxStartups 200
                 raise RuntimeError("ssh ControlMaster did not start")
             time.sleep(0.05)
 
+    def mux_argv(self, remote, *opts):
+        return ["ssh", "-F", "/dev/null", "-S", self.ctl, "-o", "LogLevel=ERROR", *opts,
+                f"{self.user}@127.0.0.1", remote]
+
     def mux(self, remote):
         return f"ssh -F /dev/null -S {self.ctl} -o LogLevel=ERROR {self.user}@127.0.0.1 '{remote}'"
 
@@ -539,6 +543,55 @@ def main():
     md.append(f"The flood sent {flood_sent} `Exec` frames (each refused: the id is in use) while the fast client ran.")
     md.append("")
     targets.append(("T6 fast client's p99 < 20 ms next to hostile neighbours", loud[2] < 20, f"{loud[2]:.1f} ms"))
+
+    # ---- T7 keystrokes -------------------------------------------------------
+    log("T7: keystroke round trip through a pty")
+
+    def keystrokes(argv, n=200):
+        """One byte typed, its echo back through the remote pty; n times.
+        Returns the round trips in ms, sorted."""
+        import pty
+        import select
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execvp(argv[0], argv)
+        try:
+            out = b""
+            end = time.time() + 15
+            while b"ready" not in out and time.time() < end:  # the remote cat is up
+                if select.select([fd], [], [], 0.5)[0]:
+                    out += os.read(fd, 4096)
+            times = []
+            for i in range(n):
+                key = bytes([ord("a") + i % 26])
+                t = time.perf_counter()
+                os.write(fd, key)
+                got = b""
+                while key not in got:
+                    if not select.select([fd], [], [], 5)[0]:
+                        raise RuntimeError("no echo within 5 s")
+                    got += os.read(fd, 4096)
+                times.append((time.perf_counter() - t) * 1000)
+            return sorted(times)
+        finally:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            os.close(fd)
+
+    remote = "echo ready; exec cat"
+    t7 = [("rexec -t", [REXEC, "-t", raddr, remote])]
+    if ssh:
+        t7.append(("ssh -tt (ControlMaster)", ssh.mux_argv(remote, "-tt")))
+    md.append("### T7 keystrokes: one byte typed, its echo back through the remote pty, 200 times\n")
+    md.append("| peer | median ms | p99 ms |")
+    md.append("|---|---|---|")
+    for name, argv in t7:
+        try:
+            k = keystrokes(argv)
+            md.append(f"| {name} | {k[len(k) // 2]:.2f} | {k[int(len(k) * 0.99) - 1]:.2f} |")
+        except Exception as e:
+            md.append(f"| {name} | could not run: {e} | - |")
+    md.append("")
 
     # ---- write ---------------------------------------------------------------
     cpu = "unknown"
