@@ -9,9 +9,9 @@ use clap::{CommandFactory, Parser};
 use crate::addr::{hostport, parse_host};
 use crate::cli::{Cli, ForgetArgs, ManPage, RunArgs};
 use crate::error::ClientError;
+use crate::hosts::Config;
 use crate::options::command_from_words;
 use crate::run::{self, EXIT_CONNECTION, Sinks};
-use crate::session::Session;
 use crate::tls;
 use crate::{interactive, terminal};
 use rexec_proto::ExecMode;
@@ -33,6 +33,7 @@ pub fn main_entry() -> i32 {
             0
         }
         Some(crate::cli::Sub::Man { page }) => man(page),
+        Some(crate::cli::Sub::Hosts { config }) => list_hosts(config.as_deref()),
         None => one_shot_or_interactive(cli.run),
     }
 }
@@ -94,17 +95,80 @@ fn forget(args: &ForgetArgs) -> i32 {
     }
 }
 
+/// `rexec hosts`: the config file's hosts and groups.
+fn list_hosts(flag: Option<&std::path::Path>) -> i32 {
+    let cfg = match Config::load(flag) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rexec: {e}");
+            return 2;
+        }
+    };
+    let Some(file) = &cfg.file else {
+        eprintln!("rexec: no config file (REXEC_CONFIG, --config or ~/.config/rexec/config.toml)");
+        return 1;
+    };
+    println!("# {}", file.display());
+    for name in cfg.hosts.keys() {
+        let t = cfg.target(name);
+        let tls = if t.tls { " tls" } else { "" };
+        println!("{name}\t{}{tls}", t.address);
+    }
+    for (name, list) in &cfg.groups {
+        match cfg.expand(list, None) {
+            Ok(hosts) => println!("@{name}\t{list}\t= {}", hosts.join(",")),
+            Err(e) => println!("@{name}\t{list}\t(error: {e})"),
+        }
+    }
+    0
+}
+
+/// `rexec -w LIST CMD...`: the positional words are all command.
+fn fan_out(args: &RunArgs, cfg: &Config, list: &str) -> i32 {
+    let hosts = match cfg.expand(list, args.exclude.as_deref()) {
+        Ok(h) if h.is_empty() => {
+            eprintln!("rexec: the host list is empty");
+            return 2;
+        }
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("rexec: {e}");
+            return 2;
+        }
+    };
+    let words: Vec<String> = args.host.iter().chain(&args.command).cloned().collect();
+    let (command, mode) = match command_from_words(&words) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rexec: {e} (with -w every argument is command)");
+            return 2;
+        }
+    };
+    crate::fanout::run(args, cfg, hosts, &command, mode)
+}
+
 fn one_shot_or_interactive(args: RunArgs) -> i32 {
-    let Some(host) = args.host.clone() else {
-        eprintln!("rexec: missing HOST[:PORT]; see rexec --help, or try rexec demo");
-        return 2;
+    let cfg = match Config::load(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rexec: {e}");
+            return 2;
+        }
     };
     if let Err(e) = run::install_ctrl_c() {
         eprintln!("rexec: cannot handle Ctrl-C: {e}");
     }
+    if let Some(list) = &args.hosts {
+        return fan_out(&args, &cfg, list);
+    }
+    let Some(host) = args.host.clone() else {
+        eprintln!("rexec: missing HOST[:PORT]; see rexec --help, or try rexec demo");
+        return 2;
+    };
+    let target = cfg.target(&host);
     let stdin_tty = io::stdin().is_terminal();
     if args.command.is_empty() && args.prompt {
-        return interactive::main(&host, &args);
+        return interactive::main(&target, &args);
     }
     // A pseudo-terminal as ssh decides: asked for with -t when stdin is a
     // terminal, forced with -tt, never with -T; and for no command at all
@@ -140,14 +204,11 @@ fn one_shot_or_interactive(args: RunArgs) -> i32 {
     let fail = |e: ClientError| {
         eprintln!("rexec: {e}");
         if args.json {
-            run::print_json_failure(&command, &e, started.elapsed());
+            run::print_json_failure(None, &command, &e, started.elapsed());
         }
         EXIT_CONNECTION
     };
-    let mut session = match args
-        .connect_options(&host)
-        .and_then(|o| Session::connect(&host, &o))
-    {
+    let mut session = match args.connect(&target) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };

@@ -54,6 +54,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Sub {
+    /// List the hosts and groups of the config file, groups expanded.
+    Hosts {
+        /// The config file [default: $REXEC_CONFIG, else
+        /// ~/.config/rexec/config.toml].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Print a completion script for SHELL on stdout. Install it, for bash:
     /// `rexec completions bash > ~/.local/share/bash-completion/completions/rexec`
     Completions {
@@ -149,6 +156,31 @@ pub struct RunArgs {
     /// with stdin not a terminal, one command per line.
     #[arg(long)]
     pub prompt: bool,
+
+    /// Run on every host of LIST at once: names, patterns (lab[1-8],
+    /// gpu[01-04]) and @groups of the config file, comma-separated. The
+    /// positional arguments are then all command. Output lines are prefixed
+    /// with the host's name; a summary line follows on stderr.
+    #[arg(short = 'w', long = "hosts", value_name = "LIST")]
+    pub hosts: Option<String>,
+
+    /// With -w: leave out these hosts (same syntax).
+    #[arg(short = 'x', long = "exclude", value_name = "LIST", requires = "hosts")]
+    pub exclude: Option<String>,
+
+    /// With -w: at most this many hosts at once.
+    #[arg(short = 'f', long = "fanout", value_name = "N", default_value_t = 64)]
+    pub fanout: usize,
+
+    /// With -w: gather identical outputs and print each once, under the
+    /// folded list of hosts that gave it (as clush -b / dshbak -c).
+    #[arg(short = 'b', long = "gather", requires = "hosts")]
+    pub gather: bool,
+
+    /// The config file (named hosts, groups) [default: $REXEC_CONFIG, else
+    /// ~/.config/rexec/config.toml].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// Ask the server to kill the command after this many seconds (exit 124).
     /// The server's own limit wins when it is shorter.

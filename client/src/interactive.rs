@@ -8,6 +8,7 @@ use rexec_proto::ExecMode;
 
 use crate::cli::RunArgs;
 use crate::error::ClientError;
+use crate::hosts::Target;
 use crate::run::{self, EXIT_CONNECTION, Sinks};
 use crate::session::Session;
 
@@ -17,11 +18,9 @@ pub fn history_path() -> Option<PathBuf> {
     Some(dirs::data_dir()?.join("rexec").join("history"))
 }
 
-pub fn main(host: &str, args: &RunArgs) -> i32 {
-    let mut session = match args
-        .connect_options(host)
-        .and_then(|o| Session::connect(host, &o))
-    {
+pub fn main(target: &Target, args: &RunArgs) -> i32 {
+    let host = target.name.as_str();
+    let mut session = match args.connect(target) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("rexec: {e}");

@@ -17,6 +17,8 @@ pub mod cli;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;
+pub mod fanout;
+pub mod hosts;
 pub mod interactive;
 pub mod options;
 pub mod run;

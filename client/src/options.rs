@@ -6,12 +6,14 @@ use rexec_proto::{Exec, ExecMode};
 use crate::addr::{hostport, parse_host};
 use crate::cli::RunArgs;
 use crate::error::ClientError;
-use crate::session::ConnectOptions;
+use crate::hosts::Target;
+use crate::session::{ConnectOptions, Session};
 use crate::tls::{self, TlsOptions, Trust};
 
 impl RunArgs {
-    /// TLS settings for `host_spec`, or `None` for plaintext.
-    pub fn tls_options(&self, host_spec: &str) -> Result<Option<TlsOptions>, ClientError> {
+    /// TLS settings for `target`, or `None` for plaintext. Flags on the
+    /// command line win over the config file.
+    pub fn tls_options(&self, target: &Target) -> Result<Option<TlsOptions>, ClientError> {
         let known_hosts = match self.known_hosts.clone().or_else(tls::default_known_hosts) {
             Some(f) => f,
             None => {
@@ -20,19 +22,24 @@ impl RunArgs {
                 ));
             }
         };
-        let (host, port) = parse_host(host_spec).map_err(ClientError::Usage)?;
+        let (host, port) = parse_host(&target.address).map_err(ClientError::Usage)?;
         // A pinned host never falls back to plaintext.
         let pinned = tls::known_host(&known_hosts, &hostport(&host, port))?.is_some();
+        let fingerprint = self
+            .fingerprint
+            .clone()
+            .or_else(|| target.fingerprint.clone());
         let wanted = self.tls
             || self.accept_new
-            || self.fingerprint.is_some()
+            || fingerprint.is_some()
             || self.ca.is_some()
+            || target.tls
             || pinned;
         if !wanted {
             return Ok(None);
         }
-        let trust = match (&self.fingerprint, &self.ca) {
-            (Some(fp), _) => Trust::Fingerprint(fp.clone()),
+        let trust = match (fingerprint, &self.ca) {
+            (Some(fp), _) => Trust::Fingerprint(fp),
             (_, Some(ca)) => Trust::Ca(ca.clone()),
             _ => Trust::KnownHosts {
                 accept_new: self.accept_new,
@@ -41,14 +48,19 @@ impl RunArgs {
         Ok(Some(TlsOptions { trust, known_hosts }))
     }
 
-    pub fn connect_options(&self, host_spec: &str) -> Result<ConnectOptions, ClientError> {
+    pub fn connect_options(&self, target: &Target) -> Result<ConnectOptions, ClientError> {
+        let token_file = self.token_file.as_deref().or(target.token_file.as_deref());
         Ok(ConnectOptions {
-            tls: self.tls_options(host_spec)?,
+            tls: self.tls_options(target)?,
             connect_timeout: Some(self.connect_timeout),
             trace: self.trace,
-            token: rexec_proto::auth::Token::load(self.token_file.as_deref())
-                .map_err(ClientError::Usage)?,
+            token: rexec_proto::auth::Token::load(token_file).map_err(ClientError::Usage)?,
         })
+    }
+
+    /// Connects to `target` with this invocation's options.
+    pub fn connect(&self, target: &Target) -> Result<Session, ClientError> {
+        Session::connect(&target.address, &self.connect_options(target)?)
     }
 
     /// The `Exec` for `command` with this invocation's options.

@@ -41,6 +41,13 @@ pub enum Sinks {
     },
     /// Kept in memory (for `--json`, the demo and tests).
     Capture { stdout: Vec<u8>, stderr: Vec<u8> },
+    /// Whole lines, each prefixed (`lab3: `), to this process's stdout and
+    /// stderr; several hosts write at once without mixing within a line.
+    Prefixed {
+        prefix: String,
+        stdout: Vec<u8>,
+        stderr: Vec<u8>,
+    },
 }
 
 impl Sinks {
@@ -61,6 +68,32 @@ impl Sinks {
         }
     }
 
+    /// Lines prefixed with `name: `.
+    pub fn prefixed(name: &str) -> Self {
+        Sinks::Prefixed {
+            prefix: format!("{name}: "),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+    }
+
+    /// Writes out a last line that had no newline (prefixed sinks).
+    pub fn finish(&mut self) {
+        if let Sinks::Prefixed {
+            prefix,
+            stdout,
+            stderr,
+        } = self
+        {
+            for (buf, err) in [(stdout, false), (stderr, true)] {
+                if !buf.is_empty() {
+                    buf.push(b'\n');
+                    write_lines(prefix, buf, err);
+                }
+            }
+        }
+    }
+
     /// Whether the output shown on the terminal ended in the middle of a
     /// line (the next prompt would overwrite it).
     pub fn ends_mid_line(&self) -> bool {
@@ -74,6 +107,19 @@ impl Sinks {
             *mid_line = *last != b'\n';
         }
         match self {
+            Sinks::Prefixed {
+                prefix,
+                stdout,
+                stderr,
+            } => {
+                let (buf, err) = match stream {
+                    OutputStream::Stdout => (stdout, false),
+                    OutputStream::Stderr => (stderr, true),
+                };
+                buf.extend_from_slice(data);
+                write_lines(prefix, buf, err);
+                true
+            }
             Sinks::Capture { stdout, stderr } => {
                 match stream {
                     OutputStream::Stdout => stdout.extend_from_slice(data),
@@ -103,6 +149,26 @@ impl Sinks {
             },
         }
     }
+}
+
+/// Writes the whole lines at the front of `buf`, each after `prefix`, in
+/// one write while holding the stream's lock, and keeps the rest.
+fn write_lines(prefix: &str, buf: &mut Vec<u8>, to_stderr: bool) {
+    let Some(last) = buf.iter().rposition(|&b| b == b'\n') else {
+        return;
+    };
+    let mut out = Vec::with_capacity(last + 1 + prefix.len() * 4);
+    for line in buf[..=last].split_inclusive(|&b| b == b'\n') {
+        out.extend_from_slice(prefix.as_bytes());
+        out.extend_from_slice(line);
+    }
+    buf.drain(..=last);
+    // A broken stdout (| head) ends nothing here: the other hosts go on.
+    let _ = if to_stderr {
+        io::stderr().lock().write_all(&out)
+    } else {
+        io::stdout().lock().write_all(&out)
+    };
 }
 
 /// How a command ended, as far as the client knows.
@@ -142,9 +208,14 @@ impl Outcome {
 
     /// Prints the `--json` object for this command on stdout.
     pub fn print_json(&self, command: &str, sinks: &Sinks) {
+        self.print_json_for(None, command, sinks)
+    }
+
+    /// The `--json` line, naming the host with -w.
+    pub fn print_json_for(&self, host: Option<&str>, command: &str, sinks: &Sinks) {
         let (stdout, stderr): (&[u8], &[u8]) = match sinks {
             Sinks::Capture { stdout, stderr } => (stdout, stderr),
-            Sinks::Terminal { .. } => (b"", b""),
+            Sinks::Terminal { .. } | Sinks::Prefixed { .. } => (b"", b""),
         };
         let x = self.exited.as_ref();
         let error = self
@@ -152,6 +223,7 @@ impl Outcome {
             .as_ref()
             .map(|e| serde_json::json!({"kind": e.kind.name(), "message": e.message}));
         print_json_object(JsonResult {
+            host,
             command,
             // A cut output has the fixed status, whatever the race between
             // the kill and the command's own exit gave.
@@ -191,6 +263,8 @@ impl Outcome {
 
 /// What `--json` prints for one command.
 struct JsonResult<'a> {
+    /// With -w: the host it ran on.
+    host: Option<&'a str>,
     command: &'a str,
     exit_code: Option<i32>,
     signal: Option<i32>,
@@ -208,6 +282,7 @@ struct JsonResult<'a> {
 fn print_json_object(r: JsonResult<'_>) {
     use base64::Engine;
     let mut obj = serde_json::json!({
+        "host": r.host,
         "command": r.command,
         "exit_code": r.exit_code,
         "signal": r.signal,
@@ -218,6 +293,11 @@ fn print_json_object(r: JsonResult<'_>) {
         "duration_ms": r.duration_ms,
         "error": r.error,
     });
+    if r.host.is_none() {
+        if let Some(o) = obj.as_object_mut() {
+            o.remove("host");
+        }
+    }
     for (name, bytes) in [("stdout_b64", r.stdout), ("stderr_b64", r.stderr)] {
         if std::str::from_utf8(bytes).is_err() {
             obj[name] = base64::engine::general_purpose::STANDARD
@@ -231,8 +311,14 @@ fn print_json_object(r: JsonResult<'_>) {
 /// The `--json` line for a command that never ran or whose connection
 /// failed: the error's kind and message, so a script reading stdout always
 /// gets a line.
-pub fn print_json_failure(command: &str, err: &ClientError, duration: Duration) {
+pub fn print_json_failure(
+    host: Option<&str>,
+    command: &str,
+    err: &ClientError,
+    duration: Duration,
+) {
     print_json_object(JsonResult {
+        host,
         command,
         exit_code: None,
         signal: None,
@@ -245,18 +331,26 @@ pub fn print_json_failure(command: &str, err: &ClientError, duration: Duration) 
     });
 }
 
-/// The command Ctrl-C should cancel, if one is running.
-static CURRENT: Mutex<Option<(Arc<Writer>, u32)>> = Mutex::new(None);
+/// The commands Ctrl-C should cancel (one, or one per host with -w).
+static CURRENT: Mutex<Vec<(Arc<Writer>, u32)>> = Mutex::new(Vec::new());
 static PRESSES: AtomicU32 = AtomicU32::new(0);
 
-fn set_current(v: Option<(Arc<Writer>, u32)>) {
-    *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = v;
-    PRESSES.store(0, Ordering::SeqCst);
+fn running(add: bool, writer: &Arc<Writer>, id: u32) {
+    let mut cur = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
+    if add {
+        if cur.is_empty() {
+            PRESSES.store(0, Ordering::SeqCst);
+        }
+        cur.push((writer.clone(), id));
+    } else {
+        cur.retain(|(w, i)| !(Arc::ptr_eq(w, writer) && *i == id));
+    }
 }
 
-/// Handles Ctrl-C for the whole process: the first press while a command
-/// runs sends `Cancel` (the remote process group stops and `Exited` comes
-/// back); a second press, or one with nothing running, quits with 130.
+/// Handles Ctrl-C for the whole process: the first press while commands
+/// run sends each a `Cancel` (the remote process groups stop and their
+/// `Exited` come back); a second press, or one with nothing running, quits
+/// with 130.
 pub fn install_ctrl_c() -> io::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT])?;
     std::thread::Builder::new()
@@ -264,14 +358,15 @@ pub fn install_ctrl_c() -> io::Result<()> {
         .spawn(move || {
             for _ in signals.forever() {
                 let current = CURRENT.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                match current {
-                    Some((w, id)) if PRESSES.fetch_add(1, Ordering::SeqCst) == 0 => {
-                        eprintln!("\nrexec: stopping the remote command (Ctrl-C again to quit)");
-                        if w.send(&ClientMsg::Cancel { id }).is_err() {
-                            std::process::exit(130);
-                        }
-                    }
-                    _ => std::process::exit(130),
+                if current.is_empty() || PRESSES.fetch_add(1, Ordering::SeqCst) > 0 {
+                    std::process::exit(130);
+                }
+                eprintln!(
+                    "\nrexec: stopping the remote command{} (Ctrl-C again to quit)",
+                    if current.len() > 1 { "s" } else { "" }
+                );
+                for (w, id) in current {
+                    let _ = w.send(&ClientMsg::Cancel { id });
                 }
             }
         })?;
@@ -293,9 +388,10 @@ pub fn run(
     if let Some(input) = stdin {
         forward_stdin(session.writer(), id, input)?;
     }
-    set_current(Some((session.writer(), id)));
+    let writer = session.writer();
+    running(true, &writer, id);
     let result = wait(session, id, sinks, started);
-    set_current(None);
+    running(false, &writer, id);
     result
 }
 

@@ -1,0 +1,171 @@
+//! `rexec -w LIST CMD`: one command on many hosts at once, from a bounded
+//! pool of `--fanout` threads (1,000 hosts are not 1,000 threads); a host
+//! that is down or slow holds up only its own thread, for at most the
+//! connect timeout. Output is prefixed line by line as it arrives, gathered
+//! (`-b`), or one JSON object per host; a summary line ends it on stderr.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use rexec_proto::ExecMode;
+
+use crate::cli::RunArgs;
+use crate::error::ClientError;
+use crate::hosts::{Config, fold};
+use crate::run::{self, EXIT_CONNECTION, Outcome, Sinks};
+
+/// One host's stdout and stderr.
+type Output = (Vec<u8>, Vec<u8>);
+
+/// What happened on one host.
+#[derive(Debug)]
+enum HostResult {
+    Ran(Outcome, Sinks),
+    Unreachable(ClientError),
+}
+
+/// Runs `command` on every host; returns rexec's exit status: 0 when every
+/// host exited 0; 255 when any host could not be reached; otherwise the
+/// highest status of a host.
+pub fn run(args: &RunArgs, cfg: &Config, hosts: Vec<String>, command: &str, mode: ExecMode) -> i32 {
+    let queue = Arc::new(Mutex::new(
+        hosts.iter().cloned().enumerate().collect::<VecDeque<_>>(),
+    ));
+    let results: Arc<Mutex<BTreeMap<usize, (String, HostResult)>>> = Arc::default();
+    let workers = args.fanout.clamp(1, hosts.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let (queue, results) = (queue.clone(), results.clone());
+            scope.spawn(move || {
+                loop {
+                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                    let Some((i, host)) = next else {
+                        return;
+                    };
+                    let r = one(args, cfg, &host, command, mode);
+                    if args.json {
+                        print_json(&host, command, &r);
+                    }
+                    results
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(i, (host, r));
+                }
+            });
+        }
+    });
+    let results = std::mem::take(&mut *results.lock().unwrap_or_else(|p| p.into_inner()));
+    if args.gather && !args.json {
+        print_gathered(&results);
+    }
+    summary(&results)
+}
+
+/// Connects to one host and runs the command there.
+fn one(args: &RunArgs, cfg: &Config, host: &str, command: &str, mode: ExecMode) -> HostResult {
+    let mut session = match args.connect(&cfg.target(host)) {
+        Ok(s) => s,
+        Err(e) => {
+            if !args.json && !args.gather {
+                eprintln!("{host}: rexec: {e}");
+            }
+            return HostResult::Unreachable(e);
+        }
+    };
+    let mut sinks = if args.json || args.gather {
+        Sinks::capture()
+    } else {
+        Sinks::prefixed(host)
+    };
+    let exec = args.exec(1, command.to_string(), mode);
+    match run::run(&mut session, exec, &mut sinks, None) {
+        Ok(outcome) => {
+            sinks.finish();
+            if let (Some(e), false) = (&outcome.error, args.json) {
+                eprintln!("{host}: rexec: {}: {}", e.kind, e.message);
+            }
+            HostResult::Ran(outcome, sinks)
+        }
+        Err(e) => {
+            sinks.finish();
+            if !args.json && !args.gather {
+                eprintln!("{host}: rexec: {e}");
+            }
+            HostResult::Unreachable(e)
+        }
+    }
+}
+
+fn print_json(host: &str, command: &str, r: &HostResult) {
+    match r {
+        HostResult::Ran(o, sinks) => o.print_json_for(Some(host), command, sinks),
+        HostResult::Unreachable(e) => {
+            run::print_json_failure(Some(host), command, e, std::time::Duration::ZERO)
+        }
+    }
+}
+
+/// `-b`: each distinct output once, under the hosts that gave it.
+fn print_gathered(results: &BTreeMap<usize, (String, HostResult)>) {
+    // (stdout, stderr) -> the hosts that gave exactly that, in host order.
+    let mut groups: Vec<(Output, Vec<String>)> = Vec::new();
+    for (host, r) in results.values() {
+        let HostResult::Ran(_, Sinks::Capture { stdout, stderr }) = r else {
+            continue;
+        };
+        let key = (stdout.clone(), stderr.clone());
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, hosts)) => hosts.push(host.clone()),
+            None => groups.push((key, vec![host.clone()])),
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    for ((stdout, stderr), hosts) in groups {
+        let _ = writeln!(
+            out,
+            "---------------\n{} ({})\n---------------",
+            fold(&hosts),
+            hosts.len()
+        );
+        let _ = out.write_all(&stdout);
+        let _ = out.flush();
+        let _ = std::io::stderr().write_all(&stderr);
+    }
+}
+
+/// The summary line on stderr, and the exit status.
+fn summary(results: &BTreeMap<usize, (String, HostResult)>) -> i32 {
+    let (mut ok, mut failed, mut down) = (Vec::new(), Vec::new(), Vec::new());
+    let mut status = 0;
+    for (host, r) in results.values() {
+        match r {
+            HostResult::Ran(o, _) if o.exit_code() == 0 => ok.push(host.clone()),
+            HostResult::Ran(o, _) => {
+                failed.push(format!("{host}: {}", o.exit_code()));
+                status = status.max(o.exit_code());
+            }
+            HostResult::Unreachable(e) => {
+                down.push(format!("{host}: {e}"));
+                status = EXIT_CONNECTION;
+            }
+        }
+    }
+    let mut line = format!("rexec: {} ok", ok.len());
+    if !failed.is_empty() {
+        line.push_str(&format!(
+            ", {} failed ({})",
+            failed.len(),
+            failed.join(", ")
+        ));
+    }
+    if !down.is_empty() {
+        line.push_str(&format!(
+            ", {} unreachable ({})",
+            down.len(),
+            down.join("; ")
+        ));
+    }
+    eprintln!("{line}");
+    status
+}

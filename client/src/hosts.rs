@@ -1,0 +1,368 @@
+//! Named hosts and host lists: the config file (TOML), pdsh/ClusterShell
+//! host lists (`lab[1-8],gpu[01-04]`, `@group`, exclusions), and folding a
+//! set of names back into a list (`lab[1-4,6]`) for display.
+//!
+//! ```toml
+//! [defaults]            # optional: applies to every host
+//! token_file = "~/.rexec-token"
+//! [hosts.lab1]
+//! address = "10.0.0.5:7070"   # host or host:port; the port defaults to 7070
+//! token_file = "~/.rexec-token-lab1"   # optional
+//! tls = true                  # optional
+//! fingerprint = "SHA256:..."  # optional; implies tls
+//! [groups]
+//! lab = "lab[1-8]"
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Most hosts one list may expand to.
+pub const MAX_HOSTS: u64 = 10_000;
+
+/// Settings for one host (or, under `[defaults]`, for all).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HostEntry {
+    pub address: Option<String>,
+    pub token_file: Option<String>,
+    pub tls: Option<bool>,
+    pub fingerprint: Option<String>,
+}
+
+/// The config file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub defaults: HostEntry,
+    #[serde(default)]
+    pub hosts: BTreeMap<String, HostEntry>,
+    #[serde(default)]
+    pub groups: BTreeMap<String, String>,
+    /// Where it was read from, for messages.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
+}
+
+/// A host to connect to: the name the user gave and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub name: String,
+    /// `HOST[:PORT]` to connect to.
+    pub address: String,
+    pub token_file: Option<PathBuf>,
+    pub tls: bool,
+    pub fingerprint: Option<String>,
+}
+
+/// `~/x` and `~` in paths from the file.
+fn expand_tilde(p: &str) -> PathBuf {
+    match (p.strip_prefix('~'), dirs::home_dir()) {
+        (Some(""), Some(h)) => h,
+        (Some(rest), Some(h)) if rest.starts_with('/') => h.join(&rest[1..]),
+        _ => PathBuf::from(p),
+    }
+}
+
+impl Config {
+    /// The file to read: `$REXEC_CONFIG`, else `--config FILE`, else
+    /// `~/.config/rexec/config.toml`. A missing default file is no error.
+    pub fn load(flag: Option<&Path>) -> Result<Config, String> {
+        let env = std::env::var_os("REXEC_CONFIG").filter(|v| !v.is_empty());
+        let (file, required) = match (env, flag) {
+            (Some(f), _) => (PathBuf::from(f), true),
+            (None, Some(f)) => (f.to_path_buf(), true),
+            (None, None) => match dirs::config_dir() {
+                Some(d) => (d.join("rexec").join("config.toml"), false),
+                None => return Ok(Config::default()),
+            },
+        };
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(Config::default());
+            }
+            Err(e) => return Err(format!("{}: {e}", file.display())),
+        };
+        let mut cfg = Self::parse(&text).map_err(|e| format!("{}:{e}", file.display()))?;
+        cfg.file = Some(file);
+        Ok(cfg)
+    }
+
+    /// Parses the file's text; an error says `LINE:COLUMN: what`.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let (line, col) = match e.span() {
+                Some(span) => line_col(text, span.start),
+                None => (1, 1),
+            };
+            format!("{line}:{col}: {}", e.message())
+        })?;
+        for (name, list) in &cfg.groups {
+            check_size(list).map_err(|e| format!("groups.{name}: {e}"))?;
+        }
+        Ok(cfg)
+    }
+
+    /// How to reach `name`: its entry if the file has one, else `name` is
+    /// an address as it is; `[defaults]` fill what the entry leaves out.
+    pub fn target(&self, name: &str) -> Target {
+        let entry = self.hosts.get(name);
+        let pick = |f: fn(&HostEntry) -> Option<&String>| {
+            entry.and_then(f).or_else(|| f(&self.defaults)).cloned()
+        };
+        let fingerprint = pick(|e| e.fingerprint.as_ref());
+        let tls = entry
+            .and_then(|e| e.tls)
+            .or(self.defaults.tls)
+            .unwrap_or(false)
+            || fingerprint.is_some();
+        Target {
+            name: name.to_string(),
+            address: entry
+                .and_then(|e| e.address.clone())
+                .unwrap_or_else(|| name.to_string()),
+            token_file: pick(|e| e.token_file.as_ref()).map(|t| expand_tilde(&t)),
+            tls,
+            fingerprint,
+        }
+    }
+
+    /// Expands a host list: comma-separated items, each a name, a pattern
+    /// with ranges (`lab[1-8]`, `gpu[01-04]`) or `@group`; `exclude` (the
+    /// same syntax) is taken out. Order is kept, duplicates dropped.
+    pub fn expand(&self, list: &str, exclude: Option<&str>) -> Result<Vec<String>, String> {
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::new();
+        for name in self.expand_one(list, 0)? {
+            if seen.insert(name.clone()) {
+                out.push(name);
+            }
+        }
+        if let Some(x) = exclude {
+            let gone: BTreeSet<String> = self.expand_one(x, 0)?.into_iter().collect();
+            out.retain(|h| !gone.contains(h));
+        }
+        Ok(out)
+    }
+
+    fn expand_one(&self, list: &str, depth: usize) -> Result<Vec<String>, String> {
+        let mut out = Vec::new();
+        for item in split_top(list) {
+            let item = item.trim();
+            if item.is_empty() {
+                continue;
+            }
+            if let Some(group) = item.strip_prefix('@') {
+                if depth > 8 {
+                    return Err(format!("@{group}: groups nest too deep"));
+                }
+                let Some(def) = self.groups.get(group) else {
+                    return Err(match &self.file {
+                        Some(f) => format!("no group {group:?} in {}", f.display()),
+                        None => format!("no group {group:?}: there is no config file"),
+                    });
+                };
+                out.extend(self.expand_one(def, depth + 1)?);
+            } else {
+                check_size(item)?;
+                out.extend(
+                    hostlist_parser::parse(item).map_err(|e| format!("host list {item:?}: {e}"))?,
+                );
+            }
+            if out.len() as u64 > MAX_HOSTS {
+                return Err(format!("the host list names more than {MAX_HOSTS} hosts"));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Splits at commas outside brackets.
+fn split_top(list: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in list.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&list[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&list[start..]);
+    parts
+}
+
+/// Refuses, before anything is expanded, a pattern that would name more
+/// than [`MAX_HOSTS`] hosts (`x[1-99999999]` must not allocate first).
+fn check_size(item: &str) -> Result<(), String> {
+    let mut total: u64 = 1;
+    let mut rest = item;
+    while let Some(open) = rest.find('[') {
+        let Some(close) = rest[open..].find(']') else {
+            break; // the parser reports the syntax
+        };
+        let inside = &rest[open + 1..open + close];
+        let mut n: u64 = 0;
+        for part in inside.split(',') {
+            n = n.saturating_add(match part.split_once('-') {
+                Some((a, b)) => match (a.trim().parse::<u64>(), b.trim().parse::<u64>()) {
+                    (Ok(a), Ok(b)) => b.saturating_sub(a).saturating_add(1),
+                    _ => 1,
+                },
+                None => 1,
+            });
+        }
+        total = total.saturating_mul(n.max(1));
+        rest = &rest[open + close + 1..];
+    }
+    if total > MAX_HOSTS {
+        return Err(format!("{item:?} names more than {MAX_HOSTS} hosts"));
+    }
+    Ok(())
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, col)
+}
+
+/// Folds names back into a host list: `lab1 lab2 lab3 lab6` is
+/// `lab[1-3,6]`; names with no number stay as they are.
+pub fn fold(names: &[String]) -> String {
+    // (prefix, digit width, suffix) -> numbers
+    let mut runs: BTreeMap<(String, usize, String), BTreeSet<u64>> = BTreeMap::new();
+    let mut plain = BTreeSet::new();
+    for name in names {
+        let digits_end = name.rfind(|c: char| c.is_ascii_digit()).map(|i| i + 1);
+        let Some(end) = digits_end else {
+            plain.insert(name.clone());
+            continue;
+        };
+        let start = name[..end]
+            .rfind(|c: char| !c.is_ascii_digit())
+            .map_or(0, |i| i + 1);
+        let digits = &name[start..end];
+        let width = if digits.starts_with('0') && digits.len() > 1 {
+            digits.len()
+        } else {
+            0
+        };
+        match digits.parse::<u64>() {
+            Ok(n) => {
+                runs.entry((name[..start].to_string(), width, name[end..].to_string()))
+                    .or_default()
+                    .insert(n);
+            }
+            Err(_) => {
+                plain.insert(name.clone());
+            }
+        }
+    }
+    let mut parts: Vec<String> = plain.into_iter().collect();
+    for ((prefix, width, suffix), nums) in runs {
+        let show = |n: u64| format!("{n:0width$}");
+        if nums.len() == 1 {
+            let n = nums.iter().next().copied().unwrap_or(0);
+            parts.push(format!("{prefix}{}{suffix}", show(n)));
+            continue;
+        }
+        let mut ranges = Vec::new();
+        let mut iter = nums.iter().copied();
+        let Some(mut lo) = iter.next() else { continue };
+        let mut hi = lo;
+        for n in iter {
+            if n == hi + 1 {
+                hi = n;
+            } else {
+                ranges.push((lo, hi));
+                lo = n;
+                hi = n;
+            }
+        }
+        ranges.push((lo, hi));
+        let inner: Vec<String> = ranges
+            .iter()
+            .map(|&(a, b)| {
+                if a == b {
+                    show(a)
+                } else {
+                    format!("{}-{}", show(a), show(b))
+                }
+            })
+            .collect();
+        parts.push(format!("{prefix}[{}]{suffix}", inner.join(",")));
+    }
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn lists_expand_with_groups_and_exclusions() {
+        let cfg =
+            Config::parse("[groups]\nlab = \"lab[1-4]\"\nall = \"@lab,gpu[01-02]\"\n").unwrap();
+        assert_eq!(
+            cfg.expand("lab[1-3],x", None).unwrap(),
+            names(&["lab1", "lab2", "lab3", "x"])
+        );
+        assert_eq!(
+            cfg.expand("@all", Some("lab3,gpu01")).unwrap(),
+            names(&["lab1", "lab2", "lab4", "gpu02"])
+        );
+        assert!(cfg.expand("@nope", None).unwrap_err().contains("no group"));
+        assert!(
+            cfg.expand("x[1-99999999]", None)
+                .unwrap_err()
+                .contains("more than")
+        );
+    }
+
+    #[test]
+    fn config_errors_name_line_and_column() {
+        let e = Config::parse("[hosts.lab1]\naddress = \"a\"\nport = 7\n").unwrap_err();
+        assert!(e.starts_with("3:1:"), "{e}");
+        assert!(e.contains("port"), "{e}");
+    }
+
+    #[test]
+    fn targets_take_the_entry_then_the_defaults() {
+        let cfg = Config::parse(
+            "[defaults]\ntoken_file = \"/t\"\n[hosts.lab1]\naddress = \"10.0.0.5:7071\"\nfingerprint = \"SHA256:ab\"\n",
+        )
+        .unwrap();
+        let t = cfg.target("lab1");
+        assert_eq!(t.address, "10.0.0.5:7071");
+        assert!(t.tls, "a fingerprint implies TLS");
+        assert_eq!(t.token_file, Some(PathBuf::from("/t")));
+        let t = cfg.target("other:7072");
+        assert_eq!(t.address, "other:7072");
+        assert!(!t.tls);
+    }
+
+    #[test]
+    fn names_fold_back_into_lists() {
+        assert_eq!(
+            fold(&names(&[
+                "lab1", "lab2", "lab3", "lab6", "gpu01", "gpu02", "login"
+            ])),
+            "login,gpu[01-02],lab[1-3,6]"
+        );
+        assert_eq!(fold(&names(&["lab4"])), "lab4");
+    }
+}

@@ -1,0 +1,172 @@
+//! Many hosts at once (issue 14): several rexecd on loopback, named in a
+//! test config file, reached with -w host lists.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use rexec_tests::*;
+
+/// Three servers (lab1-lab3), an address nothing listens on (lab4), one
+/// that accepts and never answers (lab5), and the config naming them.
+struct Lab {
+    _daemons: Vec<Daemon>,
+    _silent: TcpListener,
+    dir: TempDir,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let daemons: Vec<Daemon> = (0..3).map(|_| Daemon::start(&[])).collect();
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let refused = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let dir = TempDir::new("fanout");
+        let mut text = String::new();
+        for (i, d) in daemons.iter().enumerate() {
+            text.push_str(&format!(
+                "[hosts.lab{}]\naddress = \"{}\"\n",
+                i + 1,
+                d.host()
+            ));
+        }
+        text.push_str(&format!("[hosts.lab4]\naddress = \"{refused}\"\n"));
+        text.push_str(&format!(
+            "[hosts.lab5]\naddress = \"{}\"\n",
+            silent.local_addr().unwrap()
+        ));
+        text.push_str("[groups]\nup = \"lab[1-3]\"\nall = \"@up,lab[4-5]\"\n");
+        std::fs::write(dir.path("config.toml"), text).unwrap();
+        Lab {
+            _daemons: daemons,
+            _silent: silent,
+            dir,
+        }
+    }
+
+    fn rexec(&self) -> std::process::Command {
+        let mut c = rexec();
+        c.env("REXEC_CONFIG", self.dir.path("config.toml"));
+        c
+    }
+}
+
+#[test]
+fn output_is_prefixed_per_host_with_a_summary() {
+    let lab = Lab::new();
+    let r = run(lab.rexec().args(["-w", "@up", "echo one; echo two >&2"]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    for h in ["lab1", "lab2", "lab3"] {
+        assert!(r.out().contains(&format!("{h}: one\n")), "{}", r.out());
+        assert!(r.stderr.contains(&format!("{h}: two\n")), "{}", r.stderr);
+    }
+    assert!(r.stderr.contains("rexec: 3 ok"), "{}", r.stderr);
+    // Every line is whole: a prefix then the text, never two hosts mixed.
+    for line in r.out().lines() {
+        assert!(
+            line.starts_with("lab") && line.ends_with(": one"),
+            "{line:?}"
+        );
+    }
+}
+
+#[test]
+fn exit_status_is_the_highest_or_255_when_a_host_is_down() {
+    let lab = Lab::new();
+    let r = run(lab.rexec().args([
+        "-w",
+        "lab[1-3]",
+        "case $PPID in *) exit $(( $(date +%N) % 1 + 3 ));; esac",
+    ]));
+    assert_eq!(r.code, Some(3), "{}", r.stderr);
+    assert!(r.stderr.contains("3 failed"), "{}", r.stderr);
+    let r = run(lab.rexec().args(["-w", "lab1,lab4", "true"]));
+    assert_eq!(r.code, Some(255), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("1 ok") && r.stderr.contains("1 unreachable (lab4: connection refused"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_dead_host_delays_the_others_by_at_most_the_connect_timeout() {
+    let lab = Lab::new();
+    let started = Instant::now();
+    let r = run(lab
+        .rexec()
+        .args(["--connect-timeout", "1", "-w", "@all", "echo up"]));
+    let took = started.elapsed();
+    assert_eq!(r.code, Some(255), "{}", r.stderr);
+    assert!(r.stderr.contains("3 ok"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("2 unreachable") && r.stderr.contains("lab5: "),
+        "{}",
+        r.stderr
+    );
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+}
+
+#[test]
+fn gather_folds_identical_outputs() {
+    let lab = Lab::new();
+    let r = run(lab.rexec().args(["-w", "lab[1-3]", "-b", "echo same"]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(
+        r.out(),
+        "---------------\nlab[1-3] (3)\n---------------\nsame\n",
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn json_is_one_line_per_host_and_exclusions_apply() {
+    let lab = Lab::new();
+    let r = run(lab
+        .rexec()
+        .args(["--json", "-w", "@all", "-x", "lab2,lab5", "echo j"]));
+    let lines: Vec<serde_json::Value> = r
+        .out()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut hosts: Vec<&str> = lines.iter().map(|v| v["host"].as_str().unwrap()).collect();
+    hosts.sort();
+    assert_eq!(hosts, ["lab1", "lab3", "lab4"], "{}", r.out());
+    for v in &lines {
+        match v["host"].as_str() {
+            Some("lab4") => assert_eq!(v["error"]["kind"], "refused", "{v}"),
+            _ => assert_eq!(
+                (v["exit_code"].clone(), v["stdout"].clone()),
+                (0.into(), "j\n".into())
+            ),
+        }
+    }
+}
+
+#[test]
+fn hosts_lists_the_config_and_errors_name_file_and_line() {
+    let lab = Lab::new();
+    let r = run(lab.rexec().arg("hosts"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.out()
+            .contains("@all\t@up,lab[4-5]\t= lab1,lab2,lab3,lab4,lab5"),
+        "{}",
+        r.out()
+    );
+    let bad = lab.dir.path("bad.toml");
+    std::fs::write(&bad, "[hosts.x]\naddress = \"a\"\nport = 1\n").unwrap();
+    let r = run(rexec().env("REXEC_CONFIG", &bad).args(["x", "true"]));
+    assert_eq!(r.code, Some(2));
+    assert!(
+        r.stderr.contains(&format!("{}:3:1", bad.display())) && r.stderr.contains("port"),
+        "{}",
+        r.stderr
+    );
+    // A named host is reached through its entry.
+    let r = run(lab.rexec().args(["lab2", "echo named"]));
+    assert_eq!(r.out(), "named\n", "{}", r.stderr);
+}
