@@ -225,6 +225,23 @@ MaxStartups 200
                 raise RuntimeError("ssh ControlMaster did not start")
             time.sleep(0.05)
 
+    def alias_config(self, pattern):
+        """An ssh_config file where every host matching `pattern` is this
+        sshd, reached as the bench user with the bench key."""
+        path = f"{self.dir}/aliases"
+        with open(path, "w") as f:
+            f.write(f"""Host {pattern}
+  HostName 127.0.0.1
+  Port {self.port}
+  User {self.user}
+  IdentityFile {self.dir}/client
+  BatchMode yes
+  StrictHostKeyChecking no
+  UserKnownHostsFile /dev/null
+  LogLevel ERROR
+""")
+        return path
+
     def mux_argv(self, remote, *opts):
         return ["ssh", "-F", "/dev/null", "-S", self.ctl, "-o", "LogLevel=ERROR", *opts,
                 f"{self.user}@127.0.0.1", remote]
@@ -276,6 +293,12 @@ def main():
     ap.add_argument("--no-ssh", action="store_true")
     a = ap.parse_args()
     raise_nofile(20000)
+    # The client remembers verified fingerprints: keep the bench's own in a
+    # throwaway file, not the user's known_hosts (a later plaintext server on
+    # a port once used by a TLS one would be refused).
+    kh_dir = tempfile.mkdtemp(prefix="rexec-bench-kh-")
+    CLEANUP.append(lambda: shutil.rmtree(kh_dir, ignore_errors=True))
+    os.environ["REXEC_KNOWN_HOSTS"] = os.path.join(kh_dir, "known_hosts")
     t_start = time.time()
     N, PN = a.size * MiB, a.py_size * MiB
     md = []
@@ -592,6 +615,49 @@ def main():
         except Exception as e:
             md.append(f"| {name} | could not run: {e} | - |")
     md.append("")
+
+    # ---- T8 fan-out --------------------------------------------------------------
+    log("T8: one command on 32 hosts")
+    n8 = 32
+    hosts_dir = tempfile.mkdtemp(prefix="rexec-bench-hosts-")
+    CLEANUP.append(lambda: shutil.rmtree(hosts_dir, ignore_errors=True))
+    conf = os.path.join(hosts_dir, "config.toml")
+    with open(conf, "w") as f:
+        for i in range(1, n8 + 1):
+            _, addr8 = start_rexecd()
+            f.write(f'[hosts.h{i}]\naddress = "{addr8}"\n')
+    rx8 = f"REXEC_CONFIG={conf} {REXEC}"
+    t8 = [
+        ("rexec, one host", lambda: wall(f"{rx8} h1 'uname -a'")),
+        (f"rexec -w 'h[1-{n8}]'", lambda: wall(f"{rx8} -w 'h[1-{n8}]' 'uname -a'")),
+        (f"a shell loop of {n8} single rexec calls",
+         lambda: wall(f"for i in $(seq {n8}); do {rx8} h$i 'uname -a'; done")),
+    ]
+    if ssh:
+        # Every hN is the loopback sshd, through its own connection.
+        ssh_conf = ssh.alias_config("h*")
+        if shutil.which("pdsh"):
+            t8.append((f"pdsh -R ssh -w 'h[1-{n8}]'", lambda: wall(
+                f"PDSH_SSH_ARGS='-F {ssh_conf} %h' pdsh -R ssh -f {n8} -w 'h[1-{n8}]' 'uname -a'")))
+        if shutil.which("clush"):
+            t8.append((f"clush -w 'h[1-{n8}]' (OpenSSH)", lambda: wall(
+                f"clush -f {n8} -o '-F {ssh_conf}' -w 'h[1-{n8}]' 'uname -a'")))
+    med8, err8 = rounds(a.rounds, t8)
+    one = med8["rexec, one host"]
+    fan = med8[f"rexec -w 'h[1-{n8}]'"]
+    md.append(f"### T8 fan-out: `uname -a` on {n8} hosts (each its own rexecd or ssh connection on loopback)\n")
+    md.append("| way | seconds | vs rexec -w |")
+    md.append("|---|---|---|")
+    for n, _ in t8:
+        v = med8[n]
+        md.append(f"| {n} | {v:.3f} | {fmt_ratio(v, fan, higher_is_better=False)} |" if v
+                  else f"| {n} | could not run: {err8.get(n)} | - |")
+    md.append("")
+    if one and fan:
+        targets.append((f"T8 {n8} hosts within 2x the time of one host", fan <= 2 * one, f"{fan / one:.2f}x"))
+    pd = med8.get(f"pdsh -R ssh -w 'h[1-{n8}]'")
+    if fan and pd:
+        targets.append(("T8 rexec -w at least 10x faster than pdsh over ssh", pd >= 10 * fan, f"{pd / fan:.1f}x"))
 
     # ---- write ---------------------------------------------------------------
     cpu = "unknown"
