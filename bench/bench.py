@@ -382,8 +382,10 @@ def main():
     lines = ("true\n" * n2).encode()
     t2 = [
         ("local spawn of sh -c true", lambda: wall(f"i=0; while [ $i -lt {n2} ]; do sh -c true; i=$((i+1)); done")),
-        ("rexec (one connection)", lambda: wall(f"{REXEC} {raddr}", stdin=lines)),
-        ("rexec + TLS (one connection)", lambda: wall(f"{TREXEC} {taddr}", stdin=lines)),
+        # --prompt: one command per piped line, each its own Exec (without
+        # it, piped stdin is one script for one shell).
+        ("rexec (one connection)", lambda: wall(f"{REXEC} --prompt {raddr}", stdin=lines)),
+        ("rexec + TLS (one connection)", lambda: wall(f"{TREXEC} --prompt {taddr}", stdin=lines)),
     ]
     if seed:
         t2.append(("tutorial client (one connection)", lambda: wall(f"python3 {SEED_CLIENT} {saddr} " + " ".join(["true"] * n2))))
@@ -437,8 +439,8 @@ def main():
     echo = ("echo hi\n" * per).encode()
     t3 = [
         ("local parallel spawn", lambda: parallel(f"i=0; while [ $i -lt {per} ]; do sh -c 'echo hi'; i=$((i+1)); done")),
-        ("rexec", lambda: parallel(f"{REXEC} {raddr}", echo)),
-        ("rexec + TLS", lambda: parallel(f"{TREXEC} {taddr}", echo)),
+        ("rexec", lambda: parallel(f"{REXEC} --prompt {raddr}", echo)),
+        ("rexec + TLS", lambda: parallel(f"{TREXEC} --prompt {taddr}", echo)),
     ]
     if seed:
         t3.append(("tutorial client", lambda: parallel(f"python3 {SEED_CLIENT} {saddr} " + " ".join(["'echo hi'"] * per))))
@@ -628,6 +630,9 @@ def main():
             f.write(f'[hosts.h{i}]\naddress = "{addr8}"\n')
     rx8 = f"REXEC_CONFIG={conf} {REXEC}"
     t8 = [
+        # The floor on this machine: all 32 "hosts" share its 2 cores.
+        (f"local: {n8} x sh -c 'uname -a' at once",
+         lambda: wall(" ".join(["sh -c 'uname -a' &"] * n8) + " wait")),
         ("rexec, one host", lambda: wall(f"{rx8} h1 'uname -a'")),
         (f"rexec -w 'h[1-{n8}]'", lambda: wall(f"{rx8} -w 'h[1-{n8}]' 'uname -a'")),
         (f"a shell loop of {n8} single rexec calls",
