@@ -33,6 +33,7 @@ pub fn main_entry() -> i32 {
             0
         }
         Some(crate::cli::Sub::Man { page }) => man(page),
+        Some(crate::cli::Sub::Cp(c)) => crate::copy::main(&c),
         Some(crate::cli::Sub::Hosts { config }) => list_hosts(config.as_deref()),
         None => one_shot_or_interactive(cli.run),
     }
@@ -148,7 +149,7 @@ fn fan_out(args: &RunArgs, cfg: &Config, list: &str) -> i32 {
 }
 
 fn one_shot_or_interactive(args: RunArgs) -> i32 {
-    let cfg = match Config::load(args.config.as_deref()) {
+    let cfg = match Config::load(args.conn.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("rexec: {e}");

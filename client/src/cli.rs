@@ -54,6 +54,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Sub {
+    /// Copy files to or from a server, as scp: `rexec cp FILE... HOST:DEST`,
+    /// `rexec cp HOST:PATH LOCAL` (HOST:PORT:PATH with a port). Checked with
+    /// SHA-256 and renamed into place only when complete.
+    Cp(CpArgs),
     /// List the hosts and groups of the config file, groups expanded.
     Hosts {
         /// The config file [default: $REXEC_CONFIG, else
@@ -81,6 +85,28 @@ pub enum Sub {
     /// commands, then shows why TCP needs message framing (`demo sticky`).
     #[cfg(feature = "demo")]
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// SOURCE... DEST: local files and HOST:DEST, or HOST:PATH and a local
+    /// file or directory.
+    #[arg(value_name = "SOURCE... DEST", num_args = 2.., required = true)]
+    pub paths: Vec<String>,
+    /// Copy directories and what is in them (up only).
+    #[arg(short = 'r')]
+    pub recursive: bool,
+    /// Keep mode and modification time.
+    #[arg(short = 'p')]
+    pub preserve: bool,
+    /// Copy to every host of LIST at once; DEST is then a plain path.
+    #[arg(short = 'w', long = "hosts", value_name = "LIST")]
+    pub hosts: Option<String>,
+    /// One JSON object per file copied, on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub conn: ConnArgs,
 }
 
 /// The man pages `rexec man` prints.
@@ -177,11 +203,6 @@ pub struct RunArgs {
     #[arg(short = 'b', long = "gather", requires = "hosts")]
     pub gather: bool,
 
-    /// The config file (named hosts, groups) [default: $REXEC_CONFIG, else
-    /// ~/.config/rexec/config.toml].
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-
     /// Ask the server to kill the command after this many seconds (exit 124).
     /// The server's own limit wins when it is shorter.
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
@@ -195,15 +216,23 @@ pub struct RunArgs {
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
 
-    /// Give up connecting after this many seconds.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
-    pub connect_timeout: Duration,
-
     /// Print one JSON object per command on stdout (command, exit_code,
     /// signal, timed_out, truncated, stdout, stderr, duration_ms) instead of
     /// streaming the output.
     #[arg(long)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+/// How to reach and trust a server: shared by running commands and copying
+/// files.
+#[derive(Debug, Args, Clone)]
+pub struct ConnArgs {
+    /// Give up connecting after this many seconds.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub connect_timeout: Duration,
 
     /// Log every frame on stderr as it is sent or received: direction, the 4
     /// header bytes in hex, the length they encode, the message kind and size.
@@ -242,6 +271,11 @@ pub struct RunArgs {
     /// ~/.config/rexec/known_hosts].
     #[arg(long, value_name = "FILE", env = "REXEC_KNOWN_HOSTS")]
     pub known_hosts: Option<PathBuf>,
+
+    /// The config file (named hosts, groups) [default: $REXEC_CONFIG, else
+    /// ~/.config/rexec/config.toml].
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {

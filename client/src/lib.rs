@@ -14,6 +14,7 @@
 pub mod addr;
 pub mod app;
 pub mod cli;
+pub mod copy;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod error;

@@ -4,13 +4,13 @@
 use rexec_proto::{Exec, ExecMode};
 
 use crate::addr::{hostport, parse_host};
-use crate::cli::RunArgs;
+use crate::cli::{ConnArgs, RunArgs};
 use crate::error::ClientError;
 use crate::hosts::Target;
 use crate::session::{ConnectOptions, Session};
 use crate::tls::{self, TlsOptions, Trust};
 
-impl RunArgs {
+impl ConnArgs {
     /// TLS settings for `target`, or `None` for plaintext. Flags on the
     /// command line win over the config file.
     pub fn tls_options(&self, target: &Target) -> Result<Option<TlsOptions>, ClientError> {
@@ -61,6 +61,13 @@ impl RunArgs {
     /// Connects to `target` with this invocation's options.
     pub fn connect(&self, target: &Target) -> Result<Session, ClientError> {
         Session::connect(&target.address, &self.connect_options(target)?)
+    }
+}
+
+impl RunArgs {
+    /// Connects to `target` with this invocation's options.
+    pub fn connect(&self, target: &Target) -> Result<Session, ClientError> {
+        self.conn.connect(target)
     }
 
     /// The `Exec` for `command` with this invocation's options.

@@ -34,6 +34,14 @@ pub fn sent(msg: &ClientMsg, payload_len: usize) -> String {
         ClientMsg::Hello(h) => format!("Hello protocol={}", h.protocol),
         ClientMsg::Auth { answer } => format!("Auth answer={} bytes", answer.len()),
         ClientMsg::Resize { id, rows, cols } => format!("Resize id={id} {rows}x{cols}"),
+        ClientMsg::Put(p) => format!(
+            "Put id={} dest={} bytes size={}",
+            p.id,
+            p.dest.len(),
+            p.size
+        ),
+        ClientMsg::PutEnd { id, .. } => format!("PutEnd id={id}"),
+        ClientMsg::Get { id, path } => format!("Get id={id} path={} bytes", path.len()),
     };
     line("send", payload_len, &what)
 }

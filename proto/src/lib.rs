@@ -29,7 +29,7 @@ pub use frame::{
 };
 pub use message::{
     ClientHello, ClientMsg, ErrorKind, ErrorMsg, Exec, ExecMode, ExitStatus, Exited, OutputStream,
-    PROTOCOL_VERSION, PtyRequest, ServerEvent, ServerHello, ServerMsg,
+    PROTOCOL_VERSION, PtyRequest, Put, ServerEvent, ServerHello, ServerMsg,
 };
 pub use payload::DecodeError;
 

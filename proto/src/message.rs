@@ -37,6 +37,36 @@ pub enum ClientMsg {
     /// The client's terminal changed size: resize a command's pty.
     /// (Protocol 2.)
     Resize { id: u32, rows: u16, cols: u16 },
+    /// Copy a file to the server (protocol 2): `size` bytes follow as
+    /// `Stdin` chunks, then `PutEnd` with their SHA-256. `dest` is a file
+    /// path, or a directory to put `name` in.
+    Put(Put),
+    /// The SHA-256 of all the bytes of a `Put`; the file is renamed into
+    /// place only if the server computed the same.
+    PutEnd {
+        id: u32,
+        #[serde(with = "serde_bytes")]
+        sha256: Vec<u8>,
+    },
+    /// Copy a file from the server (protocol 2): it arrives as `Stdout`:
+    /// a 20-byte header (size u64, mode u32, mtime i64, big-endian), the
+    /// bytes, then their SHA-256.
+    Get { id: u32, path: String },
+}
+
+/// A file the client sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Put {
+    pub id: u32,
+    pub dest: String,
+    pub name: String,
+    pub size: u64,
+    /// Create the missing directories of `dest`.
+    pub mkdirs: bool,
+    /// Permission bits to set (`-p`); otherwise the old file's, or 0644.
+    pub mode: Option<u32>,
+    /// Modification time to set, seconds since 1970 (`-p`).
+    pub mtime: Option<i64>,
 }
 
 /// Messages the server sends to a client.
@@ -254,6 +284,9 @@ impl ClientMsg {
             ClientMsg::Cancel { .. } => "Cancel",
             ClientMsg::Auth { .. } => "Auth",
             ClientMsg::Resize { .. } => "Resize",
+            ClientMsg::Put(_) => "Put",
+            ClientMsg::PutEnd { .. } => "PutEnd",
+            ClientMsg::Get { .. } => "Get",
         }
     }
 }

@@ -56,6 +56,29 @@ fn exec_example() {
 }
 
 #[test]
+fn transfer_examples() {
+    check(
+        "put",
+        ClientMsg::Put(Put {
+            id: 3,
+            dest: "/tmp/".into(),
+            name: "a".into(),
+            size: 2,
+            mkdirs: false,
+            mode: Some(0o644),
+            mtime: None,
+        }),
+    );
+    check(
+        "get",
+        ClientMsg::Get {
+            id: 4,
+            path: "a".into(),
+        },
+    );
+}
+
+#[test]
 fn pty_examples() {
     check(
         "exec-pty",

@@ -126,6 +126,16 @@ pub struct Args {
     #[arg(long)]
     pub contain: bool,
 
+    /// Turn file transfers (rexec cp) off.
+    #[arg(long)]
+    pub no_files: bool,
+
+    /// Confine file transfers beneath DIR: every path is resolved inside it
+    /// by the kernel (no `..`, no symlink leads out). Needed for transfers
+    /// with --no-shell.
+    #[arg(long, value_name = "DIR", conflicts_with = "no_files")]
+    pub files_root: Option<PathBuf>,
+
     /// Run commands as this user (its uid, gid, supplementary groups, HOME,
     /// and its home directory as the starting directory) instead of as the
     /// user rexecd runs as. Needs rexecd to run as root.
@@ -221,6 +231,19 @@ impl Args {
                 allow,
                 allow_env: self.allow_env,
                 run_as,
+                files_helper: match self.no_files {
+                    true => None,
+                    false => Some(std::env::current_exe().map_err(|e| {
+                        format!("file transfers: cannot find rexecd's own executable: {e}")
+                    })?),
+                },
+                files_root: match &self.files_root {
+                    None => None,
+                    Some(d) => Some(
+                        std::fs::canonicalize(d)
+                            .map_err(|e| format!("--files-root {}: {e}", d.display()))?,
+                    ),
+                },
                 contain: match self.contain {
                     false => None,
                     true => Some(std::env::current_exe().map_err(|e| {

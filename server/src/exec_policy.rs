@@ -56,6 +56,11 @@ pub struct ExecPolicy {
     /// Run each command under a supervisor (this executable, see
     /// contain.rs) that kills everything the command started when it ends.
     pub contain: Option<PathBuf>,
+    /// File transfers: the rexecd executable that runs them (files.rs), or
+    /// `None` when they are off (--no-files, an embedded server).
+    pub files_helper: Option<PathBuf>,
+    /// Confine every transferred path beneath this directory.
+    pub files_root: Option<PathBuf>,
 }
 
 /// The account commands run as with `--user`: its ids, supplementary groups
@@ -133,6 +138,50 @@ impl ExecPolicy {
                 .chain(self.allow_env.iter().map(String::as_str))
                 .any(matches)
     }
+}
+
+/// The `Command` for a file transfer helper (`rexecd __put|__get ARGS`),
+/// under the same environment, user and starting directory as a command.
+pub fn transfer_command(
+    policy: &ExecPolicy,
+    mode: &str,
+    args: &[String],
+) -> Result<Command, CommandError> {
+    let Some(exe) = &policy.files_helper else {
+        return Err(CommandError::new(
+            ErrorKind::Forbidden,
+            "file transfers are off on this server",
+        ));
+    };
+    if policy.no_shell && policy.files_root.is_none() {
+        return Err(CommandError::new(
+            ErrorKind::Forbidden,
+            "file transfers are off with --no-shell unless rexecd has --files-root DIR",
+        ));
+    }
+    let root = policy
+        .files_root
+        .as_ref()
+        .map_or("-".to_string(), |r| r.to_string_lossy().into_owned());
+    let mut cmd = Command::new(exe);
+    cmd.arg(mode).arg(root).args(args);
+    let home = match &policy.run_as {
+        Some(user) => Some(user.home.clone()),
+        None => std::env::var_os("HOME").map(PathBuf::from),
+    };
+    if let Some(h) = home.filter(|h| h.is_dir()) {
+        cmd.current_dir(h);
+    }
+    cmd.env_clear().env("PATH", CHILD_PATH);
+    for k in INHERITED_ENV {
+        if let Some(v) = std::env::var_os(k) {
+            cmd.env(k, v);
+        }
+    }
+    if let Some(user) = &policy.run_as {
+        user.apply(&mut cmd);
+    }
+    Ok(cmd)
 }
 
 /// The login shell of `user`, or of the user rexecd runs as: from the

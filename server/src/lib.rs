@@ -47,6 +47,7 @@ pub mod config;
 pub mod connection;
 pub mod contain;
 pub mod exec_policy;
+pub mod files;
 pub mod out_queue;
 pub mod process;
 pub mod protocol;

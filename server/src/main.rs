@@ -10,6 +10,12 @@ fn main() -> ExitCode {
     if args.get(1).is_some_and(|a| a == rexec_server::contain::ARG) {
         std::process::exit(rexec_server::contain::supervise(&args[2..]));
     }
+    // `rexecd __put ...` / `rexecd __get ...`: a file transfer (files.rs).
+    if let Some(mode) = args.get(1).and_then(|a| a.to_str()) {
+        if mode == rexec_server::files::PUT || mode == rexec_server::files::GET {
+            std::process::exit(rexec_server::files::helper(mode, &args[2..]));
+        }
+    }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = match Args::parse().into_config() {
         Ok(c) => c,

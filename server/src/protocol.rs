@@ -45,6 +45,18 @@ pub enum Action {
         rows: u16,
         cols: u16,
     },
+    /// Receive a file.
+    Put(rexec_proto::Put),
+    /// The checksum that ends a `Put`.
+    PutEnd {
+        id: u32,
+        sha256: Vec<u8>,
+    },
+    /// Send a file.
+    Get {
+        id: u32,
+        path: String,
+    },
     /// Refuse one command; the connection stays usable.
     Reject {
         id: u32,
@@ -186,6 +198,9 @@ impl ConnProtocol {
             (Phase::Running, ClientMsg::Resize { id, rows, cols }) => {
                 Action::Resize { id, rows, cols }
             }
+            (Phase::Running, ClientMsg::Put(p)) => Action::Put(p),
+            (Phase::Running, ClientMsg::PutEnd { id, sha256 }) => Action::PutEnd { id, sha256 },
+            (Phase::Running, ClientMsg::Get { id, path }) => Action::Get { id, path },
         }
     }
 }

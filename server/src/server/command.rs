@@ -115,19 +115,29 @@ impl Server {
                 ));
             }
         }
+        let peer = self
+            .conns
+            .get(&conn_id)
+            .map(|c| c.peer)
+            .ok_or_else(|| CommandError::new(ErrorKind::Protocol, "connection gone"))?;
+        let cmd = crate::exec_policy::command_for(&exec, &self.cfg.exec).inspect_err(|e| {
+            if e.kind == ErrorKind::Forbidden {
+                log::warn!("{peer}: refused \"{}\": {}", echo(&exec.command), e.message);
+            }
+        })?;
+        self.launch(conn_id, exec, cmd)
+    }
+
+    /// Spawns `cmd` (built for `exec`) and watches its pipes.
+    fn launch(
+        &mut self,
+        conn_id: ConnId,
+        exec: Exec,
+        cmd: std::process::Command,
+    ) -> Result<(), CommandError> {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return Err(CommandError::new(ErrorKind::Protocol, "connection gone"));
         };
-        let cmd = crate::exec_policy::command_for(&exec, &self.cfg.exec).inspect_err(|e| {
-            if e.kind == ErrorKind::Forbidden {
-                log::warn!(
-                    "{}: refused \"{}\": {}",
-                    conn.peer,
-                    echo(&exec.command),
-                    e.message
-                );
-            }
-        })?;
         let spawned = match &exec.pty {
             Some(req) => {
                 let owner = self.cfg.exec.run_as.as_ref().map(|u| u.uid);
@@ -292,6 +302,72 @@ impl Server {
         if let Some(p) = self.procs.get_mut(&proc) {
             log::debug!("{}: cancel {id}", p.peer);
             p.stop(&mut self.timers, self.cfg.kill_grace);
+        }
+    }
+
+    /// A client sends a file: a `rexecd __put` helper receives it, fed
+    /// through stdin like any command.
+    pub(super) fn put(&mut self, conn_id: ConnId, put: rexec_proto::Put) {
+        let args = [
+            put.dest.clone(),
+            put.name.clone(),
+            put.size.to_string(),
+            if put.mkdirs { "1" } else { "0" }.to_string(),
+            put.mode.map_or("-".into(), |m| m.to_string()),
+            put.mtime.map_or("-".into(), |t| t.to_string()),
+        ];
+        let exec = Exec {
+            id: put.id,
+            command: format!("put {} ({} bytes)", put.dest, put.size),
+            stdin: true,
+            ..Exec::default()
+        };
+        self.transfer(conn_id, exec, crate::files::PUT, &args);
+    }
+
+    /// The end of a put: its checksum goes after the data, then EOF.
+    pub(super) fn put_end(&mut self, conn_id: ConnId, id: u32, sha256: &[u8]) {
+        self.stdin(conn_id, id, sha256, true);
+    }
+
+    /// A client fetches a file: a `rexecd __get` helper sends it as output.
+    pub(super) fn get(&mut self, conn_id: ConnId, id: u32, path: String) {
+        let exec = Exec {
+            id,
+            command: format!("get {path}"),
+            ..Exec::default()
+        };
+        self.transfer(conn_id, exec, crate::files::GET, &[path]);
+    }
+
+    fn transfer(&mut self, conn_id: ConnId, exec: Exec, mode: &str, args: &[String]) {
+        let id = exec.id;
+        if self
+            .conns
+            .get(&conn_id)
+            .is_some_and(|c| c.commands.contains_key(&id))
+        {
+            return self.command_error(
+                conn_id,
+                id,
+                ErrorKind::BadRequest,
+                format!("command id {id} is already running on this connection"),
+            );
+        }
+        let started = if self.procs.len() >= self.cfg.max_procs {
+            Err(CommandError::new(
+                ErrorKind::Limit,
+                format!(
+                    "{} commands running at once; try again later",
+                    self.cfg.max_procs
+                ),
+            ))
+        } else {
+            crate::exec_policy::transfer_command(&self.cfg.exec, mode, args)
+                .and_then(|cmd| self.launch(conn_id, exec, cmd))
+        };
+        if let Err(e) = started {
+            self.command_error(conn_id, id, e.kind, e.message);
         }
     }
 

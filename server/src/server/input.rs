@@ -300,6 +300,9 @@ impl Server {
                 rows,
                 cols,
             } => self.resize(id, cmd, rows, cols),
+            Action::Put(put) => self.put(id, put),
+            Action::PutEnd { id: cmd, sha256 } => self.put_end(id, cmd, &sha256),
+            Action::Get { id: cmd, path } => self.get(id, cmd, path),
         }
     }
 

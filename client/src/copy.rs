@@ -1,0 +1,521 @@
+//! `rexec cp`: files both ways, with scp's syntax. Streamed in frames with
+//! the same backpressure as output, never a whole file in memory; checked
+//! end to end with SHA-256; renamed into place only when complete and
+//! verified, on the server (files.rs there) as here.
+//!
+//! - `rexec cp FILE... HOST:DEST` (`-r` for directories, `-p` to keep mode
+//!   and mtime, `-w LIST` instead of `HOST:` to copy to many hosts at once)
+//! - `rexec cp HOST:PATH LOCAL`
+//!
+//! With a port: `host:port:/path`.
+
+use std::fs::File;
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::UNIX_EPOCH;
+
+use rexec_proto::{ClientMsg, ExitStatus, OutputStream, Put, ServerEvent, ServerMsg};
+use sha2::{Digest, Sha256};
+
+use crate::cli::CpArgs;
+use crate::error::ClientError;
+use crate::hosts::Config;
+use crate::run::EXIT_CONNECTION;
+use crate::session::Session;
+
+/// Largest data chunk sent: well under the server's 1 MiB frame limit.
+const CHUNK: usize = 256 * 1024;
+/// The header of a get: size, mode, mtime.
+const GET_HEADER: usize = 20;
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+
+/// `HOST:PATH` or `HOST:PORT:PATH` → (host spec, path); `None` for a local
+/// path (no colon before the first slash).
+pub fn remote(spec: &str) -> Option<(String, String)> {
+    let (host, rest) = spec.split_once(':')?;
+    if host.is_empty() || host.contains('/') {
+        return None;
+    }
+    match rest.split_once(':') {
+        Some((port, path)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            Some((format!("{host}:{port}"), path.to_string()))
+        }
+        _ => Some((host.to_string(), rest.to_string())),
+    }
+}
+
+/// One file to send: where it is here, and where it goes there.
+#[derive(Debug)]
+struct Upload {
+    local: PathBuf,
+    dest: String,
+    name: String,
+    mkdirs: bool,
+}
+
+/// The whole command; returns the exit status: 0 all copied, 1 a copy
+/// failed, 255 a host could not be reached.
+pub fn main(args: &CpArgs) -> i32 {
+    let cfg = match Config::load(args.conn.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rexec: {e}");
+            return 2;
+        }
+    };
+    let Some((dest, sources)) = args.paths.split_last() else {
+        eprintln!("rexec cp: give SOURCE... DEST");
+        return 2;
+    };
+    // Down: one remote source, a local destination.
+    if let ([src], None, None) = (sources, remote(dest), args.hosts.as_ref()) {
+        return match remote(src) {
+            Some((host, path)) => finish(download(args, &cfg, &host, &path, Path::new(dest))),
+            None => {
+                eprintln!("rexec cp: neither {src:?} nor {dest:?} is HOST:PATH");
+                2
+            }
+        };
+    }
+    // Up: local sources to one host, or with -w to every host of a list.
+    let (hosts, dest_path) = match (&args.hosts, remote(dest)) {
+        (Some(list), None) => match cfg.expand(list, None) {
+            Ok(h) => (h, dest.clone()),
+            Err(e) => {
+                eprintln!("rexec: {e}");
+                return 2;
+            }
+        },
+        (None, Some((host, path))) => (vec![host], path),
+        (Some(_), Some(_)) => {
+            eprintln!("rexec cp: with -w, DEST is a path on every host, not HOST:PATH");
+            return 2;
+        }
+        (None, None) => {
+            eprintln!("rexec cp: DEST must be HOST:PATH (or use -w LIST)");
+            return 2;
+        }
+    };
+    let uploads = match plan(sources, &dest_path, args.recursive) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("rexec cp: {e}");
+            return 1;
+        }
+    };
+    let many = hosts.len() > 1;
+    let (uploads, cfg) = (&uploads, &cfg);
+    let statuses: Vec<i32> = std::thread::scope(|scope| {
+        let workers: Vec<_> = hosts
+            .iter()
+            .map(|host| {
+                scope.spawn(move || {
+                    let prefix = if many {
+                        format!("{host}: ")
+                    } else {
+                        String::new()
+                    };
+                    finish_on(&prefix, upload_all(args, cfg, host, uploads))
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or(EXIT_CONNECTION))
+            .collect()
+    });
+    statuses.into_iter().max().unwrap_or(0)
+}
+
+fn finish(r: Result<(), CopyError>) -> i32 {
+    finish_on("", r)
+}
+
+fn finish_on(prefix: &str, r: Result<(), CopyError>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(CopyError::Connect(e)) => {
+            eprintln!("{prefix}rexec cp: {e}");
+            EXIT_CONNECTION
+        }
+        Err(CopyError::Failed(m)) => {
+            eprintln!("{prefix}rexec cp: {m}");
+            1
+        }
+    }
+}
+
+#[derive(Debug)]
+enum CopyError {
+    /// The host could not be reached, or the connection broke.
+    Connect(ClientError),
+    /// This copy failed (the reason says why); others may go on.
+    Failed(String),
+}
+
+impl From<ClientError> for CopyError {
+    fn from(e: ClientError) -> Self {
+        CopyError::Connect(e)
+    }
+}
+
+/// The files to send for these sources.
+fn plan(sources: &[String], dest: &str, recursive: bool) -> Result<Vec<Upload>, String> {
+    let mut out = Vec::new();
+    for src in sources {
+        let path = Path::new(src);
+        let meta = std::fs::metadata(path).map_err(|e| format!("{src}: {e}"))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| format!("{src}: no file name"))?;
+        if meta.is_dir() {
+            if !recursive {
+                return Err(format!("{src} is a directory (use -r)"));
+            }
+            walk(
+                path,
+                &format!("{}/{name}", dest.trim_end_matches('/')),
+                &mut out,
+            )?;
+        } else {
+            out.push(Upload {
+                local: path.to_path_buf(),
+                dest: dest.to_string(),
+                name,
+                mkdirs: false,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, dest: &str, out: &mut Vec<Upload>) -> Result<(), String> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ft = e
+            .file_type()
+            .map_err(|err| format!("{}: {err}", e.path().display()))?;
+        if ft.is_dir() {
+            walk(&e.path(), &format!("{dest}/{name}"), out)?;
+        } else if ft.is_file() {
+            out.push(Upload {
+                local: e.path(),
+                dest: dest.to_string(),
+                name,
+                mkdirs: true,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn connect(args: &CpArgs, cfg: &Config, host: &str) -> Result<Session, ClientError> {
+    args.conn.connect(&cfg.target(host))
+}
+
+fn progress(label: &str, size: u64) -> indicatif::ProgressBar {
+    if !io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(size);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_message(label.to_string());
+    bar
+}
+
+fn upload_all(
+    args: &CpArgs,
+    cfg: &Config,
+    host: &str,
+    uploads: &[Upload],
+) -> Result<(), CopyError> {
+    let mut session = connect(args, cfg, host)?;
+    let mut failed = None;
+    for u in uploads {
+        match upload(args, &mut session, u) {
+            Ok(()) => {}
+            Err(CopyError::Failed(m)) => {
+                eprintln!("rexec cp: {m}");
+                failed = Some(m);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match failed {
+        Some(m) => Err(CopyError::Failed(format!(
+            "not every file was copied (last: {m})"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn upload(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<(), CopyError> {
+    let shown = u.local.display().to_string();
+    let mut file = File::open(&u.local).map_err(|e| CopyError::Failed(format!("{shown}: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| CopyError::Failed(format!("{shown}: {e}")))?;
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let (mode, mtime) = if args.preserve {
+        use std::os::unix::fs::MetadataExt;
+        (Some(meta.mode() & 0o7777), Some(meta.mtime()))
+    } else {
+        (None, None)
+    };
+    session.send(&ClientMsg::Put(Put {
+        id,
+        dest: u.dest.clone(),
+        name: u.name.clone(),
+        size: meta.len(),
+        mkdirs: u.mkdirs,
+        mode,
+        mtime,
+    }))?;
+    let bar = progress(&u.name, meta.len());
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut sent = 0u64;
+    while sent < meta.len() {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n.min(usize::try_from(meta.len() - sent).unwrap_or(usize::MAX)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Failed(format!("{shown}: {e}"))),
+        };
+        hash.update(&buf[..n]);
+        session.send(&ClientMsg::Stdin {
+            id,
+            data: buf[..n].to_vec(),
+        })?;
+        sent += n as u64;
+        bar.set_position(sent);
+    }
+    // A file that shrank while being read: the server waits for bytes that
+    // never come; a wrong checksum makes it refuse cleanly instead.
+    let digest = if sent == meta.len() {
+        hash.finalize().to_vec()
+    } else {
+        vec![0; 32]
+    };
+    session.send(&ClientMsg::PutEnd { id, sha256: digest })?;
+    let (status, stderr) = wait(session, id, |_| Ok(()))?;
+    bar.finish_and_clear();
+    if sent != meta.len() {
+        return Err(CopyError::Failed(format!(
+            "{shown}: changed while being read"
+        )));
+    }
+    check(status, &stderr, &format!("{shown} -> {}", u.dest))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"source": shown, "dest": u.dest, "name": u.name, "bytes": sent})
+        );
+    }
+    Ok(())
+}
+
+/// Waits for the end of transfer `id`, handing its stdout to `out`;
+/// returns its status and what it said on stderr.
+fn wait(
+    session: &mut Session,
+    id: u32,
+    mut out: impl FnMut(&[u8]) -> Result<(), CopyError>,
+) -> Result<(Option<ExitStatus>, String), CopyError> {
+    let mut stderr = Vec::new();
+    loop {
+        match session.next_event()? {
+            ServerEvent::Output {
+                stream,
+                id: i,
+                data,
+            } if i == id => match stream {
+                OutputStream::Stdout => out(data)?,
+                OutputStream::Stderr if stderr.len() < 4096 => stderr.extend_from_slice(data),
+                OutputStream::Stderr => {}
+            },
+            ServerEvent::Msg(ServerMsg::Exited(x)) if x.id == id => {
+                let status = if x.truncated { None } else { Some(x.status) };
+                return Ok((status, String::from_utf8_lossy(&stderr).trim().to_string()));
+            }
+            ServerEvent::Msg(ServerMsg::Error(e)) if e.id == Some(id) => {
+                return Err(CopyError::Failed(format!("{}: {}", e.kind, e.message)));
+            }
+            ServerEvent::Msg(ServerMsg::Error(e)) if e.id.is_none() => {
+                return Err(CopyError::Connect(ClientError::Server(e)));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn check(status: Option<ExitStatus>, stderr: &str, what: &str) -> Result<(), CopyError> {
+    match status {
+        Some(ExitStatus::Code(0)) => Ok(()),
+        None => Err(CopyError::Failed(format!(
+            "{what}: cut at the server's output limit"
+        ))),
+        Some(_) if !stderr.is_empty() => Err(CopyError::Failed(format!(
+            "{what}: {}",
+            stderr.trim_start_matches("rexecd: ")
+        ))),
+        Some(s) => Err(CopyError::Failed(format!("{what}: failed ({s:?})"))),
+    }
+}
+
+/// Fetches `path` from `host` into `local` (a file, or a directory to put
+/// it in): into a temporary file beside the target, renamed over it once
+/// the checksum matches.
+fn download(
+    args: &CpArgs,
+    cfg: &Config,
+    host: &str,
+    path: &str,
+    local: &Path,
+) -> Result<(), CopyError> {
+    let name = Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| CopyError::Failed(format!("{path}: not a file name")))?;
+    let target = if local.is_dir() {
+        local.join(&name)
+    } else {
+        local.to_path_buf()
+    };
+    let dir = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.rexec-{}",
+        target
+            .file_name()
+            .map_or(name.clone(), |n| n.to_string_lossy().into_owned()),
+        std::process::id()
+    ));
+    let mut session = connect(args, cfg, host)?;
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    session.send(&ClientMsg::Get {
+        id,
+        path: path.to_string(),
+    })?;
+    let mut file = File::options()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| CopyError::Failed(format!("{}: {e}", tmp.display())))?;
+    let mut state = GetState::default();
+    let res = wait(&mut session, id, |data| {
+        state
+            .feed(data, &mut file)
+            .map_err(|e| CopyError::Failed(format!("{}: {e}", tmp.display())))
+    })
+    .and_then(|(status, stderr)| check(status, &stderr, &format!("{host}:{path}")))
+    .and_then(|()| state.verify())
+    .and_then(|()| {
+        file.sync_all()
+            .map_err(|e| CopyError::Failed(format!("{}: {e}", tmp.display())))?;
+        if args.preserve {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = file.set_permissions(std::fs::Permissions::from_mode(state.mode));
+            if let Ok(secs) = u64::try_from(state.mtime) {
+                let _ = file.set_modified(UNIX_EPOCH + std::time::Duration::from_secs(secs));
+            }
+        }
+        std::fs::rename(&tmp, &target)
+            .map_err(|e| CopyError::Failed(format!("{}: {e}", target.display())))
+    });
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    } else if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"source": format!("{host}:{path}"), "dest": target.display().to_string(), "bytes": state.size})
+        );
+    }
+    res
+}
+
+/// Parsing a get's stream: header, data, checksum.
+#[derive(Debug, Default)]
+struct GetState {
+    header: Vec<u8>,
+    size: u64,
+    mode: u32,
+    mtime: i64,
+    written: u64,
+    hash: Sha256,
+    trailer: Vec<u8>,
+}
+
+impl GetState {
+    fn feed(&mut self, mut data: &[u8], file: &mut File) -> io::Result<()> {
+        if self.header.len() < GET_HEADER {
+            let take = (GET_HEADER - self.header.len()).min(data.len());
+            self.header.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.header.len() == GET_HEADER {
+                let h = &self.header;
+                self.size = u64::from_be_bytes(h[0..8].try_into().unwrap_or_default());
+                self.mode = u32::from_be_bytes(h[8..12].try_into().unwrap_or_default());
+                self.mtime = i64::from_be_bytes(h[12..20].try_into().unwrap_or_default());
+            }
+        }
+        let room = usize::try_from(self.size - self.written).unwrap_or(usize::MAX);
+        let body = &data[..room.min(data.len())];
+        self.hash.update(body);
+        file.write_all(body)?;
+        self.written += body.len() as u64;
+        let rest = &data[body.len()..];
+        if self.trailer.len() + rest.len() > 32 {
+            return Err(io::Error::other("more bytes than the file has"));
+        }
+        self.trailer.extend_from_slice(rest);
+        Ok(())
+    }
+
+    fn verify(&self) -> Result<(), CopyError> {
+        if self.written != self.size || self.trailer.len() != 32 {
+            return Err(CopyError::Failed("the copy ended early".into()));
+        }
+        if self.hash.clone().finalize().as_slice() != self.trailer.as_slice() {
+            return Err(CopyError::Failed(
+                "checksum mismatch: the data was damaged on the way".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_specs_name_host_port_and_path() {
+        assert_eq!(
+            remote("lab1:/tmp/x"),
+            Some(("lab1".into(), "/tmp/x".into()))
+        );
+        assert_eq!(
+            remote("lab1:7071:/tmp/x"),
+            Some(("lab1:7071".into(), "/tmp/x".into()))
+        );
+        assert_eq!(remote("lab1:data"), Some(("lab1".into(), "data".into())));
+        assert_eq!(remote("./a:b"), None);
+        assert_eq!(remote("/tmp/x"), None);
+        assert_eq!(remote("plain"), None);
+    }
+}

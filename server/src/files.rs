@@ -1,0 +1,338 @@
+//! File transfers: `rexecd __put` and `rexecd __get`, run as commands.
+//!
+//! rexecd never touches a file itself: a transfer is a child process of the
+//! rexecd executable, started like any command (the same exec policy, user,
+//! limits, audit line, backpressure through its pipes), so disk I/O never
+//! blocks the event loop and a cancel is a kill.
+//!
+//! - `__put ROOT DEST NAME SIZE MKDIRS MODE MTIME`: reads exactly SIZE bytes
+//!   from stdin, then the 32-byte SHA-256 the client computed. The data goes
+//!   into an unnamed file (`O_TMPFILE`) in the target's directory; only when
+//!   the hashes match is it linked there under a temporary name and renamed
+//!   over the target. A killed or failed put leaves the old file and no
+//!   temporary behind. DEST may be a directory (then NAME inside it).
+//! - `__get ROOT PATH`: writes a 20-byte header (size u64, mode u32, mtime
+//!   i64, big-endian), the file, then its SHA-256.
+//!
+//! ROOT is `-` for none: paths are then taken as they are (relative to the
+//! home directory the command starts in). Otherwise every path is resolved
+//! beneath ROOT by the kernel (`openat2` with `RESOLVE_BENEATH`): no `..`
+//! and no symlink leads out, checked on the file actually opened.
+
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path};
+
+use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
+use sha2::{Digest, Sha256};
+
+/// The first argument that selects a transfer helper in `rexecd`'s `main`.
+pub const PUT: &str = "__put";
+pub const GET: &str = "__get";
+
+/// Bytes of the header `__get` writes before the data.
+pub const GET_HEADER: usize = 20;
+
+/// Runs a helper; the exit code: 0 done, 1 failed (the reason on stderr).
+pub fn helper(mode: &str, args: &[OsString]) -> i32 {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let res = match mode {
+        PUT => put(&args),
+        GET => get(&args),
+        _ => Err(format!("unknown helper {mode}")),
+    };
+    match res {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("rexecd: {e}");
+            1
+        }
+    }
+}
+
+/// The base directory and resolve flags for ROOT.
+fn base(root: &str) -> Result<(Option<OwnedFd>, ResolveFlags), String> {
+    if root == "-" {
+        return Ok((None, ResolveFlags::empty()));
+    }
+    let fd = rustix::fs::open(
+        root,
+        OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("files root {root}: {e}"))?;
+    Ok((
+        Some(fd),
+        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+    ))
+}
+
+fn open_in(
+    base: &Option<OwnedFd>,
+    resolve: ResolveFlags,
+    path: &str,
+    flags: OFlags,
+    mode: Mode,
+) -> io::Result<OwnedFd> {
+    open_beneath(base, resolve, path, flags, mode).map_err(|e| {
+        // What RESOLVE_BENEATH says for `..` or a symlink that leads out.
+        if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) {
+            io::Error::new(io::ErrorKind::PermissionDenied, "outside the files root")
+        } else {
+            e
+        }
+    })
+}
+
+fn open_beneath(
+    base: &Option<OwnedFd>,
+    resolve: ResolveFlags,
+    path: &str,
+    flags: OFlags,
+    mode: Mode,
+) -> io::Result<OwnedFd> {
+    let dir: BorrowedFd<'_> = match base {
+        Some(fd) => fd.as_fd(),
+        None => CWD,
+    };
+    // Beneath a root, an absolute path means one inside it.
+    let path = if base.is_some() {
+        path.trim_start_matches('/')
+    } else {
+        path
+    };
+    let path = if path.is_empty() { "." } else { path };
+    Ok(rustix::fs::openat2(
+        dir,
+        path,
+        flags | OFlags::CLOEXEC,
+        mode,
+        resolve,
+    )?)
+}
+
+fn put(args: &[String]) -> Result<(), String> {
+    let [root, dest, name, size, mkdirs, mode, mtime] = args else {
+        return Err("__put: bad arguments".into());
+    };
+    let size: u64 = size.parse().map_err(|_| "__put: bad size".to_string())?;
+    let (base, resolve) = base(root)?;
+    let shown = |p: &str| crate::text::echo(p);
+    // DEST is a directory (then NAME goes inside), or a file to write; with
+    // MKDIRS it is a directory, made if missing.
+    if mkdirs == "1" {
+        make_dirs(&base, resolve, dest)?;
+    }
+    let as_dir = open_in(
+        &base,
+        resolve,
+        dest,
+        OFlags::DIRECTORY | OFlags::RDONLY,
+        Mode::empty(),
+    );
+    let (dir_path, file_name) = match as_dir {
+        Ok(_) => (dest.clone(), name.clone()),
+        // `dir/` must be a directory; and a path that exists but cannot be
+        // opened (outside the root, no permission) is not a new file name.
+        Err(e)
+            if dest.ends_with('/')
+                || !matches!(
+                    e.raw_os_error(),
+                    Some(c) if c == rustix::io::Errno::NOTDIR.raw_os_error()
+                        || c == rustix::io::Errno::NOENT.raw_os_error()
+                ) =>
+        {
+            return Err(format!("{}: {e}", shown(dest)));
+        }
+        Err(_) => {
+            let p = Path::new(dest);
+            let file = p
+                .file_name()
+                .ok_or_else(|| format!("{}: not a file name", shown(dest)))?;
+            let parent = p
+                .parent()
+                .map_or(String::new(), |x| x.to_string_lossy().into_owned());
+            (parent, file.to_string_lossy().into_owned())
+        }
+    };
+    if file_name.contains('/') || file_name == ".." || file_name == "." || file_name.is_empty() {
+        return Err(format!("{}: not a file name", shown(&file_name)));
+    }
+    let dir = open_in(
+        &base,
+        resolve,
+        &dir_path,
+        OFlags::DIRECTORY | OFlags::RDONLY,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        format!(
+            "{}: {e}",
+            shown(if dir_path.is_empty() { "." } else { &dir_path })
+        )
+    })?;
+    // An unnamed file in the target's directory: nothing to clean up if we
+    // are killed before it is complete.
+    let tmp = rustix::fs::openat(
+        &dir,
+        ".",
+        OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| format!("{}: {e}", shown(&dir_path)))?;
+    let mut file = std::fs::File::from(tmp);
+    let mut input = io::stdin().lock();
+    let mut hash = Sha256::new();
+    let mut left = size;
+    let mut buf = vec![0u8; 256 * 1024];
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = match input.read(&mut buf[..want]) {
+            Ok(0) => {
+                return Err(format!(
+                    "the copy ended after {} of {size} bytes",
+                    size - left
+                ));
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("reading the data: {e}")),
+        };
+        hash.update(&buf[..n]);
+        file.write_all(&buf[..n])
+            .map_err(|e| format!("{}: {e}", shown(&file_name)))?;
+        left -= n as u64;
+    }
+    let mut expected = [0u8; 32];
+    input
+        .read_exact(&mut expected)
+        .map_err(|_| "the copy ended before its checksum".to_string())?;
+    if hash.finalize().as_slice() != expected {
+        return Err(
+            "checksum mismatch: the data was damaged on the way; nothing was written".into(),
+        );
+    }
+    // Mode: as asked (-p), else the old file's, else 0644.
+    let old = rustix::fs::statat(
+        &dir,
+        file_name.as_str(),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .ok();
+    let mode = match mode.parse::<u32>() {
+        Ok(m) => m & 0o7777,
+        Err(_) => old.map_or(0o644, |st| st.st_mode & 0o7777),
+    };
+    rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).map_err(|e| format!("mode: {e}"))?;
+    if let Ok(secs) = mtime.parse::<i64>() {
+        let t = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: secs,
+                tv_nsec: 0,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: secs,
+                tv_nsec: 0,
+            },
+        };
+        rustix::fs::futimens(&file, &t).map_err(|e| format!("mtime: {e}"))?;
+    }
+    file.sync_all()
+        .map_err(|e| format!("{}: {e}", shown(&file_name)))?;
+    // Give it a name (through /proc: linkat of an fd needs no privilege
+    // that way), then rename it over the target in one step.
+    let tmp_name = format!(".{file_name}.rexec-{}", std::process::id());
+    let proc_path = format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(&file));
+    rustix::fs::linkat(
+        CWD,
+        proc_path.as_str(),
+        &dir,
+        tmp_name.as_str(),
+        rustix::fs::AtFlags::SYMLINK_FOLLOW,
+    )
+    .map_err(|e| format!("{}: {e}", shown(&file_name)))?;
+    if let Err(e) = rustix::fs::renameat(&dir, tmp_name.as_str(), &dir, file_name.as_str()) {
+        let _ = rustix::fs::unlinkat(&dir, tmp_name.as_str(), rustix::fs::AtFlags::empty());
+        return Err(format!("{}: {e}", shown(&file_name)));
+    }
+    Ok(())
+}
+
+/// Creates the directories of `path` that are missing, each beneath the
+/// base (a symlink among them cannot lead out).
+fn make_dirs(base: &Option<OwnedFd>, resolve: ResolveFlags, path: &str) -> Result<(), String> {
+    let mut done = String::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(part) => {
+                let parent = open_in(
+                    base,
+                    resolve,
+                    &done,
+                    OFlags::DIRECTORY | OFlags::RDONLY,
+                    Mode::empty(),
+                )
+                .map_err(|e| format!("{}: {e}", crate::text::echo(&done)))?;
+                match rustix::fs::mkdirat(&parent, part, Mode::from_raw_mode(0o755)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(format!("{}: {e}", crate::text::echo(path))),
+                }
+                if !done.is_empty() && !done.ends_with('/') {
+                    done.push('/');
+                }
+                done.push_str(&part.to_string_lossy());
+            }
+            Component::RootDir => done.push('/'),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn get(args: &[String]) -> Result<(), String> {
+    let [root, path] = args else {
+        return Err("__get: bad arguments".into());
+    };
+    let (base, resolve) = base(root)?;
+    let fd = open_in(&base, resolve, path, OFlags::RDONLY, Mode::empty())
+        .map_err(|e| format!("{}: {e}", crate::text::echo(path)))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| format!("{}: {e}", crate::text::echo(path)))?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(format!("{}: not a regular file", crate::text::echo(path)));
+    }
+    let mut out = io::stdout().lock();
+    let mut header = Vec::with_capacity(GET_HEADER);
+    header.extend_from_slice(&(st.st_size as u64).to_be_bytes());
+    header.extend_from_slice(&(st.st_mode & 0o7777).to_be_bytes());
+    header.extend_from_slice(&st.st_mtime.to_be_bytes());
+    let fail = |e: io::Error| format!("sending {}: {e}", crate::text::echo(path));
+    out.write_all(&header).map_err(fail)?;
+    let mut file = std::fs::File::from(fd);
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut sent: u64 = 0;
+    while sent < st.st_size as u64 {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break, // shrank while being read: the checksum tells
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("{}: {e}", crate::text::echo(path))),
+        };
+        let n = n.min(usize::try_from(st.st_size as u64 - sent).unwrap_or(usize::MAX));
+        hash.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(fail)?;
+        sent += n as u64;
+    }
+    if sent != st.st_size as u64 {
+        return Err(format!(
+            "{}: changed while being read",
+            crate::text::echo(path)
+        ));
+    }
+    out.write_all(hash.finalize().as_slice()).map_err(fail)?;
+    out.flush().map_err(fail)
+}

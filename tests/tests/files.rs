@@ -1,0 +1,253 @@
+//! Files both ways (issue 15): `rexec cp` against the real rexecd.
+
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use rexec_proto::*;
+use rexec_tests::wire::{hello, send};
+use rexec_tests::*;
+
+fn random_file(path: &std::path::Path, len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15 ^ len as u64;
+    let data: Vec<u8> = (0..len.div_ceil(8))
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .take(len)
+        .collect();
+    std::fs::write(path, &data).unwrap();
+    data
+}
+
+fn leftovers(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".rexec-"))
+        .collect()
+}
+
+#[test]
+fn sixty_four_mib_up_and_back_are_identical() {
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("cp64");
+    let data = random_file(&dir.path("big"), 64 << 20);
+    std::fs::create_dir(dir.path("there")).unwrap();
+    let dest = format!("{}:{}", d.host(), dir.path("there").display());
+    let r = run_for(
+        rexec().args(["cp", &dir.path("big").display().to_string(), &dest]),
+        Duration::from_secs(120),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(std::fs::read(dir.path("there/big")).unwrap() == data, "up");
+    let src = format!("{}:{}", d.host(), dir.path("there/big").display());
+    let r = run_for(
+        rexec().args(["cp", &src, &dir.path("back").display().to_string()]),
+        Duration::from_secs(120),
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(std::fs::read(dir.path("back")).unwrap() == data, "down");
+    assert!(leftovers(&dir.0).is_empty() && leftovers(&dir.path("there")).is_empty());
+}
+
+#[test]
+fn a_tree_with_r_and_p_keeps_modes_and_times() {
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("cptree");
+    std::fs::create_dir_all(dir.path("src/sub")).unwrap();
+    std::fs::write(dir.path("src/a"), "a").unwrap();
+    std::fs::write(dir.path("src/sub/b"), "b").unwrap();
+    std::fs::set_permissions(
+        dir.path("src/sub/b"),
+        std::fs::Permissions::from_mode(0o640),
+    )
+    .unwrap();
+    std::fs::set_permissions(dir.path("src/a"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let old = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(dir.path("src/a"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let dest = format!("{}:{}", d.host(), dir.path("dst").display());
+    let r = run(rexec().args([
+        "cp",
+        "-r",
+        "-p",
+        &dir.path("src").display().to_string(),
+        &dest,
+    ]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let mode = |p: &str| std::fs::metadata(dir.path(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        std::fs::read_to_string(dir.path("dst/src/sub/b")).unwrap(),
+        "b"
+    );
+    assert_eq!(mode("dst/src/a"), 0o755);
+    assert_eq!(mode("dst/src/sub/b"), 0o640);
+    assert_eq!(
+        std::fs::metadata(dir.path("dst/src/a"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        old
+    );
+}
+
+#[test]
+fn a_broken_copy_leaves_the_old_file_and_no_temporary() {
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("cpbroken");
+    std::fs::write(dir.path("target"), "old").unwrap();
+    let put = |size: u64| {
+        ClientMsg::Put(Put {
+            id: 1,
+            dest: dir.path("target").display().to_string(),
+            name: "x".into(),
+            size,
+            ..Put::default()
+        })
+    };
+    // Half the bytes, then the client is gone.
+    let mut sock = TcpStream::connect(d.addr).unwrap();
+    send(&mut sock, &hello());
+    send(&mut sock, &put(1000));
+    send(
+        &mut sock,
+        &ClientMsg::Stdin {
+            id: 1,
+            data: vec![b'n'; 500],
+        },
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    drop(sock);
+    assert!(d.wait_log("put ", Duration::from_secs(5)), "{}", d.log());
+    // All the bytes, and a checksum that does not match.
+    let mut sock = TcpStream::connect(d.addr).unwrap();
+    send(&mut sock, &hello());
+    send(&mut sock, &put(3));
+    send(
+        &mut sock,
+        &ClientMsg::Stdin {
+            id: 1,
+            data: b"new".to_vec(),
+        },
+    );
+    send(
+        &mut sock,
+        &ClientMsg::PutEnd {
+            id: 1,
+            sha256: vec![0; 32],
+        },
+    );
+    let msgs = rexec_tests::wire::read_until(&mut sock, &mut FrameDecoder::new(), |m| {
+        matches!(m, ServerMsg::Exited(_))
+    });
+    assert!(
+        msgs.iter().any(|m| matches!(m, ServerMsg::Stderr { data, .. } if String::from_utf8_lossy(data).contains("checksum"))),
+        "{msgs:?}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(std::fs::read_to_string(dir.path("target")).unwrap(), "old");
+    assert!(leftovers(&dir.0).is_empty(), "{:?}", leftovers(&dir.0));
+}
+
+#[test]
+fn files_root_confines_every_path() {
+    let dir = TempDir::new("cproot");
+    std::fs::create_dir_all(dir.path("root/in")).unwrap();
+    std::fs::create_dir_all(dir.path("outside")).unwrap();
+    std::fs::write(dir.path("outside/secret"), "s").unwrap();
+    std::os::unix::fs::symlink(dir.path("outside"), dir.path("root/link")).unwrap();
+    let root = dir.path("root").display().to_string();
+    let d = Daemon::start(&["--files-root", &root]);
+    std::fs::write(dir.path("f"), "data").unwrap();
+    let f = dir.path("f").display().to_string();
+    // Inside: fine, and an absolute path means one inside the root.
+    let r = run(rexec().args(["cp", &f, &format!("{}:/in/", d.host())]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dir.path("root/in/f")).unwrap(),
+        "data"
+    );
+    for dest in ["../outside/", "in/../../outside/", "link/"] {
+        let r = run(rexec().args(["cp", &f, &format!("{}:{dest}", d.host())]));
+        assert_eq!(r.code, Some(1), "{dest}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("outside the files root"),
+            "{dest}: {}",
+            r.stderr
+        );
+    }
+    assert!(!dir.path("outside/f").exists(), "a put escaped the root");
+    let r = run(rexec().args([
+        "cp",
+        &format!("{}:link/secret", d.host()),
+        &dir.path("got").display().to_string(),
+    ]));
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(!dir.path("got").exists(), "a get escaped the root");
+}
+
+#[test]
+fn transfers_can_be_turned_off() {
+    let dir = TempDir::new("cpoff");
+    std::fs::write(dir.path("f"), "x").unwrap();
+    let f = dir.path("f").display().to_string();
+    for args in [&["--no-files"][..], &["--no-shell"][..]] {
+        let d = Daemon::start(args);
+        let r = run(rexec().args([
+            "cp",
+            &f,
+            &format!("{}:{}", d.host(), dir.path("g").display()),
+        ]));
+        assert_eq!(r.code, Some(1), "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains("forbidden"), "{args:?}: {}", r.stderr);
+    }
+    assert!(!dir.path("g").exists());
+}
+
+#[test]
+fn copying_to_three_hosts_at_once() {
+    let daemons: Vec<Daemon> = (0..3).map(|_| Daemon::start(&[])).collect();
+    let dir = TempDir::new("cpmany");
+    let mut conf = String::new();
+    for (i, d) in daemons.iter().enumerate() {
+        conf.push_str(&format!("[hosts.n{}]\naddress = \"{}\"\n", i + 1, d.host()));
+        std::fs::create_dir(dir.path(&format!("n{}", i + 1))).unwrap();
+    }
+    std::fs::write(dir.path("config.toml"), conf).unwrap();
+    std::fs::write(dir.path("f"), "to all").unwrap();
+    // Each "host" is this machine, so each gets its own directory: the
+    // same path on every host would be one file here.
+    for i in 1..=3 {
+        let r = run(rexec()
+            .env("REXEC_CONFIG", dir.path("config.toml"))
+            .args(["cp", "-w", &format!("n{i}")])
+            .arg(dir.path("f"))
+            .arg(dir.path(&format!("n{i}"))));
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+    }
+    let r = run(rexec()
+        .env("REXEC_CONFIG", dir.path("config.toml"))
+        .args(["cp", "-w", "n[1-3]"])
+        .arg(dir.path("f"))
+        .arg(dir.path("n2/again")));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    for i in 1..=3 {
+        assert_eq!(
+            std::fs::read_to_string(dir.path(&format!("n{i}/f"))).unwrap(),
+            "to all"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.path("n2/again")).unwrap(),
+        "to all"
+    );
+}
