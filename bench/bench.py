@@ -664,6 +664,56 @@ def main():
     if fan and pd:
         targets.append(("T8 rexec -w at least 10x faster than pdsh over ssh", pd >= 10 * fan, f"{pd / fan:.1f}x"))
 
+    # ---- T9 files ---------------------------------------------------------------
+    mb9 = min(a.size, 1024)
+    log(f"T9: a {mb9} MiB file up and down")
+    fdir = tempfile.mkdtemp(prefix="rexec-bench-files-")
+    CLEANUP.append(lambda: shutil.rmtree(fdir, ignore_errors=True))
+    os.chmod(fdir, 0o777)  # the ssh bench user writes here too
+    src9 = os.path.join(fdir, "src")
+    subprocess.run(["dd", "if=/dev/zero", f"of={src9}", "bs=1M", f"count={mb9}", "status=none"], check=True)
+    os.chmod(src9, 0o644)
+
+    def fresh(name):
+        path = os.path.join(fdir, name)
+        if os.path.exists(path):
+            os.remove(path)
+        return path
+
+    def raw_tcp():
+        port = free_port()
+        dst = fresh("raw")
+        rx = start(["socat", "-u", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr", f"OPEN:{dst},creat,trunc"])
+        wait_listening(port)
+        t = wall(f"socat -u FILE:{src9} TCP:127.0.0.1:{port}")
+        rx.wait()
+        return t
+
+    t9 = [
+        ("rexec cp, up", lambda: wall(f"{REXEC} cp {src9} {raddr}:{fresh('up-rexec')}")),
+        ("rexec cp, down", lambda: wall(f"{REXEC} cp {raddr}:{src9} {fresh('down-rexec')}")),
+    ]
+    if ssh:
+        scp = f"scp -q -F {ssh.alias_config('h*')}"
+        t9 += [
+            ("scp, up", lambda: wall(f"{scp} {src9} h1:{fresh('up-scp')}")),
+            ("scp, down", lambda: wall(f"{scp} h1:{src9} {fresh('down-scp')}")),
+        ]
+    if shutil.which("socat"):
+        t9.append(("raw TCP (socat, no checks)", raw_tcp))
+    med9, err9 = rounds(a.rounds, t9)
+    md.append(f"### T9 files: a {mb9} MiB file copied over loopback\n")
+    md.append("| way | MB/s |")
+    md.append("|---|---|")
+    for n, _ in t9:
+        v = med9[n]
+        md.append(f"| {n} | {mb9 * MiB / v / 1e6:.0f} |" if v else f"| {n} | could not run: {err9.get(n)} |")
+    md.append("")
+    for way in ("up", "down"):
+        r, sc = med9.get(f"rexec cp, {way}"), med9.get(f"scp, {way}")
+        if r and sc:
+            targets.append((f"T9 rexec cp {way} faster than scp", r < sc, f"{sc / r:.2f}x"))
+
     # ---- write ---------------------------------------------------------------
     cpu = "unknown"
     try:
