@@ -745,11 +745,14 @@ def main():
             with open(os.path.join(adir, f"{group}.yml"), "w") as f:
                 f.write(f"- hosts: {group}\n  gather_facts: false\n  tasks:\n" + "\n".join(tasks) + "\n")
         env10 = (f"ANSIBLE_CONNECTION_PLUGINS={ROOT}/contrib/ansible/plugins/connection ANSIBLE_PIPELINING=1 "
-                 f"ANSIBLE_HOST_KEY_CHECKING=False ANSIBLE_LOCAL_TEMP={adir}/lt ANSIBLE_REMOTE_TMP={adir}/rt "
+                 f"ANSIBLE_HOST_KEY_CHECKING=False ANSIBLE_LOCAL_TEMP={adir}/lt "
                  f"ANSIBLE_CONFIG={adir}/none.cfg ANSIBLE_FORKS=8")
 
         def play(group):
-            return wall(f"{env10} {venv_bin}/ansible-playbook -i {adir}/inventory {adir}/{group}.yml")
+            # Each group its own remote temporary directory: the rexec run
+            # makes its as root, the ssh run as the bench user.
+            return wall(f"{env10} ANSIBLE_REMOTE_TMP={adir}/rt-{group} "
+                        f"{venv_bin}/ansible-playbook -i {adir}/inventory {adir}/{group}.yml")
 
         t10 = [("Ansible over rexec", lambda: play("rx"))]
         if ssh:
