@@ -193,6 +193,10 @@ Subsystem sftp internal-sftp
         name = self.BENCH_USER
         subprocess.run(["userdel", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         r = subprocess.run(["useradd", "-M", "-d", home, "-s", "/bin/sh", name], capture_output=True, text=True)
+        if r.returncode != 0 and "already exists" in r.stderr:
+            # Left by an earlier run that could not remove it (a session
+            # still open then): take it over for this run.
+            r = subprocess.run(["usermod", "-d", home, "-s", "/bin/sh", name], capture_output=True, text=True)
         if r.returncode != 0:
             log(f"useradd {name} failed ({r.stderr.strip()}); ssh runs as {me}")
             return me, f"the sessions run as {me}, with that user's login shell and its start-up files"
