@@ -93,7 +93,7 @@ pub struct CpArgs {
     /// file or directory.
     #[arg(value_name = "SOURCE... DEST", num_args = 2.., required = true)]
     pub paths: Vec<String>,
-    /// Copy directories and what is in them (up only).
+    /// Copy directories and what is in them.
     #[arg(short = 'r')]
     pub recursive: bool,
     /// Keep mode and modification time.

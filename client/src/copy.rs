@@ -385,6 +385,69 @@ fn download(
     path: &str,
     local: &Path,
 ) -> Result<(), CopyError> {
+    let mut session = connect(args, cfg, host)?;
+    if args.recursive {
+        return download_tree(args, &mut session, host, path, local);
+    }
+    download_with(args, &mut session, host, path, local)
+}
+
+/// `-r` down: the files below `path` (listed with `find` on the server),
+/// each fetched like a single file into the same tree under `local`.
+fn download_tree(
+    args: &CpArgs,
+    session: &mut Session,
+    host: &str,
+    path: &str,
+    local: &Path,
+) -> Result<(), CopyError> {
+    let words = ["find", path, "-type", "f", "-print0"];
+    let command = shlex::try_join(words).map_err(|e| CopyError::Failed(format!("{path}: {e}")))?;
+    let exec = rexec_proto::Exec {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        command,
+        mode: rexec_proto::ExecMode::Argv,
+        ..rexec_proto::Exec::default()
+    };
+    let mut listing = crate::run::Sinks::capture();
+    let outcome = crate::run::run(session, exec, &mut listing, None)?;
+    let crate::run::Sinks::Capture { stdout, stderr } = listing else {
+        return Err(CopyError::Failed("listing: no output".into()));
+    };
+    if outcome.exit_code() != 0 {
+        return Err(CopyError::Failed(format!(
+            "{host}:{path}: {}",
+            String::from_utf8_lossy(&stderr).trim()
+        )));
+    }
+    let top = Path::new(path.trim_end_matches('/'));
+    let name = top
+        .file_name()
+        .ok_or_else(|| CopyError::Failed(format!("{path}: not a directory name")))?;
+    let root = local.join(name);
+    for remote_file in stdout.split(|&b| b == 0).filter(|f| !f.is_empty()) {
+        let remote_file = String::from_utf8_lossy(remote_file).into_owned();
+        let rel = Path::new(&remote_file)
+            .strip_prefix(top)
+            .map_err(|_| CopyError::Failed(format!("{remote_file}: outside {path}")))?;
+        let target = root.join(rel);
+        if let Some(dir) = target.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| CopyError::Failed(format!("{}: {e}", dir.display())))?;
+        }
+        download_with(args, session, host, &remote_file, &target)?;
+    }
+    Ok(())
+}
+
+/// Fetches one file over `session`.
+fn download_with(
+    args: &CpArgs,
+    session: &mut Session,
+    host: &str,
+    path: &str,
+    local: &Path,
+) -> Result<(), CopyError> {
     let name = Path::new(path)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -405,7 +468,6 @@ fn download(
             .map_or(name.clone(), |n| n.to_string_lossy().into_owned()),
         std::process::id()
     ));
-    let mut session = connect(args, cfg, host)?;
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     session.send(&ClientMsg::Get {
         id,
@@ -417,7 +479,7 @@ fn download(
         .open(&tmp)
         .map_err(|e| CopyError::Failed(format!("{}: {e}", tmp.display())))?;
     let mut state = GetState::default();
-    let res = wait(&mut session, id, |data| {
+    let res = wait(session, id, |data| {
         state
             .feed(data, &mut file)
             .map_err(|e| CopyError::Failed(format!("{}: {e}", tmp.display())))

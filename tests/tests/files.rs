@@ -251,3 +251,24 @@ fn copying_to_three_hosts_at_once() {
         "to all"
     );
 }
+
+#[test]
+fn a_tree_comes_down_with_r() {
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("cpdown");
+    std::fs::create_dir_all(dir.path("there/tree/deep")).unwrap();
+    std::fs::write(dir.path("there/tree/a"), "a").unwrap();
+    std::fs::write(dir.path("there/tree/deep/b c"), "b").unwrap();
+    std::fs::create_dir(dir.path("here")).unwrap();
+    let src = format!("{}:{}", d.host(), dir.path("there/tree").display());
+    let r = run(rexec().args(["cp", "-r", &src, &dir.path("here").display().to_string()]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dir.path("here/tree/a")).unwrap(),
+        "a"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path("here/tree/deep/b c")).unwrap(),
+        "b"
+    );
+}
