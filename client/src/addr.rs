@@ -1,7 +1,7 @@
 //! `HOST[:PORT]` parsing: `lab1`, `lab1:7070`, `10.0.0.5`, `[::1]:7070`, `::1`.
 
 /// rexecd's default port.
-pub const DEFAULT_PORT: u16 = 7070;
+pub use rexec_proto::DEFAULT_PORT;
 
 /// The `host:port` key that names a server in the known-hosts file and in
 /// messages; IPv6 addresses in brackets (`[::1]:7070`).

@@ -33,5 +33,8 @@ pub use message::{
 };
 pub use payload::DecodeError;
 
+/// The port rexecd listens on, and rexec connects to, when none is given.
+pub const DEFAULT_PORT: u16 = 7070;
+
 /// The software version of this build, sent in both hellos.
 pub const SOFTWARE_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use rexec_proto::DEFAULT_PORT;
 use rexec_proto::auth::Token;
 
 use crate::config::{Config, Protocol};
@@ -257,9 +258,6 @@ impl Args {
         })
     }
 }
-
-/// The port rexecd listens on, and rexec connects to, when none is given.
-pub const DEFAULT_PORT: u16 = 7070;
 
 /// Parses `HOST:PORT` or `HOST` (port 7070), resolving a host name such as
 /// `localhost`.
