@@ -267,6 +267,33 @@ Subsystem sftp internal-sftp
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def chart(targets, title):
+    """An SVG bar chart of the targets: one bar per target, its measured
+    ratio (or value) against the line the target sets, green when met."""
+    import re
+    rows = []
+    for name, ok, val in targets:
+        m = re.match(r"([0-9.]+)", val)
+        if m:
+            rows.append((name, ok, float(m.group(1)), val))
+    width, bar_h, left, top = 900, 22, 420, 40
+    height = top + len(rows) * (bar_h + 6) + 20
+    top_value = max([v for _, _, v, _ in rows] + [1.0])
+    scale = (width - left - 80) / top_value
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<text x="10" y="22" font-size="15" font-weight="bold">{title}: targets</text>']
+    for i, (name, ok, v, val) in enumerate(rows):
+        y = top + i * (bar_h + 6)
+        colour = "#3a3" if ok else "#c33"
+        label = name.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        out.append(f'<text x="10" y="{y + 15}">{label}</text>')
+        out.append(f'<rect x="{left}" y="{y}" width="{max(v * scale, 1):.1f}" height="{bar_h}" fill="{colour}"/>')
+        out.append(f'<text x="{left + v * scale + 6:.1f}" y="{y + 15}">{val}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
 def rounds(n, peers):
     """Runs every peer's measurement n times, interleaved; returns medians.
     peers: list of (name, fn) where fn() returns a float or raises."""
@@ -297,6 +324,8 @@ def main():
     ap.add_argument("--py-size", type=int, default=256, help="T1 MiB for the Python peers")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "RESULTS.md"))
     ap.add_argument("--no-ssh", action="store_true")
+    ap.add_argument("--quick", action="store_true",
+                    help="one round, small sizes, no Ansible: under a minute, for use while developing")
     a = ap.parse_args()
     raise_nofile(20000)
     # The client remembers verified fingerprints: keep the bench's own in a
@@ -306,6 +335,8 @@ def main():
     CLEANUP.append(lambda: shutil.rmtree(kh_dir, ignore_errors=True))
     os.environ["REXEC_KNOWN_HOSTS"] = os.path.join(kh_dir, "known_hosts")
     t_start = time.time()
+    if a.quick:
+        a.rounds, a.size, a.py_size = 1, min(a.size, 64), min(a.py_size, 16)
     N, PN = a.size * MiB, a.py_size * MiB
     md = []
 
@@ -384,7 +415,7 @@ def main():
 
     # ---- T2 latency ---------------------------------------------------------
     log("T2: latency")
-    n2 = 200
+    n2 = 50 if a.quick else 200
     lines = ("true\n" * n2).encode()
     t2 = [
         ("local spawn of sh -c true", lambda: wall(f"i=0; while [ $i -lt {n2} ]; do sh -c true; i=$((i+1)); done")),
@@ -415,7 +446,7 @@ def main():
 
     # ---- T3 concurrency -----------------------------------------------------
     log("T3: concurrency")
-    clients, per = 32, 20
+    clients, per = (8, 5) if a.quick else (32, 20)
 
     def parallel(cmd, stdin=None):
         """Starts `clients` copies of cmd at once, each reading its own open
@@ -480,7 +511,7 @@ def main():
     p4t.terminate()
     p4t.wait()
     md.append(f"| rexecd --tls, one client streaming {a.size} MiB | {fast_tls / MiB:.1f} MiB |")
-    slow_n = 256 * MiB
+    slow_n = (32 if a.quick else 256) * MiB
     p5, addr5 = start_rexecd()
     reader = (f"{sys.executable} -c \"import sys,time\n"
               "r=sys.stdin.buffer; t=time.time(); n=0\n"
@@ -495,7 +526,7 @@ def main():
     slow = vm(p5.pid, "VmHWM:")
     p5.terminate()
     p5.wait()
-    md.append(f"| rexecd, a slow client reading 256 MiB at {slow_rate:.1f} MB/s | {slow / MiB:.1f} MiB |")
+    md.append(f"| rexecd, a slow client reading {slow_n // MiB} MiB at {slow_rate:.1f} MB/s | {slow / MiB:.1f} MiB |")
     if seed:
         ps_, sa = start_seed()
         wall(f"python3 {SEED_CLIENT} {sa} 'head -c {PN} /dev/zero' --bufsize 65536 > /dev/null")
@@ -503,12 +534,13 @@ def main():
         ps_.terminate()
         ps_.wait()
     md.append("")
-    targets.append(("T4 rexecd peak RSS < 16 MiB streaming 1 GiB", fast < 16 * MiB, f"{fast / MiB:.1f} MiB"))
+    targets.append((f"T4 rexecd peak RSS < 16 MiB streaming {a.size} MiB", fast < 16 * MiB, f"{fast / MiB:.1f} MiB"))
     targets.append(("T4 rexecd peak RSS < 16 MiB with a slow client", slow < 16 * MiB, f"{slow / MiB:.1f} MiB"))
-    targets.append(("T4 rexecd --tls peak RSS < 16 MiB streaming 1 GiB", fast_tls < 16 * MiB, f"{fast_tls / MiB:.1f} MiB"))
+    targets.append((f"T4 rexecd --tls peak RSS < 16 MiB streaming {a.size} MiB", fast_tls < 16 * MiB, f"{fast_tls / MiB:.1f} MiB"))
 
     # ---- T5 scale -----------------------------------------------------------
-    log("T5: 5000 idle connections")
+    n5 = 500 if a.quick else 5000
+    log(f"T5: {n5} idle connections")
     # The idle connections never send a hello, which makes them connections
     # waiting to authenticate; --max-startups would close them, so it is
     # raised here: T5 measures what an idle connection costs.
@@ -516,7 +548,7 @@ def main():
     host, port = addr6.rsplit(":", 1)
     base_rss = vm(p6.pid, "VmRSS:")
     socks = []
-    for _ in range(5000):
+    for _ in range(n5):
         s = socket.create_connection((host, int(port)))
         socks.append(s)
     time.sleep(1.0)
@@ -529,21 +561,21 @@ def main():
         s.close()
     p6.terminate()
     p6.wait()
-    md.append("### T5 scale: 5,000 idle connections\n")
+    md.append(f"### T5 scale: {n5:,} idle connections\n")
     md.append("| measure | value |")
     md.append("|---|---|")
     md.append(f"| rexecd RSS before | {base_rss / MiB:.1f} MiB |")
-    md.append(f"| rexecd RSS with 5,000 idle connections | {idle_rss / MiB:.1f} MiB |")
+    md.append(f"| rexecd RSS with {n5:,} idle connections | {idle_rss / MiB:.1f} MiB |")
     md.append(f"| a new client's `rexec HOST true`, whole process, median of 7 | {new_ms:.1f} ms |")
     md.append("")
-    targets.append(("T5 RSS < 64 MiB with 5,000 idle connections", idle_rss < 64 * MiB, f"{idle_rss / MiB:.1f} MiB"))
+    targets.append((f"T5 RSS < 64 MiB with {n5:,} idle connections", idle_rss < 64 * MiB, f"{idle_rss / MiB:.1f} MiB"))
     targets.append(("T5 new client served in < 50 ms", new_ms < 50, f"{new_ms:.1f} ms"))
 
     # ---- T6 hostile neighbours -------------------------------------------------
     log("T6: a fast client next to 20 non-readers and an Exec flood")
     hostile_bin = os.path.join(REL, "rexec-hostile")
     p7, addr7 = start_rexecd()
-    t6_mb = 256
+    t6_mb = 64 if a.quick else 256
 
     def fast_client():
         t = wall(f"{REXEC} {addr7} 'head -c {t6_mb}M /dev/zero'")
@@ -626,7 +658,7 @@ def main():
 
     # ---- T8 fan-out --------------------------------------------------------------
     log("T8: one command on 32 hosts")
-    n8 = 32
+    n8 = 8 if a.quick else 32
     hosts_dir = tempfile.mkdtemp(prefix="rexec-bench-hosts-")
     CLEANUP.append(lambda: shutil.rmtree(hosts_dir, ignore_errors=True))
     conf = os.path.join(hosts_dir, "config.toml")
@@ -722,7 +754,7 @@ def main():
 
     # ---- T10 Ansible -----------------------------------------------------------
     venv_bin = os.path.join(ROOT, "target", "ansible-venv", "bin")
-    if subprocess.run(["bash", os.path.join(ROOT, "contrib", "ansible", "venv")]).returncode == 0:
+    if not a.quick and subprocess.run(["bash", os.path.join(ROOT, "contrib", "ansible", "venv")]).returncode == 0:
         log("T10: a 10-task playbook on 8 hosts")
         adir = tempfile.mkdtemp(prefix="rexec-bench-ansible-")
         CLEANUP.append(lambda: shutil.rmtree(adir, ignore_errors=True))
@@ -802,6 +834,10 @@ def main():
     text = "\n".join(head + md) + "\n"
     with open(a.out, "w") as f:
         f.write(text)
+    svg = os.path.join(os.path.dirname(a.out), "results.svg")
+    with open(svg, "w") as f:
+        f.write(chart(targets, f"rexec on {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
+                      + (" (--quick)" if a.quick else "")))
     print(text)
     shutil.rmtree(tls_dir, ignore_errors=True)
 
