@@ -78,7 +78,15 @@ def listening_line(p):
 
 
 def raise_nofile(n):
+    """Raises this process's descriptor limit to n: the hard limit too when
+    running as root (which may), else as far as the hard limit allows."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < n and os.geteuid() == 0:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+            return n
+        except (ValueError, OSError):
+            pass
     want = min(n, hard)
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     return want
@@ -87,14 +95,14 @@ def raise_nofile(n):
 def start_rexecd(*args):
     p = start([REXECD, "--listen", "127.0.0.1:0", *args], stdout=subprocess.PIPE,
               stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"},
-              preexec_fn=lambda: raise_nofile(20000))
+              preexec_fn=lambda: raise_nofile(50000))
     return p, listening_line(p)
 
 
 def start_rexecd_tls(state_dir, *args):
     p = start([REXECD, "--listen", "127.0.0.1:0", "--tls", "--state-dir", state_dir, *args],
               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"},
-              preexec_fn=lambda: raise_nofile(20000))
+              preexec_fn=lambda: raise_nofile(50000))
     addr = listening_line(p)
     line = p.stdout.readline().decode().strip()
     if not line.startswith("tls fingerprint "):
@@ -327,7 +335,7 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="one round, small sizes, no Ansible: under a minute, for use while developing")
     a = ap.parse_args()
-    raise_nofile(20000)
+    raise_nofile(50000)
     # The client remembers verified fingerprints: keep the bench's own in a
     # throwaway file, not the user's known_hosts (a later plaintext server on
     # a port once used by a TLS one would be refused).
@@ -539,17 +547,23 @@ def main():
     targets.append((f"T4 rexecd --tls peak RSS < 16 MiB streaming {a.size} MiB", fast_tls < 16 * MiB, f"{fast_tls / MiB:.1f} MiB"))
 
     # ---- T5 scale -----------------------------------------------------------
-    n5 = 500 if a.quick else 5000
+    # 20,000, or as many as this machine's descriptor limit allows both
+    # this process and rexecd (the hard limit can only be raised with
+    # CAP_SYS_RESOURCE, which a container may lack).
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    n5 = 500 if a.quick else min(20000, nofile - 200)
     log(f"T5: {n5} idle connections")
-    # The idle connections never send a hello, which makes them connections
-    # waiting to authenticate; --max-startups would close them, so it is
-    # raised here: T5 measures what an idle connection costs.
-    p6, addr6 = start_rexecd("--max-conns", "6000", "--max-startups", "6000")
+    # Idle connections as a lab's clients leave them: hello said, nothing
+    # running. (Silent ones would be closed at the handshake timeout, in the
+    # middle of the measurement.) The hello is PROTOCOL.md's example frame.
+    hello = bytes.fromhex("00000008 00 02 05 302e312e30".replace(" ", ""))
+    p6, addr6 = start_rexecd("--max-conns", str(n5 + 1000))
     host, port = addr6.rsplit(":", 1)
     base_rss = vm(p6.pid, "VmRSS:")
     socks = []
     for _ in range(n5):
         s = socket.create_connection((host, int(port)))
+        s.sendall(hello)
         socks.append(s)
     time.sleep(1.0)
     idle_rss = vm(p6.pid, "VmRSS:")
@@ -569,7 +583,7 @@ def main():
     md.append(f"| a new client's `rexec HOST true`, whole process, median of 7 | {new_ms:.1f} ms |")
     md.append("")
     targets.append((f"T5 RSS < 64 MiB with {n5:,} idle connections", idle_rss < 64 * MiB, f"{idle_rss / MiB:.1f} MiB"))
-    targets.append(("T5 new client served in < 50 ms", new_ms < 50, f"{new_ms:.1f} ms"))
+    targets.append(("T5 new client served in < 10 ms", new_ms < 10, f"{new_ms:.1f} ms"))
 
     # ---- T6 hostile neighbours -------------------------------------------------
     log("T6: a fast client next to 20 non-readers and an Exec flood")

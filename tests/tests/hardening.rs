@@ -677,3 +677,31 @@ fn contain_counts_what_commands_started_against_max_procs() {
         "no room after the command ended"
     );
 }
+
+#[test]
+fn idle_connections_do_not_keep_a_read_buffer_each() {
+    // (Many at once are waiting to authenticate for a moment.)
+    let d = Daemon::start(&["--max-startups", "2000"]);
+    let before = d.rss_kib();
+    // 900 clients that said hello and then nothing: before, each kept the
+    // 64 KiB buffer its hello was read into (11 KiB of it resident).
+    let socks: Vec<TcpStream> = (0..900)
+        .filter_map(|_| {
+            let mut s = TcpStream::connect(d.addr).ok()?;
+            send(&mut s, &hello());
+            Some(s)
+        })
+        .collect();
+    assert!(socks.len() >= 800, "only {} connected", socks.len());
+    assert!(wait_until(Duration::from_secs(10), || d
+        .log()
+        .matches("hello accepted")
+        .count()
+        >= socks.len()));
+    let after = d.rss_kib();
+    assert!(
+        after < before + 5 * 1024,
+        "RSS grew from {before} to {after} KiB for {} idle connections",
+        socks.len()
+    );
+}

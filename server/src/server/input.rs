@@ -125,7 +125,7 @@ impl Server {
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
             };
-            match conn.read_input() {
+            match conn.read_input(&mut self.scratch) {
                 Ok(0) => {
                     match conn.decoder.finish() {
                         Ok(()) => log::debug!("{}: client finished sending", conn.peer),
