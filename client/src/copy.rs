@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::UNIX_EPOCH;
 
-use rexec_proto::{ClientMsg, ExitStatus, OutputStream, Put, ServerEvent, ServerMsg};
+use rexec_proto::{
+    ClientMsg, ExitStatus, GET_HEADER_LEN, OutputStream, Put, ServerEvent, ServerMsg,
+};
 use sha2::{Digest, Sha256};
 
 use crate::cli::CpArgs;
@@ -26,8 +28,6 @@ use crate::session::Session;
 
 /// Largest data chunk sent: well under the server's 1 MiB frame limit.
 const CHUNK: usize = 256 * 1024;
-/// The header of a get: size, mode, mtime.
-const GET_HEADER: usize = 20;
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 
@@ -524,11 +524,11 @@ struct GetState {
 
 impl GetState {
     fn feed(&mut self, mut data: &[u8], file: &mut File) -> io::Result<()> {
-        if self.header.len() < GET_HEADER {
-            let take = (GET_HEADER - self.header.len()).min(data.len());
+        if self.header.len() < GET_HEADER_LEN {
+            let take = (GET_HEADER_LEN - self.header.len()).min(data.len());
             self.header.extend_from_slice(&data[..take]);
             data = &data[take..];
-            if self.header.len() == GET_HEADER {
+            if self.header.len() == GET_HEADER_LEN {
                 let h = &self.header;
                 self.size = u64::from_be_bytes(h[0..8].try_into().unwrap_or_default());
                 self.mode = u32::from_be_bytes(h[8..12].try_into().unwrap_or_default());

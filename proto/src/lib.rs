@@ -28,8 +28,9 @@ pub use frame::{
     encode_output_frame, frame_header, parse_frame,
 };
 pub use message::{
-    ClientHello, ClientMsg, ErrorKind, ErrorMsg, Exec, ExecMode, ExitStatus, Exited, OutputStream,
-    PROTOCOL_VERSION, PtyRequest, Put, ServerEvent, ServerHello, ServerMsg,
+    ClientHello, ClientMsg, ErrorKind, ErrorMsg, Exec, ExecMode, ExitStatus, Exited,
+    GET_HEADER_LEN, OutputStream, PROTOCOL_VERSION, PtyRequest, Put, ServerEvent, ServerHello,
+    ServerMsg,
 };
 pub use payload::DecodeError;
 

@@ -54,6 +54,10 @@ pub enum ClientMsg {
     Get { id: u32, path: String },
 }
 
+/// Bytes of the header before a `Get`'s data: size u64, mode u32, mtime
+/// i64, big-endian.
+pub const GET_HEADER_LEN: usize = 20;
+
 /// A file the client sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Put {

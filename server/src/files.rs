@@ -31,9 +31,6 @@ use sha2::{Digest, Sha256};
 pub const PUT: &str = "__put";
 pub const GET: &str = "__get";
 
-/// Bytes of the header `__get` writes before the data.
-pub const GET_HEADER: usize = 20;
-
 /// Runs a helper; the exit code: 0 done, 1 failed (the reason on stderr).
 pub fn helper(mode: &str, args: &[OsString]) -> i32 {
     let args: Vec<String> = args
@@ -54,65 +51,51 @@ pub fn helper(mode: &str, args: &[OsString]) -> i32 {
     }
 }
 
-/// The base directory and resolve flags for ROOT.
-fn base(root: &str) -> Result<(Option<OwnedFd>, ResolveFlags), String> {
-    if root == "-" {
-        return Ok((None, ResolveFlags::empty()));
-    }
-    let fd = rustix::fs::open(
-        root,
-        OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| format!("files root {root}: {e}"))?;
-    Ok((
-        Some(fd),
-        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-    ))
-}
+/// Where paths are resolved: beneath a files root (by the kernel), or as
+/// they are when there is none.
+struct Root(Option<OwnedFd>);
 
-fn open_in(
-    base: &Option<OwnedFd>,
-    resolve: ResolveFlags,
-    path: &str,
-    flags: OFlags,
-    mode: Mode,
-) -> io::Result<OwnedFd> {
-    open_beneath(base, resolve, path, flags, mode).map_err(|e| {
-        // What RESOLVE_BENEATH says for `..` or a symlink that leads out.
-        if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) {
-            io::Error::new(io::ErrorKind::PermissionDenied, "outside the files root")
-        } else {
-            e
+impl Root {
+    /// ROOT from the command line: `-` for none.
+    fn new(root: &str) -> Result<Root, String> {
+        if root == "-" {
+            return Ok(Root(None));
         }
-    })
-}
+        rustix::fs::open(
+            root,
+            OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map(|fd| Root(Some(fd)))
+        .map_err(|e| format!("files root {root}: {e}"))
+    }
 
-fn open_beneath(
-    base: &Option<OwnedFd>,
-    resolve: ResolveFlags,
-    path: &str,
-    flags: OFlags,
-    mode: Mode,
-) -> io::Result<OwnedFd> {
-    let dir: BorrowedFd<'_> = match base {
-        Some(fd) => fd.as_fd(),
-        None => CWD,
-    };
-    // Beneath a root, an absolute path means one inside it.
-    let path = if base.is_some() {
-        path.trim_start_matches('/')
-    } else {
-        path
-    };
-    let path = if path.is_empty() { "." } else { path };
-    Ok(rustix::fs::openat2(
-        dir,
-        path,
-        flags | OFlags::CLOEXEC,
-        mode,
-        resolve,
-    )?)
+    /// Opens `path`; beneath a root no `..` or symlink leads out, and an
+    /// absolute path means one inside it.
+    fn open(&self, path: &str, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+        let (dir, resolve, path): (BorrowedFd<'_>, _, _) = match &self.0 {
+            Some(fd) => (
+                fd.as_fd(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+                path.trim_start_matches('/'),
+            ),
+            None => (CWD, ResolveFlags::empty(), path),
+        };
+        let path = if path.is_empty() { "." } else { path };
+        rustix::fs::openat2(dir, path, flags | OFlags::CLOEXEC, mode, resolve).map_err(|e| {
+            // What RESOLVE_BENEATH says for `..` or a symlink that leads out.
+            if e == rustix::io::Errno::XDEV {
+                io::Error::new(io::ErrorKind::PermissionDenied, "outside the files root")
+            } else {
+                e.into()
+            }
+        })
+    }
+
+    /// Opens the directory `path`.
+    fn dir(&self, path: &str) -> io::Result<OwnedFd> {
+        self.open(path, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty())
+    }
 }
 
 fn put(args: &[String]) -> Result<(), String> {
@@ -120,20 +103,14 @@ fn put(args: &[String]) -> Result<(), String> {
         return Err("__put: bad arguments".into());
     };
     let size: u64 = size.parse().map_err(|_| "__put: bad size".to_string())?;
-    let (base, resolve) = base(root)?;
+    let root = Root::new(root)?;
     let shown = |p: &str| crate::text::echo(p);
     // DEST is a directory (then NAME goes inside), or a file to write; with
     // MKDIRS it is a directory, made if missing.
     if mkdirs == "1" {
-        make_dirs(&base, resolve, dest)?;
+        make_dirs(&root, dest)?;
     }
-    let as_dir = open_in(
-        &base,
-        resolve,
-        dest,
-        OFlags::DIRECTORY | OFlags::RDONLY,
-        Mode::empty(),
-    );
+    let as_dir = root.dir(dest);
     let (dir_path, file_name) = match as_dir {
         Ok(_) => (dest.clone(), name.clone()),
         // `dir/` must be a directory; and a path that exists but cannot be
@@ -162,14 +139,7 @@ fn put(args: &[String]) -> Result<(), String> {
     if file_name.contains('/') || file_name == ".." || file_name == "." || file_name.is_empty() {
         return Err(format!("{}: not a file name", shown(&file_name)));
     }
-    let dir = open_in(
-        &base,
-        resolve,
-        &dir_path,
-        OFlags::DIRECTORY | OFlags::RDONLY,
-        Mode::empty(),
-    )
-    .map_err(|e| {
+    let dir = root.dir(&dir_path).map_err(|e| {
         format!(
             "{}: {e}",
             shown(if dir_path.is_empty() { "." } else { &dir_path })
@@ -264,19 +234,14 @@ fn put(args: &[String]) -> Result<(), String> {
 
 /// Creates the directories of `path` that are missing, each beneath the
 /// base (a symlink among them cannot lead out).
-fn make_dirs(base: &Option<OwnedFd>, resolve: ResolveFlags, path: &str) -> Result<(), String> {
+fn make_dirs(root: &Root, path: &str) -> Result<(), String> {
     let mut done = String::new();
     for c in Path::new(path).components() {
         match c {
             Component::Normal(part) => {
-                let parent = open_in(
-                    base,
-                    resolve,
-                    &done,
-                    OFlags::DIRECTORY | OFlags::RDONLY,
-                    Mode::empty(),
-                )
-                .map_err(|e| format!("{}: {e}", crate::text::echo(&done)))?;
+                let parent = root
+                    .dir(&done)
+                    .map_err(|e| format!("{}: {e}", crate::text::echo(&done)))?;
                 match rustix::fs::mkdirat(&parent, part, Mode::from_raw_mode(0o755)) {
                     Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                     Err(e) => return Err(format!("{}: {e}", crate::text::echo(path))),
@@ -297,15 +262,15 @@ fn get(args: &[String]) -> Result<(), String> {
     let [root, path] = args else {
         return Err("__get: bad arguments".into());
     };
-    let (base, resolve) = base(root)?;
-    let fd = open_in(&base, resolve, path, OFlags::RDONLY, Mode::empty())
+    let fd = Root::new(root)?
+        .open(path, OFlags::RDONLY, Mode::empty())
         .map_err(|e| format!("{}: {e}", crate::text::echo(path)))?;
     let st = rustix::fs::fstat(&fd).map_err(|e| format!("{}: {e}", crate::text::echo(path)))?;
     if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
         return Err(format!("{}: not a regular file", crate::text::echo(path)));
     }
     let mut out = io::stdout().lock();
-    let mut header = Vec::with_capacity(GET_HEADER);
+    let mut header = Vec::with_capacity(rexec_proto::GET_HEADER_LEN);
     header.extend_from_slice(&(st.st_size as u64).to_be_bytes());
     header.extend_from_slice(&(st.st_mode & 0o7777).to_be_bytes());
     header.extend_from_slice(&st.st_mtime.to_be_bytes());
