@@ -24,6 +24,7 @@ pub mod interactive;
 pub mod options;
 pub mod run;
 pub mod session;
+pub mod splice;
 pub mod terminal;
 pub mod tls;
 pub mod trace;

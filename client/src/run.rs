@@ -12,6 +12,7 @@ use rexec_proto::{
 
 use crate::error::ClientError;
 use crate::session::{Session, Writer};
+use crate::splice::Splicer;
 
 /// Exit code for connection, protocol and auth failures (as ssh).
 pub const EXIT_CONNECTION: i32 = 255;
@@ -34,6 +35,9 @@ pub enum Sinks {
     Terminal {
         stdout: std::fs::File,
         stderr: std::fs::File,
+        /// Large stdout frames go to `stdout` through this, zero-copy, when
+        /// stdout is a pipe or a file (splice.rs).
+        splice: Option<Splicer>,
         /// Local stdout broke (e.g. `| head`): the rest is discarded.
         stdout_broken: bool,
         /// The last chunk shown did not end with a newline.
@@ -54,6 +58,7 @@ impl Sinks {
     pub fn terminal() -> io::Result<Self> {
         use std::os::fd::AsFd;
         Ok(Sinks::Terminal {
+            splice: Splicer::new(io::stdout().as_fd()),
             stdout: io::stdout().as_fd().try_clone_to_owned()?.into(),
             stderr: io::stderr().as_fd().try_clone_to_owned()?.into(),
             stdout_broken: false,
@@ -410,6 +415,20 @@ fn wait(
     };
     let mut cancelled = false;
     loop {
+        if let Sinks::Terminal {
+            splice: Some(splice),
+            stdout_broken: broken @ false,
+            ..
+        } = sinks
+            && session.splice_output(id, splice)?
+        {
+            if splice.broken() {
+                *broken = true;
+                cancelled = true;
+                session.send(&ClientMsg::Cancel { id })?;
+            }
+            continue;
+        }
         let ev = session.next_event()?;
         match ev {
             ServerEvent::Output {

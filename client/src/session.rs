@@ -2,12 +2,13 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rexec_proto::{
-    ClientHello, ClientMsg, FrameDecoder, FrameError, PROTOCOL_VERSION, SOFTWARE_VERSION,
-    ServerEvent, ServerHello, ServerMsg, encode_frame,
+    ClientHello, ClientMsg, FrameDecoder, FrameError, OUTPUT_HEADER_MAX, OutputStream,
+    PROTOCOL_VERSION, SOFTWARE_VERSION, ServerEvent, ServerHello, ServerMsg, encode_frame,
 };
 
 use rexec_proto::auth::Token;
@@ -15,11 +16,15 @@ use rexec_proto::{ErrorKind, ErrorMsg};
 
 use crate::addr::{hostport, parse_host};
 use crate::error::ClientError;
+use crate::splice::{SPLICE_MIN, Splicer};
 use crate::tls::TlsOptions;
 use crate::trace;
 
 /// Bytes the client asks the socket for in one read.
 const RECV_BUFFER: usize = 1 << 20;
+/// What is read after a spliced frame: the next frame's header and a little
+/// data, so that a large frame's data is left in the socket for splicing.
+const SMALL_READ: usize = 256;
 
 /// How long to wait for the server's hello when no connect timeout is given.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -108,6 +113,8 @@ pub struct Session {
     pub server: ServerHello,
     pub addr: SocketAddr,
     trace: bool,
+    /// The last frame was spliced: read only a little next.
+    small_reads: bool,
 }
 
 impl Session {
@@ -203,6 +210,7 @@ impl Session {
             },
             addr,
             trace: opts.trace,
+            small_reads: false,
         };
         session.send(&ClientMsg::Hello(ClientHello {
             protocol: PROTOCOL_VERSION,
@@ -303,6 +311,54 @@ impl Session {
                         Err(e) => ClientError::Protocol(e.to_string()),
                     });
                 }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ClientError::Io(e)),
+            }
+        }
+    }
+
+    /// When the next frame is stdout for command `id` with at least
+    /// [`SPLICE_MIN`] bytes of data still to come, moves its data to `out`
+    /// (zero-copy, see splice.rs) and returns `true`; otherwise leaves it to
+    /// [`Session::next_event`] and returns `false`. Plain connections only:
+    /// TLS data must be decrypted here, and `--trace` shows every frame.
+    pub fn splice_output(&mut self, id: u32, out: &mut Splicer) -> Result<bool, ClientError> {
+        if self.writer.tls.is_some() || self.trace {
+            return Ok(false);
+        }
+        loop {
+            if self
+                .decoder
+                .frame_ready()
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+                .is_some()
+            {
+                self.small_reads = false;
+                return Ok(false);
+            }
+            if let Some(p) = self.decoder.partial_output() {
+                if p.stream != OutputStream::Stdout || p.id != id || p.remaining < SPLICE_MIN {
+                    self.small_reads = false;
+                    return Ok(false);
+                }
+                let remaining = p.remaining;
+                out.write(p.data);
+                self.decoder.discard_partial();
+                out.transfer(self.reader.as_fd(), remaining)?;
+                self.small_reads = true;
+                return Ok(true);
+            }
+            if self.decoder.buffered() >= OUTPUT_HEADER_MAX {
+                return Ok(false); // a frame of another kind
+            }
+            let max = if self.small_reads {
+                SMALL_READ
+            } else {
+                RECV_BUFFER
+            };
+            match self.decoder.read_from_at_most(&mut self.reader, max) {
+                Ok(0) => return Ok(false), // the end: next_event reports it
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(ClientError::Io(e)),

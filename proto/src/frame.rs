@@ -48,6 +48,34 @@ pub fn encode_output_frame(stream: OutputStream, id: u32, data: &[u8], out: &mut
     len
 }
 
+/// Appends the frame header and the start of a `Stdout` / `Stderr` payload
+/// for `len` bytes of data that the caller sends next by other means (the
+/// server splices them from a pipe straight into the socket). The header
+/// followed by the data is exactly what [`encode_output_frame`] writes.
+/// Returns the payload length.
+pub fn encode_output_header(stream: OutputStream, id: u32, len: usize, out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    payload::encode_output_prefix(stream, id, len, out);
+    let payload_len = out.len() - start - HEADER_LEN + len;
+    out[start..start + HEADER_LEN].copy_from_slice(&frame_header(payload_len));
+    payload_len
+}
+
+/// Most bytes an output frame has before its data (header, variant, id,
+/// length): anything that long that is not a whole prefix is no output frame.
+pub const OUTPUT_HEADER_MAX: usize = HEADER_LEN + 1 + 5 + 9;
+
+/// An output frame that has begun to arrive: the data received so far, and
+/// how much is still to come. See [`FrameDecoder::partial_output`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct PartialOutput<'a> {
+    pub stream: OutputStream,
+    pub id: u32,
+    pub data: &'a [u8],
+    pub remaining: usize,
+}
+
 /// Looks for one whole frame at the start of `buf`: `Ok(Some((payload,
 /// consumed)))` when it is all there, `Ok(None)` when more bytes are needed,
 /// and an error as soon as the header declares more than `max_frame` bytes.
@@ -198,6 +226,54 @@ impl FrameDecoder {
         let n = r.read(&mut self.buf[self.end..])?;
         self.end += n;
         Ok(n)
+    }
+
+    /// Like [`FrameDecoder::read_from`], asking for at most `max` bytes: a
+    /// reader that wants to take a large frame's data some other way reads
+    /// little more than its header.
+    pub fn read_from_at_most<R: Read + ?Sized>(
+        &mut self,
+        r: &mut R,
+        max: usize,
+    ) -> io::Result<usize> {
+        self.make_room(max);
+        let n = r.read(&mut self.buf[self.end..self.end + max])?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// When the buffered bytes are the beginning of an output frame that is
+    /// not whole yet (its header and data prefix are here, some data may
+    /// be), the part received and how much is missing. The caller may then
+    /// move the missing bytes itself (the client splices them from the socket
+    /// to stdout) and call [`FrameDecoder::discard_partial`].
+    pub fn partial_output(&self) -> Option<PartialOutput<'_>> {
+        let buf = &self.buf[self.pos..self.end];
+        let header = buf.first_chunk::<HEADER_LEN>()?;
+        let len = u32::from_be_bytes(*header) as usize;
+        if len > self.max_frame || buf.len() >= HEADER_LEN + len {
+            return None;
+        }
+        let (stream, id, data_len, prefix) = payload::decode_output_prefix(&buf[HEADER_LEN..])?;
+        if usize::try_from(data_len).ok()? != len.checked_sub(prefix)? {
+            return None;
+        }
+        let data = &buf[HEADER_LEN + prefix..];
+        Some(PartialOutput {
+            stream,
+            id,
+            data,
+            remaining: len - prefix - data.len(),
+        })
+    }
+
+    /// Drops the partly received frame that [`FrameDecoder::partial_output`]
+    /// described; its missing bytes are the caller's to consume.
+    pub fn discard_partial(&mut self) {
+        if self.partial_output().is_some() {
+            self.pos = 0;
+            self.end = 0;
+        }
     }
 
     /// Releases memory when the buffer is empty and has grown large.

@@ -64,12 +64,41 @@ pub fn decode<M: DeserializeOwned>(bytes: &[u8]) -> Result<M, DecodeError> {
 /// struct variant as its variant index followed by its fields, which is what
 /// this tuple serializes to. A test checks the two never differ.
 pub fn encode_output_into(stream: OutputStream, id: u32, data: &[u8], out: &mut Vec<u8>) {
-    // Variant indices of `ServerMsg::Stdout` and `ServerMsg::Stderr`.
-    let variant: u32 = match stream {
+    encode_into(
+        &(output_variant(stream), id, serde_bytes::Bytes::new(data)),
+        out,
+    );
+}
+
+/// Variant indices of `ServerMsg::Stdout` and `ServerMsg::Stderr`.
+fn output_variant(stream: OutputStream) -> u32 {
+    match stream {
         OutputStream::Stdout => 2,
         OutputStream::Stderr => 3,
+    }
+}
+
+/// Appends what [`encode_output_into`] writes *before* the data of a
+/// `len`-byte chunk, for data that reaches the socket without passing
+/// through this process (spliced from a pipe). bincode writes a byte string
+/// as its length (a varint `u64`) followed by the bytes, so the prefix is the
+/// encoding of `(variant, id, len)`.
+pub fn encode_output_prefix(stream: OutputStream, id: u32, len: usize, out: &mut Vec<u8>) {
+    encode_into(&(output_variant(stream), id, len as u64), out);
+}
+
+/// Reads the start of a `Stdout` / `Stderr` payload: its stream, id, data
+/// length and how many bytes precede the data. `None` when `bytes` does not
+/// (yet) hold the whole prefix of an output message.
+pub fn decode_output_prefix(bytes: &[u8]) -> Option<(OutputStream, u32, u64, usize)> {
+    let stream = match bytes.first() {
+        Some(2) => OutputStream::Stdout,
+        Some(3) => OutputStream::Stderr,
+        _ => return None,
     };
-    encode_into(&(variant, id, serde_bytes::Bytes::new(data)), out);
+    let ((_, id, len), used): ((u32, u32, u64), usize) =
+        bincode::serde::decode_from_slice(bytes, CONFIG).ok()?;
+    Some((stream, id, len, used))
 }
 
 /// Decodes a `ServerMsg::Stdout` / `Stderr` payload without copying its data:

@@ -163,6 +163,66 @@ proptest! {
         prop_assert_eq!(generic, fast);
     }
 
+    /// A spliced frame (header written first, data moved separately) is
+    /// byte for byte the frame the copying encoder writes, whatever size
+    /// class the data length's varint falls in.
+    #[test]
+    fn output_header_plus_data_is_the_whole_frame(
+        id in any::<u32>(),
+        len in prop::sample::select(vec![0usize, 1, 250, 251, 252, 65_535, 65_536, 65_537, (1 << 20) - 20]),
+        err in any::<bool>(),
+    ) {
+        let stream = if err { OutputStream::Stderr } else { OutputStream::Stdout };
+        let data = vec![0x5a; len];
+        let mut whole = Vec::new();
+        let payload = encode_output_frame(stream, id, &data, &mut whole);
+        let mut spliced = Vec::new();
+        prop_assert_eq!(encode_output_header(stream, id, len, &mut spliced), payload);
+        prop_assert!(spliced.len() <= OUTPUT_HEADER_MAX);
+        spliced.extend_from_slice(&data);
+        prop_assert_eq!(spliced, whole);
+    }
+
+    /// An output frame cut anywhere after its data prefix is described as a
+    /// partial output (the data so far, the bytes missing); before that, or
+    /// once whole, it is not, and a frame of another kind never is.
+    #[test]
+    fn partial_output_describes_a_cut_output_frame(
+        id in any::<u32>(),
+        data in vec(any::<u8>(), 1..3000),
+        cut in any::<prop::sample::Index>(),
+        other in server_msg(),
+    ) {
+        let mut wire = Vec::new();
+        encode_output_frame(OutputStream::Stdout, id, &data, &mut wire);
+        let mut head = Vec::new();
+        encode_output_header(OutputStream::Stdout, id, data.len(), &mut head);
+        let at = cut.index(wire.len() + 1);
+        let mut dec = FrameDecoder::new();
+        dec.feed(&wire[..at]);
+        match dec.partial_output() {
+            Some(p) => {
+                prop_assert!(at >= head.len() && at < wire.len());
+                prop_assert_eq!(p.stream, OutputStream::Stdout);
+                prop_assert_eq!(p.id, id);
+                prop_assert_eq!(p.data, &data[..at - head.len()]);
+                prop_assert_eq!(p.remaining, wire.len() - at);
+                dec.discard_partial();
+                prop_assert_eq!(dec.buffered(), 0);
+            }
+            None => prop_assert!(at < head.len() || at == wire.len()),
+        }
+        if !matches!(other, ServerMsg::Stdout { .. } | ServerMsg::Stderr { .. }) {
+            let mut w = Vec::new();
+            encode_frame(&other, &mut w);
+            let mut dec = FrameDecoder::new();
+            dec.feed(&w[..w.len() - 1]);
+            prop_assert_eq!(dec.partial_output(), None);
+            dec.discard_partial();
+            prop_assert_eq!(dec.buffered(), w.len() - 1);
+        }
+    }
+
     /// Many frames, glued together and cut at random places, decode to the
     /// same messages: sticky packets and split packets both handled.
     #[test]

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::time::Instant;
 
 use mio::Token;
@@ -15,6 +16,7 @@ use rexec_proto::{ErrorKind, ErrorMsg, FrameDecoder, OutputStream, ServerMsg, en
 use crate::out_queue::OutQueue;
 use crate::protocol::ConnProtocol;
 use crate::registry::ProcId;
+use crate::splice::Owed;
 
 /// How bytes cross the socket.
 #[derive(Debug)]
@@ -76,6 +78,10 @@ pub struct Connection {
     pub state: State,
     pub decoder: FrameDecoder,
     pub out: OutQueue,
+    /// The rest of a frame spliced from a pipe that the socket has not
+    /// taken yet: it goes out before anything in `out` (which was empty
+    /// when the frame began).
+    pub spliced: Option<Owed>,
     /// Running commands: the client's id for each -> the server's.
     pub commands: HashMap<u32, ProcId>,
     /// Pipes not read because `out` is over the queue limit; they get no new
@@ -134,6 +140,7 @@ impl Connection {
             wire,
             decoder: FrameDecoder::with_max_frame(max_frame),
             out: OutQueue::default(),
+            spliced: None,
             commands: HashMap::new(),
             paused_pipes: Vec::new(),
             input_paused: false,
@@ -263,6 +270,17 @@ impl Connection {
         }
     }
 
+    /// Whether output may be spliced onto the socket now: a plain native
+    /// connection that is still delivering, with nothing queued or owed
+    /// before it (frames must not interleave).
+    pub fn can_splice(&self) -> bool {
+        matches!(self.transport, Transport::Plain)
+            && self.is_native()
+            && matches!(self.state, State::Open | State::InputClosed)
+            && self.out.is_empty()
+            && self.spliced.is_none()
+    }
+
     /// Queues a message. Call [`Connection::flush`] to send it.
     pub fn queue(&mut self, msg: &ServerMsg) {
         encode_frame(msg, self.out.tail());
@@ -290,7 +308,17 @@ impl Connection {
             return;
         }
         let res = match &mut self.transport {
-            Transport::Plain => self.out.write_to(&mut self.stream),
+            Transport::Plain => match &mut self.spliced {
+                Some(owed) => match owed.resume(self.stream.as_fd()) {
+                    Ok(true) => {
+                        self.spliced = None;
+                        self.out.write_to(&mut self.stream)
+                    }
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(e),
+                },
+                None => self.out.write_to(&mut self.stream),
+            },
             Transport::Tls { tls, .. } => flush_tls(tls, &mut self.out, &mut self.stream),
         };
         if let Err(e) = res {
@@ -304,6 +332,7 @@ impl Connection {
     /// and been sent.
     pub fn finished(&self) -> bool {
         self.out.is_empty()
+            && self.spliced.is_none()
             && match self.state {
                 State::Closing => true,
                 State::InputClosed => self.commands.is_empty(),

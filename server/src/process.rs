@@ -205,6 +205,9 @@ pub struct Proc {
     pub stopping: bool,
     /// The pipe grace timer is armed.
     pub grace_armed: bool,
+    /// Which output pipes were grown for a fast writer (stdout, stderr);
+    /// counted in `Server::big_pipes` until closed.
+    pub grown: [bool; 2],
     /// Whole stdout and stderr, for the tutorial protocols only.
     pub tutorial_out: Vec<u8>,
     pub tutorial_err: Vec<u8>,

@@ -102,6 +102,9 @@ pub struct Server {
     /// `check_budget`, estimated in between).
     held: usize,
     budget_checked: Instant,
+    /// Output pipes grown to `splice::BIG_PIPE` (kernel memory, at most
+    /// `MAX_BIG_PIPES`).
+    big_pipes: usize,
     /// Connections waiting to authenticate (counted against max_startups).
     preauth: usize,
     /// accept() is failing (out of descriptors); logged once per episode.
@@ -165,6 +168,7 @@ impl Server {
             preauth: 0,
             held: 0,
             budget_checked: Instant::now(),
+            big_pipes: 0,
             accept_failing: false,
             shutting_down: false,
             shutdown_deadline: None,

@@ -212,6 +212,7 @@ impl Server {
                 truncated: false,
                 stopping: false,
                 grace_armed: false,
+                grown: [false; 2],
                 tutorial_out: Vec::new(),
                 tutorial_err: Vec::new(),
             },

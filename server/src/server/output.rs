@@ -3,15 +3,26 @@
 //! its limit (backpressure) and resumed when it drains.
 
 use std::io::{self, Read};
+use std::os::fd::AsFd;
 
 use rexec_proto::{OutputStream, encode_output_frame};
 
 use super::Server;
 use crate::registry::{ConnId, ProcId};
+use crate::splice::{self, Sent};
 
 /// Queued output is written to the socket once it reaches this much (or
 /// when the pipe has nothing more for now).
 const FLUSH_BATCH: usize = 256 * 1024;
+/// A pipe's default capacity: finding this much waiting means the command
+/// writes faster than it is read, and its pipe is worth growing.
+const PIPE_DEFAULT: usize = 64 * 1024;
+/// Smaller chunks are copied: for a few bytes, one `read` costs less than
+/// a header write and a splice.
+const SPLICE_MIN: usize = 16 * 1024;
+/// Most pipes grown to `splice::BIG_PIPE` at once: up to 64 MiB of kernel
+/// memory, which commands with a slow reader could otherwise multiply.
+const MAX_BIG_PIPES: usize = 64;
 
 impl Server {
     /// Reads a child's pipe and forwards what it produced, until the pipe
@@ -45,6 +56,7 @@ impl Server {
                 && tutorial_held >= FLUSH_BATCH;
             if conn.is_native()
                 && (conn.out.len() >= queue_limit
+                    || conn.spliced.is_some()
                     || conn.held_back
                     || (over_budget && !conn.out.is_empty()))
             {
@@ -63,6 +75,43 @@ impl Server {
             let Some((rx, _)) = pipe else {
                 return;
             };
+            if conn.can_splice() && p.pty.is_none() {
+                // Zero-copy: as much as the pipe holds goes into one frame,
+                // pipe to socket (splice.rs). An empty or ended pipe, or a
+                // chunk the output limit cuts, takes the copying path below.
+                let waiting = splice::pending(rx.as_fd()).unwrap_or(0);
+                let slot = stream as usize;
+                if waiting >= PIPE_DEFAULT
+                    && !p.grown[slot]
+                    && self.big_pipes < MAX_BIG_PIPES
+                    && splice::grow(rx.as_fd())
+                {
+                    p.grown[slot] = true;
+                    self.big_pipes += 1;
+                }
+                let len = waiting.min(splice::SPLICE_MAX);
+                let fits = out_limit.is_none_or(|l| p.bytes_out + len as u64 <= l);
+                if len >= SPLICE_MIN && fits {
+                    match splice::send_chunk(rx.as_fd(), conn.stream.as_fd(), stream, p.id, len) {
+                        Ok(Sent::All) => {}
+                        Ok(Sent::Owed(owed)) => conn.spliced = Some(owed),
+                        Ok(Sent::Blocked) => {
+                            // The socket is full: wait for it like above.
+                            if !conn.paused_pipes.contains(&(proc, stream)) {
+                                conn.paused_pipes.push((proc, stream));
+                            }
+                            return;
+                        }
+                        Err(e) => {
+                            log::debug!("{}: splice failed: {e}", conn.peer);
+                            conn.state = crate::connection::State::Dead;
+                            return self.close_conn(conn_id);
+                        }
+                    }
+                    p.bytes_out += len as u64;
+                    continue;
+                }
+            }
             let n = match rx.read(&mut self.scratch) {
                 Ok(n) if n > 0 => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -135,7 +184,10 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        if conn.paused_pipes.is_empty() || conn.held_back || conn.out.len() >= self.cfg.queue_limit
+        if conn.paused_pipes.is_empty()
+            || conn.held_back
+            || conn.spliced.is_some()
+            || conn.out.len() >= self.cfg.queue_limit
         {
             return;
         }
@@ -152,6 +204,9 @@ impl Server {
             OutputStream::Stdout => p.stdout.take(),
             OutputStream::Stderr => p.stderr.take(),
         };
+        if std::mem::take(&mut p.grown[stream as usize]) {
+            self.big_pipes -= 1;
+        }
         if let Some((mut rx, t)) = pipe {
             self.registry.remove(&mut rx, t);
         }

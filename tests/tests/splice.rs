@@ -1,0 +1,143 @@
+//! Zero-copy output: on plain connections rexecd splices a command's pipe
+//! into the socket, and rexec splices the socket into a stdout that is a
+//! pipe or a file. The bytes must be exactly those the command wrote,
+//! whatever the stdout, and output waiting for a slow client must wait in
+//! the kernel, not in rexecd.
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use rexec_proto::*;
+use rexec_tests::wire::{hello, send};
+use rexec_tests::*;
+
+/// A file of `n` bytes that no run of zeros or repeated block would pass
+/// for: a frame cut, doubled or misplaced shows.
+fn pattern_file(dir: &TempDir, n: usize) -> std::path::PathBuf {
+    let mut x: u32 = 0x2545_f491;
+    let data: Vec<u8> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let p = dir.path("pattern");
+    std::fs::write(&p, data).expect("write the pattern");
+    p
+}
+
+fn sh(script: &str) -> Ran {
+    run(std::process::Command::new("/bin/sh").arg("-c").arg(script))
+}
+
+#[test]
+fn large_output_arrives_intact_to_a_file_a_pipe_and_an_appended_file() {
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("splice");
+    let src = pattern_file(&dir, 5 << 20);
+    let want = std::fs::read(&src).expect("read the pattern");
+    let rexec = bin("rexec");
+    let cmd = format!("cat {0}; cat {0} >&2; cat {0}", src.display());
+    let both = [want.as_slice(), want.as_slice()].concat();
+
+    // stdout a file (spliced through rexec's own pipe), stderr another.
+    let (out, err) = (dir.path("out"), dir.path("err"));
+    let r = sh(&format!(
+        "{} {} '{cmd}' > {} 2> {}",
+        rexec.display(),
+        d.host(),
+        out.display(),
+        err.display()
+    ));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        std::fs::read(&out).expect("out") == both,
+        "stdout to a file differs"
+    );
+    assert!(
+        std::fs::read(&err).expect("err") == want,
+        "stderr to a file differs"
+    );
+
+    // stdout a pipe (spliced straight into it).
+    let r = sh(&format!(
+        "{} {} '{cmd}' 2>/dev/null | cat",
+        rexec.display(),
+        d.host()
+    ));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout == both,
+        "stdout through a pipe differs ({} bytes)",
+        r.stdout.len()
+    );
+
+    // An O_APPEND file cannot be spliced to: the copying path, same bytes.
+    let app = dir.path("appended");
+    std::fs::write(&app, b"before\n").expect("seed");
+    let r = sh(&format!(
+        "{} {} '{cmd}' 2>/dev/null >> {}",
+        rexec.display(),
+        d.host(),
+        app.display()
+    ));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let got = std::fs::read(&app).expect("appended");
+    assert!(
+        got[..7] == *b"before\n" && got[7..] == both,
+        "appended output differs"
+    );
+}
+
+#[test]
+fn the_output_limit_cuts_spliced_output_exactly() {
+    let d = Daemon::start(&["--max-output", "3000000"]);
+    let dir = TempDir::new("splice-limit");
+    let src = pattern_file(&dir, 5 << 20);
+    let want = std::fs::read(&src).expect("read the pattern");
+    let r = sh(&format!(
+        "{} {} 'cat {}' | cat",
+        bin("rexec").display(),
+        d.host(),
+        src.display()
+    ));
+    assert_eq!(r.stdout.len(), 3_000_000, "{}", r.stderr);
+    assert!(r.stdout == want[..3_000_000], "the cut output differs");
+    assert!(r.stderr.contains("3000000"), "{}", r.stderr);
+}
+
+#[test]
+fn output_for_clients_that_never_read_waits_in_the_kernel() {
+    let d = Daemon::start(&[]);
+    let base = d.rss_kib();
+    // 48 clients start a large output each and never read it. Copied through
+    // rexecd, each would fill its 1 MiB queue (and the memory budget allows
+    // 256 MiB): 48 MiB and more. Spliced, it stays in the pipes and sockets.
+    let socks: Vec<TcpStream> = (0..48)
+        .map(|i| {
+            let mut s = TcpStream::connect(d.addr).expect("connect");
+            send(&mut s, &hello());
+            send(
+                &mut s,
+                &ClientMsg::Exec(Exec {
+                    id: i,
+                    command: "head -c 20000000 /dev/zero".into(),
+                    ..Exec::default()
+                }),
+            );
+            s
+        })
+        .collect();
+    // Let every command fill what it can.
+    std::thread::sleep(Duration::from_secs(2));
+    let rss = d.rss_kib();
+    assert!(
+        rss < base + 8 * 1024,
+        "RSS {rss} KiB with 48 non-readers (from {base} KiB)"
+    );
+    let r = run(rexec().arg(d.host()).arg("echo still here"));
+    assert_eq!(r.out(), "still here\n", "{}", r.stderr);
+    drop(socks);
+}
