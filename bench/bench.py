@@ -275,31 +275,74 @@ Subsystem sftp internal-sftp
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+# (test, peer, how many times better rexec did than the peer): filled by
+# compare() as each test is measured, drawn by chart().
+COMPARISONS = []
+
+
+def compare(test, pairs):
+    """Records rexec against each peer of a test. pairs: (peer, good_rexec,
+    good_peer) where good_* are numbers for which bigger is better for that
+    side (a rate, or a peer's time against rexec's time). Peers that did not
+    run are left out."""
+    for peer, x, y in pairs:
+        if x and y:
+            COMPARISONS.append((test, peer, x / y))
+
+
+def esc(text):
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def chart(targets, title):
-    """An SVG bar chart of the targets: one bar per target, its measured
-    ratio (or value) against the line the target sets, green when met."""
+    """An SVG chart: for each test, one bar per peer, rexec's advantage over
+    it as a ratio on a log scale around 1.0x (green: rexec ahead; red:
+    behind); below, the targets, green when met."""
+    import math
     import re
-    rows = []
+    width, bar_h, left, top = 960, 18, 330, 50
+    lo, hi = 0.1, 100.0  # the log axis
+    span = width - left - 90
+    x = lambda r: left + span * (math.log10(min(max(r, lo), hi)) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+    out, y = [], top
+    out.append(f'<text x="10" y="22" font-size="15" font-weight="bold">{esc(title)}</text>')
+    out.append(f'<text x="10" y="40" fill="#555">rexec against each peer: how many times better rexec did '
+               f'(its rate over theirs, or their time over its time). Log scale.</text>')
+    tests = []
+    for t, _, _ in COMPARISONS:
+        if t not in tests:
+            tests.append(t)
+    axis_top = y
+    for t in tests:
+        out.append(f'<text x="10" y="{y + 14}" font-weight="bold">{esc(t)}</text>')
+        y += bar_h + 4
+        for tt, peer, r in COMPARISONS:
+            if tt != t:
+                continue
+            colour = "#3a3" if r >= 1 else "#c33"
+            x0, x1 = sorted((x(1.0), x(r)))
+            out.append(f'<text x="24" y="{y + 13}">vs {esc(peer)}</text>')
+            out.append(f'<rect x="{x0:.1f}" y="{y}" width="{max(x1 - x0, 1):.1f}" height="{bar_h}" fill="{colour}"/>')
+            label = f"{r:.2f}x" if r < 10 else f"{r:.0f}x"
+            out.append(f'<text x="{max(x(r), x(1.0)) + 6:.1f}" y="{y + 13}">{label}</text>')
+            y += bar_h + 4
+        y += 6
+    for tick in (0.1, 0.3, 1, 3, 10, 30, 100):
+        out.append(f'<line x1="{x(tick):.1f}" y1="{axis_top}" x2="{x(tick):.1f}" y2="{y}" '
+                   f'stroke="{"#000" if tick == 1 else "#ccc"}" stroke-width="{1.5 if tick == 1 else 0.5}"/>')
+        out.append(f'<text x="{x(tick):.1f}" y="{y + 14}" text-anchor="middle" fill="#555">{tick}x</text>')
+    y += 40
+    out.append(f'<text x="10" y="{y}" font-size="15" font-weight="bold">Targets</text>')
+    y += 12
     for name, ok, val in targets:
-        m = re.match(r"([0-9.]+)", val)
-        if m:
-            rows.append((name, ok, float(m.group(1)), val))
-    width, bar_h, left, top = 900, 22, 420, 40
-    height = top + len(rows) * (bar_h + 6) + 20
-    top_value = max([v for _, _, v, _ in rows] + [1.0])
-    scale = (width - left - 80) / top_value
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'font-family="sans-serif" font-size="12">',
-           f'<text x="10" y="22" font-size="15" font-weight="bold">{title}: targets</text>']
-    for i, (name, ok, v, val) in enumerate(rows):
-        y = top + i * (bar_h + 6)
-        colour = "#3a3" if ok else "#c33"
-        label = name.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        out.append(f'<text x="10" y="{y + 15}">{label}</text>')
-        out.append(f'<rect x="{left}" y="{y}" width="{max(v * scale, 1):.1f}" height="{bar_h}" fill="{colour}"/>')
-        out.append(f'<text x="{left + v * scale + 6:.1f}" y="{y + 15}">{val}</text>')
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
+        if not re.match(r"[0-9.]+", val):
+            continue
+        out.append(f'<rect x="10" y="{y}" width="12" height="12" fill="{"#3a3" if ok else "#c33"}"/>')
+        out.append(f'<text x="30" y="{y + 11}">{esc(name)}: {esc(val)} ({"met" if ok else "not met"})</text>')
+        y += 18
+    head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{y + 20}" '
+            f'font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="#fff"/>')
+    return "\n".join([head] + out + ["</svg>"]) + "\n"
 
 
 def rounds(n, peers):
@@ -377,7 +420,12 @@ def main():
         wait_listening(port)
         return wall(f"socat -b 131072 -u TCP:127.0.0.1:{port} - > /dev/null")
 
+    dd = f"dd if=/dev/zero bs=1M count={N // MiB} status=none"
     t1 = [
+        ("local pipe, dd bs=1M", N, lambda: wall(f"{dd} | cat > /dev/null")),
+        ("raw TCP stream (1 MiB writes, receiver discards)", N,
+         lambda: wall(f"python3 {os.path.join(ROOT, 'bench', 'rawtcp.py')} {N}")),
+        ("rexec, dd bs=1M", N, lambda: wall(f"{REXEC} {raddr} '{dd}' > /dev/null")),
         ("local pipe", N, lambda: wall(f"head -c {N} /dev/zero | cat > /dev/null")),
         ("socat relay (128 KiB buffers)", N, lambda: socat_run(N)),
         ("rexec", N, lambda: wall(f"{REXEC} {raddr} 'head -c {N} /dev/zero' > /dev/null")),
@@ -397,10 +445,10 @@ def main():
         ]
     med, err = rounds(a.rounds, [(n, f) for n, _, f in t1])
     rate = {n: (size / med[n] / 1e6 if med[n] else None) for n, size, _ in t1}
-    pipe, relay = rate["local pipe"], rate["socat relay (128 KiB buffers)"]
+    pipe, relay = rate["local pipe, dd bs=1M"], rate["socat relay (128 KiB buffers)"]
     rx = rate["rexec"]
     md.append(f"### T1 throughput: {a.size} MiB of command output to the client's stdout (discarded)\n")
-    md.append("| peer | MB/s | vs local pipe | rexec vs it |")
+    md.append("| peer | MB/s | vs local pipe (dd) | rexec vs it |")
     md.append("|---|---|---|---|")
     for n, _, _ in t1:
         if n in err:
@@ -410,13 +458,25 @@ def main():
     if not ssh:
         md.append(f"| ssh | could not run: {ssh_err} | - | - |")
     md.append("")
-    targets = [("T1 rexec >= 1.0x socat relay", rx and relay and rx / relay >= 1.0, fmt_ratio(rx, relay))]
+    md.append("Rows without `dd` use `head -c` as the source. head writes 8 KiB at a time, so "
+              "the local `head | cat` pipe works inside the CPU cache (its buffer and the 64 KiB "
+              "pipe stay hot) and runs several times faster than the same pipe fed by "
+              "`dd bs=1M`, whose 1 MiB buffer does not fit. A TCP path never stays in cache "
+              "(the socket buffers are megabytes), which is why the gap to the pipe is wider "
+              "with `head -c`; `dd bs=1M` is the fair local yardstick.\n")
+    rdd, pdd, raw = rate["rexec, dd bs=1M"], rate["local pipe, dd bs=1M"], rate["raw TCP stream (1 MiB writes, receiver discards)"]
+    compare("T1 throughput", [("local pipe (dd)", rdd, pdd), ("raw TCP stream", rdd, raw),
+                              ("socat relay", rx, relay), ("ssh aes128-gcm", rx, rate.get("ssh aes128-gcm")),
+                              ("ssh (default cipher)", rx, rate.get("ssh (default cipher)")),
+                              ("tutorial client 1024", rx, rate.get(f"tutorial client, bufsize 1024 ({a.py_size} MiB)")),
+                              ("tutorial client 65536", rx, rate.get(f"tutorial client, bufsize 65536 ({a.py_size} MiB)"))])
+    targets = [("T1 rexec (dd bs=1M) within 1.0x of the local dd pipe", rdd and pdd and rdd / pdd >= 1.0, fmt_ratio(rdd, pdd)),
+               ("T1 rexec >= 1.0x socat relay", rx and relay and rx / relay >= 1.0, fmt_ratio(rx, relay))]
     if ssh and rate.get("ssh aes128-gcm"):
         targets.append(("T1 rexec >= 3x ssh aes128-gcm", rx / rate["ssh aes128-gcm"] >= 3, fmt_ratio(rx, rate["ssh aes128-gcm"])))
     k = f"tutorial client, bufsize 1024 ({a.py_size} MiB)"
     if rate.get(k):
         targets.append(("T1 rexec >= 10x tutorial client at bufsize 1024", rx / rate[k] >= 10, fmt_ratio(rx, rate[k])))
-    targets.append(("T1 rexec on the way to 0.5x local pipe", rx / pipe >= 0.5, fmt_ratio(rx, pipe)))
     rt = rate.get("rexec + TLS")
     if ssh and rt and rate.get("ssh aes128-gcm"):
         targets.append(("T1 rexec + TLS >= 1.5x ssh aes128-gcm", rt / rate["ssh aes128-gcm"] >= 1.5, fmt_ratio(rt, rate["ssh aes128-gcm"])))
@@ -448,7 +508,9 @@ def main():
         md.append(f"| ssh with ControlMaster | could not run: {ssh_err} | - |")
     md.append("")
     rx2 = ms["rexec (one connection)"]
-    targets.append(("T2 rexec per command <= 1.3x local spawn", rx2 / local <= 1.3, fmt_ratio(rx2, local)))
+    compare("T2 latency", [("local spawn", local, rx2), ("ssh ControlMaster", ms.get("ssh with ControlMaster"), rx2),
+                           ("tutorial client", ms.get("tutorial client (one connection)"), rx2)])
+    targets.append(("T2 rexec per command <= 1.0x local spawn", rx2 / local <= 1.0, fmt_ratio(rx2, local)))
     if ssh and ms.get("ssh with ControlMaster"):
         targets.append(("T2 rexec below ssh with ControlMaster", rx2 < ms["ssh with ControlMaster"], fmt_ratio(rx2, ms["ssh with ControlMaster"])))
 
@@ -500,7 +562,10 @@ def main():
     for n, _ in t3:
         md.append(f"| {n} | could not run: {err3[n]} | - |" if n in err3 else f"| {n} | {cps[n]:.0f} | {fmt_ratio(cps[n], lp)} |")
     md.append("")
-    targets.append(("T3 rexec >= 0.8x local parallel spawn rate", cps["rexec"] / lp >= 0.8, fmt_ratio(cps["rexec"], lp)))
+    compare("T3 concurrency", [("local parallel spawn", cps["rexec"], lp),
+                               ("ssh ControlMaster", cps["rexec"], cps.get("ssh with ControlMaster")),
+                               ("tutorial client", cps["rexec"], cps.get("tutorial client"))])
+    targets.append(("T3 rexec >= 0.95x local parallel spawn rate", cps["rexec"] / lp >= 0.95, fmt_ratio(cps["rexec"], lp)))
 
     # ---- T4 memory ----------------------------------------------------------
     log("T4: memory")
@@ -662,13 +727,16 @@ def main():
     md.append("### T7 keystrokes: one byte typed, its echo back through the remote pty, 200 times\n")
     md.append("| peer | median ms | p99 ms |")
     md.append("|---|---|---|")
+    med7 = {}
     for name, argv in t7:
         try:
             k = keystrokes(argv)
+            med7[name] = k[len(k) // 2]
             md.append(f"| {name} | {k[len(k) // 2]:.2f} | {k[int(len(k) * 0.99) - 1]:.2f} |")
         except Exception as e:
             md.append(f"| {name} | could not run: {e} | - |")
     md.append("")
+    compare("T7 keystroke", [("ssh -tt", med7.get("ssh -tt (ControlMaster)"), med7.get("rexec -t"))])
 
     # ---- T8 fan-out --------------------------------------------------------------
     log("T8: one command on 32 hosts")
@@ -710,6 +778,10 @@ def main():
         md.append(f"| {n} | {v:.3f} | {fmt_ratio(v, fan, higher_is_better=False)} |" if v
                   else f"| {n} | could not run: {err8.get(n)} | - |")
     md.append("")
+    compare(f"T8 fan-out ({n8} hosts)", [("local spawns (floor)", med8.get(f"local: {n8} x sh -c 'uname -a' at once"), fan),
+                                         ("shell loop of rexec", med8.get(f"a shell loop of {n8} single rexec calls"), fan),
+                                         ("pdsh over ssh", med8.get(f"pdsh -R ssh -w 'h[1-{n8}]'"), fan),
+                                         ("clush over ssh", med8.get(f"clush -w 'h[1-{n8}]' (OpenSSH)"), fan)])
     if one and fan:
         targets.append((f"T8 {n8} hosts within 2x the time of one host", fan <= 2 * one, f"{fan / one:.2f}x"))
     pd = med8.get(f"pdsh -R ssh -w 'h[1-{n8}]'")
@@ -761,6 +833,9 @@ def main():
         v = med9[n]
         md.append(f"| {n} | {mb9 * MiB / v / 1e6:.0f} |" if v else f"| {n} | could not run: {err9.get(n)} |")
     md.append("")
+    compare("T9 files", [("scp, up", med9.get("scp, up"), med9.get("rexec cp, up")),
+                         ("scp, down", med9.get("scp, down"), med9.get("rexec cp, down")),
+                         ("raw TCP (socat), up", med9.get("raw TCP (socat, no checks)"), med9.get("rexec cp, up"))])
     for way in ("up", "down"):
         r, sc = med9.get(f"rexec cp, {way}"), med9.get(f"scp, {way}")
         if r and sc:
@@ -821,6 +896,7 @@ def main():
             md.append(f"| {n} | {v:.2f} |" if v else f"| {n} | could not run: {err10.get(n)} |")
         md.append("")
         rx10, sx10 = med10.get("Ansible over rexec"), med10.get("Ansible over ssh (ControlPersist, pipelining)")
+        compare("T10 Ansible", [("ssh, ControlPersist", sx10, rx10)])
         if rx10 and sx10:
             targets.append(("T10 the playbook over rexec no slower than over ssh", rx10 <= sx10, f"{sx10 / rx10:.2f}x"))
 
