@@ -29,7 +29,10 @@ const VIA_PIPE: usize = 1 << 20;
 #[derive(Debug)]
 pub struct Splicer {
     out: File,
-    /// The pipe in between when `out` is not a pipe (read end, write end).
+    /// `out` is not a pipe: bytes pass through a pipe of our own.
+    needs_via: bool,
+    /// That pipe (read end, write end), made on first use: a `--prompt`
+    /// session makes a splicer per command, most of which splice nothing.
     via: Option<(OwnedFd, OwnedFd)>,
     /// splice failed once: read and write from then on.
     copy: bool,
@@ -45,23 +48,21 @@ impl Splicer {
     /// tracks where the last line ended.
     pub fn new(out: BorrowedFd<'_>) -> Option<Splicer> {
         let stat = rustix::fs::fstat(out).ok()?;
-        let via = match FileType::from_raw_mode(stat.st_mode) {
-            FileType::Fifo => None,
+        let needs_via = match FileType::from_raw_mode(stat.st_mode) {
+            FileType::Fifo => false,
             FileType::RegularFile | FileType::CharacterDevice => {
                 let append = rustix::fs::fcntl_getfl(out).ok()?.contains(OFlags::APPEND);
                 if append || rustix::termios::isatty(out) {
                     return None;
                 }
-                let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).ok()?;
-                // A bigger pipe means fewer round trips; the default works too.
-                let _ = rustix::pipe::fcntl_setpipe_size(&r, VIA_PIPE);
-                Some((r, w))
+                true
             }
             _ => return None,
         };
         Some(Splicer {
             out: File::from(out.try_clone_to_owned().ok()?),
-            via,
+            needs_via,
+            via: None,
             copy: false,
             broken: false,
         })
@@ -80,6 +81,17 @@ impl Splicer {
     /// Moves exactly `n` bytes from `sock` to stdout. An error is the
     /// socket's: stdout's are recorded in [`Splicer::broken`].
     pub fn transfer(&mut self, sock: BorrowedFd<'_>, mut n: usize) -> io::Result<()> {
+        if self.needs_via && self.via.is_none() {
+            match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
+                Ok((r, w)) => {
+                    // A bigger pipe means fewer round trips; the default
+                    // works too.
+                    let _ = rustix::pipe::fcntl_setpipe_size(&r, VIA_PIPE);
+                    self.via = Some((r, w));
+                }
+                Err(_) => self.copy = true,
+            }
+        }
         while n > 0 {
             if self.copy || self.broken {
                 n -= self.copy_some(sock, n)?;
@@ -167,6 +179,12 @@ mod tests {
 
     use super::*;
 
+    /// A pipe as (read end, write end) files.
+    fn test_pipe() -> (std::fs::File, std::fs::File) {
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
+        (r.into(), w.into())
+    }
+
     fn pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let a = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
@@ -192,13 +210,13 @@ mod tests {
             })
         };
         // To a pipe: read on another thread so the pipe never blocks us.
-        let (mut pr, pw) = std::io::pipe().expect("pipe");
+        let (mut pr, pw) = test_pipe();
         let reader = std::thread::spawn(move || {
             let mut got = Vec::new();
             pr.read_to_end(&mut got).map(|_| got)
         });
         let mut s = Splicer::new(pw.as_fd()).expect("a pipe can be spliced to");
-        assert!(s.via.is_none());
+        assert!(!s.needs_via);
         s.transfer(rx.as_fd(), 1 << 20).expect("to the pipe");
         drop(s);
         drop(pw);
@@ -211,7 +229,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("rexec-splice-{}", std::process::id()));
         let file = File::create(&path).expect("temp file");
         let mut s = Splicer::new(file.as_fd()).expect("a file can be spliced to");
-        assert!(s.via.is_some());
+        assert!(s.needs_via);
         s.transfer(rx.as_fd(), 2 << 20).expect("to the file");
         drop(s);
         let got = std::fs::read(&path).expect("read back");
@@ -236,7 +254,7 @@ mod tests {
             tx.write_all(&data).expect("send");
             tx.write_all(b"NEXT").expect("send");
         });
-        let (pr, pw) = std::io::pipe().expect("pipe");
+        let (pr, pw) = test_pipe();
         drop(pr);
         let mut s = Splicer::new(pw.as_fd()).expect("pipe");
         s.transfer(rx.as_fd(), 1 << 20).expect("the socket is fine");

@@ -54,6 +54,7 @@ pub mod protocol;
 pub mod pty;
 pub mod registry;
 pub mod server;
+pub mod spawner;
 pub mod splice;
 pub mod text;
 pub mod timer;

@@ -44,21 +44,6 @@ impl CommandError {
     }
 }
 
-/// A freshly started child and its non-blocking pipe ends.
-#[derive(Debug)]
-pub struct Spawned {
-    pub child: Child,
-    pub stdout: Receiver,
-    /// `None` on a pty, where stderr is the terminal too.
-    pub stderr: Option<Receiver>,
-    pub stdin: Option<Sender>,
-    /// Where the kernel has them (Linux 5.3+); otherwise the server sweeps
-    /// with `try_wait`.
-    pub pidfd: Option<Pidfd>,
-    /// The pty's master side, kept for resizing.
-    pub pty: Option<OwnedFd>,
-}
-
 /// A descriptor that becomes readable when the child exits.
 #[derive(Debug)]
 pub struct Pidfd(OwnedFd);
@@ -75,60 +60,61 @@ impl Source for Pidfd {
     }
 }
 
-/// Starts `cmd` in a new process group with piped stdout and stderr, and a
-/// piped stdin when `stdin` is true (otherwise `/dev/null`).
-/// A spawn error names the program that failed to start (not `/bin/sh`
-/// when there is no shell).
-pub fn spawn(mut cmd: Command, stdin: bool) -> Result<Spawned, CommandError> {
-    cmd.process_group(0)
-        .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| CommandError::os(&echo(&cmd.get_program().to_string_lossy()), e))?;
-    let pipes = (|| -> io::Result<_> {
-        let out = nonblocking_receiver(child.stdout.take())?;
-        let err = nonblocking_receiver(child.stderr.take())?;
-        let inp = match child.stdin.take() {
-            Some(s) => {
-                let s = Sender::from(s);
-                s.set_nonblocking(true)?;
-                Some(s)
-            }
-            None => None,
-        };
-        Ok((out, err, inp))
-    })();
-    let (stdout, stderr, stdin) = match pipes {
-        Ok(p) => p,
-        Err(e) => {
-            // Do not leave it running or unreaped.
-            kill_group(child.id() as i32, libc::SIGKILL);
-            let _ = child.wait();
-            return Err(CommandError::os("setting up pipes", e));
-        }
+/// The loop's ends of a command's pipes, made before the command is
+/// started: the loop watches them (and may write stdin) at once, while a
+/// spawner thread starts the process (spawner.rs).
+#[derive(Debug)]
+pub struct Prepared {
+    pub stdout: Receiver,
+    /// `None` on a pty, where stderr is the terminal too.
+    pub stderr: Option<Receiver>,
+    pub stdin: Option<Sender>,
+    /// The pty's master side, kept for resizing (pty.rs).
+    pub pty: Option<OwnedFd>,
+}
+
+/// Gives `cmd` its own process group and pipes for stdout and stderr (and
+/// stdin when `stdin` is true; otherwise `/dev/null`), and returns our ends,
+/// non-blocking. The child's ends stay in `cmd` and close with it.
+pub fn prepare(cmd: &mut Command, stdin: bool) -> io::Result<Prepared> {
+    let pipe = || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC);
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let stdin = if stdin {
+        let (in_r, in_w) = pipe()?;
+        cmd.stdin(in_r);
+        let s = Sender::from(in_w);
+        s.set_nonblocking(true)?;
+        Some(s)
+    } else {
+        cmd.stdin(Stdio::null());
+        None
     };
-    let pidfd = pidfd_open(child.id());
-    Ok(Spawned {
-        child,
+    cmd.process_group(0).stdout(out_w).stderr(err_w);
+    let stdout = Receiver::from(out_r);
+    stdout.set_nonblocking(true)?;
+    let stderr = Receiver::from(err_r);
+    stderr.set_nonblocking(true)?;
+    Ok(Prepared {
         stdout,
         stderr: Some(stderr),
         stdin,
-        pidfd,
         pty: None,
     })
 }
 
-fn nonblocking_receiver<T>(pipe: Option<T>) -> io::Result<Receiver>
-where
-    Receiver: From<T>,
-{
-    let pipe = pipe.ok_or_else(|| io::Error::other("child pipe missing"))?;
-    // mio's pipe types take the descriptor as it is: blocking, until told.
-    let r = Receiver::from(pipe);
-    r.set_nonblocking(true)?;
-    Ok(r)
+/// Starts a prepared command (this blocks until the child has called
+/// `exec`: spawner threads do it, never the loop) and opens its pidfd.
+/// The command, and with it the child's pipe ends, is dropped here.
+/// A spawn error names the program that failed to start (not `/bin/sh`
+/// when there is no shell).
+pub fn start(mut cmd: Command) -> Result<(Child, Option<Pidfd>), CommandError> {
+    let child = cmd
+        .spawn()
+        .map_err(|e| CommandError::os(&echo(&cmd.get_program().to_string_lossy()), e))?;
+    drop(cmd);
+    let pidfd = pidfd_open(child.id());
+    Ok((child, pidfd))
 }
 
 pub fn pidfd_open(pid: u32) -> Option<Pidfd> {
@@ -180,7 +166,10 @@ pub struct Proc {
     /// For the audit log.
     pub command: String,
     pub peer: std::net::SocketAddr,
-    pub child: Child,
+    /// `None` while a spawner thread is starting it: its pipes exist and
+    /// are watched, but nothing is read from them before `Started` is sent.
+    pub child: Option<Child>,
+    /// Its process group (its pid); 0 until started, which signals nobody.
     pub pgid: i32,
     /// Each pipe with its poll registration; `None` once closed.
     pub stdout: Option<(Receiver, Token)>,

@@ -13,7 +13,7 @@ use mio::unix::pipe::{Receiver, Sender};
 use nix::pty::{OpenptyResult, Winsize, openpty};
 use rexec_proto::PtyRequest;
 
-use crate::process::{CommandError, Spawned, pidfd_open};
+use crate::process::Prepared;
 
 fn winsize(rows: u16, cols: u16) -> Winsize {
     Winsize {
@@ -24,27 +24,27 @@ fn winsize(rows: u16, cols: u16) -> Winsize {
     }
 }
 
-/// Starts `cmd` on a new pty of the requested size, with `TERM` set. With
+/// Sets `cmd` up to run on a new pty of the requested size, with `TERM`
+/// set, and returns our side (the master, as output and as stdin). With
 /// `owner`, the slave side is given to that uid (a command run as another
-/// user must be able to open its own terminal by name, as `tty` does).
-pub fn spawn(
-    mut cmd: Command,
-    req: &PtyRequest,
-    owner: Option<u32>,
-) -> Result<Spawned, CommandError> {
-    let OpenptyResult { master, slave } = openpty(Some(&winsize(req.rows, req.cols)), None)
-        .map_err(|e| CommandError::os("opening a pty", e.into()))?;
-    if let Some(uid) = owner {
-        std::os::unix::fs::fchown(&slave, Some(uid), None)
-            .map_err(|e| CommandError::os("giving the pty to the user", e))?;
+/// user must be able to open its own terminal by name, as `tty` does). The
+/// slave stays in `cmd` only, so the master sees the end of output once the
+/// command's copies are gone.
+pub fn prepare(cmd: &mut Command, req: &PtyRequest, owner: Option<u32>) -> io::Result<Prepared> {
+    let OpenptyResult { master, slave } = openpty(Some(&winsize(req.rows, req.cols)), None)?;
+    // openpty leaves both sides inheritable: every command started later
+    // (by another spawner thread, even before this one) would get this
+    // session's master and slave. The child's own copies become its 0, 1
+    // and 2, which exec keeps.
+    for fd in [&master, &slave] {
+        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)?;
     }
-    let stdio = || {
-        slave
-            .try_clone()
-            .map(Stdio::from)
-            .map_err(|e| CommandError::os("opening a pty", e))
-    };
-    cmd.stdin(stdio()?).stdout(stdio()?).stderr(stdio()?);
+    if let Some(uid) = owner {
+        std::os::unix::fs::fchown(&slave, Some(uid), None)?;
+    }
+    cmd.stdin(Stdio::from(slave.try_clone()?))
+        .stdout(Stdio::from(slave.try_clone()?))
+        .stderr(Stdio::from(slave));
     if !req.term.is_empty() {
         cmd.env("TERM", &req.term);
     }
@@ -59,32 +59,14 @@ pub fn spawn(
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(|e| {
-        CommandError::os(&crate::text::echo(&cmd.get_program().to_string_lossy()), e)
-    })?;
-    drop(cmd); // our copies of the slave: the master sees the end when the command's are gone
-    drop(slave);
-    let ends = (|| -> io::Result<(Receiver, Sender)> {
-        let r = Receiver::from(master.try_clone()?);
-        r.set_nonblocking(true)?;
-        let w = Sender::from(master.try_clone()?);
-        w.set_nonblocking(true)?;
-        Ok((r, w))
-    })();
-    let (stdout, stdin) = match ends {
-        Ok(e) => e,
-        Err(e) => {
-            crate::process::kill_group(child.id() as i32, nix::libc::SIGKILL);
-            return Err(CommandError::os("setting up the pty", e));
-        }
-    };
-    let pidfd = pidfd_open(child.id());
-    Ok(Spawned {
-        child,
+    let stdout = Receiver::from(master.try_clone()?);
+    stdout.set_nonblocking(true)?;
+    let stdin = Sender::from(master.try_clone()?);
+    stdin.set_nonblocking(true)?;
+    Ok(Prepared {
         stdout,
         stderr: None,
         stdin: Some(stdin),
-        pidfd,
         pty: Some(master),
     })
 }

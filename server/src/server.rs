@@ -45,6 +45,7 @@ use crate::config::Config;
 use crate::connection::Connection;
 use crate::process::Proc;
 use crate::registry::{ConnId, ProcId, Registry, Slot};
+use crate::spawner::Spawner;
 use crate::timer::{Timer, Timers};
 
 use penalty::AuthFailures;
@@ -55,6 +56,9 @@ const WAKER: Token = Token(2);
 const FIRST_DYNAMIC: usize = 3;
 
 /// Largest chunk read from a child pipe, and so the largest output frame.
+/// Threads that start commands: two starts proceed at once while the loop
+/// goes on serving.
+const SPAWNER_THREADS: usize = 2;
 const PIPE_CHUNK: usize = 64 * 1024;
 
 /// Stops a running [`Server`] from another thread.
@@ -102,6 +106,8 @@ pub struct Server {
     /// `check_budget`, estimated in between).
     held: usize,
     budget_checked: Instant,
+    /// The threads that start commands (spawner.rs).
+    spawner: Spawner,
     /// Output pipes grown to `splice::BIG_PIPE` (kernel memory, at most
     /// `MAX_BIG_PIPES`).
     big_pipes: usize,
@@ -136,6 +142,7 @@ impl Server {
             .mio()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(registry.mio(), WAKER)?);
+        let spawner = Spawner::new(SPAWNER_THREADS, waker.clone())?;
         let signals = if cfg.handle_signals {
             let mut s = Signals::new([SIGINT, SIGTERM, SIGCHLD])?;
             registry
@@ -169,6 +176,7 @@ impl Server {
             held: 0,
             budget_checked: Instant::now(),
             big_pipes: 0,
+            spawner,
             accept_failing: false,
             shutting_down: false,
             shutdown_deadline: None,
@@ -218,6 +226,9 @@ impl Server {
             LISTENER => self.accept(),
             SIGNALS => self.on_signals(),
             WAKER => {
+                // Woken by a spawner thread (a command started) or by
+                // ServerHandle::shutdown.
+                self.take_started();
                 if self.handle.stop.load(Ordering::SeqCst) {
                     self.begin_shutdown();
                 }

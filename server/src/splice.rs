@@ -166,6 +166,12 @@ mod tests {
 
     use super::*;
 
+    /// A pipe as (read end, write end) files.
+    fn test_pipe() -> (std::fs::File, std::fs::File) {
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
+        (r.into(), w.into())
+    }
+
     fn pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let a = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
@@ -191,7 +197,7 @@ mod tests {
     /// ordinary decoder reads.
     #[test]
     fn a_spliced_chunk_is_an_ordinary_frame() {
-        let (rx, mut wx) = std::io::pipe().expect("pipe");
+        let (rx, mut wx) = test_pipe();
         wx.write_all(b"hello, splice").expect("fill pipe");
         let (server, mut client) = pair();
         let n = pending(rx.as_fd()).expect("FIONREAD");
@@ -212,7 +218,7 @@ mod tests {
     /// the reader drains completes the same frame.
     #[test]
     fn an_owed_chunk_completes_the_frame() {
-        let (rx, mut wx) = std::io::pipe().expect("pipe");
+        let (rx, mut wx) = test_pipe();
         assert!(grow(rx.as_fd()), "F_SETPIPE_SZ to 1 MiB");
         let data: Vec<u8> = (0..SPLICE_MAX).map(|i| (i % 251) as u8).collect();
         let writer = std::thread::spawn(move || wx.write_all(&data).map(|()| data));

@@ -321,6 +321,21 @@ pub fn connect_from(
     src: std::net::Ipv4Addr,
     dst: SocketAddr,
 ) -> std::io::Result<std::net::TcpStream> {
+    raw_connect(Some(src), dst, None)
+}
+
+/// Connects to `dst` with a 4 KiB receive buffer set before the handshake,
+/// so the window a client that never reads offers stays small, and the
+/// kernel cannot absorb megabytes of what the server sends it.
+pub fn connect_small_window(dst: SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    raw_connect(None, dst, Some(4096))
+}
+
+fn raw_connect(
+    src: Option<std::net::Ipv4Addr>,
+    dst: SocketAddr,
+    rcvbuf: Option<libc::c_int>,
+) -> std::io::Result<std::net::TcpStream> {
     use std::os::fd::FromRawFd;
     let SocketAddr::V4(dst) = dst else {
         return Err(std::io::ErrorKind::Unsupported.into());
@@ -342,11 +357,31 @@ pub fn connect_from(
     }
     // SAFETY: fd is a fresh socket that nothing else owns.
     let sock = unsafe { std::net::TcpStream::from_raw_fd(fd) };
-    let (from, to) = (sin(src, 0), sin(*dst.ip(), dst.port()));
-    // SAFETY: the addresses are valid sockaddr_in values of the length given.
-    if unsafe { libc::bind(fd, (&raw const from).cast(), len) } != 0
-        || unsafe { libc::connect(fd, (&raw const to).cast(), len) } != 0
-    {
+    if let Some(size) = rcvbuf {
+        // SAFETY: SO_RCVBUF reads one c_int from the pointer given.
+        let r = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    if let Some(src) = src {
+        let from = sin(src, 0);
+        // SAFETY: a valid sockaddr_in of the length given.
+        if unsafe { libc::bind(fd, (&raw const from).cast(), len) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    let to = sin(*dst.ip(), dst.port());
+    // SAFETY: a valid sockaddr_in of the length given.
+    if unsafe { libc::connect(fd, (&raw const to).cast(), len) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(sock)

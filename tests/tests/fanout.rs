@@ -77,7 +77,7 @@ fn exit_status_is_the_highest_or_255_when_a_host_is_down() {
     let r = run(lab.rexec().args([
         "-w",
         "lab[1-3]",
-        "case $PPID in *) exit $(( $(date +%N) % 1 + 3 ));; esac",
+        "case $PPID in *) exit $(( 1$(date +%N) % 1 + 3 ));; esac",
     ]));
     assert_eq!(r.code, Some(3), "{}", r.stderr);
     assert!(r.stderr.contains("3 failed"), "{}", r.stderr);

@@ -32,6 +32,17 @@ impl Server {
         self.held > self.cfg.max_buffer
     }
 
+    /// Recounts what is held, when the running estimate (which counts what
+    /// was queued, not what was written since) says the budget is spent:
+    /// a connection is only paused for memory that is really in use.
+    pub(super) fn confirm_over_budget(&mut self) -> bool {
+        if !self.over_budget() {
+            return false;
+        }
+        self.held = self.conns.values().map(|c| self.held_by(c)).sum();
+        self.over_budget()
+    }
+
     /// Recounts what is held (at most every 10 ms unless over the budget)
     /// and holds back or releases connections.
     pub(super) fn check_budget(&mut self, now: Instant) {
@@ -65,20 +76,31 @@ impl Server {
                     }
                 }
             }
-        } else if self.held <= budget / 4 * 3 {
-            let held: Vec<ConnId> = self
+        } else {
+            // Under the budget: connections that paused a pipe because the
+            // running estimate said memory was short (output.rs) read again;
+            // nothing else would wake them, their socket having no more to
+            // report. Those held back are released once well under it.
+            let release = self.held <= budget / 4 * 3;
+            let waiting: Vec<(ConnId, bool)> = self
                 .conns
                 .iter()
-                .filter(|(_, c)| c.held_back)
-                .map(|(id, _)| *id)
+                .filter(|(_, c)| {
+                    (c.held_back && release) || (!c.held_back && !c.paused_pipes.is_empty())
+                })
+                .map(|(id, c)| (*id, c.held_back))
                 .collect();
-            for id in held {
-                if let Some(c) = self.conns.get_mut(&id) {
-                    c.held_back = false;
-                    log::debug!("{}: released", c.peer);
+            for (id, was_held) in waiting {
+                if was_held {
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        c.held_back = false;
+                        log::debug!("{}: released", c.peer);
+                    }
                 }
                 self.resume_pipes(id);
-                self.service_input(id);
+                if was_held {
+                    self.service_input(id);
+                }
                 self.check_close(id);
             }
         }

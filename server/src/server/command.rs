@@ -12,24 +12,25 @@ use super::Server;
 use crate::out_queue::OutQueue;
 use crate::process::{self, CommandError, Proc};
 use crate::registry::{ConnId, ProcId, Registry, Slot};
+use crate::spawner::{Done, Job};
 use crate::text::echo;
 use crate::timer::Timer;
 
 /// How often to look for exited children when there is no pidfd.
 pub(super) const REAP_SWEEP: Duration = Duration::from_millis(100);
 
-/// Watches a pipe of a new child; `None` (and the pipe closed) if it cannot.
+/// Watches a pipe (or the pidfd) of a new command; `None` (and the
+/// descriptor closed) if it cannot.
 fn watch<S: Source>(
     registry: &mut Registry,
     mut src: S,
     interest: Interest,
     slot: Slot,
-    pid: u32,
 ) -> Option<(S, Token)> {
     match registry.add(&mut src, interest, slot) {
         Ok(t) => Some((src, t)),
         Err(e) => {
-            log::error!("cannot watch a pipe of pid {pid}: {e}");
+            log::error!("cannot watch a descriptor of a new command: {e}");
             None
         }
     }
@@ -102,8 +103,13 @@ impl Server {
             // Everything the running commands started counts too: it all
             // stays below their supervisors. (One scan of /proc per Exec,
             // only with --contain.)
-            let roots: Vec<i32> = self.procs.values().map(|p| p.pgid).collect();
-            let running = roots.len() + crate::contain::descendants(&roots).len();
+            let roots: Vec<i32> = self
+                .procs
+                .values()
+                .map(|p| p.pgid)
+                .filter(|&g| g > 1)
+                .collect();
+            let running = self.procs.len() + crate::contain::descendants(&roots).len();
             if running >= self.cfg.max_procs {
                 return Err(CommandError::new(
                     ErrorKind::Limit,
@@ -128,53 +134,48 @@ impl Server {
         self.launch(conn_id, exec, cmd)
     }
 
-    /// Spawns `cmd` (built for `exec`) and watches its pipes.
+    /// Prepares `cmd` (built for `exec`): its pipes (or pty) are made and
+    /// watched and its `Proc` exists from now on, so stdin, cancel and a
+    /// closing connection find it; a spawner thread starts the process and
+    /// [`Server::started`] takes it from there.
     fn launch(
         &mut self,
         conn_id: ConnId,
         exec: Exec,
-        cmd: std::process::Command,
+        mut cmd: std::process::Command,
     ) -> Result<(), CommandError> {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return Err(CommandError::new(ErrorKind::Protocol, "connection gone"));
         };
-        let spawned = match &exec.pty {
+        let prepared = match &exec.pty {
             Some(req) => {
                 let owner = self.cfg.exec.run_as.as_ref().map(|u| u.uid);
-                crate::pty::spawn(cmd, req, owner)?
+                crate::pty::prepare(&mut cmd, req, owner)
+                    .map_err(|e| CommandError::os("opening a pty", e))?
             }
-            None => process::spawn(cmd, exec.stdin)?,
+            None => process::prepare(&mut cmd, exec.stdin)
+                .map_err(|e| CommandError::os("setting up pipes", e))?,
         };
-
         let proc = ProcId(self.next_proc);
         self.next_proc += 1;
-        let pid = spawned.child.id();
         let r = &mut self.registry;
         let stdout = watch(
             r,
-            spawned.stdout,
+            prepared.stdout,
             Interest::READABLE,
             Slot::Pipe(proc, OutputStream::Stdout),
-            pid,
         );
-        let stderr = spawned.stderr.and_then(|e| {
+        let stderr = prepared.stderr.and_then(|e| {
             watch(
                 r,
                 e,
                 Interest::READABLE,
                 Slot::Pipe(proc, OutputStream::Stderr),
-                pid,
             )
         });
-        let stdin = spawned
+        let stdin = prepared
             .stdin
-            .and_then(|s| watch(r, s, Interest::WRITABLE, Slot::Stdin(proc), pid));
-        let pidfd = spawned
-            .pidfd
-            .and_then(|fd| watch(r, fd, Interest::READABLE, Slot::Pidfd(proc), pid));
-        if pidfd.is_none() {
-            self.timers.after(REAP_SWEEP, Timer::ReapSweep);
-        }
+            .and_then(|s| watch(r, s, Interest::WRITABLE, Slot::Stdin(proc)));
         let now = Instant::now();
         let limit = match (self.cfg.timeout, exec.timeout_ms.map(Duration::from_millis)) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -184,10 +185,6 @@ impl Server {
             self.timers.at(now + limit, Timer::ProcTimeout(proc));
         }
         conn.commands.insert(exec.id, proc);
-        if conn.is_native() {
-            conn.queue(&ServerMsg::Started { id: exec.id, pid });
-            conn.flush();
-        }
         self.procs.insert(
             proc,
             Proc {
@@ -195,15 +192,15 @@ impl Server {
                 id: exec.id,
                 command: exec.command,
                 peer: conn.peer,
-                child: spawned.child,
-                pgid: pid as i32,
+                child: None,
+                pgid: 0,
                 stdout,
                 stderr,
                 stdin,
                 stdin_queue: OutQueue::default(),
                 stdin_eof: false,
-                pidfd,
-                pty: spawned.pty,
+                pidfd: None,
+                pty: prepared.pty,
                 status: None,
                 started: now,
                 deadline: limit.map(|l| now + l),
@@ -217,7 +214,89 @@ impl Server {
                 tutorial_err: Vec::new(),
             },
         );
+        if let Some(done) = self.spawner.submit(Job { proc, cmd }) {
+            self.started(done);
+        }
         Ok(())
+    }
+
+    /// Takes every start the spawner threads finished.
+    pub(super) fn take_started(&mut self) {
+        while let Some(done) = self.spawner.try_done() {
+            self.started(done);
+        }
+    }
+
+    /// A spawner thread started a command (or could not): `Started` goes
+    /// out, then what it has written so far; a stop asked for meanwhile
+    /// (cancel, time limit, the client gone) reaches it now.
+    pub(super) fn started(&mut self, done: Done) {
+        let Done { proc, result } = done;
+        let Some(p) = self.procs.get_mut(&proc) else {
+            // Cannot happen (a Proc is removed only once reaped); do not
+            // leave the child running or unreaped.
+            if let Ok((mut child, _)) = result {
+                process::kill_group(child.id() as i32, libc::SIGKILL);
+                let _ = child.wait();
+            }
+            return;
+        };
+        let (child, pidfd) = match result {
+            Ok(started) => started,
+            Err(e) => return self.not_started(proc, e),
+        };
+        let pid = child.id();
+        p.pgid = pid as i32;
+        p.child = Some(child);
+        p.pidfd = pidfd.and_then(|fd| {
+            watch(
+                &mut self.registry,
+                fd,
+                Interest::READABLE,
+                Slot::Pidfd(proc),
+            )
+        });
+        if p.pidfd.is_none() {
+            self.timers.after(REAP_SWEEP, Timer::ReapSweep);
+        }
+        if std::mem::take(&mut p.stopping) {
+            p.stop(&mut self.timers, self.cfg.kill_grace);
+        }
+        let id = p.id;
+        log::debug!("{}: command {id} started as pid {pid}", p.peer);
+        if let Some(conn) = p.conn.and_then(|c| self.conns.get_mut(&c)) {
+            if conn.is_native() {
+                conn.queue(&ServerMsg::Started { id, pid });
+                conn.flush();
+            }
+        }
+        self.pump(proc, OutputStream::Stdout);
+        self.pump(proc, OutputStream::Stderr);
+    }
+
+    /// A prepared command could not be started: it never existed, as far
+    /// as the client is told (an `Error` instead of `Started`).
+    fn not_started(&mut self, proc: ProcId, e: CommandError) {
+        self.close_output(proc);
+        self.close_stdin(proc);
+        let Some(p) = self.procs.remove(&proc) else {
+            return;
+        };
+        let Some(conn_id) = p.conn else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        conn.commands.remove(&p.id);
+        if conn.is_native() {
+            self.command_error(conn_id, p.id, e.kind, e.message);
+        } else {
+            self.tutorial_error(conn_id, &e);
+            // The tutorial server reads its next command only now.
+            self.tutorial_input(conn_id);
+        }
+        self.check_close(conn_id);
     }
 
     /// Stdin for command `id` (or its end): queued, and written as the child

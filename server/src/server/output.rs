@@ -31,9 +31,15 @@ impl Server {
         let queue_limit = self.cfg.queue_limit;
         let out_limit = self.cfg.output_limit();
         loop {
+            let over_budget = self.confirm_over_budget();
             let Some(p) = self.procs.get_mut(&proc) else {
                 return;
             };
+            if p.child.is_none() {
+                // Not started yet: nothing is read before `Started` is sent
+                // (started() pumps both pipes then).
+                return;
+            }
             let Some(conn_id) = p.conn else {
                 return;
             };
@@ -46,7 +52,6 @@ impl Server {
             if conn.out.len() >= FLUSH_BATCH {
                 conn.flush();
             }
-            let over_budget = self.held > self.cfg.max_buffer;
             let tutorial_held = p.tutorial_out.len() + p.tutorial_err.len();
             // The tutorial protocols cannot send a reply before it is whole,
             // so holding their pipes back would never free anything: over

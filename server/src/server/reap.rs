@@ -38,7 +38,10 @@ impl Server {
         let Some(p) = self.procs.get_mut(&proc) else {
             return;
         };
-        match p.child.try_wait() {
+        let Some(child) = p.child.as_mut() else {
+            return; // still being started
+        };
+        match child.try_wait() {
             Ok(Some(st)) => p.status = Some(process::exit_status(st)),
             Ok(None) => return,
             Err(e) => {

@@ -41,11 +41,21 @@ impl Server {
                     self.procs.len(),
                     self.conns.len()
                 );
+                // Commands still being started are waited for (a start
+                // takes milliseconds), so none is left behind.
+                while self.procs.values().any(|p| p.child.is_none()) {
+                    match self.spawner.wait_done(Duration::from_secs(1)) {
+                        Some(done) => self.started(done),
+                        None => break,
+                    }
+                }
                 for p in self.procs.values() {
                     process::kill_group(p.pgid, libc::SIGKILL);
                 }
                 for p in self.procs.values_mut() {
-                    let _ = p.child.wait(); // SIGKILLed: returns at once
+                    if let Some(child) = p.child.as_mut() {
+                        let _ = child.wait(); // SIGKILLed: returns at once
+                    }
                 }
             }
             return true;

@@ -10,6 +10,7 @@ use rexec_proto::tutorial::{SEED_READ_SIZE, encode_raw_reply, encode_seed_reply,
 
 use super::Server;
 use crate::connection::{Connection, State, Wire};
+use crate::process::CommandError;
 use crate::registry::ConnId;
 
 /// Queues a command's whole reply. The output limit keeps a seed reply far
@@ -63,15 +64,19 @@ impl Server {
                 ..Exec::default()
             };
             if let Err(e) = self.start(id, exec) {
-                // The tutorial protocols have no error message: the reply
-                // carries the error text as output.
-                let text = format!("rexecd: {}: {}\n", e.kind, e.message);
-                let Some(conn) = self.conns.get_mut(&id) else {
-                    return;
-                };
-                reply(conn, b"", text.as_bytes());
-                conn.flush();
+                self.tutorial_error(id, &e);
             }
         }
+    }
+
+    /// A command could not start: the tutorial protocols have no error
+    /// message, so the reply carries the error text as output.
+    pub(super) fn tutorial_error(&mut self, id: ConnId, e: &CommandError) {
+        let text = format!("rexecd: {}: {}\n", e.kind, e.message);
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        reply(conn, b"", text.as_bytes());
+        conn.flush();
     }
 }

@@ -1,0 +1,168 @@
+//! Commands are started by spawner threads, off the event loop: a command
+//! exists (its pipes are watched) before its process does. Whatever the
+//! client sends in that moment (stdin, a cancel, its own disconnect) must
+//! still reach the command, and `Started` still comes before any output.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use rexec_proto::*;
+use rexec_tests::wire::{first_hello, frame, read_until};
+use rexec_tests::*;
+
+fn exec(id: u32, command: &str, stdin: bool) -> ClientMsg {
+    ClientMsg::Exec(Exec {
+        id,
+        command: command.into(),
+        stdin,
+        ..Exec::default()
+    })
+}
+
+/// Connects and says hello; returns the socket and a decoder.
+fn client(d: &Daemon) -> (TcpStream, FrameDecoder) {
+    let mut s = TcpStream::connect(d.addr).expect("connect");
+    first_hello(&mut s);
+    (s, FrameDecoder::new())
+}
+
+/// Several frames in one write, so they arrive while the command starts.
+fn send_all(s: &mut TcpStream, msgs: &[ClientMsg]) {
+    let bytes: Vec<u8> = msgs.iter().flat_map(frame).collect();
+    s.write_all(&bytes).expect("send");
+}
+
+#[test]
+fn stdin_sent_with_the_exec_reaches_the_command() {
+    let d = Daemon::start(&[]);
+    let (mut s, mut dec) = client(&d);
+    send_all(
+        &mut s,
+        &[
+            exec(1, "cat", true),
+            ClientMsg::Stdin {
+                id: 1,
+                data: b"before the process existed\n".to_vec(),
+            },
+            ClientMsg::StdinEof { id: 1 },
+        ],
+    );
+    let msgs = read_until(&mut s, &mut dec, |m| matches!(m, ServerMsg::Exited(_)));
+    let out: Vec<u8> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Stdout { data, .. } => Some(data.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(out, b"before the process existed\n", "{msgs:?}");
+    assert!(
+        matches!(msgs.last(), Some(ServerMsg::Exited(x)) if x.status == ExitStatus::Code(0)),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn a_cancel_sent_with_the_exec_stops_the_command() {
+    let d = Daemon::start(&[]);
+    let (mut s, mut dec) = client(&d);
+    let t = Instant::now();
+    send_all(
+        &mut s,
+        &[exec(1, "sleep 30", false), ClientMsg::Cancel { id: 1 }],
+    );
+    let msgs = read_until(&mut s, &mut dec, |m| matches!(m, ServerMsg::Exited(_)));
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "the cancel was lost: {:?}",
+        t.elapsed()
+    );
+    assert!(
+        matches!(msgs.last(), Some(ServerMsg::Exited(x)) if x.status == ExitStatus::Signal(15)),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn started_comes_before_output() {
+    let d = Daemon::start(&[]);
+    let (mut s, mut dec) = client(&d);
+    let ids: Vec<u32> = (1..=20).collect();
+    let msgs: Vec<ClientMsg> = ids.iter().map(|&i| exec(i, "echo hi", false)).collect();
+    send_all(&mut s, &msgs);
+    let mut exited = 0;
+    let seen = read_until(&mut s, &mut dec, |m| {
+        exited += usize::from(matches!(m, ServerMsg::Exited(_)));
+        exited == ids.len()
+    });
+    for id in ids {
+        let first = seen.iter().position(|m| match m {
+            ServerMsg::Started { id: i, .. } => *i == id,
+            ServerMsg::Stdout { id: i, .. } | ServerMsg::Stderr { id: i, .. } => *i == id,
+            ServerMsg::Exited(x) => x.id == id,
+            _ => false,
+        });
+        assert!(
+            matches!(first.map(|i| &seen[i]), Some(ServerMsg::Started { .. })),
+            "command {id}: {seen:?}"
+        );
+    }
+}
+
+#[test]
+fn a_client_gone_before_its_command_started_leaves_nothing_running() {
+    let d = Daemon::start(&[]);
+    for _ in 0..5 {
+        let (mut s, _) = client(&d);
+        send_all(&mut s, &[exec(1, "sleep 30", false)]);
+        drop(s);
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || children_of(d.pid()).is_empty()),
+        "commands of closed connections still run: {:?}",
+        children_of(d.pid())
+    );
+    assert!(d.zombies().is_empty(), "unreaped: {:?}", d.zombies());
+}
+
+#[test]
+fn commands_do_not_inherit_other_commands_terminals() {
+    let d = Daemon::start(&[]);
+    // A pty session (and a piped command) stay open meanwhile.
+    let (mut s, mut dec) = client(&d);
+    send_all(
+        &mut s,
+        &[
+            ClientMsg::Exec(Exec {
+                id: 1,
+                command: "sleep 20".into(),
+                pty: Some(PtyRequest {
+                    term: "dumb".into(),
+                    rows: 24,
+                    cols: 80,
+                }),
+                ..Exec::default()
+            }),
+            exec(2, "sleep 20", true),
+        ],
+    );
+    let mut started = 0;
+    read_until(&mut s, &mut dec, |m| {
+        started += usize::from(matches!(m, ServerMsg::Started { .. }));
+        started == 2
+    });
+    // What a new command has open beyond 0, 1 and 2: no terminal of
+    // another command's session (its master would let it read that
+    // session's screen and type into it).
+    let r = run(rexec().arg(d.host()).arg("exec ls -l /proc/self/fd"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let out = r.out();
+    let extra: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.contains(" 0 -> ") && !l.contains(" 1 -> ") && !l.contains(" 2 -> "))
+        .filter(|l| l.contains("/dev/pts") || l.contains("ptmx"))
+        .collect();
+    assert!(extra.is_empty(), "leaked into a command: {extra:?}\n{out}");
+}
