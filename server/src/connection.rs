@@ -274,11 +274,15 @@ impl Connection {
     /// connection that is still delivering, with nothing queued or owed
     /// before it (frames must not interleave).
     pub fn can_splice(&self) -> bool {
+        self.zero_copy() && self.out.is_empty() && self.spliced.is_none()
+    }
+
+    /// A plain native connection that is still delivering: output goes to
+    /// it by splice, and at most one read's worth waits in `out`.
+    pub fn zero_copy(&self) -> bool {
         matches!(self.transport, Transport::Plain)
             && self.is_native()
             && matches!(self.state, State::Open | State::InputClosed)
-            && self.out.is_empty()
-            && self.spliced.is_none()
     }
 
     /// Queues a message. Call [`Connection::flush`] to send it.

@@ -71,26 +71,103 @@ pub struct Prepared {
     pub stdin: Option<Sender>,
     /// The pty's master side, kept for resizing (pty.rs).
     pub pty: Option<OwnedFd>,
+    /// The child's ends, for whoever starts it.
+    pub child: ChildFds,
 }
 
-/// Gives `cmd` its own process group and pipes for stdout and stderr (and
-/// stdin when `stdin` is true; otherwise `/dev/null`), and returns our ends,
-/// non-blocking. The child's ends stay in `cmd` and close with it.
+/// The descriptors a command gets as stdin, stdout and stderr.
+#[derive(Debug)]
+pub enum ChildFds {
+    /// Pipes; stdin is `/dev/null` when there is none.
+    Pipes {
+        stdin: Option<OwnedFd>,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    },
+    /// A pty's slave side, as all three.
+    Pty(OwnedFd),
+}
+
+impl ChildFds {
+    /// The descriptors, in the order [`ChildFds::from_parts`] takes them.
+    pub fn into_parts(self) -> (u8, Vec<OwnedFd>) {
+        match self {
+            ChildFds::Pipes {
+                stdin: None,
+                stdout,
+                stderr,
+            } => (0, vec![stdout, stderr]),
+            ChildFds::Pipes {
+                stdin: Some(stdin),
+                stdout,
+                stderr,
+            } => (1, vec![stdin, stdout, stderr]),
+            ChildFds::Pty(slave) => (2, vec![slave]),
+        }
+    }
+
+    /// Rebuilds what [`ChildFds::into_parts`] took apart (after the
+    /// descriptors crossed to another descriptor table).
+    pub fn from_parts(kind: u8, fds: Vec<OwnedFd>) -> io::Result<ChildFds> {
+        let mut fds = fds.into_iter();
+        let mut next = || {
+            fds.next()
+                .ok_or_else(|| io::Error::other("descriptors missing"))
+        };
+        Ok(match kind {
+            0 => ChildFds::Pipes {
+                stdin: None,
+                stdout: next()?,
+                stderr: next()?,
+            },
+            1 => ChildFds::Pipes {
+                stdin: Some(next()?),
+                stdout: next()?,
+                stderr: next()?,
+            },
+            2 => ChildFds::Pty(next()?),
+            _ => return Err(io::Error::other("unknown descriptor set")),
+        })
+    }
+
+    /// Gives them to `cmd` as its stdin, stdout and stderr.
+    pub fn attach(self, cmd: &mut Command) -> io::Result<()> {
+        match self {
+            ChildFds::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                cmd.stdin(stdin.map_or_else(Stdio::null, Stdio::from))
+                    .stdout(stdout)
+                    .stderr(stderr);
+            }
+            ChildFds::Pty(slave) => {
+                cmd.stdin(slave.try_clone()?)
+                    .stdout(slave.try_clone()?)
+                    .stderr(slave);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Gives `cmd` its own process group and makes pipes for stdout and stderr
+/// (and stdin when `stdin` is true; otherwise it gets `/dev/null`); returns
+/// our ends, non-blocking, and the child's.
 pub fn prepare(cmd: &mut Command, stdin: bool) -> io::Result<Prepared> {
     let pipe = || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC);
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    let stdin = if stdin {
+    let (stdin, child_stdin) = if stdin {
         let (in_r, in_w) = pipe()?;
-        cmd.stdin(in_r);
         let s = Sender::from(in_w);
         s.set_nonblocking(true)?;
-        Some(s)
+        (Some(s), Some(in_r))
     } else {
-        cmd.stdin(Stdio::null());
-        None
+        (None, None)
     };
-    cmd.process_group(0).stdout(out_w).stderr(err_w);
+    cmd.process_group(0);
     let stdout = Receiver::from(out_r);
     stdout.set_nonblocking(true)?;
     let stderr = Receiver::from(err_r);
@@ -100,21 +177,27 @@ pub fn prepare(cmd: &mut Command, stdin: bool) -> io::Result<Prepared> {
         stderr: Some(stderr),
         stdin,
         pty: None,
+        child: ChildFds::Pipes {
+            stdin: child_stdin,
+            stdout: out_w,
+            stderr: err_w,
+        },
     })
 }
 
-/// Starts a prepared command (this blocks until the child has called
-/// `exec`: spawner threads do it, never the loop) and opens its pidfd.
-/// The command, and with it the child's pipe ends, is dropped here.
+/// Starts a command with `fds` as its stdin, stdout and stderr. This blocks
+/// until the child has called `exec`: spawner threads do it, never the loop.
+/// The command, and with it the child's descriptors, is dropped here.
 /// A spawn error names the program that failed to start (not `/bin/sh`
 /// when there is no shell).
-pub fn start(mut cmd: Command) -> Result<(Child, Option<Pidfd>), CommandError> {
+pub fn start(mut cmd: Command, fds: ChildFds) -> Result<Child, CommandError> {
+    fds.attach(&mut cmd)
+        .map_err(|e| CommandError::os("passing descriptors", e))?;
     let child = cmd
         .spawn()
         .map_err(|e| CommandError::os(&echo(&cmd.get_program().to_string_lossy()), e))?;
     drop(cmd);
-    let pidfd = pidfd_open(child.id());
-    Ok((child, pidfd))
+    Ok(child)
 }
 
 pub fn pidfd_open(pid: u32) -> Option<Pidfd> {

@@ -7,13 +7,13 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use mio::unix::pipe::{Receiver, Sender};
 use nix::pty::{OpenptyResult, Winsize, openpty};
 use rexec_proto::PtyRequest;
 
-use crate::process::Prepared;
+use crate::process::{ChildFds, Prepared};
 
 fn winsize(rows: u16, cols: u16) -> Winsize {
     Winsize {
@@ -28,8 +28,8 @@ fn winsize(rows: u16, cols: u16) -> Winsize {
 /// set, and returns our side (the master, as output and as stdin). With
 /// `owner`, the slave side is given to that uid (a command run as another
 /// user must be able to open its own terminal by name, as `tty` does). The
-/// slave stays in `cmd` only, so the master sees the end of output once the
-/// command's copies are gone.
+/// slave goes to whoever starts the command and is closed there, so the
+/// master sees the end of output once the command's copies are gone.
 pub fn prepare(cmd: &mut Command, req: &PtyRequest, owner: Option<u32>) -> io::Result<Prepared> {
     let OpenptyResult { master, slave } = openpty(Some(&winsize(req.rows, req.cols)), None)?;
     // openpty leaves both sides inheritable: every command started later
@@ -42,9 +42,6 @@ pub fn prepare(cmd: &mut Command, req: &PtyRequest, owner: Option<u32>) -> io::R
     if let Some(uid) = owner {
         std::os::unix::fs::fchown(&slave, Some(uid), None)?;
     }
-    cmd.stdin(Stdio::from(slave.try_clone()?))
-        .stdout(Stdio::from(slave.try_clone()?))
-        .stderr(Stdio::from(slave));
     if !req.term.is_empty() {
         cmd.env("TERM", &req.term);
     }
@@ -68,6 +65,7 @@ pub fn prepare(cmd: &mut Command, req: &PtyRequest, owner: Option<u32>) -> io::R
         stderr: None,
         stdin: Some(stdin),
         pty: Some(master),
+        child: ChildFds::Pty(slave),
     })
 }
 

@@ -34,8 +34,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsRawFd;
+
 use mio::event::Event;
 use mio::net::TcpListener;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Token, Waker};
 use rustls::crypto::SecureRandom;
 use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
@@ -53,7 +56,9 @@ use penalty::AuthFailures;
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const WAKER: Token = Token(2);
-const FIRST_DYNAMIC: usize = 3;
+/// A spawner thread finished starting a command.
+const SPAWNED: Token = Token(3);
+const FIRST_DYNAMIC: usize = 4;
 
 /// Largest chunk read from a child pipe, and so the largest output frame.
 /// Threads that start commands: two starts proceed at once while the loop
@@ -106,6 +111,9 @@ pub struct Server {
     /// `check_budget`, estimated in between).
     held: usize,
     budget_checked: Instant,
+    /// A connection is held back, or paused a pipe, for memory: the budget
+    /// is recounted every 10 ms until none is.
+    budget_waiting: bool,
     /// The threads that start commands (spawner.rs).
     spawner: Spawner,
     /// Output pipes grown to `splice::BIG_PIPE` (kernel memory, at most
@@ -142,7 +150,6 @@ impl Server {
             .mio()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(registry.mio(), WAKER)?);
-        let spawner = Spawner::new(SPAWNER_THREADS, waker.clone())?;
         let signals = if cfg.handle_signals {
             let mut s = Signals::new([SIGINT, SIGTERM, SIGCHLD])?;
             registry
@@ -152,6 +159,13 @@ impl Server {
         } else {
             None
         };
+        // After the signal handlers: see Spawner::new.
+        let spawner = Spawner::new(SPAWNER_THREADS, &[listener.as_raw_fd()])?;
+        if let Some(fd) = spawner.fd() {
+            registry
+                .mio()
+                .register(&mut SourceFd(&fd.as_raw_fd()), SPAWNED, Interest::READABLE)?;
+        }
         Ok(Server {
             cfg,
             registry,
@@ -175,6 +189,7 @@ impl Server {
             preauth: 0,
             held: 0,
             budget_checked: Instant::now(),
+            budget_waiting: false,
             big_pipes: 0,
             spawner,
             accept_failing: false,
@@ -225,10 +240,8 @@ impl Server {
         match ev.token() {
             LISTENER => self.accept(),
             SIGNALS => self.on_signals(),
+            SPAWNED => self.take_started(),
             WAKER => {
-                // Woken by a spawner thread (a command started) or by
-                // ServerHandle::shutdown.
-                self.take_started();
                 if self.handle.stop.load(Ordering::SeqCst) {
                     self.begin_shutdown();
                 }

@@ -1,4 +1,4 @@
-//! Starting children off the event loop.
+//! Starting children off the event loop, from a small descriptor table.
 //!
 //! Starting a process blocks its caller until the child has called `exec`
 //! (`posix_spawn` and `vfork` suspend the parent that long, and with many
@@ -6,21 +6,38 @@
 //! first). Done on the loop thread, that stalled every other connection:
 //! with 32 clients starting short commands, the loop spent most of its time
 //! suspended in `clone3`. So the loop prepares a command (its pipes exist
-//! and are watched), hands it to one of these threads, and is woken when
-//! the child exists.
+//! and are watched), hands it to one of these threads, and learns when the
+//! child exists.
 //!
-//! Who fills the queue: `Exec`s, each of which already counts against
-//! `--max-procs` (its `Proc` exists while it starts), so the queue is
-//! bounded by that.
+//! A child also starts with a copy of its parent's descriptor table, and
+//! `exec` then closes every close-on-exec descriptor in it one by one: with
+//! 20,000 clients connected, that was 20,000 sockets closed for every
+//! command, about 6 ms each. So each spawner thread has a table of its own
+//! (`unshare(CLONE_FILES)`) holding only stdin, stdout, stderr and its end
+//! of a socket pair. The loop sends each command's descriptors over that
+//! socket (`SCM_RIGHTS`), where they arrive in the thread's table; the
+//! `Command` itself (memory only) goes through a shared map. A thread wakes
+//! the loop with a byte on the same socket, which the loop polls.
+//!
+//! Who fills the queues: `Exec`s, each of which already counts against
+//! `--max-procs` (its `Proc` exists while it starts). A job the socket has
+//! no room for is started on the loop thread instead, slowly but correctly.
 
+use std::collections::HashMap;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::process::{Child, Command};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use mio::Waker;
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+};
 
-use crate::process::{self, CommandError, Pidfd};
+use crate::process::{self, ChildFds, CommandError};
 use crate::registry::ProcId;
 
 /// A command to start, for the loop's `Proc` `proc`.
@@ -28,18 +45,30 @@ use crate::registry::ProcId;
 pub struct Job {
     pub proc: ProcId,
     pub cmd: Command,
+    pub fds: ChildFds,
 }
 
 /// A started command (or why it could not start).
 #[derive(Debug)]
 pub struct Done {
     pub proc: ProcId,
-    pub result: Result<(Child, Option<Pidfd>), CommandError>,
+    pub result: Result<Child, CommandError>,
 }
 
-/// The spawner threads and their two queues.
+/// Commands handed over, by the `Proc` they are for.
+type Commands = Arc<Mutex<HashMap<ProcId, Command>>>;
+
+/// The bytes of a job message: the `Proc` id and which descriptors follow.
+const JOB_LEN: usize = 9;
+
+/// The spawner threads, the loop's end of their socket, and their results.
 pub struct Spawner {
-    jobs: Option<Sender<Job>>,
+    /// The loop's end: jobs out, wake-up bytes in. Non-blocking.
+    sock: Option<OwnedFd>,
+    /// The threads' end, kept here only when a thread could not get a
+    /// table of its own (then the threads share ours).
+    shared_end: Option<OwnedFd>,
+    commands: Commands,
     done: Receiver<Done>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -53,48 +82,107 @@ impl std::fmt::Debug for Spawner {
 }
 
 impl Spawner {
-    /// Starts `threads` spawner threads; each finished start wakes the loop
-    /// through `waker`.
-    pub fn new(threads: usize, waker: Arc<Waker>) -> std::io::Result<Spawner> {
-        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
+    /// Starts `threads` spawner threads. Their tables are copies of the
+    /// process's table now, less `close` (the listener: a copy would keep
+    /// it open after shutdown closes it) and anything inheritable. What
+    /// stays are descriptors the process opened close-on-exec before this
+    /// call, among them signal-hook's pipe: a signal may be handled on a
+    /// spawner thread, and its handler writes to that pipe by number. So
+    /// this is called after the signal handlers are set up. (Blocking
+    /// signals in these threads instead would block them in every command
+    /// too: children inherit the mask of the thread that starts them.)
+    pub fn new(threads: usize, close: &[RawFd]) -> io::Result<Spawner> {
+        let (ours, theirs) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )?;
+        let flags = rustix::fs::fcntl_getfl(&ours)?;
+        rustix::fs::fcntl_setfl(&ours, flags | rustix::fs::OFlags::NONBLOCK)?;
+        let commands: Commands = Arc::default();
         let (done_tx, done_rx) = mpsc::channel::<Done>();
-        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+        let (ready_tx, ready_rx) = mpsc::channel::<bool>();
+        let keep = theirs.as_raw_fd();
+        let drop_fds: Vec<RawFd> = close.iter().copied().chain([ours.as_raw_fd()]).collect();
         let mut handles = Vec::new();
         for i in 0..threads.max(1) {
-            let jobs = jobs_rx.clone();
+            let commands = commands.clone();
             let done = done_tx.clone();
-            let waker = waker.clone();
+            let ready = ready_tx.clone();
+            let drop_fds = drop_fds.clone();
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("spawner-{i}"))
-                    .spawn(move || run(&jobs, &done, &waker))?,
+                    .spawn(move || {
+                        let private = private_table(keep, &drop_fds);
+                        if ready.send(private).is_err() {
+                            return;
+                        }
+                        run(keep, private, &commands, &done);
+                    })?,
             );
         }
+        drop(ready_tx);
+        let all_private = ready_rx.iter().take(handles.len()).all(|p| p);
         Ok(Spawner {
-            jobs: Some(jobs_tx),
+            sock: Some(ours),
+            // With tables of their own, the threads hold their copies; ours
+            // must close, so that closing `sock` ends their reads.
+            shared_end: (!all_private).then_some(theirs),
+            commands,
             done: done_rx,
             threads: handles,
         })
     }
 
-    /// Queues a start. If no thread is left to take it (they only end when
-    /// the spawner is dropped), it is started here and reported at once.
-    pub fn submit(&self, job: Job) -> Option<Done> {
-        let job = match &self.jobs {
-            Some(tx) => match tx.send(job) {
-                Ok(()) => return None,
-                Err(mpsc::SendError(job)) => job,
-            },
-            None => job,
-        };
-        Some(Done {
-            proc: job.proc,
-            result: process::start(job.cmd),
-        })
+    /// The descriptor the loop polls: readable when a start has finished.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.sock.as_ref().map(|s| s.as_fd())
     }
 
-    /// A finished start, if there is one.
-    pub fn try_done(&self) -> Option<Done> {
+    /// Queues a start. When it cannot be handed over (the socket full, the
+    /// threads gone), it is started here and reported at once.
+    pub fn submit(&self, job: Job) -> Option<Done> {
+        let Job { proc, cmd, fds } = job;
+        let Some(sock) = &self.sock else {
+            return Some(start_here(proc, cmd, Ok(fds)));
+        };
+        let (kind, parts) = fds.into_parts();
+        let mut msg = [0u8; JOB_LEN];
+        msg[..8].copy_from_slice(&proc.0.to_le_bytes());
+        msg[8] = kind;
+        if let Ok(mut map) = self.commands.lock() {
+            map.insert(proc, cmd);
+        } else {
+            return Some(start_here(proc, cmd, from_parts(kind, parts)));
+        }
+        let borrowed: Vec<BorrowedFd<'_>> = parts.iter().map(|f| f.as_fd()).collect();
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        let sent = control.push(SendAncillaryMessage::ScmRights(&borrowed))
+            && rustix::net::sendmsg(
+                sock,
+                &[IoSlice::new(&msg)],
+                &mut control,
+                SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+            )
+            .is_ok();
+        drop(borrowed);
+        if sent {
+            return None; // our copies of the child's ends close here
+        }
+        let cmd = self.commands.lock().ok()?.remove(&proc)?;
+        Some(start_here(proc, cmd, from_parts(kind, parts)))
+    }
+
+    /// A finished start, if there is one (and the wake-up bytes read).
+    pub fn take_done(&self) -> Option<Done> {
+        if let Some(sock) = &self.sock {
+            let mut buf = [0u8; 64];
+            while rustix::net::recv(sock, &mut buf, RecvFlags::DONTWAIT).is_ok_and(|(n, _)| n > 0) {
+            }
+        }
         self.done.try_recv().ok()
     }
 
@@ -106,37 +194,124 @@ impl Spawner {
 
 impl Drop for Spawner {
     fn drop(&mut self) {
-        self.jobs = None; // the threads see the queue close and return
+        self.sock = None; // the threads read the end of the socket and return
+        self.shared_end = None;
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
 }
 
-fn run(jobs: &Mutex<Receiver<Job>>, done: &Sender<Done>, waker: &Waker) {
-    loop {
-        let job = {
-            let Ok(rx) = jobs.lock() else {
-                return;
-            };
-            match rx.recv() {
-                Ok(job) => job,
-                Err(_) => return, // the server is gone
+/// Starts a command on the calling thread (the fallback).
+fn start_here(proc: ProcId, cmd: Command, fds: io::Result<ChildFds>) -> Done {
+    let result = fds
+        .map_err(|e| CommandError::os("passing descriptors", e))
+        .and_then(|fds| process::start(cmd, fds));
+    Done { proc, result }
+}
+
+fn from_parts(kind: u8, parts: Vec<OwnedFd>) -> io::Result<ChildFds> {
+    ChildFds::from_parts(kind, parts)
+}
+
+/// Gives the calling thread a descriptor table of its own: a copy of the
+/// process's, less `close` and every inheritable descriptor but 0, 1, 2 and
+/// `keep` (what rexecd itself inherited must not reach commands). `false`
+/// (and nothing closed) if the kernel refuses.
+fn private_table(keep: RawFd, close: &[RawFd]) -> bool {
+    // SAFETY: this thread uses no descriptor of the shared table after this
+    // point except 0, 1, 2 and `keep`, which it keeps (see run()), and the
+    // signal pipe a signal handler may write to, also kept; every other
+    // descriptor it will use arrives over `keep` or is opened here.
+    if unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::FILES) }.is_err() {
+        return false;
+    }
+    let open: Vec<RawFd> = match std::fs::read_dir("/proc/thread-self/fd") {
+        Ok(dir) => dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => return true, // a private table, with copies we cannot list
+    };
+    for fd in open {
+        // The listing's own descriptor is in the list and already closed:
+        // only what is still open is closed.
+        // SAFETY: fcntl and close on numbers of this thread's private table,
+        // which nothing else in this thread refers to.
+        unsafe {
+            if fd <= 2 || fd == keep {
+                continue;
             }
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && (flags & libc::FD_CLOEXEC == 0 || close.contains(&fd)) {
+                libc::close(fd);
+            }
+        }
+    }
+    true
+}
+
+fn run(
+    sock: RawFd,
+    private: bool,
+    commands: &Mutex<HashMap<ProcId, Command>>,
+    done: &Sender<Done>,
+) {
+    // SAFETY: `sock` stays open for this thread: in its own table, closed
+    // below when it returns; in the shared one, owned by the Spawner, which
+    // joins this thread before closing it.
+    let sock = unsafe { BorrowedFd::borrow_raw(sock) };
+    loop {
+        let Some((proc, fds)) = receive(sock) else {
+            break;
         };
-        let result = process::start(job.cmd);
-        if done
-            .send(Done {
-                proc: job.proc,
-                result,
-            })
-            .is_err()
-        {
-            return;
+        let cmd = commands.lock().ok().and_then(|mut m| m.remove(&proc));
+        let Some(cmd) = cmd else {
+            continue; // cannot happen: the command is put there first
+        };
+        let d = start_here(proc, cmd, fds);
+        if done.send(d).is_err() {
+            break;
         }
-        if let Err(e) = waker.wake() {
-            log::error!("cannot wake the event loop: {e}");
+        // Wake the loop; if the socket is full of wake-ups it will wake.
+        let _ = rustix::net::send(sock, &[1], SendFlags::DONTWAIT | SendFlags::NOSIGNAL);
+    }
+    if private {
+        // SAFETY: this thread's own copy, not used after this.
+        drop(unsafe { OwnedFd::from_raw_fd(sock.as_raw_fd()) });
+    }
+}
+
+/// Reads the next job: its `Proc` and its descriptors. `None` at the end.
+fn receive(sock: BorrowedFd<'_>) -> Option<(ProcId, io::Result<ChildFds>)> {
+    loop {
+        let mut msg = [0u8; JOB_LEN];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let got = match rustix::net::recvmsg(
+            sock,
+            &mut [IoSliceMut::new(&mut msg)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Ok(got) => got,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return None,
+        };
+        if got.bytes == 0 {
+            return None;
         }
+        let mut fds = Vec::new();
+        for m in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(rights) = m {
+                fds.extend(rights);
+            }
+        }
+        if got.bytes != JOB_LEN {
+            continue; // not a job of ours; its descriptors close here
+        }
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&msg[..8]);
+        return Some((ProcId(u64::from_le_bytes(id)), from_parts(msg[8], fds)));
     }
 }
 
@@ -145,18 +320,42 @@ mod tests {
     use std::os::unix::process::CommandExt;
     use std::time::{Duration, Instant};
 
-    use mio::{Poll, Token};
-
     use super::*;
+
+    /// The tests look at every spawner thread of this process: one at a
+    /// time, so that none sees another's thread in the middle of a start.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+    fn no_output() -> ChildFds {
+        let null = || OwnedFd::from(std::fs::File::create("/dev/null").expect("/dev/null"));
+        ChildFds::Pipes {
+            stdin: None,
+            stdout: null(),
+            stderr: null(),
+        }
+    }
+
+    /// Waits for the spawner's socket to say a start finished.
+    fn wait_readable(s: &Spawner, limit: Duration) -> bool {
+        let fd = s.fd().expect("socket");
+        let mut pfd = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        let ts = rustix::fs::Timespec {
+            tv_sec: limit.as_secs() as i64,
+            tv_nsec: 0,
+        };
+        rustix::event::poll(&mut pfd, Some(&ts)).is_ok_and(|n| n > 0)
+    }
 
     /// A start that takes long (here a child that sleeps before `exec`)
     /// keeps a spawner thread busy, not the caller, which is woken when it
     /// is done.
     #[test]
     fn a_slow_start_does_not_hold_up_the_caller() {
-        let mut poll = Poll::new().expect("poll");
-        let waker = Arc::new(Waker::new(poll.registry(), Token(7)).expect("waker"));
-        let spawner = Spawner::new(1, waker).expect("threads");
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        let spawner = Spawner::new(1, &[]).expect("threads");
         let mut cmd = Command::new("true");
         // SAFETY: nanosleep is async-signal-safe and touches only the
         // timespec on this stack.
@@ -171,31 +370,58 @@ mod tests {
             });
         }
         let t = Instant::now();
-        assert!(
-            spawner
-                .submit(Job {
-                    proc: ProcId(1),
-                    cmd
-                })
-                .is_none()
-        );
+        let job = Job {
+            proc: ProcId(1),
+            cmd,
+            fds: no_output(),
+        };
+        assert!(spawner.submit(job).is_none(), "started on the caller");
         assert!(
             t.elapsed() < Duration::from_millis(200),
             "submit waited for the start: {:?}",
             t.elapsed()
         );
         assert!(
-            spawner.try_done().is_none(),
+            spawner.take_done().is_none(),
             "started before the child could exec"
         );
-        let mut events = mio::Events::with_capacity(4);
-        poll.poll(&mut events, Some(Duration::from_secs(10)))
-            .expect("poll");
-        assert!(events.iter().any(|e| e.token() == Token(7)), "not woken");
-        let done = spawner.try_done().expect("a finished start");
+        assert!(
+            wait_readable(&spawner, Duration::from_secs(10)),
+            "not woken"
+        );
+        let done = spawner.take_done().expect("a finished start");
         assert_eq!(done.proc, ProcId(1));
-        let (mut child, _) = done.result.expect("started");
+        let mut child = done.result.expect("started");
         assert!(t.elapsed() >= Duration::from_millis(350));
         assert!(child.wait().expect("wait").success());
+    }
+
+    /// A spawner thread's descriptor table does not grow with the rest of
+    /// the process's: a child copies the table of the thread that starts it.
+    #[test]
+    fn spawner_threads_have_small_tables() {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        let _spawner = Spawner::new(2, &[]).expect("threads");
+        let held: Vec<std::fs::File> = (0..50)
+            .map(|_| std::fs::File::open("/dev/null").expect("open"))
+            .collect();
+        let tasks = std::fs::read_dir("/proc/thread-self/..").expect("tasks");
+        let mut seen = 0;
+        for t in tasks.filter_map(Result::ok) {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if !comm.starts_with("spawner-") {
+                continue;
+            }
+            seen += 1;
+            let fds: Vec<String> = std::fs::read_dir(t.path().join("fd"))
+                .expect("fd")
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect();
+            // 0, 1, 2, its socket, and what the test harness had open
+            // close-on-exec before: not the 50 opened after.
+            assert!(fds.len() < 40, "{comm}: {fds:?}");
+        }
+        assert!(seen >= 2, "no spawner threads found");
+        drop(held);
     }
 }

@@ -128,7 +128,7 @@ fn a_client_gone_before_its_command_started_leaves_nothing_running() {
 }
 
 #[test]
-fn commands_do_not_inherit_other_commands_terminals() {
+fn commands_inherit_no_descriptor_but_their_own() {
     let d = Daemon::start(&[]);
     // A pty session (and a piped command) stay open meanwhile.
     let (mut s, mut dec) = client(&d);
@@ -155,14 +155,82 @@ fn commands_do_not_inherit_other_commands_terminals() {
     });
     // What a new command has open beyond 0, 1 and 2: no terminal of
     // another command's session (its master would let it read that
-    // session's screen and type into it).
+    // session's screen and type into it), no pipe of another command, no
+    // client's socket, nor what rexecd itself inherited (here, cargo's
+    // jobserver pipe): commands start from a table of 0, 1 and 2 only.
     let r = run(rexec().arg(d.host()).arg("exec ls -l /proc/self/fd"));
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let out = r.out();
     let extra: Vec<&str> = out
         .lines()
         .filter(|l| !l.contains(" 0 -> ") && !l.contains(" 1 -> ") && !l.contains(" 2 -> "))
-        .filter(|l| l.contains("/dev/pts") || l.contains("ptmx"))
+        .filter(|l| {
+            ["/dev/pts", "ptmx", "pipe:", "socket:"]
+                .iter()
+                .any(|k| l.contains(k))
+        })
         .collect();
     assert!(extra.is_empty(), "leaked into a command: {extra:?}\n{out}");
+}
+
+#[test]
+fn commands_start_with_no_signal_blocked_or_ignored() {
+    // The threads that start commands block every signal; their children
+    // must not inherit that (a blocked SIGTERM would make cancel wait for
+    // the SIGKILL), nor SIGPIPE ignored as Rust programs have it.
+    let d = Daemon::start(&[]);
+    let r = run(rexec()
+        .arg(d.host())
+        .arg("exec grep -E '^Sig(Blk|Ign)' /proc/self/status"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let mask = |name: &str| {
+        r.out()
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .unwrap_or_else(|| panic!("no {name} in {}", r.out()))
+    };
+    assert_eq!(mask("SigBlk:"), 0, "{}", r.out());
+    let ignored = mask("SigIgn:");
+    for sig in [
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGPIPE,
+        libc::SIGCHLD,
+    ] {
+        assert!(
+            ignored & (1 << (sig - 1)) == 0,
+            "signal {sig} ignored: {}",
+            r.out()
+        );
+    }
+}
+
+#[test]
+fn a_signal_handled_on_a_spawner_thread_still_reaches_the_loop() {
+    // The kernel gives a process's signal to any thread that does not
+    // block it (when the main thread already has one pending, say a
+    // SIGCHLD). Its handler writes to signal-hook's pipe by number, which
+    // must be open in the spawner threads' own descriptor tables too.
+    // Aimed at a spawner thread directly (tgkill), so it is certain.
+    let mut d = Daemon::start(&[]);
+    let r = run(rexec().arg(d.host()).arg("true"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", d.pid())).expect("tasks");
+    let spawner: i32 = tasks
+        .filter_map(Result::ok)
+        .find(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("spawner-"))
+        })
+        .and_then(|t| t.file_name().to_str()?.parse().ok())
+        .expect("a spawner thread");
+    // SAFETY: tgkill sends a signal to one thread of the process; no memory.
+    let r = unsafe { libc::syscall(libc::SYS_tgkill, d.pid(), spawner, libc::SIGTERM) };
+    assert_eq!(r, 0, "tgkill");
+    assert!(
+        d.wait_exit(Duration::from_secs(5)).is_some(),
+        "rexecd lost a SIGTERM handled on a spawner thread: {}",
+        d.log()
+    );
 }

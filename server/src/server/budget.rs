@@ -43,10 +43,13 @@ impl Server {
         self.over_budget()
     }
 
-    /// Recounts what is held (at most every 10 ms unless over the budget)
-    /// and holds back or releases connections.
+    /// Recounts what is held and holds back or releases connections: when
+    /// the running estimate says the budget is spent, and every 10 ms while
+    /// a connection waits for memory. Otherwise nothing is done: a recount
+    /// visits every connection, and with 20,000 of them open, recounting
+    /// every 10 ms regardless cost a new client milliseconds.
     pub(super) fn check_budget(&mut self, now: Instant) {
-        if !self.over_budget() && now < self.budget_checked + RECOUNT {
+        if !self.over_budget() && (!self.budget_waiting || now < self.budget_checked + RECOUNT) {
             return;
         }
         self.budget_checked = now;
@@ -104,5 +107,8 @@ impl Server {
                 self.check_close(id);
             }
         }
+        // Connections paused for memory were resumed above; one that still
+        // finds none pauses again and sets this again (output.rs).
+        self.budget_waiting = self.conns.values().any(|c| c.held_back);
     }
 }

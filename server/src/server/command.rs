@@ -214,7 +214,11 @@ impl Server {
                 tutorial_err: Vec::new(),
             },
         );
-        if let Some(done) = self.spawner.submit(Job { proc, cmd }) {
+        if let Some(done) = self.spawner.submit(Job {
+            proc,
+            cmd,
+            fds: prepared.child,
+        }) {
             self.started(done);
         }
         Ok(())
@@ -222,7 +226,7 @@ impl Server {
 
     /// Takes every start the spawner threads finished.
     pub(super) fn take_started(&mut self) {
-        while let Some(done) = self.spawner.try_done() {
+        while let Some(done) = self.spawner.take_done() {
             self.started(done);
         }
     }
@@ -235,17 +239,18 @@ impl Server {
         let Some(p) = self.procs.get_mut(&proc) else {
             // Cannot happen (a Proc is removed only once reaped); do not
             // leave the child running or unreaped.
-            if let Ok((mut child, _)) = result {
+            if let Ok(mut child) = result {
                 process::kill_group(child.id() as i32, libc::SIGKILL);
                 let _ = child.wait();
             }
             return;
         };
-        let (child, pidfd) = match result {
-            Ok(started) => started,
+        let child = match result {
+            Ok(child) => child,
             Err(e) => return self.not_started(proc, e),
         };
         let pid = child.id();
+        let pidfd = process::pidfd_open(pid);
         p.pgid = pid as i32;
         p.child = Some(child);
         p.pidfd = pidfd.and_then(|fd| {

@@ -49,7 +49,10 @@ impl Server {
             if conn.is_dead() {
                 return self.close_conn(conn_id);
             }
-            if conn.out.len() >= FLUSH_BATCH {
+            // Where output is spliced, what a copying read queued is written
+            // before more is read: the pipe, not rexecd, holds the rest.
+            let zero_copy = conn.zero_copy() && p.pty.is_none();
+            if conn.out.len() >= FLUSH_BATCH || (zero_copy && !conn.out.is_empty()) {
                 conn.flush();
             }
             let tutorial_held = p.tutorial_out.len() + p.tutorial_err.len();
@@ -62,12 +65,14 @@ impl Server {
             if conn.is_native()
                 && (conn.out.len() >= queue_limit
                     || conn.spliced.is_some()
+                    || (zero_copy && !conn.out.is_empty())
                     || conn.held_back
                     || (over_budget && !conn.out.is_empty()))
             {
                 // Backpressure: leave the bytes in the pipe (the child blocks
                 // when it fills) and come back when the socket drains, or
-                // when the server has memory again.
+                // when the server has memory again (check_budget looks).
+                self.budget_waiting |= over_budget;
                 if !conn.paused_pipes.contains(&(proc, stream)) {
                     conn.paused_pipes.push((proc, stream));
                 }
