@@ -61,6 +61,9 @@ const SPAWNED: Token = Token(3);
 const FIRST_DYNAMIC: usize = 4;
 
 /// Largest chunk read from a child pipe, and so the largest output frame.
+/// How soon the loop looks at the memory budget again while connections
+/// wait for it.
+const BUDGET_LOOK: Duration = Duration::from_millis(10);
 /// Threads that start commands: two starts proceed at once while the loop
 /// goes on serving.
 const SPAWNER_THREADS: usize = 2;
@@ -212,10 +215,15 @@ impl Server {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = if self.backlog.is_empty() {
-                self.timers.timeout(Instant::now())
-            } else {
+            let timeout = if !self.backlog.is_empty() {
                 Some(Duration::ZERO) // deferred input: look at events, then serve it
+            } else if self.budget_waiting {
+                // Connections wait for memory: look again soon even if
+                // nothing happens (check_budget).
+                let t = self.timers.timeout(Instant::now());
+                Some(t.map_or(BUDGET_LOOK, |t| t.min(BUDGET_LOOK)))
+            } else {
+                self.timers.timeout(Instant::now())
             };
             if let Err(e) = self.registry.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -227,6 +235,9 @@ impl Server {
                 self.on_event(ev);
             }
             self.run_backlog();
+            // Starts that finished while this turn ran go out now, not a
+            // turn later (a turn is long when a client floods us).
+            self.take_started();
             self.fire_timers();
             self.check_budget(Instant::now());
             if self.shutting_down && self.shutdown_done() {

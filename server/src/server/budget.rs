@@ -35,11 +35,17 @@ impl Server {
     /// Recounts what is held, when the running estimate (which counts what
     /// was queued, not what was written since) says the budget is spent:
     /// a connection is only paused for memory that is really in use.
+    /// A recount visits every connection, so it happens at most every 10 ms;
+    /// in between, the last count (plus what was queued since) stands.
     pub(super) fn confirm_over_budget(&mut self) -> bool {
         if !self.over_budget() {
             return false;
         }
-        self.held = self.conns.values().map(|c| self.held_by(c)).sum();
+        let now = Instant::now();
+        if now >= self.budget_checked + RECOUNT {
+            self.held = self.conns.values().map(|c| self.held_by(c)).sum();
+            self.budget_checked = now;
+        }
         self.over_budget()
     }
 
