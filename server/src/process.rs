@@ -200,6 +200,29 @@ pub fn start(mut cmd: Command, fds: ChildFds) -> Result<Child, CommandError> {
     Ok(child)
 }
 
+/// Marks every descriptor this process inherited (beyond 0, 1 and 2)
+/// close-on-exec, so that no command gets one: what started rexecd may have
+/// left pipes or sockets open (cargo's jobserver, a supervisor's sockets).
+/// Descriptors rexecd opens itself are close-on-exec already.
+pub fn keep_inherited_from_commands() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<RawFd> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds.into_iter().filter(|&fd| fd > 2) {
+        // SAFETY: F_GETFD/F_SETFD change only the descriptor's flag; a
+        // number that is no longer open (the listing's own) fails harmlessly.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
 pub fn pidfd_open(pid: u32) -> Option<Pidfd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
     // or -1; it touches no memory of ours.

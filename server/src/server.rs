@@ -146,6 +146,7 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Binds the listening socket. Nothing is accepted until [`Server::run`].
     pub fn bind(cfg: Config) -> io::Result<Server> {
+        crate::process::keep_inherited_from_commands();
         let registry = Registry::new(FIRST_DYNAMIC)?;
         let mut listener = TcpListener::bind(cfg.listen)?;
         let local_addr = listener.local_addr()?;

@@ -20,6 +20,21 @@ fn exec(id: u32, command: &str, stdin: bool) -> ClientMsg {
     })
 }
 
+/// A daemon with more connections open than it starts commands inline for
+/// (64), so that every start goes through a spawner thread: what these
+/// tests look at is what arrives while a start is under way there.
+fn busy_daemon() -> (Daemon, Vec<TcpStream>) {
+    let d = Daemon::start(&[]);
+    let idle = (0..70)
+        .map(|_| {
+            let mut s = TcpStream::connect(d.addr).expect("connect");
+            first_hello(&mut s);
+            s
+        })
+        .collect();
+    (d, idle)
+}
+
 /// Connects and says hello; returns the socket and a decoder.
 fn client(d: &Daemon) -> (TcpStream, FrameDecoder) {
     let mut s = TcpStream::connect(d.addr).expect("connect");
@@ -35,7 +50,7 @@ fn send_all(s: &mut TcpStream, msgs: &[ClientMsg]) {
 
 #[test]
 fn stdin_sent_with_the_exec_reaches_the_command() {
-    let d = Daemon::start(&[]);
+    let (d, _idle) = busy_daemon();
     let (mut s, mut dec) = client(&d);
     send_all(
         &mut s,
@@ -66,7 +81,7 @@ fn stdin_sent_with_the_exec_reaches_the_command() {
 
 #[test]
 fn a_cancel_sent_with_the_exec_stops_the_command() {
-    let d = Daemon::start(&[]);
+    let (d, _idle) = busy_daemon();
     let (mut s, mut dec) = client(&d);
     let t = Instant::now();
     send_all(
@@ -87,7 +102,7 @@ fn a_cancel_sent_with_the_exec_stops_the_command() {
 
 #[test]
 fn started_comes_before_output() {
-    let d = Daemon::start(&[]);
+    let (d, _idle) = busy_daemon();
     let (mut s, mut dec) = client(&d);
     let ids: Vec<u32> = (1..=20).collect();
     let msgs: Vec<ClientMsg> = ids.iter().map(|&i| exec(i, "echo hi", false)).collect();
@@ -113,7 +128,7 @@ fn started_comes_before_output() {
 
 #[test]
 fn a_client_gone_before_its_command_started_leaves_nothing_running() {
-    let d = Daemon::start(&[]);
+    let (d, _idle) = busy_daemon();
     for _ in 0..5 {
         let (mut s, _) = client(&d);
         send_all(&mut s, &[exec(1, "sleep 30", false)]);

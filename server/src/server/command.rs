@@ -16,6 +16,11 @@ use crate::spawner::{Done, Job};
 use crate::text::echo;
 use crate::timer::Timer;
 
+/// Up to this many connections (and so a small descriptor table to copy),
+/// a command that is the only one may be started on the loop thread (see
+/// Spawner::submit).
+const INLINE_START_CONNS: usize = 64;
+
 /// How often to look for exited children when there is no pidfd.
 pub(super) const REAP_SWEEP: Duration = Duration::from_millis(100);
 
@@ -214,11 +219,16 @@ impl Server {
                 tutorial_err: Vec::new(),
             },
         );
-        if let Some(done) = self.spawner.submit(Job {
+        let job = Job {
             proc,
             cmd,
             fds: prepared.child,
-        }) {
+        };
+        // Alone (no other command running or starting) and with a small
+        // descriptor table to copy, the loop starts it itself: nobody waits
+        // behind it, and a handover would only add two wake-ups.
+        let alone = self.procs.len() == 1 && self.conns.len() <= INLINE_START_CONNS;
+        if let Some(done) = self.spawner.submit(job, alone) {
             self.started(done);
         }
         Ok(())
