@@ -224,11 +224,15 @@ impl Server {
             cmd,
             fds: prepared.child,
         };
-        // Alone (no other command running or starting) and with a small
-        // descriptor table to copy, the loop starts it itself: nobody waits
-        // behind it, and a handover would only add two wake-ups.
-        let alone = self.procs.len() == 1 && self.conns.len() <= INLINE_START_CONNS;
-        if let Some(done) = self.spawner.submit(job, alone) {
+        // With a small descriptor table to copy, the loop starts it itself
+        // when it is alone (no other command running or starting: nobody
+        // waits behind it, and a handover would only add two wake-ups), or
+        // when the loop has input deferred to its next turn (a client
+        // floods it: the cores are busy, and a spawner thread would wait
+        // for one).
+        let here = (self.procs.len() == 1 || !self.backlog.is_empty())
+            && self.conns.len() <= INLINE_START_CONNS;
+        if let Some(done) = self.spawner.submit(job, here) {
             self.started(done);
         }
         Ok(())
