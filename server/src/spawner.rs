@@ -164,7 +164,7 @@ impl Spawner {
         if let Ok(mut map) = self.commands.lock() {
             map.insert(proc, cmd);
         } else {
-            return Some(start_here(proc, cmd, from_parts(kind, parts)));
+            return Some(start_here(proc, cmd, ChildFds::from_parts(kind, parts)));
         }
         let borrowed: Vec<BorrowedFd<'_>> = parts.iter().map(|f| f.as_fd()).collect();
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
@@ -183,7 +183,7 @@ impl Spawner {
             return None; // our copies of the child's ends close here
         }
         let cmd = self.commands.lock().ok()?.remove(&proc)?;
-        Some(start_here(proc, cmd, from_parts(kind, parts)))
+        Some(start_here(proc, cmd, ChildFds::from_parts(kind, parts)))
     }
 
     /// A finished start, if there is one (and the wake-up bytes read).
@@ -225,10 +225,6 @@ fn start_here(proc: ProcId, cmd: Command, fds: io::Result<ChildFds>) -> Done {
         .map_err(|e| CommandError::os("passing descriptors", e))
         .and_then(|fds| process::start(cmd, fds));
     Done { proc, result }
-}
-
-fn from_parts(kind: u8, parts: Vec<OwnedFd>) -> io::Result<ChildFds> {
-    ChildFds::from_parts(kind, parts)
 }
 
 /// Gives the calling thread a descriptor table of its own: a copy of the
@@ -328,7 +324,10 @@ fn receive(sock: BorrowedFd<'_>) -> Option<(ProcId, io::Result<ChildFds>)> {
         }
         let mut id = [0u8; 8];
         id.copy_from_slice(&msg[..8]);
-        return Some((ProcId(u64::from_le_bytes(id)), from_parts(msg[8], fds)));
+        return Some((
+            ProcId(u64::from_le_bytes(id)),
+            ChildFds::from_parts(msg[8], fds),
+        ));
     }
 }
 
