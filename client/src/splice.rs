@@ -196,19 +196,32 @@ mod tests {
         (0..n).map(|i| (i * 7 % 253) as u8).collect()
     }
 
+    /// A socket that receives `data` then `NEXT`, and the sending thread.
+    fn incoming(data: Vec<u8>) -> (TcpStream, std::thread::JoinHandle<()>) {
+        let (mut tx, rx) = pair();
+        let sender = std::thread::spawn(move || {
+            tx.write_all(&data).expect("send");
+            tx.write_all(b"NEXT").expect("send");
+        });
+        (rx, sender)
+    }
+
+    /// What follows the moved bytes is still in the socket, untouched.
+    fn assert_next_is_left(rx: &TcpStream, sender: std::thread::JoinHandle<()>) {
+        sender.join().expect("sender");
+        let mut next = [0u8; 4];
+        (&*rx)
+            .read_exact(&mut next)
+            .expect("the rest stays in the socket");
+        assert_eq!(&next, b"NEXT");
+    }
+
     /// Exactly `n` bytes are moved, the next ones stay in the socket, to a
     /// pipe and through our own pipe to a file.
     #[test]
     fn moves_exactly_n_bytes_to_a_pipe_and_a_file() {
         let data = pattern(3 << 20);
-        let (mut tx, rx) = pair();
-        let sender = {
-            let data = data.clone();
-            std::thread::spawn(move || {
-                tx.write_all(&data).expect("send");
-                tx.write_all(b"NEXT").expect("send");
-            })
-        };
+        let (rx, sender) = incoming(data.clone());
         // To a pipe: read on another thread so the pipe never blocks us.
         let (mut pr, pw) = test_pipe();
         let reader = std::thread::spawn(move || {
@@ -235,36 +248,20 @@ mod tests {
         let got = std::fs::read(&path).expect("read back");
         let _ = std::fs::remove_file(&path);
         assert_eq!(got, data[1 << 20..]);
-
-        sender.join().expect("sender");
-        let mut next = [0u8; 4];
-        (&rx)
-            .read_exact(&mut next)
-            .expect("the rest stays in the socket");
-        assert_eq!(&next, b"NEXT");
+        assert_next_is_left(&rx, sender);
     }
 
     /// A stdout whose reader went away is recorded as broken, and the
     /// frame's bytes are still consumed from the socket, no more.
     #[test]
     fn a_closed_stdout_is_broken_and_the_frame_is_still_consumed() {
-        let data = pattern(1 << 20);
-        let (mut tx, rx) = pair();
-        let sender = std::thread::spawn(move || {
-            tx.write_all(&data).expect("send");
-            tx.write_all(b"NEXT").expect("send");
-        });
+        let (rx, sender) = incoming(pattern(1 << 20));
         let (pr, pw) = test_pipe();
         drop(pr);
         let mut s = Splicer::new(pw.as_fd()).expect("pipe");
         s.transfer(rx.as_fd(), 1 << 20).expect("the socket is fine");
         assert!(s.broken());
-        sender.join().expect("sender");
-        let mut next = [0u8; 4];
-        (&rx)
-            .read_exact(&mut next)
-            .expect("the rest stays in the socket");
-        assert_eq!(&next, b"NEXT");
+        assert_next_is_left(&rx, sender);
     }
 
     /// Appending files and terminals keep the ordinary path.
