@@ -168,6 +168,13 @@ pub struct Args {
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub key: Option<PathBuf>,
 
+    /// Copy command output through rexecd's memory instead of splicing a
+    /// busy pipe straight into the socket (plain connections only; TLS and
+    /// ptys always copy). The bytes sent are the same; this costs CPU. For
+    /// comparing the two paths, or a kernel whose splice misbehaves.
+    #[arg(long)]
+    pub no_splice: bool,
+
     /// Where the self-signed TLS identity is kept [default:
     /// $XDG_STATE_HOME/rexec or ~/.local/state/rexec].
     #[arg(long, value_name = "DIR")]
@@ -254,6 +261,7 @@ impl Args {
             },
             frame_timeout: Duration::from_secs(self.frame_timeout.max(1)),
             insecure: self.insecure,
+            splice: !self.no_splice,
             ..Config::default()
         })
     }

@@ -68,6 +68,9 @@ pub struct Config {
     pub insecure: bool,
     /// Speak TLS on the port.
     pub tls: Option<crate::tls::TlsSetup>,
+    /// Splice busy pipes into plain sockets (zero-copy output); off, all
+    /// output is copied through rexecd's memory.
+    pub splice: bool,
 }
 
 /// The output limit that always applies to the tutorial protocols, whose
@@ -97,6 +100,7 @@ impl Default for Config {
             exec: ExecPolicy::default(),
             insecure: false,
             tls: None,
+            splice: true,
         }
     }
 }

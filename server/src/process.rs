@@ -4,9 +4,10 @@
 //! What may run, and how, is decided before, in exec_policy.rs.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use mio::event::Source;
 use mio::unix::SourceFd;
@@ -298,8 +299,8 @@ pub struct Proc {
     pub truncated: bool,
     /// SIGTERM was sent to its group.
     pub stopping: bool,
-    /// The pipe grace timer is armed.
-    pub grace_armed: bool,
+    /// Set once the process exited while its pipes were still open.
+    pub grace: Option<PipeGrace>,
     /// Which output pipes were grown for a fast writer (stdout, stderr);
     /// counted in `Server::big_pipes` until closed.
     pub grown: [bool; 2],
@@ -322,5 +323,132 @@ impl Proc {
     /// Both output pipes have been closed.
     pub fn output_done(&self) -> bool {
         self.stdout.is_none() && self.stderr.is_none()
+    }
+
+    /// Whether an open output pipe still holds bytes (a pty's master
+    /// answers the same question for the terminal's output).
+    pub fn pipes_hold_output(&self) -> bool {
+        [&self.stdout, &self.stderr]
+            .into_iter()
+            .flatten()
+            .any(|(rx, _)| crate::splice::pending(rx.as_fd()).is_ok_and(|n| n > 0))
+    }
+}
+
+/// The wait for the pipes of a command whose process has exited while
+/// they are still open.
+///
+/// Usually they are open because their last bytes have not been read yet:
+/// a slow client holds them back (backpressure), and they are the
+/// command's own output, which is always delivered, however long that
+/// takes. Only a pipe that stays *empty* for the whole grace period is held
+/// by someone else: a background grandchild that inherited it and may
+/// never close it. So the period counts only while no output is waiting
+/// and none arrives; any byte restarts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PipeGrace {
+    /// When the pipes were last seen quiet.
+    since: Instant,
+    /// The command's output count then: a change means bytes arrived.
+    bytes_out: u64,
+}
+
+/// What [`PipeGrace::check`] decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraceVerdict {
+    /// Look again after this long.
+    Wait(Duration),
+    /// The pipes were empty and quiet for the whole grace period: stop
+    /// reading them (what a grandchild writes from now on is not waited for).
+    Cut,
+}
+
+impl PipeGrace {
+    /// The grace period begins: the process exited at `now`.
+    pub fn begin(now: Instant, bytes_out: u64) -> PipeGrace {
+        PipeGrace {
+            since: now,
+            bytes_out,
+        }
+    }
+
+    /// Decides at `now`, given the command's output count so far and
+    /// whether output is waiting (bytes in a pipe, or pipes paused for a
+    /// slow client).
+    pub fn check(
+        &mut self,
+        now: Instant,
+        bytes_out: u64,
+        waiting: bool,
+        grace: Duration,
+    ) -> GraceVerdict {
+        if waiting || bytes_out != self.bytes_out {
+            *self = PipeGrace::begin(now, bytes_out);
+            return GraceVerdict::Wait(grace);
+        }
+        let quiet = now.saturating_duration_since(self.since);
+        if quiet >= grace {
+            GraceVerdict::Cut
+        } else {
+            GraceVerdict::Wait(grace - quiet)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRACE: Duration = Duration::from_millis(500);
+
+    #[test]
+    fn quiet_empty_pipes_are_cut_after_the_grace() {
+        let t0 = Instant::now();
+        let mut g = PipeGrace::begin(t0, 100);
+        assert_eq!(
+            g.check(t0 + GRACE / 2, 100, false, GRACE),
+            GraceVerdict::Wait(GRACE / 2)
+        );
+        assert_eq!(g.check(t0 + GRACE, 100, false, GRACE), GraceVerdict::Cut);
+    }
+
+    #[test]
+    fn output_waiting_for_a_slow_reader_never_lets_the_grace_run_out() {
+        let t0 = Instant::now();
+        let mut g = PipeGrace::begin(t0, 100);
+        // An hour of a full pipe that the client does not read: always wait.
+        for s in 1..3600 {
+            let now = t0 + Duration::from_secs(s);
+            assert_eq!(g.check(now, 100, true, GRACE), GraceVerdict::Wait(GRACE));
+        }
+        // Then the pipe is drained: a whole grace period from there.
+        let drained = t0 + Duration::from_secs(3600);
+        assert_eq!(
+            g.check(drained, 100, false, GRACE),
+            GraceVerdict::Wait(GRACE)
+        );
+        assert_eq!(
+            g.check(drained + GRACE, 100, false, GRACE),
+            GraceVerdict::Cut
+        );
+    }
+
+    #[test]
+    fn bytes_that_arrived_restart_the_grace() {
+        let t0 = Instant::now();
+        let mut g = PipeGrace::begin(t0, 100);
+        // Nothing waits at the check, but 5 bytes were read since.
+        assert_eq!(
+            g.check(t0 + GRACE, 105, false, GRACE),
+            GraceVerdict::Wait(GRACE)
+        );
+        assert_eq!(
+            g.check(t0 + GRACE + GRACE / 5, 105, false, GRACE),
+            GraceVerdict::Wait(GRACE - GRACE / 5)
+        );
+        assert_eq!(
+            g.check(t0 + 2 * GRACE, 105, false, GRACE),
+            GraceVerdict::Cut
+        );
     }
 }

@@ -292,7 +292,7 @@ impl Server {
                 Timer::ProcTimeout(proc) => self.time_out(proc),
                 Timer::KillGroup(pgid) => crate::process::kill_group(pgid, libc::SIGKILL),
                 Timer::GroupDeadline { pgid, at } => self.check_leftovers(pgid, at, now),
-                Timer::PipeGrace(proc) => self.stop_waiting_for_pipes(proc),
+                Timer::PipeGrace(proc) => self.check_pipe_grace(proc),
                 Timer::ConnIdle(id) => self.check_idle(id, now),
                 Timer::SendHello(id) => self.send_hello(id),
                 Timer::Handshake(id) => self.check_handshake(id, now),

@@ -387,6 +387,8 @@ fn raw_connect(
     Ok(sock)
 }
 
+pub mod proxy;
+
 /// Speaking the protocol by hand over a raw socket, for tests that must
 /// send what a well-behaved client never would.
 pub mod wire {

@@ -213,7 +213,7 @@ impl Server {
                 timed_out: false,
                 truncated: false,
                 stopping: false,
-                grace_armed: false,
+                grace: None,
                 grown: [false; 2],
                 tutorial_out: Vec::new(),
                 tutorial_err: Vec::new(),

@@ -51,7 +51,7 @@ impl Server {
             }
             // Where output is spliced, what a copying read queued is written
             // before more is read: the pipe, not rexecd, holds the rest.
-            let zero_copy = conn.zero_copy() && p.pty.is_none();
+            let zero_copy = self.cfg.splice && conn.zero_copy() && p.pty.is_none();
             if conn.out.len() >= FLUSH_BATCH || (zero_copy && !conn.out.is_empty()) {
                 conn.flush();
             }
@@ -85,7 +85,7 @@ impl Server {
             let Some((rx, _)) = pipe else {
                 return;
             };
-            if conn.can_splice() && p.pty.is_none() {
+            if self.cfg.splice && conn.can_splice() && p.pty.is_none() {
                 // Zero-copy: as much as the pipe holds goes into one frame,
                 // pipe to socket (splice.rs). An empty or ended pipe, or a
                 // chunk the output limit cuts, takes the copying path below.

@@ -3,12 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use rexec_proto::{ErrorKind, ExitStatus, Exited, ServerMsg};
+use rexec_proto::{ErrorKind, ExitStatus, Exited, OutputStream, ServerMsg};
 
 use super::Server;
 use super::command::REAP_SWEEP;
 use crate::connection::Wire;
-use crate::process::{self, Proc};
+use crate::process::{self, GraceVerdict, PipeGrace, Proc};
 use crate::registry::ProcId;
 use crate::timer::Timer;
 
@@ -91,9 +91,11 @@ impl Server {
             return;
         }
         if !p.output_done() {
-            // A grandchild may hold the pipes open forever.
-            if !p.grace_armed {
-                p.grace_armed = true;
+            // Output still to come: its last bytes (still in the pipes while
+            // a slow client catches up), or a grandchild holding the pipes
+            // open. The grace period tells the two apart (PipeGrace).
+            if p.grace.is_none() {
+                p.grace = Some(PipeGrace::begin(Instant::now(), p.bytes_out));
                 self.timers
                     .after(self.cfg.pipe_grace, Timer::PipeGrace(proc));
             }
@@ -102,10 +104,45 @@ impl Server {
         self.finish(proc);
     }
 
-    /// The pipe grace time passed: what a grandchild still writes is lost.
-    pub(super) fn stop_waiting_for_pipes(&mut self, proc: ProcId) {
-        self.close_output(proc);
-        self.maybe_finish(proc);
+    /// The pipe grace timer: stop reading the pipes of a command whose
+    /// process exited only if they stayed empty for the whole grace period
+    /// (a grandchild holds them); output still waiting in them is the
+    /// command's own and is always delivered.
+    pub(super) fn check_pipe_grace(&mut self, proc: ProcId) {
+        // Take what the pipes hold now (this finishes the command if they
+        // ended), so that the decision below sees only what is left.
+        self.pump(proc, OutputStream::Stdout);
+        self.pump(proc, OutputStream::Stderr);
+        let Some(p) = self.procs.get_mut(&proc) else {
+            return;
+        };
+        let Some(conn) = p.conn else {
+            // Nobody to deliver to: the pipes were closed with the connection.
+            return self.maybe_finish(proc);
+        };
+        let paused = self
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.paused_pipes.iter().any(|(k, _)| *k == proc));
+        let waiting = paused || p.pipes_hold_output();
+        let (now, bytes_out) = (Instant::now(), p.bytes_out);
+        let Some(grace) = p.grace.as_mut() else {
+            return;
+        };
+        match grace.check(now, bytes_out, waiting, self.cfg.pipe_grace) {
+            GraceVerdict::Wait(d) => self.timers.after(d, Timer::PipeGrace(proc)),
+            GraceVerdict::Cut => {
+                log::debug!(
+                    "{}: command {} exited; its pipes stayed open and empty for {} ms \
+                     (a background process holds them): not waiting for them",
+                    p.peer,
+                    p.id,
+                    self.cfg.pipe_grace.as_millis()
+                );
+                self.close_output(proc);
+                self.maybe_finish(proc);
+            }
+        }
     }
 
     fn finish(&mut self, proc: ProcId) {
