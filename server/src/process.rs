@@ -421,14 +421,15 @@ mod tests {
             let now = t0 + Duration::from_secs(s);
             assert_eq!(g.check(now, 100, true, GRACE), GraceVerdict::Wait(GRACE));
         }
-        // Then the pipe is drained: a whole grace period from there.
+        // Then the client reads and the pipe is drained (100 more bytes
+        // sent): a whole grace period from there.
         let drained = t0 + Duration::from_secs(3600);
         assert_eq!(
-            g.check(drained, 100, false, GRACE),
+            g.check(drained, 200, false, GRACE),
             GraceVerdict::Wait(GRACE)
         );
         assert_eq!(
-            g.check(drained + GRACE, 100, false, GRACE),
+            g.check(drained + GRACE, 200, false, GRACE),
             GraceVerdict::Cut
         );
     }
