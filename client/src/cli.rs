@@ -1,6 +1,9 @@
 //! `rexec`'s command line: clap definitions only. What the program does
 //! with them is in `app.rs`; how they become connection options and an
 //! `Exec` is in `options.rs`.
+// The doc comments here are the --help text, written for a terminal:
+// `HOST[:PORT]` and `[::1]:7070` are not links.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 use std::path::PathBuf;
 use std::time::Duration;

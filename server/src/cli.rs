@@ -1,5 +1,8 @@
 //! rexecd's command line: the clap definitions, and how they become a
 //! [`Config`].
+// The doc comments here are the --help text, written for a terminal:
+// `[::1]:PORT` is not a link.
+#![allow(rustdoc::broken_intra_doc_links)]
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;

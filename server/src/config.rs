@@ -24,7 +24,7 @@ pub enum Protocol {
     Raw,
 }
 
-/// Everything the server needs to know; built from [`Args`] or by hand
+/// Everything the server needs to know; built from [`Args`](crate::cli::Args) or by hand
 /// (tests, the client's embedded demo server).
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -19,9 +19,11 @@
 //!    takes out whole frames, and `on_message` runs each through
 //!    [`protocol::ConnProtocol::on_message`], which answers `Action::Exec`.
 //! 3. `server/command.rs`: `exec` checks the id, `start` builds the command
-//!    ([`exec_policy::command_for`], under the [`exec_policy::ExecPolicy`]), spawns it
-//!    ([`process::spawn`]), registers its pipes and pidfd, arms its time
-//!    limit, and queues `Started`.
+//!    ([`exec_policy::command_for`], under the [`exec_policy::ExecPolicy`]),
+//!    makes its pipes ([`process::prepare`]) and starts it
+//!    ([`process::start`], on a [`spawner`] thread or the loop itself),
+//!    registers its pipes and pidfd, arms its time limit, and queues
+//!    `Started`.
 //! 4. `server/output.rs`: each readable pipe event calls `pump`, which reads
 //!    up to 64 KiB, frames it (`encode_output_frame`) onto the connection's
 //!    [`out_queue::OutQueue`], and flushes in 256 KiB batches; over the
@@ -32,7 +34,7 @@
 //!
 //! Timers (`timer.rs`) come back through `Server::fire_timers`: a command's
 //! deadline to `time_out` (command.rs), the pipe grace to
-//! `stop_waiting_for_pipes` (reap.rs), and so on.
+//! `check_pipe_grace` (reap.rs), and so on.
 //!
 //! ```no_run
 //! use rexec_server::{Config, Server};

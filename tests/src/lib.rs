@@ -11,6 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// How long a test waits for something that should happen. Generous: a
+/// wait that succeeds returns as soon as it does, so a long deadline costs
+/// nothing when things work, and CI's two cores are shared by test binaries
+/// running side by side. Claims about speed belong in bench/, not here.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
 /// The path of a workspace binary, next to the test executable's directory.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -216,6 +222,24 @@ pub fn children_of(ppid: i32) -> Vec<i32> {
         .collect()
 }
 
+/// Whether a process below `ancestor` (its child, grandchild, ...) runs
+/// with exactly this command line (arguments joined by spaces): a test
+/// waits for this before it acts on the command, instead of sleeping.
+pub fn runs_below(ancestor: i32, cmdline: &str) -> bool {
+    let mut below = vec![ancestor];
+    let mut i = 0;
+    while i < below.len() {
+        below.extend(children_of(below[i]));
+        i += 1;
+    }
+    below[1..].iter().any(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+            let args: Vec<&[u8]> = c.split(|&b| b == 0).filter(|a| !a.is_empty()).collect();
+            args.join(&b' ') == cmdline.as_bytes()
+        })
+    })
+}
+
 /// A `rexec` command with stdin from /dev/null unless the test sets it,
 /// isolated from the user's known-hosts file (an entry for a reused loopback
 /// port would turn TLS on) and from REXEC_TLS / REXEC_TOKEN.
@@ -282,9 +306,10 @@ pub fn run_for(cmd: &mut Command, limit: Duration) -> Ran {
     }
 }
 
-/// Runs with a 30-second limit.
+/// Runs with a limit of two minutes (a command that hangs fails the test
+/// instead of hanging it).
 pub fn run(cmd: &mut Command) -> Ran {
-    run_for(cmd, Duration::from_secs(30))
+    run_for(cmd, 2 * PATIENCE)
 }
 
 /// A private temporary directory, removed on drop. Its name carries the
@@ -420,13 +445,14 @@ pub mod wire {
         sock.write_all(&frame(msg)).expect("send a frame");
     }
 
-    /// Reads frames until `pred` matches one (10 s limit); returns all read.
+    /// Reads frames until `pred` matches one (up to [`crate::PATIENCE`]);
+    /// returns all read.
     pub fn read_until(
         sock: &mut TcpStream,
         dec: &mut FrameDecoder,
         mut pred: impl FnMut(&ServerMsg) -> bool,
     ) -> Vec<ServerMsg> {
-        sock.set_read_timeout(Some(Duration::from_secs(10)))
+        sock.set_read_timeout(Some(crate::PATIENCE))
             .expect("set a read timeout");
         let mut seen = Vec::new();
         loop {
@@ -465,10 +491,11 @@ pub mod wire {
         }
     }
 
-    /// Sends the client's hello and returns the server's (20 s limit).
+    /// Sends the client's hello and returns the server's (up to
+    /// [`crate::PATIENCE`]).
     pub fn first_hello(sock: &mut TcpStream) -> rexec_proto::ServerHello {
         send(sock, &hello());
-        sock.set_read_timeout(Some(Duration::from_secs(20)))
+        sock.set_read_timeout(Some(crate::PATIENCE))
             .expect("set a read timeout");
         let mut dec = FrameDecoder::new();
         loop {
@@ -493,7 +520,6 @@ pub mod onpty {
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
     use std::sync::{Arc, Mutex};
-    use std::time::Duration;
 
     fn openpty() -> (OwnedFd, OwnedFd) {
         let (mut master, mut slave) = (0, 0);
@@ -567,9 +593,10 @@ pub mod onpty {
             self.keys.write_all(s.as_bytes()).unwrap();
         }
 
-        /// Waits (10 s at most) until `needle` was shown `times` times.
+        /// Waits (up to [`crate::PATIENCE`]) until `needle` was shown
+        /// `times` times.
         pub fn shows(&self, needle: &str, times: usize) -> bool {
-            crate::wait_until(Duration::from_secs(10), || {
+            crate::wait_until(crate::PATIENCE, || {
                 self.screen.lock().unwrap().matches(needle).count() >= times
             })
         }
@@ -578,10 +605,11 @@ pub mod onpty {
             self.screen.lock().unwrap().clone()
         }
 
-        /// The exit code, once the program ended (10 s at most).
+        /// The exit code, once the program ended (up to
+        /// [`crate::PATIENCE`]).
         pub fn exits(&mut self) -> Option<i32> {
             let mut code = None;
-            crate::wait_until(Duration::from_secs(10), || {
+            crate::wait_until(crate::PATIENCE, || {
                 code = self
                     .child
                     .try_wait()

@@ -356,7 +356,7 @@ fn ctrl_c_cancels_the_remote_command_first() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("stopping the remote command"));
     assert!(
-        wait_until(Duration::from_secs(5), || !alive(bg)),
+        wait_until(PATIENCE, || !alive(bg)),
         "remote process {bg} survived Ctrl-C"
     );
 }
@@ -372,12 +372,12 @@ fn a_closed_local_stdout_stops_the_remote_command() {
     )));
     assert_eq!(r.out(), "rexec-pipe\n");
     assert!(
-        wait_until(Duration::from_secs(5), || children_of(d.pid()).is_empty()),
+        wait_until(PATIENCE, || children_of(d.pid()).is_empty()),
         "remote `yes` still running: {:?}",
         children_of(d.pid())
     );
     assert!(
-        d.wait_log("\"yes rexec-pipe\": signal 15", Duration::from_secs(5)),
+        d.wait_log("\"yes rexec-pipe\": signal 15", PATIENCE),
         "{}",
         d.log()
     );

@@ -127,7 +127,7 @@ fn a_broken_copy_leaves_the_old_file_and_no_temporary() {
     );
     std::thread::sleep(Duration::from_millis(300));
     drop(sock);
-    assert!(d.wait_log("put ", Duration::from_secs(5)), "{}", d.log());
+    assert!(d.wait_log("put ", PATIENCE), "{}", d.log());
     // All the bytes, and a checksum that does not match.
     let mut sock = TcpStream::connect(d.addr).unwrap();
     send(&mut sock, &hello());

@@ -76,11 +76,7 @@ fn a_client_that_never_reads_its_replies_is_pushed_back_on() {
     assert!(lines <= 12, "{lines} error lines logged for one connection");
     assert!(d.log().contains("the rest are counted"), "{}", d.log());
     drop(sock);
-    assert!(
-        d.wait_log("not logged", Duration::from_secs(5)),
-        "{}",
-        d.log()
-    );
+    assert!(d.wait_log("not logged", PATIENCE), "{}", d.log());
 }
 
 #[test]
@@ -108,7 +104,7 @@ fn errors_do_not_echo_unbounded_client_text() {
         }),
     );
     sock.shutdown(Shutdown::Write).unwrap();
-    let msgs = read_to_close(&mut sock, Duration::from_secs(10));
+    let msgs = read_to_close(&mut sock, PATIENCE);
     let errs = errors(&msgs);
     assert_eq!(errs.len(), 2, "{msgs:?}");
     for e in errs {
@@ -129,7 +125,7 @@ fn control_characters_cannot_forge_log_lines() {
     // still be one line.
     let r = run(rexec().arg(d.host()).arg("echo hi\nFORGED2 line"));
     assert_eq!(r.out(), "hi\n", "{}", r.stderr);
-    assert!(d.wait_log("FORGED2", Duration::from_secs(5)));
+    assert!(d.wait_log("FORGED2", PATIENCE));
     // Every line that shows the text is a whole log record of ours, with
     // its timestamp and level: no line of the log was written by a client.
     for line in d.log().lines().filter(|l| l.contains("FORGED")) {
@@ -163,7 +159,7 @@ fn half_close_delivers_output_and_stdin_eof() {
     );
     // No more input, and no StdinEof: the end of the stream says it.
     sock.shutdown(Shutdown::Write).unwrap();
-    let msgs = read_to_close(&mut sock, Duration::from_secs(10));
+    let msgs = read_to_close(&mut sock, PATIENCE);
     assert_eq!(stdout_of(&msgs), b"abc\ndone\n", "{msgs:?}");
     assert_eq!(exit_code(&msgs), Some(ExitStatus::Code(0)), "{msgs:?}");
 }
@@ -177,7 +173,7 @@ fn the_error_for_a_huge_frame_arrives_while_the_client_is_still_sending() {
     w.extend(std::iter::repeat_n(b'x', 6 << 20));
     let mut writer = sock.try_clone().unwrap();
     let t = std::thread::spawn(move || writer.write_all(&w).is_ok());
-    let msgs = read_to_close(&mut sock, Duration::from_secs(15));
+    let msgs = read_to_close(&mut sock, PATIENCE);
     let wrote_all = t.join().unwrap();
     assert!(
         matches!(errors(&msgs).last(), Some(e) if e.kind == ErrorKind::Limit),
@@ -191,7 +187,8 @@ fn the_error_for_a_huge_frame_arrives_while_the_client_is_still_sending() {
 
 #[test]
 fn trickled_bytes_are_not_activity() {
-    let d = Daemon::start(&["--idle-timeout", "2"]);
+    // Only the idle timeout can close it (not the frame timeout).
+    let d = Daemon::start(&["--idle-timeout", "2", "--frame-timeout", "3600"]);
     let mut sock = TcpStream::connect(d.addr).unwrap();
     send(&mut sock, &hello());
     // A frame that promises 1000 bytes, then one byte every 200 ms: each
@@ -203,22 +200,22 @@ fn trickled_bytes_are_not_activity() {
         let _ = writer.write_all(&1000u32.to_be_bytes());
         let started = Instant::now();
         while !stop.load(std::sync::atomic::Ordering::SeqCst)
-            && started.elapsed() < Duration::from_secs(8)
+            && started.elapsed() < 2 * PATIENCE
             && writer.write_all(&[3]).is_ok()
         {
             std::thread::sleep(Duration::from_millis(200));
         }
     });
-    let started = Instant::now();
-    let msgs = read_to_close(&mut sock, Duration::from_secs(12));
-    let took = started.elapsed();
+    // Closed for idleness while the trickle goes on (were the bytes
+    // activity, it would stay open as long as they come, and
+    // read_to_close give up first).
+    let msgs = read_to_close(&mut sock, PATIENCE);
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     t.join().unwrap();
     assert!(
-        matches!(errors(&msgs).last(), Some(e) if e.kind == ErrorKind::Idle),
+        matches!(errors(&msgs).last(), Some(e) if e.kind == ErrorKind::Idle && e.message.contains("without a command")),
         "{msgs:?}"
     );
-    assert!(took < Duration::from_secs(5), "closed only after {took:?}");
 }
 
 #[test]
@@ -229,14 +226,13 @@ fn a_frame_must_complete_within_the_frame_timeout() {
     w.extend_from_slice(&100u32.to_be_bytes());
     w.extend_from_slice(&[0; 10]);
     sock.write_all(&w).unwrap();
-    let t = Instant::now();
-    let msgs = read_to_close(&mut sock, Duration::from_secs(10));
+    // With no idle timeout, only the frame timeout closes it.
+    let msgs = read_to_close(&mut sock, PATIENCE);
     let e = errors(&msgs);
     assert!(
         matches!(e.last(), Some(e) if e.kind == ErrorKind::Idle && e.message.contains("frame")),
         "{msgs:?}"
     );
-    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
 
 #[test]
@@ -252,7 +248,7 @@ fn connect_close_churn_leaves_no_timers_behind() {
         }
     }
     assert!(
-        d.wait_log("stale timers dropped", Duration::from_secs(20)),
+        d.wait_log("stale timers dropped", PATIENCE),
         "the timers of closed connections were never dropped"
     );
     let after = d.rss_kib();
@@ -385,7 +381,7 @@ fn parallel_guesses_are_as_slow_as_sequential_ones() {
 fn silence_is_not_a_wrong_answer() {
     let d = Daemon::start_with_env(&["--handshake-timeout", "1"], &[("REXEC_TOKEN", "s3cret")]);
     let mut sock = TcpStream::connect(d.addr).unwrap();
-    let msgs = read_to_close(&mut sock, Duration::from_secs(5));
+    let msgs = read_to_close(&mut sock, PATIENCE);
     assert!(
         matches!(errors(&msgs).last(), Some(e) if e.message.contains("no hello")),
         "{msgs:?}"
@@ -485,7 +481,7 @@ fn clients_that_never_read_stay_within_the_memory_budget() {
             s
         })
         .collect();
-    if !d.wait_log("held back", Duration::from_secs(10)) {
+    if !d.wait_log("held back", PATIENCE) {
         let pid = d.pid();
         let out = std::process::Command::new("sh").arg("-c").arg(format!("for t in /proc/{pid}/task/*; do echo $t $(cat $t/comm) $(cat $t/wchan); done; ps -eo pid,ppid,stat,wchan:25,cmd | grep -E \"head -c\" | grep -v grep | head -60; ls -l /proc/{pid}/fd | wc -l; ss -tn | grep {} | head -60", d.addr.port())).output().unwrap();
         panic!(
@@ -586,20 +582,17 @@ fn pids(text: &str) -> Vec<i32> {
 #[test]
 fn the_time_limit_bounds_background_jobs_too() {
     let d = Daemon::start(&["--timeout", "2"]);
-    let started = Instant::now();
     let r = run(rexec()
         .arg(d.host())
         .arg("for i in 1 2 3; do sleep 1234 & echo $!; done"));
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let jobs = Reap(pids(&r.out()));
     assert_eq!(jobs.0.len(), 3, "{}", r.out());
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "the command itself ends at once"
-    );
+    // Exit 0, not 124: the command itself was reported when it ended, not
+    // held until the time limit by the jobs holding its pipes.
     assert!(jobs.0.iter().all(|&p| alive(p)), "the jobs run on after it");
     assert!(
-        wait_until(Duration::from_secs(6), || jobs.0.iter().all(|&p| !alive(p))),
+        wait_until(PATIENCE, || jobs.0.iter().all(|&p| !alive(p))),
         "background jobs outlived --timeout"
     );
     assert!(d.log().contains("left processes"), "{}", d.log());
@@ -629,7 +622,7 @@ fn contain_ends_everything_a_command_started() {
     let jobs = Reap(pids(&r.out()));
     assert_eq!(jobs.0.len(), 2, "{}", r.out());
     assert!(
-        wait_until(Duration::from_secs(3), || jobs.0.iter().all(|&p| !alive(p))),
+        wait_until(PATIENCE, || jobs.0.iter().all(|&p| !alive(p))),
         "escaped processes survived --contain"
     );
     // A signal death is still reported as one.
@@ -655,12 +648,12 @@ fn contain_ends_escapees_on_disconnect_and_when_rexecd_is_killed() {
         assert!(alive(job.0[0]));
         if kill_server {
             d.signal(libc::SIGKILL);
-            d.wait_exit(Duration::from_secs(5));
+            d.wait_exit(PATIENCE);
         } else {
             drop(sock);
         }
         assert!(
-            wait_until(Duration::from_secs(4), || !alive(job.0[0])),
+            wait_until(PATIENCE, || !alive(job.0[0])),
             "a setsid process survived (server killed: {kill_server})"
         );
     }
@@ -693,7 +686,7 @@ fn contain_counts_what_commands_started_against_max_procs() {
     // Once they are gone, there is room again.
     drop(sock);
     assert!(
-        wait_until(Duration::from_secs(5), || {
+        wait_until(PATIENCE, || {
             run(rexec().arg(d.host()).arg("echo more")).code == Some(0)
         }),
         "no room after the command ended"
@@ -715,7 +708,7 @@ fn idle_connections_do_not_keep_a_read_buffer_each() {
         })
         .collect();
     assert!(socks.len() >= 800, "only {} connected", socks.len());
-    assert!(wait_until(Duration::from_secs(10), || d
+    assert!(wait_until(PATIENCE, || d
         .log()
         .matches("hello accepted")
         .count()

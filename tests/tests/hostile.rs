@@ -23,7 +23,7 @@ fn hello_bytes() -> Vec<u8> {
 fn exchange(d: &Daemon, bytes: &[u8]) -> Vec<ServerMsg> {
     let mut sock = TcpStream::connect(d.addr).unwrap();
     sock.write_all(bytes).unwrap();
-    read_to_close(&mut sock, Duration::from_secs(15))
+    read_to_close(&mut sock, PATIENCE)
 }
 
 fn last_error(msgs: &[ServerMsg]) -> ErrorMsg {
@@ -56,7 +56,7 @@ fn still_serving(d: &mut Daemon) {
     assert_eq!(o.exit_code(), 0);
     assert!(!d.log().contains("panicked"), "{}", d.log());
     assert!(
-        wait_until(Duration::from_secs(5), || children_of(d.pid()).is_empty()),
+        wait_until(PATIENCE, || children_of(d.pid()).is_empty()),
         "leftover processes: {:?}",
         children_of(d.pid())
     );
@@ -221,7 +221,7 @@ fn disconnects_in_every_phase_leave_nothing_behind() {
         let _ = sock.read(&mut buf);
         drop(sock);
         assert!(
-            wait_until(Duration::from_secs(5), || children_of(d.pid()).is_empty()),
+            wait_until(PATIENCE, || children_of(d.pid()).is_empty()),
             "{name}: processes left: {:?}",
             children_of(d.pid())
         );
@@ -295,7 +295,7 @@ fn running_out_of_file_descriptors_backs_off_and_recovers() {
     );
     drop(socks);
     // Descriptors free again: served.
-    let ok = wait_until(Duration::from_secs(10), || {
+    let ok = wait_until(PATIENCE, || {
         Session::connect_addr(addr, &ConnectOptions::default()).is_ok_and(|mut s| {
             run_cmd(
                 &mut s,

@@ -2,8 +2,6 @@
 //! rustyline, output, the exit status shown, Ctrl-C stopping the running
 //! command without leaving, history saved, `exit` leaving.
 
-use std::time::Duration;
-
 use rexec_tests::onpty::OnPty;
 use rexec_tests::*;
 
@@ -32,11 +30,7 @@ fn prompt_runs_commands_shows_status_cancels_and_keeps_history() {
     let mut t = prompt(&d.host(), &data);
     let prompt = format!("rexec {}> ", d.host());
     assert!(t.shows(&prompt, 1), "no prompt: {:?}", t.screen());
-    assert!(
-        t.screen().contains("runs in a new shell"),
-        "{:?}",
-        t.screen()
-    );
+    assert!(t.shows("runs in a new shell", 1), "{:?}", t.screen());
     t.type_("echo hello-pty\r");
     assert!(t.shows("hello-pty\r\n", 1), "{:?}", t.screen());
     t.type_("sh -c 'exit 3'\r");
@@ -47,7 +41,7 @@ fn prompt_runs_commands_shows_status_cancels_and_keeps_history() {
     // Ctrl-C while a command runs stops it, and the prompt comes back.
     assert!(t.shows(&prompt, 4));
     t.type_("sleep 30\r");
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(wait_until(PATIENCE, || runs_below(d.pid(), "sleep 30")));
     t.type_("\x03");
     assert!(
         t.shows("stopping the remote command", 1),
@@ -76,7 +70,7 @@ fn history_is_kept_when_ctrl_c_twice_quits() {
     t.type_("echo kept-1\r");
     assert!(t.shows("kept-1\r\n", 1), "{:?}", t.screen());
     t.type_("sleep 30\r");
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(wait_until(PATIENCE, || runs_below(d.pid(), "sleep 30")));
     t.type_("\x03");
     assert!(
         t.shows("stopping the remote command", 1),

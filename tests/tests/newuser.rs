@@ -1,8 +1,6 @@
 //! What a new user hit (issue 12): results scripts can trust, and the rough
 //! edges, each against the real binaries.
 
-use std::time::Duration;
-
 use rexec_tests::*;
 
 #[test]
@@ -30,11 +28,10 @@ fn a_server_that_shuts_down_says_so() {
     let mut d = Daemon::start(&[]);
     let host = d.host();
     let client = std::thread::spawn(move || run(rexec().arg(host).arg("echo up; sleep 30")));
-    assert!(d.wait_log("connected", Duration::from_secs(5)));
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(wait_until(PATIENCE, || runs_below(d.pid(), "sleep 30")));
     d.signal(libc::SIGTERM);
     let r = client.join().unwrap();
-    d.wait_exit(Duration::from_secs(10)).expect("rexecd exits");
+    d.wait_exit(PATIENCE).expect("rexecd exits");
     assert_eq!(r.code, Some(255), "{}", r.stderr);
     assert!(
         r.stderr.contains("server shutting down") && r.stderr.contains("stopped command"),

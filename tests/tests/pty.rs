@@ -26,15 +26,16 @@ fn t_runs_the_command_on_a_terminal_of_the_clients_size() {
     let d = Daemon::start(&[]);
     let mut t = rexec_on_pty(&["-t", &d.host(), "tty; stty size; echo TERM=$TERM"]);
     assert_eq!(t.exits(), Some(0), "{:?}", t.screen());
-    let screen = t.screen();
-    assert!(screen.contains("/dev/pts/"), "{screen:?}");
-    assert!(screen.contains("33 101\r\n"), "{screen:?}");
-    assert!(screen.contains("TERM=xterm\r\n"), "{screen:?}");
+    // What rexec wrote may still be on its way from the terminal to the
+    // test's reader thread when it has exited: wait for each line.
+    for line in ["/dev/pts/", "33 101\r\n", "TERM=xterm\r\n"] {
+        assert!(t.shows(line, 1), "{line:?} in {:?}", t.screen());
+    }
     assert!(t.cooked(), "the terminal was left in raw mode");
     // Without -t there is no terminal on the server.
     let mut t = rexec_on_pty(&[&d.host(), "tty"]);
     assert_eq!(t.exits(), Some(1), "{:?}", t.screen());
-    assert!(t.screen().contains("not a tty"), "{:?}", t.screen());
+    assert!(t.shows("not a tty", 1), "{:?}", t.screen());
 }
 
 #[test]
@@ -47,7 +48,7 @@ fn a_resize_reaches_the_running_program() {
     // The window change travels as SIGWINCH to rexec, then Resize to the
     // server, then TIOCSWINSZ on the remote pty.
     assert!(
-        wait_until(Duration::from_secs(10), || {
+        wait_until(PATIENCE, || {
             t.type_("stty size\r");
             std::thread::sleep(Duration::from_millis(200));
             t.screen().contains("40 120\r\n")
@@ -67,7 +68,7 @@ fn no_command_on_a_terminal_opens_a_login_shell() {
     assert!(t.shows("42\r\n", 1), "{:?}", t.screen());
     // Ctrl-C is a key for the remote program, not the end of rexec.
     t.type_("sleep 30\r");
-    std::thread::sleep(Duration::from_millis(500));
+    assert!(wait_until(PATIENCE, || runs_below(d.pid(), "sleep 30")));
     t.type_("\x03");
     t.type_("echo still-here\r");
     assert!(t.shows("still-here\r\n", 1), "{:?}", t.screen());
@@ -84,7 +85,7 @@ fn tilde_dot_disconnects() {
     assert!(t.shows("up\r\n", 1), "{:?}", t.screen());
     t.type_("~.");
     assert_eq!(t.exits(), Some(255), "{:?}", t.screen());
-    assert!(t.screen().contains("closed"), "{:?}", t.screen());
+    assert!(t.shows("closed", 1), "{:?}", t.screen());
     assert!(t.cooked(), "the terminal was left in raw mode");
 }
 

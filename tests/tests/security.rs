@@ -60,7 +60,7 @@ fn only_token_holders_run_commands() {
     assert!(r.stderr.contains("requires a token"), "{}", r.stderr);
 
     assert!(
-        d.wait_log("auth failed", Duration::from_secs(5)),
+        d.wait_log("auth failed", PATIENCE),
         "failures are logged: {}",
         d.log()
     );
@@ -85,7 +85,7 @@ fn nothing_runs_before_authentication_and_answers_do_not_replay() {
         ..Exec::default()
     });
     sock.write_all(&frame(&exec)).unwrap();
-    let msgs = read_to_close(&mut sock, Duration::from_secs(10));
+    let msgs = read_to_close(&mut sock, PATIENCE);
     assert!(
         matches!(
             msgs.last(),
@@ -109,7 +109,7 @@ fn nothing_runs_before_authentication_and_answers_do_not_replay() {
     let mut w = frame(&ClientMsg::Auth { answer: answer_a });
     w.extend(frame(&exec));
     b.write_all(&w).unwrap();
-    let msgs = read_to_close(&mut b, Duration::from_secs(10));
+    let msgs = read_to_close(&mut b, PATIENCE);
     assert!(
         matches!(
             msgs.last(),
@@ -129,7 +129,7 @@ fn silent_connections_are_closed_after_the_handshake_timeout() {
     let d = Daemon::start(&["--handshake-timeout", "1"]);
     let mut sock = TcpStream::connect(d.addr).unwrap();
     let t = Instant::now();
-    let msgs = read_to_close(&mut sock, Duration::from_secs(10));
+    let msgs = read_to_close(&mut sock, PATIENCE);
     assert!(t.elapsed() >= Duration::from_millis(900));
     assert!(
         matches!(
@@ -144,7 +144,7 @@ fn silent_connections_are_closed_after_the_handshake_timeout() {
     // Half a header, then silence: the same.
     let mut sock = TcpStream::connect(d.addr).unwrap();
     sock.write_all(&[0, 0]).unwrap();
-    let msgs = read_to_close(&mut sock, Duration::from_secs(10));
+    let msgs = read_to_close(&mut sock, PATIENCE);
     assert!(matches!(msgs.last(), Some(ServerMsg::Error(_))), "{msgs:?}");
 }
 
@@ -286,7 +286,7 @@ fn no_shell_and_allow_list() {
         assert!(r.stdout.is_empty());
     }
     assert!(
-        d.wait_log("refused \"ls /\"", Duration::from_secs(5)),
+        d.wait_log("refused \"ls /\"", PATIENCE),
         "audit line: {}",
         d.log()
     );

@@ -313,7 +313,7 @@ fn cancel_stops_the_whole_process_group() {
     };
     assert_eq!(x.status, ExitStatus::Signal(libc::SIGTERM));
     assert!(
-        wait_until(Duration::from_secs(5), || !alive(bg) && !alive(leader)),
+        wait_until(PATIENCE, || !alive(bg) && !alive(leader)),
         "processes survived Cancel"
     );
 }
@@ -327,11 +327,11 @@ fn disconnect_kills_the_process_group_even_if_it_ignores_sigterm() {
     assert!(alive(bg));
     drop(sock);
     assert!(
-        wait_until(Duration::from_secs(6), || !alive(bg)),
+        wait_until(PATIENCE, || !alive(bg)),
         "pid {bg} survived the disconnect"
     );
     assert!(
-        d.wait_log("client gone", Duration::from_secs(5)),
+        d.wait_log("client gone", PATIENCE),
         "no audit line: {}",
         d.log()
     );
@@ -374,12 +374,12 @@ fn no_zombies_after_many_commands() {
         assert!(o.exited.unwrap().timed_out);
     }
     assert!(
-        wait_until(Duration::from_secs(3), || d.zombies().is_empty()),
+        wait_until(PATIENCE, || d.zombies().is_empty()),
         "zombies: {:?}",
         d.zombies()
     );
     assert!(
-        wait_until(Duration::from_secs(3), || children_of(d.pid()).is_empty()),
+        wait_until(PATIENCE, || children_of(d.pid()).is_empty()),
         "children left: {:?}",
         children_of(d.pid())
     );
@@ -491,7 +491,7 @@ fn sigterm_stops_commands_and_exits_zero() {
     let (mut sock, mut dec, seen) = run_until_output(&d, 1, "echo up; sleep 300");
     let pid = started_pid(&seen);
     d.signal(libc::SIGTERM);
-    let status = d.wait_exit(Duration::from_secs(10)).expect("server exits");
+    let status = d.wait_exit(PATIENCE).expect("server exits");
     assert!(status.success(), "{status}");
     assert!(!alive(pid));
     // The client heard about both the command and the shutdown: the reason
@@ -684,7 +684,7 @@ fn audit_lines_name_peer_command_and_status() {
     let mut s = connect(&d);
     sh(&mut s, 1, "echo audited; exit 3");
     assert!(
-        d.wait_log("\"echo audited; exit 3\": exit 3", Duration::from_secs(5)),
+        d.wait_log("\"echo audited; exit 3\": exit 3", PATIENCE),
         "{}",
         d.log()
     );

@@ -5,7 +5,6 @@
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
 
 use rexec_proto::*;
 use rexec_tests::wire::{first_hello, frame, read_until};
@@ -83,17 +82,12 @@ fn stdin_sent_with_the_exec_reaches_the_command() {
 fn a_cancel_sent_with_the_exec_stops_the_command() {
     let (d, _idle) = busy_daemon();
     let (mut s, mut dec) = client(&d);
-    let t = Instant::now();
     send_all(
         &mut s,
         &[exec(1, "sleep 30", false), ClientMsg::Cancel { id: 1 }],
     );
+    // SIGTERM, not exit 0 after 30 s: the cancel reached it.
     let msgs = read_until(&mut s, &mut dec, |m| matches!(m, ServerMsg::Exited(_)));
-    assert!(
-        t.elapsed() < Duration::from_secs(10),
-        "the cancel was lost: {:?}",
-        t.elapsed()
-    );
     assert!(
         matches!(msgs.last(), Some(ServerMsg::Exited(x)) if x.status == ExitStatus::Signal(15)),
         "{msgs:?}"
@@ -135,7 +129,7 @@ fn a_client_gone_before_its_command_started_leaves_nothing_running() {
         drop(s);
     }
     assert!(
-        wait_until(Duration::from_secs(10), || children_of(d.pid()).is_empty()),
+        wait_until(PATIENCE, || children_of(d.pid()).is_empty()),
         "commands of closed connections still run: {:?}",
         children_of(d.pid())
     );
@@ -244,7 +238,7 @@ fn a_signal_handled_on_a_spawner_thread_still_reaches_the_loop() {
     let r = unsafe { libc::syscall(libc::SYS_tgkill, d.pid(), spawner, libc::SIGTERM) };
     assert_eq!(r, 0, "tgkill");
     assert!(
-        d.wait_exit(Duration::from_secs(5)).is_some(),
+        d.wait_exit(PATIENCE).is_some(),
         "rexecd lost a SIGTERM handled on a spawner thread: {}",
         d.log()
     );

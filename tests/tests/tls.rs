@@ -7,7 +7,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rexec_tests::*;
 
@@ -220,11 +220,12 @@ fn ca_signed_certificates_are_checked_against_the_ca_file() {
 #[test]
 fn transport_mismatches_fail_fast_with_a_clear_message() {
     let dir = TempDir::new("mismatch");
-    let tls = tls_daemon(&dir, &[]);
-    let plain = Daemon::start(&[]);
+    // The servers would wait an hour for a handshake: a client that does
+    // not see the mismatch at once hangs, and `run` fails the test.
+    let tls = tls_daemon(&dir, &["--handshake-timeout", "3600"]);
+    let plain = Daemon::start(&["--handshake-timeout", "3600"]);
     let kh = dir.path("kh");
     // Plaintext client, TLS server.
-    let t = Instant::now();
     let r = run(client(&kh).arg(tls.host()).arg("true"));
     assert_eq!(r.code, Some(255));
     assert!(
@@ -243,11 +244,6 @@ fn transport_mismatches_fail_fast_with_a_clear_message() {
         r.stderr.contains("speaks plaintext") && r.stderr.contains("without --tls"),
         "{}",
         r.stderr
-    );
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "took {:?}",
-        t.elapsed()
     );
 }
 
