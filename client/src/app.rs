@@ -18,7 +18,7 @@ use rexec_proto::ExecMode;
 
 /// The whole program; returns the process exit code.
 pub fn main_entry() -> i32 {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(crate::argv::subcommand_first(std::env::args_os().collect()));
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match cli.sub {
         #[cfg(feature = "demo")]

@@ -11,13 +11,15 @@
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::UNIX_EPOCH;
 
 use rexec_proto::{
     ClientMsg, ExitStatus, GET_HEADER_LEN, OutputStream, Put, ServerEvent, ServerMsg,
 };
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 use sha2::{Digest, Sha256};
 
 use crate::cli::CpArgs;
@@ -424,23 +426,85 @@ fn download_tree(
     let name = top
         .file_name()
         .ok_or_else(|| CopyError::Failed(format!("{path}: not a directory name")))?;
-    let root = local.join(name);
+    let root_path = local.join(name);
+    std::fs::create_dir_all(&root_path)
+        .map_err(|e| CopyError::Failed(format!("{}: {e}", root_path.display())))?;
+    let root = open_dir(&root_path)?;
     for remote_file in stdout.split(|&b| b == 0).filter(|f| !f.is_empty()) {
         let remote_file = String::from_utf8_lossy(remote_file).into_owned();
-        let rel = Path::new(&remote_file)
-            .strip_prefix(top)
-            .map_err(|_| CopyError::Failed(format!("{remote_file}: outside {path}")))?;
-        let target = root.join(rel);
-        if let Some(dir) = target.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| CopyError::Failed(format!("{}: {e}", dir.display())))?;
-        }
-        download_with(args, session, host, &remote_file, &target)?;
+        // The server chose these names: each must lie under the requested
+        // path with nothing but plain names after it (no `..`, no root), or
+        // a lying server could make us write anywhere (scp's CVE-2019-6111).
+        let rel = beneath(top, Path::new(&remote_file)).ok_or_else(|| {
+            CopyError::Failed(format!(
+                "{host} listed {} under {path}: refused (not a plain path below it)",
+                rexec_proto::text::echo(&remote_file)
+            ))
+        })?;
+        let (dirs, file) = rel.split_at(rel.len() - 1);
+        let dir = make_dirs_beneath(&root, &root_path, dirs)?;
+        let shown = root_path.join(rel.iter().collect::<PathBuf>());
+        fetch_into(args, session, host, &remote_file, &dir, &file[0], &shown)?;
     }
     Ok(())
 }
 
-/// Fetches one file over `session`.
+/// The components of `path` after `top`, when every one is a plain name;
+/// `None` when `path` is not below `top` or climbs (`..`), restarts (`/`)
+/// or is empty.
+fn beneath<'a>(top: &Path, path: &'a Path) -> Option<Vec<&'a std::ffi::OsStr>> {
+    let rel = path.strip_prefix(top).ok()?;
+    let parts: Vec<_> = rel
+        .components()
+        .map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    (!parts.is_empty()).then_some(parts)
+}
+
+fn open_dir(path: &Path) -> Result<OwnedFd, CopyError> {
+    rustix::fs::open(
+        path,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| CopyError::Failed(format!("{}: {e}", path.display())))
+}
+
+/// Opens (making them when missing) the directories `dirs` below `root`,
+/// each resolved by the kernel beneath it without following any symlink,
+/// so that a link planted in the destination cannot lead the copy out.
+fn make_dirs_beneath(
+    root: &OwnedFd,
+    root_path: &Path,
+    dirs: &[&std::ffi::OsStr],
+) -> Result<OwnedFd, CopyError> {
+    let mut fd = rustix::io::fcntl_dupfd_cloexec(root, 0)
+        .map_err(|e| CopyError::Failed(format!("{}: {e}", root_path.display())))?;
+    let mut shown = root_path.to_path_buf();
+    for d in dirs {
+        shown.push(d);
+        let fail = |e: rustix::io::Errno| CopyError::Failed(format!("{}: {e}", shown.display()));
+        match rustix::fs::mkdirat(&fd, *d, Mode::from_raw_mode(0o777)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(fail(e)),
+        }
+        fd = rustix::fs::openat2(
+            &fd,
+            *d,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+        )
+        .map_err(fail)?;
+    }
+    Ok(fd)
+}
+
+/// Fetches one file over `session` to `local` (a file, or a directory to
+/// put it in).
 fn download_with(
     args: &CpArgs,
     session: &mut Session,
@@ -450,64 +514,101 @@ fn download_with(
 ) -> Result<(), CopyError> {
     let name = Path::new(path)
         .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
         .ok_or_else(|| CopyError::Failed(format!("{path}: not a file name")))?;
     let target = if local.is_dir() {
-        local.join(&name)
+        local.join(name)
     } else {
         local.to_path_buf()
     };
-    let dir = target
+    let dir_path = target
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.rexec-{}",
-        target
-            .file_name()
-            .map_or(name.clone(), |n| n.to_string_lossy().into_owned()),
-        std::process::id()
-    ));
+    let file_name = target
+        .file_name()
+        .ok_or_else(|| CopyError::Failed(format!("{}: not a file name", target.display())))?;
+    let dir = open_dir(dir_path)?;
+    fetch_into(args, session, host, path, &dir, file_name, &target)
+}
+
+/// Fetches `path` into the file `name` of directory `dir` (`shown` is its
+/// path for messages): into a temporary file beside it, renamed over it
+/// once the checksum matches.
+fn fetch_into(
+    args: &CpArgs,
+    session: &mut Session,
+    host: &str,
+    path: &str,
+    dir: &OwnedFd,
+    name: &std::ffi::OsStr,
+    shown: &Path,
+) -> Result<(), CopyError> {
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".rexec-{}", std::process::id()));
+    let tmp_shown = shown.with_file_name(&tmp_name);
+    let failed =
+        |e: &dyn std::fmt::Display| CopyError::Failed(format!("{}: {e}", tmp_shown.display()));
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     session.send(&ClientMsg::Get {
         id,
         path: path.to_string(),
     })?;
-    let mut file = File::options()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(|e| CopyError::Failed(format!("{}: {e}", tmp.display())))?;
+    let fd = rustix::fs::openat(
+        dir,
+        &tmp_name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| failed(&e))?;
+    let mut file = File::from(fd);
     let mut state = GetState::default();
     let res = wait(session, id, |data| {
-        state
-            .feed(data, &mut file)
-            .map_err(|e| CopyError::Failed(format!("{}: {e}", tmp.display())))
+        state.feed(data, &mut file).map_err(|e| failed(&e))
     })
     .and_then(|(status, stderr)| check(status, &stderr, &format!("{host}:{path}")))
     .and_then(|()| state.verify())
     .and_then(|()| {
-        file.sync_all()
-            .map_err(|e| CopyError::Failed(format!("{}: {e}", tmp.display())))?;
+        file.sync_all().map_err(|e| failed(&e))?;
+        use std::os::unix::fs::PermissionsExt;
+        // Never a setuid, setgid or sticky bit from the wire; without -p the
+        // umask applies, as with cp and scp.
+        let mode = match args.preserve {
+            true => state.mode & 0o777,
+            false => state.mode & 0o777 & !umask(),
+        };
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| failed(&e))?;
         if args.preserve {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = file.set_permissions(std::fs::Permissions::from_mode(state.mode));
             if let Ok(secs) = u64::try_from(state.mtime) {
                 let _ = file.set_modified(UNIX_EPOCH + std::time::Duration::from_secs(secs));
             }
         }
-        std::fs::rename(&tmp, &target)
-            .map_err(|e| CopyError::Failed(format!("{}: {e}", target.display())))
+        rustix::fs::renameat(dir, &tmp_name, dir, name)
+            .map_err(|e| CopyError::Failed(format!("{}: {e}", shown.display())))
     });
     if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = rustix::fs::unlinkat(dir, &tmp_name, rustix::fs::AtFlags::empty());
     } else if args.json {
         println!(
             "{}",
-            serde_json::json!({"source": format!("{host}:{path}"), "dest": target.display().to_string(), "bytes": state.size})
+            serde_json::json!({"source": format!("{host}:{path}"), "dest": shown.display().to_string(), "bytes": state.size})
         );
     }
     res
+}
+
+/// This process's umask (from /proc; 022 when it cannot be read). Reading
+/// it with umask(2) would mean setting it, which other threads could see.
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
 }
 
 /// Parsing a get's stream: header, data, checksum.
@@ -579,5 +680,22 @@ mod tests {
         assert_eq!(remote("./a:b"), None);
         assert_eq!(remote("/tmp/x"), None);
         assert_eq!(remote("plain"), None);
+    }
+
+    #[test]
+    fn listed_names_must_be_plain_paths_below_the_top() {
+        let top = Path::new("/srv/data");
+        let ok = beneath(top, Path::new("/srv/data/a/b.txt")).unwrap();
+        assert_eq!(ok, ["a", "b.txt"]);
+        for bad in [
+            "/srv/data/../../../../tmp/x/PWNED",
+            "/srv/data/a/../../../etc/passwd",
+            "/srv/other/file",
+            "/srv/data",
+            "/srv/database/x",
+            "relative/data/x",
+        ] {
+            assert!(beneath(top, Path::new(bad)).is_none(), "{bad}");
+        }
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod addr;
 pub mod app;
+pub mod argv;
 pub mod cli;
 pub mod copy;
 #[cfg(feature = "demo")]

@@ -21,6 +21,7 @@ pub mod frame;
 pub mod limits;
 pub mod message;
 pub mod payload;
+pub mod text;
 pub mod tutorial;
 
 pub use frame::{

@@ -11,7 +11,7 @@ use std::process::Command;
 use rexec_proto::{ErrorKind, Exec, ExecMode};
 
 use crate::process::CommandError;
-use crate::text::echo;
+use rexec_proto::text::echo;
 
 /// The PATH commands run with.
 pub const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

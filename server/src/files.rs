@@ -104,7 +104,7 @@ fn put(args: &[String]) -> Result<(), String> {
     };
     let size: u64 = size.parse().map_err(|_| "__put: bad size".to_string())?;
     let root = Root::new(root)?;
-    let shown = |p: &str| crate::text::echo(p);
+    let shown = |p: &str| rexec_proto::text::echo(p);
     // DEST is a directory (then NAME goes inside), or a file to write; with
     // MKDIRS it is a directory, made if missing.
     if mkdirs == "1" {
@@ -241,10 +241,10 @@ fn make_dirs(root: &Root, path: &str) -> Result<(), String> {
             Component::Normal(part) => {
                 let parent = root
                     .dir(&done)
-                    .map_err(|e| format!("{}: {e}", crate::text::echo(&done)))?;
+                    .map_err(|e| format!("{}: {e}", rexec_proto::text::echo(&done)))?;
                 match rustix::fs::mkdirat(&parent, part, Mode::from_raw_mode(0o755)) {
                     Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                    Err(e) => return Err(format!("{}: {e}", crate::text::echo(path))),
+                    Err(e) => return Err(format!("{}: {e}", rexec_proto::text::echo(path))),
                 }
                 if !done.is_empty() && !done.ends_with('/') {
                     done.push('/');
@@ -264,17 +264,21 @@ fn get(args: &[String]) -> Result<(), String> {
     };
     let fd = Root::new(root)?
         .open(path, OFlags::RDONLY, Mode::empty())
-        .map_err(|e| format!("{}: {e}", crate::text::echo(path)))?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| format!("{}: {e}", crate::text::echo(path)))?;
+        .map_err(|e| format!("{}: {e}", rexec_proto::text::echo(path)))?;
+    let st =
+        rustix::fs::fstat(&fd).map_err(|e| format!("{}: {e}", rexec_proto::text::echo(path)))?;
     if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
-        return Err(format!("{}: not a regular file", crate::text::echo(path)));
+        return Err(format!(
+            "{}: not a regular file",
+            rexec_proto::text::echo(path)
+        ));
     }
     let mut out = io::stdout().lock();
     let mut header = Vec::with_capacity(rexec_proto::GET_HEADER_LEN);
     header.extend_from_slice(&(st.st_size as u64).to_be_bytes());
     header.extend_from_slice(&(st.st_mode & 0o7777).to_be_bytes());
     header.extend_from_slice(&st.st_mtime.to_be_bytes());
-    let fail = |e: io::Error| format!("sending {}: {e}", crate::text::echo(path));
+    let fail = |e: io::Error| format!("sending {}: {e}", rexec_proto::text::echo(path));
     out.write_all(&header).map_err(fail)?;
     let mut file = std::fs::File::from(fd);
     let mut hash = Sha256::new();
@@ -285,7 +289,7 @@ fn get(args: &[String]) -> Result<(), String> {
             Ok(0) => break, // shrank while being read: the checksum tells
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("{}: {e}", crate::text::echo(path))),
+            Err(e) => return Err(format!("{}: {e}", rexec_proto::text::echo(path))),
         };
         let n = n.min(usize::try_from(st.st_size as u64 - sent).unwrap_or(usize::MAX));
         hash.update(&buf[..n]);
@@ -295,7 +299,7 @@ fn get(args: &[String]) -> Result<(), String> {
     if sent != st.st_size as u64 {
         return Err(format!(
             "{}: changed while being read",
-            crate::text::echo(path)
+            rexec_proto::text::echo(path)
         ));
     }
     out.write_all(hash.finalize().as_slice()).map_err(fail)?;

@@ -58,7 +58,6 @@ pub mod registry;
 pub mod server;
 pub mod spawner;
 pub mod splice;
-pub mod text;
 pub mod timer;
 pub mod tls;
 

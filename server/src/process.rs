@@ -17,8 +17,8 @@ use rexec_proto::{ErrorKind, ExitStatus};
 
 use crate::out_queue::OutQueue;
 use crate::registry::ConnId;
-use crate::text::echo;
 use crate::timer::{Timer, Timers};
+use rexec_proto::text::echo;
 
 /// Why a command could not be started; becomes an `Error` for its id.
 #[derive(Debug)]

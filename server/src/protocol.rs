@@ -207,7 +207,7 @@ impl ConnProtocol {
 
 /// Peer-supplied text shortened for messages and logs.
 fn clip(s: &str) -> String {
-    crate::text::clean(s, 40)
+    rexec_proto::text::clean(s, 40)
 }
 
 #[cfg(test)]

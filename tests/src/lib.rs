@@ -412,6 +412,7 @@ fn raw_connect(
     Ok(sock)
 }
 
+pub mod liar;
 pub mod proxy;
 
 /// Speaking the protocol by hand over a raw socket, for tests that must

@@ -295,3 +295,25 @@ fn no_shell_and_allow_list() {
     assert_eq!(r.code, Some(2));
     assert!(r.stderr.contains("--no-shell"), "{}", r.stderr);
 }
+
+#[test]
+fn options_before_a_subcommand_apply_to_it() {
+    // `rexec --token-file T cp ...` (as the Ansible plugin writes it) once
+    // took `cp` for the host, and looked it up in DNS.
+    let dir = TempDir::new("opts-first");
+    let tf = token_file(&dir, "s3cret", 0o600);
+    let d = Daemon::start(&["--token-file", &tf]);
+    std::fs::write(dir.path("a"), "payload").unwrap();
+    let dest = format!("{}:{}", d.host(), dir.path("b").display());
+    let r = run(rexec()
+        .args(["--token-file", &tf, "--connect-timeout", "30", "cp"])
+        .arg(dir.path("a"))
+        .arg(&dest));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(dir.path("b")).unwrap(), "payload");
+    // A run option before a subcommand is refused by the subcommand, and
+    // its name is still not a host.
+    let r = run(rexec().args(["-n", "cp", "x", "y:z"]));
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(!r.stderr.contains("resolve"), "{}", r.stderr);
+}

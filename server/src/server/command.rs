@@ -13,8 +13,8 @@ use crate::out_queue::OutQueue;
 use crate::process::{self, CommandError, Proc};
 use crate::registry::{ConnId, ProcId, Registry, Slot};
 use crate::spawner::{Done, Job};
-use crate::text::echo;
 use crate::timer::Timer;
+use rexec_proto::text::echo;
 
 /// Up to this many connections (and so a small descriptor table to copy),
 /// a command that is the only one may be started on the loop thread (see

@@ -227,7 +227,7 @@ fn audit(p: &Proc, status: ExitStatus, duration: Duration) {
     log::info!(
         "{} ran \"{}\": {} in {} ms, {} bytes out{flags}",
         p.peer,
-        crate::text::clean(&p.command, AUDIT_COMMAND_MAX),
+        rexec_proto::text::clean(&p.command, AUDIT_COMMAND_MAX),
         match status {
             ExitStatus::Code(c) => format!("exit {c}"),
             ExitStatus::Signal(s) => format!("signal {s}"),

@@ -1,7 +1,8 @@
 //! Text from a peer made safe to echo in an error or write to the log:
 //! control characters escaped (a newline cannot forge a log line), and cut
 //! to a bound (an error cannot be made larger than what provoked it).
-//! Imports nothing of the crate.
+//! Used by both sides: rexecd for what clients send, rexec for what a
+//! server sends (which may be hostile: escape sequences, forged lines).
 
 /// The most characters of peer-supplied text an error message repeats.
 pub const ECHO_MAX: usize = 200;
