@@ -444,7 +444,7 @@ fn download_tree(
         let (dirs, file) = rel.split_at(rel.len() - 1);
         let dir = make_dirs_beneath(&root, &root_path, dirs)?;
         let shown = root_path.join(rel.iter().collect::<PathBuf>());
-        fetch_into(args, session, host, &remote_file, &dir, &file[0], &shown)?;
+        fetch_into(args, session, host, &remote_file, &dir, file[0], &shown)?;
     }
     Ok(())
 }
