@@ -225,7 +225,7 @@ fn one_shot_or_interactive(args: RunArgs) -> i32 {
         };
     }
     let mut sinks = if args.json {
-        Sinks::capture()
+        Sinks::capture_at_most(args.capture_limit())
     } else {
         match Sinks::terminal() {
             Ok(s) => s,

@@ -225,6 +225,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
 
+    /// Most output kept in memory per host for --json and -b (K, M, G
+    /// suffixes): a server that sends more is cut off there, and the command
+    /// reported as truncated (exit 141), so no server can fill this
+    /// machine's memory.
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = rexec_proto::limits::parse_size)]
+    pub capture_limit: u64,
+
     #[command(flatten)]
     pub conn: ConnArgs,
 }

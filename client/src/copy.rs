@@ -413,8 +413,17 @@ fn download_tree(
     };
     let mut listing = crate::run::Sinks::capture();
     let outcome = crate::run::run(session, exec, &mut listing, None)?;
-    let crate::run::Sinks::Capture { stdout, stderr } = listing else {
-        return Err(CopyError::Failed("listing: no output".into()));
+    let crate::run::Sinks::Capture {
+        stdout,
+        stderr,
+        cut: false,
+        ..
+    } = listing
+    else {
+        return Err(CopyError::Failed(format!(
+            "{host}:{path}: the listing is missing, or longer than {} MiB",
+            crate::run::CAPTURE_LIMIT >> 20
+        )));
     };
     if outcome.exit_code() != 0 {
         return Err(CopyError::Failed(format!(

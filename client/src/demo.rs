@@ -160,7 +160,7 @@ fn basics(out: &mut impl Write) -> Result<bool, ClientError> {
         };
         let mut sinks = Sinks::capture();
         let outcome = run::run(&mut session, exec, &mut sinks, None)?;
-        let Sinks::Capture { stdout, stderr } = &sinks else {
+        let Sinks::Capture { stdout, stderr, .. } = &sinks else {
             unreachable!()
         };
         w(out, format!("$ {cmd}"))?;

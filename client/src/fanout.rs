@@ -74,7 +74,7 @@ fn one(args: &RunArgs, cfg: &Config, host: &str, command: &str, mode: ExecMode) 
         }
     };
     let mut sinks = if args.json || args.gather {
-        Sinks::capture()
+        Sinks::capture_at_most(args.capture_limit())
     } else {
         Sinks::prefixed(host)
     };
@@ -111,7 +111,7 @@ fn print_gathered(results: &BTreeMap<usize, (String, HostResult)>) {
     // (stdout, stderr) -> the hosts that gave exactly that, in host order.
     let mut groups: Vec<(Output, Vec<String>)> = Vec::new();
     for (host, r) in results.values() {
-        let HostResult::Ran(_, Sinks::Capture { stdout, stderr }) = r else {
+        let HostResult::Ran(_, Sinks::Capture { stdout, stderr, .. }) = r else {
             continue;
         };
         let key = (stdout.clone(), stderr.clone());

@@ -65,6 +65,11 @@ impl ConnArgs {
 }
 
 impl RunArgs {
+    /// `--capture-limit` in bytes.
+    pub fn capture_limit(&self) -> usize {
+        usize::try_from(self.capture_limit).unwrap_or(usize::MAX)
+    }
+
     /// Connects to `target` with this invocation's options.
     pub fn connect(&self, target: &Target) -> Result<Session, ClientError> {
         self.conn.connect(target)

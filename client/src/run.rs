@@ -43,8 +43,16 @@ pub enum Sinks {
         /// The last chunk shown did not end with a newline.
         mid_line: bool,
     },
-    /// Kept in memory (for `--json`, the demo and tests).
-    Capture { stdout: Vec<u8>, stderr: Vec<u8> },
+    /// Kept in memory (for `--json`, `-b`, the demo and tests), at most
+    /// `limit` bytes of both together: a server could send without end.
+    Capture {
+        stdout: Vec<u8>,
+        stderr: Vec<u8>,
+        limit: usize,
+        /// More arrived than `limit`: the rest was dropped, and the command
+        /// is reported as truncated.
+        cut: bool,
+    },
     /// Whole lines, each prefixed (`lab3: `), to this process's stdout and
     /// stderr; several hosts write at once without mixing within a line.
     Prefixed {
@@ -66,11 +74,24 @@ impl Sinks {
         })
     }
 
+    /// Kept in memory, up to [`CAPTURE_LIMIT`].
     pub fn capture() -> Self {
+        Self::capture_at_most(CAPTURE_LIMIT)
+    }
+
+    /// Kept in memory, at most `limit` bytes of stdout and stderr together.
+    pub fn capture_at_most(limit: usize) -> Self {
         Sinks::Capture {
             stdout: Vec::new(),
             stderr: Vec::new(),
+            limit,
+            cut: false,
         }
+    }
+
+    /// Whether output was dropped at the capture limit.
+    pub fn was_cut(&self) -> bool {
+        matches!(self, Sinks::Capture { cut: true, .. })
     }
 
     /// Lines prefixed with `name: `.
@@ -123,14 +144,29 @@ impl Sinks {
                 };
                 buf.extend_from_slice(data);
                 write_lines(prefix, buf, err);
-                true
-            }
-            Sinks::Capture { stdout, stderr } => {
-                match stream {
-                    OutputStream::Stdout => stdout.extend_from_slice(data),
-                    OutputStream::Stderr => stderr.extend_from_slice(data),
+                if buf.len() > LINE_MAX {
+                    // A line without end: shown in pieces rather than held.
+                    buf.push(b'\n');
+                    write_lines(prefix, buf, err);
                 }
                 true
+            }
+            Sinks::Capture {
+                stdout,
+                stderr,
+                limit,
+                cut,
+            } => {
+                let room = limit.saturating_sub(stdout.len() + stderr.len());
+                let keep = &data[..room.min(data.len())];
+                match stream {
+                    OutputStream::Stdout => stdout.extend_from_slice(keep),
+                    OutputStream::Stderr => stderr.extend_from_slice(keep),
+                }
+                if keep.len() < data.len() {
+                    *cut = true;
+                }
+                !*cut
             }
             Sinks::Terminal {
                 stdout,
@@ -155,6 +191,18 @@ impl Sinks {
         }
     }
 }
+
+/// Most output kept in memory per command (per host with -w) for `--json`
+/// and `-b` unless `--capture-limit` says otherwise.
+pub const CAPTURE_LIMIT: usize = 64 << 20;
+
+/// Longest unterminated line held for a prefixed (`-w`) sink before it is
+/// shown as a line of its own.
+const LINE_MAX: usize = 1 << 20;
+
+/// After a cancel, the most output a command may still send before the
+/// connection is given up: a server that does not stop is cut off.
+const AFTER_CANCEL_MAX: u64 = 64 << 20;
 
 /// Writes the whole lines at the front of `buf`, each after `prefix`, in
 /// one write while holding the stream's lock, and keeps the rest.
@@ -186,6 +234,8 @@ pub struct Outcome {
     /// The `Error` for this command, when it could not start.
     pub error: Option<ErrorMsg>,
     pub duration: Duration,
+    /// rexec dropped output at its capture limit (`--capture-limit`).
+    pub cut: bool,
 }
 
 impl Outcome {
@@ -195,6 +245,7 @@ impl Outcome {
     /// refusals.
     pub fn exit_code(&self) -> i32 {
         match (&self.exited, &self.error) {
+            _ if self.cut => EXIT_TRUNCATED,
             (Some(x), _) if x.timed_out => EXIT_TIMED_OUT,
             (Some(x), _) if x.truncated => EXIT_TRUNCATED,
             (Some(x), _) => x.status.shell_code(),
@@ -219,7 +270,7 @@ impl Outcome {
     /// The `--json` line, naming the host with -w.
     pub fn print_json_for(&self, host: Option<&str>, command: &str, sinks: &Sinks) {
         let (stdout, stderr): (&[u8], &[u8]) = match sinks {
-            Sinks::Capture { stdout, stderr } => (stdout, stderr),
+            Sinks::Capture { stdout, stderr, .. } => (stdout, stderr),
             Sinks::Terminal { .. } | Sinks::Prefixed { .. } => (b"", b""),
         };
         let x = self.exited.as_ref();
@@ -233,13 +284,15 @@ impl Outcome {
             // A cut output has the fixed status, whatever the race between
             // the kill and the command's own exit gave.
             exit_code: x.and_then(|x| match x.status {
-                _ if x.truncated => Some(EXIT_TRUNCATED),
+                _ if x.truncated || self.cut => Some(EXIT_TRUNCATED),
                 ExitStatus::Code(c) => Some(c),
                 ExitStatus::Signal(_) => None,
             }),
-            signal: self.signal().filter(|_| !x.is_some_and(|x| x.truncated)),
+            signal: self
+                .signal()
+                .filter(|_| !x.is_some_and(|x| x.truncated) && !self.cut),
             timed_out: x.is_some_and(|x| x.timed_out),
-            truncated: x.is_some_and(|x| x.truncated),
+            truncated: x.is_some_and(|x| x.truncated) || self.cut,
             stdout,
             stderr,
             duration_ms: x.map_or(self.duration.as_millis() as u64, |x| x.duration_ms),
@@ -249,6 +302,11 @@ impl Outcome {
 
     /// Explains on stderr what the exit status alone would not.
     pub fn report(&self) {
+        if self.cut {
+            eprintln!(
+                "rexec: more output than --capture-limit keeps in memory; the rest was dropped and the command stopped"
+            );
+        }
         if let Some(e) = &self.error {
             eprintln!("rexec: {}: {}", e.kind, e.message);
         }
@@ -412,8 +470,11 @@ fn wait(
         exited: None,
         error: None,
         duration: Duration::ZERO,
+        cut: false,
     };
     let mut cancelled = false;
+    // Output that arrived after the cancel.
+    let mut after_cancel = 0u64;
     loop {
         if let Sinks::Terminal {
             splice: Some(splice),
@@ -436,6 +497,13 @@ fn wait(
                 id: i,
                 data,
             } if i == id => {
+                if cancelled {
+                    after_cancel += data.len() as u64;
+                    if after_cancel > AFTER_CANCEL_MAX {
+                        // A server that does not stop: cut it off.
+                        break;
+                    }
+                }
                 if !sinks.deliver(stream, data) && !cancelled {
                     cancelled = true;
                     session.send(&ClientMsg::Cancel { id })?;
@@ -463,6 +531,7 @@ fn wait(
         }
     }
     outcome.duration = started.elapsed();
+    outcome.cut = sinks.was_cut();
     Ok(outcome)
 }
 

@@ -48,7 +48,7 @@ pub struct Args {
     /// 1024). 0 means no limit; the seed and raw protocols always stop at 64M
     /// (or a quarter of --max-buffer, if less) because they buffer each reply
     /// whole.
-    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "0", value_parser = rexec_proto::limits::parse_size)]
     pub max_output: u64,
 
     /// Memory for queued bytes across all clients: output not yet sent,
@@ -56,7 +56,7 @@ pub struct Args {
     /// the largest queues are held back first (their commands' output pipes
     /// and their stdin stop being read) until there is room again. K, M, G
     /// suffixes.
-    #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", default_value = "256M", value_parser = rexec_proto::limits::parse_size)]
     pub max_buffer: u64,
 
     /// Most client connections at once; a client over the limit gets an error
@@ -296,44 +296,10 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{s:?} resolves to no address"))
 }
 
-/// Parses a byte count with an optional K, M or G suffix (powers of 1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m = match c.to_ascii_uppercase() {
-                'K' => 1u64 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                _ => return Err(format!("unknown size suffix in {s:?}: use K, M or G")),
-            };
-            (&t[..i], m)
-        }
-        _ => (t, 1),
-    };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a byte count (examples: 1048576, 512K, 64M)"))?;
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn sizes_parse_with_suffixes() {
-        assert_eq!(parse_size("0"), Ok(0));
-        assert_eq!(parse_size("1500"), Ok(1500));
-        assert_eq!(parse_size("64K"), Ok(65536));
-        assert_eq!(parse_size("3m"), Ok(3 << 20));
-        assert_eq!(parse_size("2G"), Ok(2 << 30));
-        assert!(parse_size("12Q").is_err());
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("99999999999G").is_err());
-    }
 
     #[test]
     fn addresses_parse_and_resolve() {

@@ -118,3 +118,84 @@ fn modes_from_the_wire_never_set_special_bits() {
         assert_eq!(mode, want, "cp {flag}: mode {mode:o}");
     }
 }
+
+/// A liar that answers every command with output that never ends.
+fn endless_output() -> Liar {
+    Liar::start("rexecd 0.1.0", |msg| match msg {
+        ClientMsg::Exec(e) => vec![
+            Reply::Msg(ServerMsg::Started { id: e.id, pid: 4242 }),
+            Reply::Endless(ServerMsg::Stdout {
+                id: e.id,
+                data: vec![b'y'; 60_000],
+            }),
+        ],
+        _ => vec![],
+    })
+}
+
+/// Runs `cmd` to its end; returns its exit code, stdout, stderr and peak
+/// resident memory in KiB (wait4's rusage, for this child alone).
+fn run_measured(cmd: &mut std::process::Command) -> (Option<i32>, String, String, i64) {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let mut stdout = String::new();
+    let _ = out.read_to_string(&mut stdout);
+    let mut status = 0;
+    // SAFETY: wait4 fills the status and the rusage we pass, for our child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as i32, "wait4");
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (code, stdout, t.join().unwrap(), usage.ru_maxrss)
+}
+
+#[test]
+fn json_output_is_held_up_to_the_capture_limit_and_cut_there() {
+    let liar = endless_output();
+    let (code, stdout, stderr, peak_kib) = run_measured(
+        rexec().args(["--json", "--capture-limit", "8M", &liar.host(), "true"]),
+    );
+    assert_eq!(code, Some(141), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(v["truncated"], true, "{v}");
+    assert_eq!(v["stdout"].as_str().map(str::len), Some(8 << 20));
+    // 8 MiB kept, as a Vec and then as JSON text; not the endless rest.
+    assert!(peak_kib < 64 * 1024, "rexec peaked at {peak_kib} KiB");
+}
+
+#[test]
+fn an_endless_host_is_cut_off_and_the_others_are_printed() {
+    let good: Vec<Daemon> = (0..2).map(|_| Daemon::start(&[])).collect();
+    let evil = endless_output();
+    let dir = TempDir::new("liar-fanout");
+    let config = dir.path("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[hosts.good1]\naddress = \"{}\"\n[hosts.evil]\naddress = \"{}\"\n[hosts.good2]\naddress = \"{}\"\n",
+            good[0].host(),
+            evil.host(),
+            good[1].host()
+        ),
+    )
+    .unwrap();
+    let (code, stdout, stderr, peak_kib) = run_measured(
+        rexec()
+            .env("REXEC_CONFIG", &config)
+            .args(["-w", "good1,evil,good2", "-b", "--capture-limit", "4M", "echo fine"]),
+    );
+    assert_eq!(code, Some(141), "{stderr}");
+    assert!(stdout.contains("good[1-2] (2)\n---------------\nfine\n"), "{stdout:?}");
+    assert!(stderr.contains("2 ok") && stderr.contains("evil: 141"), "{stderr}");
+    assert!(peak_kib < 64 * 1024, "rexec peaked at {peak_kib} KiB");
+}
