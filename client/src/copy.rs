@@ -371,7 +371,7 @@ fn check(status: Option<ExitStatus>, stderr: &str, what: &str) -> Result<(), Cop
         ))),
         Some(_) if !stderr.is_empty() => Err(CopyError::Failed(format!(
             "{what}: {}",
-            stderr.trim_start_matches("rexecd: ")
+            rexec_proto::text::clean(stderr.trim_start_matches("rexecd: "), 1000)
         ))),
         Some(s) => Err(CopyError::Failed(format!("{what}: failed ({s:?})"))),
     }

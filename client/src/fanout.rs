@@ -9,6 +9,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use rexec_proto::ExecMode;
+use rexec_proto::text::escape_controls;
 
 use crate::cli::RunArgs;
 use crate::error::ClientError;
@@ -128,9 +129,11 @@ fn print_gathered(results: &BTreeMap<usize, (String, HostResult)>) {
             fold(&hosts),
             hosts.len()
         );
-        let _ = out.write_all(&stdout);
+        // Many hosts' output on one screen: no escape sequences (see
+        // run::write_lines).
+        let _ = out.write_all(&escape_controls(&stdout));
         let _ = out.flush();
-        let _ = std::io::stderr().write_all(&stderr);
+        let _ = std::io::stderr().write_all(&escape_controls(&stderr));
     }
 }
 

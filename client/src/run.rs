@@ -204,8 +204,9 @@ const LINE_MAX: usize = 1 << 20;
 /// connection is given up: a server that does not stop is cut off.
 const AFTER_CANCEL_MAX: u64 = 64 << 20;
 
-/// Writes the whole lines at the front of `buf`, each after `prefix`, in
-/// one write while holding the stream's lock, and keeps the rest.
+/// Writes the whole lines at the front of `buf`, each after `prefix` and
+/// with its control characters escaped, in one write while holding the
+/// stream's lock, and keeps the rest.
 fn write_lines(prefix: &str, buf: &mut Vec<u8>, to_stderr: bool) {
     let Some(last) = buf.iter().rposition(|&b| b == b'\n') else {
         return;
@@ -213,7 +214,9 @@ fn write_lines(prefix: &str, buf: &mut Vec<u8>, to_stderr: bool) {
     let mut out = Vec::with_capacity(last + 1 + prefix.len() * 4);
     for line in buf[..=last].split_inclusive(|&b| b == b'\n') {
         out.extend_from_slice(prefix.as_bytes());
-        out.extend_from_slice(line);
+        // Among other hosts' lines, a `\r` or an escape sequence could
+        // forge another host's line or rewrite the screen.
+        out.extend_from_slice(&rexec_proto::text::escape_controls(line));
     }
     buf.drain(..=last);
     // A broken stdout (| head) ends nothing here: the other hosts go on.

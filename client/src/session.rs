@@ -296,6 +296,7 @@ impl Session {
             if let Some(len) = self.decoder.frame_ready().map_err(proto)? {
                 let ev = self.decoder.next_server_event().map_err(proto)?;
                 let ev = ev.ok_or_else(|| ClientError::Protocol("frame vanished".into()))?;
+                let ev = made_safe(ev);
                 if self.trace {
                     trace::emit(&trace::received(&ev, len));
                 }
@@ -408,3 +409,25 @@ impl Session {
         Ok(n)
     }
 }
+
+/// The text a server sends for people to read (its software name, its
+/// error messages) with control characters escaped, before anything shows
+/// or logs it: a server may be hostile, and an escape sequence in an error
+/// could rewrite the screen or set the terminal's title.
+fn made_safe(ev: ServerEvent<'_>) -> ServerEvent<'_> {
+    use rexec_proto::text::clean;
+    match ev {
+        ServerEvent::Msg(ServerMsg::Error(mut e)) => {
+            e.message = clean(&e.message, SERVER_TEXT_MAX);
+            ServerEvent::Msg(ServerMsg::Error(e))
+        }
+        ServerEvent::Msg(ServerMsg::Hello(mut h)) => {
+            h.software = clean(&h.software, SERVER_TEXT_MAX);
+            ServerEvent::Msg(ServerMsg::Hello(h))
+        }
+        other => other,
+    }
+}
+
+/// The most characters of a server's message shown.
+const SERVER_TEXT_MAX: usize = 1000;

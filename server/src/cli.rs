@@ -300,7 +300,6 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 mod tests {
     use super::*;
 
-
     #[test]
     fn addresses_parse_and_resolve() {
         assert_eq!(

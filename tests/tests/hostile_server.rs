@@ -123,7 +123,10 @@ fn modes_from_the_wire_never_set_special_bits() {
 fn endless_output() -> Liar {
     Liar::start("rexecd 0.1.0", |msg| match msg {
         ClientMsg::Exec(e) => vec![
-            Reply::Msg(ServerMsg::Started { id: e.id, pid: 4242 }),
+            Reply::Msg(ServerMsg::Started {
+                id: e.id,
+                pid: 4242,
+            }),
             Reply::Endless(ServerMsg::Stdout {
                 id: e.id,
                 data: vec![b'y'; 60_000],
@@ -162,9 +165,8 @@ fn run_measured(cmd: &mut std::process::Command) -> (Option<i32>, String, String
 #[test]
 fn json_output_is_held_up_to_the_capture_limit_and_cut_there() {
     let liar = endless_output();
-    let (code, stdout, stderr, peak_kib) = run_measured(
-        rexec().args(["--json", "--capture-limit", "8M", &liar.host(), "true"]),
-    );
+    let (code, stdout, stderr, peak_kib) =
+        run_measured(rexec().args(["--json", "--capture-limit", "8M", &liar.host(), "true"]));
     assert_eq!(code, Some(141), "{stderr}");
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
     assert_eq!(v["truncated"], true, "{v}");
@@ -189,13 +191,79 @@ fn an_endless_host_is_cut_off_and_the_others_are_printed() {
         ),
     )
     .unwrap();
-    let (code, stdout, stderr, peak_kib) = run_measured(
-        rexec()
-            .env("REXEC_CONFIG", &config)
-            .args(["-w", "good1,evil,good2", "-b", "--capture-limit", "4M", "echo fine"]),
-    );
+    let (code, stdout, stderr, peak_kib) =
+        run_measured(rexec().env("REXEC_CONFIG", &config).args([
+            "-w",
+            "good1,evil,good2",
+            "-b",
+            "--capture-limit",
+            "4M",
+            "echo fine",
+        ]));
     assert_eq!(code, Some(141), "{stderr}");
-    assert!(stdout.contains("good[1-2] (2)\n---------------\nfine\n"), "{stdout:?}");
-    assert!(stderr.contains("2 ok") && stderr.contains("evil: 141"), "{stderr}");
+    assert!(
+        stdout.contains("good[1-2] (2)\n---------------\nfine\n"),
+        "{stdout:?}"
+    );
+    assert!(
+        stderr.contains("2 ok") && stderr.contains("evil: 141"),
+        "{stderr}"
+    );
     assert!(peak_kib < 64 * 1024, "rexec peaked at {peak_kib} KiB");
+}
+
+#[test]
+fn nothing_a_server_says_reaches_the_terminal_raw() {
+    use rexec_proto::{ErrorKind, ErrorMsg};
+    let liar = Liar::start("rexecd\x1b]0;pwned\x07", |msg| match msg {
+        ClientMsg::Exec(e) if e.command == "fail" => vec![Reply::Msg(ServerMsg::Error(ErrorMsg {
+            id: Some(e.id),
+            kind: ErrorKind::Spawn,
+            message: "\x1b[2J\x1b[Hall gone".into(),
+        }))],
+        ClientMsg::Exec(e) => vec![
+            Reply::Msg(ServerMsg::Started {
+                id: e.id,
+                pid: 4242,
+            }),
+            stdout(e.id, b"x\rgood1: forged\n\x1b[31mred\x1b[0m\n"),
+            exited(e.id, 0),
+        ],
+        _ => vec![],
+    });
+    // An error message, and the hello's software in --trace.
+    let r = run(rexec().args(["--trace", &liar.host(), "fail"]));
+    assert_eq!(r.code, Some(127), "{}", r.stderr);
+    assert!(r.stderr.contains("all gone"), "{}", r.stderr);
+    assert!(r.stderr.contains("software=rexecd"), "{}", r.stderr);
+    assert!(
+        !r.stderr.contains('\x1b') && !r.stderr.contains('\x07'),
+        "{:?}",
+        r.stderr
+    );
+    // Several hosts: no line can pretend to be another host's.
+    let good = Daemon::start(&[]);
+    let dir = TempDir::new("liar-lines");
+    let config = dir.path("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[hosts.good1]\naddress = \"{}\"\n[hosts.evil]\naddress = \"{}\"\n",
+            good.host(),
+            liar.host()
+        ),
+    )
+    .unwrap();
+    let r = run(rexec()
+        .env("REXEC_CONFIG", &config)
+        .args(["-w", "evil,good1", "echo fine"]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let out = r.out();
+    assert!(out.contains("evil: x\\rgood1: forged\n"), "{out:?}");
+    assert!(out.contains("evil: \\x1b[31mred\\x1b[0m\n"), "{out:?}");
+    assert!(!out.contains('\r') && !out.contains('\x1b'), "{out:?}");
+    assert!(out.contains("good1: fine\n"), "{out:?}");
+    // One host alone: its output is the command's, byte for byte (as ssh).
+    let r = run(rexec().args([&liar.host(), "echo"]));
+    assert_eq!(r.stdout, b"x\rgood1: forged\n\x1b[31mred\x1b[0m\n");
 }
