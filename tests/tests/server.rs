@@ -18,7 +18,7 @@ fn connect(d: &Daemon) -> Session {
 fn exec_on(s: &mut Session, exec: Exec) -> (Outcome, Vec<u8>, Vec<u8>) {
     let mut sinks = Sinks::capture();
     let o = run_cmd(s, exec, &mut sinks, None).expect("run");
-    let Sinks::Capture { stdout, stderr } = sinks else {
+    let Sinks::Capture { stdout, stderr, .. } = sinks else {
         unreachable!()
     };
     (o, stdout, stderr)

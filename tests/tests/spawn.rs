@@ -128,12 +128,14 @@ fn a_client_gone_before_its_command_started_leaves_nothing_running() {
         send_all(&mut s, &[exec(1, "sleep 30", false)]);
         drop(s);
     }
+    // A start still on its way when the client went is stopped and reaped
+    // as soon as it exists: no child, zombie or not, is left for good.
     assert!(
         wait_until(PATIENCE, || children_of(d.pid()).is_empty()),
-        "commands of closed connections still run: {:?}",
-        children_of(d.pid())
+        "commands of closed connections still run: {:?} (zombies {:?})",
+        children_of(d.pid()),
+        d.zombies()
     );
-    assert!(d.zombies().is_empty(), "unreaped: {:?}", d.zombies());
 }
 
 #[test]
