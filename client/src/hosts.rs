@@ -201,7 +201,10 @@ fn split_top(list: &str) -> Vec<&str> {
 }
 
 /// Refuses, before anything is expanded, a pattern that would name more
-/// than [`MAX_HOSTS`] hosts (`x[1-99999999]` must not allocate first).
+/// than [`MAX_HOSTS`] hosts (`x[1-99999999]` must not allocate first), and
+/// a range that runs backwards (`lab[4-1]`), as ClusterShell's nodeset
+/// does: the parser would expand `lab[99999999-1]` to the whole range while
+/// it looked like one host here.
 fn check_size(item: &str) -> Result<(), String> {
     let mut total: u64 = 1;
     let mut rest = item;
@@ -213,10 +216,29 @@ fn check_size(item: &str) -> Result<(), String> {
         let mut n: u64 = 0;
         for part in inside.split(',') {
             n = n.saturating_add(match part.split_once('-') {
-                Some((a, b)) => match (a.trim().parse::<u64>(), b.trim().parse::<u64>()) {
-                    (Ok(a), Ok(b)) => b.saturating_sub(a).saturating_add(1),
-                    _ => 1,
-                },
+                Some((a, b)) => {
+                    let number = |s: &str| {
+                        let s = s.trim();
+                        match s.parse::<u64>() {
+                            Ok(v) => Ok(Some(v)),
+                            // All digits, but more than u64 holds.
+                            Err(_) if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) => {
+                                Err(format!("{item:?}: {s} is too large a host number"))
+                            }
+                            Err(_) => Ok(None), // the parser reports the syntax
+                        }
+                    };
+                    match (number(a)?, number(b)?) {
+                        (Some(a), Some(b)) if b < a => {
+                            return Err(format!(
+                                "{item:?}: the range {}-{} runs backwards (write [{}-{}])",
+                                a, b, b, a
+                            ));
+                        }
+                        (Some(a), Some(b)) => (b - a).saturating_add(1),
+                        _ => 1,
+                    }
+                }
                 None => 1,
             });
         }
@@ -331,6 +353,24 @@ mod tests {
                 .unwrap_err()
                 .contains("more than")
         );
+    }
+
+    #[test]
+    fn reversed_and_oversized_ranges_are_refused_before_expanding() {
+        let cfg = Config::default();
+        // Counted as one host before, and expanded to 99,999,999 (15 GB).
+        let e = cfg.expand("lab[99999999-1]", None).unwrap_err();
+        assert!(e.contains("lab[99999999-1]") && e.contains("backwards"), "{e}");
+        assert!(cfg.expand("lab[4-1]", None).unwrap_err().contains("[1-4]"));
+        let e = cfg
+            .expand("lab[1-99999999999999999999999]", None)
+            .unwrap_err();
+        assert!(e.contains("too large"), "{e}");
+        assert!(
+            cfg.expand("a[1-100],b[1-100]", None).unwrap().len() == 200,
+            "the bound is per list, not per item"
+        );
+        assert!(cfg.expand("a[1-100][1-101]", None).is_err());
     }
 
     #[test]
