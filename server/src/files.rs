@@ -262,8 +262,10 @@ fn get(args: &[String]) -> Result<(), String> {
     let [root, path] = args else {
         return Err("__get: bad arguments".into());
     };
+    // Non-blocking: opening a FIFO for reading would otherwise wait for a
+    // writer forever. Anything but a regular file is refused below, at once.
     let fd = Root::new(root)?
-        .open(path, OFlags::RDONLY, Mode::empty())
+        .open(path, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
         .map_err(|e| format!("{}: {e}", rexec_proto::text::echo(path)))?;
     let st =
         rustix::fs::fstat(&fd).map_err(|e| format!("{}: {e}", rexec_proto::text::echo(path)))?;
@@ -273,6 +275,8 @@ fn get(args: &[String]) -> Result<(), String> {
             rexec_proto::text::echo(path)
         ));
     }
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty())
+        .map_err(|e| format!("{}: {e}", rexec_proto::text::echo(path)))?;
     let mut out = io::stdout().lock();
     let mut header = Vec::with_capacity(rexec_proto::GET_HEADER_LEN);
     header.extend_from_slice(&(st.st_size as u64).to_be_bytes());

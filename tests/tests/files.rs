@@ -272,3 +272,23 @@ fn a_tree_comes_down_with_r() {
         "b"
     );
 }
+
+#[test]
+fn fetching_a_fifo_is_refused_at_once() {
+    // Opening a FIFO for reading waits for a writer: the helper hung there.
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("cp-fifo");
+    let fifo = dir.path("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let r = run(rexec()
+        .arg("cp")
+        .arg(format!("{}:{}", d.host(), fifo.display()))
+        .arg(dir.path("copy")));
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+    assert!(!dir.path("copy").exists());
+}
