@@ -360,7 +360,10 @@ mod tests {
         let cfg = Config::default();
         // Counted as one host before, and expanded to 99,999,999 (15 GB).
         let e = cfg.expand("lab[99999999-1]", None).unwrap_err();
-        assert!(e.contains("lab[99999999-1]") && e.contains("backwards"), "{e}");
+        assert!(
+            e.contains("lab[99999999-1]") && e.contains("backwards"),
+            "{e}"
+        );
         assert!(cfg.expand("lab[4-1]", None).unwrap_err().contains("[1-4]"));
         let e = cfg
             .expand("lab[1-99999999999999999999999]", None)

@@ -13,7 +13,7 @@ use rexec_proto::DEFAULT_PORT;
 use rexec_proto::auth::Token;
 
 use crate::config::{Config, Protocol};
-use crate::exec_policy::{ExecPolicy, RunAs, resolve_program};
+use crate::exec_policy::{Allowed, ExecPolicy, RunAs};
 
 /// rexecd: run commands for rexec clients and stream their output back.
 ///
@@ -99,8 +99,9 @@ pub struct Args {
     pub no_shell: bool,
 
     /// With --no-shell, run only these programs (comma-separated names or
-    /// paths). Programs are matched after resolving PATH and symlinks, so
-    /// /bin/../bin/rm is rm.
+    /// paths). A client must name a program exactly as given here, and it
+    /// runs under that name: another name for the same file (a symlink,
+    /// its path, another applet of a multi-call binary) is refused.
     #[arg(
         long,
         value_name = "PROG[,PROG...]",
@@ -194,7 +195,7 @@ impl Args {
                 progs
                     .iter()
                     .map(|p| {
-                        resolve_program(p)
+                        Allowed::lookup(p)
                             .ok_or_else(|| format!("--allow {p}: no such program in PATH"))
                     })
                     .collect::<Result<Vec<_>, _>>()?,

@@ -20,10 +20,31 @@ pub const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 /// of it (no secrets, no REXEC_TOKEN) reaches a command.
 pub const INHERITED_ENV: [&str; 6] = ["HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"];
 
+/// A program `--allow` names: clients must name it exactly so, and it runs
+/// under that name (argv[0]), from the file found for it at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed {
+    /// As the administrator wrote it: `ls` or `/usr/local/bin/tool`.
+    pub name: String,
+    /// The file it ran as when rexecd started.
+    pub path: PathBuf,
+}
+
+impl Allowed {
+    /// Looks `name` up as a command would run it; `None` when there is no
+    /// such program.
+    pub fn lookup(name: &str) -> Option<Allowed> {
+        Some(Allowed {
+            name: name.to_string(),
+            path: find_program(name)?,
+        })
+    }
+}
+
 /// Finds the program a command name runs: a name with a slash as it is,
-/// otherwise the first executable of that name in [`CHILD_PATH`]; then
-/// resolves `..` and symlinks. `None` when there is none.
-pub fn resolve_program(name: &str) -> Option<PathBuf> {
+/// otherwise the first executable of that name in [`CHILD_PATH`]. `None`
+/// when there is none.
+pub fn find_program(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let executable = |p: &Path| {
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -39,7 +60,7 @@ pub fn resolve_program(name: &str) -> Option<PathBuf> {
             .map(|d| Path::new(d).join(name))
             .find(|p| executable(p))
     }?;
-    std::fs::canonicalize(found).ok()
+    Some(found)
 }
 
 /// What the server lets clients run.
@@ -47,8 +68,8 @@ pub fn resolve_program(name: &str) -> Option<PathBuf> {
 pub struct ExecPolicy {
     /// Never run commands through a shell: split them and execute directly.
     pub no_shell: bool,
-    /// With `no_shell`: only these programs may run (resolved, canonical paths).
-    pub allow: Option<Vec<PathBuf>>,
+    /// With `no_shell`: only these programs may run, named exactly so.
+    pub allow: Option<Vec<Allowed>>,
     /// With `no_shell`: variables clients may set besides [`SAFE_ENV`].
     pub allow_env: Vec<String>,
     /// Run commands as this account instead of rexecd's own (root only).
@@ -244,8 +265,10 @@ pub fn command_for(exec: &Exec, policy: &ExecPolicy) -> Result<Command, CommandE
             };
             match &policy.allow {
                 Some(allowed) => {
-                    let resolved = resolve_program(prog).filter(|r| allowed.contains(r));
-                    let Some(path) = resolved else {
+                    // By name, not by file: a symlink or a multi-call binary
+                    // (busybox) makes one file many programs, and allowing
+                    // `ls` must not allow whatever else that file is.
+                    let Some(entry) = allowed.iter().find(|a| a.name == *prog) else {
                         return Err(CommandError::new(
                             ErrorKind::Forbidden,
                             format!(
@@ -255,7 +278,7 @@ pub fn command_for(exec: &Exec, policy: &ExecPolicy) -> Result<Command, CommandE
                         ));
                     };
                     // Run exactly what was checked, under the name it was given.
-                    (path, Some(prog.clone()), args.to_vec())
+                    (entry.path.clone(), Some(entry.name.clone()), args.to_vec())
                 }
                 None => (PathBuf::from(prog), None, args.to_vec()),
             }
@@ -357,20 +380,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn programs_resolve_through_path_and_symlinks() {
-        let sh = resolve_program("sh").expect("sh is in PATH");
+    fn programs_are_found_through_path() {
+        let sh = find_program("sh").expect("sh is in PATH");
         assert!(sh.is_absolute());
-        assert_eq!(resolve_program("/bin/../bin/sh"), Some(sh.clone()));
-        assert_eq!(resolve_program("no-such-program-xyz"), None);
-        assert_eq!(resolve_program("/etc/passwd"), None, "not executable");
-        assert_eq!(resolve_program(""), None);
+        assert!(find_program("/bin/../bin/sh").is_some());
+        assert_eq!(find_program("no-such-program-xyz"), None);
+        assert_eq!(find_program("/etc/passwd"), None, "not executable");
+        assert_eq!(find_program(""), None);
     }
 
     #[test]
-    fn allow_list_matches_the_resolved_program() {
+    fn allow_list_matches_the_program_by_name() {
         let cfg = ExecPolicy {
             no_shell: true,
-            allow: Some(vec![resolve_program("echo").unwrap()]),
+            allow: Some(vec![Allowed::lookup("echo").unwrap()]),
             ..ExecPolicy::default()
         };
         let exec = |c: &str| Exec {
@@ -379,6 +402,11 @@ mod tests {
         };
         assert!(command_for(&exec("echo hi"), &cfg).is_ok());
         let e = command_for(&exec("/bin/../bin/rm -rf /tmp/x"), &cfg).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Forbidden);
+        // The same file under another name is another program: a link to
+        // an allowed program, or the program's own path, is not the entry.
+        let echo_path = find_program("echo").unwrap();
+        let e = command_for(&exec(&format!("{} hi", echo_path.display())), &cfg).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Forbidden);
         // Shell mode is not a way around it: the whole string is split, no shell.
         let e = command_for(&exec("sh -c 'rm -rf /tmp/x'"), &cfg).unwrap_err();

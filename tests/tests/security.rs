@@ -317,3 +317,25 @@ fn options_before_a_subcommand_apply_to_it() {
     assert_eq!(r.code, Some(2), "{}", r.stderr);
     assert!(!r.stderr.contains("resolve"), "{}", r.stderr);
 }
+
+#[test]
+fn an_allowed_link_does_not_allow_what_it_points_to() {
+    // --allow DIR/rb, a symlink to sh: a client could run `sh -c ...`
+    // (any name that resolved to the same file passed).
+    let dir = TempDir::new("allow-link");
+    let link = dir.path("rb");
+    std::os::unix::fs::symlink("/bin/sh", &link).unwrap();
+    let marker = dir.path("ran");
+    let d = Daemon::start(&["--no-shell", "--allow", &link.display().to_string()]);
+    let r = run(rexec()
+        .arg(d.host())
+        .arg(format!("sh -c 'touch {}'", marker.display())));
+    assert_eq!(r.code, Some(255), "{}", r.stderr);
+    assert!(r.stderr.contains("not an allowed program"), "{}", r.stderr);
+    assert!(!marker.exists(), "sh ran");
+    // The entry itself runs, under its own name.
+    let r = run(rexec()
+        .arg(d.host())
+        .arg(format!("{} -c 'echo $0'", link.display())));
+    assert_eq!(r.out(), format!("{}\n", link.display()), "{}", r.stderr);
+}
