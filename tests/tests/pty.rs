@@ -125,3 +125,35 @@ fn a_script_on_stdin_runs_in_one_shell() {
     assert_eq!(r.code, local.status.code());
     assert_eq!(r.code, Some(7));
 }
+
+#[test]
+fn a_terminal_session_whose_client_dies_is_hung_up_like_sshd_does() {
+    // The shell's background job lives in its own process group: the
+    // SIGTERM to the shell's group missed it, and it ran on forever.
+    let d = Daemon::start(&[]);
+    let mut t = rexec_on_pty(&[&d.host()]);
+    t.type_("sleep 1001 & echo job=$!.\r");
+    // The typed line is echoed too: the pid is the job= followed by digits.
+    let job = |screen: &str| {
+        screen.split("job=").skip(1).find_map(|s| {
+            let (digits, _) = s.split_once('.')?;
+            digits.parse::<i32>().ok()
+        })
+    };
+    assert!(
+        wait_until(PATIENCE, || job(&t.screen()).is_some()),
+        "{:?}",
+        t.screen()
+    );
+    let pid = job(&t.screen()).unwrap();
+    assert!(alive(pid), "the job did not start");
+    // The client dies without a word.
+    t.child.kill().unwrap();
+    let _ = t.child.wait();
+    let gone = wait_until(PATIENCE, || !alive(pid));
+    if !gone {
+        // SAFETY: kill(2) on the job this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    assert!(gone, "the shell's background job survived its client");
+}

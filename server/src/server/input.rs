@@ -410,12 +410,18 @@ impl Server {
         };
         self.registry.remove(&mut conn.stream, conn.token);
         for (_, proc) in conn.commands {
+            // A terminal session is hung up first, as sshd does when its
+            // client goes: with every master descriptor closed the kernel
+            // sends SIGHUP to the session (an interactive shell ignores the
+            // SIGTERM below, and passes SIGHUP on to its background jobs,
+            // which live in process groups of their own).
+            self.close_output(proc);
+            self.close_stdin(proc);
             if let Some(p) = self.procs.get_mut(&proc) {
+                p.pty = None;
                 p.conn = None;
                 p.stop(&mut self.timers, self.cfg.kill_grace);
             }
-            self.close_output(proc);
-            self.close_stdin(proc);
             self.maybe_finish(proc);
         }
         if conn.errors_logged > ERRORS_LOGGED {
