@@ -33,6 +33,10 @@ PEERS = os.path.normpath(os.path.join(ROOT, "..", "shared", "peers"))
 SEED_SERVER = os.path.join(PEERS, "seed_server.py")
 SEED_CLIENT = os.path.join(PEERS, "seed_client.py")
 
+# bench/RESULTS.md keeps the soak's section (bench/soak.py) between these.
+SOAK_BEGIN = "<!-- soak -->"
+SOAK_END = "<!-- /soak -->"
+
 GiB = 1 << 30
 MiB = 1 << 20
 STARTED = []  # every process we start, to kill by PID at exit
@@ -941,6 +945,15 @@ def main():
         "|---|---|---|",
     ] + [f"| {name} | {val} | {'yes' if ok else 'NO'} |" for name, ok, val in targets] + ["", "## Tables", ""]
     text = "\n".join(head + md) + "\n"
+    # The soak's section (bench/soak writes it) outlives this rewrite.
+    try:
+        with open(a.out) as f:
+            old = f.read()
+        start, end = old.find(SOAK_BEGIN), old.find(SOAK_END)
+        if 0 <= start < end:
+            text += "\n" + old[start:end + len(SOAK_END)] + "\n"
+    except OSError:
+        pass
     with open(a.out, "w") as f:
         f.write(text)
     svg = os.path.join(os.path.dirname(a.out), "results.svg")

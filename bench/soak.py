@@ -302,6 +302,36 @@ class Soak:
                 self.server.wait()
 
 
+SOAK_BEGIN = "<!-- soak -->"  # as in bench.py, which keeps the section
+SOAK_END = "<!-- /soak -->"
+
+
+def write_results(path, table, minutes, bins):
+    """Puts the soak's section in bench/RESULTS.md, replacing the last one."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    start, end = text.find(SOAK_BEGIN), text.find(SOAK_END)
+    if 0 <= start < end:
+        text = text[:start].rstrip("\n") + "\n" + text[end + len(SOAK_END):].lstrip("\n")
+    cpu = os.cpu_count()
+    section = "\n".join([
+        SOAK_BEGIN,
+        "## Soak",
+        "",
+        f"`bench/soak --minutes {minutes:g}` on {time.strftime('%Y-%m-%d')}, {cpu} cores, "
+        f"{os.path.basename(os.path.normpath(bins))} binaries: one rexecd under mixed load, "
+        "every byte, count and exit status checked; rexecd sampled every few seconds.",
+        "",
+        table,
+        SOAK_END,
+    ])
+    with open(path, "w") as f:
+        f.write(text.rstrip("\n") + "\n\n" + section + "\n")
+
+
 def report(s, base, end, took):
     rss = [x["rss"] for x in s.samples] or [base["rss"]]
     fds = [x["fds"] for x in s.samples] or [base["fds"]]
@@ -326,9 +356,9 @@ def report(s, base, end, took):
         "",
         f"failures: {len(s.failures)}",
     ]
-    print("\n".join(lines))
-    for f in s.failures:
-        print(f"  {f}")
+    table = "\n".join(lines + [f"  {f}" for f in s.failures])
+    print(table)
+    return table
 
 
 def main():
@@ -337,12 +367,16 @@ def main():
     ap.add_argument("--bin-dir", default=os.path.join(ROOT, "target", "release"),
                     help="where rexec and rexecd are (default: target/release)")
     ap.add_argument("--every", type=float, default=3, help="seconds between samples")
+    ap.add_argument("--results", help="write the figures into this file's soak section "
+                                      "(bench/soak: bench/RESULTS.md)")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="rexec-soak-")
     s = Soak(a.bin_dir, a.minutes, work)
     try:
         base, end, took = s.run(a.every)
-        report(s, base, end, took)
+        table = report(s, base, end, took)
+        if a.results:
+            write_results(a.results, table, a.minutes, a.bin_dir)
     finally:
         s.stop()
         s.server_log.close()
