@@ -111,6 +111,8 @@ pub struct Connection {
     /// When the client last sent a whole message (bytes of a frame that
     /// never completes do not count: that is not activity).
     pub last_activity: Instant,
+    /// When it was accepted.
+    pub accepted: Instant,
 }
 
 impl Connection {
@@ -153,6 +155,7 @@ impl Connection {
             in_backlog: false,
             lingered: 0,
             last_activity: Instant::now(),
+            accepted: Instant::now(),
         }
     }
 

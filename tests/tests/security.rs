@@ -339,3 +339,105 @@ fn an_allowed_link_does_not_allow_what_it_points_to() {
         .arg(format!("{} -c 'echo $0'", link.display())));
     assert_eq!(r.out(), format!("{}\n", link.display()), "{}", r.stderr);
 }
+
+#[test]
+fn a_token_holder_gets_in_among_guessers_from_its_own_address() {
+    // Four parallel wrong-token guessers on 127.0.0.1, the holder's own
+    // address: the holder was refused ("too many failed authentications")
+    // in 30 of 30 tries.
+    let dir = TempDir::new("guessers");
+    let tf = token_file(&dir, "s3cret", 0o600);
+    let d = Daemon::start(&["--token-file", &tf]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let guessers: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, addr) = (stop.clone(), d.addr);
+            std::thread::spawn(move || {
+                let mut tries = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let Ok(mut s) = TcpStream::connect(addr) else {
+                        continue;
+                    };
+                    let _ = first_hello(&mut s);
+                    rexec_tests::wire::send(
+                        &mut s,
+                        &ClientMsg::Auth {
+                            answer: vec![0; 32],
+                        },
+                    );
+                    let _ = read_to_close(&mut s, PATIENCE);
+                    tries += 1;
+                }
+                tries
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for _ in 0..20 {
+        let r = run(rexec()
+            .args(["--token-file", &tf, "--connect-timeout", "10"])
+            .arg(d.host())
+            .arg("echo in"));
+        if r.out() == "in\n" {
+            ok += 1;
+        } else {
+            eprintln!("refused: {}", r.stderr);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let tries: usize = guessers.into_iter().map(|g| g.join().unwrap()).sum();
+    assert!(ok >= 19, "the holder got in {ok} times of 20");
+    assert!(tries > 0, "the guessers never guessed");
+}
+
+#[test]
+fn a_login_in_progress_is_never_the_startup_closed_for_a_newcomer() {
+    // 200 addresses each keep a connection that said hello and nothing
+    // more; with --max-startups full, each newcomer closed the oldest of the
+    // busiest address, and about one real login in ten was that one.
+    let dir = TempDir::new("startups");
+    let tf = token_file(&dir, "s3cret", 0o600);
+    let d = Daemon::start(&["--token-file", &tf]);
+    let hello_only = |n: u8| {
+        let mut s = connect_from(std::net::Ipv4Addr::new(127, 0, 1, n), d.addr).ok()?;
+        s.write_all(&frame(&rexec_tests::wire::hello())).ok()?;
+        Some(s)
+    };
+    let held: Vec<TcpStream> = (1..=200).filter_map(hello_only).collect();
+    // Let them age past the grace a handshake gets (0.5 s).
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut ok = 0;
+    for i in 0..20u8 {
+        // Newcomers keep arriving while the holder logs in.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flood = {
+            let stop = stop.clone();
+            let addr = d.addr;
+            std::thread::spawn(move || {
+                let mut opened = Vec::new();
+                let mut n = 0u8;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) && opened.len() < 2 {
+                    n = n.wrapping_add(1).max(1);
+                    if let Ok(mut s) = connect_from(std::net::Ipv4Addr::new(127, 0, 2, n), addr) {
+                        let _ = s.write_all(&frame(&rexec_tests::wire::hello()));
+                        opened.push(s);
+                    }
+                }
+                opened
+            })
+        };
+        let r = run(rexec()
+            .args(["--token-file", &tf])
+            .arg(d.host())
+            .arg(format!("echo {i}")));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(flood.join().unwrap());
+        if r.out() == format!("{i}\n") {
+            ok += 1;
+        } else {
+            eprintln!("login {i}: {}", r.stderr);
+        }
+    }
+    assert_eq!(ok, 20, "logins closed in the middle of their handshake");
+    drop(held);
+}

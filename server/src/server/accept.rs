@@ -120,8 +120,20 @@ impl Server {
             }
         };
         let native = matches!(wire, Wire::Native(_));
-        if native && self.preauth >= self.cfg.max_startups {
-            self.make_room_for_startup();
+        if native && self.preauth >= self.cfg.max_startups && !self.make_room_for_startup() {
+            // Everyone waiting is in the middle of a handshake: the newcomer
+            // is the one refused, never a client about to get in.
+            let mut conn = Connection::new(stream, token, peer, wire, self.cfg.max_frame, tls);
+            conn.fail(
+                ErrorKind::Limit,
+                format!(
+                    "{} connections are in the middle of authenticating (--max-startups); try again shortly",
+                    self.preauth
+                ),
+            );
+            conn.flush();
+            self.registry.remove(&mut conn.stream, conn.token);
+            return;
         }
         let mut conn = Connection::new(stream, token, peer, wire, self.cfg.max_frame, tls);
         log::debug!("{peer}: connected");
@@ -138,26 +150,22 @@ impl Server {
         self.check_close(id);
     }
 
-    /// Too many connections are waiting to authenticate: close the oldest
-    /// one of the address that has the most, so that one address cannot
-    /// keep everyone else out by opening connections and saying nothing.
-    fn make_room_for_startup(&mut self) {
-        let mut per_addr: HashMap<IpAddr, (usize, ConnId)> = HashMap::new();
-        for (id, c) in &self.conns {
-            if c.preauth {
-                let e = per_addr.entry(c.peer.ip()).or_insert((0, *id));
-                e.0 += 1;
-                e.1 = e.1.min(*id);
-            }
-        }
-        let victim = per_addr
-            .into_values()
-            .max_by_key(|(n, oldest)| (*n, std::cmp::Reverse(*oldest)));
-        let Some((n, id)) = victim else {
-            return;
+    /// Too many connections are waiting to authenticate: close one, so that
+    /// one address cannot keep everyone else out by opening connections and
+    /// saying nothing (see [`startup_victim`]); a client in the middle of its
+    /// handshake is never the one closed. `false` when there is none to
+    /// close.
+    fn make_room_for_startup(&mut self) -> bool {
+        let waiting = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.preauth)
+            .map(|(id, c)| (*id, c.peer.ip(), c.accepted));
+        let Some(id) = startup_victim(waiting, Instant::now(), STARTUP_GRACE) else {
+            return false;
         };
         log::info!(
-            "{} connections waiting to authenticate; closing the oldest of an address with {n}",
+            "{} connections waiting to authenticate; closing the oldest of the address with the most",
             self.preauth
         );
         // Closed at once, not lingering: the slot is needed now.
@@ -173,6 +181,7 @@ impl Server {
             conn.flush();
         }
         self.close_conn(id);
+        true
     }
 
     /// The connection no longer waits to authenticate (it did, or it is
@@ -252,5 +261,62 @@ impl Server {
             kind,
             format!("no hello within {} s", self.cfg.handshake_timeout.as_secs()),
         );
+    }
+}
+
+/// A waiting connection is not closed for another before it has had this
+/// long to authenticate: a real client does it within milliseconds, so
+/// whatever is still waiting after this is not in the middle of a login.
+pub(super) const STARTUP_GRACE: Duration = Duration::from_millis(500);
+
+/// Which waiting connection to close for a new one, given each one's id,
+/// address and acceptance time: among those waiting at least `grace`, the
+/// oldest of the address with the most of them.
+fn startup_victim(
+    waiting: impl Iterator<Item = (ConnId, IpAddr, Instant)>,
+    now: Instant,
+    grace: Duration,
+) -> Option<ConnId> {
+    let mut per_addr: HashMap<IpAddr, (usize, Instant, ConnId)> = HashMap::new();
+    for (id, ip, since) in waiting {
+        if now.saturating_duration_since(since) < grace {
+            continue;
+        }
+        let e = per_addr.entry(ip).or_insert((0, since, id));
+        e.0 += 1;
+        if since < e.1 {
+            (e.1, e.2) = (since, id);
+        }
+    }
+    per_addr
+        .into_values()
+        .max_by_key(|(n, since, _)| (*n, std::cmp::Reverse(*since)))
+        .map(|(_, _, id)| id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn young_handshakes_are_never_evicted_and_the_oldest_goes_first() {
+        let t = Instant::now() + Duration::from_secs(100);
+        let a = IpAddr::from([127, 0, 0, 2]);
+        let b = IpAddr::from([127, 0, 0, 3]);
+        let grace = Duration::from_secs(2);
+        let at = |s: u64| t - Duration::from_secs(s);
+        // Everyone young: nobody is closed.
+        let young = [(ConnId(1), a, at(1)), (ConnId(2), b, at(0))];
+        assert_eq!(startup_victim(young.into_iter(), t, grace), None);
+        // The busiest address's oldest, among those past the grace.
+        let mixed = [
+            (ConnId(1), a, at(50)),
+            (ConnId(2), b, at(60)),
+            (ConnId(3), b, at(30)),
+            (ConnId(4), b, at(1)), // young: neither counted nor chosen
+            (ConnId(5), a, at(40)),
+            (ConnId(6), a, at(20)),
+        ];
+        assert_eq!(startup_victim(mixed.into_iter(), t, grace), Some(ConnId(1)));
     }
 }
