@@ -126,6 +126,8 @@ pub struct Server {
     preauth: usize,
     /// accept() is failing (out of descriptors); logged once per episode.
     accept_failing: bool,
+    /// Kept in reserve for refusing a connection when out of descriptors.
+    spare_fd: Option<std::os::fd::OwnedFd>,
     shutting_down: bool,
     /// Set when shutdown stops waiting for commands and flushes.
     shutdown_deadline: Option<Instant>,
@@ -197,6 +199,7 @@ impl Server {
             big_pipes: 0,
             spawner,
             accept_failing: false,
+            spare_fd: accept::spare_descriptor(),
             shutting_down: false,
             shutdown_deadline: None,
         })

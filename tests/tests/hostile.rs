@@ -280,10 +280,20 @@ fn running_out_of_file_descriptors_backs_off_and_recovers() {
             .collect();
         f[10] + f[11] // utime + stime, in clock ticks (fields 14 and 15)
     };
-    // More connections than descriptors: the backlog holds the rest.
-    let socks: Vec<TcpStream> = (0..80)
+    // More connections than descriptors: those it cannot keep are told why
+    // at once (a spare descriptor makes room to say it), instead of waiting
+    // in the backlog and seeing "sent no rexec hello" after 10 s.
+    let mut socks: Vec<TcpStream> = (0..80)
         .filter_map(|_| TcpStream::connect(addr).ok())
         .collect();
+    let last = socks.last_mut().expect("connected");
+    last.write_all(&rexec_tests::wire::frame(&rexec_tests::wire::hello()))
+        .unwrap();
+    let told = read_to_close(last, PATIENCE);
+    assert!(
+        matches!(told.last(), Some(ServerMsg::Error(e)) if e.kind == ErrorKind::Limit && e.message.contains("out of file descriptors")),
+        "{told:?}"
+    );
     std::thread::sleep(Duration::from_millis(300));
     let before = cpu();
     std::thread::sleep(Duration::from_secs(1));

@@ -41,6 +41,40 @@ impl Server {
                         e.kind(),
                         io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
                     ) => {}
+                Err(e) if is_out_of_descriptors(&e) && self.spare_fd.is_some() => {
+                    // Out of descriptors: the spare one makes room to take
+                    // the connection, tell it why, and close it, instead of
+                    // leaving it to wait in the backlog for a hello that
+                    // never comes.
+                    // (accept fails so whether or not a connection waits.)
+                    self.spare_fd = None;
+                    let taken = listener.accept();
+                    if let Ok((mut stream, peer)) = taken {
+                        if !std::mem::replace(&mut self.accept_failing, true) {
+                            log::error!(
+                                "accept failed: {e}; refusing new connections until descriptors are free"
+                            );
+                        }
+                        log::debug!("{peer}: refused, out of descriptors");
+                        refuse(
+                            &mut stream,
+                            self.cfg.protocol,
+                            "rexecd is out of file descriptors; try again shortly".into(),
+                        );
+                        drop(stream);
+                        self.spare_fd = spare_descriptor();
+                        continue;
+                    }
+                    self.spare_fd = spare_descriptor();
+                    match taken {
+                        // Nobody else waits: the next connection brings an event.
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                        _ => {
+                            self.timers.after(ACCEPT_BACKOFF, Timer::AcceptRetry);
+                            return;
+                        }
+                    }
+                }
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS...: the pending connections stay
                     // in the backlog and bring no new event, so try again
@@ -62,23 +96,14 @@ impl Server {
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
         if self.conns.len() >= self.cfg.max_conns {
             log::warn!("{peer}: refused, {} connections already", self.conns.len());
-            if self.cfg.protocol == Protocol::Native {
-                let mut frame = Vec::new();
-                encode_frame(
-                    &ServerMsg::Error(ErrorMsg {
-                        id: None,
-                        kind: ErrorKind::Limit,
-                        message: format!(
-                            "{} connections at once; try again later",
-                            self.cfg.max_conns
-                        ),
-                    }),
-                    &mut frame,
-                );
-                // A new socket's send buffer is empty: this does not block,
-                // and if it fails there is nothing more to do.
-                let _ = stream.write(&frame);
-            }
+            refuse(
+                &mut stream,
+                self.cfg.protocol,
+                format!(
+                    "{} connections at once; try again later",
+                    self.cfg.max_conns
+                ),
+            );
             return;
         }
         if let Err(e) = stream.set_nodelay(true) {
@@ -262,6 +287,43 @@ impl Server {
             format!("no hello within {} s", self.cfg.handshake_timeout.as_secs()),
         );
     }
+}
+
+/// Tells a connection that is not taken in why (native protocol only), and
+/// drops it.
+fn refuse(stream: &mut TcpStream, protocol: Protocol, message: String) {
+    if protocol != Protocol::Native {
+        return;
+    }
+    let mut frame = Vec::new();
+    encode_frame(
+        &ServerMsg::Error(ErrorMsg {
+            id: None,
+            kind: ErrorKind::Limit,
+            message,
+        }),
+        &mut frame,
+    );
+    // A new socket's send buffer is empty: this does not block, and if it
+    // fails there is nothing more to do.
+    let _ = stream.write(&frame);
+}
+
+/// Whether accept failed for want of descriptors (this process's or the
+/// system's).
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// A descriptor held in reserve, given up to take in (and refuse) a
+/// connection when the process runs out.
+pub(super) fn spare_descriptor() -> Option<std::os::fd::OwnedFd> {
+    rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok()
 }
 
 /// A waiting connection is not closed for another before it has had this
