@@ -285,6 +285,8 @@ fn upload(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<(), CopyEr
         mode,
         mtime,
     }))?;
+    // Nothing is sent before the server says the destination is good.
+    ready(session, id, &format!("{shown} -> {}", u.dest))?;
     let bar = progress(&u.name, meta.len());
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
@@ -329,12 +331,45 @@ fn upload(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<(), CopyEr
     Ok(())
 }
 
+/// Waits until the server is ready for the data of put `id` (its one
+/// `PUT_READY` byte); a put it refuses ends here, with its reason.
+fn ready(session: &mut Session, id: u32, what: &str) -> Result<(), CopyError> {
+    let mut said_ready = false;
+    let (status, stderr) = wait_until(session, id, |data| {
+        said_ready = data == [rexec_proto::PUT_READY];
+        if said_ready {
+            Ok(true)
+        } else {
+            Err(CopyError::Failed(format!(
+                "{what}: the server sent data before the file"
+            )))
+        }
+    })?;
+    if said_ready {
+        return Ok(());
+    }
+    check(status, &stderr, what)?;
+    Err(CopyError::Failed(format!(
+        "{what}: the server ended the copy before it began"
+    )))
+}
+
 /// Waits for the end of transfer `id`, handing its stdout to `out`;
 /// returns its status and what it said on stderr.
 fn wait(
     session: &mut Session,
     id: u32,
     mut out: impl FnMut(&[u8]) -> Result<(), CopyError>,
+) -> Result<(Option<ExitStatus>, String), CopyError> {
+    wait_until(session, id, |data| out(data).map(|()| false))
+}
+
+/// Like [`wait`], but `out` may end the wait early by returning `true`
+/// (the status is then `None` and nothing is said yet).
+fn wait_until(
+    session: &mut Session,
+    id: u32,
+    mut out: impl FnMut(&[u8]) -> Result<bool, CopyError>,
 ) -> Result<(Option<ExitStatus>, String), CopyError> {
     let mut stderr = Vec::new();
     loop {
@@ -344,7 +379,11 @@ fn wait(
                 id: i,
                 data,
             } if i == id => match stream {
-                OutputStream::Stdout => out(data)?,
+                OutputStream::Stdout => {
+                    if out(data)? {
+                        return Ok((None, String::new()));
+                    }
+                }
                 OutputStream::Stderr if stderr.len() < 4096 => stderr.extend_from_slice(data),
                 OutputStream::Stderr => {}
             },
@@ -403,34 +442,7 @@ fn download_tree(
     path: &str,
     local: &Path,
 ) -> Result<(), CopyError> {
-    let words = ["find", path, "-type", "f", "-print0"];
-    let command = shlex::try_join(words).map_err(|e| CopyError::Failed(format!("{path}: {e}")))?;
-    let exec = rexec_proto::Exec {
-        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-        command,
-        mode: rexec_proto::ExecMode::Argv,
-        ..rexec_proto::Exec::default()
-    };
-    let mut listing = crate::run::Sinks::capture();
-    let outcome = crate::run::run(session, exec, &mut listing, None)?;
-    let crate::run::Sinks::Capture {
-        stdout,
-        stderr,
-        cut: false,
-        ..
-    } = listing
-    else {
-        return Err(CopyError::Failed(format!(
-            "{host}:{path}: the listing is missing, or longer than {} MiB",
-            crate::run::CAPTURE_LIMIT >> 20
-        )));
-    };
-    if outcome.exit_code() != 0 {
-        return Err(CopyError::Failed(format!(
-            "{host}:{path}: {}",
-            String::from_utf8_lossy(&stderr).trim()
-        )));
-    }
+    let listing = list(session, host, path)?;
     let top = Path::new(path.trim_end_matches('/'));
     let name = top
         .file_name()
@@ -439,23 +451,114 @@ fn download_tree(
     std::fs::create_dir_all(&root_path)
         .map_err(|e| CopyError::Failed(format!("{}: {e}", root_path.display())))?;
     let root = open_dir(&root_path)?;
-    for remote_file in stdout.split(|&b| b == 0).filter(|f| !f.is_empty()) {
-        let remote_file = String::from_utf8_lossy(remote_file).into_owned();
-        // The server chose these names: each must lie under the requested
-        // path with nothing but plain names after it (no `..`, no root), or
-        // a lying server could make us write anywhere (scp's CVE-2019-6111).
-        let rel = beneath(top, Path::new(&remote_file)).ok_or_else(|| {
+    for entry in &listing {
+        // The server chose these names: each must be a plain relative path
+        // (no `..`, no root), or a lying server could make us write
+        // anywhere (scp's CVE-2019-6111); and everything is made beneath
+        // the destination without following a symlink.
+        let rel = beneath(Path::new(""), Path::new(&entry.path)).ok_or_else(|| {
             CopyError::Failed(format!(
                 "{host} listed {} under {path}: refused (not a plain path below it)",
-                rexec_proto::text::echo(&remote_file)
+                rexec_proto::text::echo(&entry.path)
             ))
         })?;
-        let (dirs, file) = rel.split_at(rel.len() - 1);
-        let dir = make_dirs_beneath(&root, &root_path, dirs)?;
         let shown = root_path.join(rel.iter().collect::<PathBuf>());
-        fetch_into(args, session, host, &remote_file, &dir, file[0], &shown)?;
+        match entry.kind {
+            b'd' => drop(make_dirs_beneath(&root, &root_path, &rel)?),
+            b'f' => {
+                let (dirs, file) = rel.split_at(rel.len() - 1);
+                let dir = make_dirs_beneath(&root, &root_path, dirs)?;
+                let remote = format!("{}/{}", top.display(), entry.path);
+                fetch_into(args, session, host, &remote, &dir, file[0], &shown)?;
+            }
+            b'l' => {
+                let (dirs, link) = rel.split_at(rel.len() - 1);
+                let dir = make_dirs_beneath(&root, &root_path, dirs)?;
+                make_symlink(&dir, link[0], &entry.target, &shown)?;
+            }
+            other => {
+                return Err(CopyError::Failed(format!(
+                    "{host} listed an entry of unknown kind {other:#04x}"
+                )));
+            }
+        }
     }
     Ok(())
+}
+
+/// One entry of a `List`.
+#[derive(Debug)]
+struct Entry {
+    kind: u8,
+    path: String,
+    target: Vec<u8>,
+}
+
+/// Lists the tree below `path` on the server (confined there like a get).
+fn list(session: &mut Session, host: &str, path: &str) -> Result<Vec<Entry>, CopyError> {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    session.send(&ClientMsg::List {
+        id,
+        path: path.to_string(),
+    })?;
+    let limit = crate::run::CAPTURE_LIMIT;
+    let mut bytes = Vec::new();
+    let (status, stderr) = wait(session, id, |data| {
+        if bytes.len() + data.len() > limit {
+            return Err(CopyError::Failed(format!(
+                "{host}:{path}: the listing is longer than {} MiB",
+                limit >> 20
+            )));
+        }
+        bytes.extend_from_slice(data);
+        Ok(())
+    })?;
+    check(status, &stderr, &format!("{host}:{path}"))?;
+    parse_listing(&bytes).ok_or_else(|| {
+        CopyError::Failed(format!("{host}:{path}: the server sent a broken listing"))
+    })
+}
+
+/// `KIND PATH NUL [TARGET NUL]`, one entry after another.
+fn parse_listing(mut bytes: &[u8]) -> Option<Vec<Entry>> {
+    let mut out = Vec::new();
+    let field = |bytes: &mut &[u8]| -> Option<Vec<u8>> {
+        let end = bytes.iter().position(|&b| b == 0)?;
+        let f = bytes[..end].to_vec();
+        *bytes = &bytes[end + 1..];
+        Some(f)
+    };
+    while let Some((&kind, rest)) = bytes.split_first() {
+        bytes = rest;
+        let path = String::from_utf8(field(&mut bytes)?).ok()?;
+        let target = if kind == b'l' {
+            field(&mut bytes)?
+        } else {
+            Vec::new()
+        };
+        out.push(Entry { kind, path, target });
+    }
+    Some(out)
+}
+
+/// Makes the symlink `name` in `dir` pointing at `target` (as it is: a
+/// link is copied, never followed), replacing what was there.
+fn make_symlink(
+    dir: &OwnedFd,
+    name: &std::ffi::OsStr,
+    target: &[u8],
+    shown: &Path,
+) -> Result<(), CopyError> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut tmp = std::ffi::OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(".rexec-{}", std::process::id()));
+    let fail = |e: rustix::io::Errno| CopyError::Failed(format!("{}: {e}", shown.display()));
+    rustix::fs::symlinkat(std::ffi::OsStr::from_bytes(target), dir, &tmp).map_err(fail)?;
+    rustix::fs::renameat(dir, &tmp, dir, name).map_err(|e| {
+        let _ = rustix::fs::unlinkat(dir, &tmp, rustix::fs::AtFlags::empty());
+        fail(e)
+    })
 }
 
 /// The components of `path` after `top`, when every one is a plain name;

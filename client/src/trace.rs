@@ -42,6 +42,7 @@ pub fn sent(msg: &ClientMsg, payload_len: usize) -> String {
         ),
         ClientMsg::PutEnd { id, .. } => format!("PutEnd id={id}"),
         ClientMsg::Get { id, path } => format!("Get id={id} path={} bytes", path.len()),
+        ClientMsg::List { id, path } => format!("List id={id} path={} bytes", path.len()),
     };
     line("send", payload_len, &what)
 }

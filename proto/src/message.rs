@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Protocol version spoken by this build. A peer with a different version is
 /// refused with [`ErrorKind::Version`]; see `docs/PROTOCOL.md` for the rules.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Messages a client sends to the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,7 +52,17 @@ pub enum ClientMsg {
     /// a 20-byte header (size u64, mode u32, mtime i64, big-endian), the
     /// bytes, then their SHA-256.
     Get { id: u32, path: String },
+    /// List the tree below the directory `path` (protocol 3), confined like
+    /// a `Get`: its `Stdout` is one entry after another, each a kind byte
+    /// (`f` file, `d` directory, `l` symlink), the path relative to `path`,
+    /// and a NUL; a symlink's entry is followed by its target and a NUL.
+    List { id: u32, path: String },
 }
+
+/// The one byte of `Stdout` a `Put` answers with once the server has
+/// checked the destination and is ready for the data (protocol 3): the
+/// client sends nothing before it, so a refused put costs a round trip.
+pub const PUT_READY: u8 = 0x01;
 
 /// Bytes of the header before a `Get`'s data: size u64, mode u32, mtime
 /// i64, big-endian.
@@ -291,6 +301,7 @@ impl ClientMsg {
             ClientMsg::Put(_) => "Put",
             ClientMsg::PutEnd { .. } => "PutEnd",
             ClientMsg::Get { .. } => "Get",
+            ClientMsg::List { .. } => "List",
         }
     }
 }

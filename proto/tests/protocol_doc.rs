@@ -76,6 +76,13 @@ fn transfer_examples() {
             path: "a".into(),
         },
     );
+    check(
+        "list",
+        ClientMsg::List {
+            id: 5,
+            path: "src".into(),
+        },
+    );
 }
 
 #[test]
@@ -135,7 +142,7 @@ fn server_hello_example() {
     check(
         "server-hello",
         ServerMsg::Hello(ServerHello {
-            protocol: 2,
+            protocol: 3,
             software: "0.1.0".into(),
             challenge: None,
         }),
@@ -147,7 +154,7 @@ fn client_hello_example() {
     check(
         "client-hello",
         ClientMsg::Hello(ClientHello {
-            protocol: 2,
+            protocol: 3,
             software: "0.1.0".into(),
         }),
     );

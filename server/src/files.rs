@@ -5,14 +5,20 @@
 //! limits, audit line, backpressure through its pipes), so disk I/O never
 //! blocks the event loop and a cancel is a kill.
 //!
-//! - `__put ROOT DEST NAME SIZE MKDIRS MODE MTIME`: reads exactly SIZE bytes
-//!   from stdin, then the 32-byte SHA-256 the client computed. The data goes
+//! - `__put ROOT DEST NAME SIZE MKDIRS MODE MTIME`: checks the destination,
+//!   says so with one byte on stdout ([`rexec_proto::PUT_READY`]), then reads
+//!   exactly SIZE bytes from stdin, then the 32-byte SHA-256 the client
+//!   computed. The data goes
 //!   into an unnamed file (`O_TMPFILE`) in the target's directory; only when
 //!   the hashes match is it linked there under a temporary name and renamed
 //!   over the target. A killed or failed put leaves the old file and no
 //!   temporary behind. DEST may be a directory (then NAME inside it).
 //! - `__get ROOT PATH`: writes a 20-byte header (size u64, mode u32, mtime
 //!   i64, big-endian), the file, then its SHA-256.
+//! - `__list ROOT PATH`: writes the tree below the directory PATH, one entry
+//!   after another: `f`, `d` or `l`, the path relative to PATH, NUL (and for
+//!   a symlink its target, NUL). Nothing is followed: a symlink is listed,
+//!   never entered, and other kinds (FIFOs, devices) are left out.
 //!
 //! ROOT is `-` for none: paths are then taken as they are (relative to the
 //! home directory the command starts in). Otherwise every path is resolved
@@ -30,6 +36,7 @@ use sha2::{Digest, Sha256};
 /// The first argument that selects a transfer helper in `rexecd`'s `main`.
 pub const PUT: &str = "__put";
 pub const GET: &str = "__get";
+pub const LIST: &str = "__list";
 
 /// Runs a helper; the exit code: 0 done, 1 failed (the reason on stderr).
 pub fn helper(mode: &str, args: &[OsString]) -> i32 {
@@ -40,6 +47,7 @@ pub fn helper(mode: &str, args: &[OsString]) -> i32 {
     let res = match mode {
         PUT => put(&args),
         GET => get(&args),
+        LIST => list(&args),
         _ => Err(format!("unknown helper {mode}")),
     };
     match res {
@@ -154,6 +162,12 @@ fn put(args: &[String]) -> Result<(), String> {
         Mode::from_raw_mode(0o600),
     )
     .map_err(|e| format!("{}: {e}", shown(&dir_path)))?;
+    // The destination is good: only now does the client send the data, so a
+    // put the server refuses costs a round trip, not the whole file.
+    io::stdout()
+        .write_all(&[rexec_proto::PUT_READY])
+        .and_then(|()| io::stdout().flush())
+        .map_err(|e| format!("telling the client to go on: {e}"))?;
     let mut file = std::fs::File::from(tmp);
     let mut input = io::stdin().lock();
     let mut hash = Sha256::new();
@@ -254,6 +268,79 @@ fn make_dirs(root: &Root, path: &str) -> Result<(), String> {
             Component::RootDir => done.push('/'),
             _ => {}
         }
+    }
+    Ok(())
+}
+
+/// Deepest directory nesting listed.
+const LIST_DEPTH: usize = 256;
+
+fn list(args: &[String]) -> Result<(), String> {
+    let [root, path] = args else {
+        return Err("__list: bad arguments".into());
+    };
+    let top = Root::new(root)?
+        .dir(path)
+        .map_err(|e| format!("{}: {e}", rexec_proto::text::echo(path)))?;
+    let mut out = io::BufWriter::with_capacity(256 * 1024, io::stdout().lock());
+    list_dir(&top, &mut Vec::new(), 0, &mut out)
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("listing {}: {e}", rexec_proto::text::echo(path)))
+}
+
+/// Lists the entries of `dir` (at `rel` below the top), depth first, in
+/// name order.
+fn list_dir(
+    dir: &OwnedFd,
+    rel: &mut Vec<u8>,
+    depth: usize,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    if depth > LIST_DEPTH {
+        return Err(io::Error::other("directories nest too deep"));
+    }
+    let mut names: Vec<Vec<u8>> = rustix::fs::Dir::read_from(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_bytes().to_vec())
+        .filter(|n| n != b"." && n != b"..")
+        .collect();
+    names.sort();
+    for name in names {
+        let name_os = std::ffi::OsStr::from_bytes(&name);
+        let st = rustix::fs::statat(dir, name_os, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+        let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+        let len = rel.len();
+        if !rel.is_empty() {
+            rel.push(b'/');
+        }
+        rel.extend_from_slice(&name);
+        let entry = |k: u8, out: &mut dyn Write| {
+            out.write_all(&[k])?;
+            out.write_all(rel)?;
+            out.write_all(&[0])
+        };
+        match kind {
+            rustix::fs::FileType::RegularFile => entry(b'f', out)?,
+            rustix::fs::FileType::Symlink => {
+                entry(b'l', out)?;
+                let target = rustix::fs::readlinkat(dir, name_os, Vec::new())?;
+                out.write_all(target.as_bytes())?;
+                out.write_all(&[0])?;
+            }
+            rustix::fs::FileType::Directory => {
+                entry(b'd', out)?;
+                let sub = rustix::fs::openat(
+                    dir,
+                    name_os,
+                    OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                list_dir(&sub, rel, depth + 1, out)?;
+            }
+            _ => {}
+        }
+        rel.truncate(len);
     }
     Ok(())
 }

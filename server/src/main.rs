@@ -10,9 +10,10 @@ fn main() -> ExitCode {
     if args.get(1).is_some_and(|a| a == rexec_server::contain::ARG) {
         std::process::exit(rexec_server::contain::supervise(&args[2..]));
     }
-    // `rexecd __put ...` / `rexecd __get ...`: a file transfer (files.rs).
+    // `rexecd __put|__get|__list ...`: a file transfer (files.rs).
     if let Some(mode) = args.get(1).and_then(|a| a.to_str()) {
-        if mode == rexec_server::files::PUT || mode == rexec_server::files::GET {
+        use rexec_server::files::{GET, LIST, PUT};
+        if [PUT, GET, LIST].contains(&mode) {
             std::process::exit(rexec_server::files::helper(mode, &args[2..]));
         }
     }

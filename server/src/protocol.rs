@@ -57,6 +57,11 @@ pub enum Action {
         id: u32,
         path: String,
     },
+    /// List a tree.
+    List {
+        id: u32,
+        path: String,
+    },
     /// Refuse one command; the connection stays usable.
     Reject {
         id: u32,
@@ -130,8 +135,8 @@ impl ConnProtocol {
                         kind: ErrorKind::Version,
                         message: format!(
                             "version mismatch: client speaks protocol {} (rexec {}), server speaks {} (rexecd {}); \
-                             protocol 2 added pseudo-terminals (Exec.pty, Resize): use a rexec and \
-                             rexecd of the same version",
+                             protocol 3 added confined tree listings and checked puts (List, PUT_READY): \
+                             use a rexec and rexecd of the same version",
                             h.protocol,
                             clip(&h.software),
                             PROTOCOL_VERSION,
@@ -201,6 +206,7 @@ impl ConnProtocol {
             (Phase::Running, ClientMsg::Put(p)) => Action::Put(p),
             (Phase::Running, ClientMsg::PutEnd { id, sha256 }) => Action::PutEnd { id, sha256 },
             (Phase::Running, ClientMsg::Get { id, path }) => Action::Get { id, path },
+            (Phase::Running, ClientMsg::List { id, path }) => Action::List { id, path },
         }
     }
 }
@@ -345,12 +351,12 @@ mod tests {
                 message,
             } => {
                 assert!(
-                    message.contains("protocol 7") && message.contains("speaks 2"),
+                    message.contains("protocol 7") && message.contains("speaks 3"),
                     "{message}"
                 );
-                // Protocol 2 names what it added, so the message is longer
+                // The version names what it added, so the message is longer
                 // than it was; the peer's 1000 characters are still cut.
-                assert!(message.contains("pseudo-terminals"), "{message}");
+                assert!(message.contains("List"), "{message}");
                 assert!(message.len() < 400, "peer text is clipped");
             }
             other => panic!("{other:?}"),

@@ -27,6 +27,8 @@ pub enum Mode {
 struct Control {
     mode: Mutex<Mode>,
     changed: Condvar,
+    /// Bytes forwarded client to server, all connections together.
+    up: std::sync::atomic::AtomicU64,
 }
 
 impl Control {
@@ -57,6 +59,7 @@ impl Proxy {
         let ctl = Arc::new(Control {
             mode: Mutex::new(mode),
             changed: Condvar::new(),
+            up: std::sync::atomic::AtomicU64::new(0),
         });
         let c = ctl.clone();
         std::thread::spawn(move || {
@@ -85,6 +88,11 @@ impl Proxy {
         self.addr.to_string()
     }
 
+    /// Bytes forwarded from clients to the server so far.
+    pub fn bytes_up(&self) -> u64 {
+        self.ctl.up.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Changes how traffic is treated, for every connection at once.
     pub fn set(&self, mode: Mode) {
         *self.ctl.mode.lock().unwrap() = mode;
@@ -108,6 +116,10 @@ fn forward(mut from: TcpStream, mut to: TcpStream, down: bool, ctl: &Control) {
         let mode = ctl.wait_unstalled();
         if to.write_all(&buf[..n]).is_err() {
             break;
+        }
+        if !down {
+            ctl.up
+                .fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
         }
         if matches!(mode, Mode::Trickle { .. }) && down {
             std::thread::sleep(Duration::from_millis(1));

@@ -292,3 +292,75 @@ fn fetching_a_fifo_is_refused_at_once() {
     assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
     assert!(!dir.path("copy").exists());
 }
+
+#[test]
+fn a_tree_is_listed_within_the_files_root_and_keeps_its_shape() {
+    // `cp -r` down listed the tree with `find`, a command like any other:
+    // under --files-root it could list (and so fetch the names of) anything.
+    let dir = TempDir::new("cp-list");
+    let root = dir.path("root");
+    std::fs::create_dir_all(root.join("tree/sub")).unwrap();
+    std::fs::create_dir_all(root.join("tree/empty")).unwrap();
+    std::fs::write(root.join("tree/sub/f"), "f").unwrap();
+    std::os::unix::fs::symlink("sub/f", root.join("tree/link")).unwrap();
+    std::fs::create_dir_all(dir.path("outside")).unwrap();
+    std::fs::write(dir.path("outside/secret"), "s").unwrap();
+    let d = Daemon::start(&["--files-root", &root.display().to_string()]);
+    // Outside the root: refused, nothing listed or copied.
+    std::fs::create_dir(dir.path("got")).unwrap();
+    let r = run(rexec()
+        .args(["cp", "-r"])
+        .arg(format!("{}:../outside", d.host()))
+        .arg(dir.path("got")));
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(r.stderr.contains("outside the files root"), "{}", r.stderr);
+    assert!(!dir.path("got/outside").exists());
+    // Inside: files, the empty directory, and the symlink as a symlink.
+    let r = run(rexec()
+        .args(["cp", "-r"])
+        .arg(format!("{}:/tree", d.host()))
+        .arg(dir.path("got")));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dir.path("got/tree/sub/f")).unwrap(),
+        "f"
+    );
+    assert!(dir.path("got/tree/empty").is_dir(), "the empty directory");
+    assert_eq!(
+        std::fs::read_link(dir.path("got/tree/link")).unwrap(),
+        std::path::Path::new("sub/f")
+    );
+}
+
+#[test]
+fn an_upload_the_server_refuses_is_refused_before_the_data() {
+    // The client streamed the whole file and learned only then that the
+    // server would not take it (1 GiB for nothing).
+    use rexec_tests::proxy::{Mode, Proxy};
+    let dir = TempDir::new("cp-refused");
+    let big = dir.path("big");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    std::fs::create_dir(dir.path("root")).unwrap();
+    for (args, why) in [
+        (vec!["--no-files"], "off"),
+        (
+            vec!["--files-root", dir.0.join("root").to_str().unwrap()],
+            "outside the files root",
+        ),
+    ] {
+        let d = Daemon::start(&args);
+        let proxy = Proxy::start(d.addr, Mode::Pass);
+        let dest = format!("{}:../elsewhere/big", proxy.host());
+        let r = run(rexec().arg("cp").arg(&big).arg(&dest));
+        assert_eq!(r.code, Some(1), "{}", r.stderr);
+        assert!(r.stderr.contains(why), "{}", r.stderr);
+        let sent = proxy.bytes_up();
+        assert!(
+            sent < 64 << 10,
+            "{args:?}: {sent} bytes sent for a refused copy"
+        );
+    }
+}

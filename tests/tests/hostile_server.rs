@@ -25,19 +25,16 @@ fn get_reply(id: u32, data: &[u8], mode: u32) -> Vec<Reply> {
     ]
 }
 
-/// A liar that lists `names` for any `find` and serves "pwned\n" (mode
-/// `mode`) for any Get.
+/// A liar that lists `names` (each a kind byte and a path) for any List
+/// and serves "pwned\n" (mode `mode`) for any Get.
 fn lying_files(names: &'static [&'static str], mode: u32) -> Liar {
     Liar::start("rexecd 0.1.0", move |msg| match msg {
-        ClientMsg::Exec(e) => {
+        ClientMsg::List { id, .. } => {
             let listing: Vec<u8> = names.iter().flat_map(|n| n.bytes().chain([0])).collect();
             vec![
-                Reply::Msg(ServerMsg::Started {
-                    id: e.id,
-                    pid: 4242,
-                }),
-                stdout(e.id, &listing),
-                exited(e.id, 0),
+                Reply::Msg(ServerMsg::Started { id: *id, pid: 4242 }),
+                stdout(*id, &listing),
+                exited(*id, 0),
             ]
         }
         ClientMsg::Get { id, .. } => get_reply(*id, b"pwned\n", mode),
@@ -51,10 +48,7 @@ fn a_listing_that_climbs_out_of_the_target_is_refused() {
     std::fs::create_dir(dir.path("dest")).unwrap();
     std::fs::create_dir(dir.path("outside")).unwrap();
     // dest/data/../../outside/PWNED is dir/outside/PWNED.
-    let liar = lying_files(
-        &["/srv/data/ok.txt", "/srv/data/../../outside/PWNED"],
-        0o644,
-    );
+    let liar = lying_files(&["fok.txt", "f../../outside/PWNED"], 0o644);
     let r = run(rexec().args([
         "cp",
         "-r",
@@ -80,7 +74,7 @@ fn a_symlink_in_the_destination_does_not_lead_out() {
     std::fs::create_dir_all(dir.path("dest/data")).unwrap();
     std::fs::create_dir(dir.path("outside")).unwrap();
     std::os::unix::fs::symlink(dir.path("outside"), dir.path("dest/data/sub")).unwrap();
-    let liar = lying_files(&["/srv/data/sub/PWNED"], 0o644);
+    let liar = lying_files(&["fsub/PWNED"], 0o644);
     let r = run(rexec().args([
         "cp",
         "-r",

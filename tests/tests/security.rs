@@ -173,7 +173,9 @@ fn repeated_failures_slow_that_address_down_without_blocking_others() {
             other => panic!("wrong token accepted: {other:?}"),
         }
     }
-    // The next hello for this address is held back (250 ms doubling per failure)...
+    // The next hello for this address is held back (250 ms, then 500 ms a
+    // failure: the step stops at 0.5 s so that a token holder among
+    // guessers still gets in)...
     let t = Instant::now();
     let mut sock = TcpStream::connect(d.addr).unwrap();
     let waiter = std::thread::spawn(move || {
@@ -196,7 +198,7 @@ fn repeated_failures_slow_that_address_down_without_blocking_others() {
     let served_after = t.elapsed();
     assert_eq!(o.exit_code(), 0);
     let held = waiter.join().unwrap();
-    assert!(held >= Duration::from_millis(900), "hello after {held:?}");
+    assert!(held >= Duration::from_millis(450), "hello after {held:?}");
     assert!(
         served_after < held,
         "the loop was blocked: served after {served_after:?}, hello after {held:?}"

@@ -439,6 +439,17 @@ impl Server {
         self.transfer(conn_id, exec, crate::files::GET, &[path]);
     }
 
+    /// A client lists a tree (`rexec cp -r` down): a `rexecd __list`
+    /// helper walks it, confined like a get.
+    pub(super) fn list(&mut self, conn_id: ConnId, id: u32, path: String) {
+        let exec = Exec {
+            id,
+            command: format!("list {path}"),
+            ..Exec::default()
+        };
+        self.transfer(conn_id, exec, crate::files::LIST, &[path]);
+    }
+
     fn transfer(&mut self, conn_id: ConnId, exec: Exec, mode: &str, args: &[String]) {
         let id = exec.id;
         if self

@@ -303,6 +303,7 @@ impl Server {
             Action::Put(put) => self.put(id, put),
             Action::PutEnd { id: cmd, sha256 } => self.put_end(id, cmd, &sha256),
             Action::Get { id: cmd, path } => self.get(id, cmd, path),
+            Action::List { id: cmd, path } => self.list(id, cmd, path),
         }
     }
 
