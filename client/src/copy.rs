@@ -736,7 +736,7 @@ struct GetState {
 }
 
 impl GetState {
-    fn feed(&mut self, mut data: &[u8], file: &mut File) -> io::Result<()> {
+    fn feed(&mut self, mut data: &[u8], file: &mut impl Write) -> io::Result<()> {
         if self.header.len() < GET_HEADER_LEN {
             let take = (GET_HEADER_LEN - self.header.len()).min(data.len());
             self.header.extend_from_slice(&data[..take]);
@@ -771,6 +771,34 @@ impl GetState {
             ));
         }
         Ok(())
+    }
+}
+
+/// Everything `rexec cp` decodes from a server, fed `data` as a server
+/// would send it: as a `Get`'s stream (header, bytes, checksum) in chunks
+/// of `step` bytes, and as a `List` answer (each entry's path checked the
+/// way a download checks it). For the `client` fuzz target: whatever the
+/// bytes, nothing may panic, allocate without bound or accept a path that
+/// leaves the destination.
+pub fn decode_untrusted(step: usize, data: &[u8]) {
+    let mut get = GetState::default();
+    for chunk in data.chunks(step.max(1)) {
+        if get.feed(chunk, &mut io::sink()).is_err() {
+            break;
+        }
+    }
+    let _ = get.verify();
+    if let Some(entries) = parse_listing(data) {
+        for e in entries {
+            if let Some(rel) = beneath(Path::new(""), Path::new(&e.path)) {
+                assert!(
+                    rel.iter().all(|c| *c != ".." && *c != "." && !c.is_empty()),
+                    "{:?} passed as plain",
+                    e.path
+                );
+                assert!(!e.path.starts_with('/'), "{:?} passed as relative", e.path);
+            }
+        }
     }
 }
 

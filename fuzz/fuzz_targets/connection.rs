@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
                     authenticated = true;
                 }
                 Action::Fail { .. } => return, // closed
-                Action::Exec(_) | Action::Stdin { .. } | Action::StdinEof { .. } | Action::Cancel { .. } | Action::Resize { .. } | Action::Put(_) | Action::PutEnd { .. } | Action::Get { .. } | Action::Reject { .. } => {
+                Action::Exec(_) | Action::Stdin { .. } | Action::StdinEof { .. } | Action::Cancel { .. } | Action::Resize { .. } | Action::Put(_) | Action::PutEnd { .. } | Action::Get { .. } | Action::List { .. } | Action::Reject { .. } => {
                     assert!(authenticated, "acted on a request before the hello");
                 }
             }
