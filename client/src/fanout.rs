@@ -40,6 +40,9 @@ pub fn run(args: &RunArgs, cfg: &Config, hosts: Vec<String>, command: &str, mode
             let (queue, results) = (queue.clone(), results.clone());
             scope.spawn(move || {
                 loop {
+                    if run::stdout_broken() {
+                        return; // nobody reads what the next host would say
+                    }
                     let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
                     let Some((i, host)) = next else {
                         return;

@@ -2,7 +2,7 @@
 //! output as it arrives, and wait for `Exited`.
 
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -149,7 +149,9 @@ impl Sinks {
                     buf.push(b'\n');
                     write_lines(prefix, buf, err);
                 }
-                true
+                // Once stdout is gone (`| head`), every host's command is
+                // stopped, as one host's is.
+                !stdout_broken()
             }
             Sinks::Capture {
                 stdout,
@@ -219,12 +221,21 @@ fn write_lines(prefix: &str, buf: &mut Vec<u8>, to_stderr: bool) {
         out.extend_from_slice(&rexec_proto::text::escape_controls(line));
     }
     buf.drain(..=last);
-    // A broken stdout (| head) ends nothing here: the other hosts go on.
-    let _ = if to_stderr {
-        io::stderr().lock().write_all(&out)
-    } else {
-        io::stdout().lock().write_all(&out)
-    };
+    if to_stderr {
+        // Nowhere to report a failing stderr.
+        let _ = io::stderr().lock().write_all(&out);
+    } else if io::stdout().lock().write_all(&out).is_err() {
+        STDOUT_BROKEN.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Local stdout broke while hosts wrote to it (`rexec -w ... | head`).
+static STDOUT_BROKEN: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process's stdout broke under `-w`: every host's command is
+/// then stopped and no further host is started.
+pub fn stdout_broken() -> bool {
+    STDOUT_BROKEN.load(Ordering::SeqCst)
 }
 
 /// How a command ended, as far as the client knows.

@@ -168,3 +168,23 @@ fn hosts_lists_the_config_and_errors_name_file_and_line() {
     let r = run(lab.rexec().args(["lab2", "echo named"]));
     assert_eq!(r.out(), "named\n", "{}", r.stderr);
 }
+
+#[test]
+fn a_closed_stdout_stops_every_host_like_one_host() {
+    // `rexec -w lab1 yes | head -1` never exited and spun a CPU.
+    let lab = Lab::new();
+    let r = run(std::process::Command::new("bash").arg("-c").arg(format!(
+        "REXEC_CONFIG={} {} -w @up yes | head -1; echo \"status ${{PIPESTATUS[0]}}\" >&2",
+        lab.dir.path("config.toml").display(),
+        bin("rexec").display()
+    )));
+    assert_eq!(r.out().lines().count(), 1, "{}", r.out());
+    // Each host's yes was stopped (SIGTERM), as a single host's is.
+    assert!(r.stderr.contains("status 143"), "{}", r.stderr);
+    for d in &lab._daemons {
+        assert!(
+            wait_until(PATIENCE, || children_of(d.pid()).is_empty()),
+            "a host's command runs on"
+        );
+    }
+}
