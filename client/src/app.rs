@@ -148,6 +148,12 @@ fn fan_out(args: &RunArgs, cfg: &Config, list: &str) -> i32 {
     crate::fanout::run(args, cfg, hosts, &command, mode)
 }
 
+/// `@lab`, `lab[1-2]` or `a,b` where one host was expected (a bracketed
+/// IPv6 address, `[::1]:7070`, is a host).
+fn looks_like_host_list(host: &str) -> bool {
+    host.starts_with('@') || host.contains(',') || (host.contains('[') && !host.starts_with('['))
+}
+
 fn one_shot_or_interactive(args: RunArgs) -> i32 {
     let cfg = match Config::load(args.conn.config.as_deref()) {
         Ok(c) => c,
@@ -166,6 +172,15 @@ fn one_shot_or_interactive(args: RunArgs) -> i32 {
         eprintln!("rexec: missing HOST[:PORT]; see rexec --help, or try rexec demo");
         return 2;
     };
+    if looks_like_host_list(&host) {
+        // Not a name to look up (in DNS, for one): say what was meant.
+        eprintln!(
+            "rexec: {} is a host list, not a host: run it on each with rexec -w {} ...",
+            rexec_proto::text::echo(&host),
+            rexec_proto::text::echo(&host)
+        );
+        return 2;
+    }
     let target = cfg.target(&host);
     let stdin_tty = io::stdin().is_terminal();
     if args.command.is_empty() && args.prompt {

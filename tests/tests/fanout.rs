@@ -188,3 +188,20 @@ fn a_closed_stdout_stops_every_host_like_one_host() {
         );
     }
 }
+
+#[test]
+fn a_host_list_without_w_gets_a_hint_not_a_lookup() {
+    let lab = Lab::new();
+    for list in ["@up", "lab[1-2]", "lab1,lab2"] {
+        let r = run(lab.rexec().args([list, "true"]));
+        assert_eq!(r.code, Some(2), "{list}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!("rexec -w {list}")),
+            "{list}: {}",
+            r.stderr
+        );
+    }
+    // A bracketed IPv6 address is a host, not a list.
+    let r = run(lab.rexec().args(["[::1]:1", "true"]));
+    assert!(!r.stderr.contains("host list"), "{}", r.stderr);
+}
