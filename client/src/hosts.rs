@@ -110,6 +110,20 @@ impl Config {
     /// How to reach `name`: its entry if the file has one, else `name` is
     /// an address as it is; `[defaults]` fill what the entry leaves out.
     pub fn target(&self, name: &str) -> Target {
+        // `lab1:7071`: lab1's entry for everything but the port.
+        if !self.hosts.contains_key(name) {
+            if let Some((base, port)) = name.rsplit_once(':') {
+                let port = port.parse::<u16>().ok().filter(|&p| p > 0);
+                if let (Some(entry), Some(port)) = (self.hosts.get(base), port) {
+                    let address = entry.address.clone().unwrap_or_else(|| base.to_string());
+                    let host = crate::addr::parse_host(&address).map_or(address, |(h, _)| h);
+                    let mut t = self.target(base);
+                    t.address = crate::addr::hostport(&host, port);
+                    t.name = name.to_string();
+                    return t;
+                }
+            }
+        }
         let entry = self.hosts.get(name);
         let pick = |f: fn(&HostEntry) -> Option<&String>| {
             entry.and_then(f).or_else(|| f(&self.defaults)).cloned()
@@ -374,6 +388,20 @@ mod tests {
             "the bound is per list, not per item"
         );
         assert!(cfg.expand("a[1-100][1-101]", None).is_err());
+    }
+
+    #[test]
+    fn a_port_after_a_configured_name_keeps_the_rest_of_its_entry() {
+        let cfg = Config::parse(
+            "[hosts.lab1]\naddress = \"10.0.0.5:7070\"\ntls = true\n[hosts.v6]\naddress = \"[fd00::5]\"\n",
+        )
+        .unwrap();
+        let t = cfg.target("lab1:7071");
+        assert_eq!(t.address, "10.0.0.5:7071");
+        assert!(t.tls, "the entry's other settings stay");
+        assert_eq!(cfg.target("v6:9").address, "[fd00::5]:9");
+        // A name not in the file is an address, as before.
+        assert_eq!(cfg.target("other:7071").address, "other:7071");
     }
 
     #[test]
