@@ -36,6 +36,19 @@ static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 /// `HOST:PATH` or `HOST:PORT:PATH` → (host spec, path); `None` for a local
 /// path (no colon before the first slash).
 pub fn remote(spec: &str) -> Option<(String, String)> {
+    // An IPv6 literal in brackets: `[::1]:/path`, `[::1]:7070:/path`.
+    if let Some(inside) = spec.strip_prefix('[') {
+        let (addr, rest) = inside.split_once("]:")?;
+        if addr.contains('/') {
+            return None;
+        }
+        return match rest.split_once(':') {
+            Some((port, path)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+                Some((format!("[{addr}]:{port}"), path.to_string()))
+            }
+            _ => Some((format!("[{addr}]"), rest.to_string())),
+        };
+    }
     let (host, rest) = spec.split_once(':')?;
     if host.is_empty() || host.contains('/') {
         return None;
@@ -820,6 +833,15 @@ mod tests {
         assert_eq!(remote("./a:b"), None);
         assert_eq!(remote("/tmp/x"), None);
         assert_eq!(remote("plain"), None);
+        assert_eq!(
+            remote("[::1]:7071:/tmp/x"),
+            Some(("[::1]:7071".into(), "/tmp/x".into()))
+        );
+        assert_eq!(
+            remote("[::1]:/tmp/x"),
+            Some(("[::1]".into(), "/tmp/x".into()))
+        );
+        assert_eq!(remote("[::1]"), None, "no path: a local name");
     }
 
     #[test]

@@ -48,8 +48,13 @@ impl Daemon {
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Self::start_at("127.0.0.1:0", args, env)
+    }
+
+    /// Starts `rexecd --listen LISTEN ARGS...` (`[::1]:0` for IPv6).
+    pub fn start_at(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(bin("rexecd"))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .env("RUST_LOG", "debug")
             .envs(env.iter().copied())

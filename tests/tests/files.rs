@@ -364,3 +364,17 @@ fn an_upload_the_server_refuses_is_refused_before_the_data() {
         );
     }
 }
+
+#[test]
+fn ipv6_literals_work_in_copy_specs() {
+    // `cp f '[::1]:PORT:/path'` said "missing ']'".
+    let d = Daemon::start_at("[::1]:0", &[], &[]);
+    let dir = TempDir::new("cp-v6");
+    std::fs::write(dir.path("a"), "six").unwrap();
+    let spec = format!("[::1]:{}:{}", d.addr.port(), dir.path("b").display());
+    let r = run(rexec().arg("cp").arg(dir.path("a")).arg(&spec));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let r = run(rexec().arg("cp").arg(&spec).arg(dir.path("c")));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(dir.path("c")).unwrap(), "six");
+}
