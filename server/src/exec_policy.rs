@@ -21,7 +21,7 @@ pub const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:
 pub const INHERITED_ENV: [&str; 6] = ["HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"];
 
 /// A program `--allow` names: clients must name it exactly so, and it runs
-/// under that name (argv[0]), from the file found for it at start.
+/// under that name (`argv[0]`), from the file found for it at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allowed {
     /// As the administrator wrote it: `ls` or `/usr/local/bin/tool`.
