@@ -85,6 +85,20 @@ impl ClientError {
     }
 }
 
+impl ClientError {
+    /// What went wrong, without the address: the same failure on many hosts
+    /// reads the same, so a summary can fold them (`lab[3-5]: connection
+    /// refused`).
+    pub fn short(&self) -> String {
+        match self {
+            ClientError::Refused(_) => "connection refused".into(),
+            ClientError::Timeout(_) => "timed out connecting".into(),
+            ClientError::Unreachable(_, e) => format!("cannot reach: {e}"),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl From<io::Error> for ClientError {
     fn from(e: io::Error) -> Self {
         ClientError::Io(e)

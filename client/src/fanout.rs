@@ -140,37 +140,58 @@ fn print_gathered(results: &BTreeMap<usize, (String, HostResult)>) {
     }
 }
 
-/// The summary line on stderr, and the exit status.
+/// The summary line on stderr, and the exit status. Hosts that failed the
+/// same way are folded into one host list (`lab[3-5]: connection refused`).
 fn summary(results: &BTreeMap<usize, (String, HostResult)>) -> i32 {
-    let (mut ok, mut failed, mut down) = (Vec::new(), Vec::new(), Vec::new());
+    let mut ok = Vec::new();
+    // (how, why) -> hosts, in the order first seen.
+    let mut bad: Vec<((&str, String), Vec<String>)> = Vec::new();
     let mut status = 0;
     for (host, r) in results.values() {
-        match r {
-            HostResult::Ran(o, _) if o.exit_code() == 0 => ok.push(host.clone()),
+        let key = match r {
+            HostResult::Ran(o, _) if o.exit_code() == 0 => {
+                ok.push(host.clone());
+                continue;
+            }
             HostResult::Ran(o, _) => {
-                failed.push(format!("{host}: {}", o.exit_code()));
                 status = status.max(o.exit_code());
+                match &o.exited {
+                    Some(x) if x.timed_out => ("timed out", String::new()),
+                    _ if o.cut || o.exited.as_ref().is_some_and(|x| x.truncated) => {
+                        ("truncated", String::new())
+                    }
+                    _ => ("failed", o.exit_code().to_string()),
+                }
             }
             HostResult::Unreachable(e) => {
-                down.push(format!("{host}: {e}"));
                 status = EXIT_CONNECTION;
+                ("unreachable", e.short())
             }
+        };
+        match bad.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, hosts)) => hosts.push(host.clone()),
+            None => bad.push((key, vec![host.clone()])),
         }
     }
     let mut line = format!("rexec: {} ok", ok.len());
-    if !failed.is_empty() {
-        line.push_str(&format!(
-            ", {} failed ({})",
-            failed.len(),
-            failed.join(", ")
-        ));
-    }
-    if !down.is_empty() {
-        line.push_str(&format!(
-            ", {} unreachable ({})",
-            down.len(),
-            down.join("; ")
-        ));
+    for how in ["failed", "timed out", "truncated", "unreachable"] {
+        let groups: Vec<String> = bad
+            .iter()
+            .filter(|((h, _), _)| *h == how)
+            .map(|((_, why), hosts)| match why.is_empty() {
+                true => fold(hosts),
+                false => format!("{}: {why}", fold(hosts)),
+            })
+            .collect();
+        let count: usize = bad
+            .iter()
+            .filter(|((h, _), _)| *h == how)
+            .map(|(_, hosts)| hosts.len())
+            .sum();
+        if count > 0 {
+            let sep = if how == "unreachable" { "; " } else { ", " };
+            line.push_str(&format!(", {count} {how} ({})", groups.join(sep)));
+        }
     }
     eprintln!("{line}");
     status

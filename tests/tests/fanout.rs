@@ -205,3 +205,16 @@ fn a_host_list_without_w_gets_a_hint_not_a_lookup() {
     let r = run(lab.rexec().args(["[::1]:1", "true"]));
     assert!(!r.stderr.contains("host list"), "{}", r.stderr);
 }
+
+#[test]
+fn the_summary_folds_identical_failures_and_names_timeouts() {
+    let lab = Lab::new();
+    let r = run(lab.rexec().args(["-w", "@up", "exit 3"]));
+    assert_eq!(r.code, Some(3), "{}", r.stderr);
+    assert!(r.stderr.contains("3 failed (lab[1-3]: 3)"), "{}", r.stderr);
+    let r = run(lab
+        .rexec()
+        .args(["-w", "@up", "--timeout", "1", "sleep 30"]));
+    assert_eq!(r.code, Some(124), "{}", r.stderr);
+    assert!(r.stderr.contains("3 timed out (lab[1-3])"), "{}", r.stderr);
+}
