@@ -461,7 +461,21 @@ pub fn run(
     let id = exec.id;
     exec.stdin = stdin.is_some();
     let started = Instant::now();
-    session.send(&ClientMsg::Exec(exec))?;
+    let msg = ClientMsg::Exec(exec);
+    let mut payload = Vec::new();
+    rexec_proto::payload::encode_into(&msg, &mut payload);
+    let size = payload.len();
+    if size > rexec_proto::DEFAULT_MAX_FRAME {
+        // The server would refuse the frame and close the connection: say
+        // what is too big instead.
+        return Err(ClientError::Usage(format!(
+            "the command is {:.1} MB; the limit for one request is {} MiB \
+             (send a long script on stdin instead: rexec HOST < script.sh)",
+            size as f64 / 1e6,
+            rexec_proto::DEFAULT_MAX_FRAME >> 20
+        )));
+    }
+    session.send(&msg)?;
     if let Some(input) = stdin {
         forward_stdin(session.writer(), id, input)?;
     }

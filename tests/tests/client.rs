@@ -382,3 +382,22 @@ fn a_closed_local_stdout_stops_the_remote_command() {
         d.log()
     );
 }
+
+#[test]
+fn a_command_over_the_frame_limit_gets_a_sentence() {
+    let d = Daemon::start(&[]);
+    // 15 words of 100 KB: 1.5 MB of argv, over the 1 MiB a request may be.
+    let word = "x".repeat(100_000);
+    let r = run(rexec()
+        .arg(d.host())
+        .arg("--")
+        .arg("echo")
+        .args(std::iter::repeat_n(&word, 15)));
+    assert_eq!(r.code, Some(255), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("the command is 1.5 MB; the limit for one request is 1 MiB"),
+        "{}",
+        r.stderr
+    );
+}
