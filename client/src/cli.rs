@@ -60,6 +60,9 @@ pub enum Sub {
     /// Copy files to or from a server, as scp: `rexec cp FILE... HOST:DEST`,
     /// `rexec cp HOST:PATH LOCAL` (HOST:PORT:PATH with a port). Checked with
     /// SHA-256 and renamed into place only when complete.
+    #[command(
+        override_usage = "rexec cp [OPTIONS] SOURCE... HOST:DEST\n       rexec cp [OPTIONS] HOST:PATH LOCAL"
+    )]
     Cp(CpArgs),
     /// List the hosts and groups of the config file, groups expanded.
     Hosts {
@@ -94,7 +97,7 @@ pub enum Sub {
 pub struct CpArgs {
     /// SOURCE... DEST: local files and HOST:DEST, or HOST:PATH and a local
     /// file or directory.
-    #[arg(value_name = "SOURCE... DEST", num_args = 2.., required = true)]
+    #[arg(value_name = "PATH", num_args = 2.., required = true)]
     pub paths: Vec<String>,
     /// Copy directories and what is in them.
     #[arg(short = 'r')]

@@ -58,3 +58,20 @@ fn man_pages_for_rexec_and_rexecd() {
     assert!(page.contains(".TH rexecd 8"), "{page}");
     assert!(page.contains("max\\-startups"), "{page}");
 }
+
+#[test]
+fn cp_help_has_a_readable_usage_line() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rexec"))
+        .args(["cp", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("Usage: rexec cp [OPTIONS] SOURCE... HOST:DEST\n"),
+        "{help}"
+    );
+    assert!(
+        !help.contains("<SOURCE... DEST> <SOURCE... DEST>"),
+        "{help}"
+    );
+}
