@@ -84,6 +84,9 @@ pub fn main(args: &CpArgs) -> i32 {
         eprintln!("rexec cp: give SOURCE... DEST");
         return 2;
     };
+    if let Err(e) = crate::cleanup::on_signals() {
+        eprintln!("rexec cp: cannot handle signals: {e}");
+    }
     // Down: one remote source, a local destination.
     if let ([src], None, None) = (sources, remote(dest), args.hosts.as_ref()) {
         return match remote(src) {
@@ -686,6 +689,8 @@ fn fetch_into(
         Mode::from_raw_mode(0o600),
     )
     .map_err(|e| failed(&e))?;
+    // Removed on an interrupt too, not only on an error.
+    let _pending = crate::cleanup::register(dir, &tmp_name);
     let mut file = File::from(fd);
     let mut state = GetState::default();
     let res = wait(session, id, |data| {

@@ -14,6 +14,7 @@
 pub mod addr;
 pub mod app;
 pub mod argv;
+pub mod cleanup;
 pub mod cli;
 pub mod copy;
 #[cfg(feature = "demo")]

@@ -378,3 +378,52 @@ fn ipv6_literals_work_in_copy_specs() {
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert_eq!(std::fs::read_to_string(dir.path("c")).unwrap(), "six");
 }
+
+#[test]
+fn an_interrupted_download_leaves_no_temporary_file() {
+    // Ctrl-C, SIGTERM or a dropped connection left .NAME.rexec-PID behind
+    // (86-111 MB seen).
+    use rexec_tests::proxy::{Mode, Proxy};
+    let dir = TempDir::new("cp-interrupted");
+    let src = dir.path("big");
+    random_file(&src, 16 << 20);
+    for (how, want) in [
+        ("SIGINT", Some(130)),
+        ("SIGTERM", Some(143)),
+        ("drop", Some(255)),
+    ] {
+        let mut d = Daemon::start(&[]);
+        let proxy = Proxy::start(d.addr, Mode::Trickle { bytes: 4 << 10 });
+        let got = dir.path(&format!("got-{how}"));
+        let mut child = rexec()
+            .arg("cp")
+            .arg(format!("{}:{}", proxy.host(), src.display()))
+            .arg(&got)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        assert!(
+            wait_until(PATIENCE, || !leftovers(&dir.0).is_empty()),
+            "{how}: no temporary file appeared"
+        );
+        match how {
+            // SAFETY: signals to the rexec this test started.
+            "SIGINT" => unsafe { libc::kill(child.id() as i32, libc::SIGINT) },
+            "SIGTERM" => unsafe { libc::kill(child.id() as i32, libc::SIGTERM) },
+            _ => {
+                let _ = d.child.kill();
+                let _ = d.child.wait();
+                proxy.set(Mode::Pass);
+                0
+            }
+        };
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), want, "{how}");
+        assert!(
+            leftovers(&dir.0).is_empty(),
+            "{how}: {:?}",
+            leftovers(&dir.0)
+        );
+        assert!(!got.exists(), "{how}: a partial file in place");
+    }
+}
