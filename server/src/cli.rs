@@ -256,6 +256,10 @@ impl Args {
                             .map_err(|e| format!("--files-root {}: {e}", d.display()))?,
                     ),
                 },
+                own_home: nix::unistd::User::from_uid(nix::unistd::getuid())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.dir),
                 contain: match self.contain {
                     false => None,
                     true => Some(std::env::current_exe().map_err(|e| {

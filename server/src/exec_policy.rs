@@ -82,6 +82,9 @@ pub struct ExecPolicy {
     pub files_helper: Option<PathBuf>,
     /// Confine every transferred path beneath this directory.
     pub files_root: Option<PathBuf>,
+    /// The home directory of the account rexecd runs as, from the user
+    /// database (looked up once at start); `None`: `$HOME`.
+    pub own_home: Option<PathBuf>,
 }
 
 /// The account commands run as with `--user`: its ids, supplementary groups
@@ -146,6 +149,19 @@ impl RunAs {
 pub const SAFE_ENV: [&str; 4] = ["LANG", "LC_*", "TZ", "TERM"];
 
 impl ExecPolicy {
+    /// The home directory of the account commands run as: `--user`'s, or
+    /// rexecd's own from the user database (not `$HOME`, which whoever
+    /// started rexecd may have set to anything), else `$HOME`.
+    pub fn home(&self) -> Option<PathBuf> {
+        match &self.run_as {
+            Some(user) => Some(user.home.clone()),
+            None => self
+                .own_home
+                .clone()
+                .or_else(|| std::env::var_os("HOME").map(PathBuf::from)),
+        }
+    }
+
     /// Whether a client may set `name` under this policy.
     pub fn env_allowed(&self, name: &str) -> bool {
         let matches = |pat: &str| match pat.strip_suffix('*') {
@@ -186,11 +202,7 @@ pub fn transfer_command(
         .map_or("-".to_string(), |r| r.to_string_lossy().into_owned());
     let mut cmd = Command::new(exe);
     cmd.arg(mode).arg(root).args(args);
-    let home = match &policy.run_as {
-        Some(user) => Some(user.home.clone()),
-        None => std::env::var_os("HOME").map(PathBuf::from),
-    };
-    if let Some(h) = home.filter(|h| h.is_dir()) {
+    if let Some(h) = policy.home().filter(|h| h.is_dir()) {
         cmd.current_dir(h);
     }
     cmd.env_clear().env("PATH", CHILD_PATH);
@@ -198,6 +210,9 @@ pub fn transfer_command(
         if let Some(v) = std::env::var_os(k) {
             cmd.env(k, v);
         }
+    }
+    if let Some(h) = policy.home() {
+        cmd.env("HOME", h);
     }
     if let Some(user) = &policy.run_as {
         user.apply(&mut cmd);
@@ -303,16 +318,17 @@ pub fn command_for(exec: &Exec, policy: &ExecPolicy) -> Result<Command, CommandE
     };
     // Where the command starts: the home directory of the user it runs as
     // (as with ssh), or the client's --cwd, where `~` is that home too.
-    let home = match &policy.run_as {
-        Some(user) => Some(user.home.clone()),
-        None => std::env::var_os("HOME").map(PathBuf::from),
-    };
+    let home = policy.home();
     match exec.cwd.as_deref() {
-        None => {
-            if let Some(h) = home.as_ref().filter(|h| h.is_dir()) {
+        None => match home.as_ref().filter(|h| h.is_dir()) {
+            Some(h) => {
                 cmd.current_dir(h);
             }
-        }
+            // As sshd: a home that is missing is no reason not to run.
+            None => {
+                cmd.current_dir("/");
+            }
+        },
         Some(given) => {
             let dir = match (given.strip_prefix('~'), &home) {
                 (Some(""), Some(h)) => h.clone(),
@@ -348,6 +364,9 @@ pub fn command_for(exec: &Exec, policy: &ExecPolicy) -> Result<Command, CommandE
         if let Some(v) = std::env::var_os(k) {
             cmd.env(k, v);
         }
+    }
+    if let Some(h) = policy.home() {
+        cmd.env("HOME", h);
     }
     if let Some(user) = &policy.run_as {
         user.apply(&mut cmd);

@@ -690,3 +690,25 @@ fn audit_lines_name_peer_command_and_status() {
     );
     assert!(d.log().contains("8 bytes out"), "{}", d.log());
 }
+
+#[test]
+fn commands_start_in_the_accounts_home_from_the_user_database() {
+    // rexecd's own $HOME (whatever started it set) is not the account's.
+    let dir = TempDir::new("home");
+    let d = Daemon::start_with_env(&[], &[("HOME", dir.0.to_str().unwrap())]);
+    // SAFETY: getpwuid returns a pointer to static storage, read at once.
+    let home = unsafe {
+        let pw = libc::getpwuid(libc::getuid());
+        assert!(!pw.is_null(), "this account is in the user database");
+        std::ffi::CStr::from_ptr((*pw).pw_dir)
+            .to_string_lossy()
+            .into_owned()
+    };
+    let r = run(rexec().arg(d.host()).arg("pwd; echo $HOME"));
+    let want_dir = if std::path::Path::new(&home).is_dir() {
+        home.clone()
+    } else {
+        "/".to_string()
+    };
+    assert_eq!(r.out(), format!("{want_dir}\n{home}\n"), "{}", r.stderr);
+}
