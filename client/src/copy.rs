@@ -286,12 +286,11 @@ fn upload(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<(), CopyEr
         .metadata()
         .map_err(|e| CopyError::Failed(format!("{shown}: {e}")))?;
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let (mode, mtime) = if args.preserve {
-        use std::os::unix::fs::MetadataExt;
-        (Some(meta.mode() & 0o7777), Some(meta.mtime()))
-    } else {
-        (None, None)
-    };
+    use std::os::unix::fs::MetadataExt;
+    // The permission bits always go (a script stays executable, as with
+    // scp); -p sets them exactly, and the time.
+    let mode = Some(meta.mode() & 0o777);
+    let mtime = args.preserve.then(|| meta.mtime());
     session.send(&ClientMsg::Put(Put {
         id,
         dest: u.dest.clone(),
@@ -300,6 +299,7 @@ fn upload(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<(), CopyEr
         mkdirs: u.mkdirs,
         mode,
         mtime,
+        preserve: args.preserve,
     }))?;
     // Nothing is sent before the server says the destination is good.
     ready(session, id, &format!("{shown} -> {}", u.dest))?;

@@ -77,10 +77,14 @@ pub struct Put {
     pub size: u64,
     /// Create the missing directories of `dest`.
     pub mkdirs: bool,
-    /// Permission bits to set (`-p`); otherwise the old file's, or 0644.
+    /// The source's permission bits. With `preserve` they are set as
+    /// they are; otherwise a new file gets them under the server's umask
+    /// and a replaced file keeps its own (as with scp).
     pub mode: Option<u32>,
     /// Modification time to set, seconds since 1970 (`-p`).
     pub mtime: Option<i64>,
+    /// `-p`: set `mode` and `mtime` exactly (protocol 3).
+    pub preserve: bool,
 }
 
 /// Messages the server sends to a client.

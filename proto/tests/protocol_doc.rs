@@ -67,6 +67,7 @@ fn transfer_examples() {
             mkdirs: false,
             mode: Some(0o644),
             mtime: None,
+            preserve: false,
         }),
     );
     check(

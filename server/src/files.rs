@@ -5,7 +5,8 @@
 //! limits, audit line, backpressure through its pipes), so disk I/O never
 //! blocks the event loop and a cancel is a kill.
 //!
-//! - `__put ROOT DEST NAME SIZE MKDIRS MODE MTIME`: checks the destination,
+//! - `__put ROOT DEST NAME SIZE MKDIRS MODE MTIME PRESERVE`: checks the
+//!   destination,
 //!   says so with one byte on stdout ([`rexec_proto::PUT_READY`]), then reads
 //!   exactly SIZE bytes from stdin, then the 32-byte SHA-256 the client
 //!   computed. The data goes
@@ -107,7 +108,7 @@ impl Root {
 }
 
 fn put(args: &[String]) -> Result<(), String> {
-    let [root, dest, name, size, mkdirs, mode, mtime] = args else {
+    let [root, dest, name, size, mkdirs, mode, mtime, preserve] = args else {
         return Err("__put: bad arguments".into());
     };
     let size: u64 = size.parse().map_err(|_| "__put: bad size".to_string())?;
@@ -200,16 +201,23 @@ fn put(args: &[String]) -> Result<(), String> {
             "checksum mismatch: the data was damaged on the way; nothing was written".into(),
         );
     }
-    // Mode: as asked (-p), else the old file's, else 0644.
+    // Mode: the source's as it is (-p); else the replaced file's own; else
+    // the source's under our umask (as scp does). Never a special bit.
     let old = rustix::fs::statat(
         &dir,
         file_name.as_str(),
         rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
     )
-    .ok();
-    let mode = match mode.parse::<u32>() {
-        Ok(m) => m & 0o7777,
-        Err(_) => old.map_or(0o644, |st| st.st_mode & 0o7777),
+    .ok()
+    .filter(|st| {
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+    });
+    let source = mode.parse::<u32>().ok().map(|m| m & 0o777);
+    let mode = match (preserve == "1", source, old) {
+        (true, Some(m), _) => m,
+        (_, _, Some(st)) => st.st_mode & 0o7777,
+        (_, Some(m), None) => m & !umask(),
+        (_, None, None) => 0o644 & !umask(),
     };
     rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).map_err(|e| format!("mode: {e}"))?;
     if let Ok(secs) = mtime.parse::<i64>() {
@@ -270,6 +278,19 @@ fn make_dirs(root: &Root, path: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// This process's umask, read from /proc (setting it to read it would
+/// change it); 022 when unknown.
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
 }
 
 /// Deepest directory nesting listed.

@@ -427,3 +427,45 @@ fn an_interrupted_download_leaves_no_temporary_file() {
         assert!(!got.exists(), "{how}: a partial file in place");
     }
 }
+
+#[test]
+fn an_upload_keeps_the_permission_bits_as_scp_does() {
+    // job.sh 755 arrived 644, so `cp job.sh H:` then `rexec H ./job.sh`
+    // gave 126.
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("cp-mode");
+    let job = dir.path("job.sh");
+    std::fs::write(&job, "#!/bin/sh\necho ran\n").unwrap();
+    std::fs::set_permissions(&job, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(dir.path("there")).unwrap();
+    let r = run(rexec().arg("cp").arg(&job).arg(format!(
+        "{}:{}/",
+        d.host(),
+        dir.path("there").display()
+    )));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let there = dir.path("there/job.sh");
+    let mode = std::fs::metadata(&there).unwrap().permissions().mode() & 0o7777;
+    // rexecd's umask (inherited from this test) applies.
+    assert_eq!(mode & 0o111, 0o111, "executable: {mode:o}");
+    let r = run(rexec().arg(d.host()).arg(there.display().to_string()));
+    assert_eq!(r.out(), "ran\n", "{}", r.stderr);
+    // A file it replaces keeps its own mode; -p sets the source's exactly.
+    std::fs::set_permissions(&there, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let r = run(rexec()
+        .arg("cp")
+        .arg(&job)
+        .arg(format!("{}:{}", d.host(), there.display())));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let mode = std::fs::metadata(&there).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o700);
+    std::fs::set_permissions(&job, std::fs::Permissions::from_mode(0o4751)).unwrap();
+    let r =
+        run(rexec()
+            .args(["cp", "-p"])
+            .arg(&job)
+            .arg(format!("{}:{}", d.host(), there.display())));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let mode = std::fs::metadata(&there).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o751, "exact, without the setuid bit");
+}

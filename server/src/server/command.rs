@@ -414,6 +414,7 @@ impl Server {
             if put.mkdirs { "1" } else { "0" }.to_string(),
             put.mode.map_or("-".into(), |m| m.to_string()),
             put.mtime.map_or("-".into(), |t| t.to_string()),
+            if put.preserve { "1" } else { "0" }.to_string(),
         ];
         let exec = Exec {
             id: put.id,
