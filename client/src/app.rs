@@ -145,7 +145,33 @@ fn fan_out(args: &RunArgs, cfg: &Config, list: &str) -> i32 {
             return 2;
         }
     };
-    crate::fanout::run(args, cfg, hosts, &command, mode)
+    // Stdin goes to every host, as with clush: read once (bounded), sent to
+    // each. Not from a terminal (nobody types to many hosts), nor with -n.
+    let stdin = if args.no_stdin || io::stdin().is_terminal() {
+        None
+    } else {
+        let limit = args.capture_limit();
+        let mut data = Vec::new();
+        match io::stdin()
+            .lock()
+            .take(limit as u64 + 1)
+            .read_to_end(&mut data)
+        {
+            Ok(_) if data.len() > limit => {
+                eprintln!(
+                    "rexec: stdin is over {} MiB, too much to send to every host (see --capture-limit, or -n)",
+                    limit >> 20
+                );
+                return 2;
+            }
+            Ok(_) => Some(std::sync::Arc::<[u8]>::from(data)),
+            Err(e) => {
+                eprintln!("rexec: reading stdin: {e}");
+                return 2;
+            }
+        }
+    };
+    crate::fanout::run(args, cfg, hosts, &command, mode, stdin)
 }
 
 /// `@lab`, `lab[1-2]` or `a,b` where one host was expected (a bracketed

@@ -29,7 +29,14 @@ enum HostResult {
 /// Runs `command` on every host; returns rexec's exit status: 0 when every
 /// host exited 0; 255 when any host could not be reached; otherwise the
 /// highest status of a host.
-pub fn run(args: &RunArgs, cfg: &Config, hosts: Vec<String>, command: &str, mode: ExecMode) -> i32 {
+pub fn run(
+    args: &RunArgs,
+    cfg: &Config,
+    hosts: Vec<String>,
+    command: &str,
+    mode: ExecMode,
+    stdin: Option<Arc<[u8]>>,
+) -> i32 {
     let queue = Arc::new(Mutex::new(
         hosts.iter().cloned().enumerate().collect::<VecDeque<_>>(),
     ));
@@ -37,7 +44,7 @@ pub fn run(args: &RunArgs, cfg: &Config, hosts: Vec<String>, command: &str, mode
     let workers = args.fanout.clamp(1, hosts.len().max(1));
     std::thread::scope(|scope| {
         for _ in 0..workers {
-            let (queue, results) = (queue.clone(), results.clone());
+            let (queue, results, stdin) = (queue.clone(), results.clone(), stdin.clone());
             scope.spawn(move || {
                 loop {
                     if run::stdout_broken() {
@@ -47,7 +54,7 @@ pub fn run(args: &RunArgs, cfg: &Config, hosts: Vec<String>, command: &str, mode
                     let Some((i, host)) = next else {
                         return;
                     };
-                    let r = one(args, cfg, &host, command, mode);
+                    let r = one(args, cfg, &host, command, mode, stdin.clone());
                     if args.json {
                         print_json(&host, command, &r);
                     }
@@ -67,7 +74,14 @@ pub fn run(args: &RunArgs, cfg: &Config, hosts: Vec<String>, command: &str, mode
 }
 
 /// Connects to one host and runs the command there.
-fn one(args: &RunArgs, cfg: &Config, host: &str, command: &str, mode: ExecMode) -> HostResult {
+fn one(
+    args: &RunArgs,
+    cfg: &Config,
+    host: &str,
+    command: &str,
+    mode: ExecMode,
+    stdin: Option<Arc<[u8]>>,
+) -> HostResult {
     let mut session = match args.connect(&cfg.target(host)) {
         Ok(s) => s,
         Err(e) => {
@@ -83,7 +97,8 @@ fn one(args: &RunArgs, cfg: &Config, host: &str, command: &str, mode: ExecMode) 
         Sinks::prefixed(host)
     };
     let exec = args.exec(1, command.to_string(), mode);
-    match run::run(&mut session, exec, &mut sinks, None) {
+    let input = stdin.map(|d| Box::new(std::io::Cursor::new(d)) as Box<dyn std::io::Read + Send>);
+    match run::run(&mut session, exec, &mut sinks, input) {
         Ok(outcome) => {
             sinks.finish();
             if let (Some(e), false) = (&outcome.error, args.json) {

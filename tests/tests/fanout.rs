@@ -218,3 +218,25 @@ fn the_summary_folds_identical_failures_and_names_timeouts() {
     assert_eq!(r.code, Some(124), "{}", r.stderr);
     assert!(r.stderr.contains("3 timed out (lab[1-3])"), "{}", r.stderr);
 }
+
+#[test]
+fn stdin_goes_to_every_host_as_with_clush() {
+    // Every host's `wc -l` printed 0: stdin was dropped under -w.
+    let lab = Lab::new();
+    let input = lab.dir.path("input");
+    std::fs::write(&input, "a\nb\n").unwrap();
+    let r = run(lab
+        .rexec()
+        .args(["-w", "@up", "wc -l"])
+        .stdin(std::fs::File::open(&input).unwrap()));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    for h in ["lab1", "lab2", "lab3"] {
+        assert!(r.out().contains(&format!("{h}: 2\n")), "{}", r.out());
+    }
+    // -n: none.
+    let r = run(lab
+        .rexec()
+        .args(["-n", "-w", "@up", "wc -l"])
+        .stdin(std::fs::File::open(&input).unwrap()));
+    assert!(r.out().contains("lab1: 0\n"), "{}", r.out());
+}
