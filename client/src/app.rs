@@ -191,7 +191,7 @@ fn one_shot_or_interactive(args: RunArgs) -> i32 {
     if let Err(e) = run::install_ctrl_c() {
         eprintln!("rexec: cannot handle Ctrl-C: {e}");
     }
-    if let Some(list) = &args.hosts {
+    if let Some(list) = &crate::cli::host_list(&args.hosts) {
         return fan_out(&args, &cfg, list);
     }
     let Some(host) = args.host.clone() else {

@@ -105,9 +105,10 @@ pub struct CpArgs {
     /// Keep mode and modification time.
     #[arg(short = 'p')]
     pub preserve: bool,
-    /// Copy to every host of LIST at once; DEST is then a plain path.
-    #[arg(short = 'w', long = "hosts", value_name = "LIST")]
-    pub hosts: Option<String>,
+    /// Copy to every host of LIST at once; DEST is then a plain path. May be
+    /// given more than once, as with pdsh.
+    #[arg(short = 'w', long = "hosts", value_name = "LIST", action = clap::ArgAction::Append)]
+    pub hosts: Vec<String>,
     /// One JSON object per file copied, on stdout.
     #[arg(long)]
     pub json: bool,
@@ -193,8 +194,8 @@ pub struct RunArgs {
     /// gpu[01-04]) and @groups of the config file, comma-separated. The
     /// positional arguments are then all command. Output lines are prefixed
     /// with the host's name; a summary line follows on stderr.
-    #[arg(short = 'w', long = "hosts", value_name = "LIST")]
-    pub hosts: Option<String>,
+    #[arg(short = 'w', long = "hosts", value_name = "LIST", action = clap::ArgAction::Append)]
+    pub hosts: Vec<String>,
 
     /// With -w: leave out these hosts (same syntax).
     #[arg(short = 'x', long = "exclude", value_name = "LIST", requires = "hosts")]
@@ -327,4 +328,9 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
     }
+}
+
+/// Every `-w` given, as one host list (`-w a -w b` is `a,b`, as pdsh).
+pub fn host_list(lists: &[String]) -> Option<String> {
+    (!lists.is_empty()).then(|| lists.join(","))
 }

@@ -88,7 +88,8 @@ pub fn main(args: &CpArgs) -> i32 {
         eprintln!("rexec cp: cannot handle signals: {e}");
     }
     // Down: one remote source, a local destination.
-    if let ([src], None, None) = (sources, remote(dest), args.hosts.as_ref()) {
+    let hosts_list = crate::cli::host_list(&args.hosts);
+    if let ([src], None, None) = (sources, remote(dest), hosts_list.as_ref()) {
         return match remote(src) {
             Some((host, path)) => finish(download(args, &cfg, &host, &path, Path::new(dest))),
             None => {
@@ -98,7 +99,7 @@ pub fn main(args: &CpArgs) -> i32 {
         };
     }
     // Up: local sources to one host, or with -w to every host of a list.
-    let (hosts, dest_path) = match (&args.hosts, remote(dest)) {
+    let (hosts, dest_path) = match (&hosts_list, remote(dest)) {
         (Some(list), None) => match cfg.expand(list, None) {
             Ok(h) => (h, dest.clone()),
             Err(e) => {

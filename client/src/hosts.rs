@@ -182,6 +182,14 @@ impl Config {
                 };
                 out.extend(self.expand_one(def, depth + 1)?);
             } else {
+                if let Some(at) = item.find(':') {
+                    return Err(format!(
+                        "host list {item:?}: a port (character {}) does not go in a host list; \
+                         name the host in the config file with its port: \
+                         [hosts.NAME] address = \"HOST:PORT\"",
+                        at + 1
+                    ));
+                }
                 check_size(item)?;
                 out.extend(
                     hostlist_parser::parse(item).map_err(|e| format!("host list {item:?}: {e}"))?,
@@ -379,6 +387,11 @@ mod tests {
             "{e}"
         );
         assert!(cfg.expand("lab[4-1]", None).unwrap_err().contains("[1-4]"));
+        // As ClusterShell's nodeset: the first bound's width pads them all.
+        assert_eq!(
+            cfg.expand("lab[01-4]", None).unwrap(),
+            names(&["lab01", "lab02", "lab03", "lab04"])
+        );
         let e = cfg
             .expand("lab[1-99999999999999999999999]", None)
             .unwrap_err();
@@ -402,6 +415,15 @@ mod tests {
         assert_eq!(cfg.target("v6:9").address, "[fd00::5]:9");
         // A name not in the file is an address, as before.
         assert_eq!(cfg.target("other:7071").address, "other:7071");
+    }
+
+    #[test]
+    fn host_list_errors_say_where_ports_go() {
+        let e = Config::default().expand("lab1:7071", None).unwrap_err();
+        assert!(
+            e.contains("character 5") && e.contains("config file"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -240,3 +240,13 @@ fn stdin_goes_to_every_host_as_with_clush() {
         .stdin(std::fs::File::open(&input).unwrap()));
     assert!(r.out().contains("lab1: 0\n"), "{}", r.out());
 }
+
+#[test]
+fn w_may_be_given_more_than_once() {
+    let lab = Lab::new();
+    let r = run(lab
+        .rexec()
+        .args(["-w", "lab1", "-w", "lab[2-3]", "echo hi"]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("3 ok"), "{}", r.stderr);
+}
