@@ -309,6 +309,11 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Every `-w` given, as one host list (`-w a -w b` is `a,b`, as pdsh).
+pub fn host_list(lists: &[String]) -> Option<String> {
+    (!lists.is_empty()).then(|| lists.join(","))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,9 +333,4 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
     }
-}
-
-/// Every `-w` given, as one host list (`-w a -w b` is `a,b`, as pdsh).
-pub fn host_list(lists: &[String]) -> Option<String> {
-    (!lists.is_empty()).then(|| lists.join(","))
 }
