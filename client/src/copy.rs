@@ -98,6 +98,26 @@ pub fn main(args: &CpArgs) -> i32 {
             }
         };
     }
+    // What is not supported, said plainly (never a lookup of a local name).
+    if let Some(src) = sources.iter().find(|s| remote(s).is_some()) {
+        eprintln!(
+            "{}",
+            match (&hosts_list, remote(dest)) {
+                (Some(_), _) => format!(
+                    "rexec cp: with -w, rexec cp sends local files to every host; it does not \
+                     fetch {src} from many hosts (run rexec cp HOST:PATH DIR for each host)"
+                ),
+                (None, Some(_)) => format!(
+                    "rexec cp: copying from one server to another ({src} to {dest}) is not \
+                     supported: copy it here first, then up (write ./{src} for a local file \
+                     whose name has a colon)"
+                ),
+                (None, None) =>
+                    format!("rexec cp: one remote source at a time: {src} (and a local DEST)"),
+            }
+        );
+        return 2;
+    }
     // Up: local sources to one host, or with -w to every host of a list.
     let (hosts, dest_path) = match (&hosts_list, remote(dest)) {
         (Some(list), None) => match cfg.expand(list, None) {

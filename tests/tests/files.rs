@@ -469,3 +469,18 @@ fn an_upload_keeps_the_permission_bits_as_scp_does() {
     let mode = std::fs::metadata(&there).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o751, "exact, without the setuid bit");
 }
+
+#[test]
+fn remote_to_remote_and_many_sources_are_refused_with_what_is_supported() {
+    // 127.0.0.1:1 is never reached: the refusal comes first.
+    let r = run(rexec().args(["cp", "127.0.0.1:1:/a", "127.0.0.1:1:/b"]));
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("from one server to another"),
+        "{}",
+        r.stderr
+    );
+    let r = run(rexec().args(["cp", "-w", "127.0.0.1", "127.0.0.1:1:/a", "logs/"]));
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("does not fetch"), "{}", r.stderr);
+}
