@@ -274,6 +274,23 @@ fn progress(label: &str, size: u64) -> indicatif::ProgressBar {
     bar
 }
 
+/// Ends a progress bar as scp does: a last line that stays, with the name,
+/// size, rate and time of the copy (nothing when stderr is no terminal).
+fn progress_done(bar: &indicatif::ProgressBar, ok: bool) {
+    if bar.is_hidden() {
+        return;
+    }
+    if !ok {
+        return bar.abandon();
+    }
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} 100% {total_bytes} {bytes_per_sec} {elapsed_precise}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.finish();
+}
+
 fn upload_all(
     args: &CpArgs,
     cfg: &Config,
@@ -352,7 +369,10 @@ fn upload(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<(), CopyEr
     };
     session.send(&ClientMsg::PutEnd { id, sha256: digest })?;
     let (status, stderr) = wait(session, id, |_| Ok(()))?;
-    bar.finish_and_clear();
+    progress_done(
+        &bar,
+        sent == meta.len() && status == Some(ExitStatus::Code(0)),
+    );
     if sent != meta.len() {
         return Err(CopyError::Failed(format!(
             "{shown}: changed while being read"
@@ -714,8 +734,18 @@ fn fetch_into(
     let _pending = crate::cleanup::register(dir, &tmp_name);
     let mut file = File::from(fd);
     let mut state = GetState::default();
+    let label = shown
+        .file_name()
+        .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+    let mut bar: Option<indicatif::ProgressBar> = None;
     let res = wait(session, id, |data| {
-        state.feed(data, &mut file).map_err(|e| failed(&e))
+        state.feed(data, &mut file).map_err(|e| failed(&e))?;
+        if state.header.len() == GET_HEADER_LEN {
+            // The size is known once the header is in.
+            bar.get_or_insert_with(|| progress(&label, state.size))
+                .set_position(state.written);
+        }
+        Ok(())
     })
     .and_then(|(status, stderr)| check(status, &stderr, &format!("{host}:{path}")))
     .and_then(|()| state.verify())
@@ -738,6 +768,9 @@ fn fetch_into(
         rustix::fs::renameat(dir, &tmp_name, dir, name)
             .map_err(|e| CopyError::Failed(format!("{}: {e}", shown.display())))
     });
+    if let Some(bar) = &bar {
+        progress_done(bar, res.is_ok());
+    }
     if res.is_err() {
         let _ = rustix::fs::unlinkat(dir, &tmp_name, rustix::fs::AtFlags::empty());
     } else if args.json {

@@ -157,3 +157,24 @@ fn a_terminal_session_whose_client_dies_is_hung_up_like_sshd_does() {
     }
     assert!(gone, "the shell's background job survived its client");
 }
+
+#[test]
+fn a_copy_on_a_terminal_leaves_a_last_progress_line_like_scp() {
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("cp-progress");
+    std::fs::write(dir.path("payload.bin"), vec![7u8; 3 << 20]).unwrap();
+    let mut t = rexec_on_pty(&[
+        "cp",
+        &dir.path("payload.bin").display().to_string(),
+        &format!("{}:{}", d.host(), dir.path("up.bin").display()),
+    ]);
+    assert_eq!(t.exits(), Some(0), "{:?}", t.screen());
+    assert!(t.shows("payload.bin 100% 3", 1), "{:?}", t.screen());
+    let mut t = rexec_on_pty(&[
+        "cp",
+        &format!("{}:{}", d.host(), dir.path("up.bin").display()),
+        &dir.path("down.bin").display().to_string(),
+    ]);
+    assert_eq!(t.exits(), Some(0), "{:?}", t.screen());
+    assert!(t.shows("down.bin 100% 3", 1), "{:?}", t.screen());
+}
