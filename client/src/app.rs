@@ -11,7 +11,7 @@ use crate::cli::{Cli, ForgetArgs, ManPage, RunArgs};
 use crate::error::ClientError;
 use crate::hosts::Config;
 use crate::options::command_from_words;
-use crate::run::{self, EXIT_CONNECTION, Sinks};
+use crate::run::{self, EXIT_CONNECTION, EXIT_INTERRUPTED, Sinks};
 use crate::tls;
 use crate::{interactive, terminal};
 use rexec_proto::ExecMode;
@@ -276,8 +276,11 @@ fn one_shot_or_interactive(args: RunArgs) -> i32 {
             }
         }
     };
-    let stdin: Option<Box<dyn Read + Send>> =
-        forward.then(|| Box::new(io::stdin()) as Box<dyn Read + Send>);
+    // From a terminal, ssh's escapes work without a pty too (`~.`, `~?`).
+    let stdin: Option<Box<dyn Read + Send>> = forward.then(|| match stdin_tty {
+        true => terminal::escapes(host.clone()),
+        false => Box::new(io::stdin()) as Box<dyn Read + Send>,
+    });
     match run::run(
         &mut session,
         args.exec(1, command.clone(), mode),
@@ -289,6 +292,11 @@ fn one_shot_or_interactive(args: RunArgs) -> i32 {
                 outcome.print_json(&command, &sinks);
             }
             outcome.report();
+            // Ctrl-C stopped it: exit as an interrupted program does (as
+            // ssh without a pty), whatever the remote status.
+            if run::interrupted() {
+                return EXIT_INTERRUPTED;
+            }
             outcome.exit_code()
         }
         Err(e) => fail(e),

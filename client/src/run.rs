@@ -408,6 +408,14 @@ pub fn print_json_failure(
     });
 }
 
+/// The exit status after Ctrl-C stopped the command (128 + SIGINT).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// Whether Ctrl-C was pressed to stop the command.
+pub fn interrupted() -> bool {
+    PRESSES.load(Ordering::SeqCst) > 0
+}
+
 /// The commands Ctrl-C should cancel (one, or one per host with -w).
 static CURRENT: Mutex<Vec<(Arc<Writer>, u32)>> = Mutex::new(Vec::new());
 static PRESSES: AtomicU32 = AtomicU32::new(0);

@@ -120,6 +120,12 @@ fn watch_signals(session: &Session, id: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Stdin from a terminal (in its normal mode, no pty on the server) with
+/// ssh's escapes taken out.
+pub fn escapes(host: String) -> Box<dyn Read + Send> {
+    Box::new(Escapes::new(io::stdin(), host))
+}
+
 /// Keys from the local terminal, with ssh's escapes taken out.
 struct Escapes<R> {
     inner: R,

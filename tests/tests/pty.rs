@@ -178,3 +178,23 @@ fn a_copy_on_a_terminal_leaves_a_last_progress_line_like_scp() {
     assert_eq!(t.exits(), Some(0), "{:?}", t.screen());
     assert!(t.shows("down.bin 100% 3", 1), "{:?}", t.screen());
 }
+
+#[test]
+fn escapes_and_ctrl_c_work_without_a_pty_as_with_ssh() {
+    let d = Daemon::start(&[]);
+    // Stdin from a terminal, no pty on the server: ~? lists the escapes,
+    // ~. disconnects.
+    let mut t = rexec_on_pty(&[&d.host(), "read x; echo got=$x; sleep 30"]);
+    t.type_("~?\n");
+    assert!(t.shows("Supported escape sequences", 1), "{:?}", t.screen());
+    t.type_("~.\n");
+    assert_eq!(t.exits(), Some(255), "{:?}", t.screen());
+    assert!(t.shows("closed", 1), "{:?}", t.screen());
+    // Ctrl-C stops the remote command and exits 130, like an interrupted
+    // local program.
+    let mut t = rexec_on_pty(&[&d.host(), "sleep 31"]);
+    assert!(wait_until(PATIENCE, || runs_below(d.pid(), "sleep 31")));
+    t.type_("\x03");
+    assert_eq!(t.exits(), Some(130), "{:?}", t.screen());
+    assert!(wait_until(PATIENCE, || !runs_below(d.pid(), "sleep 31")));
+}
