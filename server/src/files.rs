@@ -219,6 +219,17 @@ fn put(args: &[String]) -> Result<(), String> {
         (_, Some(m), None) => m & !umask(),
         (_, None, None) => 0o644 & !umask(),
     };
+    if let Some(st) = &old {
+        // The file it replaces keeps its owner and group where we may set
+        // them (as root, or our own group): the rename stays atomic, but a
+        // replaced file is a new inode, so its other hard links keep the
+        // old content.
+        let _ = rustix::fs::fchown(
+            &file,
+            Some(rustix::fs::Uid::from_raw(st.st_uid)),
+            Some(rustix::fs::Gid::from_raw(st.st_gid)),
+        );
+    }
     rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).map_err(|e| format!("mode: {e}"))?;
     if let Ok(secs) = mtime.parse::<i64>() {
         let t = rustix::fs::Timestamps {

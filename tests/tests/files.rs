@@ -484,3 +484,29 @@ fn remote_to_remote_and_many_sources_are_refused_with_what_is_supported() {
     assert_eq!(r.code, Some(2), "{}", r.stderr);
     assert!(r.stderr.contains("does not fetch"), "{}", r.stderr);
 }
+
+#[test]
+fn a_replaced_file_keeps_its_owner_and_group() {
+    // As root, a replaced file became root:root.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root (to own a file as another user)");
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("cp-owner");
+    let target = dir.path("owned");
+    std::fs::write(&target, "old").unwrap();
+    std::os::unix::fs::chown(&target, Some(65534), Some(65534)).unwrap();
+    std::fs::write(dir.path("new"), "new").unwrap();
+    let r = run(rexec().arg("cp").arg(dir.path("new")).arg(format!(
+        "{}:{}",
+        d.host(),
+        target.display()
+    )));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let meta = std::fs::metadata(&target).unwrap();
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
+}
