@@ -510,3 +510,32 @@ fn a_replaced_file_keeps_its_owner_and_group() {
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
     assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
 }
+
+#[test]
+fn uploading_onto_a_symlink_replaces_the_link_with_the_sources_mode() {
+    // It became a world-writable regular file (the link's 0777).
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("cp-onto-link");
+    std::fs::write(dir.path("other"), "untouched").unwrap();
+    std::os::unix::fs::symlink(dir.path("other"), dir.path("link")).unwrap();
+    std::fs::write(dir.path("src"), "new").unwrap();
+    std::fs::set_permissions(dir.path("src"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let r = run(rexec().arg("cp").arg(dir.path("src")).arg(format!(
+        "{}:{}",
+        d.host(),
+        dir.path("link").display()
+    )));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let meta = std::fs::symlink_metadata(dir.path("link")).unwrap();
+    assert!(meta.is_file(), "the link was replaced by the file");
+    assert_eq!(
+        meta.permissions().mode() & 0o7777 & !0o640,
+        0,
+        "mode {:o}",
+        meta.permissions().mode()
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path("other")).unwrap(),
+        "untouched"
+    );
+}
