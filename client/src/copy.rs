@@ -504,7 +504,13 @@ fn download_tree(
     let name = top
         .file_name()
         .ok_or_else(|| CopyError::Failed(format!("{path}: not a directory name")))?;
-    let root_path = local.join(name);
+    // As cp -r and scp -r: into an existing directory as NAME, or as the
+    // new directory LOCAL itself.
+    let root_path = if local.is_dir() {
+        local.join(name)
+    } else {
+        local.to_path_buf()
+    };
     std::fs::create_dir_all(&root_path)
         .map_err(|e| CopyError::Failed(format!("{}: {e}", root_path.display())))?;
     let root = open_dir(&root_path)?;

@@ -539,3 +539,23 @@ fn uploading_onto_a_symlink_replaces_the_link_with_the_sources_mode() {
         "untouched"
     );
 }
+
+#[test]
+fn a_tree_down_into_a_new_name_becomes_that_directory_as_with_cp() {
+    // cp -r H:/x/tree NEW made NEW/tree/...; cp and scp make NEW the copy.
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("cp-newdir");
+    std::fs::create_dir_all(dir.path("tree/sub")).unwrap();
+    std::fs::write(dir.path("tree/sub/f"), "f").unwrap();
+    let src = format!("{}:{}", d.host(), dir.path("tree").display());
+    let r = run(rexec().args(["cp", "-r", &src]).arg(dir.path("new")));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(dir.path("new/sub/f")).unwrap(), "f");
+    // Into an existing directory: as its entry of the same name.
+    let r = run(rexec().args(["cp", "-r", &src]).arg(dir.path("new")));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dir.path("new/tree/sub/f")).unwrap(),
+        "f"
+    );
+}
