@@ -14,7 +14,7 @@ use rexec_proto::{ErrorKind, ErrorMsg, ServerMsg, encode_frame};
 use super::Server;
 use super::penalty::HelloDelay;
 use crate::config::Protocol;
-use crate::connection::{Connection, Wire};
+use crate::connection::{Connection, State, Wire};
 use crate::protocol::{ConnProtocol, Phase};
 use crate::registry::{ConnId, Slot};
 use crate::timer::Timer;
@@ -185,7 +185,7 @@ impl Server {
             .conns
             .iter()
             .filter(|(_, c)| c.preauth)
-            .map(|(id, c)| (*id, c.peer.ip(), c.accepted));
+            .map(|(id, c)| (*id, c.peer.ip(), c.accepted, c.state != State::New));
         let Some(id) = startup_victim(waiting, Instant::now(), STARTUP_GRACE) else {
             return false;
         };
@@ -326,24 +326,37 @@ pub(super) fn spare_descriptor() -> Option<std::os::fd::OwnedFd> {
     .ok()
 }
 
-/// A waiting connection is not closed for another before it has had this
-/// long to authenticate: a real client does it within milliseconds, so
-/// whatever is still waiting after this is not in the middle of a login.
+/// A connection that has said its hello is not closed for another before
+/// it has had this long to authenticate: a real client does it within
+/// milliseconds, so whatever still waits after this is not in the middle
+/// of a login.
 pub(super) const STARTUP_GRACE: Duration = Duration::from_millis(500);
 
 /// Which waiting connection to close for a new one, given each one's id,
-/// address and acceptance time: among those waiting at least `grace`, the
-/// oldest of the address with the most of them.
+/// address, acceptance time and whether it has said its hello: one that has
+/// waited at least `grace`, else one that has not said a word; of those,
+/// the oldest of the address with the most of them. A young connection
+/// that said its hello (a login in progress) is never chosen.
 fn startup_victim(
-    waiting: impl Iterator<Item = (ConnId, IpAddr, Instant)>,
+    waiting: impl Iterator<Item = (ConnId, IpAddr, Instant, bool)>,
     now: Instant,
     grace: Duration,
 ) -> Option<ConnId> {
-    let mut per_addr: HashMap<IpAddr, (usize, Instant, ConnId)> = HashMap::new();
-    for (id, ip, since) in waiting {
-        if now.saturating_duration_since(since) < grace {
-            continue;
+    let (mut old, mut silent) = (Vec::new(), Vec::new());
+    for (id, ip, since, spoke) in waiting {
+        if now.saturating_duration_since(since) >= grace {
+            old.push((id, ip, since));
+        } else if !spoke {
+            silent.push((id, ip, since));
         }
+    }
+    oldest_of_busiest(if old.is_empty() { silent } else { old })
+}
+
+/// The oldest connection of the address that has the most.
+fn oldest_of_busiest(conns: Vec<(ConnId, IpAddr, Instant)>) -> Option<ConnId> {
+    let mut per_addr: HashMap<IpAddr, (usize, Instant, ConnId)> = HashMap::new();
+    for (id, ip, since) in conns {
         let e = per_addr.entry(ip).or_insert((0, since, id));
         e.0 += 1;
         if since < e.1 {
@@ -367,17 +380,23 @@ mod tests {
         let b = IpAddr::from([127, 0, 0, 3]);
         let grace = Duration::from_secs(2);
         let at = |s: u64| t - Duration::from_secs(s);
-        // Everyone young: nobody is closed.
-        let young = [(ConnId(1), a, at(1)), (ConnId(2), b, at(0))];
+        // Everyone young and in a login: nobody is closed.
+        let young = [(ConnId(1), a, at(1), true), (ConnId(2), b, at(0), true)];
         assert_eq!(startup_victim(young.into_iter(), t, grace), None);
+        // Young but silent: may go, when nobody is past the grace.
+        let silent = [(ConnId(1), a, at(1), true), (ConnId(2), b, at(0), false)];
+        assert_eq!(
+            startup_victim(silent.into_iter(), t, grace),
+            Some(ConnId(2))
+        );
         // The busiest address's oldest, among those past the grace.
         let mixed = [
-            (ConnId(1), a, at(50)),
-            (ConnId(2), b, at(60)),
-            (ConnId(3), b, at(30)),
-            (ConnId(4), b, at(1)), // young: neither counted nor chosen
-            (ConnId(5), a, at(40)),
-            (ConnId(6), a, at(20)),
+            (ConnId(1), a, at(50), true),
+            (ConnId(2), b, at(60), true),
+            (ConnId(3), b, at(30), true),
+            (ConnId(4), b, at(1), false), // young: neither counted nor chosen
+            (ConnId(5), a, at(40), true),
+            (ConnId(6), a, at(20), true),
         ];
         assert_eq!(startup_victim(mixed.into_iter(), t, grace), Some(ConnId(1)));
     }
