@@ -165,6 +165,7 @@ fn json_output_is_held_up_to_the_capture_limit_and_cut_there() {
     let (code, stdout, stderr, peak_kib) =
         run_measured(rexec().args(["--json", "--capture-limit", "8M", &liar.host(), "true"]));
     assert_eq!(code, Some(141), "{stderr}");
+    eprintln!("rexec --json against endless output: peak RSS {peak_kib} KiB");
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
     assert_eq!(v["truncated"], true, "{v}");
     assert_eq!(v["stdout"].as_str().map(str::len), Some(8 << 20));
@@ -198,6 +199,7 @@ fn an_endless_host_is_cut_off_and_the_others_are_printed() {
             "echo fine",
         ]));
     assert_eq!(code, Some(141), "{stderr}");
+    eprintln!("rexec -w -b with an endless host: peak RSS {peak_kib} KiB");
     assert!(
         stdout.contains("good[1-2] (2)\n---------------\nfine\n"),
         "{stdout:?}"

@@ -374,12 +374,14 @@ fn a_token_holder_gets_in_among_guessers_from_its_own_address() {
             })
         })
         .collect();
-    let mut ok = 0;
+    let (mut ok, mut worst) = (0, Duration::ZERO);
     for _ in 0..20 {
+        let t = Instant::now();
         let r = run(rexec()
             .args(["--token-file", &tf, "--connect-timeout", "10"])
             .arg(d.host())
             .arg("echo in"));
+        worst = worst.max(t.elapsed());
         if r.out() == "in\n" {
             ok += 1;
         } else {
@@ -388,6 +390,7 @@ fn a_token_holder_gets_in_among_guessers_from_its_own_address() {
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let tries: usize = guessers.into_iter().map(|g| g.join().unwrap()).sum();
+    eprintln!("token holder among 4 guessers: {ok}/20 in, slowest {worst:?}, {tries} guesses");
     assert!(ok >= 19, "the holder got in {ok} times of 20");
     assert!(tries > 0, "the guessers never guessed");
 }
