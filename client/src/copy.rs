@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::UNIX_EPOCH;
 
 use rexec_proto::{
-    ClientMsg, ExitStatus, GET_HEADER_LEN, OutputStream, Put, ServerEvent, ServerMsg,
+    ClientMsg, ExitStatus, GET_HEADER_LEN, OutputStream, Put, PutWhat, ServerEvent, ServerMsg,
 };
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use sha2::{Digest, Sha256};
@@ -68,6 +68,8 @@ struct Upload {
     dest: String,
     name: String,
     mkdirs: bool,
+    /// A file, or a directory or symlink of a tree (`-r`).
+    what: PutWhat,
 }
 
 /// The whole command; returns the exit status: 0 all copied, 1 a copy
@@ -214,6 +216,14 @@ fn plan(sources: &[String], dest: &str, recursive: bool) -> Result<Vec<Upload>, 
             if !recursive {
                 return Err(format!("{src} is a directory (use -r)"));
             }
+            // The directory itself first (even empty, with its mode).
+            out.push(Upload {
+                local: path.to_path_buf(),
+                dest: dest.to_string(),
+                name: name.clone(),
+                mkdirs: true,
+                what: PutWhat::Dir,
+            });
             walk(
                 path,
                 &format!("{}/{name}", dest.trim_end_matches('/')),
@@ -225,6 +235,7 @@ fn plan(sources: &[String], dest: &str, recursive: bool) -> Result<Vec<Upload>, 
                 dest: dest.to_string(),
                 name,
                 mkdirs: false,
+                what: PutWhat::File,
             });
         }
     }
@@ -242,15 +253,28 @@ fn walk(dir: &Path, dest: &str, out: &mut Vec<Upload>) -> Result<(), String> {
         let ft = e
             .file_type()
             .map_err(|err| format!("{}: {err}", e.path().display()))?;
-        if ft.is_dir() {
-            walk(&e.path(), &format!("{dest}/{name}"), out)?;
+        let what = if ft.is_dir() {
+            PutWhat::Dir
+        } else if ft.is_symlink() {
+            // Copied as a link, with its target as it is: never followed.
+            let target = std::fs::read_link(e.path())
+                .map_err(|err| format!("{}: {err}", e.path().display()))?;
+            PutWhat::Symlink(target.to_string_lossy().into_owned())
         } else if ft.is_file() {
-            out.push(Upload {
-                local: e.path(),
-                dest: dest.to_string(),
-                name,
-                mkdirs: true,
-            });
+            PutWhat::File
+        } else {
+            continue; // FIFOs, sockets, devices: not copied (as scp)
+        };
+        let is_dir = what == PutWhat::Dir;
+        out.push(Upload {
+            local: e.path(),
+            dest: dest.to_string(),
+            name: name.clone(),
+            mkdirs: true,
+            what,
+        });
+        if is_dir {
+            walk(&e.path(), &format!("{dest}/{name}"), out)?;
         }
     }
     Ok(())
@@ -319,6 +343,9 @@ fn upload_all(
 
 fn upload(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<(), CopyError> {
     let shown = u.local.display().to_string();
+    if u.what != PutWhat::File {
+        return upload_entry(args, session, u, &shown);
+    }
     let mut file = File::open(&u.local).map_err(|e| CopyError::Failed(format!("{shown}: {e}")))?;
     let meta = file
         .metadata()
@@ -338,6 +365,7 @@ fn upload(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<(), CopyEr
         mode,
         mtime,
         preserve: args.preserve,
+        what: PutWhat::File,
     }))?;
     // Nothing is sent before the server says the destination is good.
     ready(session, id, &format!("{shown} -> {}", u.dest))?;
@@ -386,6 +414,32 @@ fn upload(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<(), CopyEr
         );
     }
     Ok(())
+}
+
+/// A directory or a symlink of a tree: one `Put` and its answer, no data.
+fn upload_entry(
+    args: &CpArgs,
+    session: &mut Session,
+    u: &Upload,
+    shown: &str,
+) -> Result<(), CopyError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(&u.local)
+        .map_err(|e| CopyError::Failed(format!("{shown}: {e}")))?;
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    session.send(&ClientMsg::Put(Put {
+        id,
+        dest: u.dest.clone(),
+        name: u.name.clone(),
+        size: 0,
+        mkdirs: u.mkdirs,
+        mode: Some(meta.mode() & 0o777),
+        mtime: None,
+        preserve: args.preserve,
+        what: u.what.clone(),
+    }))?;
+    let (status, stderr) = wait(session, id, |_| Ok(()))?;
+    check(status, &stderr, &format!("{shown} -> {}", u.dest))
 }
 
 /// Waits until the server is ready for the data of put `id` (its one

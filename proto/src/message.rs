@@ -85,6 +85,21 @@ pub struct Put {
     pub mtime: Option<i64>,
     /// `-p`: set `mode` and `mtime` exactly (protocol 3).
     pub preserve: bool,
+    /// What `name` becomes (protocol 3): a file (the data follows), a
+    /// directory, or a symlink; nothing follows for the last two.
+    pub what: PutWhat,
+}
+
+/// What a `Put` makes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum PutWhat {
+    /// A regular file of `size` bytes.
+    #[default]
+    File,
+    /// A directory (made if missing; with `preserve`, `mode` set on it).
+    Dir,
+    /// A symlink with this target, as it is (never followed).
+    Symlink(String),
 }
 
 /// Messages the server sends to a client.

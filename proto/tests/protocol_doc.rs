@@ -68,6 +68,7 @@ fn transfer_examples() {
             mode: Some(0o644),
             mtime: None,
             preserve: false,
+            what: PutWhat::File,
         }),
     );
     check(

@@ -5,8 +5,9 @@
 //! limits, audit line, backpressure through its pipes), so disk I/O never
 //! blocks the event loop and a cancel is a kill.
 //!
-//! - `__put ROOT DEST NAME SIZE MKDIRS MODE MTIME PRESERVE`: checks the
-//!   destination,
+//! - `__put ROOT DEST NAME SIZE MKDIRS MODE MTIME PRESERVE WHAT`: WHAT `d`
+//!   makes the directory NAME, `lTARGET` the symlink NAME; `f`, a file,
+//!   checks the destination,
 //!   says so with one byte on stdout ([`rexec_proto::PUT_READY`]), then reads
 //!   exactly SIZE bytes from stdin, then the 32-byte SHA-256 the client
 //!   computed. The data goes
@@ -108,7 +109,7 @@ impl Root {
 }
 
 fn put(args: &[String]) -> Result<(), String> {
-    let [root, dest, name, size, mkdirs, mode, mtime, preserve] = args else {
+    let [root, dest, name, size, mkdirs, mode, mtime, preserve, what] = args else {
         return Err("__put: bad arguments".into());
     };
     let size: u64 = size.parse().map_err(|_| "__put: bad size".to_string())?;
@@ -154,6 +155,11 @@ fn put(args: &[String]) -> Result<(), String> {
             shown(if dir_path.is_empty() { "." } else { &dir_path })
         )
     })?;
+    match what.split_at(what.len().min(1)) {
+        ("d", _) => return put_dir(&dir, &file_name, mode, preserve == "1"),
+        ("l", target) => return put_symlink(&dir, &file_name, target),
+        _ => {}
+    }
     // An unnamed file in the target's directory: nothing to clean up if we
     // are killed before it is complete.
     let tmp = rustix::fs::openat(
@@ -302,6 +308,40 @@ fn umask() -> u32 {
                 .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
         })
         .unwrap_or(0o022)
+}
+
+/// A directory of an uploaded tree: made when missing; with -p, given the
+/// source's mode (never a special bit).
+fn put_dir(dir: &OwnedFd, name: &str, mode: &str, preserve: bool) -> Result<(), String> {
+    let bits = mode.parse::<u32>().map_or(0o755, |m| m & 0o777);
+    match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(bits)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(format!("{}: {e}", rexec_proto::text::echo(name))),
+    }
+    if preserve {
+        let d = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("{}: {e}", rexec_proto::text::echo(name)))?;
+        rustix::fs::fchmod(&d, Mode::from_raw_mode(bits))
+            .map_err(|e| format!("{}: {e}", rexec_proto::text::echo(name)))?;
+    }
+    Ok(())
+}
+
+/// A symlink of an uploaded tree, as it is (its target is never
+/// followed), replacing what had the name.
+fn put_symlink(dir: &OwnedFd, name: &str, target: &str) -> Result<(), String> {
+    let tmp = format!(".{name}.rexec-{}", std::process::id());
+    let fail = |e: rustix::io::Errno| format!("{}: {e}", rexec_proto::text::echo(name));
+    rustix::fs::symlinkat(target, dir, tmp.as_str()).map_err(fail)?;
+    rustix::fs::renameat(dir, tmp.as_str(), dir, name).map_err(|e| {
+        let _ = rustix::fs::unlinkat(dir, tmp.as_str(), rustix::fs::AtFlags::empty());
+        fail(e)
+    })
 }
 
 /// Deepest directory nesting listed.

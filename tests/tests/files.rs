@@ -559,3 +559,35 @@ fn a_tree_down_into_a_new_name_becomes_that_directory_as_with_cp() {
         "f"
     );
 }
+
+#[test]
+fn a_tree_up_keeps_empty_directories_symlinks_and_with_p_directory_modes() {
+    // Empty directories and symlinks were dropped silently, with exit 0.
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("cp-tree-up");
+    std::fs::create_dir_all(dir.path("src/empty")).unwrap();
+    std::fs::create_dir_all(dir.path("src/sub")).unwrap();
+    std::fs::write(dir.path("src/sub/f"), "f").unwrap();
+    std::os::unix::fs::symlink("sub/f", dir.path("src/link")).unwrap();
+    std::os::unix::fs::symlink("/nowhere/at/all", dir.path("src/dangling")).unwrap();
+    std::fs::set_permissions(dir.path("src/sub"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    let r = run(rexec()
+        .args(["cp", "-r", "-p"])
+        .arg(dir.path("src"))
+        .arg(format!("{}:{}", d.host(), dir.path("dst").display())));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let got = |p: &str| dir.path(&format!("dst/src/{p}"));
+    assert!(got("empty").is_dir(), "the empty directory");
+    assert_eq!(std::fs::read_to_string(got("sub/f")).unwrap(), "f");
+    assert_eq!(
+        std::fs::read_link(got("link")).unwrap(),
+        std::path::Path::new("sub/f")
+    );
+    assert_eq!(
+        std::fs::read_link(got("dangling")).unwrap(),
+        std::path::Path::new("/nowhere/at/all"),
+        "a link is copied as it is, never followed"
+    );
+    let mode = std::fs::metadata(got("sub")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o750, "-p keeps directory modes");
+}

@@ -415,6 +415,11 @@ impl Server {
             put.mode.map_or("-".into(), |m| m.to_string()),
             put.mtime.map_or("-".into(), |t| t.to_string()),
             if put.preserve { "1" } else { "0" }.to_string(),
+            match &put.what {
+                rexec_proto::PutWhat::File => "f".to_string(),
+                rexec_proto::PutWhat::Dir => "d".to_string(),
+                rexec_proto::PutWhat::Symlink(t) => format!("l{t}"),
+            },
         ];
         let exec = Exec {
             id: put.id,
