@@ -216,13 +216,15 @@ fn plan(sources: &[String], dest: &str, recursive: bool) -> Result<Vec<Upload>, 
             if !recursive {
                 return Err(format!("{src} is a directory (use -r)"));
             }
-            // The directory itself first (even empty, with its mode).
+            // The directory itself first (even empty, with its mode): as
+            // cp -r, DEST/NAME when DEST is a directory, else DEST itself
+            // (the server says which; the rest follows it).
             out.push(Upload {
                 local: path.to_path_buf(),
                 dest: dest.to_string(),
                 name: name.clone(),
-                mkdirs: true,
-                what: PutWhat::Dir,
+                mkdirs: false,
+                what: PutWhat::TreeTop,
             });
             walk(
                 path,
@@ -323,7 +325,38 @@ fn upload_all(
 ) -> Result<(), CopyError> {
     let mut session = connect(args, cfg, host)?;
     let mut failed = None;
+    // Where each tree's top went on this host: (planned, made).
+    let mut tops: Vec<(String, String)> = Vec::new();
     for u in uploads {
+        if u.what == PutWhat::TreeTop {
+            let planned = format!("{}/{}", u.dest.trim_end_matches('/'), u.name);
+            match tree_top(args, &mut session, u) {
+                Ok(made) => tops.push((planned, made)),
+                Err(CopyError::Failed(m)) => {
+                    eprintln!("rexec cp: {m}");
+                    failed = Some(m);
+                }
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
+        let moved;
+        let u = match tops
+            .iter()
+            .find(|(p, _)| u.dest == *p || u.dest.starts_with(&format!("{p}/")))
+        {
+            Some((planned, made)) => {
+                moved = Upload {
+                    dest: format!("{made}{}", &u.dest[planned.len()..]),
+                    local: u.local.clone(),
+                    name: u.name.clone(),
+                    mkdirs: u.mkdirs,
+                    what: u.what.clone(),
+                };
+                &moved
+            }
+            None => u,
+        };
         match upload(args, &mut session, u) {
             Ok(()) => {}
             Err(CopyError::Failed(m)) => {
@@ -440,6 +473,39 @@ fn upload_entry(
     }))?;
     let (status, stderr) = wait(session, id, |_| Ok(()))?;
     check(status, &stderr, &format!("{shown} -> {}", u.dest))
+}
+
+/// The top directory of a tree; returns the path the server made for it.
+fn tree_top(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<String, CopyError> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = u.local.display().to_string();
+    let meta =
+        std::fs::metadata(&u.local).map_err(|e| CopyError::Failed(format!("{shown}: {e}")))?;
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    session.send(&ClientMsg::Put(Put {
+        id,
+        dest: u.dest.clone(),
+        name: u.name.clone(),
+        size: 0,
+        mkdirs: false,
+        mode: Some(meta.mode() & 0o777),
+        mtime: None,
+        preserve: args.preserve,
+        what: PutWhat::TreeTop,
+    }))?;
+    let mut made = Vec::new();
+    let (status, stderr) = wait(session, id, |data| {
+        if made.len() + data.len() > 64 * 1024 {
+            return Err(CopyError::Failed(format!(
+                "{shown}: the server's answer is too long"
+            )));
+        }
+        made.extend_from_slice(data);
+        Ok(())
+    })?;
+    check(status, &stderr, &format!("{shown} -> {}", u.dest))?;
+    String::from_utf8(made)
+        .map_err(|_| CopyError::Failed(format!("{shown}: the server's answer is not a path")))
 }
 
 /// Waits until the server is ready for the data of put `id` (its one

@@ -98,6 +98,10 @@ pub enum PutWhat {
     File,
     /// A directory (made if missing; with `preserve`, `mode` set on it).
     Dir,
+    /// The top directory of a tree, as `cp -r` makes it: `dest/name` when
+    /// `dest` is a directory, else `dest` itself. Its `Stdout` is the path
+    /// it made, for the rest of the tree.
+    TreeTop,
     /// A symlink with this target, as it is (never followed).
     Symlink(String),
 }

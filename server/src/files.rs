@@ -117,6 +117,9 @@ fn put(args: &[String]) -> Result<(), String> {
     let shown = |p: &str| rexec_proto::text::echo(p);
     // DEST is a directory (then NAME goes inside), or a file to write; with
     // MKDIRS it is a directory, made if missing.
+    if what == "t" {
+        return put_tree_top(&root, dest, name, mode, preserve == "1");
+    }
     if mkdirs == "1" {
         make_dirs(&root, dest)?;
     }
@@ -330,6 +333,57 @@ fn put_dir(dir: &OwnedFd, name: &str, mode: &str, preserve: bool) -> Result<(), 
             .map_err(|e| format!("{}: {e}", rexec_proto::text::echo(name)))?;
     }
     Ok(())
+}
+
+/// The top of an uploaded tree, as `cp -r SRC DEST` makes it: DEST/NAME
+/// when DEST is a directory, else DEST itself (its parent must exist);
+/// writes the path made on stdout.
+fn put_tree_top(
+    root: &Root,
+    dest: &str,
+    name: &str,
+    mode: &str,
+    preserve: bool,
+) -> Result<(), String> {
+    let dest = if dest.len() > 1 {
+        dest.trim_end_matches('/')
+    } else {
+        dest
+    };
+    let (parent, dir_name, made) = match root.dir(dest) {
+        Ok(_) => (dest.to_string(), name.to_string(), format!("{dest}/{name}")),
+        Err(_) => {
+            let p = Path::new(dest);
+            let leaf = p.file_name().ok_or_else(|| {
+                format!("{}: not a directory name", rexec_proto::text::echo(dest))
+            })?;
+            let parent = p
+                .parent()
+                .map_or(String::new(), |x| x.to_string_lossy().into_owned());
+            (
+                parent,
+                leaf.to_string_lossy().into_owned(),
+                dest.to_string(),
+            )
+        }
+    };
+    if dir_name.contains('/') || dir_name == ".." || dir_name == "." || dir_name.is_empty() {
+        return Err(format!(
+            "{}: not a directory name",
+            rexec_proto::text::echo(&dir_name)
+        ));
+    }
+    let dir = root.dir(&parent).map_err(|e| {
+        format!(
+            "{}: {e}",
+            rexec_proto::text::echo(if parent.is_empty() { "." } else { &parent })
+        )
+    })?;
+    put_dir(&dir, &dir_name, mode, preserve)?;
+    let mut out = io::stdout().lock();
+    out.write_all(made.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("telling the client: {e}"))
 }
 
 /// A symlink of an uploaded tree, as it is (its target is never

@@ -84,15 +84,14 @@ fn a_tree_with_r_and_p_keeps_modes_and_times() {
         &dest,
     ]));
     assert_eq!(r.code, Some(0), "{}", r.stderr);
+    // dst did not exist: it is the copy of src, as with cp -r and scp -r
+    // (it was dst/src before issue 22).
     let mode = |p: &str| std::fs::metadata(dir.path(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(std::fs::read_to_string(dir.path("dst/sub/b")).unwrap(), "b");
+    assert_eq!(mode("dst/a"), 0o755);
+    assert_eq!(mode("dst/sub/b"), 0o640);
     assert_eq!(
-        std::fs::read_to_string(dir.path("dst/src/sub/b")).unwrap(),
-        "b"
-    );
-    assert_eq!(mode("dst/src/a"), 0o755);
-    assert_eq!(mode("dst/src/sub/b"), 0o640);
-    assert_eq!(
-        std::fs::metadata(dir.path("dst/src/a"))
+        std::fs::metadata(dir.path("dst/a"))
             .unwrap()
             .modified()
             .unwrap(),
@@ -576,7 +575,8 @@ fn a_tree_up_keeps_empty_directories_symlinks_and_with_p_directory_modes() {
         .arg(dir.path("src"))
         .arg(format!("{}:{}", d.host(), dir.path("dst").display())));
     assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let got = |p: &str| dir.path(&format!("dst/src/{p}"));
+    // dst did not exist: it is the copy of src (cp -r's rule).
+    let got = |p: &str| dir.path(&format!("dst/{p}"));
     assert!(got("empty").is_dir(), "the empty directory");
     assert_eq!(std::fs::read_to_string(got("sub/f")).unwrap(), "f");
     assert_eq!(
@@ -590,4 +590,15 @@ fn a_tree_up_keeps_empty_directories_symlinks_and_with_p_directory_modes() {
     );
     let mode = std::fs::metadata(got("sub")).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o750, "-p keeps directory modes");
+    // Again: dst exists now, so the tree goes in as dst/src.
+    let r = run(rexec().args(["cp", "-r"]).arg(dir.path("src")).arg(format!(
+        "{}:{}",
+        d.host(),
+        dir.path("dst").display()
+    )));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dir.path("dst/src/sub/f")).unwrap(),
+        "f"
+    );
 }

@@ -418,6 +418,7 @@ impl Server {
             match &put.what {
                 rexec_proto::PutWhat::File => "f".to_string(),
                 rexec_proto::PutWhat::Dir => "d".to_string(),
+                rexec_proto::PutWhat::TreeTop => "t".to_string(),
                 rexec_proto::PutWhat::Symlink(t) => format!("l{t}"),
             },
         ];
