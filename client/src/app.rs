@@ -24,11 +24,12 @@ pub fn main_entry() -> i32 {
         #[cfg(feature = "demo")]
         Some(crate::cli::Sub::Demo(d)) => crate::demo::main(d.part, d.connect.as_deref()),
         Some(crate::cli::Sub::Forget(f)) => forget(&f),
-        Some(crate::cli::Sub::Completions { shell }) => {
+        Some(crate::cli::Sub::Completions { shell, config }) => {
             // Into memory first: clap_complete panics on a write error, and
             // `rexec completions bash | head` is no reason to.
             let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "rexec", &mut script);
+            let mut cmd = with_config_hosts(Cli::command(), config.as_deref());
+            clap_complete::generate(shell, &mut cmd, "rexec", &mut script);
             let _ = io::Write::write_all(&mut io::stdout(), &script);
             0
         }
@@ -37,6 +38,50 @@ pub fn main_entry() -> i32 {
         Some(crate::cli::Sub::Hosts { config }) => list_hosts(config.as_deref()),
         None => one_shot_or_interactive(cli.run),
     }
+}
+
+/// The command line for completion scripts: where a host goes, the names of
+/// the config file's hosts; where a host list goes, those and its @groups.
+/// (An unreadable or missing file completes nothing more.)
+fn with_config_hosts(cmd: clap::Command, config: Option<&std::path::Path>) -> clap::Command {
+    let Ok(cfg) = Config::load(config) else {
+        return cmd;
+    };
+    let hosts: Vec<String> = cfg.hosts.keys().cloned().collect();
+    if hosts.is_empty() && cfg.groups.is_empty() {
+        return cmd;
+    }
+    let lists: Vec<String> = hosts
+        .iter()
+        .cloned()
+        .chain(cfg.groups.keys().map(|g| format!("@{g}")))
+        .collect();
+    // The process prints the script and ends: leaking the names is what
+    // gives clap the 'static strings it keeps (without its `string`
+    // feature).
+    let values = |v: Vec<String>| {
+        clap::builder::PossibleValuesParser::new(
+            v.into_iter()
+                .map(|s| clap::builder::PossibleValue::new(&*Box::leak(s.into_boxed_str()))),
+        )
+    };
+    // (mut_arg moves an argument last: the positionals keep their places
+    // only with their indices said.)
+    cmd.mut_arg("host", |a| {
+        a.value_parser(values(hosts))
+            .hide_possible_values(true)
+            .index(1)
+    })
+    .mut_arg("command", |a| a.index(2))
+    .mut_arg("hosts", |a| {
+        a.value_parser(values(lists.clone()))
+            .hide_possible_values(true)
+    })
+    .mut_subcommand("cp", |c| {
+        c.mut_arg("hosts", |a| {
+            a.value_parser(values(lists)).hide_possible_values(true)
+        })
+    })
 }
 
 /// `rexec man [rexecd]`: the page rendered from the clap definitions.

@@ -72,10 +72,16 @@ pub enum Sub {
         config: Option<PathBuf>,
     },
     /// Print a completion script for SHELL on stdout. Install it, for bash:
-    /// `rexec completions bash > ~/.local/share/bash-completion/completions/rexec`
+    /// `rexec completions bash > ~/.local/share/bash-completion/completions/rexec`.
+    /// Host names and @groups of the config file (as it is now) complete
+    /// where a host or a host list goes: generate it again after editing
+    /// the file.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+        /// The config file whose hosts to complete [default: as for a run]
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Print a man page (roff) on stdout: rexec(1), or rexecd(8) with
     /// `rexec man rexecd`. Read it with `rexec man | man -l -`.

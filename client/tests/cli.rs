@@ -75,3 +75,29 @@ fn cp_help_has_a_readable_usage_line() {
         "{help}"
     );
 }
+
+#[test]
+fn completions_offer_the_config_files_hosts_and_groups() {
+    let dir = std::env::temp_dir().join(format!("rexec-cc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("config.toml");
+    std::fs::write(
+        &cfg,
+        "[hosts.lab1]\naddress = \"127.0.0.1:1\"\n[hosts.gpu7]\naddress = \"127.0.0.1:2\"\n[groups]\nlab = \"lab[1-2]\"\n",
+    )
+    .unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = rexec()
+            .env_remove("REXEC_CONFIG")
+            .args(["completions", shell, "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        for name in ["lab1", "gpu7", "@lab"] {
+            assert!(script.contains(name), "{shell}: no {name}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
