@@ -301,6 +301,9 @@ pub struct Proc {
     pub stopping: bool,
     /// Set once the process exited while its pipes were still open.
     pub grace: Option<PipeGrace>,
+    /// A line for the client's stderr once it has started (a home
+    /// directory that is missing).
+    pub notice: Option<String>,
     /// Which output pipes were grown for a fast writer (stdout, stderr);
     /// counted in `Server::big_pipes` until closed.
     pub grown: [bool; 2],

@@ -449,6 +449,18 @@ fn user_runs_commands_as_another_account() {
         .arg(d.host())
         .arg(format!("cat /proc/{}/environ", d.pid())));
     assert_ne!(r.code, Some(0), "read rexecd's environment as nobody");
+    // A home that does not exist (nobody's is /nonexistent): said, as sshd
+    // does, and the command starts in /.
+    if !std::path::Path::new(home).is_dir() {
+        let r = run(with_token("s3cret").arg(d.host()).arg("pwd"));
+        assert_eq!(r.out(), "/\n", "{}", r.stderr);
+        assert!(
+            r.stderr
+                .contains(&format!("could not chdir to home directory {home}")),
+            "{}",
+            r.stderr
+        );
+    }
 }
 
 #[test]

@@ -161,6 +161,15 @@ impl Server {
             None => process::prepare(&mut cmd, exec.stdin)
                 .map_err(|e| CommandError::os("setting up pipes", e))?,
         };
+        // As sshd: a home that is missing is said, and the command starts
+        // in / (exec_policy.rs).
+        let notice = match (exec.cwd.is_none(), self.cfg.exec.home()) {
+            (true, Some(h)) if !h.is_dir() => Some(format!(
+                "rexecd: could not chdir to home directory {}: No such file or directory\n",
+                rexec_proto::text::echo(&h.to_string_lossy())
+            )),
+            _ => None,
+        };
         let proc = ProcId(self.next_proc);
         self.next_proc += 1;
         let r = &mut self.registry;
@@ -214,6 +223,7 @@ impl Server {
                 truncated: false,
                 stopping: false,
                 grace: None,
+                notice,
                 grown: [false; 2],
                 tutorial_out: Vec::new(),
                 tutorial_err: Vec::new(),
@@ -286,6 +296,12 @@ impl Server {
         if let Some(conn) = p.conn.and_then(|c| self.conns.get_mut(&c)) {
             if conn.is_native() {
                 conn.queue(&ServerMsg::Started { id, pid });
+                if let Some(text) = p.notice.take() {
+                    conn.queue(&ServerMsg::Stderr {
+                        id,
+                        data: text.into_bytes(),
+                    });
+                }
                 conn.flush();
             }
         }
