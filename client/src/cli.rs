@@ -104,7 +104,7 @@ pub struct CpArgs {
     /// SOURCE... DEST: local files and HOST:DEST, or HOST:PATH and a local
     /// file or directory.
     #[arg(value_name = "PATH", num_args = 2.., required = true)]
-    pub paths: Vec<String>,
+    pub paths: Vec<std::ffi::OsString>,
     /// Copy directories and what is in them.
     #[arg(short = 'r')]
     pub recursive: bool,

@@ -9,9 +9,11 @@
 //!
 //! With a port: `host:port:/path`.
 
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::UNIX_EPOCH;
@@ -34,39 +36,71 @@ const CHUNK: usize = 256 * 1024;
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 
 /// `HOST:PATH` or `HOST:PORT:PATH` → (host spec, path); `None` for a local
-/// path (no colon before the first slash).
-pub fn remote(spec: &str) -> Option<(String, String)> {
+/// path (no colon before the first slash). The path is bytes, as any Linux
+/// name may be; the host must be text.
+pub fn remote(spec: &OsStr) -> Option<(String, OsString)> {
+    let b = spec.as_bytes();
+    let path = |p: &[u8]| OsStr::from_bytes(p).to_os_string();
+    fn port_then(rest: &[u8]) -> Option<(Option<String>, &[u8])> {
+        let c = rest.iter().position(|&x| x == b':')?;
+        let port = &rest[..c];
+        (!port.is_empty() && port.iter().all(u8::is_ascii_digit)).then(|| {
+            (
+                std::str::from_utf8(port).ok().map(str::to_string),
+                &rest[c + 1..],
+            )
+        })
+    }
     // An IPv6 literal in brackets: `[::1]:/path`, `[::1]:7070:/path`.
-    if let Some(inside) = spec.strip_prefix('[') {
-        let (addr, rest) = inside.split_once("]:")?;
+    if let Some(inside) = b.strip_prefix(b"[") {
+        let end = inside.windows(2).position(|w| w == b"]:")?;
+        let addr = std::str::from_utf8(&inside[..end]).ok()?;
         if addr.contains('/') {
             return None;
         }
-        return match rest.split_once(':') {
-            Some((port, path)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
-                Some((format!("[{addr}]:{port}"), path.to_string()))
-            }
-            _ => Some((format!("[{addr}]"), rest.to_string())),
+        let rest = &inside[end + 2..];
+        return match port_then(rest) {
+            Some((Some(port), p)) => Some((format!("[{addr}]:{port}"), path(p))),
+            _ => Some((format!("[{addr}]"), path(rest))),
         };
     }
-    let (host, rest) = spec.split_once(':')?;
+    let colon = b.iter().position(|&x| x == b':')?;
+    let host = std::str::from_utf8(&b[..colon]).ok()?;
     if host.is_empty() || host.contains('/') {
         return None;
     }
-    match rest.split_once(':') {
-        Some((port, path)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
-            Some((format!("{host}:{port}"), path.to_string()))
-        }
-        _ => Some((host.to_string(), rest.to_string())),
+    let rest = &b[colon + 1..];
+    match port_then(rest) {
+        Some((Some(port), p)) => Some((format!("{host}:{port}"), path(p))),
+        _ => Some((host.to_string(), path(rest))),
     }
+}
+
+/// A path for a message (bytes that are not UTF-8 shown replaced).
+fn lossy(p: &OsStr) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// `DEST/NAME`, a path on the server (no doubled slash).
+fn join_dest(dest: &OsStr, name: &OsStr) -> OsString {
+    let mut d = dest.as_bytes();
+    while d.len() > 1 && d.ends_with(b"/") {
+        d = &d[..d.len() - 1];
+    }
+    let mut out = d.to_vec();
+    if !out.ends_with(b"/") {
+        out.push(b'/');
+    }
+    out.extend_from_slice(name.as_bytes());
+    OsString::from_vec(out)
 }
 
 /// One file to send: where it is here, and where it goes there.
 #[derive(Debug)]
 struct Upload {
     local: PathBuf,
-    dest: String,
-    name: String,
+    dest: OsString,
+    name: OsString,
     mkdirs: bool,
     /// A file, or a directory or symlink of a tree (`-r`).
     what: PutWhat,
@@ -95,16 +129,22 @@ pub fn main(args: &CpArgs) -> i32 {
         return match remote(src) {
             Some((host, path)) => finish(download(args, &cfg, &host, &path, Path::new(dest))),
             None => {
-                eprintln!("rexec cp: neither {src:?} nor {dest:?} is HOST:PATH");
+                eprintln!(
+                    "rexec cp: neither {:?} nor {:?} is HOST:PATH",
+                    lossy(src),
+                    lossy(dest)
+                );
                 2
             }
         };
     }
     // What is not supported, said plainly (never a lookup of a local name).
     if let Some(src) = sources.iter().find(|s| remote(s).is_some()) {
+        let dest_remote = remote(dest);
+        let (src, dest) = (lossy(src), lossy(dest));
         eprintln!(
             "{}",
-            match (&hosts_list, remote(dest)) {
+            match (&hosts_list, dest_remote) {
                 (Some(_), _) => format!(
                     "rexec cp: with -w, rexec cp sends local files to every host; it does not \
                      fetch {src} from many hosts (run rexec cp HOST:PATH DIR for each host)"
@@ -123,7 +163,7 @@ pub fn main(args: &CpArgs) -> i32 {
     // Up: local sources to one host, or with -w to every host of a list.
     let (hosts, dest_path) = match (&hosts_list, remote(dest)) {
         (Some(list), None) => match cfg.expand(list, None) {
-            Ok(h) => (h, dest.clone()),
+            Ok(h) => (h, dest.to_os_string()),
             Err(e) => {
                 eprintln!("rexec: {e}");
                 return 2;
@@ -203,38 +243,35 @@ impl From<ClientError> for CopyError {
 }
 
 /// The files to send for these sources.
-fn plan(sources: &[String], dest: &str, recursive: bool) -> Result<Vec<Upload>, String> {
+fn plan(sources: &[OsString], dest: &OsStr, recursive: bool) -> Result<Vec<Upload>, String> {
     let mut out = Vec::new();
     for src in sources {
         let path = Path::new(src);
-        let meta = std::fs::metadata(path).map_err(|e| format!("{src}: {e}"))?;
+        let shown = lossy(src);
+        let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
         let name = path
             .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .ok_or_else(|| format!("{src}: no file name"))?;
+            .map(OsStr::to_os_string)
+            .ok_or_else(|| format!("{shown}: no file name"))?;
         if meta.is_dir() {
             if !recursive {
-                return Err(format!("{src} is a directory (use -r)"));
+                return Err(format!("{shown} is a directory (use -r)"));
             }
             // The directory itself first (even empty, with its mode): as
             // cp -r, DEST/NAME when DEST is a directory, else DEST itself
             // (the server says which; the rest follows it).
             out.push(Upload {
                 local: path.to_path_buf(),
-                dest: dest.to_string(),
+                dest: dest.to_os_string(),
                 name: name.clone(),
                 mkdirs: false,
                 what: PutWhat::TreeTop,
             });
-            walk(
-                path,
-                &format!("{}/{name}", dest.trim_end_matches('/')),
-                &mut out,
-            )?;
+            walk(path, &join_dest(dest, &name), &mut out)?;
         } else {
             out.push(Upload {
                 local: path.to_path_buf(),
-                dest: dest.to_string(),
+                dest: dest.to_os_string(),
                 name,
                 mkdirs: false,
                 what: PutWhat::File,
@@ -244,14 +281,14 @@ fn plan(sources: &[String], dest: &str, recursive: bool) -> Result<Vec<Upload>, 
     Ok(out)
 }
 
-fn walk(dir: &Path, dest: &str, out: &mut Vec<Upload>) -> Result<(), String> {
+fn walk(dir: &Path, dest: &OsStr, out: &mut Vec<Upload>) -> Result<(), String> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .flatten()
         .collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
-        let name = e.file_name().to_string_lossy().into_owned();
+        let name = e.file_name();
         let ft = e
             .file_type()
             .map_err(|err| format!("{}: {err}", e.path().display()))?;
@@ -261,7 +298,7 @@ fn walk(dir: &Path, dest: &str, out: &mut Vec<Upload>) -> Result<(), String> {
             // Copied as a link, with its target as it is: never followed.
             let target = std::fs::read_link(e.path())
                 .map_err(|err| format!("{}: {err}", e.path().display()))?;
-            PutWhat::Symlink(target.to_string_lossy().into_owned())
+            PutWhat::Symlink(target.into_os_string().into_vec())
         } else if ft.is_file() {
             PutWhat::File
         } else {
@@ -270,13 +307,13 @@ fn walk(dir: &Path, dest: &str, out: &mut Vec<Upload>) -> Result<(), String> {
         let is_dir = what == PutWhat::Dir;
         out.push(Upload {
             local: e.path(),
-            dest: dest.to_string(),
+            dest: dest.to_os_string(),
             name: name.clone(),
             mkdirs: true,
             what,
         });
         if is_dir {
-            walk(&e.path(), &format!("{dest}/{name}"), out)?;
+            walk(&e.path(), &join_dest(dest, &name), out)?;
         }
     }
     Ok(())
@@ -326,10 +363,10 @@ fn upload_all(
     let mut session = connect(args, cfg, host)?;
     let mut failed = None;
     // Where each tree's top went on this host: (planned, made).
-    let mut tops: Vec<(String, String)> = Vec::new();
+    let mut tops: Vec<(OsString, OsString)> = Vec::new();
     for u in uploads {
         if u.what == PutWhat::TreeTop {
-            let planned = format!("{}/{}", u.dest.trim_end_matches('/'), u.name);
+            let planned = join_dest(&u.dest, &u.name);
             match tree_top(args, &mut session, u) {
                 Ok(made) => tops.push((planned, made)),
                 Err(CopyError::Failed(m)) => {
@@ -341,13 +378,15 @@ fn upload_all(
             continue;
         }
         let moved;
-        let u = match tops
-            .iter()
-            .find(|(p, _)| u.dest == *p || u.dest.starts_with(&format!("{p}/")))
-        {
+        let under = |p: &OsStr| {
+            let (d, p) = (u.dest.as_bytes(), p.as_bytes());
+            d == p || (d.starts_with(p) && d.get(p.len()) == Some(&b'/'))
+        };
+        let u = match tops.iter().find(|(p, _)| under(p)) {
             Some((planned, made)) => {
+                let tail = &u.dest.as_bytes()[planned.len()..];
                 moved = Upload {
-                    dest: format!("{made}{}", &u.dest[planned.len()..]),
+                    dest: OsString::from_vec([made.as_bytes(), tail].concat()),
                     local: u.local.clone(),
                     name: u.name.clone(),
                     mkdirs: u.mkdirs,
@@ -391,8 +430,8 @@ fn upload(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<(), CopyEr
     let mtime = args.preserve.then(|| meta.mtime());
     session.send(&ClientMsg::Put(Put {
         id,
-        dest: u.dest.clone(),
-        name: u.name.clone(),
+        dest: u.dest.as_bytes().to_vec(),
+        name: u.name.as_bytes().to_vec(),
         size: meta.len(),
         mkdirs: u.mkdirs,
         mode,
@@ -401,8 +440,8 @@ fn upload(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<(), CopyEr
         what: PutWhat::File,
     }))?;
     // Nothing is sent before the server says the destination is good.
-    ready(session, id, &format!("{shown} -> {}", u.dest))?;
-    let bar = progress(&u.name, meta.len());
+    ready(session, id, &format!("{shown} -> {}", lossy(&u.dest)))?;
+    let bar = progress(&lossy(&u.name), meta.len());
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut sent = 0u64;
@@ -439,11 +478,11 @@ fn upload(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<(), CopyEr
             "{shown}: changed while being read"
         )));
     }
-    check(status, &stderr, &format!("{shown} -> {}", u.dest))?;
+    check(status, &stderr, &format!("{shown} -> {}", lossy(&u.dest)))?;
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"source": shown, "dest": u.dest, "name": u.name, "bytes": sent})
+            serde_json::json!({"source": shown, "dest": lossy(&u.dest), "name": lossy(&u.name), "bytes": sent})
         );
     }
     Ok(())
@@ -462,8 +501,8 @@ fn upload_entry(
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     session.send(&ClientMsg::Put(Put {
         id,
-        dest: u.dest.clone(),
-        name: u.name.clone(),
+        dest: u.dest.as_bytes().to_vec(),
+        name: u.name.as_bytes().to_vec(),
         size: 0,
         mkdirs: u.mkdirs,
         mode: Some(meta.mode() & 0o777),
@@ -472,11 +511,11 @@ fn upload_entry(
         what: u.what.clone(),
     }))?;
     let (status, stderr) = wait(session, id, |_| Ok(()))?;
-    check(status, &stderr, &format!("{shown} -> {}", u.dest))
+    check(status, &stderr, &format!("{shown} -> {}", lossy(&u.dest)))
 }
 
 /// The top directory of a tree; returns the path the server made for it.
-fn tree_top(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<String, CopyError> {
+fn tree_top(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<OsString, CopyError> {
     use std::os::unix::fs::MetadataExt;
     let shown = u.local.display().to_string();
     let meta =
@@ -484,8 +523,8 @@ fn tree_top(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<String, 
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     session.send(&ClientMsg::Put(Put {
         id,
-        dest: u.dest.clone(),
-        name: u.name.clone(),
+        dest: u.dest.as_bytes().to_vec(),
+        name: u.name.as_bytes().to_vec(),
         size: 0,
         mkdirs: false,
         mode: Some(meta.mode() & 0o777),
@@ -503,9 +542,8 @@ fn tree_top(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<String, 
         made.extend_from_slice(data);
         Ok(())
     })?;
-    check(status, &stderr, &format!("{shown} -> {}", u.dest))?;
-    String::from_utf8(made)
-        .map_err(|_| CopyError::Failed(format!("{shown}: the server's answer is not a path")))
+    check(status, &stderr, &format!("{shown} -> {}", lossy(&u.dest)))?;
+    Ok(OsString::from_vec(made))
 }
 
 /// Waits until the server is ready for the data of put `id` (its one
@@ -600,7 +638,7 @@ fn download(
     args: &CpArgs,
     cfg: &Config,
     host: &str,
-    path: &str,
+    path: &OsStr,
     local: &Path,
 ) -> Result<(), CopyError> {
     let mut session = connect(args, cfg, host)?;
@@ -616,14 +654,18 @@ fn download_tree(
     args: &CpArgs,
     session: &mut Session,
     host: &str,
-    path: &str,
+    path: &OsStr,
     local: &Path,
 ) -> Result<(), CopyError> {
     let listing = list(session, host, path)?;
-    let top = Path::new(path.trim_end_matches('/'));
-    let name = top
+    let mut top_bytes = path.as_bytes();
+    while top_bytes.len() > 1 && top_bytes.ends_with(b"/") {
+        top_bytes = &top_bytes[..top_bytes.len() - 1];
+    }
+    let top = OsStr::from_bytes(top_bytes);
+    let name = Path::new(top)
         .file_name()
-        .ok_or_else(|| CopyError::Failed(format!("{path}: not a directory name")))?;
+        .ok_or_else(|| CopyError::Failed(format!("{}: not a directory name", lossy(path))))?;
     // As cp -r and scp -r: into an existing directory as NAME, or as the
     // new directory LOCAL itself.
     let root_path = if local.is_dir() {
@@ -639,10 +681,12 @@ fn download_tree(
         // (no `..`, no root), or a lying server could make us write
         // anywhere (scp's CVE-2019-6111); and everything is made beneath
         // the destination without following a symlink.
-        let rel = beneath(Path::new(""), Path::new(&entry.path)).ok_or_else(|| {
+        let entry_path = OsStr::from_bytes(&entry.path);
+        let rel = beneath(Path::new(""), Path::new(entry_path)).ok_or_else(|| {
             CopyError::Failed(format!(
-                "{host} listed {} under {path}: refused (not a plain path below it)",
-                rexec_proto::text::echo(&entry.path)
+                "{host} listed {} under {}: refused (not a plain path below it)",
+                rexec_proto::text::echo(&lossy(entry_path)),
+                lossy(path)
             ))
         })?;
         let shown = root_path.join(rel.iter().collect::<PathBuf>());
@@ -651,7 +695,7 @@ fn download_tree(
             b'f' => {
                 let (dirs, file) = rel.split_at(rel.len() - 1);
                 let dir = make_dirs_beneath(&root, &root_path, dirs)?;
-                let remote = format!("{}/{}", top.display(), entry.path);
+                let remote = join_dest(top, entry_path);
                 fetch_into(args, session, host, &remote, &dir, file[0], &shown)?;
             }
             b'l' => {
@@ -673,17 +717,19 @@ fn download_tree(
 #[derive(Debug)]
 struct Entry {
     kind: u8,
-    path: String,
+    /// Bytes: any Linux name.
+    path: Vec<u8>,
     target: Vec<u8>,
 }
 
 /// Lists the tree below `path` on the server (confined there like a get).
-fn list(session: &mut Session, host: &str, path: &str) -> Result<Vec<Entry>, CopyError> {
+fn list(session: &mut Session, host: &str, path: &OsStr) -> Result<Vec<Entry>, CopyError> {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     session.send(&ClientMsg::List {
         id,
-        path: path.to_string(),
+        path: path.as_bytes().to_vec(),
     })?;
+    let path = lossy(path);
     let limit = crate::run::CAPTURE_LIMIT;
     let mut bytes = Vec::new();
     let (status, stderr) = wait(session, id, |data| {
@@ -713,7 +759,7 @@ fn parse_listing(mut bytes: &[u8]) -> Option<Vec<Entry>> {
     };
     while let Some((&kind, rest)) = bytes.split_first() {
         bytes = rest;
-        let path = String::from_utf8(field(&mut bytes)?).ok()?;
+        let path = field(&mut bytes)?;
         let target = if kind == b'l' {
             field(&mut bytes)?
         } else {
@@ -804,12 +850,12 @@ fn download_with(
     args: &CpArgs,
     session: &mut Session,
     host: &str,
-    path: &str,
+    path: &OsStr,
     local: &Path,
 ) -> Result<(), CopyError> {
     let name = Path::new(path)
         .file_name()
-        .ok_or_else(|| CopyError::Failed(format!("{path}: not a file name")))?;
+        .ok_or_else(|| CopyError::Failed(format!("{}: not a file name", lossy(path))))?;
     let target = if local.is_dir() {
         local.join(name)
     } else {
@@ -833,7 +879,7 @@ fn fetch_into(
     args: &CpArgs,
     session: &mut Session,
     host: &str,
-    path: &str,
+    path: &OsStr,
     dir: &OwnedFd,
     name: &std::ffi::OsStr,
     shown: &Path,
@@ -847,8 +893,9 @@ fn fetch_into(
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     session.send(&ClientMsg::Get {
         id,
-        path: path.to_string(),
+        path: path.as_bytes().to_vec(),
     })?;
+    let path = lossy(path);
     let fd = rustix::fs::openat(
         dir,
         &tmp_name,
@@ -988,13 +1035,13 @@ pub fn decode_untrusted(step: usize, data: &[u8]) {
     let _ = get.verify();
     if let Some(entries) = parse_listing(data) {
         for e in entries {
-            if let Some(rel) = beneath(Path::new(""), Path::new(&e.path)) {
+            if let Some(rel) = beneath(Path::new(""), Path::new(OsStr::from_bytes(&e.path))) {
                 assert!(
                     rel.iter().all(|c| *c != ".." && *c != "." && !c.is_empty()),
                     "{:?} passed as plain",
                     e.path
                 );
-                assert!(!e.path.starts_with('/'), "{:?} passed as relative", e.path);
+                assert!(!e.path.starts_with(b"/"), "{:?} passed as relative", e.path);
             }
         }
     }
@@ -1004,29 +1051,27 @@ pub fn decode_untrusted(step: usize, data: &[u8]) {
 mod tests {
     use super::*;
 
+    fn r(spec: &str) -> Option<(String, String)> {
+        remote(OsStr::new(spec)).map(|(h, p)| (h, p.to_string_lossy().into_owned()))
+    }
+
     #[test]
     fn remote_specs_name_host_port_and_path() {
+        assert_eq!(r("lab1:/tmp/x"), Some(("lab1".into(), "/tmp/x".into())));
         assert_eq!(
-            remote("lab1:/tmp/x"),
-            Some(("lab1".into(), "/tmp/x".into()))
-        );
-        assert_eq!(
-            remote("lab1:7071:/tmp/x"),
+            r("lab1:7071:/tmp/x"),
             Some(("lab1:7071".into(), "/tmp/x".into()))
         );
-        assert_eq!(remote("lab1:data"), Some(("lab1".into(), "data".into())));
-        assert_eq!(remote("./a:b"), None);
-        assert_eq!(remote("/tmp/x"), None);
-        assert_eq!(remote("plain"), None);
+        assert_eq!(r("lab1:data"), Some(("lab1".into(), "data".into())));
+        assert_eq!(r("./a:b"), None);
+        assert_eq!(r("/tmp/x"), None);
+        assert_eq!(r("plain"), None);
         assert_eq!(
-            remote("[::1]:7071:/tmp/x"),
+            r("[::1]:7071:/tmp/x"),
             Some(("[::1]:7071".into(), "/tmp/x".into()))
         );
-        assert_eq!(
-            remote("[::1]:/tmp/x"),
-            Some(("[::1]".into(), "/tmp/x".into()))
-        );
-        assert_eq!(remote("[::1]"), None, "no path: a local name");
+        assert_eq!(r("[::1]:/tmp/x"), Some(("[::1]".into(), "/tmp/x".into())));
+        assert_eq!(r("[::1]"), None, "no path: a local name");
     }
 
     #[test]

@@ -51,12 +51,21 @@ pub enum ClientMsg {
     /// Copy a file from the server (protocol 2): it arrives as `Stdout`:
     /// a 20-byte header (size u64, mode u32, mtime i64, big-endian), the
     /// bytes, then their SHA-256.
-    Get { id: u32, path: String },
+    Get {
+        id: u32,
+        /// A path is bytes, as on Linux: any name, UTF-8 or not (protocol 3).
+        #[serde(with = "serde_bytes")]
+        path: Vec<u8>,
+    },
     /// List the tree below the directory `path` (protocol 3), confined like
     /// a `Get`: its `Stdout` is one entry after another, each a kind byte
     /// (`f` file, `d` directory, `l` symlink), the path relative to `path`,
     /// and a NUL; a symlink's entry is followed by its target and a NUL.
-    List { id: u32, path: String },
+    List {
+        id: u32,
+        #[serde(with = "serde_bytes")]
+        path: Vec<u8>,
+    },
 }
 
 /// The one byte of `Stdout` a `Put` answers with once the server has
@@ -72,8 +81,11 @@ pub const GET_HEADER_LEN: usize = 20;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Put {
     pub id: u32,
-    pub dest: String,
-    pub name: String,
+    /// Paths are bytes, as on Linux (protocol 3).
+    #[serde(with = "serde_bytes")]
+    pub dest: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub name: Vec<u8>,
     pub size: u64,
     /// Create the missing directories of `dest`.
     pub mkdirs: bool,
@@ -103,7 +115,7 @@ pub enum PutWhat {
     /// it made, for the rest of the tree.
     TreeTop,
     /// A symlink with this target, as it is (never followed).
-    Symlink(String),
+    Symlink(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// Messages the server sends to a client.

@@ -182,7 +182,7 @@ impl ExecPolicy {
 pub fn transfer_command(
     policy: &ExecPolicy,
     mode: &str,
-    args: &[String],
+    args: &[std::ffi::OsString],
 ) -> Result<Command, CommandError> {
     let Some(exe) = &policy.files_helper else {
         return Err(CommandError::new(

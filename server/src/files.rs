@@ -27,9 +27,10 @@
 //! beneath ROOT by the kernel (`openat2` with `RESOLVE_BENEATH`): no `..`
 //! and no symlink leads out, checked on the file actually opened.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 
 use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
@@ -42,10 +43,7 @@ pub const LIST: &str = "__list";
 
 /// Runs a helper; the exit code: 0 done, 1 failed (the reason on stderr).
 pub fn helper(mode: &str, args: &[OsString]) -> i32 {
-    let args: Vec<String> = args
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+    let args: Vec<&OsStr> = args.iter().map(OsString::as_os_str).collect();
     let res = match mode {
         PUT => put(&args),
         GET => get(&args),
@@ -61,13 +59,23 @@ pub fn helper(mode: &str, args: &[OsString]) -> i32 {
     }
 }
 
+/// A path (bytes, any name) made safe for a message.
+fn shown(p: &OsStr) -> String {
+    rexec_proto::text::echo(&p.to_string_lossy())
+}
+
+/// A number or flag argument (always ASCII).
+fn text(a: &OsStr) -> &str {
+    a.to_str().unwrap_or("")
+}
+
 /// Where paths are resolved: beneath a files root (by the kernel), or as
 /// they are when there is none.
 struct Root(Option<OwnedFd>);
 
 impl Root {
     /// ROOT from the command line: `-` for none.
-    fn new(root: &str) -> Result<Root, String> {
+    fn new(root: &OsStr) -> Result<Root, String> {
         if root == "-" {
             return Ok(Root(None));
         }
@@ -77,21 +85,25 @@ impl Root {
             Mode::empty(),
         )
         .map(|fd| Root(Some(fd)))
-        .map_err(|e| format!("files root {root}: {e}"))
+        .map_err(|e| format!("files root {}: {e}", shown(root)))
     }
 
     /// Opens `path`; beneath a root no `..` or symlink leads out, and an
     /// absolute path means one inside it.
-    fn open(&self, path: &str, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
-        let (dir, resolve, path): (BorrowedFd<'_>, _, _) = match &self.0 {
-            Some(fd) => (
-                fd.as_fd(),
-                ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-                path.trim_start_matches('/'),
-            ),
-            None => (CWD, ResolveFlags::empty(), path),
+    fn open(&self, path: &OsStr, flags: OFlags, mode: Mode) -> io::Result<OwnedFd> {
+        let bytes = path.as_bytes();
+        let (dir, resolve, bytes): (BorrowedFd<'_>, _, _) = match &self.0 {
+            Some(fd) => {
+                let start = bytes.iter().position(|&b| b != b'/').unwrap_or(bytes.len());
+                (
+                    fd.as_fd(),
+                    ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+                    &bytes[start..],
+                )
+            }
+            None => (CWD, ResolveFlags::empty(), bytes),
         };
-        let path = if path.is_empty() { "." } else { path };
+        let path = OsStr::from_bytes(if bytes.is_empty() { b"." } else { bytes });
         rustix::fs::openat2(dir, path, flags | OFlags::CLOEXEC, mode, resolve).map_err(|e| {
             // What RESOLVE_BENEATH says for `..` or a symlink that leads out.
             if e == rustix::io::Errno::XDEV {
@@ -103,33 +115,39 @@ impl Root {
     }
 
     /// Opens the directory `path`.
-    fn dir(&self, path: &str) -> io::Result<OwnedFd> {
+    fn dir(&self, path: &OsStr) -> io::Result<OwnedFd> {
         self.open(path, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty())
     }
 }
 
-fn put(args: &[String]) -> Result<(), String> {
+fn put(args: &[&OsStr]) -> Result<(), String> {
     let [root, dest, name, size, mkdirs, mode, mtime, preserve, what] = args else {
         return Err("__put: bad arguments".into());
     };
+    let (size, mkdirs, mode, mtime, preserve) = (
+        text(size),
+        text(mkdirs),
+        text(mode),
+        text(mtime),
+        text(preserve),
+    );
     let size: u64 = size.parse().map_err(|_| "__put: bad size".to_string())?;
     let root = Root::new(root)?;
-    let shown = |p: &str| rexec_proto::text::echo(p);
     // DEST is a directory (then NAME goes inside), or a file to write; with
     // MKDIRS it is a directory, made if missing.
-    if what == "t" {
+    if *what == "t" {
         return put_tree_top(&root, dest, name, mode, preserve == "1");
     }
     if mkdirs == "1" {
         make_dirs(&root, dest)?;
     }
     let as_dir = root.dir(dest);
-    let (dir_path, file_name) = match as_dir {
-        Ok(_) => (dest.clone(), name.clone()),
+    let (dir_path, file_name): (OsString, OsString) = match as_dir {
+        Ok(_) => (dest.to_os_string(), name.to_os_string()),
         // `dir/` must be a directory; and a path that exists but cannot be
         // opened (outside the root, no permission) is not a new file name.
         Err(e)
-            if dest.ends_with('/')
+            if dest.as_bytes().ends_with(b"/")
                 || !matches!(
                     e.raw_os_error(),
                     Some(c) if c == rustix::io::Errno::NOTDIR.raw_os_error()
@@ -145,22 +163,26 @@ fn put(args: &[String]) -> Result<(), String> {
                 .ok_or_else(|| format!("{}: not a file name", shown(dest)))?;
             let parent = p
                 .parent()
-                .map_or(String::new(), |x| x.to_string_lossy().into_owned());
-            (parent, file.to_string_lossy().into_owned())
+                .map_or(OsString::new(), |x| x.as_os_str().to_os_string());
+            (parent, file.to_os_string())
         }
     };
-    if file_name.contains('/') || file_name == ".." || file_name == "." || file_name.is_empty() {
+    if !plain_name(&file_name) {
         return Err(format!("{}: not a file name", shown(&file_name)));
     }
     let dir = root.dir(&dir_path).map_err(|e| {
         format!(
             "{}: {e}",
-            shown(if dir_path.is_empty() { "." } else { &dir_path })
+            shown(if dir_path.is_empty() {
+                OsStr::new(".")
+            } else {
+                &dir_path
+            })
         )
     })?;
-    match what.split_at(what.len().min(1)) {
-        ("d", _) => return put_dir(&dir, &file_name, mode, preserve == "1"),
-        ("l", target) => return put_symlink(&dir, &file_name, target),
+    match what.as_bytes().split_first() {
+        Some((b'd', _)) => return put_dir(&dir, &file_name, mode, preserve == "1"),
+        Some((b'l', target)) => return put_symlink(&dir, &file_name, OsStr::from_bytes(target)),
         _ => {}
     }
     // An unnamed file in the target's directory: nothing to clean up if we
@@ -214,7 +236,7 @@ fn put(args: &[String]) -> Result<(), String> {
     // the source's under our umask (as scp does). Never a special bit.
     let old = rustix::fs::statat(
         &dir,
-        file_name.as_str(),
+        file_name.as_os_str(),
         rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
     )
     .ok()
@@ -257,18 +279,18 @@ fn put(args: &[String]) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", shown(&file_name)))?;
     // Give it a name (through /proc: linkat of an fd needs no privilege
     // that way), then rename it over the target in one step.
-    let tmp_name = format!(".{file_name}.rexec-{}", std::process::id());
+    let tmp_name = temp_name(&file_name);
     let proc_path = format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(&file));
     rustix::fs::linkat(
         CWD,
         proc_path.as_str(),
         &dir,
-        tmp_name.as_str(),
+        tmp_name.as_os_str(),
         rustix::fs::AtFlags::SYMLINK_FOLLOW,
     )
     .map_err(|e| format!("{}: {e}", shown(&file_name)))?;
-    if let Err(e) = rustix::fs::renameat(&dir, tmp_name.as_str(), &dir, file_name.as_str()) {
-        let _ = rustix::fs::unlinkat(&dir, tmp_name.as_str(), rustix::fs::AtFlags::empty());
+    if let Err(e) = rustix::fs::renameat(&dir, &tmp_name, &dir, &file_name) {
+        let _ = rustix::fs::unlinkat(&dir, &tmp_name, rustix::fs::AtFlags::empty());
         return Err(format!("{}: {e}", shown(&file_name)));
     }
     Ok(())
@@ -276,28 +298,39 @@ fn put(args: &[String]) -> Result<(), String> {
 
 /// Creates the directories of `path` that are missing, each beneath the
 /// base (a symlink among them cannot lead out).
-fn make_dirs(root: &Root, path: &str) -> Result<(), String> {
-    let mut done = String::new();
+fn make_dirs(root: &Root, path: &OsStr) -> Result<(), String> {
+    let mut done = std::path::PathBuf::new();
     for c in Path::new(path).components() {
         match c {
             Component::Normal(part) => {
                 let parent = root
-                    .dir(&done)
-                    .map_err(|e| format!("{}: {e}", rexec_proto::text::echo(&done)))?;
+                    .dir(done.as_os_str())
+                    .map_err(|e| format!("{}: {e}", shown(done.as_os_str())))?;
                 match rustix::fs::mkdirat(&parent, part, Mode::from_raw_mode(0o755)) {
                     Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                    Err(e) => return Err(format!("{}: {e}", rexec_proto::text::echo(path))),
+                    Err(e) => return Err(format!("{}: {e}", shown(path))),
                 }
-                if !done.is_empty() && !done.ends_with('/') {
-                    done.push('/');
-                }
-                done.push_str(&part.to_string_lossy());
+                done.push(part);
             }
-            Component::RootDir => done.push('/'),
+            Component::RootDir => done.push("/"),
             _ => {}
         }
     }
     Ok(())
+}
+
+/// A name that is one plain component: no slash, not `.` or `..`.
+fn plain_name(name: &OsStr) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty() && !b.contains(&b'/') && b != b"." && b != b".."
+}
+
+/// `.NAME.rexec-PID`: the temporary name beside NAME.
+fn temp_name(name: &OsStr) -> OsString {
+    let mut t = OsString::from(".");
+    t.push(name);
+    t.push(format!(".rexec-{}", std::process::id()));
+    t
 }
 
 /// This process's umask, read from /proc (setting it to read it would
@@ -315,11 +348,11 @@ fn umask() -> u32 {
 
 /// A directory of an uploaded tree: made when missing; with -p, given the
 /// source's mode (never a special bit).
-fn put_dir(dir: &OwnedFd, name: &str, mode: &str, preserve: bool) -> Result<(), String> {
+fn put_dir(dir: &OwnedFd, name: &OsStr, mode: &str, preserve: bool) -> Result<(), String> {
     let bits = mode.parse::<u32>().map_or(0o755, |m| m & 0o777);
     match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(bits)) {
         Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-        Err(e) => return Err(format!("{}: {e}", rexec_proto::text::echo(name))),
+        Err(e) => return Err(format!("{}: {e}", shown(name))),
     }
     if preserve {
         let d = rustix::fs::openat(
@@ -328,9 +361,9 @@ fn put_dir(dir: &OwnedFd, name: &str, mode: &str, preserve: bool) -> Result<(), 
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| format!("{}: {e}", rexec_proto::text::echo(name)))?;
+        .map_err(|e| format!("{}: {e}", shown(name)))?;
         rustix::fs::fchmod(&d, Mode::from_raw_mode(bits))
-            .map_err(|e| format!("{}: {e}", rexec_proto::text::echo(name)))?;
+            .map_err(|e| format!("{}: {e}", shown(name)))?;
     }
     Ok(())
 }
@@ -340,43 +373,44 @@ fn put_dir(dir: &OwnedFd, name: &str, mode: &str, preserve: bool) -> Result<(), 
 /// writes the path made on stdout.
 fn put_tree_top(
     root: &Root,
-    dest: &str,
-    name: &str,
+    dest: &OsStr,
+    name: &OsStr,
     mode: &str,
     preserve: bool,
 ) -> Result<(), String> {
-    let dest = if dest.len() > 1 {
-        dest.trim_end_matches('/')
-    } else {
-        dest
-    };
-    let (parent, dir_name, made) = match root.dir(dest) {
-        Ok(_) => (dest.to_string(), name.to_string(), format!("{dest}/{name}")),
+    let mut bytes = dest.as_bytes();
+    while bytes.len() > 1 && bytes.ends_with(b"/") {
+        bytes = &bytes[..bytes.len() - 1];
+    }
+    let dest = OsStr::from_bytes(bytes);
+    let (parent, dir_name, made): (OsString, OsString, OsString) = match root.dir(dest) {
+        Ok(_) => (
+            dest.to_os_string(),
+            name.to_os_string(),
+            Path::new(dest).join(name).into_os_string(),
+        ),
         Err(_) => {
             let p = Path::new(dest);
-            let leaf = p.file_name().ok_or_else(|| {
-                format!("{}: not a directory name", rexec_proto::text::echo(dest))
-            })?;
+            let leaf = p
+                .file_name()
+                .ok_or_else(|| format!("{}: not a directory name", shown(dest)))?;
             let parent = p
                 .parent()
-                .map_or(String::new(), |x| x.to_string_lossy().into_owned());
-            (
-                parent,
-                leaf.to_string_lossy().into_owned(),
-                dest.to_string(),
-            )
+                .map_or(OsString::new(), |x| x.as_os_str().to_os_string());
+            (parent, leaf.to_os_string(), dest.to_os_string())
         }
     };
-    if dir_name.contains('/') || dir_name == ".." || dir_name == "." || dir_name.is_empty() {
-        return Err(format!(
-            "{}: not a directory name",
-            rexec_proto::text::echo(&dir_name)
-        ));
+    if !plain_name(&dir_name) {
+        return Err(format!("{}: not a directory name", shown(&dir_name)));
     }
     let dir = root.dir(&parent).map_err(|e| {
         format!(
             "{}: {e}",
-            rexec_proto::text::echo(if parent.is_empty() { "." } else { &parent })
+            shown(if parent.is_empty() {
+                OsStr::new(".")
+            } else {
+                &parent
+            })
         )
     })?;
     put_dir(&dir, &dir_name, mode, preserve)?;
@@ -388,12 +422,12 @@ fn put_tree_top(
 
 /// A symlink of an uploaded tree, as it is (its target is never
 /// followed), replacing what had the name.
-fn put_symlink(dir: &OwnedFd, name: &str, target: &str) -> Result<(), String> {
-    let tmp = format!(".{name}.rexec-{}", std::process::id());
-    let fail = |e: rustix::io::Errno| format!("{}: {e}", rexec_proto::text::echo(name));
-    rustix::fs::symlinkat(target, dir, tmp.as_str()).map_err(fail)?;
-    rustix::fs::renameat(dir, tmp.as_str(), dir, name).map_err(|e| {
-        let _ = rustix::fs::unlinkat(dir, tmp.as_str(), rustix::fs::AtFlags::empty());
+fn put_symlink(dir: &OwnedFd, name: &OsStr, target: &OsStr) -> Result<(), String> {
+    let tmp = temp_name(name);
+    let fail = |e: rustix::io::Errno| format!("{}: {e}", shown(name));
+    rustix::fs::symlinkat(target, dir, &tmp).map_err(fail)?;
+    rustix::fs::renameat(dir, &tmp, dir, name).map_err(|e| {
+        let _ = rustix::fs::unlinkat(dir, &tmp, rustix::fs::AtFlags::empty());
         fail(e)
     })
 }
@@ -401,17 +435,17 @@ fn put_symlink(dir: &OwnedFd, name: &str, target: &str) -> Result<(), String> {
 /// Deepest directory nesting listed.
 const LIST_DEPTH: usize = 256;
 
-fn list(args: &[String]) -> Result<(), String> {
+fn list(args: &[&OsStr]) -> Result<(), String> {
     let [root, path] = args else {
         return Err("__list: bad arguments".into());
     };
     let top = Root::new(root)?
         .dir(path)
-        .map_err(|e| format!("{}: {e}", rexec_proto::text::echo(path)))?;
+        .map_err(|e| format!("{}: {e}", shown(path)))?;
     let mut out = io::BufWriter::with_capacity(256 * 1024, io::stdout().lock());
     list_dir(&top, &mut Vec::new(), 0, &mut out)
         .and_then(|()| out.flush())
-        .map_err(|e| format!("listing {}: {e}", rexec_proto::text::echo(path)))
+        .map_err(|e| format!("listing {}: {e}", shown(path)))
 }
 
 /// Lists the entries of `dir` (at `rel` below the top), depth first, in
@@ -471,7 +505,7 @@ fn list_dir(
     Ok(())
 }
 
-fn get(args: &[String]) -> Result<(), String> {
+fn get(args: &[&OsStr]) -> Result<(), String> {
     let [root, path] = args else {
         return Err("__get: bad arguments".into());
     };
@@ -479,23 +513,18 @@ fn get(args: &[String]) -> Result<(), String> {
     // writer forever. Anything but a regular file is refused below, at once.
     let fd = Root::new(root)?
         .open(path, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
-        .map_err(|e| format!("{}: {e}", rexec_proto::text::echo(path)))?;
-    let st =
-        rustix::fs::fstat(&fd).map_err(|e| format!("{}: {e}", rexec_proto::text::echo(path)))?;
+        .map_err(|e| format!("{}: {e}", shown(path)))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| format!("{}: {e}", shown(path)))?;
     if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
-        return Err(format!(
-            "{}: not a regular file",
-            rexec_proto::text::echo(path)
-        ));
+        return Err(format!("{}: not a regular file", shown(path)));
     }
-    rustix::fs::fcntl_setfl(&fd, OFlags::empty())
-        .map_err(|e| format!("{}: {e}", rexec_proto::text::echo(path)))?;
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty()).map_err(|e| format!("{}: {e}", shown(path)))?;
     let mut out = io::stdout().lock();
     let mut header = Vec::with_capacity(rexec_proto::GET_HEADER_LEN);
     header.extend_from_slice(&(st.st_size as u64).to_be_bytes());
     header.extend_from_slice(&(st.st_mode & 0o7777).to_be_bytes());
     header.extend_from_slice(&st.st_mtime.to_be_bytes());
-    let fail = |e: io::Error| format!("sending {}: {e}", rexec_proto::text::echo(path));
+    let fail = |e: io::Error| format!("sending {}: {e}", shown(path));
     out.write_all(&header).map_err(fail)?;
     let mut file = std::fs::File::from(fd);
     let mut hash = Sha256::new();
@@ -506,7 +535,7 @@ fn get(args: &[String]) -> Result<(), String> {
             Ok(0) => break, // shrank while being read: the checksum tells
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("{}: {e}", rexec_proto::text::echo(path))),
+            Err(e) => return Err(format!("{}: {e}", shown(path))),
         };
         let n = n.min(usize::try_from(st.st_size as u64 - sent).unwrap_or(usize::MAX));
         hash.update(&buf[..n]);
@@ -514,10 +543,7 @@ fn get(args: &[String]) -> Result<(), String> {
         sent += n as u64;
     }
     if sent != st.st_size as u64 {
-        return Err(format!(
-            "{}: changed while being read",
-            rexec_proto::text::echo(path)
-        ));
+        return Err(format!("{}: changed while being read", shown(path)));
     }
     out.write_all(hash.finalize().as_slice()).map_err(fail)?;
     out.flush().map_err(fail)

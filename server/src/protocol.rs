@@ -55,12 +55,12 @@ pub enum Action {
     /// Send a file.
     Get {
         id: u32,
-        path: String,
+        path: Vec<u8>,
     },
     /// List a tree.
     List {
         id: u32,
-        path: String,
+        path: Vec<u8>,
     },
     /// Refuse one command; the connection stays usable.
     Reject {

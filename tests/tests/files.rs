@@ -107,8 +107,8 @@ fn a_broken_copy_leaves_the_old_file_and_no_temporary() {
     let put = |size: u64| {
         ClientMsg::Put(Put {
             id: 1,
-            dest: dir.path("target").display().to_string(),
-            name: "x".into(),
+            dest: dir.path("target").display().to_string().into_bytes(),
+            name: b"x".to_vec(),
             size,
             ..Put::default()
         })
@@ -600,5 +600,54 @@ fn a_tree_up_keeps_empty_directories_symlinks_and_with_p_directory_modes() {
     assert_eq!(
         std::fs::read_to_string(dir.path("dst/src/sub/f")).unwrap(),
         "f"
+    );
+}
+
+#[test]
+fn file_names_are_bytes_and_arrive_exactly() {
+    // café.txt in Latin-1 arrived renamed to U+FFFD with exit 0, and a
+    // name that is not UTF-8 was refused as an argument.
+    use std::os::unix::ffi::OsStrExt;
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("cp-bytes");
+    let latin1 = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+    std::fs::create_dir_all(dir.path("tree")).unwrap();
+    std::fs::write(dir.0.join("tree").join(latin1), "latin-1").unwrap();
+    std::fs::write(dir.0.join(latin1), "top").unwrap();
+    std::fs::create_dir(dir.path("up")).unwrap();
+    // A single file, its name not UTF-8, up and back.
+    let mut dest = std::ffi::OsString::from(format!("{}:", d.host()));
+    dest.push(dir.path("up"));
+    dest.push("/");
+    let r = run(rexec().arg("cp").arg(dir.0.join(latin1)).arg(&dest));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(std::fs::read(dir.path("up").join(latin1)).unwrap(), b"top");
+    let mut src = std::ffi::OsString::from(format!("{}:", d.host()));
+    src.push(dir.path("up").join(latin1));
+    std::fs::create_dir(dir.path("down")).unwrap();
+    let r = run(rexec().arg("cp").arg(&src).arg(dir.path("down")));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read(dir.path("down").join(latin1)).unwrap(),
+        b"top"
+    );
+    // A tree with such a name, up and down.
+    let r = run(rexec()
+        .args(["cp", "-r"])
+        .arg(dir.path("tree"))
+        .arg(format!("{}:{}", d.host(), dir.path("tree-up").display())));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read(dir.path("tree-up").join(latin1)).unwrap(),
+        b"latin-1"
+    );
+    let r = run(rexec()
+        .args(["cp", "-r"])
+        .arg(format!("{}:{}", d.host(), dir.path("tree-up").display()))
+        .arg(dir.path("tree-down")));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read(dir.path("tree-down").join(latin1)).unwrap(),
+        b"latin-1"
     );
 }

@@ -2,6 +2,8 @@
 //! stdin from the client is queued to the child; cancel and time limits
 //! stop its process group.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::time::{Duration, Instant};
 
 use mio::event::Source;
@@ -423,24 +425,31 @@ impl Server {
     /// A client sends a file: a `rexecd __put` helper receives it, fed
     /// through stdin like any command.
     pub(super) fn put(&mut self, conn_id: ConnId, put: rexec_proto::Put) {
+        // Paths are bytes: they reach the helper as arguments unchanged.
+        let bytes = |b: &[u8]| OsString::from_vec(b.to_vec());
+        let text = |s: String| OsString::from(s);
         let args = [
-            put.dest.clone(),
-            put.name.clone(),
-            put.size.to_string(),
-            if put.mkdirs { "1" } else { "0" }.to_string(),
-            put.mode.map_or("-".into(), |m| m.to_string()),
-            put.mtime.map_or("-".into(), |t| t.to_string()),
-            if put.preserve { "1" } else { "0" }.to_string(),
+            bytes(&put.dest),
+            bytes(&put.name),
+            text(put.size.to_string()),
+            text(if put.mkdirs { "1" } else { "0" }.to_string()),
+            text(put.mode.map_or("-".into(), |m| m.to_string())),
+            text(put.mtime.map_or("-".into(), |t| t.to_string())),
+            text(if put.preserve { "1" } else { "0" }.to_string()),
             match &put.what {
-                rexec_proto::PutWhat::File => "f".to_string(),
-                rexec_proto::PutWhat::Dir => "d".to_string(),
-                rexec_proto::PutWhat::TreeTop => "t".to_string(),
-                rexec_proto::PutWhat::Symlink(t) => format!("l{t}"),
+                rexec_proto::PutWhat::File => text("f".into()),
+                rexec_proto::PutWhat::Dir => text("d".into()),
+                rexec_proto::PutWhat::TreeTop => text("t".into()),
+                rexec_proto::PutWhat::Symlink(t) => bytes(&[b"l", t.as_slice()].concat()),
             },
         ];
         let exec = Exec {
             id: put.id,
-            command: format!("put {} ({} bytes)", put.dest, put.size),
+            command: format!(
+                "put {} ({} bytes)",
+                String::from_utf8_lossy(&put.dest),
+                put.size
+            ),
             stdin: true,
             ..Exec::default()
         };
@@ -453,27 +462,37 @@ impl Server {
     }
 
     /// A client fetches a file: a `rexecd __get` helper sends it as output.
-    pub(super) fn get(&mut self, conn_id: ConnId, id: u32, path: String) {
+    pub(super) fn get(&mut self, conn_id: ConnId, id: u32, path: Vec<u8>) {
         let exec = Exec {
             id,
-            command: format!("get {path}"),
+            command: format!("get {}", String::from_utf8_lossy(&path)),
             ..Exec::default()
         };
-        self.transfer(conn_id, exec, crate::files::GET, &[path]);
+        self.transfer(
+            conn_id,
+            exec,
+            crate::files::GET,
+            &[OsString::from_vec(path)],
+        );
     }
 
     /// A client lists a tree (`rexec cp -r` down): a `rexecd __list`
     /// helper walks it, confined like a get.
-    pub(super) fn list(&mut self, conn_id: ConnId, id: u32, path: String) {
+    pub(super) fn list(&mut self, conn_id: ConnId, id: u32, path: Vec<u8>) {
         let exec = Exec {
             id,
-            command: format!("list {path}"),
+            command: format!("list {}", String::from_utf8_lossy(&path)),
             ..Exec::default()
         };
-        self.transfer(conn_id, exec, crate::files::LIST, &[path]);
+        self.transfer(
+            conn_id,
+            exec,
+            crate::files::LIST,
+            &[OsString::from_vec(path)],
+        );
     }
 
-    fn transfer(&mut self, conn_id: ConnId, exec: Exec, mode: &str, args: &[String]) {
+    fn transfer(&mut self, conn_id: ConnId, exec: Exec, mode: &str, args: &[OsString]) {
         let id = exec.id;
         if self
             .conns
