@@ -190,10 +190,9 @@ impl Config {
                         at + 1
                     ));
                 }
+                check_brackets(item)?;
                 check_size(item)?;
-                out.extend(
-                    hostlist_parser::parse(item).map_err(|e| format!("host list {item:?}: {e}"))?,
-                );
+                out.extend(hostlist_parser::parse(item).map_err(|e| parse_error(item, &e))?);
             }
             if out.len() as u64 > MAX_HOSTS {
                 return Err(format!("the host list names more than {MAX_HOSTS} hosts"));
@@ -220,6 +219,59 @@ fn split_top(list: &str) -> Vec<&str> {
     }
     parts.push(&list[start..]);
     parts
+}
+
+/// An unbalanced bracket, named by its character (counted from 1) before
+/// the parser sees it.
+fn check_brackets(item: &str) -> Result<(), String> {
+    let mut open: Option<usize> = None;
+    for (n, c) in item.chars().enumerate() {
+        match (c, open) {
+            ('[', Some(at)) => {
+                return Err(format!(
+                    "host list {item:?}: character {}: '[' inside the range opened at character {}",
+                    n + 1,
+                    at + 1
+                ));
+            }
+            ('[', None) => open = Some(n),
+            (']', None) => {
+                return Err(format!(
+                    "host list {item:?}: character {}: ']' without '['",
+                    n + 1
+                ));
+            }
+            (']', Some(_)) => open = None,
+            _ => {}
+        }
+    }
+    match open {
+        Some(at) => Err(format!(
+            "host list {item:?}: character {}: '[' is never closed",
+            at + 1
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The parser's error, its position (counted from 0) said as a character
+/// counted from 1, with the pattern and a caret under it.
+fn parse_error(item: &str, e: &impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    let at = text
+        .split("at ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|d| d.parse::<usize>().ok());
+    let detail = text.lines().skip(1).collect::<Vec<_>>().join("; ");
+    match at {
+        Some(n) => format!(
+            "host list {item:?}: character {}: {detail}\n  {item}\n  {}^",
+            n + 1,
+            " ".repeat(n)
+        ),
+        None => format!("host list {item:?}: {text}"),
+    }
 }
 
 /// Refuses, before anything is expanded, a pattern that would name more
@@ -424,6 +476,17 @@ mod tests {
             e.contains("character 5") && e.contains("config file"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn host_list_errors_point_at_the_character() {
+        let cfg = Config::default();
+        let e = cfg.expand("lab[1-4", None).unwrap_err();
+        assert!(e.contains("character 4: '[' is never closed"), "{e}");
+        let e = cfg.expand("lab1-4]", None).unwrap_err();
+        assert!(e.contains("character 7: ']' without '['"), "{e}");
+        let e = cfg.expand("lab[a-b]", None).unwrap_err();
+        assert!(e.contains("character 5") && e.contains("\n      ^"), "{e}");
     }
 
     #[test]
