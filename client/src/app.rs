@@ -20,6 +20,13 @@ use rexec_proto::ExecMode;
 pub fn main_entry() -> i32 {
     let cli = Cli::parse_from(crate::argv::subcommand_first(std::env::args_os().collect()));
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let error_fd = match &cli.sub {
+        Some(crate::cli::Sub::Cp(c)) => c.conn.error_fd,
+        _ => cli.run.conn.error_fd,
+    };
+    if let Some(fd) = error_fd {
+        crate::error::set_error_fd(fd);
+    }
     match cli.sub {
         #[cfg(feature = "demo")]
         Some(crate::cli::Sub::Demo(d)) => crate::demo::main(d.part, d.connect.as_deref()),
@@ -290,6 +297,7 @@ fn one_shot_or_interactive(args: RunArgs) -> i32 {
     // A script reading --json from stdout gets a line whatever happens.
     let fail = |e: ClientError| {
         eprintln!("rexec: {e}");
+        crate::error::report_to_error_fd(&e);
         if args.json {
             run::print_json_failure(None, &command, &e, started.elapsed());
         }

@@ -250,6 +250,14 @@ pub struct RunArgs {
 /// files.
 #[derive(Debug, Args, Clone)]
 pub struct ConnArgs {
+    /// Also write one line on this file descriptor when rexec itself fails
+    /// (cannot connect, the connection breaks, authentication fails): its
+    /// kind, then the message. Output of the remote command never goes
+    /// there, so a caller (the Ansible plugin) can tell rexec's own
+    /// failures from a command that exits 255.
+    #[arg(long, value_name = "FD")]
+    pub error_fd: Option<i32>,
+
     /// Give up connecting after this many seconds.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub connect_timeout: Duration,

@@ -219,6 +219,7 @@ fn finish_on(prefix: &str, r: Result<(), CopyError>) -> i32 {
         Ok(()) => 0,
         Err(CopyError::Connect(e)) => {
             eprintln!("{prefix}rexec cp: {e}");
+            crate::error::report_to_error_fd(&e);
             EXIT_CONNECTION
         }
         Err(CopyError::Failed(m)) => {

@@ -99,6 +99,29 @@ impl ClientError {
     }
 }
 
+/// The descriptor given with `--error-fd`, if any.
+static ERROR_FD: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+
+/// Remembers `--error-fd`.
+pub fn set_error_fd(fd: i32) {
+    let _ = ERROR_FD.set(fd);
+}
+
+/// With `--error-fd`: one line for this failure there, `KIND MESSAGE`.
+/// (Opened through /proc, so no descriptor is taken on trust.)
+pub fn report_to_error_fd(e: &ClientError) {
+    use std::io::Write;
+    let Some(fd) = ERROR_FD.get() else {
+        return;
+    };
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .append(true)
+        .open(format!("/proc/self/fd/{fd}"))
+    {
+        let _ = writeln!(f, "{} {}", e.kind_name(), e);
+    }
+}
+
 impl From<io::Error> for ClientError {
     fn from(e: io::Error) -> Self {
         ClientError::Io(e)
