@@ -262,6 +262,17 @@ fn ansibles_own_connection_test_passes_in_every_setup() {
         c
     };
     let limit = Duration::from_secs(180);
+    // ansible_pipelining per host: off, the module is copied over (a
+    // `rexec ... cp`); on, it goes on the command's stdin.
+    for (h, puts) in [("plain-no-pipelining", true), ("plain-pipelining", false)] {
+        let r = run_for(ansible("ansible").args([h, "-m", "ping", "-vvv"]), limit);
+        assert_eq!(r.code, Some(0), "{}\n{}", r.out(), r.stderr);
+        let copied = r
+            .out()
+            .lines()
+            .any(|l| l.contains("REXEC: ") && l.contains(" cp "));
+        assert_eq!(copied, puts, "{h}: {}", r.out());
+    }
     // An IPv6 host works (its address bracketed for rexec).
     let r = run_for(ansible("ansible").args(["v6", "-m", "ping"]), limit);
     assert_eq!(r.code, Some(0), "{}\n{}", r.out(), r.stderr);
