@@ -257,6 +257,7 @@ fn ansibles_own_connection_test_passes_in_every_setup() {
             .env("ANSIBLE_NOCOLOR", "1")
             .env("ANSIBLE_CONFIG", dir.path("none.cfg"))
             .env("HOME", dir.0.clone())
+            .env_remove("XDG_CONFIG_HOME")
             .env_remove("REXEC_TLS")
             .env_remove("REXEC_TOKEN");
         c
@@ -360,6 +361,7 @@ fn ansibles_own_connection_test_passes_in_every_setup() {
             .env("ANSIBLE_RETRY_FILES_ENABLED", "False")
             .env("ANSIBLE_CONFIG", dir.path("none.cfg"))
             .env("HOME", dir.0.clone())
+            .env_remove("XDG_CONFIG_HOME")
             .env_remove("REXEC_TLS")
             .env_remove("REXEC_TOKEN"),
         Duration::from_secs(600),
@@ -375,6 +377,12 @@ fn ansibles_own_connection_test_passes_in_every_setup() {
         !r.stderr.contains("Reset is not implemented"),
         "{}",
         r.stderr
+    );
+    // A pinned fingerprint is checked, not written into the user's own
+    // known-hosts file (HOME is the test's directory).
+    assert!(
+        !dir.path(".config/rexec/known_hosts").exists(),
+        "the pin was written into ~/.config/rexec/known_hosts"
     );
     for h in [
         "plain-pipelining",
