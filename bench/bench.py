@@ -949,9 +949,10 @@ def main():
     try:
         with open(a.out) as f:
             old = f.read()
-        start, end = old.find(SOAK_BEGIN), old.find(SOAK_END)
-        if 0 <= start < end:
-            text += "\n" + old[start:end + len(SOAK_END)] + "\n"
+        # (Not `start`: that name is this module's process starter.)
+        begin, finish = old.find(SOAK_BEGIN), old.find(SOAK_END)
+        if 0 <= begin < finish:
+            text += "\n" + old[begin:finish + len(SOAK_END)] + "\n"
     except OSError:
         pass
     with open(a.out, "w") as f:
