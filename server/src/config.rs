@@ -24,8 +24,9 @@ pub enum Protocol {
     Raw,
 }
 
-/// Everything the server needs to know; built from [`Args`](crate::cli::Args) or by hand
-/// (tests, the client's embedded demo server).
+/// Everything the server needs to know; built from the command line
+/// (`Args` in cli.rs) or by hand (tests, the client's embedded demo
+/// server).
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,

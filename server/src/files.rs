@@ -47,7 +47,7 @@ pub fn helper(mode: &str, args: &[OsString]) -> i32 {
     let res = match mode {
         PUT => put(&args),
         GET => get(&args),
-        LIST => list(&args),
+        LIST => crate::files_tree::list(&args),
         _ => Err(format!("unknown helper {mode}")),
     };
     match res {
@@ -60,7 +60,7 @@ pub fn helper(mode: &str, args: &[OsString]) -> i32 {
 }
 
 /// A path (bytes, any name) made safe for a message.
-fn shown(p: &OsStr) -> String {
+pub(crate) fn shown(p: &OsStr) -> String {
     rexec_proto::text::echo(&p.to_string_lossy())
 }
 
@@ -71,11 +71,11 @@ fn text(a: &OsStr) -> &str {
 
 /// Where paths are resolved: beneath a files root (by the kernel), or as
 /// they are when there is none.
-struct Root(Option<OwnedFd>);
+pub(crate) struct Root(Option<OwnedFd>);
 
 impl Root {
     /// ROOT from the command line: `-` for none.
-    fn new(root: &OsStr) -> Result<Root, String> {
+    pub(crate) fn new(root: &OsStr) -> Result<Root, String> {
         if root == "-" {
             return Ok(Root(None));
         }
@@ -115,7 +115,7 @@ impl Root {
     }
 
     /// Opens the directory `path`.
-    fn dir(&self, path: &OsStr) -> io::Result<OwnedFd> {
+    pub(crate) fn dir(&self, path: &OsStr) -> io::Result<OwnedFd> {
         self.open(path, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty())
     }
 }
@@ -136,7 +136,7 @@ fn put(args: &[&OsStr]) -> Result<(), String> {
     // DEST is a directory (then NAME goes inside), or a file to write; with
     // MKDIRS it is a directory, made if missing.
     if *what == "t" {
-        return put_tree_top(&root, dest, name, mode, preserve == "1");
+        return crate::files_tree::put_tree_top(&root, dest, name, mode, preserve == "1");
     }
     if mkdirs == "1" {
         make_dirs(&root, dest)?;
@@ -181,8 +181,12 @@ fn put(args: &[&OsStr]) -> Result<(), String> {
         )
     })?;
     match what.as_bytes().split_first() {
-        Some((b'd', _)) => return put_dir(&dir, &file_name, mode, preserve == "1"),
-        Some((b'l', target)) => return put_symlink(&dir, &file_name, OsStr::from_bytes(target)),
+        Some((b'd', _)) => {
+            return crate::files_tree::put_dir(&dir, &file_name, mode, preserve == "1");
+        }
+        Some((b'l', target)) => {
+            return crate::files_tree::put_symlink(&dir, &file_name, OsStr::from_bytes(target));
+        }
         _ => {}
     }
     // An unnamed file in the target's directory: nothing to clean up if we
@@ -320,13 +324,13 @@ fn make_dirs(root: &Root, path: &OsStr) -> Result<(), String> {
 }
 
 /// A name that is one plain component: no slash, not `.` or `..`.
-fn plain_name(name: &OsStr) -> bool {
+pub(crate) fn plain_name(name: &OsStr) -> bool {
     let b = name.as_bytes();
     !b.is_empty() && !b.contains(&b'/') && b != b"." && b != b".."
 }
 
 /// `.NAME.rexec-PID`: the temporary name beside NAME.
-fn temp_name(name: &OsStr) -> OsString {
+pub(crate) fn temp_name(name: &OsStr) -> OsString {
     let mut t = OsString::from(".");
     t.push(name);
     t.push(format!(".rexec-{}", std::process::id()));
@@ -344,165 +348,6 @@ fn umask() -> u32 {
                 .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
         })
         .unwrap_or(0o022)
-}
-
-/// A directory of an uploaded tree: made when missing; with -p, given the
-/// source's mode (never a special bit).
-fn put_dir(dir: &OwnedFd, name: &OsStr, mode: &str, preserve: bool) -> Result<(), String> {
-    let bits = mode.parse::<u32>().map_or(0o755, |m| m & 0o777);
-    match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(bits)) {
-        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-        Err(e) => return Err(format!("{}: {e}", shown(name))),
-    }
-    if preserve {
-        let d = rustix::fs::openat(
-            dir,
-            name,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| format!("{}: {e}", shown(name)))?;
-        rustix::fs::fchmod(&d, Mode::from_raw_mode(bits))
-            .map_err(|e| format!("{}: {e}", shown(name)))?;
-    }
-    Ok(())
-}
-
-/// The top of an uploaded tree, as `cp -r SRC DEST` makes it: DEST/NAME
-/// when DEST is a directory, else DEST itself (its parent must exist);
-/// writes the path made on stdout.
-fn put_tree_top(
-    root: &Root,
-    dest: &OsStr,
-    name: &OsStr,
-    mode: &str,
-    preserve: bool,
-) -> Result<(), String> {
-    let mut bytes = dest.as_bytes();
-    while bytes.len() > 1 && bytes.ends_with(b"/") {
-        bytes = &bytes[..bytes.len() - 1];
-    }
-    let dest = OsStr::from_bytes(bytes);
-    let (parent, dir_name, made): (OsString, OsString, OsString) = match root.dir(dest) {
-        Ok(_) => (
-            dest.to_os_string(),
-            name.to_os_string(),
-            Path::new(dest).join(name).into_os_string(),
-        ),
-        Err(_) => {
-            let p = Path::new(dest);
-            let leaf = p
-                .file_name()
-                .ok_or_else(|| format!("{}: not a directory name", shown(dest)))?;
-            let parent = p
-                .parent()
-                .map_or(OsString::new(), |x| x.as_os_str().to_os_string());
-            (parent, leaf.to_os_string(), dest.to_os_string())
-        }
-    };
-    if !plain_name(&dir_name) {
-        return Err(format!("{}: not a directory name", shown(&dir_name)));
-    }
-    let dir = root.dir(&parent).map_err(|e| {
-        format!(
-            "{}: {e}",
-            shown(if parent.is_empty() {
-                OsStr::new(".")
-            } else {
-                &parent
-            })
-        )
-    })?;
-    put_dir(&dir, &dir_name, mode, preserve)?;
-    let mut out = io::stdout().lock();
-    out.write_all(made.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| format!("telling the client: {e}"))
-}
-
-/// A symlink of an uploaded tree, as it is (its target is never
-/// followed), replacing what had the name.
-fn put_symlink(dir: &OwnedFd, name: &OsStr, target: &OsStr) -> Result<(), String> {
-    let tmp = temp_name(name);
-    let fail = |e: rustix::io::Errno| format!("{}: {e}", shown(name));
-    rustix::fs::symlinkat(target, dir, &tmp).map_err(fail)?;
-    rustix::fs::renameat(dir, &tmp, dir, name).map_err(|e| {
-        let _ = rustix::fs::unlinkat(dir, &tmp, rustix::fs::AtFlags::empty());
-        fail(e)
-    })
-}
-
-/// Deepest directory nesting listed.
-const LIST_DEPTH: usize = 256;
-
-fn list(args: &[&OsStr]) -> Result<(), String> {
-    let [root, path] = args else {
-        return Err("__list: bad arguments".into());
-    };
-    let top = Root::new(root)?
-        .dir(path)
-        .map_err(|e| format!("{}: {e}", shown(path)))?;
-    let mut out = io::BufWriter::with_capacity(256 * 1024, io::stdout().lock());
-    list_dir(&top, &mut Vec::new(), 0, &mut out)
-        .and_then(|()| out.flush())
-        .map_err(|e| format!("listing {}: {e}", shown(path)))
-}
-
-/// Lists the entries of `dir` (at `rel` below the top), depth first, in
-/// name order.
-fn list_dir(
-    dir: &OwnedFd,
-    rel: &mut Vec<u8>,
-    depth: usize,
-    out: &mut impl Write,
-) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    if depth > LIST_DEPTH {
-        return Err(io::Error::other("directories nest too deep"));
-    }
-    let mut names: Vec<Vec<u8>> = rustix::fs::Dir::read_from(dir)?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_bytes().to_vec())
-        .filter(|n| n != b"." && n != b"..")
-        .collect();
-    names.sort();
-    for name in names {
-        let name_os = std::ffi::OsStr::from_bytes(&name);
-        let st = rustix::fs::statat(dir, name_os, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
-        let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
-        let len = rel.len();
-        if !rel.is_empty() {
-            rel.push(b'/');
-        }
-        rel.extend_from_slice(&name);
-        let entry = |k: u8, out: &mut dyn Write| {
-            out.write_all(&[k])?;
-            out.write_all(rel)?;
-            out.write_all(&[0])
-        };
-        match kind {
-            rustix::fs::FileType::RegularFile => entry(b'f', out)?,
-            rustix::fs::FileType::Symlink => {
-                entry(b'l', out)?;
-                let target = rustix::fs::readlinkat(dir, name_os, Vec::new())?;
-                out.write_all(target.as_bytes())?;
-                out.write_all(&[0])?;
-            }
-            rustix::fs::FileType::Directory => {
-                entry(b'd', out)?;
-                let sub = rustix::fs::openat(
-                    dir,
-                    name_os,
-                    OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )?;
-                list_dir(&sub, rel, depth + 1, out)?;
-            }
-            _ => {}
-        }
-        rel.truncate(len);
-    }
-    Ok(())
 }
 
 fn get(args: &[&OsStr]) -> Result<(), String> {

@@ -50,6 +50,7 @@ pub mod connection;
 pub mod contain;
 pub mod exec_policy;
 pub mod files;
+pub(crate) mod files_tree;
 pub mod out_queue;
 pub mod process;
 pub mod protocol;

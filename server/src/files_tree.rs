@@ -1,0 +1,178 @@
+//! The tree-shaped parts of file transfers (files.rs): a directory or a
+//! symlink of an uploaded tree, the top of a tree as `cp -r` makes it, and
+//! `__list`, which walks a tree beneath the files root and follows
+//! nothing.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rustix::fs::{Mode, OFlags};
+
+use crate::files::{Root, plain_name, shown, temp_name};
+
+/// A directory of an uploaded tree: made when missing; with -p, given the
+/// source's mode (never a special bit).
+pub(crate) fn put_dir(
+    dir: &OwnedFd,
+    name: &OsStr,
+    mode: &str,
+    preserve: bool,
+) -> Result<(), String> {
+    let bits = mode.parse::<u32>().map_or(0o755, |m| m & 0o777);
+    match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(bits)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(format!("{}: {e}", shown(name))),
+    }
+    if preserve {
+        let d = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| format!("{}: {e}", shown(name)))?;
+        rustix::fs::fchmod(&d, Mode::from_raw_mode(bits))
+            .map_err(|e| format!("{}: {e}", shown(name)))?;
+    }
+    Ok(())
+}
+
+/// The top of an uploaded tree, as `cp -r SRC DEST` makes it: DEST/NAME
+/// when DEST is a directory, else DEST itself (its parent must exist);
+/// writes the path made on stdout.
+pub(crate) fn put_tree_top(
+    root: &Root,
+    dest: &OsStr,
+    name: &OsStr,
+    mode: &str,
+    preserve: bool,
+) -> Result<(), String> {
+    let mut bytes = dest.as_bytes();
+    while bytes.len() > 1 && bytes.ends_with(b"/") {
+        bytes = &bytes[..bytes.len() - 1];
+    }
+    let dest = OsStr::from_bytes(bytes);
+    let (parent, dir_name, made): (OsString, OsString, OsString) = match root.dir(dest) {
+        Ok(_) => (
+            dest.to_os_string(),
+            name.to_os_string(),
+            Path::new(dest).join(name).into_os_string(),
+        ),
+        Err(_) => {
+            let p = Path::new(dest);
+            let leaf = p
+                .file_name()
+                .ok_or_else(|| format!("{}: not a directory name", shown(dest)))?;
+            let parent = p
+                .parent()
+                .map_or(OsString::new(), |x| x.as_os_str().to_os_string());
+            (parent, leaf.to_os_string(), dest.to_os_string())
+        }
+    };
+    if !plain_name(&dir_name) {
+        return Err(format!("{}: not a directory name", shown(&dir_name)));
+    }
+    let dir = root.dir(&parent).map_err(|e| {
+        format!(
+            "{}: {e}",
+            shown(if parent.is_empty() {
+                OsStr::new(".")
+            } else {
+                &parent
+            })
+        )
+    })?;
+    put_dir(&dir, &dir_name, mode, preserve)?;
+    let mut out = io::stdout().lock();
+    out.write_all(made.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("telling the client: {e}"))
+}
+
+/// A symlink of an uploaded tree, as it is (its target is never
+/// followed), replacing what had the name.
+pub(crate) fn put_symlink(dir: &OwnedFd, name: &OsStr, target: &OsStr) -> Result<(), String> {
+    let tmp = temp_name(name);
+    let fail = |e: rustix::io::Errno| format!("{}: {e}", shown(name));
+    rustix::fs::symlinkat(target, dir, &tmp).map_err(fail)?;
+    rustix::fs::renameat(dir, &tmp, dir, name).map_err(|e| {
+        let _ = rustix::fs::unlinkat(dir, &tmp, rustix::fs::AtFlags::empty());
+        fail(e)
+    })
+}
+
+/// Deepest directory nesting listed.
+const LIST_DEPTH: usize = 256;
+
+pub(crate) fn list(args: &[&OsStr]) -> Result<(), String> {
+    let [root, path] = args else {
+        return Err("__list: bad arguments".into());
+    };
+    let top = Root::new(root)?
+        .dir(path)
+        .map_err(|e| format!("{}: {e}", shown(path)))?;
+    let mut out = io::BufWriter::with_capacity(256 * 1024, io::stdout().lock());
+    list_dir(&top, &mut Vec::new(), 0, &mut out)
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("listing {}: {e}", shown(path)))
+}
+
+/// Lists the entries of `dir` (at `rel` below the top), depth first, in
+/// name order.
+fn list_dir(
+    dir: &OwnedFd,
+    rel: &mut Vec<u8>,
+    depth: usize,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    if depth > LIST_DEPTH {
+        return Err(io::Error::other("directories nest too deep"));
+    }
+    let mut names: Vec<Vec<u8>> = rustix::fs::Dir::read_from(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_bytes().to_vec())
+        .filter(|n| n != b"." && n != b"..")
+        .collect();
+    names.sort();
+    for name in names {
+        let name_os = std::ffi::OsStr::from_bytes(&name);
+        let st = rustix::fs::statat(dir, name_os, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+        let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+        let len = rel.len();
+        if !rel.is_empty() {
+            rel.push(b'/');
+        }
+        rel.extend_from_slice(&name);
+        let entry = |k: u8, out: &mut dyn Write| {
+            out.write_all(&[k])?;
+            out.write_all(rel)?;
+            out.write_all(&[0])
+        };
+        match kind {
+            rustix::fs::FileType::RegularFile => entry(b'f', out)?,
+            rustix::fs::FileType::Symlink => {
+                entry(b'l', out)?;
+                let target = rustix::fs::readlinkat(dir, name_os, Vec::new())?;
+                out.write_all(target.as_bytes())?;
+                out.write_all(&[0])?;
+            }
+            rustix::fs::FileType::Directory => {
+                entry(b'd', out)?;
+                let sub = rustix::fs::openat(
+                    dir,
+                    name_os,
+                    OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                list_dir(&sub, rel, depth + 1, out)?;
+            }
+            _ => {}
+        }
+        rel.truncate(len);
+    }
+    Ok(())
+}
