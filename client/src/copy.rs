@@ -417,7 +417,7 @@ fn upload_all(
 fn upload(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<(), CopyError> {
     let shown = u.local.display().to_string();
     if u.what != PutWhat::File {
-        return upload_entry(args, session, u, &shown);
+        return upload_entry(args, session, u, &shown).map(drop);
     }
     let mut file = File::open(&u.local).map_err(|e| CopyError::Failed(format!("{shown}: {e}")))?;
     let meta = file
@@ -489,16 +489,22 @@ fn upload(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<(), CopyEr
     Ok(())
 }
 
-/// A directory or a symlink of a tree: one `Put` and its answer, no data.
+/// A directory, a symlink or the top of a tree: one `Put` and its answer,
+/// no data; returns what the server said on stdout (the top's path).
 fn upload_entry(
     args: &CpArgs,
     session: &mut Session,
     u: &Upload,
     shown: &str,
-) -> Result<(), CopyError> {
+) -> Result<Vec<u8>, CopyError> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::symlink_metadata(&u.local)
-        .map_err(|e| CopyError::Failed(format!("{shown}: {e}")))?;
+    // The top is what the user named (a link to a directory counts as it);
+    // an entry inside is what it is.
+    let meta = match u.what {
+        PutWhat::TreeTop => std::fs::metadata(&u.local),
+        _ => std::fs::symlink_metadata(&u.local),
+    }
+    .map_err(|e| CopyError::Failed(format!("{shown}: {e}")))?;
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     session.send(&ClientMsg::Put(Put {
         id,
@@ -511,40 +517,24 @@ fn upload_entry(
         preserve: args.preserve,
         what: u.what.clone(),
     }))?;
-    let (status, stderr) = wait(session, id, |_| Ok(()))?;
-    check(status, &stderr, &format!("{shown} -> {}", lossy(&u.dest)))
-}
-
-/// The top directory of a tree; returns the path the server made for it.
-fn tree_top(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<OsString, CopyError> {
-    use std::os::unix::fs::MetadataExt;
-    let shown = u.local.display().to_string();
-    let meta =
-        std::fs::metadata(&u.local).map_err(|e| CopyError::Failed(format!("{shown}: {e}")))?;
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    session.send(&ClientMsg::Put(Put {
-        id,
-        dest: u.dest.as_bytes().to_vec(),
-        name: u.name.as_bytes().to_vec(),
-        size: 0,
-        mkdirs: false,
-        mode: Some(meta.mode() & 0o777),
-        mtime: None,
-        preserve: args.preserve,
-        what: PutWhat::TreeTop,
-    }))?;
-    let mut made = Vec::new();
+    let mut said = Vec::new();
     let (status, stderr) = wait(session, id, |data| {
-        if made.len() + data.len() > 64 * 1024 {
+        if said.len() + data.len() > 64 * 1024 {
             return Err(CopyError::Failed(format!(
                 "{shown}: the server's answer is too long"
             )));
         }
-        made.extend_from_slice(data);
+        said.extend_from_slice(data);
         Ok(())
     })?;
     check(status, &stderr, &format!("{shown} -> {}", lossy(&u.dest)))?;
-    Ok(OsString::from_vec(made))
+    Ok(said)
+}
+
+/// The top directory of a tree; returns the path the server made for it.
+fn tree_top(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<OsString, CopyError> {
+    let shown = u.local.display().to_string();
+    upload_entry(args, session, u, &shown).map(OsString::from_vec)
 }
 
 /// Waits until the server is ready for the data of put `id` (its one
