@@ -11,25 +11,29 @@
 //! # Ok::<(), rexec_client::ClientError>(())
 //! ```
 
-pub mod addr;
-pub mod app;
-pub mod argv;
-pub mod cleanup;
-pub mod cli;
-pub mod copy;
+// Internal modules are `pub(crate)`, so that the compiler reports what
+// nothing uses; what the binary, the tests and the fuzzers need is `pub`.
+pub(crate) mod addr;
+pub(crate) mod app;
+pub(crate) mod argv;
+pub(crate) mod cleanup;
+pub(crate) mod cli;
+pub(crate) mod copy;
 #[cfg(feature = "demo")]
-pub mod demo;
-pub mod error;
-pub mod fanout;
-pub mod hosts;
-pub mod interactive;
-pub mod options;
+pub(crate) mod demo;
+pub(crate) mod error;
+pub(crate) mod fanout;
+pub(crate) mod hosts;
+pub(crate) mod interactive;
+pub(crate) mod options;
 pub mod run;
-pub mod session;
-pub mod splice;
-pub mod terminal;
-pub mod tls;
-pub mod trace;
+pub(crate) mod session;
+pub(crate) mod splice;
+pub(crate) mod terminal;
+pub(crate) mod tls;
+pub(crate) mod trace;
 
+pub use app::main_entry;
+pub use copy::decode_untrusted;
 pub use error::ClientError;
 pub use session::{ConnectOptions, Session};

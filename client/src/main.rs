@@ -1,3 +1,3 @@
 fn main() {
-    std::process::exit(rexec_client::app::main_entry());
+    std::process::exit(rexec_client::main_entry());
 }

@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    rexec_client::copy::decode_untrusted(step, data);
+    rexec_client::decode_untrusted(step, data);
 
     let shown = rexec_proto::text::escape_controls(data);
     for (i, &b) in shown.iter().enumerate() {

@@ -9,7 +9,7 @@
 use libfuzzer_sys::fuzz_target;
 use rexec_proto::auth::{NONCE_LEN, Token};
 use rexec_proto::{ClientMsg, FrameDecoder};
-use rexec_server::protocol::{Action, ConnProtocol};
+use rexec_server::{Action, ConnProtocol};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&ctl, data)) = data.split_first() else { return };

@@ -146,16 +146,14 @@ fn note(leader: Pid, st: WaitStatus, status: &mut Option<Result<i32, Signal>>) {
 
 /// Points fds 0, 1 and 2 at /dev/null.
 fn close_stdio() {
-    use std::os::fd::AsRawFd;
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/null")
     {
-        for fd in 0..3 {
-            // SAFETY: dup2 onto the standard descriptors, which we own.
-            unsafe { nix::libc::dup2(null.as_raw_fd(), fd) };
-        }
+        let _ = rustix::stdio::dup2_stdin(&null);
+        let _ = rustix::stdio::dup2_stdout(&null);
+        let _ = rustix::stdio::dup2_stderr(&null);
     }
 }
 

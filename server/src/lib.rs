@@ -44,24 +44,44 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
-pub mod cli;
-pub mod config;
-pub mod connection;
-pub mod contain;
-pub mod exec_policy;
-pub mod files;
+// Internal rooms: `pub(crate)`, so that the compiler reports what nothing
+// uses. What other crates need is re-exported below.
+pub(crate) mod cli;
+pub(crate) mod config;
+pub(crate) mod connection;
+pub(crate) mod contain;
+pub(crate) mod exec_policy;
+pub(crate) mod files;
 pub(crate) mod files_tree;
-pub mod out_queue;
-pub mod process;
-pub mod protocol;
-pub mod pty;
-pub mod registry;
-pub mod server;
-pub mod spawner;
-pub mod splice;
-pub mod timer;
-pub mod tls;
+pub(crate) mod out_queue;
+pub(crate) mod process;
+pub(crate) mod protocol;
+pub(crate) mod pty;
+pub(crate) mod registry;
+pub(crate) mod server;
+pub(crate) mod spawner;
+pub(crate) mod splice;
+pub(crate) mod timer;
+pub(crate) mod tls;
 
 pub use cli::Args;
 pub use config::{Config, Protocol};
+pub use exec_policy::ExecPolicy;
+pub use protocol::{Action, ConnProtocol};
 pub use server::{Server, ServerHandle};
+pub use tls::TlsSetup;
+
+/// Runs one of rexecd's helper modes when `args` (the whole command line)
+/// names one, and returns its exit code; `None` for a normal start.
+///
+/// rexecd runs its own binary as helpers: `__contain` (the `--contain`
+/// supervisor) and `__put`, `__get`, `__list` (file transfers, files.rs).
+pub fn helper_mode(args: &[std::ffi::OsString]) -> Option<i32> {
+    let mode = args.get(1)?.to_str()?;
+    if mode == contain::ARG {
+        return Some(contain::supervise(&args[2..]));
+    }
+    [files::PUT, files::GET, files::LIST]
+        .contains(&mode)
+        .then(|| files::helper(mode, &args[2..]))
+}

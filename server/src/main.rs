@@ -5,17 +5,10 @@ use clap::Parser;
 use rexec_server::{Args, Server};
 
 fn main() -> ExitCode {
-    // `rexecd __contain PROGRAM ARGS...`: the --contain supervisor.
+    // `rexecd __contain ...`, `rexecd __put ...`: a helper (lib.rs).
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a == rexec_server::contain::ARG) {
-        std::process::exit(rexec_server::contain::supervise(&args[2..]));
-    }
-    // `rexecd __put|__get|__list ...`: a file transfer (files.rs).
-    if let Some(mode) = args.get(1).and_then(|a| a.to_str()) {
-        use rexec_server::files::{GET, LIST, PUT};
-        if [PUT, GET, LIST].contains(&mode) {
-            std::process::exit(rexec_server::files::helper(mode, &args[2..]));
-        }
+    if let Some(code) = rexec_server::helper_mode(&args) {
+        std::process::exit(code);
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let config = match Args::parse().into_config() {

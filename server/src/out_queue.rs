@@ -25,11 +25,6 @@ impl OutQueue {
         self.len() == 0
     }
 
-    /// Bytes of memory held.
-    pub fn capacity(&self) -> usize {
-        self.buf.capacity()
-    }
-
     /// The buffer to append frames to.
     pub fn tail(&mut self) -> &mut Vec<u8> {
         if self.pos > 0 && self.pos >= self.buf.len() / 2 {

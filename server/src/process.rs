@@ -4,7 +4,7 @@
 //! What may run, and how, is decided before, in exec_policy.rs.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,6 +14,7 @@ use mio::unix::SourceFd;
 use mio::unix::pipe::{Receiver, Sender};
 use mio::{Interest, Registry, Token};
 use rexec_proto::{ErrorKind, ExitStatus};
+pub use rustix::process::Signal;
 
 use crate::out_queue::OutQueue;
 use crate::registry::ConnId;
@@ -213,45 +214,40 @@ pub fn keep_inherited_from_commands() {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .collect();
     for fd in fds.into_iter().filter(|&fd| fd > 2) {
-        // SAFETY: F_GETFD/F_SETFD change only the descriptor's flag; a
-        // number that is no longer open (the listing's own) fails harmlessly.
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
-                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
-            }
+        // SAFETY: the number is only borrowed for two fcntl calls that
+        // change its close-on-exec flag; one no longer open (the listing's
+        // own) makes them fail harmlessly. No other thread runs yet.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        if let Ok(flags) = rustix::io::fcntl_getfd(fd) {
+            let _ = rustix::io::fcntl_setfd(fd, flags | rustix::io::FdFlags::CLOEXEC);
         }
     }
 }
 
 pub fn pidfd_open(pid: u32) -> Option<Pidfd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor
-    // or -1; it touches no memory of ours.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the kernel just gave us this descriptor and nobody else owns it.
-    Some(Pidfd(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }))
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        .ok()
+        .map(Pidfd)
+}
+
+/// A process group rexecd started (a command's, led by its pid): never
+/// "every process" (0 or below) or init's group.
+fn group(pgid: i32) -> Option<rustix::process::Pid> {
+    rustix::process::Pid::from_raw(pgid).filter(|_| pgid > 1)
 }
 
 /// Sends `sig` to every process in group `pgid`. Errors (the group is gone)
 /// are ignored.
-pub fn kill_group(pgid: i32, sig: libc::c_int) {
-    if pgid <= 1 {
-        return; // never signal "every process" or init's group
-    }
-    // SAFETY: kill(2) with a negative pid signals a process group; no memory
-    // is shared.
-    unsafe {
-        libc::kill(-pgid, sig);
+pub fn kill_group(pgid: i32, sig: Signal) {
+    if let Some(g) = group(pgid) {
+        let _ = rustix::process::kill_process_group(g, sig);
     }
 }
 
 /// Whether process group `pgid` still has a member.
 pub fn group_alive(pgid: i32) -> bool {
-    // SAFETY: kill(2) with signal 0 only checks; no memory is shared.
-    pgid > 1 && unsafe { libc::kill(-pgid, 0) } == 0
+    group(pgid).is_some_and(|g| rustix::process::test_kill_process_group(g).is_ok())
 }
 
 /// Converts std's exit status into the protocol's.
@@ -319,7 +315,7 @@ impl Proc {
             return;
         }
         self.stopping = true;
-        kill_group(self.pgid, libc::SIGTERM);
+        kill_group(self.pgid, Signal::TERM);
         timers.after(grace, Timer::KillGroup(self.pgid));
     }
 

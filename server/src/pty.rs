@@ -5,13 +5,15 @@
 //! reading it as the command's output and writing stdin into it.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use mio::unix::pipe::{Receiver, Sender};
-use nix::pty::{OpenptyResult, Winsize, openpty};
 use rexec_proto::PtyRequest;
+use rustix::fs::{Mode, OFlags};
+use rustix::pty::OpenptFlags;
+use rustix::termios::Winsize;
 
 use crate::process::{ChildFds, Prepared};
 
@@ -31,28 +33,34 @@ fn winsize(rows: u16, cols: u16) -> Winsize {
 /// slave goes to whoever starts the command and is closed there, so the
 /// master sees the end of output once the command's copies are gone.
 pub fn prepare(cmd: &mut Command, req: &PtyRequest, owner: Option<u32>) -> io::Result<Prepared> {
-    let OpenptyResult { master, slave } = openpty(Some(&winsize(req.rows, req.cols)), None)?;
-    // openpty leaves both sides inheritable: every command started later
-    // (by another spawner thread, even before this one) would get this
-    // session's master and slave. The child's own copies become its 0, 1
-    // and 2, which exec keeps.
-    for fd in [&master, &slave] {
-        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)?;
-    }
+    // Both sides are opened close-on-exec: otherwise every command started
+    // later (by another spawner thread, even before this one) would get
+    // this session's master and slave. The child's own copies become its
+    // 0, 1 and 2, which exec keeps.
+    let master =
+        rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)?;
+    rustix::pty::grantpt(&master)?;
+    rustix::pty::unlockpt(&master)?;
+    let name = rustix::pty::ptsname(&master, Vec::new())?;
+    let slave = rustix::fs::open(
+        name.as_c_str(),
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rustix::termios::tcsetwinsize(&master, winsize(req.rows, req.cols))?;
     if let Some(uid) = owner {
         std::os::unix::fs::fchown(&slave, Some(uid), None)?;
     }
     if !req.term.is_empty() {
         cmd.env("TERM", &req.term);
     }
-    // SAFETY: setsid and ioctl(TIOCSCTTY) are async-signal-safe system
-    // calls on the child's own descriptors; nothing is allocated.
+    // SAFETY: pre_exec runs the closure in the forked child, where only
+    // async-signal-safe calls are allowed: setsid and ioctl(TIOCSCTTY) are
+    // plain system calls on the child's own stdin, and nothing allocates.
     unsafe {
         cmd.pre_exec(|| {
-            nix::unistd::setsid()?;
-            if nix::libc::ioctl(0, nix::libc::TIOCSCTTY as _, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            rustix::process::setsid()?;
+            rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
             Ok(())
         });
     }
@@ -71,10 +79,5 @@ pub fn prepare(cmd: &mut Command, req: &PtyRequest, owner: Option<u32>) -> io::R
 
 /// Tells the pty (and so the command, with SIGWINCH) its new size.
 pub fn resize(master: &OwnedFd, rows: u16, cols: u16) -> io::Result<()> {
-    let ws = winsize(rows, cols);
-    // SAFETY: TIOCSWINSZ reads one winsize from the pointer we pass.
-    if unsafe { nix::libc::ioctl(master.as_raw_fd(), nix::libc::TIOCSWINSZ, &ws) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(rustix::termios::tcsetwinsize(master, winsize(rows, cols))?)
 }

@@ -95,10 +95,6 @@ impl Registry {
     pub fn len(&self) -> usize {
         self.slots.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -25,8 +25,9 @@
 
 use std::collections::HashMap;
 use std::io::{self, IoSlice, IoSliceMut};
+use std::mem::ManuallyDrop;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::process::{Child, Command};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -248,15 +249,20 @@ fn private_table(keep: RawFd, close: &[RawFd]) -> bool {
     for fd in open {
         // The listing's own descriptor is in the list and already closed:
         // only what is still open is closed.
-        // SAFETY: fcntl and close on numbers of this thread's private table,
-        // which nothing else in this thread refers to.
-        unsafe {
-            if fd <= 2 || fd == keep {
-                continue;
+        if fd <= 2 || fd == keep {
+            continue;
+        }
+        // SAFETY: a number of this thread's private table, which nothing
+        // else in this thread refers to. Owned here only to close it: it is
+        // let go (not closed) when it is to stay open or is not open at all
+        // (the listing's own descriptor).
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        match rustix::io::fcntl_getfd(&owned) {
+            Ok(flags) if !flags.contains(rustix::io::FdFlags::CLOEXEC) || close.contains(&fd) => {
+                drop(owned)
             }
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            if flags >= 0 && (flags & libc::FD_CLOEXEC == 0 || close.contains(&fd)) {
-                libc::close(fd);
+            _ => {
+                let _ = owned.into_raw_fd();
             }
         }
     }
@@ -270,9 +276,11 @@ fn run(
     done: &Sender<Done>,
 ) {
     // SAFETY: `sock` stays open for this thread: in its own table, closed
-    // below when it returns; in the shared one, owned by the Spawner, which
-    // joins this thread before closing it.
-    let sock = unsafe { BorrowedFd::borrow_raw(sock) };
+    // below when it returns (the only owner of that copy); in the shared
+    // one, owned by the Spawner, which joins this thread before closing it
+    // (so it is never closed here).
+    let owned = ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(sock) });
+    let sock = owned.as_fd();
     loop {
         let Some((proc, fds)) = receive(sock) else {
             break;
@@ -289,8 +297,7 @@ fn run(
         let _ = rustix::net::send(sock, &[1], SendFlags::DONTWAIT | SendFlags::NOSIGNAL);
     }
     if private {
-        // SAFETY: this thread's own copy, not used after this.
-        drop(unsafe { OwnedFd::from_raw_fd(sock.as_raw_fd()) });
+        drop(ManuallyDrop::into_inner(owned));
     }
 }
 
@@ -377,11 +384,11 @@ mod tests {
         // timespec on this stack.
         unsafe {
             cmd.pre_exec(|| {
-                let ts = libc::timespec {
+                let ts = rustix::thread::Timespec {
                     tv_sec: 0,
                     tv_nsec: 400_000_000,
                 };
-                libc::nanosleep(&ts, std::ptr::null_mut());
+                let _ = rustix::thread::nanosleep(&ts);
                 Ok(())
             });
         }

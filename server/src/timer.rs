@@ -68,10 +68,6 @@ impl Timers {
         self.heap.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
-
     /// Drops the timers for which `keep` is false (those whose connection
     /// or command is gone), so that churn cannot grow the heap.
     pub fn retain(&mut self, mut keep: impl FnMut(&Timer) -> bool) {

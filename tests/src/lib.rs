@@ -633,8 +633,9 @@ pub mod onpty {
 
         /// Whether the terminal is in its normal (cooked, echoing) mode.
         pub fn cooked(&self) -> bool {
-            // SAFETY: tcgetattr fills the termios we pass.
+            // SAFETY: termios is plain integers, for which zero is valid.
             let mut t: libc::termios = unsafe { std::mem::zeroed() };
+            // SAFETY: tcgetattr fills the termios we pass.
             let rc = unsafe { libc::tcgetattr(self.slave.as_raw_fd(), &mut t) };
             rc == 0 && t.c_lflag & libc::ICANON != 0 && t.c_lflag & libc::ECHO != 0
         }

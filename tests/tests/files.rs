@@ -406,8 +406,10 @@ fn an_interrupted_download_leaves_no_temporary_file() {
             "{how}: no temporary file appeared"
         );
         match how {
-            // SAFETY: signals to the rexec this test started.
+            // SAFETY: kill(2) shares no memory; it signals the rexec this
+            // test started.
             "SIGINT" => unsafe { libc::kill(child.id() as i32, libc::SIGINT) },
+            // SAFETY: as above.
             "SIGTERM" => unsafe { libc::kill(child.id() as i32, libc::SIGTERM) },
             _ => {
                 let _ = d.child.kill();

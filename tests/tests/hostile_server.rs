@@ -151,8 +151,9 @@ fn run_measured(cmd: &mut std::process::Command) -> (Option<i32>, String, String
     let mut stdout = String::new();
     let _ = out.read_to_string(&mut stdout);
     let mut status = 0;
-    // SAFETY: wait4 fills the status and the rusage we pass, for our child.
+    // SAFETY: rusage is plain integers, for which zero is valid.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 fills the status and the rusage we pass, for our child.
     let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
     assert_eq!(pid, child.id() as i32, "wait4");
     let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));

@@ -312,7 +312,9 @@ fn refuse(stream: &mut TcpStream, protocol: Protocol, message: String) {
 /// Whether accept failed for want of descriptors (this process's or the
 /// system's).
 fn is_out_of_descriptors(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+    use rustix::io::Errno;
+    let errno = e.raw_os_error().map(Errno::from_raw_os_error);
+    matches!(errno, Some(Errno::MFILE | Errno::NFILE))
 }
 
 /// A descriptor held in reserve, given up to take in (and refuse) a

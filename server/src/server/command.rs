@@ -266,7 +266,7 @@ impl Server {
             // Cannot happen (a Proc is removed only once reaped); do not
             // leave the child running or unreaped.
             if let Ok(mut child) = result {
-                process::kill_group(child.id() as i32, libc::SIGKILL);
+                process::kill_group(child.id() as i32, crate::process::Signal::KILL);
                 let _ = child.wait();
             }
             return;

@@ -132,7 +132,10 @@ impl Server {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                         // A pty's master reads EIO once every holder of the
                         // terminal is gone: its end of output.
-                        Err(e) if p.pty.is_some() && e.raw_os_error() == Some(libc::EIO) => {}
+                        Err(e)
+                            if p.pty.is_some()
+                                && e.raw_os_error()
+                                    == Some(rustix::io::Errno::IO.raw_os_error()) => {}
                         Err(e) => log::warn!("reading output of pid {}: {e}", p.pgid),
                         _ => {}
                     }

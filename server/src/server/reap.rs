@@ -28,7 +28,7 @@ impl Server {
             return;
         }
         log::info!("process group {pgid}: time limit reached; stopping what is left");
-        process::kill_group(pgid, libc::SIGTERM);
+        process::kill_group(pgid, crate::process::Signal::TERM);
         self.timers
             .after(self.cfg.kill_grace, Timer::KillGroup(pgid));
     }

@@ -50,7 +50,7 @@ impl Server {
                     }
                 }
                 for p in self.procs.values() {
-                    process::kill_group(p.pgid, libc::SIGKILL);
+                    process::kill_group(p.pgid, crate::process::Signal::KILL);
                 }
                 for p in self.procs.values_mut() {
                     if let Some(child) = p.child.as_mut() {
