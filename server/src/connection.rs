@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::Token;
 use mio::net::TcpStream;
@@ -67,52 +67,112 @@ pub enum State {
     Dead,
 }
 
+/// A reason the socket's input is not read for now. Any one holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// A command's stdin queue is full (the child is not reading).
+    StdinFull,
+    /// Our replies are not being read (`out` over the reply limit): TCP
+    /// pushes back on the sender.
+    RepliesUnread,
+    /// The server-wide memory budget: its pipes are not read either.
+    Memory,
+}
+
+/// The holds on a connection's input, as a set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Holds(u8);
+
+impl Holds {
+    fn bit(h: Hold) -> u8 {
+        1 << h as u8
+    }
+    /// Adds `h`; false if it was already there.
+    pub fn add(&mut self, h: Hold) -> bool {
+        let had = self.has(h);
+        self.0 |= Self::bit(h);
+        !had
+    }
+    /// Removes `h`; false if it was not there.
+    pub fn remove(&mut self, h: Hold) -> bool {
+        let had = self.has(h);
+        self.0 &= !Self::bit(h);
+        had
+    }
+    pub fn has(self, h: Hold) -> bool {
+        self.0 & Self::bit(h) != 0
+    }
+    pub fn any(self) -> bool {
+        self.0 != 0
+    }
+}
+
+/// What a connection's deadline check decided at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// Nothing to watch (any more).
+    None,
+    /// Look again at this instant.
+    At(Instant),
+    /// It ran out: close the connection.
+    Expired,
+}
+
+/// How a linger ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lingered {
+    /// The client has more to say: wait for its next read event.
+    Waiting,
+    /// The client closed, failed, or sent too much: close now.
+    Done,
+}
+
+/// Most bytes read and discarded from a client after its error was sent;
+/// past that it is closed at once (a reset).
+const LINGER_MAX: usize = 8 << 20;
+/// Command errors logged per connection; the rest are counted.
+const ERRORS_LOGGED: u32 = 10;
+
+/// One client connection. Its fields are its own: the server asks it to
+/// read, decode, queue, flush, linger and judge its deadlines, and routes
+/// what it returns.
 #[derive(Debug)]
 pub struct Connection {
-    pub stream: TcpStream,
+    stream: TcpStream,
     /// The socket's poll registration.
-    pub token: Token,
-    pub transport: Transport,
-    pub peer: SocketAddr,
-    pub wire: Wire,
-    pub state: State,
-    pub decoder: FrameDecoder,
-    pub out: OutQueue,
+    token: Token,
+    transport: Transport,
+    peer: SocketAddr,
+    wire: Wire,
+    state: State,
+    decoder: FrameDecoder,
+    out: OutQueue,
     /// The rest of a frame spliced from a pipe that the socket has not
     /// taken yet: it goes out before anything in `out` (which was empty
     /// when the frame began).
-    pub spliced: Option<Owed>,
+    spliced: Option<Owed>,
     /// Running commands: the client's id for each -> the server's.
-    pub commands: HashMap<u32, ProcId>,
+    commands: HashMap<u32, ProcId>,
     /// Pipes not read because `out` is over the queue limit; they get no new
     /// readiness event, so they are resumed by hand when `out` drains.
-    pub paused_pipes: Vec<(ProcId, OutputStream)>,
-    /// Socket input not read because a command's stdin queue is full.
-    pub input_paused: bool,
-    /// Socket input not read because our replies to it are not being read
-    /// (`out` over the queue limit): TCP pushes back on the sender.
-    pub input_waits_for_output: bool,
+    paused_pipes: Vec<(ProcId, OutputStream)>,
+    /// Why socket input is not read for now.
+    holds: Holds,
     /// Command errors logged for this connection (a flood is not logged
     /// line by line).
-    pub errors_logged: u32,
+    errors_logged: u32,
     /// Since when a frame has been partly received, if one has.
-    pub partial_since: Option<Instant>,
-    /// Held back by the server-wide memory budget: its pipes and its input
-    /// are not read until it is released.
-    pub held_back: bool,
-    /// Counted among the connections waiting to authenticate.
-    pub preauth: bool,
-    /// When the handshake must be complete.
-    pub handshake_due: Instant,
-    /// Waiting in the server's backlog for its next turn.
-    pub in_backlog: bool,
+    partial_since: Option<Instant>,
+    /// While counted among the connections waiting to authenticate: when
+    /// the handshake must be complete.
+    startup: Option<Instant>,
     /// Bytes discarded while lingering.
-    pub lingered: usize,
+    lingered: usize,
     /// When the client last sent a whole message (bytes of a frame that
     /// never completes do not count: that is not activity).
-    pub last_activity: Instant,
+    last_activity: Instant,
     /// When it was accepted.
-    pub accepted: Instant,
+    accepted: Instant,
 }
 
 impl Connection {
@@ -123,6 +183,7 @@ impl Connection {
         wire: Wire,
         max_frame: usize,
         tls: Option<rustls::ServerConnection>,
+        now: Instant,
     ) -> Self {
         Connection {
             stream,
@@ -145,18 +206,389 @@ impl Connection {
             spliced: None,
             commands: HashMap::new(),
             paused_pipes: Vec::new(),
-            input_paused: false,
-            input_waits_for_output: false,
+            holds: Holds::default(),
             errors_logged: 0,
             partial_since: None,
-            held_back: false,
-            preauth: false,
-            handshake_due: Instant::now(),
-            in_backlog: false,
+            startup: None,
             lingered: 0,
-            last_activity: Instant::now(),
-            accepted: Instant::now(),
+            last_activity: now,
+            accepted: now,
         }
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn accepted(&self) -> Instant {
+        self.accepted
+    }
+
+    /// Takes the socket out of the poll.
+    pub fn deregister(&mut self, registry: &mut crate::registry::Registry) {
+        registry.remove(&mut self.stream, self.token);
+    }
+
+    /// The peer is gone (a read or write failed): close without flushing.
+    pub fn set_dead(&mut self) {
+        self.state = State::Dead;
+    }
+
+    /// The client is done sending (end of stream).
+    pub fn set_input_closed(&mut self) {
+        self.state = State::InputClosed;
+    }
+
+    /// The rexec protocol's state machine, on a native connection.
+    pub fn protocol(&mut self) -> Option<&mut ConnProtocol> {
+        match &mut self.wire {
+            Wire::Native(p) => Some(p),
+            Wire::Seed | Wire::Raw => None,
+        }
+    }
+
+    /// Whether the hello (and auth, if required) is still to be completed.
+    pub fn in_handshake(&self) -> bool {
+        self.is_open()
+            && matches!(&self.wire, Wire::Native(p) if p.phase() != crate::protocol::Phase::Running)
+    }
+
+    // --- startup (--max-startups) ---
+
+    /// Counts it among the connections waiting to authenticate, with its
+    /// handshake due at `due`.
+    pub fn begin_startup(&mut self, due: Instant) {
+        self.startup = Some(due);
+    }
+
+    /// Whether it is counted among the connections waiting to authenticate.
+    pub fn in_startup(&self) -> bool {
+        self.startup.is_some()
+    }
+
+    /// Moves the handshake deadline (the hello was held back) if it is still
+    /// counted; returns the new one.
+    pub fn extend_startup(&mut self, due: Instant) -> Option<Instant> {
+        let s = self.startup.as_mut()?;
+        *s = due;
+        Some(due)
+    }
+
+    /// Stops counting it; true if it was counted.
+    pub fn leave_startup(&mut self) -> bool {
+        self.startup.take().is_some()
+    }
+
+    /// The handshake timer fired at `now`.
+    pub fn handshake_deadline(&self, now: Instant) -> Deadline {
+        match self.startup {
+            _ if !self.in_handshake() => Deadline::None,
+            Some(due) if now < due => Deadline::At(due),
+            // Moved past the startup count (no token) yet not running: the
+            // deadline stands as it was.
+            _ => Deadline::Expired,
+        }
+    }
+
+    // --- input holds ---
+
+    pub fn hold(&mut self, h: Hold) -> bool {
+        self.holds.add(h)
+    }
+
+    pub fn release(&mut self, h: Hold) -> bool {
+        self.holds.remove(h)
+    }
+
+    pub fn is_held(&self, h: Hold) -> bool {
+        self.holds.has(h)
+    }
+
+    /// Whether input may be read and acted on now.
+    pub fn may_read(&self) -> bool {
+        self.is_open() && !self.holds.any()
+    }
+
+    // --- commands ---
+
+    pub fn command(&self, id: u32) -> Option<ProcId> {
+        self.commands.get(&id).copied()
+    }
+
+    pub fn add_command(&mut self, id: u32, proc: ProcId) {
+        self.commands.insert(id, proc);
+    }
+
+    /// The command ended: forget it, and any of its pipes paused here.
+    pub fn remove_command(&mut self, id: u32, proc: ProcId) {
+        self.commands.remove(&id);
+        self.paused_pipes.retain(|(k, _)| *k != proc);
+    }
+
+    /// With no command running, the output queue lets its memory go.
+    pub fn shrink_if_idle(&mut self) {
+        if self.commands.is_empty() {
+            self.out.shrink();
+        }
+    }
+
+    pub fn has_commands(&self) -> bool {
+        !self.commands.is_empty()
+    }
+
+    /// The client's ids of its running commands.
+    pub fn command_ids(&self) -> Vec<u32> {
+        self.commands.keys().copied().collect()
+    }
+
+    pub fn procs(&self) -> impl Iterator<Item = ProcId> + '_ {
+        self.commands.values().copied()
+    }
+
+    // --- output backpressure ---
+
+    /// Bytes queued for the socket.
+    pub fn queued(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Bytes this connection holds itself: queued output and a partly
+    /// received frame (the memory budget counts them).
+    pub fn held_bytes(&self) -> usize {
+        self.out.len() + self.decoder.buffered()
+    }
+
+    /// The buffer frames are encoded onto; flushed by [`Connection::flush`].
+    pub fn frames(&mut self) -> &mut Vec<u8> {
+        self.out.tail()
+    }
+
+    /// Remembers a pipe left unread until the socket drains.
+    pub fn pause_pipe(&mut self, proc: ProcId, stream: OutputStream) {
+        if !self.paused_pipes.contains(&(proc, stream)) {
+            self.paused_pipes.push((proc, stream));
+        }
+    }
+
+    pub fn has_paused_pipes(&self) -> bool {
+        !self.paused_pipes.is_empty()
+    }
+
+    pub fn pauses(&self, proc: ProcId) -> bool {
+        self.paused_pipes.iter().any(|(k, _)| *k == proc)
+    }
+
+    /// The paused pipes, if the queue has drained enough to read them again.
+    pub fn pipes_to_resume(&mut self, queue_limit: usize) -> Vec<(ProcId, OutputStream)> {
+        if self.holds.has(Hold::Memory) || self.spliced.is_some() || self.out.len() >= queue_limit {
+            return Vec::new();
+        }
+        std::mem::take(&mut self.paused_pipes)
+    }
+
+    /// Whether output must wait before more is read from a pipe: the queue
+    /// is over its limit, a spliced frame is owed, what was copied must go
+    /// out first (zero-copy), or memory is short.
+    pub fn output_blocked(&self, queue_limit: usize, zero_copy: bool, over_budget: bool) -> bool {
+        self.is_native()
+            && (self.out.len() >= queue_limit
+                || self.spliced.is_some()
+                || (zero_copy && !self.out.is_empty())
+                || self.holds.has(Hold::Memory)
+                || (over_budget && !self.out.is_empty()))
+    }
+
+    /// Splices `len` bytes of output from `pipe` onto the socket as one
+    /// frame (splice.rs); what the socket did not take is owed.
+    pub fn splice_from(
+        &mut self,
+        pipe: std::os::fd::BorrowedFd<'_>,
+        stream: OutputStream,
+        id: u32,
+        len: usize,
+    ) -> io::Result<crate::splice::Sent> {
+        let sent = crate::splice::send_chunk(pipe, self.stream.as_fd(), stream, id, len)?;
+        if let crate::splice::Sent::Owed(owed) = sent {
+            self.spliced = Some(owed);
+            return Ok(crate::splice::Sent::All);
+        }
+        Ok(sent)
+    }
+
+    // --- decoding ---
+
+    /// The next whole message from what was read, if any. The first one
+    /// opens the connection (and fixes the TLS channel binding).
+    pub fn next_message(
+        &mut self,
+        now: Instant,
+    ) -> Result<Option<rexec_proto::ClientMsg>, rexec_proto::FrameError> {
+        let Some(msg) = self.decoder.next_message()? else {
+            return Ok(None);
+        };
+        self.last_activity = now;
+        if self.state == State::New {
+            self.state = State::Open;
+            let binding = self.channel_binding();
+            if let Wire::Native(proto) = &mut self.wire {
+                proto.set_binding(binding);
+            }
+        }
+        Ok(Some(msg))
+    }
+
+    /// The client's stream ended: whether it ended between frames.
+    pub fn finish_input(&mut self) -> Result<(), rexec_proto::FrameError> {
+        self.decoder.finish()
+    }
+
+    /// Nothing more to read for now: a large decode buffer is let go.
+    pub fn input_drained(&mut self) {
+        self.decoder.shrink_if_idle();
+    }
+
+    /// Keeps the clock of a partly received frame: started when one begins,
+    /// restarted when a message completed and another began. True when a
+    /// frame began just now (a deadline is to be armed).
+    pub fn track_partial_frame(&mut self, decoded: bool, now: Instant) -> bool {
+        if self.decoder.buffered() == 0 {
+            self.partial_since = None;
+            return false;
+        }
+        let began = self.partial_since.is_none();
+        if decoded || began {
+            self.partial_since = Some(now);
+        }
+        began
+    }
+
+    /// The frame timer fired at `now`: a frame incomplete for `timeout`
+    /// ends the connection.
+    pub fn frame_deadline(&self, now: Instant, timeout: Duration) -> Deadline {
+        let Some(since) = self.partial_since.filter(|_| self.is_open()) else {
+            return Deadline::None;
+        };
+        let due = since + timeout;
+        if now < due {
+            Deadline::At(due)
+        } else {
+            Deadline::Expired
+        }
+    }
+
+    /// The idle timer fired at `now`: with no command running and no
+    /// message for `idle`, the connection is idle; otherwise the next look.
+    pub fn idle_deadline(&self, now: Instant, idle: Duration) -> Deadline {
+        let quiet = now.saturating_duration_since(self.last_activity);
+        if self.commands.is_empty() && quiet >= idle {
+            Deadline::Expired
+        } else if self.commands.is_empty() {
+            Deadline::At(now + (idle - quiet))
+        } else {
+            Deadline::At(now + idle)
+        }
+    }
+
+    /// Reads one tutorial command (up to `buf.len()` bytes): `Some(n)` with
+    /// the command in `buf[..n]`, `None` for nothing now (or the end, or an
+    /// error, which change the state).
+    pub fn read_tutorial(&mut self, buf: &mut [u8], now: Instant) -> Option<usize> {
+        loop {
+            match self.stream.read(buf) {
+                Ok(0) => {
+                    // Done sending; closes once the last reply is flushed.
+                    self.state = State::InputClosed;
+                    return None;
+                }
+                Ok(n) => {
+                    self.last_activity = now;
+                    return Some(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("{}: read failed: {e}", self.peer);
+                    self.state = State::Dead;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Queues a tutorial protocol's whole reply. The output limit keeps a
+    /// seed reply far below its header's 2 GiB.
+    pub fn queue_tutorial_reply(&mut self, stdout: &[u8], stderr: &[u8]) {
+        use rexec_proto::tutorial::{encode_raw_reply, encode_seed_reply};
+        match self.wire {
+            Wire::Seed => {
+                if let Err(e) = encode_seed_reply(stdout, stderr, self.out.tail()) {
+                    log::error!("{}: {e}", self.peer);
+                    self.state = State::Dead;
+                }
+            }
+            Wire::Raw => encode_raw_reply(stdout, stderr, self.out.tail()),
+            Wire::Native(_) => {}
+        }
+    }
+
+    // --- closing ---
+
+    /// Whether a command error should be logged: the first few of each
+    /// connection are, then one line says the rest are not.
+    pub fn log_error_quota(&mut self) -> bool {
+        self.errors_logged = self.errors_logged.saturating_add(1);
+        if self.errors_logged == ERRORS_LOGGED + 1 {
+            log::warn!(
+                "{}: more than {ERRORS_LOGGED} command errors; the rest are counted at close",
+                self.peer
+            );
+        }
+        self.errors_logged <= ERRORS_LOGGED
+    }
+
+    /// At close: how many command errors were not logged, if any.
+    pub fn errors_not_logged(&self) -> Option<(u32, u32)> {
+        (self.errors_logged > ERRORS_LOGGED)
+            .then(|| (self.errors_logged, self.errors_logged - ERRORS_LOGGED))
+    }
+
+    /// The error is sent: shut our side (the client reads it, then end of
+    /// stream) and discard what the client still sends until it closes.
+    pub fn start_linger(&mut self, scratch: &mut [u8]) -> Lingered {
+        if let Err(e) = self.stream.shutdown(std::net::Shutdown::Write) {
+            log::debug!("{}: shutdown: {e}", self.peer);
+            return Lingered::Done;
+        }
+        self.state = State::Lingering;
+        self.lingered = 0;
+        self.linger(scratch)
+    }
+
+    /// Reads and discards what the client sends while lingering.
+    pub fn linger(&mut self, scratch: &mut [u8]) -> Lingered {
+        loop {
+            match self.stream.read(scratch) {
+                Ok(0) => return Lingered::Done,
+                Ok(n) => {
+                    self.lingered += n;
+                    if self.lingered > LINGER_MAX {
+                        return Lingered::Done;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Lingered::Waiting,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Lingered::Done,
+            }
+        }
+    }
+
+    /// Takes the running commands away as the connection closes.
+    pub fn take_commands(&mut self) -> Vec<ProcId> {
+        self.commands.drain().map(|(_, p)| p).collect()
     }
 
     /// Whether this connection speaks rexec's framed protocol.

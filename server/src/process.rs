@@ -21,6 +21,9 @@ use crate::registry::ConnId;
 use crate::timer::{Timer, Timers};
 use rexec_proto::text::echo;
 
+mod pump;
+pub(crate) use pump::{PumpIo, Pumped};
+
 /// Why a command could not be started; becomes an `Error` for its id.
 #[derive(Debug)]
 pub struct CommandError {

@@ -27,7 +27,7 @@ mod reap;
 mod shutdown;
 mod tutorial;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,13 +60,14 @@ const WAKER: Token = Token(2);
 const SPAWNED: Token = Token(3);
 const FIRST_DYNAMIC: usize = 4;
 
-/// Largest chunk read from a child pipe, and so the largest output frame.
 /// How soon the loop looks at the memory budget again while connections
 /// wait for it.
 const BUDGET_LOOK: Duration = Duration::from_millis(10);
 /// Threads that start commands: two starts proceed at once while the loop
 /// goes on serving.
 const SPAWNER_THREADS: usize = 2;
+/// Largest chunk read from a child pipe, and so the largest copied output
+/// frame.
 const PIPE_CHUNK: usize = 64 * 1024;
 
 /// Stops a running [`Server`] from another thread.
@@ -88,59 +89,113 @@ impl ServerHandle {
 }
 
 /// The rexecd server. [`Server::bind`], then [`Server::run`].
+///
+/// It owns the tables (connections, commands, poll registrations, timers)
+/// and routes events between them; each connection and each command owns
+/// its own state and says what happened (connection.rs, process.rs).
 pub struct Server {
     cfg: Config,
     registry: Registry,
-    /// `None` once shutdown began.
-    listener: Option<TcpListener>,
-    local_addr: SocketAddr,
-    signals: Option<Signals>,
-    handle: ServerHandle,
-    next_conn: u64,
-    next_proc: u64,
     conns: HashMap<ConnId, Connection>,
     procs: HashMap<ProcId, Proc>,
     timers: Timers,
     /// Connections that used their share of a loop turn with input left.
-    backlog: VecDeque<ConnId>,
-    /// Where child output is read into before it is framed.
+    backlog: Backlog,
+    /// Where child output and socket input are read into.
     scratch: Box<[u8]>,
-    /// The source of auth challenges (the TLS provider's, from the kernel).
-    random: &'static dyn SecureRandom,
-    /// Ids for the tutorial protocols' commands, which carry none.
-    tutorial_seq: u32,
-    auth_failures: AuthFailures,
-    /// Bytes held in queues, all connections together (recounted by
-    /// `check_budget`, estimated in between).
-    held: usize,
-    budget_checked: Instant,
-    /// A connection is held back, or paused a pipe, for memory: the budget
-    /// is recounted every 10 ms until none is.
-    budget_waiting: bool,
+    /// The listener and who may come in (accept.rs).
+    door: Door,
+    /// The memory budget and kernel pipe memory (budget.rs).
+    budget: Budget,
     /// The threads that start commands (spawner.rs).
     spawner: Spawner,
-    /// Output pipes grown to `splice::BIG_PIPE` (kernel memory, at most
-    /// `MAX_BIG_PIPES`).
-    big_pipes: usize,
+    ids: Ids,
+    /// Signals, the stop handle, and the shutdown's progress (shutdown.rs).
+    stop: Stop,
+}
+
+/// The way in: the listener, and what admission keeps track of.
+struct Door {
+    /// `None` once shutdown began.
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    /// The source of auth challenges (the TLS provider's, from the kernel).
+    random: &'static dyn SecureRandom,
+    auth_failures: AuthFailures,
     /// Connections waiting to authenticate (counted against max_startups).
-    preauth: usize,
+    startups: usize,
     /// accept() is failing (out of descriptors); logged once per episode.
     accept_failing: bool,
     /// Kept in reserve for refusing a connection when out of descriptors.
     spare_fd: Option<std::os::fd::OwnedFd>,
-    shutting_down: bool,
+}
+
+/// What the memory budget (`--max-buffer`) keeps track of.
+#[derive(Debug)]
+struct Budget {
+    /// Bytes held in queues, all connections together (recounted by
+    /// `check_budget`, estimated in between).
+    held: usize,
+    checked: Instant,
+    /// A connection is held back, or paused a pipe, for memory: the budget
+    /// is recounted every 10 ms until none is.
+    waiting: bool,
+    /// Output pipes grown to `splice::BIG_PIPE` (kernel memory, at most
+    /// 64 at once).
+    big_pipes: usize,
+}
+
+/// The next ids handed out.
+#[derive(Debug)]
+struct Ids {
+    conn: u64,
+    proc: u64,
+    /// For the tutorial protocols' commands, which carry none.
+    tutorial: u32,
+}
+
+/// Stopping: by signal or by [`ServerHandle`].
+struct Stop {
+    signals: Option<Signals>,
+    handle: ServerHandle,
+    begun: bool,
     /// Set when shutdown stops waiting for commands and flushes.
-    shutdown_deadline: Option<Instant>,
+    deadline: Option<Instant>,
+}
+
+/// Connections deferred to the next loop turn, each at most once.
+#[derive(Debug, Default)]
+struct Backlog {
+    queue: VecDeque<ConnId>,
+    queued: HashSet<ConnId>,
+}
+
+impl Backlog {
+    fn push(&mut self, id: ConnId) {
+        if self.queued.insert(id) {
+            self.queue.push_back(id);
+        }
+    }
+
+    /// The connections deferred so far; they may be deferred again.
+    fn take(&mut self) -> Vec<ConnId> {
+        self.queued.clear();
+        self.queue.drain(..).collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("local_addr", &self.local_addr)
+            .field("local_addr", &self.door.local_addr)
             .field("connections", &self.conns.len())
             .field("commands", &self.procs.len())
             .field("registered", &self.registry.len())
-            .field("shutting_down", &self.shutting_down)
+            .field("shutting_down", &self.stop.begun)
             .finish_non_exhaustive()
     }
 }
@@ -175,44 +230,52 @@ impl Server {
         Ok(Server {
             cfg,
             registry,
-            listener: Some(listener),
-            local_addr,
-            signals,
-            handle: ServerHandle {
-                waker,
-                stop: Arc::new(AtomicBool::new(false)),
-            },
-            next_conn: 1,
-            next_proc: 1,
             conns: HashMap::new(),
             procs: HashMap::new(),
             timers: Timers::default(),
-            backlog: VecDeque::new(),
+            backlog: Backlog::default(),
             scratch: vec![0; PIPE_CHUNK].into_boxed_slice(),
-            random: rustls::crypto::ring::default_provider().secure_random,
-            tutorial_seq: 0,
-            auth_failures: AuthFailures::default(),
-            preauth: 0,
-            held: 0,
-            budget_checked: Instant::now(),
-            budget_waiting: false,
-            big_pipes: 0,
+            door: Door {
+                listener: Some(listener),
+                local_addr,
+                random: rustls::crypto::ring::default_provider().secure_random,
+                auth_failures: AuthFailures::default(),
+                startups: 0,
+                accept_failing: false,
+                spare_fd: accept::spare_descriptor(),
+            },
+            budget: Budget {
+                held: 0,
+                checked: Instant::now(),
+                waiting: false,
+                big_pipes: 0,
+            },
             spawner,
-            accept_failing: false,
-            spare_fd: accept::spare_descriptor(),
-            shutting_down: false,
-            shutdown_deadline: None,
+            ids: Ids {
+                conn: 1,
+                proc: 1,
+                tutorial: 0,
+            },
+            stop: Stop {
+                signals,
+                handle: ServerHandle {
+                    waker,
+                    stop: Arc::new(AtomicBool::new(false)),
+                },
+                begun: false,
+                deadline: None,
+            },
         })
     }
 
     /// The address actually bound (with the real port when 0 was asked).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.door.local_addr
     }
 
     /// A handle that stops the server from another thread.
     pub fn handle(&self) -> ServerHandle {
-        self.handle.clone()
+        self.stop.handle.clone()
     }
 
     /// Serves until shut down (SIGINT, SIGTERM or [`ServerHandle::shutdown`]).
@@ -221,7 +284,7 @@ impl Server {
         loop {
             let timeout = if !self.backlog.is_empty() {
                 Some(Duration::ZERO) // deferred input: look at events, then serve it
-            } else if self.budget_waiting {
+            } else if self.budget.waiting {
                 // Connections wait for memory: look again soon even if
                 // nothing happens (check_budget).
                 let t = self.timers.timeout(Instant::now());
@@ -244,7 +307,7 @@ impl Server {
             self.take_started();
             self.fire_timers();
             self.check_budget(Instant::now());
-            if self.shutting_down && self.shutdown_done() {
+            if self.stop.begun && self.shutdown_done() {
                 log::info!("shut down");
                 return Ok(());
             }
@@ -257,7 +320,7 @@ impl Server {
             SIGNALS => self.on_signals(),
             SPAWNED => self.take_started(),
             WAKER => {
-                if self.handle.stop.load(Ordering::SeqCst) {
+                if self.stop.handle.stop.load(Ordering::SeqCst) {
                     self.begin_shutdown();
                 }
             }
@@ -272,7 +335,7 @@ impl Server {
     }
 
     fn on_signals(&mut self) {
-        let Some(signals) = self.signals.as_mut() else {
+        let Some(signals) = self.stop.signals.as_mut() else {
             return;
         };
         let pending: Vec<i32> = signals.pending().collect();
@@ -305,7 +368,7 @@ impl Server {
                 Timer::FrameDeadline(id) => self.check_frame(id, now),
                 Timer::AcceptRetry => self.accept(),
                 Timer::ReapSweep => self.reap_sweep(),
-                Timer::ShutdownDeadline => self.shutdown_deadline = Some(now),
+                Timer::ShutdownDeadline => self.stop.deadline = Some(now),
             }
         }
     }

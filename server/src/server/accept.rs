@@ -14,8 +14,8 @@ use rexec_proto::{ErrorKind, ErrorMsg, ServerMsg, encode_frame};
 use super::Server;
 use super::penalty::HelloDelay;
 use crate::config::Protocol;
-use crate::connection::{Connection, State, Wire};
-use crate::protocol::{ConnProtocol, Phase};
+use crate::connection::{Connection, Deadline, State, Wire};
+use crate::protocol::ConnProtocol;
 use crate::registry::{ConnId, Slot};
 use crate::timer::Timer;
 
@@ -25,12 +25,12 @@ impl Server {
     /// Accepts every pending connection.
     pub(super) fn accept(&mut self) {
         loop {
-            let Some(listener) = self.listener.as_ref() else {
+            let Some(listener) = self.door.listener.as_ref() else {
                 return;
             };
             match listener.accept() {
                 Ok((stream, peer)) => {
-                    if std::mem::take(&mut self.accept_failing) {
+                    if std::mem::take(&mut self.door.accept_failing) {
                         log::warn!("accepting connections again");
                     }
                     self.admit(stream, peer)
@@ -41,16 +41,16 @@ impl Server {
                         e.kind(),
                         io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
                     ) => {}
-                Err(e) if is_out_of_descriptors(&e) && self.spare_fd.is_some() => {
+                Err(e) if is_out_of_descriptors(&e) && self.door.spare_fd.is_some() => {
                     // Out of descriptors: the spare one makes room to take
                     // the connection, tell it why, and close it, instead of
                     // leaving it to wait in the backlog for a hello that
                     // never comes.
                     // (accept fails so whether or not a connection waits.)
-                    self.spare_fd = None;
+                    self.door.spare_fd = None;
                     let taken = listener.accept();
                     if let Ok((mut stream, peer)) = taken {
-                        if !std::mem::replace(&mut self.accept_failing, true) {
+                        if !std::mem::replace(&mut self.door.accept_failing, true) {
                             log::error!(
                                 "accept failed: {e}; refusing new connections until descriptors are free"
                             );
@@ -62,10 +62,10 @@ impl Server {
                             "rexecd is out of file descriptors; try again shortly".into(),
                         );
                         drop(stream);
-                        self.spare_fd = spare_descriptor();
+                        self.door.spare_fd = spare_descriptor();
                         continue;
                     }
-                    self.spare_fd = spare_descriptor();
+                    self.door.spare_fd = spare_descriptor();
                     match taken {
                         // Nobody else waits: the next connection brings an event.
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -79,11 +79,11 @@ impl Server {
                     // EMFILE, ENFILE, ENOBUFS...: the pending connections stay
                     // in the backlog and bring no new event, so try again
                     // later instead of spinning.
-                    if self.accept_failing {
+                    if self.door.accept_failing {
                         log::debug!("accept failed: {e}; retrying in {ACCEPT_BACKOFF:?}");
                     } else {
                         log::error!("accept failed: {e}; retrying every {ACCEPT_BACKOFF:?}");
-                        self.accept_failing = true;
+                        self.door.accept_failing = true;
                     }
                     self.timers.after(ACCEPT_BACKOFF, Timer::AcceptRetry);
                     return;
@@ -112,7 +112,7 @@ impl Server {
         let wire = match self.cfg.protocol {
             Protocol::Native => {
                 let mut nonce = [0u8; NONCE_LEN];
-                if self.random.fill(&mut nonce).is_err() {
+                if self.door.random.fill(&mut nonce).is_err() {
                     log::error!("{peer}: no random bytes for the auth challenge");
                     return;
                 }
@@ -131,8 +131,8 @@ impl Server {
             },
             None => None,
         };
-        let id = ConnId(self.next_conn);
-        self.next_conn += 1;
+        let id = ConnId(self.ids.conn);
+        self.ids.conn += 1;
         let token = match self.registry.add(
             &mut stream,
             Interest::READABLE | Interest::WRITABLE,
@@ -145,28 +145,30 @@ impl Server {
             }
         };
         let native = matches!(wire, Wire::Native(_));
-        if native && self.preauth >= self.cfg.max_startups && !self.make_room_for_startup() {
+        if native && self.door.startups >= self.cfg.max_startups && !self.make_room_for_startup() {
             // Everyone waiting is in the middle of a handshake: the newcomer
             // is the one refused, never a client about to get in.
-            let mut conn = Connection::new(stream, token, peer, wire, self.cfg.max_frame, tls);
+            let now = Instant::now();
+            let mut conn = Connection::new(stream, token, peer, wire, self.cfg.max_frame, tls, now);
             conn.fail(
                 ErrorKind::Limit,
                 format!(
                     "{} connections are in the middle of authenticating (--max-startups); try again shortly",
-                    self.preauth
+                    self.door.startups
                 ),
             );
             conn.flush();
-            self.registry.remove(&mut conn.stream, conn.token);
+            conn.deregister(&mut self.registry);
             return;
         }
-        let mut conn = Connection::new(stream, token, peer, wire, self.cfg.max_frame, tls);
+        let now = Instant::now();
+        let mut conn = Connection::new(stream, token, peer, wire, self.cfg.max_frame, tls, now);
         log::debug!("{peer}: connected");
         if native {
-            conn.preauth = true;
-            self.preauth += 1;
-            conn.handshake_due = Instant::now() + self.cfg.handshake_timeout;
-            self.timers.at(conn.handshake_due, Timer::Handshake(id));
+            let due = now + self.cfg.handshake_timeout;
+            conn.begin_startup(due);
+            self.door.startups += 1;
+            self.timers.at(due, Timer::Handshake(id));
         }
         self.conns.insert(id, conn);
         if let Some(idle) = self.cfg.idle_timeout {
@@ -184,14 +186,14 @@ impl Server {
         let waiting = self
             .conns
             .iter()
-            .filter(|(_, c)| c.preauth)
-            .map(|(id, c)| (*id, c.peer.ip(), c.accepted, c.state != State::New));
+            .filter(|(_, c)| c.in_startup())
+            .map(|(id, c)| (*id, c.peer().ip(), c.accepted(), c.state() != State::New));
         let Some(id) = startup_victim(waiting, Instant::now(), STARTUP_GRACE) else {
             return false;
         };
         log::info!(
             "{} connections waiting to authenticate; closing the oldest of the address with the most",
-            self.preauth
+            self.door.startups
         );
         // Closed at once, not lingering: the slot is needed now.
         if let Some(conn) = self.conns.get_mut(&id) {
@@ -213,8 +215,8 @@ impl Server {
     /// closing): it stops counting against --max-startups.
     pub(super) fn left_startup(&mut self, id: ConnId) {
         if let Some(c) = self.conns.get_mut(&id) {
-            if std::mem::take(&mut c.preauth) {
-                self.preauth -= 1;
+            if c.leave_startup() {
+                self.door.startups -= 1;
             }
         }
     }
@@ -226,7 +228,11 @@ impl Server {
             self.left_startup(id); // running from here on
             return self.send_hello(id);
         }
-        match self.auth_failures.hello_delay(peer.ip(), Instant::now()) {
+        match self
+            .door
+            .auth_failures
+            .hello_delay(peer.ip(), Instant::now())
+        {
             HelloDelay::Now => self.send_hello(id),
             HelloDelay::After(d) => {
                 log::debug!("{peer}: hello held back {d:?} after failed authentication");
@@ -252,13 +258,12 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        if let Wire::Native(proto) = &conn.wire {
+        if let Some(proto) = conn.protocol() {
             let hello = ServerMsg::Hello(proto.hello());
             conn.queue(&hello);
             conn.flush();
-            if conn.preauth {
-                conn.handshake_due = Instant::now() + timeout;
-                self.timers.at(conn.handshake_due, Timer::Handshake(id));
+            if let Some(due) = conn.extend_startup(Instant::now() + timeout) {
+                self.timers.at(due, Timer::Handshake(id));
             }
         }
         self.check_close(id);
@@ -270,9 +275,7 @@ impl Server {
         let Some(conn) = self.conns.get(&id) else {
             return;
         };
-        let waiting =
-            conn.is_open() && matches!(&conn.wire, Wire::Native(p) if p.phase() != Phase::Running);
-        if !waiting || now < conn.handshake_due {
+        if conn.handshake_deadline(now) != Deadline::Expired {
             return; // done, or a later deadline (the hello was held back)
         }
         // Silence is not a wrong answer: it does not count as a failure.

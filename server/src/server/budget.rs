@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use super::Server;
-use crate::connection::Connection;
+use crate::connection::{Connection, Hold};
 use crate::registry::ConnId;
 
 /// How often the total is recounted when nothing forces it.
@@ -19,17 +19,16 @@ impl Server {
     /// Bytes held on behalf of one connection.
     fn held_by(&self, conn: &Connection) -> usize {
         let commands: usize = conn
-            .commands
-            .values()
-            .filter_map(|p| self.procs.get(p))
+            .procs()
+            .filter_map(|p| self.procs.get(&p))
             .map(|p| p.stdin_queue.len() + p.tutorial_out.len() + p.tutorial_err.len())
             .sum();
-        conn.out.len() + conn.decoder.buffered() + commands
+        conn.held_bytes() + commands
     }
 
     /// Whether the running estimate of held bytes is over the budget.
     pub(super) fn over_budget(&self) -> bool {
-        self.held > self.cfg.max_buffer
+        self.budget.held > self.cfg.max_buffer
     }
 
     /// Recounts what is held, when the running estimate (which counts what
@@ -42,9 +41,9 @@ impl Server {
             return false;
         }
         let now = Instant::now();
-        if now >= self.budget_checked + RECOUNT {
-            self.held = self.conns.values().map(|c| self.held_by(c)).sum();
-            self.budget_checked = now;
+        if now >= self.budget.checked + RECOUNT {
+            self.budget.held = self.conns.values().map(|c| self.held_by(c)).sum();
+            self.budget.checked = now;
         }
         self.over_budget()
     }
@@ -55,32 +54,32 @@ impl Server {
     /// visits every connection, and with 20,000 of them open, recounting
     /// every 10 ms regardless cost a new client milliseconds.
     pub(super) fn check_budget(&mut self, now: Instant) {
-        if !self.over_budget() && (!self.budget_waiting || now < self.budget_checked + RECOUNT) {
+        if !self.over_budget() && (!self.budget.waiting || now < self.budget.checked + RECOUNT) {
             return;
         }
-        self.budget_checked = now;
+        self.budget.checked = now;
         let mut sizes: Vec<(usize, ConnId)> = self
             .conns
             .iter()
             .map(|(id, c)| (self.held_by(c), *id))
             .collect();
-        self.held = sizes.iter().map(|(n, _)| n).sum();
+        self.budget.held = sizes.iter().map(|(n, _)| n).sum();
         let budget = self.cfg.max_buffer;
-        if self.held > budget {
+        if self.budget.held > budget {
             // Largest first, until what the others hold fits again.
             sizes.sort_unstable_by(|a, b| b.cmp(a));
-            let mut rest = self.held;
+            let mut rest = self.budget.held;
             for (n, id) in sizes {
                 if rest <= budget / 4 * 3 || n == 0 {
                     break;
                 }
                 rest -= n;
                 if let Some(c) = self.conns.get_mut(&id) {
-                    if !std::mem::replace(&mut c.held_back, true) {
+                    if c.hold(Hold::Memory) {
                         log::info!(
                             "{}: held back: {n} bytes queued, {} in all (--max-buffer {budget})",
-                            c.peer,
-                            self.held
+                            c.peer(),
+                            self.budget.held
                         );
                     }
                 }
@@ -90,20 +89,21 @@ impl Server {
             // running estimate said memory was short (output.rs) read again;
             // nothing else would wake them, their socket having no more to
             // report. Those held back are released once well under it.
-            let release = self.held <= budget / 4 * 3;
+            let release = self.budget.held <= budget / 4 * 3;
             let waiting: Vec<(ConnId, bool)> = self
                 .conns
                 .iter()
                 .filter(|(_, c)| {
-                    (c.held_back && release) || (!c.held_back && !c.paused_pipes.is_empty())
+                    let held = c.is_held(Hold::Memory);
+                    (held && release) || (!held && c.has_paused_pipes())
                 })
-                .map(|(id, c)| (*id, c.held_back))
+                .map(|(id, c)| (*id, c.is_held(Hold::Memory)))
                 .collect();
             for (id, was_held) in waiting {
                 if was_held {
                     if let Some(c) = self.conns.get_mut(&id) {
-                        c.held_back = false;
-                        log::debug!("{}: released", c.peer);
+                        c.release(Hold::Memory);
+                        log::debug!("{}: released", c.peer());
                     }
                 }
                 self.resume_pipes(id);
@@ -115,6 +115,6 @@ impl Server {
         }
         // Connections paused for memory were resumed above; one that still
         // finds none pauses again and sets this again (output.rs).
-        self.budget_waiting = self.conns.values().any(|c| c.held_back);
+        self.budget.waiting = self.conns.values().any(|c| c.is_held(Hold::Memory));
     }
 }

@@ -11,6 +11,7 @@ use mio::{Interest, Token};
 use rexec_proto::{ErrorKind, ErrorMsg, Exec, OutputStream, ServerMsg};
 
 use super::Server;
+use crate::connection::Hold;
 use crate::out_queue::OutQueue;
 use crate::process::{self, CommandError, Proc};
 use crate::registry::{ConnId, ProcId, Registry, Slot};
@@ -50,7 +51,7 @@ impl Server {
         let Some(conn) = self.conns.get(&conn_id) else {
             return;
         };
-        if self.shutting_down {
+        if self.stop.begun {
             return self.command_error(
                 conn_id,
                 id,
@@ -58,7 +59,7 @@ impl Server {
                 "no new commands are started".into(),
             );
         }
-        if conn.commands.contains_key(&id) {
+        if conn.command(id).is_some() {
             return self.command_error(
                 conn_id,
                 id,
@@ -81,7 +82,7 @@ impl Server {
     ) {
         if self.log_error_quota(conn_id) {
             if let Some(conn) = self.conns.get(&conn_id) {
-                log::info!("{}: command {id}: {kind}: {message}", conn.peer);
+                log::info!("{}: command {id}: {kind}: {message}", conn.peer());
             }
         }
         let Some(conn) = self.conns.get_mut(&conn_id) else {
@@ -131,7 +132,7 @@ impl Server {
         let peer = self
             .conns
             .get(&conn_id)
-            .map(|c| c.peer)
+            .map(|c| c.peer())
             .ok_or_else(|| CommandError::new(ErrorKind::Protocol, "connection gone"))?;
         let cmd = crate::exec_policy::command_for(&exec, &self.cfg.exec).inspect_err(|e| {
             if e.kind == ErrorKind::Forbidden {
@@ -172,8 +173,8 @@ impl Server {
             )),
             _ => None,
         };
-        let proc = ProcId(self.next_proc);
-        self.next_proc += 1;
+        let proc = ProcId(self.ids.proc);
+        self.ids.proc += 1;
         let r = &mut self.registry;
         let stdout = watch(
             r,
@@ -200,14 +201,14 @@ impl Server {
         if let Some(limit) = limit {
             self.timers.at(now + limit, Timer::ProcTimeout(proc));
         }
-        conn.commands.insert(exec.id, proc);
+        conn.add_command(exec.id, proc);
         self.procs.insert(
             proc,
             Proc {
                 conn: Some(conn_id),
                 id: exec.id,
                 command: exec.command,
-                peer: conn.peer,
+                peer: conn.peer(),
                 child: None,
                 pgid: 0,
                 stdout,
@@ -325,7 +326,7 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
-        conn.commands.remove(&p.id);
+        conn.remove_command(p.id, proc);
         if conn.is_native() {
             self.command_error(conn_id, p.id, e.kind, e.message);
         } else {
@@ -339,7 +340,7 @@ impl Server {
     /// Stdin for command `id` (or its end): queued, and written as the child
     /// takes it.
     pub(super) fn stdin(&mut self, conn_id: ConnId, id: u32, data: &[u8], eof: bool) {
-        let Some(&proc) = self.conns.get(&conn_id).and_then(|c| c.commands.get(&id)) else {
+        let Some(proc) = self.conns.get(&conn_id).and_then(|c| c.command(id)) else {
             return; // finished already, or never started: drop the bytes
         };
         let Some(p) = self.procs.get_mut(&proc) else {
@@ -349,14 +350,14 @@ impl Server {
             return; // not asked for, or the child closed it: drop the bytes
         }
         p.stdin_queue.tail().extend_from_slice(data);
-        self.held += data.len();
+        self.budget.held += data.len();
         p.stdin_eof |= eof;
         self.write_stdin(proc);
         if let (Some(p), Some(conn)) = (self.procs.get(&proc), self.conns.get_mut(&conn_id)) {
             if p.stdin_queue.len() > self.cfg.queue_limit {
                 // Stop reading the socket: TCP flow control pushes back on
                 // the client until the child reads.
-                conn.input_paused = true;
+                conn.hold(Hold::StdinFull);
             }
         }
     }
@@ -388,14 +389,14 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
-        if conn.input_paused
-            && conn.commands.values().all(|k| {
+        if conn.is_held(Hold::StdinFull)
+            && conn.procs().all(|k| {
                 self.procs
-                    .get(k)
+                    .get(&k)
                     .is_none_or(|p| p.stdin_queue.len() <= self.cfg.queue_limit)
             })
         {
-            conn.input_paused = false;
+            conn.release(Hold::StdinFull);
             self.service_input(conn_id);
             self.check_close(conn_id);
         }
@@ -413,7 +414,7 @@ impl Server {
 
     /// The client cancelled command `id`: stop its process group.
     pub(super) fn cancel(&mut self, conn_id: ConnId, id: u32) {
-        let Some(&proc) = self.conns.get(&conn_id).and_then(|c| c.commands.get(&id)) else {
+        let Some(proc) = self.conns.get(&conn_id).and_then(|c| c.command(id)) else {
             return;
         };
         if let Some(p) = self.procs.get_mut(&proc) {
@@ -497,7 +498,7 @@ impl Server {
         if self
             .conns
             .get(&conn_id)
-            .is_some_and(|c| c.commands.contains_key(&id))
+            .is_some_and(|c| c.command(id).is_some())
         {
             return self.command_error(
                 conn_id,
@@ -525,7 +526,7 @@ impl Server {
 
     /// The client's terminal changed size: so does the command's pty.
     pub(super) fn resize(&mut self, conn_id: ConnId, id: u32, rows: u16, cols: u16) {
-        let Some(&proc) = self.conns.get(&conn_id).and_then(|c| c.commands.get(&id)) else {
+        let Some(proc) = self.conns.get(&conn_id).and_then(|c| c.command(id)) else {
             return;
         };
         if let Some(master) = self.procs.get(&proc).and_then(|p| p.pty.as_ref()) {

@@ -3,15 +3,14 @@
 //! ways a connection ends (an error sent, the client done, the peer gone,
 //! idleness, a stalled frame).
 
-use std::io::{self, Read};
-use std::net::Shutdown;
+use std::io;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use rexec_proto::{ClientMsg, ErrorKind, FrameError, OutputStream, encode_output_frame};
 
 use super::Server;
-use crate::connection::{State, Wire};
+use crate::connection::{Deadline, Hold, Lingered, State};
 use crate::protocol::Action;
 use crate::registry::ConnId;
 use crate::timer::Timer;
@@ -19,14 +18,9 @@ use crate::timer::Timer;
 /// How long a connection closing after an error may take to flush (and to
 /// linger for the client's close).
 const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
-/// Most bytes read and discarded from a client after its error was sent;
-/// past that it is closed at once (a reset).
-const LINGER_MAX: usize = 8 << 20;
 /// Most messages handled for one connection before the others get a turn;
 /// the rest wait for the next loop turn.
 const MESSAGES_PER_TURN: usize = 64;
-/// Command errors logged per connection; the rest are counted.
-const ERRORS_LOGGED: u32 = 10;
 
 impl Server {
     pub(super) fn on_conn_event(&mut self, id: ConnId, ev: &Event) {
@@ -34,7 +28,7 @@ impl Server {
             return;
         };
         if ev.is_error() {
-            conn.state = State::Dead;
+            conn.set_dead();
         }
         if ev.is_writable() {
             conn.flush();
@@ -42,7 +36,11 @@ impl Server {
             self.resume_pipes(id);
         }
         if ev.is_readable() || ev.is_read_closed() {
-            match self.conns.get(&id).map(|c| (c.state, c.input_paused)) {
+            match self
+                .conns
+                .get(&id)
+                .map(|c| (c.state(), c.is_held(Hold::StdinFull)))
+            {
                 Some((State::Lingering, _)) => self.linger(id),
                 Some((_, true)) if ev.is_read_closed() => {
                     // Input is paused (stdin backpressure), so the end of
@@ -78,37 +76,29 @@ impl Server {
                 let Some(conn) = self.conns.get_mut(&id) else {
                     return;
                 };
-                if !conn.is_open() || conn.input_paused || conn.held_back {
+                if !conn.may_read() {
                     return;
                 }
-                if conn.out.len() >= reply_limit {
+                if conn.queued() >= reply_limit {
                     // The client is not reading our replies: stop reading
                     // its requests until it does. (Command output alone
                     // stays under the queue limit, which is half of this,
                     // so streaming output never holds up a Cancel.)
-                    conn.input_waits_for_output = true;
+                    conn.hold(Hold::RepliesUnread);
                     return;
                 }
                 if budget == 0 {
                     return self.defer(id);
                 }
-                if conn.state == State::New {
+                if conn.state() == State::New {
                     if let Some(reason) = conn.wrong_transport() {
                         return self.fail_conn(id, ErrorKind::Protocol, reason);
                     }
                 }
-                match conn.decoder.next_message::<ClientMsg>() {
+                match conn.next_message(Instant::now()) {
                     Ok(Some(msg)) => {
                         budget -= 1;
                         decoded = true;
-                        conn.last_activity = Instant::now();
-                        if conn.state == State::New {
-                            conn.state = State::Open;
-                            let binding = conn.channel_binding();
-                            if let Wire::Native(proto) = &mut conn.wire {
-                                proto.set_binding(binding);
-                            }
-                        }
                         self.on_message(id, msg)
                     }
                     Ok(None) => break,
@@ -127,21 +117,21 @@ impl Server {
             };
             match conn.read_input(&mut self.scratch) {
                 Ok(0) => {
-                    match conn.decoder.finish() {
-                        Ok(()) => log::debug!("{}: client finished sending", conn.peer),
-                        Err(e) => log::warn!("{}: {e}", conn.peer),
+                    match conn.finish_input() {
+                        Ok(()) => log::debug!("{}: client finished sending", conn.peer()),
+                        Err(e) => log::warn!("{}: {e}", conn.peer()),
                     }
                     return self.input_ended(id);
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    conn.decoder.shrink_if_idle();
+                    conn.input_drained();
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    log::debug!("{}: read failed: {e}", conn.peer);
-                    conn.state = State::Dead;
+                    log::debug!("{}: read failed: {e}", conn.peer());
+                    conn.set_dead();
                     return;
                 }
             }
@@ -155,18 +145,13 @@ impl Server {
 
     /// Comes back to a connection that used its share of a loop turn.
     fn defer(&mut self, id: ConnId) {
-        if let Some(conn) = self.conns.get_mut(&id) {
-            if !std::mem::replace(&mut conn.in_backlog, true) {
-                self.backlog.push_back(id);
-            }
-        }
+        self.backlog.push(id);
     }
 
     /// Serves the connections deferred in the last turn, once each.
     pub(super) fn run_backlog(&mut self) {
-        for id in std::mem::take(&mut self.backlog) {
-            if let Some(conn) = self.conns.get_mut(&id) {
-                conn.in_backlog = false;
+        for id in self.backlog.take() {
+            if self.conns.contains_key(&id) {
                 self.service_input(id);
                 self.check_close(id);
             }
@@ -180,26 +165,20 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        if conn.input_waits_for_output && conn.out.len() < reply_limit {
-            conn.input_waits_for_output = false;
+        if conn.queued() < reply_limit && conn.release(Hold::RepliesUnread) {
             self.service_input(id);
         }
     }
 
-    /// Keeps the clock of a partly received frame: started when one begins,
-    /// restarted when a message completed and another began.
+    /// Keeps the clock of a partly received frame (connection.rs), with a
+    /// deadline armed when one begins.
     fn track_partial_frame(&mut self, id: ConnId, decoded: bool) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        if conn.decoder.buffered() == 0 {
-            conn.partial_since = None;
-        } else if decoded || conn.partial_since.is_none() {
-            if conn.partial_since.is_none() {
-                self.timers
-                    .after(self.cfg.frame_timeout, Timer::FrameDeadline(id));
-            }
-            conn.partial_since = Some(Instant::now());
+        if conn.track_partial_frame(decoded, Instant::now()) {
+            self.timers
+                .after(self.cfg.frame_timeout, Timer::FrameDeadline(id));
         }
     }
 
@@ -209,20 +188,18 @@ impl Server {
         let Some(conn) = self.conns.get(&id) else {
             return;
         };
-        let Some(since) = conn.partial_since.filter(|_| conn.is_open()) else {
-            return;
-        };
-        let due = since + self.cfg.frame_timeout;
-        if now < due {
-            self.timers.at(due, Timer::FrameDeadline(id));
-            return;
+        match conn.frame_deadline(now, self.cfg.frame_timeout) {
+            Deadline::None => {}
+            Deadline::At(due) => self.timers.at(due, Timer::FrameDeadline(id)),
+            Deadline::Expired => {
+                let secs = self.cfg.frame_timeout.as_secs();
+                self.fail_conn(
+                    id,
+                    ErrorKind::Idle,
+                    format!("a frame was not complete {secs} s after it began"),
+                );
+            }
         }
-        let secs = self.cfg.frame_timeout.as_secs();
-        self.fail_conn(
-            id,
-            ErrorKind::Idle,
-            format!("a frame was not complete {secs} s after it began"),
-        );
     }
 
     /// The client closed its sending side: its commands get stdin EOF and
@@ -233,8 +210,8 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        conn.state = State::InputClosed;
-        let ids: Vec<u32> = conn.commands.keys().copied().collect();
+        conn.set_input_closed();
+        let ids = conn.command_ids();
         for cmd in &ids {
             self.stdin(id, *cmd, &[], true);
         }
@@ -252,8 +229,8 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        if let (true, Some(&cmd)) = (conn.is_native(), conn.commands.keys().next()) {
-            encode_output_frame(OutputStream::Stdout, cmd, &[], conn.out.tail());
+        if let (true, Some(&cmd)) = (conn.is_native(), conn.command_ids().first()) {
+            encode_output_frame(OutputStream::Stdout, cmd, &[], conn.frames());
             conn.flush();
         }
     }
@@ -264,10 +241,10 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        let Wire::Native(proto) = &mut conn.wire else {
+        let peer = conn.peer();
+        let Some(proto) = conn.protocol() else {
             return;
         };
-        let peer = conn.peer;
         match proto.on_message(msg) {
             Action::SendHello { open } => {
                 if open {
@@ -277,12 +254,12 @@ impl Server {
             }
             Action::Authenticated => {
                 log::debug!("{peer}: authenticated");
-                self.auth_failures.succeeded(peer.ip());
+                self.door.auth_failures.succeeded(peer.ip());
                 self.left_startup(id);
             }
             Action::Fail { kind, message } => {
                 if kind == ErrorKind::Auth {
-                    self.auth_failures.failed(peer.ip(), Instant::now());
+                    self.door.auth_failures.failed(peer.ip(), Instant::now());
                 }
                 self.fail_conn(id, kind, message);
             }
@@ -310,17 +287,9 @@ impl Server {
     /// Whether a command error should be logged: the first few of each
     /// connection are, then one line says the rest are not.
     pub(super) fn log_error_quota(&mut self, id: ConnId) -> bool {
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return false;
-        };
-        conn.errors_logged = conn.errors_logged.saturating_add(1);
-        if conn.errors_logged == ERRORS_LOGGED + 1 {
-            log::warn!(
-                "{}: more than {ERRORS_LOGGED} command errors; the rest are counted at close",
-                conn.peer
-            );
-        }
-        conn.errors_logged <= ERRORS_LOGGED
+        self.conns
+            .get_mut(&id)
+            .is_some_and(|conn| conn.log_error_quota())
     }
 
     /// Closes the connection if it is dead or has nothing more to do; a
@@ -333,7 +302,7 @@ impl Server {
             return self.close_conn(id);
         }
         if c.finished() {
-            if c.state == State::Closing && !self.shutting_down {
+            if c.state() == State::Closing && !self.stop.begun {
                 return self.start_linger(id);
             }
             self.close_conn(id);
@@ -346,34 +315,18 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        if let Err(e) = conn.stream.shutdown(Shutdown::Write) {
-            log::debug!("{}: shutdown: {e}", conn.peer);
-            return self.close_conn(id);
+        if conn.start_linger(&mut self.scratch) == Lingered::Done {
+            self.close_conn(id);
         }
-        conn.state = State::Lingering;
-        conn.lingered = 0;
-        self.linger(id);
     }
 
     fn linger(&mut self, id: ConnId) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        loop {
-            match conn.stream.read(&mut self.scratch) {
-                Ok(0) => break,
-                Ok(n) => {
-                    conn.lingered += n;
-                    if conn.lingered > LINGER_MAX {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
+        if conn.linger(&mut self.scratch) == Lingered::Done {
+            self.close_conn(id);
         }
-        self.close_conn(id);
     }
 
     /// Queues a connection-level error; the connection closes once it is sent
@@ -383,7 +336,7 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        log::warn!("{}: {kind}: {message}", conn.peer);
+        log::warn!("{}: {kind}: {message}", conn.peer());
         conn.fail(kind, message);
         conn.flush();
         self.timers
@@ -397,7 +350,7 @@ impl Server {
         if self
             .conns
             .get(&id)
-            .is_some_and(|c| matches!(c.state, State::Closing | State::Lingering))
+            .is_some_and(|c| matches!(c.state(), State::Closing | State::Lingering))
         {
             self.close_conn(id);
         }
@@ -409,8 +362,8 @@ impl Server {
         let Some(mut conn) = self.conns.remove(&id) else {
             return;
         };
-        self.registry.remove(&mut conn.stream, conn.token);
-        for (_, proc) in conn.commands {
+        conn.deregister(&mut self.registry);
+        for proc in conn.take_commands() {
             // A terminal session is hung up first, as sshd does when its
             // client goes: with every master descriptor closed the kernel
             // sends SIGHUP to the session (an interactive shell ignores the
@@ -425,15 +378,13 @@ impl Server {
             }
             self.maybe_finish(proc);
         }
-        if conn.errors_logged > ERRORS_LOGGED {
+        if let Some((all, unlogged)) = conn.errors_not_logged() {
             log::warn!(
-                "{}: {} command errors in all, {} not logged",
-                conn.peer,
-                conn.errors_logged,
-                conn.errors_logged - ERRORS_LOGGED
+                "{}: {all} command errors in all, {unlogged} not logged",
+                conn.peer()
             );
         }
-        log::debug!("{}: closed", conn.peer);
+        log::debug!("{}: closed", conn.peer());
         self.forget_stale_timers();
     }
 
@@ -476,23 +427,17 @@ impl Server {
         let Some(conn) = self.conns.get(&id) else {
             return;
         };
-        let quiet = now.saturating_duration_since(conn.last_activity);
-        if conn.commands.is_empty() && quiet >= idle {
-            self.fail_conn(
+        match conn.idle_deadline(now, idle) {
+            Deadline::Expired => self.fail_conn(
                 id,
                 ErrorKind::Idle,
                 format!(
                     "closing the connection after {} s without a command",
                     idle.as_secs()
                 ),
-            );
-        } else {
-            let next = if conn.commands.is_empty() {
-                idle - quiet
-            } else {
-                idle
-            };
-            self.timers.after(next, Timer::ConnIdle(id));
+            ),
+            Deadline::At(next) => self.timers.at(next, Timer::ConnIdle(id)),
+            Deadline::None => {}
         }
     }
 }

@@ -7,7 +7,6 @@ use rexec_proto::{ErrorKind, ExitStatus, Exited, OutputStream, ServerMsg};
 
 use super::Server;
 use super::command::REAP_SWEEP;
-use crate::connection::Wire;
 use crate::process::{self, GraceVerdict, PipeGrace, Proc};
 use crate::registry::ProcId;
 use crate::timer::Timer;
@@ -120,10 +119,7 @@ impl Server {
             // Nobody to deliver to: the pipes were closed with the connection.
             return self.maybe_finish(proc);
         };
-        let paused = self
-            .conns
-            .get(&conn)
-            .is_some_and(|c| c.paused_pipes.iter().any(|(k, _)| *k == proc));
+        let paused = self.conns.get(&conn).is_some_and(|c| c.pauses(proc));
         let waiting = paused || p.pipes_hold_output();
         let (now, bytes_out) = (Instant::now(), p.bytes_out);
         let Some(grace) = p.grace.as_mut() else {
@@ -178,9 +174,8 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
-        conn.commands.remove(&p.id);
-        conn.paused_pipes.retain(|(k, _)| *k != proc);
-        if self.shutting_down && conn.is_native() {
+        conn.remove_command(p.id, proc);
+        if self.stop.begun && conn.is_native() {
             // Say why the command ended before its Exited: the client
             // reports this, not a bare signal.
             conn.fail(
@@ -188,23 +183,20 @@ impl Server {
                 format!("rexecd stopped command {} on its way down", p.id),
             );
         }
-        match conn.wire {
-            Wire::Native(_) => conn.queue(&ServerMsg::Exited(Exited {
+        if conn.is_native() {
+            conn.queue(&ServerMsg::Exited(Exited {
                 id: p.id,
                 status,
                 timed_out: p.timed_out,
                 truncated: p.truncated,
                 duration_ms: duration.as_millis().try_into().unwrap_or(u64::MAX),
                 bytes_out: p.bytes_out,
-            })),
-            Wire::Seed | Wire::Raw => {
-                super::tutorial::reply(conn, &p.tutorial_out, &p.tutorial_err)
-            }
+            }));
+        } else {
+            conn.queue_tutorial_reply(&p.tutorial_out, &p.tutorial_err);
         }
         conn.flush();
-        if conn.commands.is_empty() {
-            conn.out.shrink();
-        }
+        conn.shrink_if_idle();
         if !conn.is_native() {
             // The tutorial server reads its next command only now.
             self.tutorial_input(conn_id);

@@ -15,11 +15,11 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
 
 impl Server {
     pub(super) fn begin_shutdown(&mut self) {
-        if self.shutting_down {
+        if self.stop.begun {
             return;
         }
-        self.shutting_down = true;
-        if let Some(mut l) = self.listener.take() {
+        self.stop.begun = true;
+        if let Some(mut l) = self.door.listener.take() {
             let _ = self.registry.mio().deregister(&mut l);
         }
         for p in self.procs.values_mut() {
@@ -34,7 +34,7 @@ impl Server {
     /// During shutdown: once every command has finished, tell the clients and
     /// close their connections when their output is flushed.
     pub(super) fn shutdown_done(&mut self) -> bool {
-        if self.shutdown_deadline.is_some() {
+        if self.stop.deadline.is_some() {
             if !self.procs.is_empty() || !self.conns.is_empty() {
                 log::warn!(
                     "shutdown deadline passed with {} commands and {} connections left",

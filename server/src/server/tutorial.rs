@@ -2,31 +2,14 @@
 //! raw: no header at all). One read of up to 1024 bytes is one command, run
 //! one at a time, as the tutorials' server does.
 
-use std::io::{self, Read};
 use std::time::Instant;
 
 use rexec_proto::Exec;
-use rexec_proto::tutorial::{SEED_READ_SIZE, encode_raw_reply, encode_seed_reply, seed_command};
+use rexec_proto::tutorial::{SEED_READ_SIZE, seed_command};
 
 use super::Server;
-use crate::connection::{Connection, State, Wire};
 use crate::process::CommandError;
 use crate::registry::ConnId;
-
-/// Queues a command's whole reply. The output limit keeps a seed reply far
-/// below its header's 2 GiB.
-pub(super) fn reply(conn: &mut Connection, stdout: &[u8], stderr: &[u8]) {
-    match conn.wire {
-        Wire::Seed => {
-            if let Err(e) = encode_seed_reply(stdout, stderr, conn.out.tail()) {
-                log::error!("{}: {e}", conn.peer);
-                conn.state = State::Dead;
-            }
-        }
-        Wire::Raw => encode_raw_reply(stdout, stderr, conn.out.tail()),
-        Wire::Native(_) => {}
-    }
-}
 
 impl Server {
     /// Reads the next command, if none is running. While one runs the socket
@@ -38,28 +21,15 @@ impl Server {
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
             };
-            if !conn.commands.is_empty() || !conn.is_open() {
+            if conn.has_commands() || !conn.is_open() {
                 return;
             }
-            let n = match conn.stream.read(&mut buf) {
-                Ok(0) => {
-                    // Done sending; closes once the last reply is flushed.
-                    conn.state = State::InputClosed;
-                    return;
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    log::debug!("{}: read failed: {e}", conn.peer);
-                    conn.state = State::Dead;
-                    return;
-                }
+            let Some(n) = conn.read_tutorial(&mut buf, Instant::now()) else {
+                return;
             };
-            conn.last_activity = Instant::now();
-            self.tutorial_seq = self.tutorial_seq.wrapping_add(1);
+            self.ids.tutorial = self.ids.tutorial.wrapping_add(1);
             let exec = Exec {
-                id: self.tutorial_seq,
+                id: self.ids.tutorial,
                 command: seed_command(&buf[..n]),
                 ..Exec::default()
             };
@@ -76,7 +46,7 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        reply(conn, b"", text.as_bytes());
+        conn.queue_tutorial_reply(b"", text.as_bytes());
         conn.flush();
     }
 }
