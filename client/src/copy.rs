@@ -924,10 +924,10 @@ fn fetch_into(
         };
         file.set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(|e| failed(&e))?;
-        if args.preserve {
-            if let Ok(secs) = u64::try_from(state.mtime) {
-                let _ = file.set_modified(UNIX_EPOCH + std::time::Duration::from_secs(secs));
-            }
+        if args.preserve
+            && let Ok(secs) = u64::try_from(state.mtime)
+        {
+            let _ = file.set_modified(UNIX_EPOCH + std::time::Duration::from_secs(secs));
         }
         rustix::fs::renameat(dir, &tmp_name, dir, name)
             .map_err(|e| CopyError::Failed(format!("{}: {e}", shown.display())))

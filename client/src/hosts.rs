@@ -111,17 +111,17 @@ impl Config {
     /// an address as it is; `[defaults]` fill what the entry leaves out.
     pub fn target(&self, name: &str) -> Target {
         // `lab1:7071`: lab1's entry for everything but the port.
-        if !self.hosts.contains_key(name) {
-            if let Some((base, port)) = name.rsplit_once(':') {
-                let port = port.parse::<u16>().ok().filter(|&p| p > 0);
-                if let (Some(entry), Some(port)) = (self.hosts.get(base), port) {
-                    let address = entry.address.clone().unwrap_or_else(|| base.to_string());
-                    let host = crate::addr::parse_host(&address).map_or(address, |(h, _)| h);
-                    let mut t = self.target(base);
-                    t.address = crate::addr::hostport(&host, port);
-                    t.name = name.to_string();
-                    return t;
-                }
+        if !self.hosts.contains_key(name)
+            && let Some((base, port)) = name.rsplit_once(':')
+        {
+            let port = port.parse::<u16>().ok().filter(|&p| p > 0);
+            if let (Some(entry), Some(port)) = (self.hosts.get(base), port) {
+                let address = entry.address.clone().unwrap_or_else(|| base.to_string());
+                let host = crate::addr::parse_host(&address).map_or(address, |(h, _)| h);
+                let mut t = self.target(base);
+                t.address = crate::addr::hostport(&host, port);
+                t.name = name.to_string();
+                return t;
             }
         }
         let entry = self.hosts.get(name);

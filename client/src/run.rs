@@ -370,10 +370,10 @@ fn print_json_object(r: JsonResult<'_>) {
         "duration_ms": r.duration_ms,
         "error": r.error,
     });
-    if r.host.is_none() {
-        if let Some(o) = obj.as_object_mut() {
-            o.remove("host");
-        }
+    if r.host.is_none()
+        && let Some(o) = obj.as_object_mut()
+    {
+        o.remove("host");
     }
     for (name, bytes) in [("stdout_b64", r.stdout), ("stderr_b64", r.stderr)] {
         if std::str::from_utf8(bytes).is_err() {

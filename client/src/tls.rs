@@ -57,10 +57,10 @@ pub fn known_host(file: &Path, hostport: &str) -> io::Result<Option<(usize, Stri
     for (i, line) in io::BufReader::new(f).lines().enumerate() {
         let line = line?;
         let mut words = line.split_whitespace();
-        if let (Some(h), Some(fp)) = (words.next(), words.next()) {
-            if h == hostport {
-                return Ok(Some((i + 1, fp.to_string())));
-            }
+        if let (Some(h), Some(fp)) = (words.next(), words.next())
+            && h == hostport
+        {
+            return Ok(Some((i + 1, fp.to_string())));
         }
     }
     Ok(None)

@@ -95,10 +95,12 @@ impl Proc {
             // the socket drains, or when the server has memory again.
             return Pumped::Paused;
         }
-        if io.splice && conn.can_splice() && self.pty.is_none() {
-            if let Some(step) = self.splice_chunk(stream, conn, io) {
-                return step;
-            }
+        if io.splice
+            && conn.can_splice()
+            && self.pty.is_none()
+            && let Some(step) = self.splice_chunk(stream, conn, io)
+        {
+            return step;
         }
         self.copy_chunk(stream, conn, io)
     }

@@ -214,10 +214,10 @@ impl Server {
     /// The connection no longer waits to authenticate (it did, or it is
     /// closing): it stops counting against --max-startups.
     pub(super) fn left_startup(&mut self, id: ConnId) {
-        if let Some(c) = self.conns.get_mut(&id) {
-            if c.leave_startup() {
-                self.door.startups -= 1;
-            }
+        if let Some(c) = self.conns.get_mut(&id)
+            && c.leave_startup()
+        {
+            self.door.startups -= 1;
         }
     }
 

@@ -74,14 +74,14 @@ impl Server {
                     break;
                 }
                 rest -= n;
-                if let Some(c) = self.conns.get_mut(&id) {
-                    if c.hold(Hold::Memory) {
-                        log::info!(
-                            "{}: held back: {n} bytes queued, {} in all (--max-buffer {budget})",
-                            c.peer(),
-                            self.budget.held
-                        );
-                    }
+                if let Some(c) = self.conns.get_mut(&id)
+                    && c.hold(Hold::Memory)
+                {
+                    log::info!(
+                        "{}: held back: {n} bytes queued, {} in all (--max-buffer {budget})",
+                        c.peer(),
+                        self.budget.held
+                    );
                 }
             }
         } else {
@@ -100,11 +100,9 @@ impl Server {
                 .map(|(id, c)| (*id, c.is_held(Hold::Memory)))
                 .collect();
             for (id, was_held) in waiting {
-                if was_held {
-                    if let Some(c) = self.conns.get_mut(&id) {
-                        c.release(Hold::Memory);
-                        log::debug!("{}: released", c.peer());
-                    }
+                if was_held && let Some(c) = self.conns.get_mut(&id) {
+                    c.release(Hold::Memory);
+                    log::debug!("{}: released", c.peer());
                 }
                 self.resume_pipes(id);
                 if was_held {

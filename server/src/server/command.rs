@@ -80,10 +80,10 @@ impl Server {
         kind: ErrorKind,
         message: String,
     ) {
-        if self.log_error_quota(conn_id) {
-            if let Some(conn) = self.conns.get(&conn_id) {
-                log::info!("{}: command {id}: {kind}: {message}", conn.peer());
-            }
+        if self.log_error_quota(conn_id)
+            && let Some(conn) = self.conns.get(&conn_id)
+        {
+            log::info!("{}: command {id}: {kind}: {message}", conn.peer());
         }
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
@@ -296,17 +296,17 @@ impl Server {
         }
         let id = p.id;
         log::debug!("{}: command {id} started as pid {pid}", p.peer);
-        if let Some(conn) = p.conn.and_then(|c| self.conns.get_mut(&c)) {
-            if conn.is_native() {
-                conn.queue(&ServerMsg::Started { id, pid });
-                if let Some(text) = p.notice.take() {
-                    conn.queue(&ServerMsg::Stderr {
-                        id,
-                        data: text.into_bytes(),
-                    });
-                }
-                conn.flush();
+        if let Some(conn) = p.conn.and_then(|c| self.conns.get_mut(&c))
+            && conn.is_native()
+        {
+            conn.queue(&ServerMsg::Started { id, pid });
+            if let Some(text) = p.notice.take() {
+                conn.queue(&ServerMsg::Stderr {
+                    id,
+                    data: text.into_bytes(),
+                });
             }
+            conn.flush();
         }
         self.pump(proc, OutputStream::Stdout);
         self.pump(proc, OutputStream::Stderr);
@@ -353,12 +353,12 @@ impl Server {
         self.budget.held += data.len();
         p.stdin_eof |= eof;
         self.write_stdin(proc);
-        if let (Some(p), Some(conn)) = (self.procs.get(&proc), self.conns.get_mut(&conn_id)) {
-            if p.stdin_queue.len() > self.cfg.queue_limit {
-                // Stop reading the socket: TCP flow control pushes back on
-                // the client until the child reads.
-                conn.hold(Hold::StdinFull);
-            }
+        if let (Some(p), Some(conn)) = (self.procs.get(&proc), self.conns.get_mut(&conn_id))
+            && p.stdin_queue.len() > self.cfg.queue_limit
+        {
+            // Stop reading the socket: TCP flow control pushes back on
+            // the client until the child reads.
+            conn.hold(Hold::StdinFull);
         }
     }
 
@@ -529,21 +529,22 @@ impl Server {
         let Some(proc) = self.conns.get(&conn_id).and_then(|c| c.command(id)) else {
             return;
         };
-        if let Some(master) = self.procs.get(&proc).and_then(|p| p.pty.as_ref()) {
-            if let Err(e) = crate::pty::resize(master, rows, cols) {
-                log::debug!("resizing the pty of command {id}: {e}");
-            }
+        if let Some(master) = self.procs.get(&proc).and_then(|p| p.pty.as_ref())
+            && let Err(e) = crate::pty::resize(master, rows, cols)
+        {
+            log::debug!("resizing the pty of command {id}: {e}");
         }
     }
 
     /// A command's time limit passed.
     pub(super) fn time_out(&mut self, proc: ProcId) {
-        if let Some(p) = self.procs.get_mut(&proc) {
-            if p.status.is_none() && !p.stopping {
-                log::info!("{}: command {} timed out", p.peer, p.id);
-                p.timed_out = true;
-                p.stop(&mut self.timers, self.cfg.kill_grace);
-            }
+        if let Some(p) = self.procs.get_mut(&proc)
+            && p.status.is_none()
+            && !p.stopping
+        {
+            log::info!("{}: command {} timed out", p.peer, p.id);
+            p.timed_out = true;
+            p.stop(&mut self.timers, self.cfg.kill_grace);
         }
     }
 }

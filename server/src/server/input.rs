@@ -90,10 +90,10 @@ impl Server {
                 if budget == 0 {
                     return self.defer(id);
                 }
-                if conn.state() == State::New {
-                    if let Some(reason) = conn.wrong_transport() {
-                        return self.fail_conn(id, ErrorKind::Protocol, reason);
-                    }
+                if conn.state() == State::New
+                    && let Some(reason) = conn.wrong_transport()
+                {
+                    return self.fail_conn(id, ErrorKind::Protocol, reason);
                 }
                 match conn.next_message(Instant::now()) {
                     Ok(Some(msg)) => {
