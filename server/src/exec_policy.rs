@@ -239,14 +239,42 @@ fn login_shell(user: Option<&RunAs>) -> PathBuf {
 /// server's policy: a clean environment, and with `no_shell` no shell and
 /// optionally only allowed programs.
 pub fn command_for(exec: &Exec, policy: &ExecPolicy) -> Result<Command, CommandError> {
+    let (program, arg0, args) = what_to_run(exec, policy)?;
+    let mut cmd = match &policy.contain {
+        // The supervisor runs the command and, when it ends, everything it
+        // started (see contain.rs).
+        Some(exe) => {
+            let mut c = Command::new(exe);
+            c.arg(crate::contain::ARG).arg(&program).args(&args);
+            c
+        }
+        None => {
+            let mut c = Command::new(&program);
+            if let Some(a) = arg0 {
+                c.arg0(a);
+            }
+            c.args(&args);
+            c
+        }
+    };
+    cmd.current_dir(start_dir(exec, policy)?);
+    set_environment(&mut cmd, exec, policy)?;
+    Ok(cmd)
+}
+
+/// The program, the name it is given (argv[0]), and its arguments.
+type Invocation = (PathBuf, Option<String>, Vec<String>);
+
+/// What to run for `exec`: through the shell, the login shell, or (with
+/// `--no-shell`) the split command line, checked against `--allow`.
+fn what_to_run(exec: &Exec, policy: &ExecPolicy) -> Result<Invocation, CommandError> {
     let mode = if policy.no_shell {
         ExecMode::Argv
     } else {
         exec.mode
     };
-    // What to run: the program, the name it is given (argv[0]), its arguments.
     let login = exec.pty.is_some() && exec.command.trim().is_empty();
-    let (program, arg0, args): (PathBuf, Option<String>, Vec<String>) = match mode {
+    Ok(match mode {
         // `rexec -t HOST` with no command: the login shell of the user
         // commands run as, as `ssh HOST` opens, named `-sh` so it reads the
         // login profile.
@@ -298,65 +326,50 @@ pub fn command_for(exec: &Exec, policy: &ExecPolicy) -> Result<Command, CommandE
                 None => (PathBuf::from(prog), None, args.to_vec()),
             }
         }
-    };
-    let mut cmd = match &policy.contain {
-        // The supervisor runs the command and, when it ends, everything it
-        // started (see contain.rs).
-        Some(exe) => {
-            let mut c = Command::new(exe);
-            c.arg(crate::contain::ARG).arg(&program).args(&args);
-            c
-        }
-        None => {
-            let mut c = Command::new(&program);
-            if let Some(a) = arg0 {
-                c.arg0(a);
-            }
-            c.args(&args);
-            c
-        }
-    };
-    // Where the command starts: the home directory of the user it runs as
-    // (as with ssh), or the client's --cwd, where `~` is that home too.
+    })
+}
+
+/// Where the command starts: the home directory of the user it runs as (as
+/// with ssh), or the client's --cwd, where `~` is that home too.
+fn start_dir(exec: &Exec, policy: &ExecPolicy) -> Result<PathBuf, CommandError> {
     let home = policy.home();
-    match exec.cwd.as_deref() {
-        None => match home.as_ref().filter(|h| h.is_dir()) {
-            Some(h) => {
-                cmd.current_dir(h);
-            }
-            // As sshd: a home that is missing is no reason not to run.
-            None => {
-                cmd.current_dir("/");
-            }
-        },
-        Some(given) => {
-            let dir = match (given.strip_prefix('~'), &home) {
-                (Some(""), Some(h)) => h.clone(),
-                (Some(rest), Some(h)) if rest.starts_with('/') => h.join(&rest[1..]),
-                (Some(rest), None) if rest.is_empty() || rest.starts_with('/') => {
-                    return Err(CommandError::bad(format!(
-                        "cwd {}: no home directory to start from",
-                        echo(given)
-                    )));
-                }
-                _ => PathBuf::from(given),
-            };
-            // Checked here so the error names the directory; std's spawn
-            // error would not say which of program and directory was missing.
-            let shown = echo(&dir.to_string_lossy());
-            match std::fs::metadata(&dir) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return Err(CommandError::os(
-                        &format!("cwd {shown}"),
-                        io::Error::from(io::ErrorKind::NotADirectory),
-                    ));
-                }
-                Err(e) => return Err(CommandError::os(&format!("cwd {shown}"), e)),
-            }
-            cmd.current_dir(dir);
+    let Some(given) = exec.cwd.as_deref() else {
+        // As sshd: a home that is missing is no reason not to run.
+        return Ok(home
+            .filter(|h| h.is_dir())
+            .unwrap_or_else(|| PathBuf::from("/")));
+    };
+    let dir = match (given.strip_prefix('~'), &home) {
+        (Some(""), Some(h)) => h.clone(),
+        (Some(rest), Some(h)) if rest.starts_with('/') => h.join(&rest[1..]),
+        (Some(rest), None) if rest.is_empty() || rest.starts_with('/') => {
+            return Err(CommandError::bad(format!(
+                "cwd {}: no home directory to start from",
+                echo(given)
+            )));
         }
+        _ => PathBuf::from(given),
+    };
+    // Checked here so the error names the directory; std's spawn error
+    // would not say which of program and directory was missing.
+    let shown = echo(&dir.to_string_lossy());
+    match std::fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => Ok(dir),
+        Ok(_) => Err(CommandError::os(
+            &format!("cwd {shown}"),
+            io::Error::from(io::ErrorKind::NotADirectory),
+        )),
+        Err(e) => Err(CommandError::os(&format!("cwd {shown}"), e)),
     }
+}
+
+/// A clean environment: PATH, SHELL, HOME, what the server passes on, and
+/// what the client asked for and the policy allows.
+fn set_environment(
+    cmd: &mut Command,
+    exec: &Exec,
+    policy: &ExecPolicy,
+) -> Result<(), CommandError> {
     cmd.env_clear()
         .env("PATH", CHILD_PATH)
         .env("SHELL", "/bin/sh");
@@ -369,7 +382,7 @@ pub fn command_for(exec: &Exec, policy: &ExecPolicy) -> Result<Command, CommandE
         cmd.env("HOME", h);
     }
     if let Some(user) = &policy.run_as {
-        user.apply(&mut cmd);
+        user.apply(cmd);
     }
     for (k, v) in &exec.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
@@ -391,7 +404,7 @@ pub fn command_for(exec: &Exec, policy: &ExecPolicy) -> Result<Command, CommandE
         }
         cmd.env(k, v);
     }
-    Ok(cmd)
+    Ok(())
 }
 
 #[cfg(test)]

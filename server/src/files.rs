@@ -141,6 +141,47 @@ fn put(args: &[&OsStr]) -> Result<(), String> {
     if mkdirs == "1" {
         make_dirs(&root, dest)?;
     }
+    let (dir, dir_path, file_name) = put_target(&root, dest, name)?;
+    match what.as_bytes().split_first() {
+        Some((b'd', _)) => {
+            return crate::files_tree::put_dir(&dir, &file_name, mode, preserve == "1");
+        }
+        Some((b'l', target)) => {
+            return crate::files_tree::put_symlink(&dir, &file_name, OsStr::from_bytes(target));
+        }
+        _ => {}
+    }
+    // An unnamed file in the target's directory: nothing to clean up if we
+    // are killed before it is complete.
+    let tmp = rustix::fs::openat(
+        &dir,
+        ".",
+        OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(|e| format!("{}: {e}", shown(&dir_path)))?;
+    // The destination is good: only now does the client send the data, so a
+    // put the server refuses costs a round trip, not the whole file.
+    io::stdout()
+        .write_all(&[rexec_proto::PUT_READY])
+        .and_then(|()| io::stdout().flush())
+        .map_err(|e| format!("telling the client to go on: {e}"))?;
+    let mut file = std::fs::File::from(tmp);
+    receive(&mut file, size, &file_name)?;
+    set_metadata(&file, &dir, &file_name, mode, mtime, preserve == "1")?;
+    file.sync_all()
+        .map_err(|e| format!("{}: {e}", shown(&file_name)))?;
+    commit(&file, &dir, &file_name)
+}
+
+/// Where a put goes: the directory it is written in (open) and the name
+/// in it. DEST is a directory (then NAME goes inside it) or the file to
+/// write.
+fn put_target(
+    root: &Root,
+    dest: &OsStr,
+    name: &OsStr,
+) -> Result<(OwnedFd, OsString, OsString), String> {
     let as_dir = root.dir(dest);
     let (dir_path, file_name): (OsString, OsString) = match as_dir {
         Ok(_) => (dest.to_os_string(), name.to_os_string()),
@@ -180,31 +221,12 @@ fn put(args: &[&OsStr]) -> Result<(), String> {
             })
         )
     })?;
-    match what.as_bytes().split_first() {
-        Some((b'd', _)) => {
-            return crate::files_tree::put_dir(&dir, &file_name, mode, preserve == "1");
-        }
-        Some((b'l', target)) => {
-            return crate::files_tree::put_symlink(&dir, &file_name, OsStr::from_bytes(target));
-        }
-        _ => {}
-    }
-    // An unnamed file in the target's directory: nothing to clean up if we
-    // are killed before it is complete.
-    let tmp = rustix::fs::openat(
-        &dir,
-        ".",
-        OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o600),
-    )
-    .map_err(|e| format!("{}: {e}", shown(&dir_path)))?;
-    // The destination is good: only now does the client send the data, so a
-    // put the server refuses costs a round trip, not the whole file.
-    io::stdout()
-        .write_all(&[rexec_proto::PUT_READY])
-        .and_then(|()| io::stdout().flush())
-        .map_err(|e| format!("telling the client to go on: {e}"))?;
-    let mut file = std::fs::File::from(tmp);
+    Ok((dir, dir_path, file_name))
+}
+
+/// Reads exactly `size` bytes of stdin into `file`, then the client's
+/// SHA-256, and checks that they match.
+fn receive(file: &mut std::fs::File, size: u64, file_name: &OsStr) -> Result<(), String> {
     let mut input = io::stdin().lock();
     let mut hash = Sha256::new();
     let mut left = size;
@@ -224,7 +246,7 @@ fn put(args: &[&OsStr]) -> Result<(), String> {
         };
         hash.update(&buf[..n]);
         file.write_all(&buf[..n])
-            .map_err(|e| format!("{}: {e}", shown(&file_name)))?;
+            .map_err(|e| format!("{}: {e}", shown(file_name)))?;
         left -= n as u64;
     }
     let mut expected = [0u8; 32];
@@ -236,19 +258,28 @@ fn put(args: &[&OsStr]) -> Result<(), String> {
             "checksum mismatch: the data was damaged on the way; nothing was written".into(),
         );
     }
+    Ok(())
+}
+
+/// Gives the received file its mode (see below), its owner and group where
+/// it replaces one, and the source's mtime.
+fn set_metadata(
+    file: &std::fs::File,
+    dir: &OwnedFd,
+    file_name: &OsStr,
+    mode: &str,
+    mtime: &str,
+    preserve: bool,
+) -> Result<(), String> {
     // Mode: the source's as it is (-p); else the replaced file's own; else
     // the source's under our umask (as scp does). Never a special bit.
-    let old = rustix::fs::statat(
-        &dir,
-        file_name.as_os_str(),
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .ok()
-    .filter(|st| {
-        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
-    });
+    let old = rustix::fs::statat(dir, file_name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+        .ok()
+        .filter(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+        });
     let source = mode.parse::<u32>().ok().map(|m| m & 0o777);
-    let mode = match (preserve == "1", source, old) {
+    let mode = match (preserve, source, old) {
         (true, Some(m), _) => m,
         (_, _, Some(st)) => st.st_mode & 0o7777,
         (_, Some(m), None) => m & !umask(),
@@ -260,12 +291,12 @@ fn put(args: &[&OsStr]) -> Result<(), String> {
         // replaced file is a new inode, so its other hard links keep the
         // old content.
         let _ = rustix::fs::fchown(
-            &file,
+            file,
             Some(rustix::fs::Uid::from_raw(st.st_uid)),
             Some(rustix::fs::Gid::from_raw(st.st_gid)),
         );
     }
-    rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).map_err(|e| format!("mode: {e}"))?;
+    rustix::fs::fchmod(file, Mode::from_raw_mode(mode)).map_err(|e| format!("mode: {e}"))?;
     if let Ok(secs) = mtime.parse::<i64>() {
         let t = rustix::fs::Timestamps {
             last_access: rustix::fs::Timespec {
@@ -277,25 +308,29 @@ fn put(args: &[&OsStr]) -> Result<(), String> {
                 tv_nsec: 0,
             },
         };
-        rustix::fs::futimens(&file, &t).map_err(|e| format!("mtime: {e}"))?;
+        rustix::fs::futimens(file, &t).map_err(|e| format!("mtime: {e}"))?;
     }
-    file.sync_all()
-        .map_err(|e| format!("{}: {e}", shown(&file_name)))?;
+    Ok(())
+}
+
+/// Names the complete file: linked in under a temporary name, then
+/// renamed over the target in one step.
+fn commit(file: &std::fs::File, dir: &OwnedFd, file_name: &OsStr) -> Result<(), String> {
     // Give it a name (through /proc: linkat of an fd needs no privilege
     // that way), then rename it over the target in one step.
-    let tmp_name = temp_name(&file_name);
-    let proc_path = format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(&file));
+    let tmp_name = temp_name(file_name);
+    let proc_path = format!("/proc/self/fd/{}", rustix::fd::AsRawFd::as_raw_fd(file));
     rustix::fs::linkat(
         CWD,
         proc_path.as_str(),
-        &dir,
+        dir,
         tmp_name.as_os_str(),
         rustix::fs::AtFlags::SYMLINK_FOLLOW,
     )
-    .map_err(|e| format!("{}: {e}", shown(&file_name)))?;
-    if let Err(e) = rustix::fs::renameat(&dir, &tmp_name, &dir, &file_name) {
-        let _ = rustix::fs::unlinkat(&dir, &tmp_name, rustix::fs::AtFlags::empty());
-        return Err(format!("{}: {e}", shown(&file_name)));
+    .map_err(|e| format!("{}: {e}", shown(file_name)))?;
+    if let Err(e) = rustix::fs::renameat(dir, &tmp_name, dir, file_name) {
+        let _ = rustix::fs::unlinkat(dir, &tmp_name, rustix::fs::AtFlags::empty());
+        return Err(format!("{}: {e}", shown(file_name)));
     }
     Ok(())
 }
