@@ -232,6 +232,23 @@ fn looks_like_host_list(host: &str) -> bool {
     host.starts_with('@') || host.contains(',') || (host.contains('[') && !host.starts_with('['))
 }
 
+/// The command line to send: the words given, or for none a login shell
+/// (on a pty) or a shell reading stdin as one script.
+fn command_to_run(words: &[String], pty: bool) -> Result<(String, ExecMode), ClientError> {
+    if !words.is_empty() {
+        return command_from_words(words);
+    }
+    Ok(if pty {
+        // The server runs the login shell for an empty command on a pty.
+        (String::new(), ExecMode::Shell)
+    } else {
+        // All of stdin is one script for one shell: multi-line constructs
+        // work, cd and variables carry from line to line, and the status is
+        // the script's.
+        ("exec /bin/sh -s".to_string(), ExecMode::Shell)
+    })
+}
+
 fn one_shot_or_interactive(args: RunArgs) -> i32 {
     let cfg = match Config::load(args.conn.config.as_deref()) {
         Ok(c) => c,
@@ -272,23 +289,11 @@ fn one_shot_or_interactive(args: RunArgs) -> i32 {
     if args.tty == 1 && !stdin_tty {
         eprintln!("rexec: no pseudo-terminal, as stdin is not a terminal (-tt forces one)");
     }
-    let (command, mode) = if args.command.is_empty() {
-        if pty {
-            // The server runs the login shell for an empty command on a pty.
-            (String::new(), ExecMode::Shell)
-        } else {
-            // All of stdin is one script for one shell: multi-line
-            // constructs work, cd and variables carry from line to line,
-            // and the status is the script's.
-            ("exec /bin/sh -s".to_string(), ExecMode::Shell)
-        }
-    } else {
-        match command_from_words(&args.command) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("rexec: {e}");
-                return 2;
-            }
+    let (command, mode) = match command_to_run(&args.command, pty) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("rexec: {e}");
+            return 2;
         }
     };
     // Forwarded like ssh does: from a terminal too, unless -n.

@@ -245,6 +245,16 @@ pub fn sticky(out: &mut impl Write, connect: Option<&str>) -> Result<StickyRepor
     ))?;
     p(String::new())?;
 
+    report.receiver_contaminated = receiver_case(out, raw_addr)?;
+    report.sender_merged = sender_case(out, raw_addr)?;
+    report.framed_exact = framed_case(out)?;
+    Ok(report)
+}
+
+/// Case 1: the receiver reads a fixed 1024 bytes, and a large reply's rest
+/// is read as the next reply. True when that was seen.
+fn receiver_case(out: &mut impl Write, raw_addr: SocketAddr) -> Result<bool, ClientError> {
+    let mut p = |s: String| writeln!(out, "{s}");
     // Case 1: the receiver reads a fixed 1024 bytes.
     let big = expected_big();
     let mut s = TcpStream::connect(raw_addr)?;
@@ -267,8 +277,8 @@ pub fn sticky(out: &mut impl Write, connect: Option<&str>) -> Result<StickyRepor
         got2.len()
     ))?;
     p(format!("     arrived: {}", show(&got2, 60)))?;
-    report.receiver_contaminated = got2 != b"hello\n" && big[got1.len()..].starts_with(&got2);
-    if report.receiver_contaminated {
+    let contaminated = got2 != b"hello\n" && big[got1.len()..].starts_with(&got2);
+    if contaminated {
         p(format!(
             "   CONTAMINATED: that reply is bytes {}..{} of the previous output;",
             got1.len(),
@@ -281,6 +291,13 @@ pub fn sticky(out: &mut impl Write, connect: Option<&str>) -> Result<StickyRepor
     drop(s);
     p(String::new())?;
 
+    Ok(contaminated)
+}
+
+/// Case 2: two small commands sent back to back arrive in one read and
+/// run as one. True when that was seen.
+fn sender_case(out: &mut impl Write, raw_addr: SocketAddr) -> Result<bool, ClientError> {
+    let mut p = |s: String| writeln!(out, "{s}");
     // Case 2: the sender sends two small commands back to back.
     p("2. Sender side: two commands sent back to back, with two send() calls.".into())?;
     let mut s = TcpStream::connect(raw_addr)?;
@@ -298,8 +315,8 @@ pub fn sticky(out: &mut impl Write, connect: Option<&str>) -> Result<StickyRepor
         "   send {FIRST:?}, send {SECOND:?}: expected \"one\\n\" and \"two\\n\""
     ))?;
     p(format!("     arrived: {}", show(&got, 60)))?;
-    report.sender_merged = got == merged_out;
-    if report.sender_merged {
+    let merged = got == merged_out;
+    if merged {
         p("   MERGED: the server's one recv(1024) returned \"echo oneecho two\"".into())?;
         p("   and ran it as a single command.".into())?;
     } else {
@@ -308,6 +325,14 @@ pub fn sticky(out: &mut impl Write, connect: Option<&str>) -> Result<StickyRepor
     drop(s);
     p(String::new())?;
 
+    Ok(merged)
+}
+
+/// The fix: the same commands over rexec's frames, glued into one write.
+/// True when every reply came back exact.
+fn framed_case(out: &mut impl Write) -> Result<bool, ClientError> {
+    let big = expected_big();
+    let mut p = |s: String| writeln!(out, "{s}");
     // The fix: frames.
     p("3. The same commands over rexec's frames: [4-byte big-endian length][message].".into())?;
     let n = big.len() as u32;
@@ -374,12 +399,12 @@ pub fn sticky(out: &mut impl Write, connect: Option<&str>) -> Result<StickyRepor
         }
     }
     let expected: [&[u8]; 4] = [&big, b"hello\n", b"one\n", b"two\n"];
-    report.framed_exact = true;
+    let mut framed_exact = true;
     for (i, (cmd, want)) in cmds.iter().zip(expected).enumerate() {
         let id = i as u32 + 1;
         let got = outputs.get(&id).map(Vec::as_slice).unwrap_or_default();
         let exact = got == want;
-        report.framed_exact &= exact;
+        framed_exact &= exact;
         let hs = frame_headers.get(&id).cloned().unwrap_or_default();
         let shown = match hs.len() {
             0 => "-".to_string(),
@@ -402,11 +427,11 @@ pub fn sticky(out: &mut impl Write, connect: Option<&str>) -> Result<StickyRepor
         p("   the message kind, the command id and the output's length (varints).".into())?;
     }
     p(String::new())?;
-    if report.framed_exact {
+    if framed_exact {
         p("Every framed reply matched: the length header tells the receiver where each".into())?;
         p("message ends, however TCP splits or glues the bytes.".into())?;
     }
-    Ok(report)
+    Ok(framed_exact)
 }
 
 #[cfg(test)]

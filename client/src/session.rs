@@ -153,17 +153,7 @@ impl Session {
         hostport: &str,
         opts: &ConnectOptions,
     ) -> Result<Session, ClientError> {
-        let mut stream = match opts.connect_timeout {
-            Some(t) => TcpStream::connect_timeout(&addr, t),
-            None => TcpStream::connect(addr),
-        }
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::ConnectionRefused => ClientError::Refused(addr.to_string()),
-            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-                ClientError::Timeout(addr.to_string())
-            }
-            _ => ClientError::Unreachable(addr.to_string(), e),
-        })?;
+        let mut stream = open_socket(addr, opts)?;
         stream.set_nodelay(true)?;
         let tls = match &opts.tls {
             None => None,
@@ -173,21 +163,7 @@ impl Session {
                 Some(Arc::new(Mutex::new(conn)))
             }
         };
-        let binding = match &tls {
-            None => Vec::new(),
-            Some(t) => {
-                let mut out = vec![0u8; 32];
-                t.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .export_keying_material(
-                        &mut out[..],
-                        rexec_proto::auth::TLS_EXPORTER_LABEL,
-                        None,
-                    )
-                    .map_err(|e| ClientError::Protocol(format!("TLS exporter: {e}")))?;
-                out
-            }
-        };
+        let binding = tls_binding(tls.as_deref())?;
         let writer = Arc::new(Writer {
             stream: Mutex::new(stream.try_clone()?),
             tls,
@@ -212,14 +188,20 @@ impl Session {
             trace: opts.trace,
             small_reads: false,
         };
-        session.send(&ClientMsg::Hello(ClientHello {
+        session.handshake(opts, &binding)?;
+        Ok(session)
+    }
+
+    /// Exchanges hellos and, when the server asks, proves the token.
+    fn handshake(&mut self, opts: &ConnectOptions, binding: &[u8]) -> Result<(), ClientError> {
+        let addr = self.addr;
+        self.send(&ClientMsg::Hello(ClientHello {
             protocol: PROTOCOL_VERSION,
             software: SOFTWARE_VERSION.to_string(),
         }))?;
-        session
-            .reader
+        self.reader
             .set_read_timeout(Some(opts.connect_timeout.unwrap_or(HELLO_TIMEOUT)))?;
-        let first = session.next_event().map_err(|e| match e {
+        let first = self.next_event().map_err(|e| match e {
             ClientError::Io(e)
                 if matches!(
                     e.kind(),
@@ -244,22 +226,19 @@ impl Session {
                 )));
             }
         };
-        session.server = hello;
-        session.reader.set_read_timeout(None)?;
-        if session.server.protocol != PROTOCOL_VERSION {
+        self.server = hello;
+        self.reader.set_read_timeout(None)?;
+        if self.server.protocol != PROTOCOL_VERSION {
             return Err(ClientError::Protocol(format!(
                 "version mismatch: server {addr} speaks protocol {} (rexecd {}), this client speaks {} (rexec {})",
-                session.server.protocol,
-                session.server.software,
-                PROTOCOL_VERSION,
-                SOFTWARE_VERSION
+                self.server.protocol, self.server.software, PROTOCOL_VERSION, SOFTWARE_VERSION
             )));
         }
-        match (&session.server.challenge, &opts.token) {
+        match (&self.server.challenge, &opts.token) {
             (None, _) => {}
             (Some(nonce), Some(token)) => {
-                let answer = token.answer(&binding, nonce).to_vec();
-                session.send(&ClientMsg::Auth { answer })?;
+                let answer = token.answer(binding, nonce).to_vec();
+                self.send(&ClientMsg::Auth { answer })?;
             }
             (Some(_), None) => {
                 return Err(ClientError::Server(ErrorMsg {
@@ -271,7 +250,7 @@ impl Session {
                 }));
             }
         }
-        Ok(session)
+        Ok(())
     }
 
     /// The sending half, for other threads.
@@ -431,3 +410,34 @@ fn made_safe(ev: ServerEvent<'_>) -> ServerEvent<'_> {
 
 /// The most characters of a server's message shown.
 const SERVER_TEXT_MAX: usize = 1000;
+
+/// Opens the TCP connection, with the connect timeout if one is set.
+fn open_socket(addr: SocketAddr, opts: &ConnectOptions) -> Result<TcpStream, ClientError> {
+    match opts.connect_timeout {
+        Some(t) => TcpStream::connect_timeout(&addr, t),
+        None => TcpStream::connect(addr),
+    }
+    .map_err(|e| match e.kind() {
+        io::ErrorKind::ConnectionRefused => ClientError::Refused(addr.to_string()),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+            ClientError::Timeout(addr.to_string())
+        }
+        _ => ClientError::Unreachable(addr.to_string(), e),
+    })
+}
+
+/// The TLS channel binding that the token's answer covers (empty without
+/// TLS).
+fn tls_binding(tls: Option<&Mutex<rustls::ClientConnection>>) -> Result<Vec<u8>, ClientError> {
+    Ok(match tls {
+        None => Vec::new(),
+        Some(t) => {
+            let mut out = vec![0u8; 32];
+            t.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .export_keying_material(&mut out[..], rexec_proto::auth::TLS_EXPORTER_LABEL, None)
+                .map_err(|e| ClientError::Protocol(format!("TLS exporter: {e}")))?;
+            out
+        }
+    })
+}

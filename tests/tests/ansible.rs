@@ -92,13 +92,34 @@ fn ansible_ad_hoc_modules_and_a_playbook_over_rexec() {
         dir,
         bin: venv_bin,
     };
-    let d = lab.dir.0.display().to_string();
     let limit = Duration::from_secs(180);
 
     let r = run_for(lab.ansible("ansible").args(["all", "-m", "ping"]), limit);
     assert_eq!(r.code, Some(0), "{}\n{}", r.out(), r.stderr);
     assert_eq!(r.out().matches("\"pong\"").count(), 3, "{}", r.out());
 
+    copy_and_fetch(&lab, limit);
+    let r = run_for(
+        lab.ansible("ansible").args([
+            "all",
+            "-m",
+            "command",
+            "-a",
+            "echo hello-{{ inventory_hostname }}",
+        ]),
+        limit,
+    );
+    assert_eq!(r.code, Some(0), "{}\n{}", r.out(), r.stderr);
+    for h in ["h1", "h2", "h3"] {
+        assert!(r.out().contains(&format!("hello-{h}")), "{}", r.out());
+    }
+
+    playbook_with_a_handler(&lab, limit);
+}
+
+/// `copy` to every host (with a mode), then `fetch` back.
+fn copy_and_fetch(lab: &Lab, limit: Duration) {
+    let d = lab.dir.0.display().to_string();
     std::fs::write(lab.dir.path("src.txt"), "over rexec\n").unwrap();
     let r = run_for(
         lab.ansible("ansible").args([
@@ -139,22 +160,11 @@ fn ansible_ad_hoc_modules_and_a_playbook_over_rexec() {
         "{}",
         fetched.display()
     );
+}
 
-    let r = run_for(
-        lab.ansible("ansible").args([
-            "all",
-            "-m",
-            "command",
-            "-a",
-            "echo hello-{{ inventory_hostname }}",
-        ]),
-        limit,
-    );
-    assert_eq!(r.code, Some(0), "{}\n{}", r.out(), r.stderr);
-    for h in ["h1", "h2", "h3"] {
-        assert!(r.out().contains(&format!("hello-{h}")), "{}", r.out());
-    }
-
+/// A playbook whose task notifies a handler.
+fn playbook_with_a_handler(lab: &Lab, limit: Duration) {
+    let d = lab.dir.0.display().to_string();
     std::fs::write(
         lab.dir.path("play.yml"),
         format!(
@@ -208,35 +218,18 @@ fn ansibles_own_connection_test_passes_in_every_setup() {
     let v6 = Daemon::start_at("[::1]:0", &[], &[]);
     let tls = Daemon::start(&["--tls", "--state-dir", &state, "--token-file", &tf]);
     let fp = tls.fingerprint.clone().expect("fingerprint");
-    // YAML, so that booleans are booleans.
-    let host = |port: u16, pipelining: bool, secure: bool| {
-        let mut h = format!(
-            "        ansible_host: 127.0.0.1\n        ansible_port: {port}\n        ansible_pipelining: {pipelining}\n"
-        );
-        if secure {
-            // `~` as a user writes it: the option is a path (HOME is the
-            // test's directory below).
-            h.push_str(&format!(
-                "        ansible_rexec_token_file: ~/token\n        ansible_rexec_fingerprint: \"{fp}\"\n"
-            ));
-        }
-        h
-    };
     // Nothing listens on `down`'s port: unreachable.
     let down = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let inventory = format!(
-        "rexec:\n  hosts:\n    plain-pipelining:\n{}    plain-no-pipelining:\n{}    tls-pipelining:\n{}    tls-no-pipelining:\n{}  vars:\n    ansible_connection: rexec\n    ansible_python_interpreter: \"{{{{ ansible_playbook_python }}}}\"\n    ansible_rexec_path: {}\nothers:\n  hosts:\n    v6:\n      ansible_host: \"::1\"\n      ansible_port: {}\n    down:\n      ansible_host: 127.0.0.1\n      ansible_port: {down}\n  vars:\n    ansible_connection: rexec\n    ansible_python_interpreter: \"{{{{ ansible_playbook_python }}}}\"\n    ansible_rexec_path: {}\n",
-        host(plain.addr.port(), true, false),
-        host(plain.addr.port(), false, false),
-        host(tls.addr.port(), true, true),
-        host(tls.addr.port(), false, true),
-        bin("rexec").display(),
+    let inventory = connection_inventory(
+        &fp,
+        plain.addr.port(),
+        tls.addr.port(),
         v6.addr.port(),
-        bin("rexec").display()
+        down,
     );
     std::fs::write(dir.path("inventory.yml"), inventory).unwrap();
     let path = format!(
@@ -263,6 +256,47 @@ fn ansibles_own_connection_test_passes_in_every_setup() {
         c
     };
     let limit = Duration::from_secs(180);
+    ad_hoc_checks(&ansible, limit);
+
+    let r = run_for(
+        &mut connection_target(&target, &dir, &d, path),
+        Duration::from_secs(600),
+    );
+    assert_eq!(r.code, Some(0), "{}\n{}", r.out(), r.stderr);
+    assert!(
+        r.out().contains("SUCCESS: Connection vars not found"),
+        "{}",
+        r.out()
+    );
+    // reset_connection and wait_for_connection: no "not implemented".
+    assert!(
+        !r.stderr.contains("Reset is not implemented"),
+        "{}",
+        r.stderr
+    );
+    // A pinned fingerprint is checked, not written into the user's own
+    // known-hosts file (HOME is the test's directory).
+    assert!(
+        !dir.path(".config/rexec/known_hosts").exists(),
+        "the pin was written into ~/.config/rexec/known_hosts"
+    );
+    for h in [
+        "plain-pipelining",
+        "plain-no-pipelining",
+        "tls-pipelining",
+        "tls-no-pipelining",
+    ] {
+        assert!(
+            r.out().contains(&format!("{h} ")),
+            "{h} did not run: {}",
+            r.out()
+        );
+    }
+}
+
+/// Pipelining on and off, IPv6, an unreachable host, exit 255 from a
+/// command, ansible_user and become: each as Ansible users meet them.
+fn ad_hoc_checks(ansible: &dyn Fn(&str) -> Command, limit: Duration) {
     // ansible_pipelining per host: off, the module is copied over (a
     // `rexec ... cp`); on, it goes on the command's stdin.
     for (h, puts) in [("plain-no-pipelining", true), ("plain-pipelining", false)] {
@@ -340,60 +374,60 @@ fn ansibles_own_connection_test_passes_in_every_setup() {
         r.out(),
         r.stderr
     );
+}
 
-    let r = run_for(
-        Command::new("bash")
-            .arg("./test.sh")
-            .args(["-e", "target_hosts=rexec", "-e", "action_prefix="])
-            .arg("-e")
-            .arg(format!("local_tmp={d}/local"))
-            .arg("-e")
-            .arg(format!("remote_tmp={d}/remote"))
-            .current_dir(&target)
-            .env("INVENTORY", dir.path("inventory.yml"))
-            .env("PATH", path)
-            .env(
-                "ANSIBLE_CONNECTION_PLUGINS",
-                workspace().join("contrib/ansible/plugins/connection"),
-            )
-            .env("ANSIBLE_LOCAL_TEMP", dir.path("local-tmp"))
-            .env("ANSIBLE_NOCOLOR", "1")
-            .env("ANSIBLE_RETRY_FILES_ENABLED", "False")
-            .env("ANSIBLE_CONFIG", dir.path("none.cfg"))
-            .env("HOME", dir.0.clone())
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("REXEC_TLS")
-            .env_remove("REXEC_TOKEN"),
-        Duration::from_secs(600),
-    );
-    assert_eq!(r.code, Some(0), "{}\n{}", r.out(), r.stderr);
-    assert!(
-        r.out().contains("SUCCESS: Connection vars not found"),
-        "{}",
-        r.out()
-    );
-    // reset_connection and wait_for_connection: no "not implemented".
-    assert!(
-        !r.stderr.contains("Reset is not implemented"),
-        "{}",
-        r.stderr
-    );
-    // A pinned fingerprint is checked, not written into the user's own
-    // known-hosts file (HOME is the test's directory).
-    assert!(
-        !dir.path(".config/rexec/known_hosts").exists(),
-        "the pin was written into ~/.config/rexec/known_hosts"
-    );
-    for h in [
-        "plain-pipelining",
-        "plain-no-pipelining",
-        "tls-pipelining",
-        "tls-no-pipelining",
-    ] {
-        assert!(
-            r.out().contains(&format!("{h} ")),
-            "{h} did not run: {}",
-            r.out()
+/// The connection test's inventory: plain and TLS hosts (each with and
+/// without pipelining), an IPv6 host, and one where nothing listens.
+fn connection_inventory(fp: &str, plain: u16, tls: u16, v6: u16, down: u16) -> String {
+    // YAML, so that booleans are booleans.
+    let host = |port: u16, pipelining: bool, secure: bool| {
+        let mut h = format!(
+            "        ansible_host: 127.0.0.1\n        ansible_port: {port}\n        ansible_pipelining: {pipelining}\n"
         );
-    }
+        if secure {
+            // `~` as a user writes it: the option is a path (HOME is the
+            // test's directory below).
+            h.push_str(&format!(
+                "        ansible_rexec_token_file: ~/token\n        ansible_rexec_fingerprint: \"{fp}\"\n"
+            ));
+        }
+        h
+    };
+    format!(
+        "rexec:\n  hosts:\n    plain-pipelining:\n{}    plain-no-pipelining:\n{}    tls-pipelining:\n{}    tls-no-pipelining:\n{}  vars:\n    ansible_connection: rexec\n    ansible_python_interpreter: \"{{{{ ansible_playbook_python }}}}\"\n    ansible_rexec_path: {}\nothers:\n  hosts:\n    v6:\n      ansible_host: \"::1\"\n      ansible_port: {}\n    down:\n      ansible_host: 127.0.0.1\n      ansible_port: {down}\n  vars:\n    ansible_connection: rexec\n    ansible_python_interpreter: \"{{{{ ansible_playbook_python }}}}\"\n    ansible_rexec_path: {}\n",
+        host(plain, true, false),
+        host(plain, false, false),
+        host(tls, true, true),
+        host(tls, false, true),
+        bin("rexec").display(),
+        v6,
+        bin("rexec").display()
+    )
+}
+
+/// ansible-core's `connection` target, run against the inventory in `dir`.
+fn connection_target(target: &Path, dir: &TempDir, d: &str, path: String) -> Command {
+    let mut c = Command::new("bash");
+    c.arg("./test.sh")
+        .args(["-e", "target_hosts=rexec", "-e", "action_prefix="])
+        .arg("-e")
+        .arg(format!("local_tmp={d}/local"))
+        .arg("-e")
+        .arg(format!("remote_tmp={d}/remote"))
+        .current_dir(target)
+        .env("INVENTORY", dir.path("inventory.yml"))
+        .env("PATH", path)
+        .env(
+            "ANSIBLE_CONNECTION_PLUGINS",
+            workspace().join("contrib/ansible/plugins/connection"),
+        )
+        .env("ANSIBLE_LOCAL_TEMP", dir.path("local-tmp"))
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_RETRY_FILES_ENABLED", "False")
+        .env("ANSIBLE_CONFIG", dir.path("none.cfg"))
+        .env("HOME", dir.0.clone())
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("REXEC_TLS")
+        .env_remove("REXEC_TOKEN");
+    c
 }
