@@ -323,6 +323,31 @@ fn one_shot_or_interactive(args: RunArgs) -> i32 {
             Err(e) => fail(e),
         };
     }
+    match run_piped(
+        &mut session,
+        &args,
+        &command,
+        mode,
+        &host,
+        forward,
+        stdin_tty,
+    ) {
+        Ok(code) => code,
+        Err(e) => fail(e),
+    }
+}
+
+/// Runs the command without a pty: output to the terminal (or captured
+/// for --json), stdin forwarded unless -n; the exit code to exit with.
+fn run_piped(
+    session: &mut crate::Session,
+    args: &RunArgs,
+    command: &str,
+    mode: ExecMode,
+    host: &str,
+    forward: bool,
+    stdin_tty: bool,
+) -> Result<i32, ClientError> {
     let mut sinks = if args.json {
         Sinks::capture_at_most(args.capture_limit())
     } else {
@@ -330,33 +355,29 @@ fn one_shot_or_interactive(args: RunArgs) -> i32 {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("rexec: cannot use stdout/stderr: {e}");
-                return EXIT_CONNECTION;
+                return Ok(EXIT_CONNECTION);
             }
         }
     };
     // From a terminal, ssh's escapes work without a pty too (`~.`, `~?`).
     let stdin: Option<Box<dyn Read + Send>> = forward.then(|| match stdin_tty {
-        true => terminal::escapes(host.clone()),
+        true => terminal::escapes(host.to_string()),
         false => Box::new(io::stdin()) as Box<dyn Read + Send>,
     });
-    match run::run(
-        &mut session,
-        args.exec(1, command.clone(), mode),
+    let outcome = run::run(
+        session,
+        args.exec(1, command.to_string(), mode),
         &mut sinks,
         stdin,
-    ) {
-        Ok(outcome) => {
-            if args.json {
-                outcome.print_json(&command, &sinks);
-            }
-            outcome.report();
-            // Ctrl-C stopped it: exit as an interrupted program does (as
-            // ssh without a pty), whatever the remote status.
-            if run::interrupted() {
-                return EXIT_INTERRUPTED;
-            }
-            outcome.exit_code()
-        }
-        Err(e) => fail(e),
+    )?;
+    if args.json {
+        outcome.print_json(command, &sinks);
     }
+    outcome.report();
+    // Ctrl-C stopped it: exit as an interrupted program does (as ssh
+    // without a pty), whatever the remote status.
+    if run::interrupted() {
+        return Ok(EXIT_INTERRUPTED);
+    }
+    Ok(outcome.exit_code())
 }

@@ -140,24 +140,7 @@ pub fn main(args: &CpArgs) -> i32 {
     }
     // What is not supported, said plainly (never a lookup of a local name).
     if let Some(src) = sources.iter().find(|s| remote(s).is_some()) {
-        let dest_remote = remote(dest);
-        let (src, dest) = (lossy(src), lossy(dest));
-        eprintln!(
-            "{}",
-            match (&hosts_list, dest_remote) {
-                (Some(_), _) => format!(
-                    "rexec cp: with -w, rexec cp sends local files to every host; it does not \
-                     fetch {src} from many hosts (run rexec cp HOST:PATH DIR for each host)"
-                ),
-                (None, Some(_)) => format!(
-                    "rexec cp: copying from one server to another ({src} to {dest}) is not \
-                     supported: copy it here first, then up (write ./{src} for a local file \
-                     whose name has a colon)"
-                ),
-                (None, None) =>
-                    format!("rexec cp: one remote source at a time: {src} (and a local DEST)"),
-            }
-        );
+        eprintln!("{}", unsupported(src, dest, hosts_list.is_some()));
         return 2;
     }
     // Up: local sources to one host, or with -w to every host of a list.
@@ -208,6 +191,27 @@ pub fn main(args: &CpArgs) -> i32 {
             .collect()
     });
     statuses.into_iter().max().unwrap_or(0)
+}
+
+/// Why a copy with a remote source other than "one source down" is
+/// refused.
+fn unsupported(src: &OsStr, dest: &OsStr, many_hosts: bool) -> String {
+    let dest_remote = remote(dest).is_some();
+    let (src, dest) = (lossy(src), lossy(dest));
+    match (many_hosts, dest_remote) {
+        (true, _) => format!(
+            "rexec cp: with -w, rexec cp sends local files to every host; it does not \
+             fetch {src} from many hosts (run rexec cp HOST:PATH DIR for each host)"
+        ),
+        (false, true) => format!(
+            "rexec cp: copying from one server to another ({src} to {dest}) is not \
+             supported: copy it here first, then up (write ./{src} for a local file \
+             whose name has a colon)"
+        ),
+        (false, false) => {
+            format!("rexec cp: one remote source at a time: {src} (and a local DEST)")
+        }
+    }
 }
 
 fn finish(r: Result<(), CopyError>) -> i32 {

@@ -377,27 +377,11 @@ fn framed_case(out: &mut impl Write) -> Result<bool, ClientError> {
         wire.len()
     ))?;
     p(format!("     {}", headers.join(" | ")))?;
-    let mut outputs: HashMap<u32, Vec<u8>> = HashMap::new();
-    let mut frame_headers: HashMap<u32, Vec<String>> = HashMap::new();
-    // The first output frame of each command: (payload length, data length).
-    let mut first_frame: HashMap<u32, (usize, usize)> = HashMap::new();
-    let mut exited = 0;
-    while exited < cmds.len() {
-        let (len, ev) = session.next_frame()?;
-        match ev {
-            ServerEvent::Output { id, data, .. } => {
-                first_frame.entry(id).or_insert((len, data.len()));
-                outputs.entry(id).or_default().extend_from_slice(data);
-                frame_headers
-                    .entry(id)
-                    .or_default()
-                    .push(header_hex(&(len as u32).to_be_bytes()));
-            }
-            ServerEvent::Msg(ServerMsg::Exited(_)) => exited += 1,
-            ServerEvent::Msg(ServerMsg::Error(e)) => return Err(ClientError::Server(e)),
-            ServerEvent::Msg(_) => {}
-        }
-    }
+    let Replies {
+        outputs,
+        frame_headers,
+        first_frame,
+    } = collect_replies(&mut session, cmds.len())?;
     let expected: [&[u8]; 4] = [&big, b"hello\n", b"one\n", b"two\n"];
     let mut framed_exact = true;
     for (i, (cmd, want)) in cmds.iter().zip(expected).enumerate() {
@@ -432,6 +416,38 @@ fn framed_case(out: &mut impl Write) -> Result<bool, ClientError> {
         p("message ends, however TCP splits or glues the bytes.".into())?;
     }
     Ok(framed_exact)
+}
+
+/// What came back for the framed commands, by id.
+#[derive(Default)]
+struct Replies {
+    outputs: HashMap<u32, Vec<u8>>,
+    frame_headers: HashMap<u32, Vec<String>>,
+    /// The first output frame of each command: (payload length, data length).
+    first_frame: HashMap<u32, (usize, usize)>,
+}
+
+/// Reads frames until `count` commands have exited.
+fn collect_replies(session: &mut Session, count: usize) -> Result<Replies, ClientError> {
+    let mut r = Replies::default();
+    let mut exited = 0;
+    while exited < count {
+        let (len, ev) = session.next_frame()?;
+        match ev {
+            ServerEvent::Output { id, data, .. } => {
+                r.first_frame.entry(id).or_insert((len, data.len()));
+                r.outputs.entry(id).or_default().extend_from_slice(data);
+                r.frame_headers
+                    .entry(id)
+                    .or_default()
+                    .push(header_hex(&(len as u32).to_be_bytes()));
+            }
+            ServerEvent::Msg(ServerMsg::Exited(_)) => exited += 1,
+            ServerEvent::Msg(ServerMsg::Error(e)) => return Err(ClientError::Server(e)),
+            ServerEvent::Msg(_) => {}
+        }
+    }
+    Ok(r)
 }
 
 #[cfg(test)]

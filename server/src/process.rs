@@ -296,8 +296,8 @@ pub struct Proc {
     pub bytes_out: u64,
     pub timed_out: bool,
     pub truncated: bool,
-    /// SIGTERM was sent to its group.
-    pub stopping: bool,
+    /// Whether it was asked to stop, and SIGTERM sent to its group.
+    pub stopping: Stopping,
     /// Set once the process exited while its pipes were still open.
     pub grace: Option<PipeGrace>,
     /// A line for the client's stderr once it has started (a home
@@ -311,15 +311,83 @@ pub struct Proc {
     pub tutorial_err: Vec<u8>,
 }
 
+/// Where a command is in being stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopping {
+    No,
+    /// Asked before it had started: it is signalled once it has.
+    Asked,
+    /// SIGTERM was sent to its group, and SIGKILL scheduled.
+    Signalled,
+}
+
+/// A command's ends of its pipes (or pty), each with its poll
+/// registration.
+#[derive(Debug)]
+pub struct Pipes {
+    pub stdout: Option<(Receiver, Token)>,
+    pub stderr: Option<(Receiver, Token)>,
+    pub stdin: Option<(Sender, Token)>,
+    pub pty: Option<OwnedFd>,
+}
+
 impl Proc {
-    /// Sends SIGTERM to the whole process group and schedules SIGKILL.
-    pub fn stop(&mut self, timers: &mut Timers, grace: std::time::Duration) {
-        if self.stopping {
-            return;
+    /// A command about to be started for connection `conn` (the client's
+    /// `id`), its pipes already watched.
+    pub fn new(
+        conn: ConnId,
+        id: u32,
+        command: String,
+        peer: std::net::SocketAddr,
+        pipes: Pipes,
+        now: Instant,
+    ) -> Proc {
+        Proc {
+            conn: Some(conn),
+            id,
+            command,
+            peer,
+            child: None,
+            pgid: 0,
+            stdout: pipes.stdout,
+            stderr: pipes.stderr,
+            stdin: pipes.stdin,
+            stdin_queue: OutQueue::default(),
+            stdin_eof: false,
+            pidfd: None,
+            pty: pipes.pty,
+            status: None,
+            started: now,
+            deadline: None,
+            bytes_out: 0,
+            timed_out: false,
+            truncated: false,
+            stopping: Stopping::No,
+            grace: None,
+            notice: None,
+            grown: [false; 2],
+            tutorial_out: Vec::new(),
+            tutorial_err: Vec::new(),
         }
-        self.stopping = true;
-        kill_group(self.pgid, Signal::TERM);
-        timers.after(grace, Timer::KillGroup(self.pgid));
+    }
+
+    /// Sends SIGTERM to the whole process group and schedules SIGKILL. A
+    /// command not started yet is stopped as soon as it is (`started`).
+    pub fn stop(&mut self, timers: &mut Timers, grace: std::time::Duration) {
+        match self.stopping {
+            Stopping::Signalled => {}
+            _ if self.pgid == 0 => self.stopping = Stopping::Asked,
+            _ => {
+                kill_group(self.pgid, Signal::TERM);
+                self.stopping = Stopping::Signalled;
+                timers.after(grace, Timer::KillGroup(self.pgid));
+            }
+        }
+    }
+
+    /// Whether it was asked to stop (whether or not it has started).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping != Stopping::No
     }
 
     /// Both output pipes have been closed.
@@ -402,6 +470,47 @@ mod tests {
     use super::*;
 
     const GRACE: Duration = Duration::from_millis(500);
+
+    fn unstarted() -> Proc {
+        let pipes = Pipes {
+            stdout: None,
+            stderr: None,
+            stdin: None,
+            pty: None,
+        };
+        let peer = "127.0.0.1:1".parse().unwrap();
+        Proc::new(ConnId(1), 7, "sleep 30".into(), peer, pipes, Instant::now())
+    }
+
+    #[test]
+    fn a_stop_before_the_start_is_kept_for_the_start_and_signals_nobody() {
+        let mut timers = Timers::default();
+        let mut p = unstarted();
+        p.stop(&mut timers, GRACE);
+        assert_eq!(p.stopping, Stopping::Asked);
+        assert!(p.is_stopping());
+        assert_eq!(timers.len(), 0, "no SIGKILL scheduled for group 0");
+    }
+
+    #[test]
+    fn a_started_command_gets_sigterm_once_and_sigkill_scheduled() {
+        let mut timers = Timers::default();
+        let mut p = unstarted();
+        p.stop(&mut timers, GRACE);
+        let mut child = Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .expect("sleep");
+        p.pgid = child.id() as i32;
+        // What `started` does for a command asked to stop meanwhile.
+        p.stop(&mut timers, GRACE);
+        assert_eq!(p.stopping, Stopping::Signalled);
+        p.stop(&mut timers, GRACE);
+        assert_eq!(timers.len(), 1, "one SIGKILL scheduled");
+        let status = child.wait().expect("wait");
+        assert_eq!(status.signal(), Some(15), "{status:?}");
+    }
 
     #[test]
     fn quiet_empty_pipes_are_cut_after_the_grace() {

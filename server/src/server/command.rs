@@ -13,7 +13,7 @@ use rexec_proto::{ErrorKind, ErrorMsg, Exec, OutputStream, ServerMsg};
 use super::Server;
 use crate::connection::Hold;
 use crate::out_queue::OutQueue;
-use crate::process::{self, CommandError, Proc};
+use crate::process::{self, CommandError, Pipes, Proc};
 use crate::registry::{ConnId, ProcId, Registry, Slot};
 use crate::spawner::{Done, Job};
 use crate::timer::Timer;
@@ -202,36 +202,16 @@ impl Server {
             self.timers.at(now + limit, Timer::ProcTimeout(proc));
         }
         conn.add_command(exec.id, proc);
-        self.procs.insert(
-            proc,
-            Proc {
-                conn: Some(conn_id),
-                id: exec.id,
-                command: exec.command,
-                peer: conn.peer(),
-                child: None,
-                pgid: 0,
-                stdout,
-                stderr,
-                stdin,
-                stdin_queue: OutQueue::default(),
-                stdin_eof: false,
-                pidfd: None,
-                pty: prepared.pty,
-                status: None,
-                started: now,
-                deadline: limit.map(|l| now + l),
-                bytes_out: 0,
-                timed_out: false,
-                truncated: false,
-                stopping: false,
-                grace: None,
-                notice,
-                grown: [false; 2],
-                tutorial_out: Vec::new(),
-                tutorial_err: Vec::new(),
-            },
-        );
+        let pipes = Pipes {
+            stdout,
+            stderr,
+            stdin,
+            pty: prepared.pty,
+        };
+        let mut p = Proc::new(conn_id, exec.id, exec.command, conn.peer(), pipes, now);
+        p.deadline = limit.map(|l| now + l);
+        p.notice = notice;
+        self.procs.insert(proc, p);
         let job = Job {
             proc,
             cmd,
@@ -291,7 +271,8 @@ impl Server {
         if p.pidfd.is_none() {
             self.timers.after(REAP_SWEEP, Timer::ReapSweep);
         }
-        if std::mem::take(&mut p.stopping) {
+        if p.is_stopping() {
+            // Asked to stop while it was being started.
             p.stop(&mut self.timers, self.cfg.kill_grace);
         }
         let id = p.id;
@@ -540,7 +521,7 @@ impl Server {
     pub(super) fn time_out(&mut self, proc: ProcId) {
         if let Some(p) = self.procs.get_mut(&proc)
             && p.status.is_none()
-            && !p.stopping
+            && !p.is_stopping()
         {
             log::info!("{}: command {} timed out", p.peer, p.id);
             p.timed_out = true;
