@@ -373,14 +373,14 @@ impl Proc {
 
     /// Sends SIGTERM to the whole process group and schedules SIGKILL. A
     /// command not started yet is stopped as soon as it is (`started`).
-    pub fn stop(&mut self, timers: &mut Timers, grace: std::time::Duration) {
+    pub fn stop(&mut self, timers: &mut Timers, now: Instant, grace: Duration) {
         match self.stopping {
             Stopping::Signalled => {}
             _ if self.pgid == 0 => self.stopping = Stopping::Asked,
             _ => {
                 kill_group(self.pgid, Signal::TERM);
                 self.stopping = Stopping::Signalled;
-                timers.after(grace, Timer::KillGroup(self.pgid));
+                timers.after(now, grace, Timer::KillGroup(self.pgid));
             }
         }
     }
@@ -486,7 +486,7 @@ mod tests {
     fn a_stop_before_the_start_is_kept_for_the_start_and_signals_nobody() {
         let mut timers = Timers::default();
         let mut p = unstarted();
-        p.stop(&mut timers, GRACE);
+        p.stop(&mut timers, Instant::now(), GRACE);
         assert_eq!(p.stopping, Stopping::Asked);
         assert!(p.is_stopping());
         assert_eq!(timers.len(), 0, "no SIGKILL scheduled for group 0");
@@ -496,7 +496,7 @@ mod tests {
     fn a_started_command_gets_sigterm_once_and_sigkill_scheduled() {
         let mut timers = Timers::default();
         let mut p = unstarted();
-        p.stop(&mut timers, GRACE);
+        p.stop(&mut timers, Instant::now(), GRACE);
         let mut child = Command::new("sleep")
             .arg("30")
             .process_group(0)
@@ -504,9 +504,9 @@ mod tests {
             .expect("sleep");
         p.pgid = child.id() as i32;
         // What `started` does for a command asked to stop meanwhile.
-        p.stop(&mut timers, GRACE);
+        p.stop(&mut timers, Instant::now(), GRACE);
         assert_eq!(p.stopping, Stopping::Signalled);
-        p.stop(&mut timers, GRACE);
+        p.stop(&mut timers, Instant::now(), GRACE);
         assert_eq!(timers.len(), 1, "one SIGKILL scheduled");
         let status = child.wait().expect("wait");
         assert_eq!(status.signal(), Some(15), "{status:?}");

@@ -52,8 +52,9 @@ impl Timers {
         self.heap.push(Reverse((when, self.seq, what)));
     }
 
-    pub fn after(&mut self, delay: Duration, what: Timer) {
-        self.at(Instant::now() + delay, what);
+    /// At `delay` from `now` (the caller's clock: nothing here reads one).
+    pub fn after(&mut self, now: Instant, delay: Duration, what: Timer) {
+        self.at(now + delay, what);
     }
 
     /// How long the loop may sleep before the next deadline.

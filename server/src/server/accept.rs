@@ -70,7 +70,8 @@ impl Server {
                         // Nobody else waits: the next connection brings an event.
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                         _ => {
-                            self.timers.after(ACCEPT_BACKOFF, Timer::AcceptRetry);
+                            self.timers
+                                .after(Instant::now(), ACCEPT_BACKOFF, Timer::AcceptRetry);
                             return;
                         }
                     }
@@ -85,7 +86,8 @@ impl Server {
                         log::error!("accept failed: {e}; retrying every {ACCEPT_BACKOFF:?}");
                         self.door.accept_failing = true;
                     }
-                    self.timers.after(ACCEPT_BACKOFF, Timer::AcceptRetry);
+                    self.timers
+                        .after(Instant::now(), ACCEPT_BACKOFF, Timer::AcceptRetry);
                     return;
                 }
             }
@@ -172,7 +174,7 @@ impl Server {
         }
         self.conns.insert(id, conn);
         if let Some(idle) = self.cfg.idle_timeout {
-            self.timers.after(idle, Timer::ConnIdle(id));
+            self.timers.after(Instant::now(), idle, Timer::ConnIdle(id));
         }
         self.check_close(id);
     }
@@ -236,7 +238,7 @@ impl Server {
             HelloDelay::Now => self.send_hello(id),
             HelloDelay::After(d) => {
                 log::debug!("{peer}: hello held back {d:?} after failed authentication");
-                self.timers.after(d, Timer::SendHello(id));
+                self.timers.after(Instant::now(), d, Timer::SendHello(id));
             }
             HelloDelay::Refuse(d) => self.fail_conn(
                 id,

@@ -36,11 +36,10 @@ impl Server {
     /// a connection is only paused for memory that is really in use.
     /// A recount visits every connection, so it happens at most every 10 ms;
     /// in between, the last count (plus what was queued since) stands.
-    pub(super) fn confirm_over_budget(&mut self) -> bool {
+    pub(super) fn confirm_over_budget(&mut self, now: Instant) -> bool {
         if !self.over_budget() {
             return false;
         }
-        let now = Instant::now();
         if now >= self.budget.checked + RECOUNT {
             self.budget.held = self.conns.values().map(|c| self.held_by(c)).sum();
             self.budget.checked = now;
@@ -58,7 +57,7 @@ impl Server {
             return;
         }
         self.budget.checked = now;
-        let mut sizes: Vec<(usize, ConnId)> = self
+        let sizes: Vec<(usize, ConnId)> = self
             .conns
             .iter()
             .map(|(id, c)| (self.held_by(c), *id))
@@ -66,14 +65,7 @@ impl Server {
         self.budget.held = sizes.iter().map(|(n, _)| n).sum();
         let budget = self.cfg.max_buffer;
         if self.budget.held > budget {
-            // Largest first, until what the others hold fits again.
-            sizes.sort_unstable_by(|a, b| b.cmp(a));
-            let mut rest = self.budget.held;
-            for (n, id) in sizes {
-                if rest <= budget / 4 * 3 || n == 0 {
-                    break;
-                }
-                rest -= n;
+            for (id, n) in to_hold_back(sizes, self.budget.held, budget) {
                 if let Some(c) = self.conns.get_mut(&id)
                     && c.hold(Hold::Memory)
                 {
@@ -89,7 +81,7 @@ impl Server {
             // running estimate said memory was short (output.rs) read again;
             // nothing else would wake them, their socket having no more to
             // report. Those held back are released once well under it.
-            let release = self.budget.held <= budget / 4 * 3;
+            let release = self.budget.held <= release_level(budget);
             let waiting: Vec<(ConnId, bool)> = self
                 .conns
                 .iter()
@@ -114,5 +106,70 @@ impl Server {
         // Connections paused for memory were resumed above; one that still
         // finds none pauses again and sets this again (output.rs).
         self.budget.waiting = self.conns.values().any(|c| c.is_held(Hold::Memory));
+    }
+}
+
+/// Who is held back when `held` bytes are over `budget`: the largest
+/// holders first, until what the others hold is down to the release level.
+/// `sizes` is what each connection holds.
+fn to_hold_back(
+    mut sizes: Vec<(usize, ConnId)>,
+    held: usize,
+    budget: usize,
+) -> Vec<(ConnId, usize)> {
+    sizes.sort_unstable_by(|a, b| b.cmp(a));
+    let mut rest = held;
+    let mut chosen = Vec::new();
+    for (n, id) in sizes {
+        if rest <= release_level(budget) || n == 0 {
+            break;
+        }
+        rest -= n;
+        chosen.push((id, n));
+    }
+    chosen
+}
+
+/// Connections held back are released at or below three quarters of the
+/// budget: not at once below it, so that they do not flap.
+fn release_level(budget: usize) -> usize {
+    budget / 4 * 3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(sizes: &[(usize, u64)]) -> (Vec<(usize, ConnId)>, usize) {
+        let v: Vec<_> = sizes.iter().map(|&(n, id)| (n, ConnId(id))).collect();
+        let total = v.iter().map(|(n, _)| n).sum();
+        (v, total)
+    }
+
+    #[test]
+    fn the_largest_holders_are_held_back_until_the_rest_fit() {
+        let (sizes, total) = held(&[(10, 1), (100, 2), (50, 3)]);
+        // 160 held, budget 100: holding back 2 leaves 60, under 75.
+        assert_eq!(to_hold_back(sizes.clone(), total, 100), [(ConnId(2), 100)]);
+        // Budget 40: 2 leaves 60, over 30; 3 too leaves 10.
+        assert_eq!(
+            to_hold_back(sizes, total, 40),
+            [(ConnId(2), 100), (ConnId(3), 50)]
+        );
+    }
+
+    #[test]
+    fn a_connection_holding_nothing_is_never_held_back() {
+        let (sizes, total) = held(&[(0, 1), (0, 2)]);
+        assert!(to_hold_back(sizes, total + 200, 100).is_empty());
+    }
+
+    #[test]
+    fn release_waits_for_a_quarter_of_the_budget_free() {
+        assert_eq!(release_level(1000), 750);
+        // 900 held, budget 800: holding back the 700 leaves 200, which is
+        // under 600 (and so the other stays).
+        let (sizes, total) = held(&[(700, 1), (200, 2)]);
+        assert_eq!(to_hold_back(sizes, total, 800), [(ConnId(1), 700)]);
     }
 }

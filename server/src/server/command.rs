@@ -269,11 +269,12 @@ impl Server {
             )
         });
         if p.pidfd.is_none() {
-            self.timers.after(REAP_SWEEP, Timer::ReapSweep);
+            self.timers
+                .after(Instant::now(), REAP_SWEEP, Timer::ReapSweep);
         }
         if p.is_stopping() {
             // Asked to stop while it was being started.
-            p.stop(&mut self.timers, self.cfg.kill_grace);
+            p.stop(&mut self.timers, Instant::now(), self.cfg.kill_grace);
         }
         let id = p.id;
         log::debug!("{}: command {id} started as pid {pid}", p.peer);
@@ -400,7 +401,7 @@ impl Server {
         };
         if let Some(p) = self.procs.get_mut(&proc) {
             log::debug!("{}: cancel {id}", p.peer);
-            p.stop(&mut self.timers, self.cfg.kill_grace);
+            p.stop(&mut self.timers, Instant::now(), self.cfg.kill_grace);
         }
     }
 
@@ -525,7 +526,7 @@ impl Server {
         {
             log::info!("{}: command {} timed out", p.peer, p.id);
             p.timed_out = true;
-            p.stop(&mut self.timers, self.cfg.kill_grace);
+            p.stop(&mut self.timers, Instant::now(), self.cfg.kill_grace);
         }
     }
 }

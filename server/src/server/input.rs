@@ -177,8 +177,11 @@ impl Server {
             return;
         };
         if conn.track_partial_frame(decoded, Instant::now()) {
-            self.timers
-                .after(self.cfg.frame_timeout, Timer::FrameDeadline(id));
+            self.timers.after(
+                Instant::now(),
+                self.cfg.frame_timeout,
+                Timer::FrameDeadline(id),
+            );
         }
     }
 
@@ -340,7 +343,7 @@ impl Server {
         conn.fail(kind, message);
         conn.flush();
         self.timers
-            .after(CLOSE_DEADLINE, Timer::ConnCloseDeadline(id));
+            .after(Instant::now(), CLOSE_DEADLINE, Timer::ConnCloseDeadline(id));
         self.check_close(id);
     }
 
@@ -374,7 +377,7 @@ impl Server {
             if let Some(p) = self.procs.get_mut(&proc) {
                 p.pty = None;
                 p.conn = None;
-                p.stop(&mut self.timers, self.cfg.kill_grace);
+                p.stop(&mut self.timers, Instant::now(), self.cfg.kill_grace);
             }
             self.maybe_finish(proc);
         }

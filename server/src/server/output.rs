@@ -4,6 +4,8 @@
 
 use rexec_proto::OutputStream;
 
+use std::time::Instant;
+
 use super::Server;
 use crate::process::{PumpIo, Pumped};
 use crate::registry::{ConnId, ProcId};
@@ -14,7 +16,7 @@ impl Server {
     /// command moves each chunk (`Proc::pump`); this routes what it says.
     pub(super) fn pump(&mut self, proc: ProcId, stream: OutputStream) {
         loop {
-            let over_budget = self.confirm_over_budget();
+            let over_budget = self.confirm_over_budget(Instant::now());
             let Some(p) = self.procs.get_mut(&proc) else {
                 return;
             };
@@ -47,7 +49,7 @@ impl Server {
                     return self.maybe_finish(proc);
                 }
                 Pumped::Cut => {
-                    p.stop(&mut self.timers, self.cfg.kill_grace);
+                    p.stop(&mut self.timers, Instant::now(), self.cfg.kill_grace);
                     self.close_output(proc);
                     self.maybe_finish(proc);
                     return self.check_close(conn_id);

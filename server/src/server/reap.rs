@@ -23,13 +23,14 @@ impl Server {
         }
         if now < at {
             let next = LEFTOVER_CHECK.min(at - now);
-            self.timers.after(next, Timer::GroupDeadline { pgid, at });
+            self.timers
+                .after(Instant::now(), next, Timer::GroupDeadline { pgid, at });
             return;
         }
         log::info!("process group {pgid}: time limit reached; stopping what is left");
         process::kill_group(pgid, crate::process::Signal::TERM);
         self.timers
-            .after(self.cfg.kill_grace, Timer::KillGroup(pgid));
+            .after(Instant::now(), self.cfg.kill_grace, Timer::KillGroup(pgid));
     }
 
     /// The pidfd says the child exited: reap it.
@@ -76,7 +77,8 @@ impl Server {
             .values()
             .any(|p| p.pidfd.is_none() && p.status.is_none())
         {
-            self.timers.after(REAP_SWEEP, Timer::ReapSweep);
+            self.timers
+                .after(Instant::now(), REAP_SWEEP, Timer::ReapSweep);
         }
     }
 
@@ -96,7 +98,7 @@ impl Server {
             if p.grace.is_none() {
                 p.grace = Some(PipeGrace::begin(Instant::now(), p.bytes_out));
                 self.timers
-                    .after(self.cfg.pipe_grace, Timer::PipeGrace(proc));
+                    .after(Instant::now(), self.cfg.pipe_grace, Timer::PipeGrace(proc));
             }
             return;
         }
@@ -126,7 +128,7 @@ impl Server {
             return;
         };
         match grace.check(now, bytes_out, waiting, self.cfg.pipe_grace) {
-            GraceVerdict::Wait(d) => self.timers.after(d, Timer::PipeGrace(proc)),
+            GraceVerdict::Wait(d) => self.timers.after(Instant::now(), d, Timer::PipeGrace(proc)),
             GraceVerdict::Cut => {
                 log::debug!(
                     "{}: command {} exited; its pipes stayed open and empty for {} ms \
@@ -163,6 +165,7 @@ impl Server {
                     p.pgid
                 );
                 self.timers.after(
+                    Instant::now(),
                     LEFTOVER_CHECK.min(at.saturating_duration_since(Instant::now())),
                     Timer::GroupDeadline { pgid: p.pgid, at },
                 );

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use rexec_proto::ErrorKind;
 
+use std::time::Instant;
+
 use super::Server;
 use crate::process;
 use crate::registry::ConnId;
@@ -23,9 +25,10 @@ impl Server {
             let _ = self.registry.mio().deregister(&mut l);
         }
         for p in self.procs.values_mut() {
-            p.stop(&mut self.timers, self.cfg.kill_grace);
+            p.stop(&mut self.timers, Instant::now(), self.cfg.kill_grace);
         }
         self.timers.after(
+            Instant::now(),
             self.cfg.kill_grace + SHUTDOWN_FLUSH,
             Timer::ShutdownDeadline,
         );
