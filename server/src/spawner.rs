@@ -341,7 +341,7 @@ fn receive(sock: BorrowedFd<'_>) -> Option<(ProcId, io::Result<ChildFds>)> {
 #[cfg(test)]
 mod tests {
     use std::os::unix::process::CommandExt;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use super::*;
 
@@ -372,45 +372,58 @@ mod tests {
         rustix::event::poll(&mut pfd, Some(&ts)).is_ok_and(|n| n > 0)
     }
 
-    /// A start that takes long (here a child that sleeps before `exec`)
-    /// keeps a spawner thread busy, not the caller, which is woken when it
-    /// is done.
+    /// A start that takes long (here a child held before `exec` until the
+    /// test lets it go) keeps a spawner thread busy, not the caller, which
+    /// is woken when it is done.
     #[test]
     fn a_slow_start_does_not_hold_up_the_caller() {
         let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        // The gate exists before the threads, so that theirs tables have it.
+        let (gate_rx, gate_tx) =
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
         let spawner = Spawner::new(1, &[]).expect("threads");
         let mut cmd = Command::new("true");
-        // SAFETY: nanosleep is async-signal-safe and touches only the
-        // timespec on this stack.
+        let gate = gate_rx.as_raw_fd();
+        // SAFETY: read(2) is async-signal-safe; the closure only borrows the
+        // gate's number, open in the child until its exec.
         unsafe {
-            cmd.pre_exec(|| {
-                let ts = rustix::thread::Timespec {
-                    tv_sec: 0,
-                    tv_nsec: 400_000_000,
-                };
-                let _ = rustix::thread::nanosleep(&ts);
+            cmd.pre_exec(move || {
+                let mut byte = [0u8; 1];
+                let _ = rustix::io::read(BorrowedFd::borrow_raw(gate), &mut byte);
                 Ok(())
             });
         }
-        let t = Instant::now();
         let job = Job {
             proc: ProcId(1),
             cmd,
             fds: no_output(),
+        };
+        // Were submit to wait for the start, it would wait for ever: the
+        // gate opens only below. (A bug shows as a hang, bounded by the
+        // watchdog.)
+        let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watchdog = {
+            let released = released.clone();
+            let tx = gate_tx.try_clone().expect("dup");
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_secs(60));
+                released.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = rustix::io::write(&tx, &[1]);
+            })
         };
         assert!(
             spawner.submit(job, false).is_none(),
             "started on the caller"
         );
         assert!(
-            t.elapsed() < Duration::from_millis(200),
-            "submit waited for the start: {:?}",
-            t.elapsed()
+            !released.load(std::sync::atomic::Ordering::SeqCst),
+            "submit waited for the start"
         );
         assert!(
             spawner.take_done().is_none(),
-            "started before the child could exec"
+            "done before the child could exec"
         );
+        rustix::io::write(&gate_tx, &[1]).expect("open the gate");
         assert!(
             wait_readable(&spawner, Duration::from_secs(10)),
             "not woken"
@@ -418,8 +431,8 @@ mod tests {
         let done = spawner.take_done().expect("a finished start");
         assert_eq!(done.proc, ProcId(1));
         let mut child = done.result.expect("started");
-        assert!(t.elapsed() >= Duration::from_millis(350));
         assert!(child.wait().expect("wait").success());
+        drop(watchdog); // detached: it only ever opens the gate late
     }
 
     /// A spawner thread's descriptor table does not grow with the rest of

@@ -209,6 +209,43 @@ pub fn alive(pid: i32) -> bool {
     matches!(proc_state(pid), Some(s) if s != 'Z')
 }
 
+/// Whether process `pid` is blocked writing to its stdout or stderr: its
+/// pipe (or terminal, or socket) is full and nobody reads it. Linux's
+/// `/proc/PID/syscall` (readable by the process's owner) names the call.
+pub fn blocked_writing(pid: i32) -> bool {
+    let write = if cfg!(target_arch = "aarch64") {
+        "64"
+    } else {
+        "1"
+    };
+    std::fs::read_to_string(format!("/proc/{pid}/syscall")).is_ok_and(|s| {
+        let mut f = s.split_whitespace();
+        f.next() == Some(write) && matches!(f.next(), Some("0x1" | "0x2"))
+    })
+}
+
+/// The processes at the bottom of `pid`'s tree: for each command of a
+/// server, the program doing the work (a shell may wait above it).
+pub fn leaves_below(pid: i32) -> Vec<i32> {
+    children_of(pid)
+        .into_iter()
+        .flat_map(|c| {
+            let below = leaves_below(c);
+            if below.is_empty() { vec![c] } else { below }
+        })
+        .collect()
+}
+
+/// Waits until `count` commands of the server `server_pid` have started and
+/// each is blocked writing its output or has finished (`finished` says how
+/// many have): what they will hold is then all held.
+pub fn wait_until_stalled(server_pid: i32, count: usize, finished: impl Fn() -> usize) -> bool {
+    wait_until(PATIENCE, || {
+        let running = leaves_below(server_pid);
+        running.iter().all(|&p| blocked_writing(p)) && running.len() + finished() == count
+    })
+}
+
 /// PIDs whose parent is `ppid`.
 pub fn children_of(ppid: i32) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {

@@ -100,7 +100,9 @@ fn wrong_port_speaking_another_protocol_is_255() {
     let t = std::thread::spawn(move || {
         let (mut s, _) = l.accept().unwrap();
         let _ = s.write_all(b"SSH-2.0-OpenSSH_9.6\r\n");
-        std::thread::sleep(Duration::from_millis(500));
+        // Held open until rexec gives up and closes.
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        let _ = std::io::copy(&mut s, &mut std::io::sink());
     });
     let r = run(rexec().arg(addr.to_string()).arg("true"));
     t.join().unwrap();

@@ -117,6 +117,10 @@ fn a_broken_copy_leaves_the_old_file_and_no_temporary() {
     let mut sock = TcpStream::connect(d.addr).unwrap();
     send(&mut sock, &hello());
     send(&mut sock, &put(1000));
+    // The helper is ready (its byte arrived): the transfer is under way.
+    rexec_tests::wire::read_until(&mut sock, &mut FrameDecoder::new(), |m| {
+        matches!(m, ServerMsg::Stdout { .. })
+    });
     send(
         &mut sock,
         &ClientMsg::Stdin {
@@ -124,7 +128,6 @@ fn a_broken_copy_leaves_the_old_file_and_no_temporary() {
             data: vec![b'n'; 500],
         },
     );
-    std::thread::sleep(Duration::from_millis(300));
     drop(sock);
     assert!(d.wait_log("put ", PATIENCE), "{}", d.log());
     // All the bytes, and a checksum that does not match.
@@ -152,7 +155,7 @@ fn a_broken_copy_leaves_the_old_file_and_no_temporary() {
         msgs.iter().any(|m| matches!(m, ServerMsg::Stderr { data, .. } if String::from_utf8_lossy(data).contains("checksum"))),
         "{msgs:?}"
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // Exited comes after the helper exited: what it left is there now.
     assert_eq!(std::fs::read_to_string(dir.path("target")).unwrap(), "old");
     assert!(leftovers(&dir.0).is_empty(), "{:?}", leftovers(&dir.0));
 }

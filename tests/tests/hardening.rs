@@ -504,7 +504,21 @@ fn clients_that_never_read_stay_within_the_memory_budget() {
             d.log()
         );
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // Every command has filled what it can and blocked (or, its 8 MB all
+    // taken by pipe and socket buffers, finished).
+    let finished = || d.log().matches("ran \"head -c 8000000").count();
+    assert!(
+        wait_until_stalled(d.pid(), 48, finished),
+        "the 48 commands did not all block or finish: {} finished; {:?}",
+        finished(),
+        leaves_below(d.pid())
+            .into_iter()
+            .map(|p| (
+                p,
+                std::fs::read_to_string(format!("/proc/{p}/syscall")).unwrap_or_default()
+            ))
+            .collect::<Vec<_>>()
+    );
     let rss = d.rss_kib();
     // Without the budget this is over 50 MiB; with it, 8 MiB of queues plus
     // one chunk per connection, and what the allocator keeps.
@@ -550,7 +564,8 @@ fn stdin_floods_stay_within_the_memory_budget() {
         }
         sent += 1;
     }
-    std::thread::sleep(Duration::from_millis(500));
+    // The write that timed out (3 s) shows that rexecd stopped reading: what
+    // it holds, it holds now.
     let rss = d.rss_kib();
     assert!(
         rss < base + 16 * 1024,
@@ -620,7 +635,9 @@ fn without_a_time_limit_a_background_job_survives_like_with_ssh() {
         .arg("nohup sleep 30 >/dev/null 2>&1 & echo $!"));
     let job = Reap(pids(&r.out()));
     assert_eq!(job.0.len(), 1, "{}", r.out());
-    std::thread::sleep(Duration::from_millis(1500));
+    // Everything rexecd does about a command (the pipe grace, leftovers,
+    // the reap) is done by the time its audit line is written.
+    assert!(d.wait_log("ran \"nohup sleep 30", PATIENCE), "{}", d.log());
     assert!(alive(job.0[0]), "a nohup job started on purpose was killed");
 }
 

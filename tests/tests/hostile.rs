@@ -213,12 +213,27 @@ fn disconnects_in_every_phase_leave_nothing_behind() {
     for (name, bytes) in phases {
         let mut sock = TcpStream::connect(d.addr).unwrap();
         sock.write_all(&bytes).unwrap();
-        // Let the server act on it, reading a little (mid output).
-        std::thread::sleep(Duration::from_millis(150));
-        let mut buf = [0u8; 1024];
-        sock.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let _ = sock.read(&mut buf);
+        // The server has acted on it: a whole hello is answered, and a
+        // whole Exec has started its command (which may have ended).
+        let hello_sent = bytes.len() >= hello_bytes().len();
+        let execs = [
+            "right after exec",
+            "mid output",
+            "stdin open",
+            "several commands",
+        ]
+        .contains(&name);
+        if hello_sent {
+            let mut buf = [0u8; 1024];
+            sock.set_read_timeout(Some(PATIENCE)).unwrap();
+            assert!(sock.read(&mut buf).is_ok_and(|n| n > 0), "{name}: no hello");
+        }
+        if execs {
+            assert!(
+                wait_until(PATIENCE, || !children_of(d.pid()).is_empty()),
+                "{name}: nothing started"
+            );
+        }
         drop(sock);
         assert!(
             wait_until(PATIENCE, || children_of(d.pid()).is_empty()),

@@ -120,7 +120,14 @@ fn nothing_runs_before_authentication_and_answers_do_not_replay() {
         ),
         "{msgs:?}"
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // The server is done with the connection (it closed it); a command it
+    // had started would have been said (Started) before the error, and
+    // would be running or have run.
+    assert!(
+        !msgs.iter().any(|m| matches!(m, ServerMsg::Started { .. })),
+        "{msgs:?}"
+    );
+    assert!(children_of(d.pid()).is_empty(), "a command is running");
     assert!(!marker.exists(), "a command ran without authentication");
 }
 

@@ -446,14 +446,19 @@ fn a_client_that_stops_reading_does_not_grow_memory_or_stall_others() {
             ..Exec::default()
         }),
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    // Backpressure: `yes` blocks on its full pipe.
+    assert!(
+        wait_until_stalled(d.pid(), 1, || 0),
+        "yes never blocked: its output is being buffered"
+    );
     let rss1 = d.rss_kib();
     // Another client is served meanwhile.
     let mut other = connect(&d);
     let (o, out, _) = sh(&mut other, 1, "echo served");
     assert_eq!(out, b"served\n");
     assert_eq!(o.exit_code(), 0);
-    std::thread::sleep(Duration::from_millis(1000));
+    // Still blocked, not read into memory while the other was served.
+    assert!(leaves_below(d.pid()).into_iter().all(blocked_writing));
     let rss2 = d.rss_kib();
     // Unbounded buffering would have taken hundreds of MiB by now.
     assert!(rss2 < 40 * 1024, "server RSS {rss2} KiB");

@@ -5,7 +5,6 @@
 //! the kernel, not in rexecd.
 
 use std::net::TcpStream;
-use std::time::Duration;
 
 use rexec_proto::*;
 use rexec_tests::wire::{hello, send};
@@ -131,8 +130,12 @@ fn output_for_clients_that_never_read_waits_in_the_kernel() {
             s
         })
         .collect();
-    // Let every command fill what it can.
-    std::thread::sleep(Duration::from_secs(2));
+    // Every command fills what it can (20 MB each is more than a pipe and
+    // two socket buffers hold) and blocks.
+    assert!(
+        wait_until_stalled(d.pid(), 48, || 0),
+        "the 48 commands did not all block"
+    );
     let rss = d.rss_kib();
     assert!(
         rss < base + 4 * 1024,
