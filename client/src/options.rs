@@ -54,7 +54,8 @@ impl ConnArgs {
             tls: self.tls_options(target)?,
             connect_timeout: Some(self.connect_timeout),
             trace: self.trace,
-            token: rexec_proto::auth::Token::load(token_file).map_err(ClientError::Usage)?,
+            token: rexec_proto::auth::Token::load(token_file)
+                .map_err(|e| ClientError::Usage(e.to_string()))?,
         })
     }
 

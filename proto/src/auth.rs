@@ -8,7 +8,7 @@
 //! any other connection. The server checks in constant time.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -42,6 +42,29 @@ pub fn cert_fingerprint(der: &[u8]) -> String {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token(Vec<u8>);
 
+/// Why a token could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is empty")]
+    Empty,
+    #[error("token file {}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error(
+        "token file {} can be read by others (mode {mode:03o}); run: chmod 600 {}",
+        path.display(),
+        path.display()
+    )]
+    Readable { path: PathBuf, mode: u32 },
+    #[error("token file {} is not UTF-8 text", .0.display())]
+    NotText(PathBuf),
+    #[error("token file {}: the token is empty", .0.display())]
+    EmptyFile(PathBuf),
+    #[error("{TOKEN_ENV}: the token is empty")]
+    EmptyEnv,
+    #[error("{TOKEN_ENV} is not UTF-8")]
+    EnvNotUnicode,
+}
+
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Token(..)")
@@ -51,43 +74,45 @@ impl std::fmt::Debug for Token {
 impl Token {
     /// A token from its text; surrounding white space (a trailing newline
     /// from `echo`) is not part of it.
-    pub fn new(text: &str) -> Result<Token, String> {
+    pub fn new(text: &str) -> Result<Token, TokenError> {
         let t = text.trim();
         if t.is_empty() {
-            return Err("the token is empty".into());
+            return Err(TokenError::Empty);
         }
         Ok(Token(t.as_bytes().to_vec()))
     }
 
     /// Reads a token file, refusing one that group or others may read.
-    pub fn from_file(path: &Path) -> Result<Token, String> {
+    pub fn from_file(path: &Path) -> Result<Token, TokenError> {
         use std::os::unix::fs::PermissionsExt;
-        let shown = path.display();
-        let meta = std::fs::metadata(path).map_err(|e| format!("token file {shown}: {e}"))?;
+        let read = |source| TokenError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(read)?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(format!(
-                "token file {shown} can be read by others (mode {mode:03o}); run: chmod 600 {shown}"
-            ));
+            return Err(TokenError::Readable {
+                path: path.to_path_buf(),
+                mode,
+            });
         }
         let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-            io::ErrorKind::InvalidData => format!("token file {shown} is not UTF-8 text"),
-            _ => format!("token file {shown}: {e}"),
+            io::ErrorKind::InvalidData => TokenError::NotText(path.to_path_buf()),
+            _ => read(e),
         })?;
-        Token::new(&text).map_err(|e| format!("token file {shown}: {e}"))
+        Token::new(&text).map_err(|_| TokenError::EmptyFile(path.to_path_buf()))
     }
 
     /// The token from `--token-file` if given, else from `REXEC_TOKEN`, else none.
-    pub fn load(file: Option<&Path>) -> Result<Option<Token>, String> {
+    pub fn load(file: Option<&Path>) -> Result<Option<Token>, TokenError> {
         if let Some(f) = file {
             return Token::from_file(f).map(Some);
         }
         match std::env::var(TOKEN_ENV) {
-            Ok(v) => Token::new(&v)
-                .map(Some)
-                .map_err(|e| format!("{TOKEN_ENV}: {e}")),
+            Ok(v) => Token::new(&v).map(Some).map_err(|_| TokenError::EmptyEnv),
             Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(std::env::VarError::NotUnicode(_)) => Err(format!("{TOKEN_ENV} is not UTF-8")),
+            Err(std::env::VarError::NotUnicode(_)) => Err(TokenError::EnvNotUnicode),
         }
     }
 
@@ -171,7 +196,7 @@ mod tests {
         let f = dir.join("token");
         std::fs::write(&f, "abc\n").unwrap();
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = Token::from_file(&f).unwrap_err();
+        let err = Token::from_file(&f).unwrap_err().to_string();
         assert!(err.contains("chmod 600"), "{err}");
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(Token::from_file(&f).unwrap(), Token::new("abc").unwrap());

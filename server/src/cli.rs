@@ -13,6 +13,7 @@ use rexec_proto::DEFAULT_PORT;
 use rexec_proto::auth::Token;
 
 use crate::config::{Config, Protocol};
+use crate::error::ConfigError;
 use crate::exec_policy::{Allowed, ExecPolicy, RunAs};
 
 /// rexecd: run commands for rexec clients and stream their output back.
@@ -186,7 +187,7 @@ pub struct Args {
 }
 
 impl Args {
-    pub fn into_config(self) -> Result<Config, String> {
+    pub fn into_config(self) -> Result<Config, ConfigError> {
         let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
         let token = Token::load(self.token_file.as_deref())?;
         let allow = match self.allow {
@@ -195,8 +196,7 @@ impl Args {
                 progs
                     .iter()
                     .map(|p| {
-                        Allowed::lookup(p)
-                            .ok_or_else(|| format!("--allow {p}: no such program in PATH"))
+                        Allowed::lookup(p).ok_or_else(|| ConfigError::NoSuchProgram(p.clone()))
                     })
                     .collect::<Result<Vec<_>, _>>()?,
             ),
@@ -204,10 +204,7 @@ impl Args {
         let run_as = match &self.user {
             None => None,
             Some(_) if !nix::unistd::geteuid().is_root() => {
-                return Err(
-                    "--user needs rexecd to run as root (it switches to that user for each command)"
-                        .into(),
-                );
+                return Err(ConfigError::UserNeedsRoot);
             }
             Some(name) => Some(RunAs::lookup(name)?),
         };
@@ -218,7 +215,7 @@ impl Args {
                     .state_dir
                     .clone()
                     .or_else(crate::tls::default_state_dir)
-                    .ok_or("no state directory: give --state-dir DIR")?;
+                    .ok_or(ConfigError::NoStateDir)?;
                 Some(crate::tls::self_signed(&dir)?)
             }
             _ => None,
@@ -245,16 +242,18 @@ impl Args {
                 run_as,
                 files_helper: match self.no_files {
                     true => None,
-                    false => Some(std::env::current_exe().map_err(|e| {
-                        format!("file transfers: cannot find rexecd's own executable: {e}")
-                    })?),
+                    false => Some(own_executable("file transfers")?),
                 },
                 files_root: match &self.files_root {
                     None => None,
-                    Some(d) => Some(
-                        std::fs::canonicalize(d)
-                            .map_err(|e| format!("--files-root {}: {e}", d.display()))?,
-                    ),
+                    Some(d) => {
+                        Some(
+                            std::fs::canonicalize(d).map_err(|source| ConfigError::FilesRoot {
+                                path: d.clone(),
+                                source,
+                            })?,
+                        )
+                    }
                 },
                 own_home: nix::unistd::User::from_uid(nix::unistd::getuid())
                     .ok()
@@ -262,9 +261,7 @@ impl Args {
                     .map(|u| u.dir),
                 contain: match self.contain {
                     false => None,
-                    true => Some(std::env::current_exe().map_err(|e| {
-                        format!("--contain: cannot find rexecd's own executable: {e}")
-                    })?),
+                    true => Some(own_executable("--contain")?),
                 },
             },
             frame_timeout: Duration::from_secs(self.frame_timeout.max(1)),
@@ -273,6 +270,11 @@ impl Args {
             ..Config::default()
         })
     }
+}
+
+/// rexecd's own executable, which runs as the helper for `what`.
+fn own_executable(what: &'static str) -> Result<PathBuf, ConfigError> {
+    std::env::current_exe().map_err(|source| ConfigError::OwnExecutable { what, source })
 }
 
 /// Parses `HOST:PORT` or `HOST` (port 7070), resolving a host name such as

@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 use rexec_proto::auth::Token;
 
+use crate::error::ConfigError;
 use crate::exec_policy::ExecPolicy;
 
 /// Which protocol a server speaks on its port.
@@ -108,10 +109,10 @@ impl Default for Config {
 
 impl Config {
     /// Refuses unsafe settings; returns warnings to log for allowed ones.
-    pub fn check(&self) -> Result<Vec<String>, String> {
+    pub fn check(&self) -> Result<Vec<String>, ConfigError> {
         let mut warnings = Vec::new();
         if self.tls.is_some() && self.protocol != Protocol::Native {
-            return Err("--tls works with --protocol native only".into());
+            return Err(ConfigError::TlsNeedsNative);
         }
         if !self.listen.ip().is_loopback() {
             let mut missing = Vec::new();
@@ -122,17 +123,15 @@ impl Config {
                 missing.push("a token (--token-file FILE or REXEC_TOKEN)");
             }
             if !missing.is_empty() && !self.insecure {
-                return Err(format!(
-                    "refusing to listen on {} without {}: anyone on the network could {}. \
-                     Listen on loopback, add what is missing, or pass --insecure if this network is trusted",
-                    self.listen,
-                    missing.join(" and "),
-                    if self.token.is_none() {
+                return Err(ConfigError::Exposed {
+                    listen: self.listen,
+                    missing: missing.join(" and "),
+                    could: if self.token.is_none() {
                         "run commands as this user"
                     } else {
                         "read every command and its output"
-                    }
-                ));
+                    },
+                });
             }
             if self.tls.is_none() {
                 warnings.push(format!(
@@ -177,9 +176,9 @@ mod tests {
     #[test]
     fn non_loopback_needs_tls_and_a_token_or_insecure() {
         let mut c = Config::default();
-        assert_eq!(c.check(), Ok(vec![]));
+        assert_eq!(c.check().unwrap(), Vec::<String>::new());
         c.listen = "0.0.0.0:7070".parse().unwrap();
-        let err = c.check().unwrap_err();
+        let err = c.check().unwrap_err().to_string();
         assert!(
             err.contains("--tls") && err.contains("--token-file") && err.contains("--insecure"),
             "{err}"
@@ -194,7 +193,7 @@ mod tests {
         // A token alone is not enough: plaintext still needs --insecure.
         c.insecure = false;
         c.token = Some(Token::new("t").unwrap());
-        let err = c.check().unwrap_err();
+        let err = c.check().unwrap_err().to_string();
         assert!(
             err.contains("TLS (--tls)") && !err.contains("token"),
             "{err}"
@@ -209,10 +208,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rexec-cfg-{}", std::process::id()));
         c.tls = Some(crate::tls::self_signed(&dir).unwrap());
         c.insecure = false;
-        assert_eq!(c.check(), Ok(vec![]));
+        assert_eq!(c.check().unwrap(), Vec::<String>::new());
         c.listen = "[::1]:7070".parse().unwrap();
         c.protocol = Protocol::Seed;
-        assert!(c.check().unwrap_err().contains("native only"));
+        assert!(c.check().unwrap_err().to_string().contains("native only"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

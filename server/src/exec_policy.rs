@@ -10,6 +10,7 @@ use std::process::Command;
 
 use rexec_proto::{ErrorKind, Exec, ExecMode};
 
+use crate::error::ConfigError;
 use crate::process::CommandError;
 use rexec_proto::text::echo;
 
@@ -100,15 +101,18 @@ pub struct RunAs {
 
 impl RunAs {
     /// Looks `name` up in the user database.
-    pub fn lookup(name: &str) -> Result<RunAs, String> {
+    pub fn lookup(name: &str) -> Result<RunAs, ConfigError> {
         use nix::unistd::{User, getgrouplist};
+        let fail = |why: String| ConfigError::User {
+            name: name.to_string(),
+            why,
+        };
         let user = User::from_name(name)
-            .map_err(|e| format!("--user {name}: {e}"))?
-            .ok_or_else(|| format!("--user {name}: no such user"))?;
-        let cname =
-            std::ffi::CString::new(name).map_err(|_| format!("--user {name:?}: bad name"))?;
-        let groups = getgrouplist(&cname, user.gid)
-            .map_err(|e| format!("--user {name}: its groups: {e}"))?;
+            .map_err(|e| fail(e.to_string()))?
+            .ok_or_else(|| fail("no such user".into()))?;
+        let cname = std::ffi::CString::new(name).map_err(|_| fail("bad name".into()))?;
+        let groups =
+            getgrouplist(&cname, user.gid).map_err(|e| fail(format!("its groups: {e}")))?;
         Ok(RunAs {
             name: name.to_string(),
             uid: user.uid.as_raw(),

@@ -50,6 +50,7 @@ pub(crate) mod cli;
 pub(crate) mod config;
 pub(crate) mod connection;
 pub(crate) mod contain;
+pub(crate) mod error;
 pub(crate) mod exec_policy;
 pub(crate) mod files;
 pub(crate) mod files_tree;
@@ -66,6 +67,7 @@ pub(crate) mod tls;
 
 pub use cli::Args;
 pub use config::{Config, Protocol};
+pub use error::{ConfigError, TlsError};
 pub use exec_policy::ExecPolicy;
 pub use protocol::{Action, ConnProtocol};
 pub use server::{Server, ServerHandle};

@@ -25,7 +25,8 @@ mod pump;
 pub(crate) use pump::{PumpIo, Pumped};
 
 /// Why a command could not be started; becomes an `Error` for its id.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{kind}: {message}")]
 pub struct CommandError {
     pub kind: ErrorKind,
     pub message: String,

@@ -5,6 +5,8 @@
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+use crate::error::TlsError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -30,59 +32,67 @@ pub fn default_state_dir() -> Option<PathBuf> {
 }
 
 /// Loads `cert` and `key` (PEM).
-pub fn from_files(cert: &Path, key: &Path) -> Result<TlsSetup, String> {
+pub fn from_files(cert: &Path, key: &Path) -> Result<TlsSetup, TlsError> {
+    let bad_cert = |why: String| TlsError::Certificate {
+        path: cert.to_path_buf(),
+        why,
+    };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| format!("certificate {}: {e}", cert.display()))?
+        .map_err(|e| bad_cert(e.to_string()))?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("certificate {}: {e}", cert.display()))?;
+        .map_err(|e| bad_cert(e.to_string()))?;
     if certs.is_empty() {
-        return Err(format!(
-            "certificate {}: no CERTIFICATE in it",
-            cert.display()
-        ));
+        return Err(bad_cert("no CERTIFICATE in it".into()));
     }
-    let key =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("key {}: {e}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+        path: key.to_path_buf(),
+        why: e.to_string(),
+    })?;
     build(certs, key, format!("{}", cert.display()))
 }
 
 /// Loads the self-signed pair from `dir`, generating it on first use.
-pub fn self_signed(dir: &Path) -> Result<TlsSetup, String> {
+pub fn self_signed(dir: &Path) -> Result<TlsSetup, TlsError> {
     let cert = dir.join("tls-cert.pem");
     let key = dir.join("tls-key.pem");
     if !cert.exists() || !key.exists() {
         generate(dir, &cert, &key)?;
     }
     let mode = std::fs::metadata(&key)
-        .map_err(|e| format!("{}: {e}", key.display()))?
+        .map_err(|source| TlsError::File {
+            path: key.clone(),
+            source,
+        })?
         .permissions()
         .mode();
     if mode & 0o077 != 0 {
-        return Err(format!(
-            "TLS key {} can be read by others (mode {:03o}); run: chmod 600 {}",
-            key.display(),
-            mode & 0o777,
-            key.display()
-        ));
+        return Err(TlsError::KeyReadable {
+            path: key,
+            mode: mode & 0o777,
+        });
     }
     from_files(&cert, &key)
 }
 
-fn generate(dir: &Path, cert: &Path, key: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("state directory {}: {e}", dir.display()))?;
+fn generate(dir: &Path, cert: &Path, key: &Path) -> Result<(), TlsError> {
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::StateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     let names = vec!["localhost".to_string(), "rexecd".to_string()];
-    let pair = rcgen::generate_simple_self_signed(names)
-        .map_err(|e| format!("generating a certificate: {e}"))?;
-    let write = |path: &Path, text: &str| -> Result<(), String> {
-        let mut f = std::fs::OpenOptions::new()
+    let pair = rcgen::generate_simple_self_signed(names)?;
+    let write = |path: &Path, text: &str| -> Result<(), TlsError> {
+        std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        f.write_all(text.as_bytes())
-            .map_err(|e| format!("{}: {e}", path.display()))
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|source| TlsError::File {
+                path: path.to_path_buf(),
+                source,
+            })
     };
     write(key, &pair.signing_key.serialize_pem())?;
     write(cert, &pair.cert.pem())?;
@@ -97,15 +107,15 @@ fn build(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     source: String,
-) -> Result<TlsSetup, String> {
+) -> Result<TlsSetup, TlsError> {
     let fingerprint = cert_fingerprint(&certs[0]);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
+        .map_err(TlsError::Setup)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("TLS certificate and key: {e}"))?;
+        .map_err(TlsError::Pair)?;
     Ok(TlsSetup {
         config: Arc::new(config),
         fingerprint,
@@ -134,7 +144,12 @@ mod tests {
             std::fs::Permissions::from_mode(0o644),
         )
         .unwrap();
-        assert!(self_signed(&dir).unwrap_err().contains("chmod 600"));
+        assert!(
+            self_signed(&dir)
+                .unwrap_err()
+                .to_string()
+                .contains("chmod 600")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

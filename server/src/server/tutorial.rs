@@ -42,7 +42,7 @@ impl Server {
     /// A command could not start: the tutorial protocols have no error
     /// message, so the reply carries the error text as output.
     pub(super) fn tutorial_error(&mut self, id: ConnId, e: &CommandError) {
-        let text = format!("rexecd: {}: {}\n", e.kind, e.message);
+        let text = format!("rexecd: {e}\n");
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };

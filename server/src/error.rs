@@ -1,0 +1,97 @@
+//! What can stop rexecd from starting, as types: the command line and its
+//! settings ([`ConfigError`]) and the TLS identity ([`TlsError`]). Errors
+//! while serving are per command (`CommandError` in process.rs) or per
+//! connection (an `Error` frame), never a reason to stop.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use rexec_proto::auth::TokenError;
+
+/// A setting rexecd cannot start with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("--allow {0}: no such program in PATH")]
+    NoSuchProgram(String),
+    #[error("--user needs rexecd to run as root (it switches to that user for each command)")]
+    UserNeedsRoot,
+    #[error("--user {name}: {why}")]
+    User { name: String, why: String },
+    #[error("no state directory: give --state-dir DIR")]
+    NoStateDir,
+    #[error("{what}: cannot find rexecd's own executable: {source}")]
+    OwnExecutable {
+        what: &'static str,
+        source: io::Error,
+    },
+    #[error("--files-root {}: {source}", path.display())]
+    FilesRoot { path: PathBuf, source: io::Error },
+    #[error("--tls works with --protocol native only")]
+    TlsNeedsNative,
+    #[error(
+        "refusing to listen on {listen} without {missing}: anyone on the network could {could}. \
+         Listen on loopback, add what is missing, or pass --insecure if this network is trusted"
+    )]
+    Exposed {
+        listen: SocketAddr,
+        missing: String,
+        could: &'static str,
+    },
+}
+
+/// The TLS identity could not be loaded or made.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("certificate {}: {why}", path.display())]
+    Certificate { path: PathBuf, why: String },
+    #[error("key {}: {why}", path.display())]
+    Key { path: PathBuf, why: String },
+    #[error(
+        "TLS key {} can be read by others (mode {mode:03o}); run: chmod 600 {}",
+        path.display(),
+        path.display()
+    )]
+    KeyReadable { path: PathBuf, mode: u32 },
+    #[error("state directory {}: {source}", path.display())]
+    StateDir { path: PathBuf, source: io::Error },
+    #[error("{}: {source}", path.display())]
+    File { path: PathBuf, source: io::Error },
+    #[error("generating a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("TLS setup: {0}")]
+    Setup(rustls::Error),
+    #[error("TLS certificate and key: {0}")]
+    Pair(rustls::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    #[test]
+    fn errors_say_what_and_keep_their_cause() {
+        let missing = PathBuf::from("/nonexistent/rexec-token");
+        let e = ConfigError::from(rexec_proto::auth::Token::from_file(&missing).unwrap_err());
+        assert_eq!(
+            e.to_string(),
+            "token file /nonexistent/rexec-token: No such file or directory (os error 2)"
+        );
+        let cause = e.source().and_then(|s| s.downcast_ref::<io::Error>());
+        assert_eq!(cause.map(io::Error::kind), Some(io::ErrorKind::NotFound));
+        let e = ConfigError::OwnExecutable {
+            what: "--contain",
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        assert!(
+            e.to_string()
+                .starts_with("--contain: cannot find rexecd's own executable")
+        );
+        assert!(e.source().is_some());
+    }
+}
