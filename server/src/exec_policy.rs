@@ -181,13 +181,10 @@ impl ExecPolicy {
     }
 }
 
-/// The `Command` for a file transfer helper (`rexecd __put|__get ARGS`),
-/// under the same environment, user and starting directory as a command.
-pub fn transfer_command(
-    policy: &ExecPolicy,
-    mode: &str,
-    args: &[std::ffi::OsString],
-) -> Result<Command, CommandError> {
+/// The `Command` for a file transfer helper (`rexecd __files`; its request
+/// comes on stdin), under the same environment, user and starting directory
+/// as a command.
+pub fn transfer_command(policy: &ExecPolicy) -> Result<Command, CommandError> {
     let Some(exe) = &policy.files_helper else {
         return Err(CommandError::new(
             ErrorKind::Forbidden,
@@ -200,12 +197,8 @@ pub fn transfer_command(
             "file transfers are off with --no-shell unless rexecd has --files-root DIR",
         ));
     }
-    let root = policy
-        .files_root
-        .as_ref()
-        .map_or("-".to_string(), |r| r.to_string_lossy().into_owned());
     let mut cmd = Command::new(exe);
-    cmd.arg(mode).arg(root).args(args);
+    cmd.arg(crate::files::FILES);
     if let Some(h) = policy.home().filter(|h| h.is_dir()) {
         cmd.current_dir(h);
     }

@@ -1,31 +1,32 @@
-//! File transfers: `rexecd __put` and `rexecd __get`, run as commands.
+//! File transfers: `rexecd __files`, run as a command.
 //!
 //! rexecd never touches a file itself: a transfer is a child process of the
 //! rexecd executable, started like any command (the same exec policy, user,
 //! limits, audit line, backpressure through its pipes), so disk I/O never
-//! blocks the event loop and a cancel is a kill.
+//! blocks the event loop and a cancel is a kill. What it is to do comes on
+//! its stdin, typed (files_request.rs): first the request and the files
+//! root, then for a put the data and, apart from it, the checksum.
 //!
-//! - `__put ROOT DEST NAME SIZE MKDIRS MODE MTIME PRESERVE WHAT`: WHAT `d`
-//!   makes the directory NAME, `lTARGET` the symlink NAME; `f`, a file,
-//!   checks the destination,
-//!   says so with one byte on stdout ([`rexec_proto::PUT_READY`]), then reads
-//!   exactly SIZE bytes from stdin, then the 32-byte SHA-256 the client
-//!   computed. The data goes
+//! - A put makes what the client's `Put` says: with `PutWhat::Dir` the
+//!   directory NAME, with `Symlink` the symlink NAME, with `TreeTop` the top
+//!   of a tree (files_tree.rs); with `File` it checks the destination, says
+//!   so with one byte on stdout ([`rexec_proto::PUT_READY`]), then takes
+//!   exactly SIZE bytes of data and the client's SHA-256. The data goes
 //!   into an unnamed file (`O_TMPFILE`) in the target's directory; only when
 //!   the hashes match is it linked there under a temporary name and renamed
 //!   over the target. A killed or failed put leaves the old file and no
 //!   temporary behind. DEST may be a directory (then NAME inside it).
-//! - `__get ROOT PATH`: writes a 20-byte header (size u64, mode u32, mtime
-//!   i64, big-endian), the file, then its SHA-256.
-//! - `__list ROOT PATH`: writes the tree below the directory PATH, one entry
-//!   after another: `f`, `d` or `l`, the path relative to PATH, NUL (and for
-//!   a symlink its target, NUL). Nothing is followed: a symlink is listed,
+//! - A get writes a 20-byte header (size u64, mode u32, mtime i64,
+//!   big-endian), the file, then its SHA-256.
+//! - A list writes the tree below the directory PATH, one entry after
+//!   another: `f`, `d` or `l`, the path relative to PATH, NUL (and for a
+//!   symlink its target, NUL). Nothing is followed: a symlink is listed,
 //!   never entered, and other kinds (FIFOs, devices) are left out.
 //!
-//! ROOT is `-` for none: paths are then taken as they are (relative to the
-//! home directory the command starts in). Otherwise every path is resolved
-//! beneath ROOT by the kernel (`openat2` with `RESOLVE_BENEATH`): no `..`
-//! and no symlink leads out, checked on the file actually opened.
+//! Without a files root, paths are taken as they are (relative to the home
+//! directory the command starts in). With one, every path is resolved
+//! beneath it by the kernel (`openat2` with `RESOLVE_BENEATH`): no `..` and
+//! no symlink leads out, checked on the file actually opened.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
@@ -33,23 +34,26 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 
+use rexec_proto::{Put, PutWhat};
 use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
 use sha2::{Digest, Sha256};
 
-/// The first argument that selects a transfer helper in `rexecd`'s `main`.
-pub const PUT: &str = "__put";
-pub const GET: &str = "__get";
-pub const LIST: &str = "__list";
+use crate::files_request::{HelperInput, HelperMsg, Request};
 
-/// Runs a helper; the exit code: 0 done, 1 failed (the reason on stderr).
-pub fn helper(mode: &str, args: &[OsString]) -> i32 {
-    let args: Vec<&OsStr> = args.iter().map(OsString::as_os_str).collect();
-    let res = match mode {
-        PUT => put(&args),
-        GET => get(&args),
-        LIST => crate::files_tree::list(&args),
-        _ => Err(format!("unknown helper {mode}")),
-    };
+/// The first argument that makes `rexecd` a transfer helper.
+pub const FILES: &str = "__files";
+
+/// Runs the helper; the exit code: 0 done, 1 failed (the reason on stderr).
+pub fn helper() -> i32 {
+    let mut input = HelperInput::new();
+    let res = input.request().and_then(|(request, root)| {
+        let root = Root::new(root.as_deref())?;
+        match request {
+            Request::Put(p) => put(&root, &p, &mut input),
+            Request::Get(path) => get(&root, OsStr::from_bytes(&path)),
+            Request::List(path) => crate::files_tree::list(&root, OsStr::from_bytes(&path)),
+        }
+    });
     match res {
         Ok(()) => 0,
         Err(e) => {
@@ -64,21 +68,16 @@ pub(crate) fn shown(p: &OsStr) -> String {
     rexec_proto::text::echo(&p.to_string_lossy())
 }
 
-/// A number or flag argument (always ASCII).
-fn text(a: &OsStr) -> &str {
-    a.to_str().unwrap_or("")
-}
-
 /// Where paths are resolved: beneath a files root (by the kernel), or as
 /// they are when there is none.
 pub(crate) struct Root(Option<OwnedFd>);
 
 impl Root {
-    /// ROOT from the command line: `-` for none.
-    pub(crate) fn new(root: &OsStr) -> Result<Root, String> {
-        if root == "-" {
+    /// The files root, if there is one.
+    pub(crate) fn new(root: Option<&OsStr>) -> Result<Root, String> {
+        let Some(root) = root else {
             return Ok(Root(None));
-        }
+        };
         rustix::fs::open(
             root,
             OFlags::DIRECTORY | OFlags::PATH | OFlags::CLOEXEC,
@@ -120,36 +119,25 @@ impl Root {
     }
 }
 
-fn put(args: &[&OsStr]) -> Result<(), String> {
-    let [root, dest, name, size, mkdirs, mode, mtime, preserve, what] = args else {
-        return Err("__put: bad arguments".into());
-    };
-    let (size, mkdirs, mode, mtime, preserve) = (
-        text(size),
-        text(mkdirs),
-        text(mode),
-        text(mtime),
-        text(preserve),
-    );
-    let size: u64 = size.parse().map_err(|_| "__put: bad size".to_string())?;
-    let root = Root::new(root)?;
+fn put(root: &Root, put: &Put, input: &mut HelperInput) -> Result<(), String> {
+    let (dest, name) = (OsStr::from_bytes(&put.dest), OsStr::from_bytes(&put.name));
     // DEST is a directory (then NAME goes inside), or a file to write; with
     // MKDIRS it is a directory, made if missing.
-    if *what == "t" {
-        return crate::files_tree::put_tree_top(&root, dest, name, mode, preserve == "1");
+    if put.what == PutWhat::TreeTop {
+        return crate::files_tree::put_tree_top(root, dest, name, put.mode, put.preserve);
     }
-    if mkdirs == "1" {
-        make_dirs(&root, dest)?;
+    if put.mkdirs {
+        make_dirs(root, dest)?;
     }
-    let (dir, dir_path, file_name) = put_target(&root, dest, name)?;
-    match what.as_bytes().split_first() {
-        Some((b'd', _)) => {
-            return crate::files_tree::put_dir(&dir, &file_name, mode, preserve == "1");
+    let (dir, dir_path, file_name) = put_target(root, dest, name)?;
+    match &put.what {
+        PutWhat::Dir => {
+            return crate::files_tree::put_dir(&dir, &file_name, put.mode, put.preserve);
         }
-        Some((b'l', target)) => {
+        PutWhat::Symlink(target) => {
             return crate::files_tree::put_symlink(&dir, &file_name, OsStr::from_bytes(target));
         }
-        _ => {}
+        PutWhat::File | PutWhat::TreeTop => {}
     }
     // An unnamed file in the target's directory: nothing to clean up if we
     // are killed before it is complete.
@@ -167,8 +155,8 @@ fn put(args: &[&OsStr]) -> Result<(), String> {
         .and_then(|()| io::stdout().flush())
         .map_err(|e| format!("telling the client to go on: {e}"))?;
     let mut file = std::fs::File::from(tmp);
-    receive(&mut file, size, &file_name)?;
-    set_metadata(&file, &dir, &file_name, mode, mtime, preserve == "1")?;
+    receive(input, &mut file, put.size, &file_name)?;
+    set_metadata(&file, &dir, &file_name, put.mode, put.mtime, put.preserve)?;
     file.sync_all()
         .map_err(|e| format!("{}: {e}", shown(&file_name)))?;
     commit(&file, &dir, &file_name)
@@ -224,35 +212,37 @@ fn put_target(
     Ok((dir, dir_path, file_name))
 }
 
-/// Reads exactly `size` bytes of stdin into `file`, then the client's
+/// Takes exactly `size` bytes of data into `file`, then the client's
 /// SHA-256, and checks that they match.
-fn receive(file: &mut std::fs::File, size: u64, file_name: &OsStr) -> Result<(), String> {
-    let mut input = io::stdin().lock();
+fn receive(
+    input: &mut HelperInput,
+    file: &mut std::fs::File,
+    size: u64,
+    file_name: &OsStr,
+) -> Result<(), String> {
     let mut hash = Sha256::new();
-    let mut left = size;
-    let mut buf = vec![0u8; 256 * 1024];
-    while left > 0 {
-        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let n = match input.read(&mut buf[..want]) {
-            Ok(0) => {
-                return Err(format!(
-                    "the copy ended after {} of {size} bytes",
-                    size - left
-                ));
+    let mut got: u64 = 0;
+    let expected = loop {
+        match input.next()? {
+            Some(HelperMsg::Data(data)) => {
+                got += data.len() as u64;
+                if got > size {
+                    return Err(format!("the copy sent more than its {size} bytes"));
+                }
+                hash.update(&data);
+                file.write_all(&data)
+                    .map_err(|e| format!("{}: {e}", shown(file_name)))?;
             }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("reading the data: {e}")),
-        };
-        hash.update(&buf[..n]);
-        file.write_all(&buf[..n])
-            .map_err(|e| format!("{}: {e}", shown(file_name)))?;
-        left -= n as u64;
-    }
-    let mut expected = [0u8; 32];
-    input
-        .read_exact(&mut expected)
-        .map_err(|_| "the copy ended before its checksum".to_string())?;
+            Some(HelperMsg::End { sha256 }) if got == size => break sha256,
+            Some(HelperMsg::End { .. }) | None if got < size => {
+                return Err(format!("the copy ended after {got} of {size} bytes"));
+            }
+            None => return Err("the copy ended before its checksum".into()),
+            Some(HelperMsg::End { .. } | HelperMsg::Request { .. }) => {
+                return Err("from rexecd: a second request".into());
+            }
+        }
+    };
     if hash.finalize().as_slice() != expected {
         return Err(
             "checksum mismatch: the data was damaged on the way; nothing was written".into(),
@@ -267,8 +257,8 @@ fn set_metadata(
     file: &std::fs::File,
     dir: &OwnedFd,
     file_name: &OsStr,
-    mode: &str,
-    mtime: &str,
+    mode: Option<u32>,
+    mtime: Option<i64>,
     preserve: bool,
 ) -> Result<(), String> {
     // Mode: the source's as it is (-p); else the replaced file's own; else
@@ -278,7 +268,7 @@ fn set_metadata(
         .filter(|st| {
             rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
         });
-    let source = mode.parse::<u32>().ok().map(|m| m & 0o777);
+    let source = mode.map(|m| m & 0o777);
     let mode = match (preserve, source, old) {
         (true, Some(m), _) => m,
         (_, _, Some(st)) => st.st_mode & 0o7777,
@@ -297,7 +287,7 @@ fn set_metadata(
         );
     }
     rustix::fs::fchmod(file, Mode::from_raw_mode(mode)).map_err(|e| format!("mode: {e}"))?;
-    if let Ok(secs) = mtime.parse::<i64>() {
+    if let Some(secs) = mtime {
         let t = rustix::fs::Timestamps {
             last_access: rustix::fs::Timespec {
                 tv_sec: secs,
@@ -385,13 +375,10 @@ fn umask() -> u32 {
         .unwrap_or(0o022)
 }
 
-fn get(args: &[&OsStr]) -> Result<(), String> {
-    let [root, path] = args else {
-        return Err("__get: bad arguments".into());
-    };
+fn get(root: &Root, path: &OsStr) -> Result<(), String> {
     // Non-blocking: opening a FIFO for reading would otherwise wait for a
     // writer forever. Anything but a regular file is refused below, at once.
-    let fd = Root::new(root)?
+    let fd = root
         .open(path, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
         .map_err(|e| format!("{}: {e}", shown(path)))?;
     let st = rustix::fs::fstat(&fd).map_err(|e| format!("{}: {e}", shown(path)))?;

@@ -18,10 +18,10 @@ use crate::files::{Root, plain_name, shown, temp_name};
 pub(crate) fn put_dir(
     dir: &OwnedFd,
     name: &OsStr,
-    mode: &str,
+    mode: Option<u32>,
     preserve: bool,
 ) -> Result<(), String> {
-    let bits = mode.parse::<u32>().map_or(0o755, |m| m & 0o777);
+    let bits = mode.map_or(0o755, |m| m & 0o777);
     match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(bits)) {
         Ok(()) | Err(rustix::io::Errno::EXIST) => {}
         Err(e) => return Err(format!("{}: {e}", shown(name))),
@@ -47,7 +47,7 @@ pub(crate) fn put_tree_top(
     root: &Root,
     dest: &OsStr,
     name: &OsStr,
-    mode: &str,
+    mode: Option<u32>,
     preserve: bool,
 ) -> Result<(), String> {
     let mut bytes = dest.as_bytes();
@@ -107,11 +107,8 @@ pub(crate) fn put_symlink(dir: &OwnedFd, name: &OsStr, target: &OsStr) -> Result
 /// Deepest directory nesting listed.
 const LIST_DEPTH: usize = 256;
 
-pub(crate) fn list(args: &[&OsStr]) -> Result<(), String> {
-    let [root, path] = args else {
-        return Err("__list: bad arguments".into());
-    };
-    let top = Root::new(root)?
+pub(crate) fn list(root: &Root, path: &OsStr) -> Result<(), String> {
+    let top = root
         .dir(path)
         .map_err(|e| format!("{}: {e}", shown(path)))?;
     let mut out = io::BufWriter::with_capacity(256 * 1024, io::stdout().lock());

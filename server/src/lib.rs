@@ -53,6 +53,7 @@ pub(crate) mod contain;
 pub(crate) mod error;
 pub(crate) mod exec_policy;
 pub(crate) mod files;
+pub(crate) mod files_request;
 pub(crate) mod files_tree;
 pub(crate) mod out_queue;
 pub(crate) mod process;
@@ -77,13 +78,11 @@ pub use tls::TlsSetup;
 /// names one, and returns its exit code; `None` for a normal start.
 ///
 /// rexecd runs its own binary as helpers: `__contain` (the `--contain`
-/// supervisor) and `__put`, `__get`, `__list` (file transfers, files.rs).
+/// supervisor) and `__files` (file transfers, files.rs).
 pub fn helper_mode(args: &[std::ffi::OsString]) -> Option<i32> {
     let mode = args.get(1)?.to_str()?;
     if mode == contain::ARG {
         return Some(contain::supervise(&args[2..]));
     }
-    [files::PUT, files::GET, files::LIST]
-        .contains(&mode)
-        .then(|| files::helper(mode, &args[2..]))
+    (mode == files::FILES).then(files::helper)
 }

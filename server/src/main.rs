@@ -5,7 +5,7 @@ use clap::Parser;
 use rexec_server::{Args, Server};
 
 fn main() -> ExitCode {
-    // `rexecd __contain ...`, `rexecd __put ...`: a helper (lib.rs).
+    // `rexecd __contain ...`, `rexecd __files`: a helper (lib.rs).
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Some(code) = rexec_server::helper_mode(&args) {
         std::process::exit(code);

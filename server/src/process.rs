@@ -307,6 +307,9 @@ pub struct Proc {
     /// Which output pipes were grown for a fast writer (stdout, stderr);
     /// counted in `Server::big_pipes` until closed.
     pub grown: [bool; 2],
+    /// A file-transfer helper: what the client sends for it reaches it as
+    /// data frames (files_request.rs).
+    pub transfer: bool,
     /// Whole stdout and stderr, for the tutorial protocols only.
     pub tutorial_out: Vec<u8>,
     pub tutorial_err: Vec<u8>,
@@ -367,6 +370,7 @@ impl Proc {
             grace: None,
             notice: None,
             grown: [false; 2],
+            transfer: false,
             tutorial_out: Vec::new(),
             tutorial_err: Vec::new(),
         }

@@ -158,6 +158,27 @@ fn a_broken_copy_leaves_the_old_file_and_no_temporary() {
     // Exited comes after the helper exited: what it left is there now.
     assert_eq!(std::fs::read_to_string(dir.path("target")).unwrap(), "old");
     assert!(leftovers(&dir.0).is_empty(), "{:?}", leftovers(&dir.0));
+    // More bytes than the Put said: refused, not written (the checksum is
+    // apart from the data, so extra data cannot pass for it).
+    let mut sock = TcpStream::connect(d.addr).unwrap();
+    send(&mut sock, &hello());
+    send(&mut sock, &put(3));
+    send(
+        &mut sock,
+        &ClientMsg::Stdin {
+            id: 1,
+            data: b"newer".to_vec(),
+        },
+    );
+    let msgs = rexec_tests::wire::read_until(&mut sock, &mut FrameDecoder::new(), |m| {
+        matches!(m, ServerMsg::Exited(_))
+    });
+    assert!(
+        msgs.iter().any(|m| matches!(m, ServerMsg::Stderr { data, .. } if String::from_utf8_lossy(data).contains("more than its 3 bytes"))),
+        "{msgs:?}"
+    );
+    assert_eq!(std::fs::read_to_string(dir.path("target")).unwrap(), "old");
+    assert!(leftovers(&dir.0).is_empty(), "{:?}", leftovers(&dir.0));
 }
 
 #[test]

@@ -2,8 +2,7 @@
 //! stdin from the client is queued to the child; cancel and time limits
 //! stop its process group.
 
-use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
 use mio::event::Source;
@@ -12,6 +11,7 @@ use rexec_proto::{ErrorKind, ErrorMsg, Exec, OutputStream, ServerMsg};
 
 use super::Server;
 use crate::connection::Hold;
+use crate::files_request::{HelperMsg, Request};
 use crate::out_queue::OutQueue;
 use crate::process::{self, CommandError, Pipes, Proc};
 use crate::registry::{ConnId, ProcId, Registry, Slot};
@@ -322,6 +322,13 @@ impl Server {
     /// Stdin for command `id` (or its end): queued, and written as the child
     /// takes it.
     pub(super) fn stdin(&mut self, conn_id: ConnId, id: u32, data: &[u8], eof: bool) {
+        self.queue_stdin(conn_id, id, data, eof, false);
+    }
+
+    /// Queues bytes for a command's stdin: the client's (`as_is` false:
+    /// for a transfer helper they become data frames), or rexecd's own
+    /// frames for a helper (`as_is`).
+    fn queue_stdin(&mut self, conn_id: ConnId, id: u32, data: &[u8], eof: bool, as_is: bool) {
         let Some(proc) = self.conns.get(&conn_id).and_then(|c| c.command(id)) else {
             return; // finished already, or never started: drop the bytes
         };
@@ -331,7 +338,14 @@ impl Server {
         if p.stdin.is_none() {
             return; // not asked for, or the child closed it: drop the bytes
         }
-        p.stdin_queue.tail().extend_from_slice(data);
+        if p.transfer && !as_is {
+            // A transfer helper reads frames: the client's bytes are data.
+            if !data.is_empty() {
+                HelperMsg::Data(data.to_vec()).encode(p.stdin_queue.tail());
+            }
+        } else {
+            p.stdin_queue.tail().extend_from_slice(data);
+        }
         self.budget.held += data.len();
         p.stdin_eof |= eof;
         self.write_stdin(proc);
@@ -405,78 +419,55 @@ impl Server {
         }
     }
 
-    /// A client sends a file: a `rexecd __put` helper receives it, fed
-    /// through stdin like any command.
+    /// A client sends a file: a transfer helper (`rexecd __files`) gets the
+    /// client's `Put` and then its data through stdin, as frames.
     pub(super) fn put(&mut self, conn_id: ConnId, put: rexec_proto::Put) {
-        // Paths are bytes: they reach the helper as arguments unchanged.
-        let bytes = |b: &[u8]| OsString::from_vec(b.to_vec());
-        let text = |s: String| OsString::from(s);
-        let args = [
-            bytes(&put.dest),
-            bytes(&put.name),
-            text(put.size.to_string()),
-            text(if put.mkdirs { "1" } else { "0" }.to_string()),
-            text(put.mode.map_or("-".into(), |m| m.to_string())),
-            text(put.mtime.map_or("-".into(), |t| t.to_string())),
-            text(if put.preserve { "1" } else { "0" }.to_string()),
-            match &put.what {
-                rexec_proto::PutWhat::File => text("f".into()),
-                rexec_proto::PutWhat::Dir => text("d".into()),
-                rexec_proto::PutWhat::TreeTop => text("t".into()),
-                rexec_proto::PutWhat::Symlink(t) => bytes(&[b"l", t.as_slice()].concat()),
-            },
-        ];
+        let label = format!(
+            "put {} ({} bytes)",
+            String::from_utf8_lossy(&put.dest),
+            put.size
+        );
+        // The data follows in Stdin, and PutEnd ends it.
+        self.transfer(conn_id, put.id, label, Request::Put(put), false);
+    }
+
+    /// The end of a put: the client's checksum, then EOF.
+    pub(super) fn put_end(&mut self, conn_id: ConnId, id: u32, sha256: &[u8]) {
+        let end = HelperMsg::End {
+            sha256: sha256.to_vec(),
+        };
+        self.send_to_helper(conn_id, id, &end, true);
+    }
+
+    /// A client fetches a file: a transfer helper sends it as output.
+    pub(super) fn get(&mut self, conn_id: ConnId, id: u32, path: Vec<u8>) {
+        let label = format!("get {}", String::from_utf8_lossy(&path));
+        self.transfer(conn_id, id, label, Request::Get(path), true);
+    }
+
+    /// A client lists a tree (`rexec cp -r` down): a transfer helper walks
+    /// it, confined like a get.
+    pub(super) fn list(&mut self, conn_id: ConnId, id: u32, path: Vec<u8>) {
+        let label = format!("list {}", String::from_utf8_lossy(&path));
+        self.transfer(conn_id, id, label, Request::List(path), true);
+    }
+
+    /// Queues a message for a transfer helper (a frame on its stdin).
+    fn send_to_helper(&mut self, conn_id: ConnId, id: u32, msg: &HelperMsg, eof: bool) {
+        let mut frame = Vec::new();
+        msg.encode(&mut frame);
+        self.queue_stdin(conn_id, id, &frame, eof, true);
+    }
+
+    /// Starts a transfer helper (files.rs) for `request` and sends it the
+    /// request, with the files root; `done` when nothing follows it.
+    fn transfer(&mut self, conn_id: ConnId, id: u32, label: String, request: Request, done: bool) {
         let exec = Exec {
-            id: put.id,
-            command: format!(
-                "put {} ({} bytes)",
-                String::from_utf8_lossy(&put.dest),
-                put.size
-            ),
+            id,
+            command: label,
             stdin: true,
             ..Exec::default()
         };
-        self.transfer(conn_id, exec, crate::files::PUT, &args);
-    }
-
-    /// The end of a put: its checksum goes after the data, then EOF.
-    pub(super) fn put_end(&mut self, conn_id: ConnId, id: u32, sha256: &[u8]) {
-        self.stdin(conn_id, id, sha256, true);
-    }
-
-    /// A client fetches a file: a `rexecd __get` helper sends it as output.
-    pub(super) fn get(&mut self, conn_id: ConnId, id: u32, path: Vec<u8>) {
-        let exec = Exec {
-            id,
-            command: format!("get {}", String::from_utf8_lossy(&path)),
-            ..Exec::default()
-        };
-        self.transfer(
-            conn_id,
-            exec,
-            crate::files::GET,
-            &[OsString::from_vec(path)],
-        );
-    }
-
-    /// A client lists a tree (`rexec cp -r` down): a `rexecd __list`
-    /// helper walks it, confined like a get.
-    pub(super) fn list(&mut self, conn_id: ConnId, id: u32, path: Vec<u8>) {
-        let exec = Exec {
-            id,
-            command: format!("list {}", String::from_utf8_lossy(&path)),
-            ..Exec::default()
-        };
-        self.transfer(
-            conn_id,
-            exec,
-            crate::files::LIST,
-            &[OsString::from_vec(path)],
-        );
-    }
-
-    fn transfer(&mut self, conn_id: ConnId, exec: Exec, mode: &str, args: &[OsString]) {
-        let id = exec.id;
         if self
             .conns
             .get(&conn_id)
@@ -498,9 +489,23 @@ impl Server {
                 ),
             ))
         } else {
-            crate::exec_policy::transfer_command(&self.cfg.exec, mode, args)
+            crate::exec_policy::transfer_command(&self.cfg.exec)
                 .and_then(|cmd| self.launch(conn_id, exec, cmd))
         };
+        if started.is_ok() {
+            let root = self.cfg.exec.files_root.as_ref();
+            let msg = HelperMsg::Request {
+                request,
+                root: root.map(|r| r.as_os_str().as_bytes().to_vec()),
+            };
+            self.send_to_helper(conn_id, id, &msg, done);
+            // From here on, what the client sends for it is data.
+            if let Some(p) = self.conns.get(&conn_id).and_then(|c| c.command(id))
+                && let Some(p) = self.procs.get_mut(&p)
+            {
+                p.transfer = true;
+            }
+        }
         if let Err(e) = started {
             self.command_error(conn_id, id, e.kind, e.message);
         }
