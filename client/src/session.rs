@@ -299,7 +299,7 @@ impl Session {
     }
 
     /// When the next frame is stdout for command `id` with at least
-    /// [`SPLICE_MIN`] bytes of data still to come, moves its data to `out`
+    /// `SPLICE_MIN` bytes of data still to come, moves its data to `out`
     /// (zero-copy, see splice.rs) and returns `true`; otherwise leaves it to
     /// [`Session::next_event`] and returns `false`. Plain connections only:
     /// TLS data must be decrypted here, and `--trace` shows every frame.

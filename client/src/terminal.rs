@@ -134,6 +134,9 @@ struct Escapes<R> {
     line_start: bool,
     /// A `~` at the start of a line is held back until the next key.
     tilde: bool,
+    /// Keys filtered but not yet returned: a held-back `~` and the key after
+    /// it are two bytes for a read that may have room for one.
+    pending: std::collections::VecDeque<u8>,
 }
 
 impl<R: Read> Escapes<R> {
@@ -143,6 +146,7 @@ impl<R: Read> Escapes<R> {
             host,
             line_start: true,
             tilde: false,
+            pending: std::collections::VecDeque::new(),
         }
     }
 
@@ -189,8 +193,11 @@ impl<R: Read> Escapes<R> {
 
 impl<R: Read> Read for Escapes<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut keys = vec![0u8; buf.len()];
-        loop {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.pending.is_empty() {
+            let mut keys = vec![0u8; buf.len()];
             let n = self.inner.read(&mut keys)?;
             if n == 0 {
                 return Ok(0);
@@ -201,15 +208,14 @@ impl<R: Read> Read for Escapes<R> {
                 eprintln!("\r\nrexec: connection to {} closed (~.)", self.host);
                 std::process::exit(EXIT_CONNECTION);
             }
-            if !out.is_empty() {
-                // At most buf.len(): a held-back `~` plus one key can be two
-                // bytes for one read, which the buffer of the forwarding
-                // thread always has room for.
-                let n = out.len().min(buf.len());
-                buf[..n].copy_from_slice(&out[..n]);
-                return Ok(n);
-            }
+            self.pending.extend(out);
         }
+        // What does not fit now is returned by the next read, never dropped.
+        let n = self.pending.len().min(buf.len());
+        for (slot, b) in buf.iter_mut().zip(self.pending.drain(..n)) {
+            *slot = b;
+        }
+        Ok(n)
     }
 }
 
@@ -234,5 +240,17 @@ mod tests {
         assert_eq!(keys(&[b"echo\r", b"~", b"."]), Err(()), "split reads");
         assert_eq!(keys(&[b"x~."]), Ok(b"x~.".to_vec()), "not after a key");
         assert_eq!(keys(&[b"~.",]), Err(()), "at the very start");
+    }
+
+    #[test]
+    fn keys_that_do_not_fit_one_read_come_with_the_next() {
+        // A held-back `~` and the next key are two bytes; read one at a time.
+        let mut e = Escapes::new(&b"~a"[..], "h".into());
+        let mut got = Vec::new();
+        let mut one = [0u8; 1];
+        while e.read(&mut one).unwrap() == 1 {
+            got.push(one[0]);
+        }
+        assert_eq!(got, b"~a");
     }
 }

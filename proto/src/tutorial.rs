@@ -19,9 +19,6 @@ pub const SEED_READ_SIZE: usize = 1024;
 /// Bytes in a `seed` reply header.
 pub const SEED_HEADER_LEN: usize = 4;
 
-/// Largest reply a `seed` header can announce (`i32::MAX`).
-pub const SEED_MAX_REPLY: usize = i32::MAX as usize;
-
 /// A `seed` reply too large for its signed 32-bit header, or a header that
 /// announces a negative length.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -71,7 +71,7 @@ pub struct ExecPolicy {
     pub no_shell: bool,
     /// With `no_shell`: only these programs may run, named exactly so.
     pub allow: Option<Vec<Allowed>>,
-    /// With `no_shell`: variables clients may set besides [`SAFE_ENV`].
+    /// With `no_shell`: variables clients may set besides `SAFE_ENV`.
     pub allow_env: Vec<String>,
     /// Run commands as this account instead of rexecd's own (root only).
     pub run_as: Option<RunAs>,

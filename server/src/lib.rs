@@ -1,40 +1,61 @@
-//! rexecd: a single-threaded mio server that runs commands and streams their
-//! output back.
+//! rexecd: one mio event loop that runs commands and streams their output
+//! back, with two spawner threads that only start processes.
 //!
 //! One [`mio::Poll`] holds the listening socket, every client connection,
-//! every child's stdout, stderr and stdin pipe, and a pidfd per child. Nothing
-//! in the loop blocks: sockets and pipes are non-blocking and drained until
-//! `WouldBlock` (readiness is edge-triggered), children are reaped when their
-//! pidfd says they exited, and every delay is a deadline in [`timer`].
+//! every child's stdout, stderr and stdin pipe, and a pidfd per child. The
+//! loop never waits on a peer: sockets and pipes are non-blocking and
+//! drained until `WouldBlock` (readiness is edge-triggered), children are
+//! reaped when their pidfd says they exited, every delay is a deadline in
+//! `timer`, and `fork`/`exec` happen on the spawner threads. It does make
+//! a few local lookups on its way to starting a command: the user database
+//! for a login shell's path, and a `stat` of the starting directory. A slow
+//! NSS or NFS server stalls it there; moving command building onto the
+//! spawner threads would end that, and is not done yet.
 //!
 //! Data flows one way: socket bytes → [`rexec_proto::FrameDecoder`] →
 //! message → action (spawn, write stdin, stop) → frames → socket.
 //!
+//! # Who owns what
+//!
+//! A `connection::Connection` owns its socket, decoder, output queue,
+//! holds and deadlines; a `process::Proc` owns its pipes, its counts and
+//! its stop. Each answers what happened (`Deadline`, `Lingered`,
+//! `Pumped`), and the [`Server`] owns the tables (connections, commands,
+//! registrations, timers) and routes: it never reaches into a field.
+//!
 //! # The life of an `Exec`
 //!
 //! 1. `server.rs`: `Server::run` polls; `on_event` finds the token's slot in
-//!    the [`registry`] (`Slot::Conn`) and calls `on_conn_event`.
-//! 2. `server/input.rs`: `service_input` reads the socket into the
-//!    connection's decoder (`Connection::read_input` in [`connection`]),
-//!    takes out whole frames, and `on_message` runs each through
-//!    [`protocol::ConnProtocol::on_message`], which answers `Action::Exec`.
-//! 3. `server/command.rs`: `exec` checks the id, `start` builds the command
-//!    ([`exec_policy::command_for`], under the [`exec_policy::ExecPolicy`]),
-//!    makes its pipes ([`process::prepare`]) and starts it
-//!    ([`process::start`], on a [`spawner`] thread or the loop itself),
-//!    registers its pipes and pidfd, arms its time limit, and queues
-//!    `Started`.
-//! 4. `server/output.rs`: each readable pipe event calls `pump`, which reads
-//!    up to 64 KiB, frames it (`encode_output_frame`) onto the connection's
-//!    [`out_queue::OutQueue`], and flushes in 256 KiB batches; over the
-//!    queue limit it pauses the pipe until the socket drains
-//!    (`resume_pipes`).
+//!    the `registry` and calls `on_conn_event`.
+//! 2. `server/input.rs`: `service_input` has the connection read its socket
+//!    and hand out whole messages (`Connection::next_message`); each goes
+//!    through [`ConnProtocol::on_message`], which answers
+//!    `Action::Exec`.
+//! 3. `server/command.rs`: `run_exec` builds the command under the policy
+//!    (`exec_policy::command_for`); `launch` makes and watches its pipes,
+//!    creates its `Proc` and hands it to a `spawner` thread
+//!    (`process::spawn_child`); `on_spawned` queues `Started`.
+//! 4. `server/output.rs`: each readable pipe event calls `pump`, which asks
+//!    the `Proc` to move one chunk at a time (`Proc::pump`: spliced, or read
+//!    and framed onto the connection's queue) and routes its answer:
+//!    `Paused` keeps the pipe for `resume_pipes`, `Ended` closes it, `Cut`
+//!    stops the command.
 //! 5. `server/reap.rs`: the pidfd event calls `reap`; once both pipes have
 //!    ended, `finish` queues `Exited` and writes the audit line.
 //!
-//! Timers (`timer.rs`) come back through `Server::fire_timers`: a command's
-//! deadline to `time_out` (command.rs), the pipe grace to
-//! `check_pipe_grace` (reap.rs), and so on.
+//! Timers come back through `Server::fire_timers`, with the time passed in:
+//! a command's deadline to `time_out`, the pipe grace to
+//! `check_pipe_grace`, a connection's idle, frame and handshake deadlines
+//! to its own `*_deadline` methods.
+//!
+//! # `unsafe`
+//!
+//! Nine blocks, each with its SAFETY comment, where no safe call exists:
+//! `pre_exec` closures (the pty's session, `--user`'s credentials, a test's
+//! gate), borrowing descriptor numbers from `/proc` listings (marking
+//! inherited ones close-on-exec, closing a spawner thread's copies),
+//! `unshare(CLONE_FILES)` for the spawner threads, `sigaction` in the
+//! `--contain` supervisor, and scrubbing the token from `environ`.
 //!
 //! ```no_run
 //! use rexec_server::{Config, Server};

@@ -191,12 +191,13 @@ pub fn prepare(cmd: &mut Command, stdin: bool) -> io::Result<Prepared> {
     })
 }
 
-/// Starts a command with `fds` as its stdin, stdout and stderr. This blocks
-/// until the child has called `exec`: spawner threads do it, never the loop.
+/// Spawns a command with `fds` as its stdin, stdout and stderr. This blocks
+/// until the child has called `exec`: spawner threads do it, and the loop
+/// only when nothing waits behind it (`Server::launch`).
 /// The command, and with it the child's descriptors, is dropped here.
 /// A spawn error names the program that failed to start (not `/bin/sh`
 /// when there is no shell).
-pub fn start(mut cmd: Command, fds: ChildFds) -> Result<Child, CommandError> {
+pub fn spawn_child(mut cmd: Command, fds: ChildFds) -> Result<Child, CommandError> {
     fds.attach(&mut cmd)
         .map_err(|e| CommandError::os("passing descriptors", e))?;
     let child = cmd
@@ -377,7 +378,7 @@ impl Proc {
     }
 
     /// Sends SIGTERM to the whole process group and schedules SIGKILL. A
-    /// command not started yet is stopped as soon as it is (`started`).
+    /// command not started yet is stopped as soon as it is (`on_spawned`).
     pub fn stop(&mut self, timers: &mut Timers, now: Instant, grace: Duration) {
         match self.stopping {
             Stopping::Signalled => {}
@@ -508,7 +509,7 @@ mod tests {
             .spawn()
             .expect("sleep");
         p.pgid = child.id() as i32;
-        // What `started` does for a command asked to stop meanwhile.
+        // What `on_spawned` does for a command asked to stop meanwhile.
         p.stop(&mut timers, Instant::now(), GRACE);
         assert_eq!(p.stopping, Stopping::Signalled);
         p.stop(&mut timers, Instant::now(), GRACE);

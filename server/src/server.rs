@@ -304,7 +304,7 @@ impl Server {
             self.run_backlog();
             // Starts that finished while this turn ran go out now, not a
             // turn later (a turn is long when a client floods us).
-            self.take_started();
+            self.take_spawned();
             self.fire_timers();
             self.check_budget(Instant::now());
             if self.stop.begun && self.shutdown_done() {
@@ -318,7 +318,7 @@ impl Server {
         match ev.token() {
             LISTENER => self.accept(),
             SIGNALS => self.on_signals(),
-            SPAWNED => self.take_started(),
+            SPAWNED => self.take_spawned(),
             WAKER => {
                 if self.stop.handle.stop.load(Ordering::SeqCst) {
                     self.begin_shutdown();

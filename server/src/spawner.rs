@@ -156,17 +156,19 @@ impl Spawner {
         let Job { proc, cmd, fds } = job;
         let sock = match &self.sock {
             Some(sock) if !here || self.in_flight.get() > 0 => sock,
-            _ => return Some(start_here(proc, cmd, Ok(fds))),
+            _ => return Some(spawn_on_this_thread(proc, cmd, Ok(fds))),
         };
         let (kind, parts) = fds.into_parts();
         let mut msg = [0u8; JOB_LEN];
         msg[..8].copy_from_slice(&proc.0.to_le_bytes());
         msg[8] = kind;
-        if let Ok(mut map) = self.commands.lock() {
-            map.insert(proc, cmd);
-        } else {
-            return Some(start_here(proc, cmd, ChildFds::from_parts(kind, parts)));
-        }
+        // A panic elsewhere while the lock was held leaves the map as it
+        // was: poisoning changes nothing here (before, a poisoned lock was
+        // taken as "handed over", and the command never started).
+        self.commands
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(proc, cmd);
         let borrowed: Vec<BorrowedFd<'_>> = parts.iter().map(|f| f.as_fd()).collect();
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(3))];
         let mut control = SendAncillaryBuffer::new(&mut space);
@@ -183,8 +185,16 @@ impl Spawner {
             self.in_flight.set(self.in_flight.get() + 1);
             return None; // our copies of the child's ends close here
         }
-        let cmd = self.commands.lock().ok()?.remove(&proc)?;
-        Some(start_here(proc, cmd, ChildFds::from_parts(kind, parts)))
+        let cmd = self
+            .commands
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&proc)?;
+        Some(spawn_on_this_thread(
+            proc,
+            cmd,
+            ChildFds::from_parts(kind, parts),
+        ))
     }
 
     /// A finished start, if there is one (and the wake-up bytes read).
@@ -221,10 +231,10 @@ impl Drop for Spawner {
 }
 
 /// Starts a command on the calling thread (the fallback).
-fn start_here(proc: ProcId, cmd: Command, fds: io::Result<ChildFds>) -> Done {
+fn spawn_on_this_thread(proc: ProcId, cmd: Command, fds: io::Result<ChildFds>) -> Done {
     let result = fds
         .map_err(|e| CommandError::os("passing descriptors", e))
-        .and_then(|fds| process::start(cmd, fds));
+        .and_then(|fds| process::spawn_child(cmd, fds));
     Done { proc, result }
 }
 
@@ -285,11 +295,14 @@ fn run(
         let Some((proc, fds)) = receive(sock) else {
             break;
         };
-        let cmd = commands.lock().ok().and_then(|mut m| m.remove(&proc));
+        let cmd = commands
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&proc);
         let Some(cmd) = cmd else {
             continue; // cannot happen: the command is put there first
         };
-        let d = start_here(proc, cmd, fds);
+        let d = spawn_on_this_thread(proc, cmd, fds);
         if done.send(d).is_err() {
             break;
         }

@@ -78,7 +78,7 @@ impl Proc {
     ) -> Pumped {
         if self.child.is_none() {
             // Not started yet: nothing is read before `Started` is sent
-            // (started() pumps both pipes then).
+            // (on_spawned() pumps both pipes then).
             return Pumped::Idle;
         }
         if conn.is_dead() {

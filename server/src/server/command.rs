@@ -67,7 +67,7 @@ impl Server {
                 format!("command id {id} is already running on this connection"),
             );
         }
-        if let Err(e) = self.start(conn_id, exec) {
+        if let Err(e) = self.run_exec(conn_id, exec) {
             self.command_error(conn_id, id, e.kind, e.message);
         }
     }
@@ -96,8 +96,9 @@ impl Server {
         conn.flush();
     }
 
-    /// Spawns a command for connection `conn_id` and watches its pipes.
-    pub(super) fn start(&mut self, conn_id: ConnId, exec: Exec) -> Result<(), CommandError> {
+    /// Runs an `Exec` for connection `conn_id`: builds its command under the
+    /// policy (exec_policy.rs) and launches it.
+    pub(super) fn run_exec(&mut self, conn_id: ConnId, exec: Exec) -> Result<(), CommandError> {
         if self.procs.len() >= self.cfg.max_procs {
             return Err(CommandError::new(
                 ErrorKind::Limit,
@@ -145,7 +146,7 @@ impl Server {
     /// Prepares `cmd` (built for `exec`): its pipes (or pty) are made and
     /// watched and its `Proc` exists from now on, so stdin, cancel and a
     /// closing connection find it; a spawner thread starts the process and
-    /// [`Server::started`] takes it from there.
+    /// [`Server::on_spawned`] takes it from there.
     fn launch(
         &mut self,
         conn_id: ConnId,
@@ -226,22 +227,22 @@ impl Server {
         let here = (self.procs.len() == 1 || !self.backlog.is_empty())
             && self.conns.len() <= INLINE_START_CONNS;
         if let Some(done) = self.spawner.submit(job, here) {
-            self.started(done);
+            self.on_spawned(done);
         }
         Ok(())
     }
 
     /// Takes every start the spawner threads finished.
-    pub(super) fn take_started(&mut self) {
+    pub(super) fn take_spawned(&mut self) {
         while let Some(done) = self.spawner.take_done() {
-            self.started(done);
+            self.on_spawned(done);
         }
     }
 
     /// A spawner thread started a command (or could not): `Started` goes
     /// out, then what it has written so far; a stop asked for meanwhile
     /// (cancel, time limit, the client gone) reaches it now.
-    pub(super) fn started(&mut self, done: Done) {
+    pub(super) fn on_spawned(&mut self, done: Done) {
         let Done { proc, result } = done;
         let Some(p) = self.procs.get_mut(&proc) else {
             // Cannot happen (a Proc is removed only once reaped); do not
@@ -254,7 +255,7 @@ impl Server {
         };
         let child = match result {
             Ok(child) => child,
-            Err(e) => return self.not_started(proc, e),
+            Err(e) => return self.not_spawned(proc, e),
         };
         let pid = child.id();
         let pidfd = process::pidfd_open(pid);
@@ -296,7 +297,7 @@ impl Server {
 
     /// A prepared command could not be started: it never existed, as far
     /// as the client is told (an `Error` instead of `Started`).
-    fn not_started(&mut self, proc: ProcId, e: CommandError) {
+    fn not_spawned(&mut self, proc: ProcId, e: CommandError) {
         self.close_output(proc);
         self.close_stdin(proc);
         let Some(p) = self.procs.remove(&proc) else {

@@ -48,7 +48,7 @@ impl Server {
                 // takes milliseconds), so none is left behind.
                 while self.procs.values().any(|p| p.child.is_none()) {
                     match self.spawner.wait_done(Duration::from_secs(1)) {
-                        Some(done) => self.started(done),
+                        Some(done) => self.on_spawned(done),
                         None => break,
                     }
                 }

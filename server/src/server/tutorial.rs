@@ -33,7 +33,7 @@ impl Server {
                 command: seed_command(&buf[..n]),
                 ..Exec::default()
             };
-            if let Err(e) = self.start(id, exec) {
+            if let Err(e) = self.run_exec(id, exec) {
                 self.tutorial_error(id, &e);
             }
         }
