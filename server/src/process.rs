@@ -21,7 +21,9 @@ use crate::registry::ConnId;
 use crate::timer::{Timer, Timers};
 use rexec_proto::text::echo;
 
+mod life;
 mod pump;
+pub(crate) use life::StdinStep;
 pub(crate) use pump::{PumpIo, Pumped};
 
 /// Why a command could not be started; becomes an `Error` for its id.
@@ -268,52 +270,52 @@ pub fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
 #[derive(Debug)]
 pub struct Proc {
     /// The connection it runs for; `None` once that connection went away.
-    pub conn: Option<ConnId>,
+    conn: Option<ConnId>,
     /// The client's id for it.
-    pub id: u32,
+    id: u32,
     /// For the audit log.
-    pub command: String,
-    pub peer: std::net::SocketAddr,
+    command: String,
+    peer: std::net::SocketAddr,
     /// `None` while a spawner thread is starting it: its pipes exist and
     /// are watched, but nothing is read from them before `Started` is sent.
-    pub child: Option<Child>,
+    child: Option<Child>,
     /// Its process group (its pid); 0 until started, which signals nobody.
-    pub pgid: i32,
+    pgid: i32,
     /// Each pipe with its poll registration; `None` once closed.
-    pub stdout: Option<(Receiver, Token)>,
-    pub stderr: Option<(Receiver, Token)>,
-    pub stdin: Option<(Sender, Token)>,
+    stdout: Option<(Receiver, Token)>,
+    stderr: Option<(Receiver, Token)>,
+    stdin: Option<(Sender, Token)>,
     /// Bytes from the client not yet written to the child's stdin.
-    pub stdin_queue: OutQueue,
+    stdin_queue: OutQueue,
     /// The client closed stdin: close the pipe once the queue is written.
-    pub stdin_eof: bool,
-    pub pidfd: Option<(Pidfd, Token)>,
+    stdin_eof: bool,
+    pidfd: Option<(Pidfd, Token)>,
     /// The pty's master side, when the command runs on one.
-    pub pty: Option<OwnedFd>,
+    pty: Option<OwnedFd>,
     /// Set once the child has been reaped.
-    pub status: Option<ExitStatus>,
-    pub started: std::time::Instant,
+    status: Option<ExitStatus>,
+    started: std::time::Instant,
     /// When its time limit runs out, if it has one.
-    pub deadline: Option<std::time::Instant>,
-    pub bytes_out: u64,
-    pub timed_out: bool,
-    pub truncated: bool,
+    deadline: Option<std::time::Instant>,
+    bytes_out: u64,
+    timed_out: bool,
+    truncated: bool,
     /// Whether it was asked to stop, and SIGTERM sent to its group.
-    pub stopping: Stopping,
+    stopping: Stopping,
     /// Set once the process exited while its pipes were still open.
-    pub grace: Option<PipeGrace>,
+    grace: Option<PipeGrace>,
     /// A line for the client's stderr once it has started (a home
     /// directory that is missing).
-    pub notice: Option<String>,
+    notice: Option<String>,
     /// Which output pipes were grown for a fast writer (stdout, stderr);
     /// counted in `Server::big_pipes` until closed.
-    pub grown: [bool; 2],
+    grown: [bool; 2],
     /// A file-transfer helper: what the client sends for it reaches it as
     /// data frames (files_request.rs).
-    pub transfer: bool,
+    transfer: bool,
     /// Whole stdout and stderr, for the tutorial protocols only.
-    pub tutorial_out: Vec<u8>,
-    pub tutorial_err: Vec<u8>,
+    tutorial_out: Vec<u8>,
+    tutorial_err: Vec<u8>,
 }
 
 /// Where a command is in being stopped.

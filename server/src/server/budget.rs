@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::Server;
 use crate::connection::{Connection, Hold};
+use crate::process::Proc;
 use crate::registry::ConnId;
 
 /// How often the total is recounted when nothing forces it.
@@ -21,7 +22,7 @@ impl Server {
         let commands: usize = conn
             .procs()
             .filter_map(|p| self.procs.get(&p))
-            .map(|p| p.stdin_queue.len() + p.tutorial_out.len() + p.tutorial_err.len())
+            .map(Proc::held_bytes)
             .sum();
         conn.held_bytes() + commands
     }

@@ -12,8 +12,7 @@ use rexec_proto::{ErrorKind, ErrorMsg, Exec, OutputStream, ServerMsg};
 use super::Server;
 use crate::connection::Hold;
 use crate::files_request::{HelperMsg, Request};
-use crate::out_queue::OutQueue;
-use crate::process::{self, CommandError, Pipes, Proc};
+use crate::process::{self, CommandError, Pipes, Proc, StdinStep};
 use crate::registry::{ConnId, ProcId, Registry, Slot};
 use crate::spawner::{Done, Job};
 use crate::timer::Timer;
@@ -115,7 +114,7 @@ impl Server {
             let roots: Vec<i32> = self
                 .procs
                 .values()
-                .map(|p| p.pgid)
+                .map(Proc::pgid)
                 .filter(|&g| g > 1)
                 .collect();
             let running = self.procs.len() + crate::contain::descendants(&roots).len();
@@ -210,8 +209,7 @@ impl Server {
             pty: prepared.pty,
         };
         let mut p = Proc::new(conn_id, exec.id, exec.command, conn.peer(), pipes, now);
-        p.deadline = limit.map(|l| now + l);
-        p.notice = notice;
+        p.set_up(limit.map(|l| now + l), notice);
         self.procs.insert(proc, p);
         let job = Job {
             proc,
@@ -258,10 +256,7 @@ impl Server {
             Err(e) => return self.not_spawned(proc, e),
         };
         let pid = child.id();
-        let pidfd = process::pidfd_open(pid);
-        p.pgid = pid as i32;
-        p.child = Some(child);
-        p.pidfd = pidfd.and_then(|fd| {
+        let pidfd = process::pidfd_open(pid).and_then(|fd| {
             watch(
                 &mut self.registry,
                 fd,
@@ -269,21 +264,22 @@ impl Server {
                 Slot::Pidfd(proc),
             )
         });
-        if p.pidfd.is_none() {
+        if pidfd.is_none() {
             self.timers
                 .after(Instant::now(), REAP_SWEEP, Timer::ReapSweep);
         }
+        let notice = p.spawned(child, pidfd);
         if p.is_stopping() {
             // Asked to stop while it was being started.
             p.stop(&mut self.timers, Instant::now(), self.cfg.kill_grace);
         }
-        let id = p.id;
-        log::debug!("{}: command {id} started as pid {pid}", p.peer);
-        if let Some(conn) = p.conn.and_then(|c| self.conns.get_mut(&c))
+        let id = p.id();
+        log::debug!("{}: command {id} started as pid {pid}", p.peer());
+        if let Some(conn) = p.conn().and_then(|c| self.conns.get_mut(&c))
             && conn.is_native()
         {
             conn.queue(&ServerMsg::Started { id, pid });
-            if let Some(text) = p.notice.take() {
+            if let Some(text) = notice {
                 conn.queue(&ServerMsg::Stderr {
                     id,
                     data: text.into_bytes(),
@@ -303,15 +299,15 @@ impl Server {
         let Some(p) = self.procs.remove(&proc) else {
             return;
         };
-        let Some(conn_id) = p.conn else {
+        let Some(conn_id) = p.conn() else {
             return;
         };
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
-        conn.remove_command(p.id, proc);
+        conn.remove_command(p.id(), proc);
         if conn.is_native() {
-            self.command_error(conn_id, p.id, e.kind, e.message);
+            self.command_error(conn_id, p.id(), e.kind, e.message);
         } else {
             self.tutorial_error(conn_id, &e);
             // The tutorial server reads its next command only now.
@@ -336,22 +332,13 @@ impl Server {
         let Some(p) = self.procs.get_mut(&proc) else {
             return;
         };
-        if p.stdin.is_none() {
+        let Some(added) = p.queue_stdin(data, eof, as_is) else {
             return; // not asked for, or the child closed it: drop the bytes
-        }
-        if p.transfer && !as_is {
-            // A transfer helper reads frames: the client's bytes are data.
-            if !data.is_empty() {
-                HelperMsg::Data(data.to_vec()).encode(p.stdin_queue.tail());
-            }
-        } else {
-            p.stdin_queue.tail().extend_from_slice(data);
-        }
-        self.budget.held += data.len();
-        p.stdin_eof |= eof;
+        };
+        self.budget.held += added;
         self.write_stdin(proc);
         if let (Some(p), Some(conn)) = (self.procs.get(&proc), self.conns.get_mut(&conn_id))
-            && p.stdin_queue.len() > self.cfg.queue_limit
+            && p.stdin_queued() > self.cfg.queue_limit
         {
             // Stop reading the socket: TCP flow control pushes back on
             // the client until the child reads.
@@ -364,23 +351,11 @@ impl Server {
         let Some(p) = self.procs.get_mut(&proc) else {
             return;
         };
-        let Some((tx, _)) = p.stdin.as_mut() else {
-            return;
-        };
-        match p.stdin_queue.write_to(tx) {
-            Ok(()) => {
-                if p.stdin_queue.is_empty() && p.stdin_eof {
-                    self.close_stdin(proc);
-                }
-            }
-            Err(e) => {
-                // EPIPE: the child closed its stdin; the rest is discarded.
-                log::debug!("stdin of pid {}: {e}", p.pgid);
-                self.close_stdin(proc);
-            }
+        if p.write_stdin() == StdinStep::Close {
+            self.close_stdin(proc);
         }
         // Resume reading the client once every stdin queue has room again.
-        let Some(conn_id) = self.procs.get(&proc).and_then(|p| p.conn) else {
+        let Some(conn_id) = self.procs.get(&proc).and_then(Proc::conn) else {
             return;
         };
         let Some(conn) = self.conns.get_mut(&conn_id) else {
@@ -390,7 +365,7 @@ impl Server {
             && conn.procs().all(|k| {
                 self.procs
                     .get(&k)
-                    .is_none_or(|p| p.stdin_queue.len() <= self.cfg.queue_limit)
+                    .is_none_or(|p| p.stdin_queued() <= self.cfg.queue_limit)
             })
         {
             conn.release(Hold::StdinFull);
@@ -403,10 +378,9 @@ impl Server {
         let Some(p) = self.procs.get_mut(&proc) else {
             return;
         };
-        if let Some((mut tx, t)) = p.stdin.take() {
+        if let Some((mut tx, t)) = p.take_stdin() {
             self.registry.remove(&mut tx, t);
         }
-        p.stdin_queue = OutQueue::default();
     }
 
     /// The client cancelled command `id`: stop its process group.
@@ -415,7 +389,7 @@ impl Server {
             return;
         };
         if let Some(p) = self.procs.get_mut(&proc) {
-            log::debug!("{}: cancel {id}", p.peer);
+            log::debug!("{}: cancel {id}", p.peer());
             p.stop(&mut self.timers, Instant::now(), self.cfg.kill_grace);
         }
     }
@@ -504,7 +478,7 @@ impl Server {
             if let Some(p) = self.conns.get(&conn_id).and_then(|c| c.command(id))
                 && let Some(p) = self.procs.get_mut(&p)
             {
-                p.transfer = true;
+                p.mark_transfer();
             }
         }
         if let Err(e) = started {
@@ -517,7 +491,7 @@ impl Server {
         let Some(proc) = self.conns.get(&conn_id).and_then(|c| c.command(id)) else {
             return;
         };
-        if let Some(master) = self.procs.get(&proc).and_then(|p| p.pty.as_ref())
+        if let Some(master) = self.procs.get(&proc).and_then(Proc::pty)
             && let Err(e) = crate::pty::resize(master, rows, cols)
         {
             log::debug!("resizing the pty of command {id}: {e}");
@@ -526,13 +500,8 @@ impl Server {
 
     /// A command's time limit passed.
     pub(super) fn time_out(&mut self, proc: ProcId) {
-        if let Some(p) = self.procs.get_mut(&proc)
-            && p.status.is_none()
-            && !p.is_stopping()
-        {
-            log::info!("{}: command {} timed out", p.peer, p.id);
-            p.timed_out = true;
-            p.stop(&mut self.timers, Instant::now(), self.cfg.kill_grace);
+        if let Some(p) = self.procs.get_mut(&proc) {
+            p.time_out(&mut self.timers, Instant::now(), self.cfg.kill_grace);
         }
     }
 }

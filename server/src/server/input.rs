@@ -375,8 +375,7 @@ impl Server {
             self.close_output(proc);
             self.close_stdin(proc);
             if let Some(p) = self.procs.get_mut(&proc) {
-                p.pty = None;
-                p.conn = None;
+                p.orphan();
                 p.stop(&mut self.timers, Instant::now(), self.cfg.kill_grace);
             }
             self.maybe_finish(proc);

@@ -20,7 +20,7 @@ impl Server {
             let Some(p) = self.procs.get_mut(&proc) else {
                 return;
             };
-            let Some(conn_id) = p.conn else {
+            let Some(conn_id) = p.conn() else {
                 return;
             };
             let Some(conn) = self.conns.get_mut(&conn_id) else {
@@ -73,11 +73,8 @@ impl Server {
         let Some(p) = self.procs.get_mut(&proc) else {
             return;
         };
-        let pipe = match stream {
-            OutputStream::Stdout => p.stdout.take(),
-            OutputStream::Stderr => p.stderr.take(),
-        };
-        if std::mem::take(&mut p.grown[stream as usize]) {
+        let (pipe, was_grown) = p.take_pipe(stream);
+        if was_grown {
             self.budget.big_pipes -= 1;
         }
         if let Some((mut rx, t)) = pipe {

@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use rexec_proto::{ErrorKind, ExitStatus, Exited, OutputStream, ServerMsg};
+use rexec_proto::{ErrorKind, OutputStream, ServerMsg};
 
 use super::Server;
 use super::command::REAP_SWEEP;
-use crate::process::{self, GraceVerdict, PipeGrace, Proc};
+use crate::process::{self, GraceVerdict, Proc};
 use crate::registry::ProcId;
 use crate::timer::Timer;
 
@@ -38,18 +38,10 @@ impl Server {
         let Some(p) = self.procs.get_mut(&proc) else {
             return;
         };
-        let Some(child) = p.child.as_mut() else {
-            return; // still being started
-        };
-        match child.try_wait() {
-            Ok(Some(st)) => p.status = Some(process::exit_status(st)),
-            Ok(None) => return,
-            Err(e) => {
-                log::error!("waiting for pid {}: {e}", p.pgid);
-                p.status = Some(ExitStatus::Code(-1));
-            }
+        if !p.try_reap() {
+            return; // still running, or still being started
         }
-        if let Some((mut fd, t)) = p.pidfd.take() {
+        if let Some((mut fd, t)) = p.take_pidfd() {
             self.registry.remove(&mut fd, t);
         }
         self.maybe_finish(proc);
@@ -60,7 +52,7 @@ impl Server {
         let waiting: Vec<ProcId> = self
             .procs
             .iter()
-            .filter(|(_, p)| p.status.is_none())
+            .filter(|(_, p)| !p.has_exited())
             .map(|(k, _)| *k)
             .collect();
         for proc in waiting {
@@ -72,11 +64,7 @@ impl Server {
     /// later while any such child runs.
     pub(super) fn reap_sweep(&mut self) {
         self.sweep_children();
-        if self
-            .procs
-            .values()
-            .any(|p| p.pidfd.is_none() && p.status.is_none())
-        {
+        if self.procs.values().any(Proc::needs_sweep) {
             self.timers
                 .after(Instant::now(), REAP_SWEEP, Timer::ReapSweep);
         }
@@ -88,15 +76,14 @@ impl Server {
         let Some(p) = self.procs.get_mut(&proc) else {
             return;
         };
-        if p.status.is_none() {
+        if !p.has_exited() {
             return;
         }
         if !p.output_done() {
             // Output still to come: its last bytes (still in the pipes while
             // a slow client catches up), or a grandchild holding the pipes
             // open. The grace period tells the two apart (PipeGrace).
-            if p.grace.is_none() {
-                p.grace = Some(PipeGrace::begin(Instant::now(), p.bytes_out));
+            if p.begin_grace(Instant::now()) {
                 self.timers
                     .after(Instant::now(), self.cfg.pipe_grace, Timer::PipeGrace(proc));
             }
@@ -117,24 +104,22 @@ impl Server {
         let Some(p) = self.procs.get_mut(&proc) else {
             return;
         };
-        let Some(conn) = p.conn else {
+        let Some(conn) = p.conn() else {
             // Nobody to deliver to: the pipes were closed with the connection.
             return self.maybe_finish(proc);
         };
         let paused = self.conns.get(&conn).is_some_and(|c| c.pauses(proc));
-        let waiting = paused || p.pipes_hold_output();
-        let (now, bytes_out) = (Instant::now(), p.bytes_out);
-        let Some(grace) = p.grace.as_mut() else {
-            return;
-        };
-        match grace.check(now, bytes_out, waiting, self.cfg.pipe_grace) {
-            GraceVerdict::Wait(d) => self.timers.after(Instant::now(), d, Timer::PipeGrace(proc)),
-            GraceVerdict::Cut => {
+        match p.check_grace(Instant::now(), paused, self.cfg.pipe_grace) {
+            None => {}
+            Some(GraceVerdict::Wait(d)) => {
+                self.timers.after(Instant::now(), d, Timer::PipeGrace(proc));
+            }
+            Some(GraceVerdict::Cut) => {
                 log::debug!(
                     "{}: command {} exited; its pipes stayed open and empty for {} ms \
                      (a background process holds them): not waiting for them",
-                    p.peer,
-                    p.id,
+                    p.peer(),
+                    p.id(),
                     self.cfg.pipe_grace.as_millis()
                 );
                 self.close_output(proc);
@@ -148,55 +133,48 @@ impl Server {
         let Some(mut p) = self.procs.remove(&proc) else {
             return;
         };
-        if let Some((mut fd, t)) = p.pidfd.take() {
+        if let Some((mut fd, t)) = p.take_pidfd() {
             self.registry.remove(&mut fd, t);
         }
-        let status = p.status.unwrap_or(ExitStatus::Code(-1));
-        let duration = p.started.elapsed();
-        audit(&p, status, duration);
-        if let Some(at) = p.deadline {
+        let now = Instant::now();
+        p.audit(now);
+        if let Some(at) = p.deadline() {
             // Background jobs of the command are in its process group: the
             // time limit bounds them too, not only the command.
-            if process::group_alive(p.pgid) {
+            let pgid = p.pgid();
+            if process::group_alive(pgid) {
                 log::info!(
-                    "{}: command {} left processes in group {}; they end at its time limit",
-                    p.peer,
-                    p.id,
-                    p.pgid
+                    "{}: command {} left processes in group {pgid}; they end at its time limit",
+                    p.peer(),
+                    p.id(),
                 );
                 self.timers.after(
-                    Instant::now(),
-                    LEFTOVER_CHECK.min(at.saturating_duration_since(Instant::now())),
-                    Timer::GroupDeadline { pgid: p.pgid, at },
+                    now,
+                    LEFTOVER_CHECK.min(at.saturating_duration_since(now)),
+                    Timer::GroupDeadline { pgid, at },
                 );
             }
         }
-        let Some(conn_id) = p.conn else {
+        let Some(conn_id) = p.conn() else {
             return;
         };
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return;
         };
-        conn.remove_command(p.id, proc);
+        conn.remove_command(p.id(), proc);
         if self.stop.begun && conn.is_native() {
             // Say why the command ended before its Exited: the client
             // reports this, not a bare signal.
             conn.fail(
                 ErrorKind::Shutdown,
-                format!("rexecd stopped command {} on its way down", p.id),
+                format!("rexecd stopped command {} on its way down", p.id()),
             );
         }
         if conn.is_native() {
-            conn.queue(&ServerMsg::Exited(Exited {
-                id: p.id,
-                status,
-                timed_out: p.timed_out,
-                truncated: p.truncated,
-                duration_ms: duration.as_millis().try_into().unwrap_or(u64::MAX),
-                bytes_out: p.bytes_out,
-            }));
+            conn.queue(&ServerMsg::Exited(p.exited(now)));
         } else {
-            conn.queue_tutorial_reply(&p.tutorial_out, &p.tutorial_err);
+            let (stdout, stderr) = p.tutorial_reply();
+            conn.queue_tutorial_reply(stdout, stderr);
         }
         conn.flush();
         conn.shrink_if_idle();
@@ -206,28 +184,4 @@ impl Server {
         }
         self.check_close(conn_id);
     }
-}
-
-/// The most characters of a command the audit line shows.
-const AUDIT_COMMAND_MAX: usize = 1000;
-
-/// The audit line: who ran what, how it ended, how long, how much output.
-fn audit(p: &Proc, status: ExitStatus, duration: Duration) {
-    let flags = match (p.timed_out, p.truncated, p.conn.is_none()) {
-        (true, _, _) => ", timed out",
-        (_, true, _) => ", truncated",
-        (_, _, true) => ", client gone",
-        _ => "",
-    };
-    log::info!(
-        "{} ran \"{}\": {} in {} ms, {} bytes out{flags}",
-        p.peer,
-        rexec_proto::text::clean(&p.command, AUDIT_COMMAND_MAX),
-        match status {
-            ExitStatus::Code(c) => format!("exit {c}"),
-            ExitStatus::Signal(s) => format!("signal {s}"),
-        },
-        duration.as_millis(),
-        p.bytes_out,
-    );
 }

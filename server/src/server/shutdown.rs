@@ -46,19 +46,17 @@ impl Server {
                 );
                 // Commands still being started are waited for (a start
                 // takes milliseconds), so none is left behind.
-                while self.procs.values().any(|p| p.child.is_none()) {
+                while self.procs.values().any(|p| !p.is_spawned()) {
                     match self.spawner.wait_done(Duration::from_secs(1)) {
                         Some(done) => self.on_spawned(done),
                         None => break,
                     }
                 }
                 for p in self.procs.values() {
-                    process::kill_group(p.pgid, crate::process::Signal::KILL);
+                    process::kill_group(p.pgid(), crate::process::Signal::KILL);
                 }
                 for p in self.procs.values_mut() {
-                    if let Some(child) = p.child.as_mut() {
-                        let _ = child.wait(); // SIGKILLed: returns at once
-                    }
+                    p.wait_killed();
                 }
             }
             return true;
