@@ -63,6 +63,46 @@ pub fn helper() -> i32 {
     }
 }
 
+/// Why a transfer failed; the helper prints it for the client.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TransferError {
+    #[error("{}: {source}", shown(path))]
+    Path { path: OsString, source: io::Error },
+    #[error("{}: not a file name", shown(.0))]
+    NotAName(OsString),
+    #[error("{}: not a directory name", shown(.0))]
+    NotADirName(OsString),
+    #[error("{}: not a regular file", shown(.0))]
+    NotAFile(OsString),
+    #[error("{}: changed while being read", shown(.0))]
+    Changed(OsString),
+    #[error("the copy sent more than its {0} bytes")]
+    TooMuch(u64),
+    #[error("the copy ended after {got} of {size} bytes")]
+    Short { got: u64, size: u64 },
+    #[error("the copy ended before its checksum")]
+    NoChecksum,
+    #[error("checksum mismatch: the data was damaged on the way; nothing was written")]
+    Checksum,
+    #[error("{what}: {source}")]
+    Io { what: String, source: io::Error },
+    #[error("from rexecd: {0}")]
+    Request(String),
+}
+
+/// The error for a failed operation on `path`.
+pub(crate) fn at<E: Into<io::Error>>(path: &OsStr) -> impl Fn(E) -> TransferError + '_ {
+    move |e| TransferError::Path {
+        path: path.to_os_string(),
+        source: e.into(),
+    }
+}
+
+/// A directory for a message: `.` for the empty path.
+pub(crate) fn shown_dir(dir: &OsStr) -> &OsStr {
+    if dir.is_empty() { OsStr::new(".") } else { dir }
+}
+
 /// A path (bytes, any name) made safe for a message.
 pub(crate) fn shown(p: &OsStr) -> String {
     rexec_proto::text::echo(&p.to_string_lossy())
@@ -74,7 +114,7 @@ pub(crate) struct Root(Option<OwnedFd>);
 
 impl Root {
     /// The files root, if there is one.
-    pub(crate) fn new(root: Option<&OsStr>) -> Result<Root, String> {
+    pub(crate) fn new(root: Option<&OsStr>) -> Result<Root, TransferError> {
         let Some(root) = root else {
             return Ok(Root(None));
         };
@@ -84,7 +124,10 @@ impl Root {
             Mode::empty(),
         )
         .map(|fd| Root(Some(fd)))
-        .map_err(|e| format!("files root {}: {e}", shown(root)))
+        .map_err(|e| TransferError::Io {
+            what: format!("files root {}", shown(root)),
+            source: e.into(),
+        })
     }
 
     /// Opens `path`; beneath a root no `..` or symlink leads out, and an
@@ -119,7 +162,7 @@ impl Root {
     }
 }
 
-fn put(root: &Root, put: &Put, input: &mut HelperInput) -> Result<(), String> {
+fn put(root: &Root, put: &Put, input: &mut HelperInput) -> Result<(), TransferError> {
     let (dest, name) = (OsStr::from_bytes(&put.dest), OsStr::from_bytes(&put.name));
     // DEST is a directory (then NAME goes inside), or a file to write; with
     // MKDIRS it is a directory, made if missing.
@@ -147,18 +190,20 @@ fn put(root: &Root, put: &Put, input: &mut HelperInput) -> Result<(), String> {
         OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o600),
     )
-    .map_err(|e| format!("{}: {e}", shown(&dir_path)))?;
+    .map_err(at(&dir_path))?;
     // The destination is good: only now does the client send the data, so a
     // put the server refuses costs a round trip, not the whole file.
     io::stdout()
         .write_all(&[rexec_proto::PUT_READY])
         .and_then(|()| io::stdout().flush())
-        .map_err(|e| format!("telling the client to go on: {e}"))?;
+        .map_err(|source| TransferError::Io {
+            what: "telling the client to go on".into(),
+            source,
+        })?;
     let mut file = std::fs::File::from(tmp);
     receive(input, &mut file, put.size, &file_name)?;
     set_metadata(&file, &dir, &file_name, put.mode, put.mtime, put.preserve)?;
-    file.sync_all()
-        .map_err(|e| format!("{}: {e}", shown(&file_name)))?;
+    file.sync_all().map_err(at(&file_name))?;
     commit(&file, &dir, &file_name)
 }
 
@@ -169,7 +214,7 @@ fn put_target(
     root: &Root,
     dest: &OsStr,
     name: &OsStr,
-) -> Result<(OwnedFd, OsString, OsString), String> {
+) -> Result<(OwnedFd, OsString, OsString), TransferError> {
     let as_dir = root.dir(dest);
     let (dir_path, file_name): (OsString, OsString) = match as_dir {
         Ok(_) => (dest.to_os_string(), name.to_os_string()),
@@ -183,13 +228,13 @@ fn put_target(
                         || c == rustix::io::Errno::NOENT.raw_os_error()
                 ) =>
         {
-            return Err(format!("{}: {e}", shown(dest)));
+            return Err(at(dest)(e));
         }
         Err(_) => {
             let p = Path::new(dest);
             let file = p
                 .file_name()
-                .ok_or_else(|| format!("{}: not a file name", shown(dest)))?;
+                .ok_or_else(|| TransferError::NotAName(dest.to_os_string()))?;
             let parent = p
                 .parent()
                 .map_or(OsString::new(), |x| x.as_os_str().to_os_string());
@@ -197,18 +242,9 @@ fn put_target(
         }
     };
     if !plain_name(&file_name) {
-        return Err(format!("{}: not a file name", shown(&file_name)));
+        return Err(TransferError::NotAName(file_name));
     }
-    let dir = root.dir(&dir_path).map_err(|e| {
-        format!(
-            "{}: {e}",
-            shown(if dir_path.is_empty() {
-                OsStr::new(".")
-            } else {
-                &dir_path
-            })
-        )
-    })?;
+    let dir = root.dir(&dir_path).map_err(at(shown_dir(&dir_path)))?;
     Ok((dir, dir_path, file_name))
 }
 
@@ -219,7 +255,7 @@ fn receive(
     file: &mut std::fs::File,
     size: u64,
     file_name: &OsStr,
-) -> Result<(), String> {
+) -> Result<(), TransferError> {
     let mut hash = Sha256::new();
     let mut got: u64 = 0;
     let expected = loop {
@@ -227,26 +263,23 @@ fn receive(
             Some(HelperMsg::Data(data)) => {
                 got += data.len() as u64;
                 if got > size {
-                    return Err(format!("the copy sent more than its {size} bytes"));
+                    return Err(TransferError::TooMuch(size));
                 }
                 hash.update(&data);
-                file.write_all(&data)
-                    .map_err(|e| format!("{}: {e}", shown(file_name)))?;
+                file.write_all(&data).map_err(at(file_name))?;
             }
             Some(HelperMsg::End { sha256 }) if got == size => break sha256,
             Some(HelperMsg::End { .. }) | None if got < size => {
-                return Err(format!("the copy ended after {got} of {size} bytes"));
+                return Err(TransferError::Short { got, size });
             }
-            None => return Err("the copy ended before its checksum".into()),
+            None => return Err(TransferError::NoChecksum),
             Some(HelperMsg::End { .. } | HelperMsg::Request { .. }) => {
-                return Err("from rexecd: a second request".into());
+                return Err(TransferError::Request("a second request".into()));
             }
         }
     };
     if hash.finalize().as_slice() != expected {
-        return Err(
-            "checksum mismatch: the data was damaged on the way; nothing was written".into(),
-        );
+        return Err(TransferError::Checksum);
     }
     Ok(())
 }
@@ -260,7 +293,7 @@ fn set_metadata(
     mode: Option<u32>,
     mtime: Option<i64>,
     preserve: bool,
-) -> Result<(), String> {
+) -> Result<(), TransferError> {
     // Mode: the source's as it is (-p); else the replaced file's own; else
     // the source's under our umask (as scp does). Never a special bit.
     let old = rustix::fs::statat(dir, file_name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
@@ -286,7 +319,10 @@ fn set_metadata(
             Some(rustix::fs::Gid::from_raw(st.st_gid)),
         );
     }
-    rustix::fs::fchmod(file, Mode::from_raw_mode(mode)).map_err(|e| format!("mode: {e}"))?;
+    rustix::fs::fchmod(file, Mode::from_raw_mode(mode)).map_err(|e| TransferError::Io {
+        what: "mode".into(),
+        source: e.into(),
+    })?;
     if let Some(secs) = mtime {
         let t = rustix::fs::Timestamps {
             last_access: rustix::fs::Timespec {
@@ -298,14 +334,17 @@ fn set_metadata(
                 tv_nsec: 0,
             },
         };
-        rustix::fs::futimens(file, &t).map_err(|e| format!("mtime: {e}"))?;
+        rustix::fs::futimens(file, &t).map_err(|e| TransferError::Io {
+            what: "mtime".into(),
+            source: e.into(),
+        })?;
     }
     Ok(())
 }
 
 /// Names the complete file: linked in under a temporary name, then
 /// renamed over the target in one step.
-fn commit(file: &std::fs::File, dir: &OwnedFd, file_name: &OsStr) -> Result<(), String> {
+fn commit(file: &std::fs::File, dir: &OwnedFd, file_name: &OsStr) -> Result<(), TransferError> {
     // Give it a name (through /proc: linkat of an fd needs no privilege
     // that way), then rename it over the target in one step.
     let tmp_name = temp_name(file_name);
@@ -317,27 +356,25 @@ fn commit(file: &std::fs::File, dir: &OwnedFd, file_name: &OsStr) -> Result<(), 
         tmp_name.as_os_str(),
         rustix::fs::AtFlags::SYMLINK_FOLLOW,
     )
-    .map_err(|e| format!("{}: {e}", shown(file_name)))?;
+    .map_err(at(file_name))?;
     if let Err(e) = rustix::fs::renameat(dir, &tmp_name, dir, file_name) {
         let _ = rustix::fs::unlinkat(dir, &tmp_name, rustix::fs::AtFlags::empty());
-        return Err(format!("{}: {e}", shown(file_name)));
+        return Err(at(file_name)(e));
     }
     Ok(())
 }
 
 /// Creates the directories of `path` that are missing, each beneath the
 /// base (a symlink among them cannot lead out).
-fn make_dirs(root: &Root, path: &OsStr) -> Result<(), String> {
+fn make_dirs(root: &Root, path: &OsStr) -> Result<(), TransferError> {
     let mut done = std::path::PathBuf::new();
     for c in Path::new(path).components() {
         match c {
             Component::Normal(part) => {
-                let parent = root
-                    .dir(done.as_os_str())
-                    .map_err(|e| format!("{}: {e}", shown(done.as_os_str())))?;
+                let parent = root.dir(done.as_os_str()).map_err(at(done.as_os_str()))?;
                 match rustix::fs::mkdirat(&parent, part, Mode::from_raw_mode(0o755)) {
                     Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                    Err(e) => return Err(format!("{}: {e}", shown(path))),
+                    Err(e) => return Err(at(path)(e)),
                 }
                 done.push(part);
             }
@@ -375,23 +412,26 @@ fn umask() -> u32 {
         .unwrap_or(0o022)
 }
 
-fn get(root: &Root, path: &OsStr) -> Result<(), String> {
+fn get(root: &Root, path: &OsStr) -> Result<(), TransferError> {
     // Non-blocking: opening a FIFO for reading would otherwise wait for a
     // writer forever. Anything but a regular file is refused below, at once.
     let fd = root
         .open(path, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
-        .map_err(|e| format!("{}: {e}", shown(path)))?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| format!("{}: {e}", shown(path)))?;
+        .map_err(at(path))?;
+    let st = rustix::fs::fstat(&fd).map_err(at(path))?;
     if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
-        return Err(format!("{}: not a regular file", shown(path)));
+        return Err(TransferError::NotAFile(path.to_os_string()));
     }
-    rustix::fs::fcntl_setfl(&fd, OFlags::empty()).map_err(|e| format!("{}: {e}", shown(path)))?;
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty()).map_err(at(path))?;
     let mut out = io::stdout().lock();
     let mut header = Vec::with_capacity(rexec_proto::GET_HEADER_LEN);
     header.extend_from_slice(&(st.st_size as u64).to_be_bytes());
     header.extend_from_slice(&(st.st_mode & 0o7777).to_be_bytes());
     header.extend_from_slice(&st.st_mtime.to_be_bytes());
-    let fail = |e: io::Error| format!("sending {}: {e}", shown(path));
+    let fail = |source| TransferError::Io {
+        what: format!("sending {}", shown(path)),
+        source,
+    };
     out.write_all(&header).map_err(fail)?;
     let mut file = std::fs::File::from(fd);
     let mut hash = Sha256::new();
@@ -402,7 +442,7 @@ fn get(root: &Root, path: &OsStr) -> Result<(), String> {
             Ok(0) => break, // shrank while being read: the checksum tells
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("{}: {e}", shown(path))),
+            Err(e) => return Err(at(path)(e)),
         };
         let n = n.min(usize::try_from(st.st_size as u64 - sent).unwrap_or(usize::MAX));
         hash.update(&buf[..n]);
@@ -410,7 +450,7 @@ fn get(root: &Root, path: &OsStr) -> Result<(), String> {
         sent += n as u64;
     }
     if sent != st.st_size as u64 {
-        return Err(format!("{}: changed while being read", shown(path)));
+        return Err(TransferError::Changed(path.to_os_string()));
     }
     out.write_all(hash.finalize().as_slice()).map_err(fail)?;
     out.flush().map_err(fail)

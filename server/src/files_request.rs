@@ -10,6 +10,8 @@ use std::io::{self, Read};
 use std::os::unix::ffi::OsStringExt;
 
 use rexec_proto::{FrameDecoder, MAX_FRAME_LIMIT, Put};
+
+use crate::files::TransferError;
 use serde::{Deserialize, Serialize};
 
 /// What a helper is asked to do.
@@ -66,34 +68,39 @@ impl HelperInput {
     }
 
     /// The next message; `None` once stdin has ended between frames.
-    pub(crate) fn next(&mut self) -> Result<Option<HelperMsg>, String> {
+    pub(crate) fn next(&mut self) -> Result<Option<HelperMsg>, TransferError> {
         loop {
             match self.decoder.next_message::<HelperMsg>() {
                 Ok(Some(m)) => return Ok(Some(m)),
                 Ok(None) => {}
-                Err(e) => return Err(format!("from rexecd: {e}")),
+                Err(e) => return Err(TransferError::Request(e.to_string())),
             }
             match self.stdin.read(&mut self.buf) {
                 Ok(0) => {
                     return match self.decoder.finish() {
                         Ok(()) => Ok(None),
-                        Err(e) => Err(format!("from rexecd: {e}")),
+                        Err(e) => Err(TransferError::Request(e.to_string())),
                     };
                 }
                 Ok(n) => self.decoder.feed(&self.buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(format!("reading from rexecd: {e}")),
+                Err(source) => {
+                    return Err(TransferError::Io {
+                        what: "reading from rexecd".into(),
+                        source,
+                    });
+                }
             }
         }
     }
 
     /// The request that opens the stream, with the files root.
-    pub(crate) fn request(&mut self) -> Result<(Request, Option<OsString>), String> {
+    pub(crate) fn request(&mut self) -> Result<(Request, Option<OsString>), TransferError> {
         match self.next()? {
             Some(HelperMsg::Request { request, root }) => {
                 Ok((request, root.map(OsString::from_vec)))
             }
-            _ => Err("no request from rexecd".into()),
+            _ => Err(TransferError::Request("no request".into())),
         }
     }
 }

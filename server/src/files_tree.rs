@@ -11,7 +11,7 @@ use std::path::Path;
 
 use rustix::fs::{Mode, OFlags};
 
-use crate::files::{Root, plain_name, shown, temp_name};
+use crate::files::{Root, TransferError, at, plain_name, shown, shown_dir, temp_name};
 
 /// A directory of an uploaded tree: made when missing; with -p, given the
 /// source's mode (never a special bit).
@@ -20,11 +20,11 @@ pub(crate) fn put_dir(
     name: &OsStr,
     mode: Option<u32>,
     preserve: bool,
-) -> Result<(), String> {
+) -> Result<(), TransferError> {
     let bits = mode.map_or(0o755, |m| m & 0o777);
     match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(bits)) {
         Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-        Err(e) => return Err(format!("{}: {e}", shown(name))),
+        Err(e) => return Err(at(name)(e)),
     }
     if preserve {
         let d = rustix::fs::openat(
@@ -33,9 +33,8 @@ pub(crate) fn put_dir(
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| format!("{}: {e}", shown(name)))?;
-        rustix::fs::fchmod(&d, Mode::from_raw_mode(bits))
-            .map_err(|e| format!("{}: {e}", shown(name)))?;
+        .map_err(at(name))?;
+        rustix::fs::fchmod(&d, Mode::from_raw_mode(bits)).map_err(at(name))?;
     }
     Ok(())
 }
@@ -49,7 +48,7 @@ pub(crate) fn put_tree_top(
     name: &OsStr,
     mode: Option<u32>,
     preserve: bool,
-) -> Result<(), String> {
+) -> Result<(), TransferError> {
     let mut bytes = dest.as_bytes();
     while bytes.len() > 1 && bytes.ends_with(b"/") {
         bytes = &bytes[..bytes.len() - 1];
@@ -65,7 +64,7 @@ pub(crate) fn put_tree_top(
             let p = Path::new(dest);
             let leaf = p
                 .file_name()
-                .ok_or_else(|| format!("{}: not a directory name", shown(dest)))?;
+                .ok_or_else(|| TransferError::NotADirName(dest.to_os_string()))?;
             let parent = p
                 .parent()
                 .map_or(OsString::new(), |x| x.as_os_str().to_os_string());
@@ -73,31 +72,29 @@ pub(crate) fn put_tree_top(
         }
     };
     if !plain_name(&dir_name) {
-        return Err(format!("{}: not a directory name", shown(&dir_name)));
+        return Err(TransferError::NotADirName(dir_name));
     }
-    let dir = root.dir(&parent).map_err(|e| {
-        format!(
-            "{}: {e}",
-            shown(if parent.is_empty() {
-                OsStr::new(".")
-            } else {
-                &parent
-            })
-        )
-    })?;
+    let dir = root.dir(&parent).map_err(at(shown_dir(&parent)))?;
     put_dir(&dir, &dir_name, mode, preserve)?;
     let mut out = io::stdout().lock();
     out.write_all(made.as_bytes())
         .and_then(|()| out.flush())
-        .map_err(|e| format!("telling the client: {e}"))
+        .map_err(|source| TransferError::Io {
+            what: "telling the client".into(),
+            source,
+        })
 }
 
 /// A symlink of an uploaded tree, as it is (its target is never
 /// followed), replacing what had the name.
-pub(crate) fn put_symlink(dir: &OwnedFd, name: &OsStr, target: &OsStr) -> Result<(), String> {
+pub(crate) fn put_symlink(
+    dir: &OwnedFd,
+    name: &OsStr,
+    target: &OsStr,
+) -> Result<(), TransferError> {
     let tmp = temp_name(name);
-    let fail = |e: rustix::io::Errno| format!("{}: {e}", shown(name));
-    rustix::fs::symlinkat(target, dir, &tmp).map_err(fail)?;
+    let fail = at::<rustix::io::Errno>(name);
+    rustix::fs::symlinkat(target, dir, &tmp).map_err(&fail)?;
     rustix::fs::renameat(dir, &tmp, dir, name).map_err(|e| {
         let _ = rustix::fs::unlinkat(dir, &tmp, rustix::fs::AtFlags::empty());
         fail(e)
@@ -107,14 +104,15 @@ pub(crate) fn put_symlink(dir: &OwnedFd, name: &OsStr, target: &OsStr) -> Result
 /// Deepest directory nesting listed.
 const LIST_DEPTH: usize = 256;
 
-pub(crate) fn list(root: &Root, path: &OsStr) -> Result<(), String> {
-    let top = root
-        .dir(path)
-        .map_err(|e| format!("{}: {e}", shown(path)))?;
+pub(crate) fn list(root: &Root, path: &OsStr) -> Result<(), TransferError> {
+    let top = root.dir(path).map_err(at(path))?;
     let mut out = io::BufWriter::with_capacity(256 * 1024, io::stdout().lock());
     list_dir(&top, &mut Vec::new(), 0, &mut out)
         .and_then(|()| out.flush())
-        .map_err(|e| format!("listing {}: {e}", shown(path)))
+        .map_err(|source| TransferError::Io {
+            what: format!("listing {}", shown(path)),
+            source,
+        })
 }
 
 /// Lists the entries of `dir` (at `rel` below the top), depth first, in
