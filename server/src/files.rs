@@ -57,7 +57,8 @@ pub fn helper() -> i32 {
     match res {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("rexecd: {e}");
+            // One write: the client gets the line in one frame, whole.
+            let _ = io::stderr().write_all(format!("rexecd: {e}\n").as_bytes());
             1
         }
     }

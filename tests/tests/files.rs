@@ -99,6 +99,20 @@ fn a_tree_with_r_and_p_keeps_modes_and_times() {
     );
 }
 
+/// Every `Stderr` chunk among `msgs`, joined.
+fn stderr_of(msgs: &[ServerMsg]) -> String {
+    let bytes: Vec<u8> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Stderr { data, .. } => Some(data.as_slice()),
+            _ => None,
+        })
+        .flatten()
+        .copied()
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 #[test]
 fn a_broken_copy_leaves_the_old_file_and_no_temporary() {
     let d = Daemon::start(&[]);
@@ -151,10 +165,7 @@ fn a_broken_copy_leaves_the_old_file_and_no_temporary() {
     let msgs = rexec_tests::wire::read_until(&mut sock, &mut FrameDecoder::new(), |m| {
         matches!(m, ServerMsg::Exited(_))
     });
-    assert!(
-        msgs.iter().any(|m| matches!(m, ServerMsg::Stderr { data, .. } if String::from_utf8_lossy(data).contains("checksum"))),
-        "{msgs:?}"
-    );
+    assert!(stderr_of(&msgs).contains("checksum"), "{msgs:?}");
     // Exited comes after the helper exited: what it left is there now.
     assert_eq!(std::fs::read_to_string(dir.path("target")).unwrap(), "old");
     assert!(leftovers(&dir.0).is_empty(), "{:?}", leftovers(&dir.0));
@@ -174,7 +185,7 @@ fn a_broken_copy_leaves_the_old_file_and_no_temporary() {
         matches!(m, ServerMsg::Exited(_))
     });
     assert!(
-        msgs.iter().any(|m| matches!(m, ServerMsg::Stderr { data, .. } if String::from_utf8_lossy(data).contains("more than its 3 bytes"))),
+        stderr_of(&msgs).contains("more than its 3 bytes"),
         "{msgs:?}"
     );
     assert_eq!(std::fs::read_to_string(dir.path("target")).unwrap(), "old");
