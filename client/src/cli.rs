@@ -262,6 +262,14 @@ pub struct ConnArgs {
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
     pub connect_timeout: Duration,
 
+    /// Probe the server after this many seconds without sending it anything,
+    /// and give up (exit 255) after three times as long without a byte from
+    /// it: a hung host or a vanished network is noticed even while the
+    /// command is quiet, like ssh's ServerAliveInterval. 0 turns it off.
+    /// [default: the host's `keepalive` in the config file, else 15]
+    #[arg(long, value_name = "SECS")]
+    pub keepalive: Option<u64>,
+
     /// Log every frame on stderr as it is sent or received: direction, the 4
     /// header bytes in hex, the length they encode, the message kind and size.
     #[arg(long)]

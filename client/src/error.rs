@@ -25,6 +25,9 @@ pub enum ClientError {
     Usage(String),
     /// The server's TLS certificate is not trusted.
     Trust(String),
+    /// The server sent nothing for three keepalive periods (a hung host,
+    /// or a network that went away): the address, and for how long.
+    NoAnswer(String, std::time::Duration),
 }
 
 impl std::fmt::Display for ClientError {
@@ -49,6 +52,9 @@ impl std::fmt::Display for ClientError {
             },
             ClientError::Usage(m) => f.write_str(m),
             ClientError::Trust(m) => f.write_str(m),
+            ClientError::NoAnswer(a, d) => {
+                write!(f, "{a}: no answer for {} s (keepalive)", d.as_secs())
+            }
         }
     }
 }
@@ -81,6 +87,7 @@ impl ClientError {
             ClientError::Server(e) => e.kind.name(),
             ClientError::Usage(_) => "usage",
             ClientError::Trust(_) => "trust",
+            ClientError::NoAnswer(..) => "keepalive",
         }
     }
 }
@@ -94,6 +101,7 @@ impl ClientError {
             ClientError::Refused(_) => "connection refused".into(),
             ClientError::Timeout(_) => "timed out connecting".into(),
             ClientError::Unreachable(_, e) => format!("cannot reach: {e}"),
+            ClientError::NoAnswer(..) => "no answer (keepalive)".into(),
             other => other.to_string(),
         }
     }

@@ -178,6 +178,11 @@ fn summary(results: &BTreeMap<usize, (String, HostResult)>) -> i32 {
                     _ => ("failed", o.exit_code().to_string()),
                 }
             }
+            HostResult::Unreachable(ClientError::NoAnswer(..)) => {
+                // It answered once, then went silent (hung, or cut off).
+                status = EXIT_CONNECTION;
+                ("no answer (keepalive)", String::new())
+            }
             HostResult::Unreachable(e) => {
                 status = EXIT_CONNECTION;
                 ("unreachable", e.short())
@@ -189,7 +194,13 @@ fn summary(results: &BTreeMap<usize, (String, HostResult)>) -> i32 {
         }
     }
     let mut line = format!("rexec: {} ok", ok.len());
-    for how in ["failed", "timed out", "truncated", "unreachable"] {
+    for how in [
+        "failed",
+        "timed out",
+        "truncated",
+        "no answer (keepalive)",
+        "unreachable",
+    ] {
         let groups: Vec<String> = bad
             .iter()
             .filter(|((h, _), _)| *h == how)

@@ -30,6 +30,8 @@ pub struct HostEntry {
     pub token_file: Option<String>,
     pub tls: Option<bool>,
     pub fingerprint: Option<String>,
+    /// Seconds of silence before a keepalive probe (0: none).
+    pub keepalive: Option<u64>,
 }
 
 /// The config file.
@@ -56,6 +58,8 @@ pub struct Target {
     pub token_file: Option<PathBuf>,
     pub tls: bool,
     pub fingerprint: Option<String>,
+    /// Seconds of silence before a keepalive probe, from the file.
+    pub keepalive: Option<u64>,
 }
 
 /// `~/x` and `~` in paths from the file.
@@ -142,6 +146,7 @@ impl Config {
             token_file: pick(|e| e.token_file.as_ref()).map(|t| expand_tilde(&t)),
             tls,
             fingerprint,
+            keepalive: entry.and_then(|e| e.keepalive).or(self.defaults.keepalive),
         }
     }
 

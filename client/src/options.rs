@@ -1,6 +1,8 @@
 //! From the command line to what the library takes: [`ConnectOptions`]
 //! (TLS trust, token, timeouts) and the [`Exec`] for a command.
 
+use std::time::Duration;
+
 use rexec_proto::{Exec, ExecMode};
 
 use crate::addr::{hostport, parse_host};
@@ -53,6 +55,14 @@ impl ConnArgs {
         Ok(ConnectOptions {
             tls: self.tls_options(target)?,
             connect_timeout: Some(self.connect_timeout),
+            keepalive: match self
+                .keepalive
+                .or(target.keepalive)
+                .unwrap_or(DEFAULT_KEEPALIVE)
+            {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
             trace: self.trace,
             token: rexec_proto::auth::Token::load(token_file)
                 .map_err(|e| ClientError::Usage(e.to_string()))?,
@@ -64,6 +74,10 @@ impl ConnArgs {
         Session::connect(&target.address, &self.connect_options(target)?)
     }
 }
+
+/// Seconds of silence before a keepalive probe, when neither the command
+/// line nor the config file says: a hung host is given up within about 45 s.
+const DEFAULT_KEEPALIVE: u64 = 15;
 
 impl RunArgs {
     /// `--capture-limit` in bytes.

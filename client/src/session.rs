@@ -4,11 +4,12 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rexec_proto::{
-    ClientHello, ClientMsg, FrameDecoder, FrameError, OUTPUT_HEADER_MAX, OutputStream,
-    PROTOCOL_VERSION, SOFTWARE_VERSION, ServerEvent, ServerHello, ServerMsg, encode_frame,
+    ClientHello, ClientMsg, FrameDecoder, FrameError, KEEPALIVE_PROTOCOL, OLDEST_PROTOCOL,
+    OUTPUT_HEADER_MAX, OutputStream, PROTOCOL_VERSION, SOFTWARE_VERSION, ServerEvent, ServerHello,
+    ServerMsg, encode_frame,
 };
 
 use rexec_proto::auth::Token;
@@ -33,6 +34,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ConnectOptions {
     /// Limit on the TCP connect and the server's hello.
     pub connect_timeout: Option<Duration>,
+    /// Probe the server after this long without sending it anything; give
+    /// up after three times as long without a byte from it.
+    pub keepalive: Option<Duration>,
     /// Print every frame on stderr.
     pub trace: bool,
     /// The shared secret, for servers that ask for it.
@@ -50,6 +54,8 @@ pub struct Writer {
     stream: Mutex<TcpStream>,
     tls: Option<Arc<Mutex<rustls::ClientConnection>>>,
     trace: bool,
+    /// When a frame was last written whole (keepalive: probe after a while).
+    last_sent: Mutex<Instant>,
 }
 
 impl Writer {
@@ -68,17 +74,46 @@ impl Writer {
             }
         }
         let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        self.write_locked(&mut s, &frames)?;
+        Ok(frames)
+    }
+
+    /// Writes frames on the locked socket (through TLS if in use).
+    fn write_locked(&self, s: &mut TcpStream, frames: &[u8]) -> io::Result<()> {
         match &self.tls {
-            None => s.write_all(&frames)?,
+            None => s.write_all(frames)?,
             Some(tls) => {
                 let mut t = tls.lock().unwrap_or_else(|p| p.into_inner());
-                t.writer().write_all(&frames)?;
+                t.writer().write_all(frames)?;
                 let records = drain_tls(&mut t)?;
                 drop(t);
                 s.write_all(&records)?;
             }
         }
-        Ok(frames)
+        *self.last_sent.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        Ok(())
+    }
+
+    /// Sends `msg` unless another thread is writing (which then is the
+    /// sign of life): a probe must never wait behind a blocked write.
+    fn try_send(&self, msg: &ClientMsg) -> io::Result<()> {
+        let Ok(mut s) = self.stream.try_lock() else {
+            return Ok(());
+        };
+        let mut frame = Vec::new();
+        let len = encode_frame(msg, &mut frame);
+        if self.trace {
+            trace::emit(&trace::sent(msg, len));
+        }
+        self.write_locked(&mut s, &frame)
+    }
+
+    /// How long since a frame was last written.
+    fn quiet_for(&self) -> Duration {
+        self.last_sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
     }
 
     /// Sends whatever TLS wants to send (after reading, e.g. a key update).
@@ -115,6 +150,12 @@ pub struct Session {
     trace: bool,
     /// The last frame was spliced: read only a little next.
     small_reads: bool,
+    /// Keepalive probes, when the server speaks them (protocol 4).
+    keepalive: Option<Duration>,
+    /// When a byte last arrived from the server.
+    last_heard: Instant,
+    /// Probes sent.
+    probes: u32,
 }
 
 impl Session {
@@ -168,6 +209,7 @@ impl Session {
             stream: Mutex::new(stream.try_clone()?),
             tls,
             trace: opts.trace,
+            last_sent: Mutex::new(Instant::now()),
         });
         let mut decoder = FrameDecoder::new();
         // Large reads: a 64 KiB output frame plus its header would otherwise
@@ -187,6 +229,9 @@ impl Session {
             addr,
             trace: opts.trace,
             small_reads: false,
+            keepalive: None,
+            last_heard: Instant::now(),
+            probes: 0,
         };
         session.handshake(opts, &binding)?;
         Ok(session)
@@ -227,8 +272,17 @@ impl Session {
             }
         };
         self.server = hello;
-        self.reader.set_read_timeout(None)?;
-        if self.server.protocol != PROTOCOL_VERSION {
+        if self.server.protocol >= KEEPALIVE_PROTOCOL {
+            self.keepalive = opts.keepalive;
+        }
+        // Reads wake up every keepalive period to probe and to notice a
+        // server that went silent; without keepalive they wait as long as
+        // it takes.
+        self.reader.set_read_timeout(self.keepalive)?;
+        if let Some(every) = opts.keepalive {
+            tcp_keepalive(&self.reader, every);
+        }
+        if !(OLDEST_PROTOCOL..=PROTOCOL_VERSION).contains(&self.server.protocol) {
             return Err(ClientError::Protocol(format!(
                 "version mismatch: server {addr} speaks protocol {} (rexecd {}), this client speaks {} (rexec {})",
                 self.server.protocol, self.server.software, PROTOCOL_VERSION, SOFTWARE_VERSION
@@ -273,6 +327,16 @@ impl Session {
         let proto = |e: FrameError| ClientError::Protocol(e.to_string());
         loop {
             if let Some(len) = self.decoder.frame_ready().map_err(proto)? {
+                // Probes are the session's business, never a caller's.
+                if let Some(probe) = self.decoder.next_probe().map_err(proto)? {
+                    if self.trace {
+                        trace::emit(&trace::received(&ServerEvent::Msg(probe.clone()), len));
+                    }
+                    if let ServerMsg::Ping { seq } = probe {
+                        self.writer.send(&ClientMsg::Pong { seq })?;
+                    }
+                    continue;
+                }
                 let ev = self.decoder.next_server_event().map_err(proto)?;
                 let ev = ev.ok_or_else(|| ClientError::Protocol("frame vanished".into()))?;
                 let ev = made_safe(ev);
@@ -291,11 +355,32 @@ impl Session {
                         Err(e) => ClientError::Protocol(e.to_string()),
                     });
                 }
-                Ok(_) => {}
+                Ok(_) => self.last_heard = Instant::now(),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if timed_out(&e) => self.keep_alive()?,
                 Err(e) => return Err(ClientError::Io(e)),
             }
         }
+    }
+
+    /// A read timed out (one keepalive period without a byte): probe the
+    /// server if we have not sent it anything for a period, and give up on
+    /// it after three periods of silence.
+    fn keep_alive(&mut self) -> Result<(), ClientError> {
+        let Some(every) = self.keepalive else {
+            // No keepalive, yet a timeout: report it as the error it is.
+            return Err(ClientError::Io(io::ErrorKind::TimedOut.into()));
+        };
+        let silent = self.last_heard.elapsed();
+        if silent >= 3 * every {
+            return Err(ClientError::NoAnswer(self.addr.to_string(), silent));
+        }
+        if self.writer.quiet_for() >= every {
+            self.probes = self.probes.wrapping_add(1);
+            self.writer
+                .try_send(&ClientMsg::Ping { seq: self.probes })?;
+        }
+        Ok(())
     }
 
     /// When the next frame is stdout for command `id` with at least
@@ -322,10 +407,23 @@ impl Session {
                     self.small_reads = false;
                     return Ok(false);
                 }
-                let remaining = p.remaining;
+                let mut remaining = p.remaining;
                 out.write(p.data);
                 self.decoder.discard_partial();
-                out.transfer(self.reader.as_fd(), remaining)?;
+                loop {
+                    let before = remaining;
+                    match out.transfer(self.reader.as_fd(), &mut remaining) {
+                        Ok(()) => break,
+                        Err(e) if timed_out(&e) => {
+                            if remaining < before {
+                                self.last_heard = Instant::now();
+                            }
+                            self.keep_alive()?;
+                        }
+                        Err(e) => return Err(ClientError::Io(e)),
+                    }
+                }
+                self.last_heard = Instant::now();
                 self.small_reads = true;
                 return Ok(true);
             }
@@ -339,8 +437,9 @@ impl Session {
             };
             match self.decoder.read_from_at_most(&mut self.reader, max) {
                 Ok(0) => return Ok(false), // the end: next_event reports it
-                Ok(_) => {}
+                Ok(_) => self.last_heard = Instant::now(),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if timed_out(&e) => self.keep_alive()?,
                 Err(e) => return Err(ClientError::Io(e)),
             }
         }
@@ -406,6 +505,24 @@ fn made_safe(ev: ServerEvent<'_>) -> ServerEvent<'_> {
         }
         other => other,
     }
+}
+
+/// Whether a read gave up for its timeout (no byte for a keepalive period).
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// TCP keepalive as a second line under the protocol's probes: the kernel
+/// probes after `every` of silence, three times, `every` apart.
+fn tcp_keepalive(sock: &TcpStream, every: Duration) {
+    use rustix::net::sockopt;
+    let _ = sockopt::set_socket_keepalive(sock, true)
+        .and_then(|()| sockopt::set_tcp_keepidle(sock, every))
+        .and_then(|()| sockopt::set_tcp_keepintvl(sock, every))
+        .and_then(|()| sockopt::set_tcp_keepcnt(sock, 3));
 }
 
 /// The most characters of a server's message shown.

@@ -80,7 +80,10 @@ impl Splicer {
 
     /// Moves exactly `n` bytes from `sock` to stdout. An error is the
     /// socket's: stdout's are recorded in [`Splicer::broken`].
-    pub fn transfer(&mut self, sock: BorrowedFd<'_>, mut n: usize) -> io::Result<()> {
+    /// `n` counts down as bytes move; a read that times out (the socket's
+    /// receive timeout: keepalive) returns `WouldBlock` with `n` left as it
+    /// is, to be called again.
+    pub fn transfer(&mut self, sock: BorrowedFd<'_>, n: &mut usize) -> io::Result<()> {
         if self.needs_via && self.via.is_none() {
             match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
                 Ok((r, w)) => {
@@ -92,24 +95,26 @@ impl Splicer {
                 Err(_) => self.copy = true,
             }
         }
-        while n > 0 {
+        while *n > 0 {
             if self.copy || self.broken {
-                n -= self.copy_some(sock, n)?;
+                *n -= self.copy_some(sock, *n)?;
                 continue;
             }
             let moved = match &self.via {
                 None => {
-                    rustix::pipe::splice(sock, None, self.out.as_fd(), None, n, SpliceFlags::MOVE)
+                    rustix::pipe::splice(sock, None, self.out.as_fd(), None, *n, SpliceFlags::MOVE)
                 }
-                Some((_, w)) => rustix::pipe::splice(sock, None, w, None, n, SpliceFlags::MOVE),
+                Some((_, w)) => rustix::pipe::splice(sock, None, w, None, *n, SpliceFlags::MOVE),
             };
             match moved {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(k) => {
-                    n -= k.min(n);
+                    *n -= k.min(*n);
                     self.drain_via(k);
                 }
                 Err(rustix::io::Errno::INTR) => {}
+                // The socket's receive timeout: nothing for a while.
+                Err(rustix::io::Errno::AGAIN) => return Err(io::ErrorKind::WouldBlock.into()),
                 // Either end may have failed; copying tells which (a socket
                 // error comes back from the read, a stdout one marks broken).
                 Err(_) => self.copy = true,
@@ -230,7 +235,7 @@ mod tests {
         });
         let mut s = Splicer::new(pw.as_fd()).expect("a pipe can be spliced to");
         assert!(!s.needs_via);
-        s.transfer(rx.as_fd(), 1 << 20).expect("to the pipe");
+        s.transfer(rx.as_fd(), &mut (1 << 20)).expect("to the pipe");
         drop(s);
         drop(pw);
         assert_eq!(
@@ -243,7 +248,7 @@ mod tests {
         let file = File::create(&path).expect("temp file");
         let mut s = Splicer::new(file.as_fd()).expect("a file can be spliced to");
         assert!(s.needs_via);
-        s.transfer(rx.as_fd(), 2 << 20).expect("to the file");
+        s.transfer(rx.as_fd(), &mut (2 << 20)).expect("to the file");
         drop(s);
         let got = std::fs::read(&path).expect("read back");
         let _ = std::fs::remove_file(&path);
@@ -259,7 +264,8 @@ mod tests {
         let (pr, pw) = test_pipe();
         drop(pr);
         let mut s = Splicer::new(pw.as_fd()).expect("pipe");
-        s.transfer(rx.as_fd(), 1 << 20).expect("the socket is fine");
+        s.transfer(rx.as_fd(), &mut (1 << 20))
+            .expect("the socket is fine");
         assert!(s.broken());
         assert_next_is_left(&rx, sender);
     }

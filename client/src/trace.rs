@@ -43,6 +43,9 @@ pub fn sent(msg: &ClientMsg, payload_len: usize) -> String {
         ClientMsg::PutEnd { id, .. } => format!("PutEnd id={id}"),
         ClientMsg::Get { id, path } => format!("Get id={id} path={} bytes", path.len()),
         ClientMsg::List { id, path } => format!("List id={id} path={} bytes", path.len()),
+        ClientMsg::Ping { seq } | ClientMsg::Pong { seq } => {
+            format!("{} seq={seq}", msg.kind_name())
+        }
     };
     line("send", payload_len, &what)
 }
@@ -58,6 +61,9 @@ pub fn received(ev: &ServerEvent<'_>, payload_len: usize) -> String {
             ServerMsg::Started { id, pid } => format!("Started id={id} pid={pid}"),
             ServerMsg::Exited(x) => format!("Exited id={} status={:?}", x.id, x.status),
             ServerMsg::Error(e) => format!("Error id={:?} kind={:?}", e.id, e.kind),
+            ServerMsg::Ping { seq } | ServerMsg::Pong { seq } => {
+                format!("{} seq={seq}", m.kind_name())
+            }
             other => other.kind_name().to_string(),
         },
     };

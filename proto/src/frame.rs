@@ -328,6 +328,22 @@ impl FrameDecoder {
         }
     }
 
+    /// Takes out the next frame if it is a keepalive probe (`Ping` or
+    /// `Pong`): a client answers those itself, before any caller sees a
+    /// frame (and so without holding a borrow of the buffer).
+    pub fn next_probe(&mut self) -> Result<Option<ServerMsg>, FrameError> {
+        let Some((_, used)) = parse_frame(&self.buf[self.pos..self.end], self.max_frame)? else {
+            return Ok(None);
+        };
+        let payload = &self.buf[self.pos + HEADER_LEN..self.pos + used];
+        if !payload::is_probe(payload) {
+            return Ok(None);
+        }
+        let msg = payload::decode::<ServerMsg>(payload)?;
+        self.pos += used;
+        Ok(Some(msg))
+    }
+
     /// Takes out the next server frame; `Stdout` / `Stderr` data is borrowed
     /// from the buffer instead of copied (the client's hot path).
     pub fn next_server_event(&mut self) -> Result<Option<ServerEvent<'_>>, FrameError> {

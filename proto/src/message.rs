@@ -8,9 +8,17 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Protocol version spoken by this build. A peer with a different version is
-/// refused with [`ErrorKind::Version`]; see `docs/PROTOCOL.md` for the rules.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// Protocol version spoken by this build; see `docs/PROTOCOL.md` for the
+/// rules. Version 4 added keepalive probes (`Ping`, `Pong`).
+pub const PROTOCOL_VERSION: u16 = 4;
+
+/// The oldest version this build still speaks: a version-3 peer is served
+/// without keepalive probes. Older peers are refused with
+/// [`ErrorKind::Version`].
+pub const OLDEST_PROTOCOL: u16 = 3;
+
+/// The first version with keepalive probes.
+pub const KEEPALIVE_PROTOCOL: u16 = 4;
 
 /// Messages a client sends to the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +74,11 @@ pub enum ClientMsg {
         #[serde(with = "serde_bytes")]
         path: Vec<u8>,
     },
+    /// A keepalive probe (protocol 4): the server answers `Pong` with the
+    /// same `seq`. Sent after a while of silence; never counts as activity.
+    Ping { seq: u32 },
+    /// The answer to the server's `Ping` (protocol 4).
+    Pong { seq: u32 },
 }
 
 /// The one byte of `Stdout` a `Put` answers with once the server has
@@ -141,6 +154,10 @@ pub enum ServerMsg {
     Exited(Exited),
     /// Something went wrong, for one command (`id` set) or the connection.
     Error(ErrorMsg),
+    /// A keepalive probe (protocol 4): the client answers `Pong`.
+    Ping { seq: u32 },
+    /// The answer to the client's `Ping` (protocol 4).
+    Pong { seq: u32 },
 }
 
 /// The server's greeting.
@@ -318,6 +335,8 @@ impl ServerMsg {
             ServerMsg::Stderr { .. } => "Stderr",
             ServerMsg::Exited(_) => "Exited",
             ServerMsg::Error(_) => "Error",
+            ServerMsg::Ping { .. } => "Ping",
+            ServerMsg::Pong { .. } => "Pong",
         }
     }
 }
@@ -337,6 +356,8 @@ impl ClientMsg {
             ClientMsg::PutEnd { .. } => "PutEnd",
             ClientMsg::Get { .. } => "Get",
             ClientMsg::List { .. } => "List",
+            ClientMsg::Ping { .. } => "Ping",
+            ClientMsg::Pong { .. } => "Pong",
         }
     }
 }

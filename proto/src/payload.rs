@@ -56,6 +56,16 @@ pub fn decode<M: DeserializeOwned>(bytes: &[u8]) -> Result<M, DecodeError> {
     Ok(msg)
 }
 
+/// The variant indexes of `ServerMsg::Ping` and `ServerMsg::Pong`, which
+/// are their payloads' first byte (a varint below 251 is one byte).
+const PROBE_VARIANTS: [u8; 2] = [6, 7];
+
+/// Whether a server payload is a keepalive probe (`Ping` or `Pong`), told by
+/// its first byte without decoding the rest.
+pub fn is_probe(payload: &[u8]) -> bool {
+    payload.first().is_some_and(|b| PROBE_VARIANTS.contains(b))
+}
+
 /// Appends the payload of `ServerMsg::Stdout { id, data }` (or `Stderr`)
 /// without building the message first, so an output chunk is copied once,
 /// straight from the read buffer into `out`.
@@ -113,4 +123,36 @@ pub fn decode_output(bytes: &[u8]) -> Option<(OutputStream, u32, &[u8])> {
     let ((_, id, data), used): ((u32, u32, &[u8]), usize) =
         bincode::serde::borrow_decode_from_slice(bytes, CONFIG).ok()?;
     (used == bytes.len()).then_some((stream, id, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{ErrorKind, ErrorMsg, ServerMsg};
+
+    #[test]
+    fn probes_are_told_by_their_first_byte_and_nothing_else_is() {
+        let bytes = |m: &ServerMsg| {
+            let mut v = Vec::new();
+            encode_into(m, &mut v);
+            v
+        };
+        assert!(is_probe(&bytes(&ServerMsg::Ping { seq: 300 })));
+        assert!(is_probe(&bytes(&ServerMsg::Pong { seq: 1 })));
+        let others = [
+            ServerMsg::Started { id: 6, pid: 7 },
+            ServerMsg::Stdout {
+                id: 6,
+                data: vec![6, 7],
+            },
+            ServerMsg::Error(ErrorMsg {
+                id: Some(6),
+                kind: ErrorKind::Limit,
+                message: "x".into(),
+            }),
+        ];
+        for m in &others {
+            assert!(!is_probe(&bytes(m)), "{m:?}");
+        }
+    }
 }

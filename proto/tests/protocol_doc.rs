@@ -140,11 +140,17 @@ fn exited_example() {
 }
 
 #[test]
+fn keepalive_examples() {
+    check("ping", ClientMsg::Ping { seq: 1 });
+    check("pong", ServerMsg::Pong { seq: 1 });
+}
+
+#[test]
 fn server_hello_example() {
     check(
         "server-hello",
         ServerMsg::Hello(ServerHello {
-            protocol: 3,
+            protocol: 4,
             software: "0.1.0".into(),
             challenge: None,
         }),
@@ -156,7 +162,7 @@ fn client_hello_example() {
     check(
         "client-hello",
         ClientMsg::Hello(ClientHello {
-            protocol: 3,
+            protocol: 4,
             software: "0.1.0".into(),
         }),
     );

@@ -82,6 +82,14 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     pub idle_timeout: u64,
 
+    /// Probe a client that has sent nothing for this many seconds, and treat
+    /// it as gone (its commands stopped, as on a disconnect) after three
+    /// such periods without a byte from it; TCP keepalive is set to match.
+    /// A hung or partitioned client is noticed this way even while its
+    /// command is quiet. 0 turns it off.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    pub keepalive: u64,
+
     /// Require clients to prove they hold the token in FILE (which must not be
     /// readable by group or others: chmod 600). Without it, the REXEC_TOKEN
     /// environment variable is used if set. The token never crosses the wire:
@@ -233,6 +241,7 @@ impl Args {
             max_startups: self.max_startups.max(1),
             max_procs: self.max_procs.max(1),
             idle_timeout: secs(self.idle_timeout),
+            keepalive: secs(self.keepalive),
             token,
             handshake_timeout: Duration::from_secs(self.handshake_timeout.max(1)),
             exec: ExecPolicy {

@@ -42,6 +42,9 @@ pub struct Config {
     pub max_procs: usize,
     /// Close connections that send nothing and run nothing for this long.
     pub idle_timeout: Option<Duration>,
+    /// Probe a silent client after this long; it is gone after three times
+    /// as long without a byte. `None`: no probes (TCP keepalive only).
+    pub keepalive: Option<Duration>,
     /// Unsent bytes a connection may have queued before its commands' pipes
     /// stop being read.
     pub queue_limit: usize,
@@ -90,6 +93,7 @@ impl Default for Config {
             max_startups: 64,
             max_procs: 256,
             idle_timeout: Some(Duration::from_secs(600)),
+            keepalive: Some(Duration::from_secs(30)),
             queue_limit: 1 << 20,
             max_buffer: 256 << 20,
             max_frame: rexec_proto::DEFAULT_MAX_FRAME,

@@ -118,6 +118,20 @@ pub enum Deadline {
     Expired,
 }
 
+/// What the keepalive check decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keepalive {
+    /// Not for this connection (a tutorial protocol, a version-3 client,
+    /// or one that is closing).
+    Off,
+    /// Heard from lately: look again then.
+    Later(Instant),
+    /// Silent for a period: send probe `seq`, look again at `next`.
+    Probe { seq: u32, next: Instant },
+    /// Silent for three periods: the client is gone.
+    Gone(Duration),
+}
+
 /// How a linger ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lingered {
@@ -173,6 +187,11 @@ pub struct Connection {
     last_activity: Instant,
     /// When it was accepted.
     accepted: Instant,
+    /// When a byte last arrived from the client (liveness, for keepalive;
+    /// unlike `last_activity`, probes and partial frames count).
+    last_heard: Instant,
+    /// Keepalive probes sent.
+    probes: u32,
 }
 
 impl Connection {
@@ -213,6 +232,8 @@ impl Connection {
             lingered: 0,
             last_activity: now,
             accepted: now,
+            last_heard: now,
+            probes: 0,
         }
     }
 
@@ -226,6 +247,11 @@ impl Connection {
 
     pub fn accepted(&self) -> Instant {
         self.accepted
+    }
+
+    /// The socket, for socket options.
+    pub fn socket(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.stream.as_fd()
     }
 
     /// Takes the socket out of the poll.
@@ -430,7 +456,14 @@ impl Connection {
         let Some(msg) = self.decoder.next_message()? else {
             return Ok(None);
         };
-        self.last_activity = now;
+        if !matches!(
+            msg,
+            rexec_proto::ClientMsg::Ping { .. } | rexec_proto::ClientMsg::Pong { .. }
+        ) {
+            // Probes keep a connection alive, not busy: --idle-timeout
+            // still closes one that only answers them.
+            self.last_activity = now;
+        }
         if self.state == State::New {
             self.state = State::Open;
             let binding = self.channel_binding();
@@ -477,6 +510,33 @@ impl Connection {
             Deadline::At(due)
         } else {
             Deadline::Expired
+        }
+    }
+
+    /// The keepalive timer fired at `now`, with probes every `every` of
+    /// silence.
+    pub fn keepalive(&mut self, now: Instant, every: Duration) -> Keepalive {
+        let speaks_it = match &self.wire {
+            Wire::Native(p) => p.phase() != crate::protocol::Phase::Running || p.has_keepalive(),
+            Wire::Seed | Wire::Raw => false,
+        };
+        if !speaks_it || !matches!(self.state, State::New | State::Open | State::InputClosed) {
+            return Keepalive::Off;
+        }
+        let silent = now.saturating_duration_since(self.last_heard);
+        if silent >= 3 * every {
+            return Keepalive::Gone(silent);
+        }
+        let in_handshake =
+            matches!(&self.wire, Wire::Native(p) if p.phase() != crate::protocol::Phase::Running);
+        if silent < every || in_handshake {
+            // (A handshake has its own deadline; probes start once running.)
+            return Keepalive::Later((self.last_heard + every).max(now + Duration::from_millis(1)));
+        }
+        self.probes = self.probes.wrapping_add(1);
+        Keepalive::Probe {
+            seq: self.probes,
+            next: now + every,
         }
     }
 
@@ -650,11 +710,14 @@ impl Connection {
     /// arrived is copied into the decoder: a connection that said a few
     /// bytes holds a few bytes, not a 64 KiB read buffer (20,000 idle
     /// connections were 229 MiB that way, 19 MiB this way).
-    pub fn read_input(&mut self, scratch: &mut [u8]) -> io::Result<usize> {
+    pub fn read_input(&mut self, scratch: &mut [u8], now: Instant) -> io::Result<usize> {
         let tls = match &mut self.transport {
             Transport::Plain => {
                 let n = self.stream.read(scratch)?;
                 self.decoder.feed(&scratch[..n]);
+                if n > 0 {
+                    self.last_heard = now;
+                }
                 return Ok(n);
             }
             Transport::Tls { tls, .. } => tls,
@@ -663,6 +726,7 @@ impl Connection {
         if n == 0 {
             return Ok(0);
         }
+        self.last_heard = now;
         if let Err(e) = tls.process_new_packets() {
             // Tell the peer (an alert), then give up on it.
             let _ = tls.write_tls(&mut self.stream);
@@ -836,7 +900,7 @@ mod tests {
         let mut got = 0;
         let mut tries = 0;
         while got < want {
-            match conn.read_input(&mut scratch) {
+            match conn.read_input(&mut scratch, Instant::now()) {
                 Ok(n) => got += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // Loopback: the bytes are on their way; wait for them
@@ -980,5 +1044,82 @@ mod tests {
             step = conn.linger(&mut scratch);
         }
         assert_eq!(step, Lingered::Done);
+    }
+
+    fn say_hello(conn: &mut Connection, version: u16) {
+        let hello = rexec_proto::ClientMsg::Hello(rexec_proto::ClientHello {
+            protocol: version,
+            software: "t".into(),
+        });
+        let proto = conn.protocol().expect("native");
+        assert!(matches!(
+            proto.on_message(hello),
+            crate::protocol::Action::SendHello { .. }
+        ));
+    }
+
+    #[test]
+    fn a_silent_client_is_probed_then_given_up_after_three_periods() {
+        let t0 = Instant::now();
+        let every = Duration::from_secs(30);
+        let (mut conn, mut client) = pair(t0);
+        // During the handshake: no probes (it has its own deadline).
+        assert!(matches!(
+            conn.keepalive(t0 + every, every),
+            Keepalive::Later(_)
+        ));
+        say_hello(&mut conn, rexec_proto::PROTOCOL_VERSION);
+        assert_eq!(
+            conn.keepalive(t0 + every / 2, every),
+            Keepalive::Later(t0 + every)
+        );
+        assert_eq!(
+            conn.keepalive(t0 + every, every),
+            Keepalive::Probe {
+                seq: 1,
+                next: t0 + 2 * every
+            }
+        );
+        assert_eq!(
+            conn.keepalive(t0 + 2 * every, every),
+            Keepalive::Probe {
+                seq: 2,
+                next: t0 + 3 * every
+            }
+        );
+        assert_eq!(
+            conn.keepalive(t0 + 3 * every, every),
+            Keepalive::Gone(3 * every)
+        );
+        // A byte from the client (a probe's answer, say) starts over.
+        client.write_all(&[0]).unwrap();
+        let t1 = t0 + 3 * every;
+        let mut scratch = [0u8; 16];
+        loop {
+            match conn.read_input(&mut scratch, t1) {
+                Ok(n) if n > 0 => break,
+                _ => {
+                    let fd = conn.stream.as_fd();
+                    let mut pfd = [rustix::event::PollFd::new(
+                        &fd,
+                        rustix::event::PollFlags::IN,
+                    )];
+                    let _ = rustix::event::poll(&mut pfd, None);
+                }
+            }
+        }
+        assert_eq!(
+            conn.keepalive(t1 + every / 2, every),
+            Keepalive::Later(t1 + every)
+        );
+    }
+
+    #[test]
+    fn a_version_3_client_is_never_probed() {
+        let t0 = Instant::now();
+        let (mut conn, _client) = pair(t0);
+        say_hello(&mut conn, rexec_proto::OLDEST_PROTOCOL);
+        let every = Duration::from_secs(30);
+        assert_eq!(conn.keepalive(t0 + 10 * every, every), Keepalive::Off);
     }
 }

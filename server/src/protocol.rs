@@ -13,7 +13,10 @@
 //! ```
 
 use rexec_proto::auth::{NONCE_LEN, Token};
-use rexec_proto::{ClientMsg, ErrorKind, Exec, PROTOCOL_VERSION, SOFTWARE_VERSION, ServerHello};
+use rexec_proto::{
+    ClientMsg, ErrorKind, Exec, KEEPALIVE_PROTOCOL, OLDEST_PROTOCOL, PROTOCOL_VERSION,
+    SOFTWARE_VERSION, ServerHello,
+};
 
 /// Most environment variables one `Exec` may set.
 pub const MAX_ENV: usize = 1024;
@@ -62,6 +65,13 @@ pub enum Action {
         id: u32,
         path: Vec<u8>,
     },
+    /// Answer the client's keepalive probe.
+    Ping {
+        seq: u32,
+    },
+    /// The client answered a probe (liveness is counted from its bytes;
+    /// nothing more to do).
+    Pong,
     /// Refuse one command; the connection stays usable.
     Reject {
         id: u32,
@@ -92,6 +102,8 @@ pub struct ConnProtocol {
     nonce: [u8; NONCE_LEN],
     /// Bytes that tie the auth answer to the channel (empty on plain TCP).
     binding: Vec<u8>,
+    /// The protocol version both speak: the client's, when it is older.
+    version: u16,
 }
 
 impl ConnProtocol {
@@ -102,6 +114,7 @@ impl ConnProtocol {
             token,
             nonce,
             binding: Vec::new(),
+            version: PROTOCOL_VERSION,
         }
     }
 
@@ -115,10 +128,15 @@ impl ConnProtocol {
         self.phase
     }
 
+    /// Whether the client speaks keepalive probes (protocol 4 and later).
+    pub fn has_keepalive(&self) -> bool {
+        self.version >= KEEPALIVE_PROTOCOL
+    }
+
     /// The server's hello, with a challenge when a token is required.
     pub fn hello(&self) -> ServerHello {
         ServerHello {
-            protocol: PROTOCOL_VERSION,
+            protocol: self.version,
             software: SOFTWARE_VERSION.to_string(),
             challenge: self
                 .token
@@ -130,20 +148,22 @@ impl ConnProtocol {
     pub fn on_message(&mut self, msg: ClientMsg) -> Action {
         match (self.phase, msg) {
             (Phase::Hello, ClientMsg::Hello(h)) => {
-                if h.protocol != PROTOCOL_VERSION {
+                if !(OLDEST_PROTOCOL..=PROTOCOL_VERSION).contains(&h.protocol) {
                     return Action::Fail {
                         kind: ErrorKind::Version,
                         message: format!(
-                            "version mismatch: client speaks protocol {} (rexec {}), server speaks {} (rexecd {}); \
+                            "version mismatch: client speaks protocol {} (rexec {}), server speaks {} to {} (rexecd {}); \
                              protocol 3 added confined tree listings and checked puts (List, PUT_READY): \
                              use a rexec and rexecd of the same version",
                             h.protocol,
                             clip(&h.software),
+                            OLDEST_PROTOCOL,
                             PROTOCOL_VERSION,
                             SOFTWARE_VERSION
                         ),
                     };
                 }
+                self.version = h.protocol;
                 let open = self.token.is_none();
                 self.phase = if open { Phase::Running } else { Phase::Auth };
                 Action::SendHello { open }
@@ -207,6 +227,8 @@ impl ConnProtocol {
             (Phase::Running, ClientMsg::PutEnd { id, sha256 }) => Action::PutEnd { id, sha256 },
             (Phase::Running, ClientMsg::Get { id, path }) => Action::Get { id, path },
             (Phase::Running, ClientMsg::List { id, path }) => Action::List { id, path },
+            (Phase::Running, ClientMsg::Ping { seq }) => Action::Ping { seq },
+            (Phase::Running, ClientMsg::Pong { .. }) => Action::Pong,
         }
     }
 }
@@ -230,6 +252,33 @@ mod tests {
 
     fn auth(answer: Vec<u8>) -> ClientMsg {
         ClientMsg::Auth { answer }
+    }
+
+    #[test]
+    fn a_version_3_client_is_served_without_probes_and_a_version_2_refused() {
+        let hello_v = |protocol| {
+            ClientMsg::Hello(ClientHello {
+                protocol,
+                software: "t".into(),
+            })
+        };
+        let mut p = ConnProtocol::new(None, [1; NONCE_LEN]);
+        assert!(matches!(p.on_message(hello_v(3)), Action::SendHello { .. }));
+        assert_eq!(p.hello().protocol, 3, "answered in the client's version");
+        assert!(!p.has_keepalive());
+        assert!(matches!(
+            p.on_message(ClientMsg::Ping { seq: 1 }),
+            Action::Ping { seq: 1 }
+        ));
+        let mut p = ConnProtocol::new(None, [1; NONCE_LEN]);
+        assert!(matches!(
+            p.on_message(hello_v(PROTOCOL_VERSION)),
+            Action::SendHello { .. }
+        ));
+        assert_eq!(p.hello().protocol, PROTOCOL_VERSION);
+        assert!(p.has_keepalive());
+        let mut p = ConnProtocol::new(None, [1; NONCE_LEN]);
+        assert_eq!(p.on_message(hello_v(2)).kind(), Some(ErrorKind::Version));
     }
 
     #[test]

@@ -362,6 +362,7 @@ impl Server {
                 Timer::GroupDeadline { pgid, at } => self.check_leftovers(pgid, at, now),
                 Timer::PipeGrace(proc) => self.check_pipe_grace(proc),
                 Timer::ConnIdle(id) => self.check_idle(id, now),
+                Timer::Keepalive(id) => self.check_keepalive(id, now),
                 Timer::SendHello(id) => self.send_hello(id),
                 Timer::Handshake(id) => self.check_handshake(id, now),
                 Timer::ConnCloseDeadline(id) => self.close_if_closing(id),

@@ -24,6 +24,8 @@ pub enum Timer {
     PipeGrace(ProcId),
     /// Check a connection for idleness.
     ConnIdle(ConnId),
+    /// Check that a connection's client is still there (keepalive).
+    Keepalive(ConnId),
     /// A connection must have completed its hello by now.
     Handshake(ConnId),
     /// Send a delayed hello (the peer's address failed to authenticate before).

@@ -1,5 +1,6 @@
 //! A loopback TCP proxy that tests put between `rexec` and `rexecd` to
-//! play a bad network: it passes traffic, passes it slowly, or stalls it.
+//! play a bad network: it passes traffic, passes it slowly, stalls it, or
+//! cuts it with a reset.
 //!
 //! The proxy's socket towards the server has a small receive buffer (set
 //! before connecting), so while the proxy stalls or trickles, the server's
@@ -21,6 +22,9 @@ pub enum Mode {
     Trickle { bytes: usize },
     /// Forward nothing either way (a partition); the sockets stay open.
     Stall,
+    /// Cut every connection with a reset, both ways, at the next bytes (a
+    /// crashed middlebox): mid-frame, when traffic was trickling.
+    Reset,
 }
 
 #[derive(Debug)]
@@ -114,6 +118,16 @@ fn forward(mut from: TcpStream, mut to: TcpStream, down: bool, ctl: &Control) {
         };
         // A stall that began during the read holds these bytes too.
         let mode = ctl.wait_unstalled();
+        if mode == Mode::Reset {
+            // SO_LINGER 0: the last close sends RST instead of FIN. Reading
+            // is shut so that the other direction's thread wakes and lets
+            // go of its copies too.
+            for s in [&to, &from] {
+                let _ = rustix::net::sockopt::set_socket_linger(s, Some(Duration::ZERO));
+                let _ = s.shutdown(Shutdown::Read);
+            }
+            return;
+        }
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
@@ -124,6 +138,9 @@ fn forward(mut from: TcpStream, mut to: TcpStream, down: bool, ctl: &Control) {
         if matches!(mode, Mode::Trickle { .. }) && down {
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+    if *ctl.mode.lock().unwrap() == Mode::Reset {
+        return; // no FIN: the reset is all the peers get
     }
     let _ = to.shutdown(Shutdown::Write);
     let _ = from.shutdown(Shutdown::Read);

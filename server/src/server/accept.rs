@@ -172,6 +172,12 @@ impl Server {
             self.door.startups += 1;
             self.timers.at(due, Timer::Handshake(id));
         }
+        if let Some(every) = self.cfg.keepalive {
+            tcp_keepalive(conn.socket(), every);
+            if native {
+                self.timers.at(now + every, Timer::Keepalive(id));
+            }
+        }
         self.conns.insert(id, conn);
         if let Some(idle) = self.cfg.idle_timeout {
             self.timers.after(Instant::now(), idle, Timer::ConnIdle(id));
@@ -291,6 +297,19 @@ impl Server {
             kind,
             format!("no hello within {} s", self.cfg.handshake_timeout.as_secs()),
         );
+    }
+}
+
+/// TCP keepalive as a second line under the protocol's probes: the kernel
+/// probes after `every` of silence, three times, `every` apart.
+fn tcp_keepalive(sock: std::os::fd::BorrowedFd<'_>, every: Duration) {
+    use rustix::net::sockopt;
+    let set = sockopt::set_socket_keepalive(sock, true)
+        .and_then(|()| sockopt::set_tcp_keepidle(sock, every))
+        .and_then(|()| sockopt::set_tcp_keepintvl(sock, every))
+        .and_then(|()| sockopt::set_tcp_keepcnt(sock, 3));
+    if let Err(e) = set {
+        log::debug!("TCP keepalive: {e}");
     }
 }
 

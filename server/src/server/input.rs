@@ -7,10 +7,10 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
-use rexec_proto::{ClientMsg, ErrorKind, FrameError, OutputStream, encode_output_frame};
+use rexec_proto::{ClientMsg, ErrorKind, FrameError, OutputStream, ServerMsg, encode_output_frame};
 
 use super::Server;
-use crate::connection::{Deadline, Hold, Lingered, State};
+use crate::connection::{Deadline, Hold, Keepalive, Lingered, State};
 use crate::protocol::Action;
 use crate::registry::ConnId;
 use crate::timer::Timer;
@@ -115,7 +115,7 @@ impl Server {
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
             };
-            match conn.read_input(&mut self.scratch) {
+            match conn.read_input(&mut self.scratch, Instant::now()) {
                 Ok(0) => {
                     match conn.finish_input() {
                         Ok(()) => log::debug!("{}: client finished sending", conn.peer()),
@@ -266,6 +266,13 @@ impl Server {
                 }
                 self.fail_conn(id, kind, message);
             }
+            Action::Ping { seq } => {
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.queue(&ServerMsg::Pong { seq });
+                    conn.flush();
+                }
+            }
+            Action::Pong => {}
             Action::Reject {
                 id: cmd,
                 kind,
@@ -402,6 +409,7 @@ impl Server {
         let pending = self.timers.len();
         self.timers.retain(|t| match t {
             Timer::ConnIdle(c)
+            | Timer::Keepalive(c)
             | Timer::Handshake(c)
             | Timer::SendHello(c)
             | Timer::ConnCloseDeadline(c)
@@ -440,6 +448,36 @@ impl Server {
             ),
             Deadline::At(next) => self.timers.at(next, Timer::ConnIdle(id)),
             Deadline::None => {}
+        }
+    }
+
+    /// The keepalive timer fired: probe a client that has been silent, and
+    /// treat one silent for three periods as gone, exactly as if it had
+    /// disconnected (its commands are stopped, a pty hung up).
+    pub(super) fn check_keepalive(&mut self, id: ConnId, now: Instant) {
+        let Some(every) = self.cfg.keepalive else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        match conn.keepalive(now, every) {
+            Keepalive::Off => {}
+            Keepalive::Later(at) => self.timers.at(at, Timer::Keepalive(id)),
+            Keepalive::Probe { seq, next } => {
+                conn.queue(&ServerMsg::Ping { seq });
+                conn.flush();
+                self.timers.at(next, Timer::Keepalive(id));
+            }
+            Keepalive::Gone(silent) => {
+                log::info!(
+                    "{}: no answer for {} s (keepalive): treating the client as gone",
+                    conn.peer(),
+                    silent.as_secs()
+                );
+                conn.set_dead();
+                self.close_conn(id);
+            }
         }
     }
 }
