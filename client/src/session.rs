@@ -274,6 +274,9 @@ impl Session {
         self.server = hello;
         if self.server.protocol >= KEEPALIVE_PROTOCOL {
             self.keepalive = opts.keepalive;
+            if let Some(every) = self.keepalive {
+                spawn_prober(Arc::downgrade(&self.writer), every);
+            }
         }
         // Reads wake up every keepalive period to probe and to notice a
         // server that went silent; without keepalive they wait as long as
@@ -333,7 +336,9 @@ impl Session {
                         trace::emit(&trace::received(&ServerEvent::Msg(probe.clone()), len));
                     }
                     if let ServerMsg::Ping { seq } = probe {
-                        self.writer.send(&ClientMsg::Pong { seq })?;
+                        // Never waits behind a blocked write (stdin the
+                        // server is not reading): then it is not needed.
+                        self.writer.try_send(&ClientMsg::Pong { seq })?;
                     }
                     continue;
                 }
@@ -505,6 +510,33 @@ fn made_safe(ev: ServerEvent<'_>) -> ServerEvent<'_> {
         }
         other => other,
     }
+}
+
+/// Sends a probe whenever nothing was sent for `every`, so that the server
+/// hears from us even while we only receive (a long, slow download sends
+/// nothing else). Ends with the session's writer.
+fn spawn_prober(writer: std::sync::Weak<Writer>, every: Duration) {
+    let tick = every / 2;
+    let spawned = std::thread::Builder::new()
+        .name("rexec-keepalive".into())
+        .spawn(move || {
+            let mut seq = 0u32;
+            loop {
+                std::thread::sleep(tick);
+                let Some(w) = writer.upgrade() else {
+                    return;
+                };
+                if w.quiet_for() >= every {
+                    seq = seq.wrapping_add(1);
+                    if w.try_send(&ClientMsg::Ping { seq }).is_err() {
+                        return; // the connection is gone; the reader says so
+                    }
+                }
+            }
+        });
+    // Without the thread (no resources for one), quiet periods are still
+    // probed from the reader's timeouts.
+    drop(spawned);
 }
 
 /// Whether a read gave up for its timeout (no byte for a keepalive period).

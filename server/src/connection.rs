@@ -523,6 +523,18 @@ impl Connection {
         if !speaks_it || !matches!(self.state, State::New | State::Open | State::InputClosed) {
             return Keepalive::Off;
         }
+        if self.holds.any() {
+            // We are not reading what it sends (its command's stdin is
+            // full, its replies unread, memory short): its silence is ours,
+            // and its probes wait unread. A probe from us tells it we are
+            // still here.
+            self.last_heard = now;
+            self.probes = self.probes.wrapping_add(1);
+            return Keepalive::Probe {
+                seq: self.probes,
+                next: now + every,
+            };
+        }
         let silent = now.saturating_duration_since(self.last_heard);
         if silent >= 3 * every {
             return Keepalive::Gone(silent);
@@ -1111,6 +1123,30 @@ mod tests {
         assert_eq!(
             conn.keepalive(t1 + every / 2, every),
             Keepalive::Later(t1 + every)
+        );
+    }
+
+    #[test]
+    fn a_client_whose_input_we_hold_is_not_silent() {
+        let t0 = Instant::now();
+        let every = Duration::from_secs(30);
+        let (mut conn, _client) = pair(t0);
+        say_hello(&mut conn, rexec_proto::PROTOCOL_VERSION);
+        conn.hold(Hold::StdinFull);
+        let late = t0 + 10 * every;
+        assert_eq!(
+            conn.keepalive(late, every),
+            Keepalive::Probe {
+                seq: 1,
+                next: late + every
+            },
+            "probed (so that it hears from us), never given up"
+        );
+        conn.release(Hold::StdinFull);
+        assert_eq!(
+            conn.keepalive(late + 3 * every, every),
+            Keepalive::Gone(3 * every),
+            "counted from when we last held it"
         );
     }
 

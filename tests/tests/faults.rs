@@ -229,3 +229,37 @@ fn a_reset_mid_frame_is_a_lost_connection_never_success() {
         "only the command's own bytes reach stdout, never a frame's"
     );
 }
+
+#[test]
+fn a_slow_link_delivers_everything_with_keepalive_on_both_sides() {
+    // A link slow enough that the server hears nothing but probes from the
+    // client for many periods: nobody gives up, nothing is lost.
+    let d = Daemon::start(&["--keepalive", "1"]);
+    let proxy = Proxy::start(d.addr, Mode::Trickle { bytes: 64 });
+    let r = run(rexec()
+        .args(["--keepalive", "1"])
+        .arg(proxy.host())
+        .arg("sleep 2; head -c 200000 /dev/zero | tr '\\0' y"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.stdout.len(), 200_000);
+    assert!(r.stdout.iter().all(|&b| b == b'y'));
+    assert!(!d.log().contains("keepalive"), "{}", d.log());
+}
+
+#[test]
+fn a_command_that_does_not_read_its_stdin_for_a_while_is_not_given_up() {
+    // Its stdin queue fills and rexecd stops reading the socket (TCP pushes
+    // back on the client): the client's silence is then rexecd's own doing,
+    // not a sign that it is gone.
+    let d = Daemon::start(&["--keepalive", "1"]);
+    let dir = TempDir::new("faults-stdin");
+    std::fs::write(dir.path("in"), vec![b'z'; 8 << 20]).unwrap();
+    let r = run(rexec()
+        .args(["--keepalive", "1"])
+        .arg(d.host())
+        .arg("sleep 4; wc -c")
+        .stdin(std::fs::File::open(dir.path("in")).unwrap()));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(r.out().trim(), (8 << 20).to_string());
+    assert!(!d.log().contains("keepalive"), "{}", d.log());
+}
