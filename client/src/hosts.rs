@@ -502,6 +502,17 @@ mod tests {
     }
 
     #[test]
+    fn keepalive_comes_from_the_entry_then_the_defaults() {
+        let cfg = Config::parse(
+            "[defaults]\nkeepalive = 20\n[hosts.lab1]\nkeepalive = 0\n[hosts.lab2]\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.target("lab1").keepalive, Some(0), "0 turns it off");
+        assert_eq!(cfg.target("lab2").keepalive, Some(20));
+        assert_eq!(Config::default().target("x").keepalive, None);
+    }
+
+    #[test]
     fn targets_take_the_entry_then_the_defaults() {
         let cfg = Config::parse(
             "[defaults]\ntoken_file = \"/t\"\n[hosts.lab1]\naddress = \"10.0.0.5:7071\"\nfingerprint = \"SHA256:ab\"\n",
