@@ -625,8 +625,10 @@ def main():
     log(f"T5: {n5} idle connections")
     # Idle connections as a lab's clients leave them: hello said, nothing
     # running. (Silent ones would be closed at the handshake timeout, in the
-    # middle of the measurement.) The hello is PROTOCOL.md's example frame.
-    hello = bytes.fromhex("00000008 00 02 05 302e312e30".replace(" ", ""))
+    # middle of the measurement.) The hello is PROTOCOL.md's example frame,
+    # of the current version: an old one (it said protocol 2 until now) is
+    # refused, and the connections measured were closing, not idle.
+    hello = bytes.fromhex("00000008 00 04 05 302e312e30".replace(" ", ""))
     p6, addr6 = start_rexecd("--max-conns", str(n5 + 1000))
     host, port = addr6.rsplit(":", 1)
     base_rss = vm(p6.pid, "VmRSS:")

@@ -467,6 +467,9 @@ impl Server {
             Keepalive::Probe { seq, next } => {
                 conn.queue(&ServerMsg::Ping { seq });
                 conn.flush();
+                // An idle connection keeps no buffer for its probes: 20,000
+                // of them would otherwise hold 20,000 buffers.
+                conn.shrink_if_idle();
                 self.timers.at(next, Timer::Keepalive(id));
             }
             Keepalive::Gone(silent) => {
