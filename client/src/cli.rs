@@ -175,8 +175,9 @@ pub struct RunArgs {
     pub no_stdin: bool,
 
     /// Forward stdin (the default, from a terminal too, as ssh does; kept
-    /// for scripts that say so).
-    #[arg(short = 'i', long = "stdin", conflicts_with = "no_stdin")]
+    /// for scripts that say so). Its short form -i now names a key, as
+    /// with ssh.
+    #[arg(long = "stdin", conflicts_with = "no_stdin")]
     pub force_stdin: bool,
 
     /// Run the command on a pseudo-terminal on the server, for programs that
@@ -274,6 +275,13 @@ pub struct ConnArgs {
     /// header bytes in hex, the length they encode, the message kind and size.
     #[arg(long)]
     pub trace: bool,
+
+    /// A private key to authenticate with (repeatable), as ssh -i: offered
+    /// after the keys in ssh-agent and before ~/.ssh/id_ed25519, id_ecdsa
+    /// and id_rsa. A server with --authorized-keys lets in a listed key;
+    /// nothing secret is handed out.
+    #[arg(short = 'i', long = "identity", value_name = "FILE")]
+    pub identity: Vec<PathBuf>,
 
     /// Prove to the server that we hold the token in FILE (which must not be
     /// readable by group or others). Without it, REXEC_TOKEN is used if set.

@@ -64,6 +64,7 @@ impl ConnArgs {
                 secs => Some(Duration::from_secs(secs)),
             },
             trace: self.trace,
+            identities: self.identity.clone(),
             token: rexec_proto::auth::Token::load(token_file)
                 .map_err(|e| ClientError::Usage(e.to_string()))?,
         })

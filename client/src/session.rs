@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rexec_proto::{
-    ClientHello, ClientMsg, FrameDecoder, FrameError, KEEPALIVE_PROTOCOL, OLDEST_PROTOCOL,
-    OUTPUT_HEADER_MAX, OutputStream, PROTOCOL_VERSION, SOFTWARE_VERSION, ServerEvent, ServerHello,
-    ServerMsg, encode_frame,
+    ClientHello, ClientMsg, FrameDecoder, FrameError, KEEPALIVE_PROTOCOL, KEY_AUTH_PROTOCOL,
+    OLDEST_PROTOCOL, OUTPUT_HEADER_MAX, OutputStream, PROTOCOL_VERSION, SOFTWARE_VERSION,
+    ServerEvent, ServerHello, ServerMsg, encode_frame,
 };
 
 use rexec_proto::auth::Token;
@@ -41,6 +41,9 @@ pub struct ConnectOptions {
     pub trace: bool,
     /// The shared secret, for servers that ask for it.
     pub token: Option<Token>,
+    /// Key files given with `-i`, offered after the agent's keys and before
+    /// the default ones.
+    pub identities: Vec<std::path::PathBuf>,
     /// Speak TLS, trusting as these say.
     pub tls: Option<TlsOptions>,
 }
@@ -297,6 +300,10 @@ impl Session {
                 let answer = token.answer(binding, nonce).to_vec();
                 self.send(&ClientMsg::Auth { answer })?;
             }
+            (Some(nonce), None) if self.server.protocol >= KEY_AUTH_PROTOCOL => {
+                let nonce = nonce.to_vec();
+                self.authenticate_with_keys(opts, binding, &nonce)?;
+            }
             (Some(_), None) => {
                 return Err(ClientError::Server(ErrorMsg {
                     id: None,
@@ -308,6 +315,82 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Offers our keys one at a time, as ssh does, until the server takes
+    /// one or no tries are left.
+    fn authenticate_with_keys(
+        &mut self,
+        opts: &ConnectOptions,
+        binding: &[u8],
+        nonce: &[u8],
+    ) -> Result<(), ClientError> {
+        let addr = self.addr;
+        let denied = |message: String| {
+            ClientError::Server(ErrorMsg {
+                id: None,
+                kind: ErrorKind::Auth,
+                message,
+            })
+        };
+        let mut found = crate::keys::find(&opts.identities);
+        if found.keys.is_empty() {
+            let mut why = format!(
+                "{addr} requires a key or a token: no ssh-agent keys ($SSH_AUTH_SOCK) and no key \
+                 in ~/.ssh (id_ed25519, id_ecdsa, id_rsa); give -i FILE or --token-file FILE"
+            );
+            for n in &found.notes {
+                why.push_str(&format!("\n  {n}"));
+            }
+            return Err(denied(why));
+        }
+        let user = crate::keys::local_user();
+        let data = rexec_proto::keyauth::signed_data(&user, false, binding, nonce);
+        let mut offered = Vec::new();
+        for key in &found.keys {
+            let agent = found.agent.as_mut().map(|a| &mut a.0);
+            let signature = match key.sign(agent, &data) {
+                Ok(s) => rexec_proto::keyauth::encode_signature(s),
+                Err(e) => {
+                    found.notes.push(format!("{}: {e}", key.describe()));
+                    continue;
+                }
+            };
+            self.send(&ClientMsg::AuthKey {
+                user: user.clone(),
+                explicit: false,
+                public_key: key.public_bytes(),
+                signature,
+            })?;
+            offered.push(key.describe());
+            match self.next_event()? {
+                ServerEvent::Msg(ServerMsg::KeyAccepted) => return Ok(()),
+                ServerEvent::Msg(ServerMsg::KeyRefused { tries_left: 0 }) => break,
+                ServerEvent::Msg(ServerMsg::KeyRefused { .. }) => {}
+                ServerEvent::Msg(ServerMsg::Error(e)) => {
+                    return Err(denied(format!(
+                        "{}: {addr} accepts none of your {} keys ({})",
+                        e.message,
+                        offered.len(),
+                        offered.join(", ")
+                    )));
+                }
+                _ => {
+                    return Err(ClientError::Protocol(format!(
+                        "{addr} answered a key with something else"
+                    )));
+                }
+            }
+        }
+        let mut why = format!(
+            "Permission denied (publickey): {addr} accepts none of your {} keys ({})",
+            offered.len(),
+            offered.join(", ")
+        );
+        for n in &found.notes {
+            why.push_str(&format!("\n  {n}"));
+        }
+        Err(denied(why))
     }
 
     /// The sending half, for other threads.

@@ -46,6 +46,11 @@ pub fn sent(msg: &ClientMsg, payload_len: usize) -> String {
         ClientMsg::Ping { seq } | ClientMsg::Pong { seq } => {
             format!("{} seq={seq}", msg.kind_name())
         }
+        ClientMsg::AuthKey {
+            user, public_key, ..
+        } => {
+            format!("AuthKey user={user} key={} bytes", public_key.len())
+        }
     };
     line("send", payload_len, &what)
 }

@@ -18,6 +18,7 @@
 
 pub mod auth;
 pub mod frame;
+pub mod keyauth;
 pub mod limits;
 pub mod message;
 pub mod payload;
@@ -31,8 +32,8 @@ pub use frame::{
 };
 pub use message::{
     ClientHello, ClientMsg, ErrorKind, ErrorMsg, Exec, ExecMode, ExitStatus, Exited,
-    GET_HEADER_LEN, KEEPALIVE_PROTOCOL, OLDEST_PROTOCOL, OutputStream, PROTOCOL_VERSION, PUT_READY,
-    PtyRequest, Put, PutWhat, ServerEvent, ServerHello, ServerMsg,
+    GET_HEADER_LEN, KEEPALIVE_PROTOCOL, KEY_AUTH_PROTOCOL, OLDEST_PROTOCOL, OutputStream,
+    PROTOCOL_VERSION, PUT_READY, PtyRequest, Put, PutWhat, ServerEvent, ServerHello, ServerMsg,
 };
 pub use payload::DecodeError;
 

@@ -9,8 +9,9 @@
 use serde::{Deserialize, Serialize};
 
 /// Protocol version spoken by this build; see `docs/PROTOCOL.md` for the
-/// rules. Version 4 added keepalive probes (`Ping`, `Pong`).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// rules. Version 4 added keepalive probes (`Ping`, `Pong`); version 5
+/// public-key authentication (`AuthKey`, `KeyRefused`, `KeyAccepted`).
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The oldest version this build still speaks: a version-3 peer is served
 /// without keepalive probes. Older peers are refused with
@@ -19,6 +20,9 @@ pub const OLDEST_PROTOCOL: u16 = 3;
 
 /// The first version with keepalive probes.
 pub const KEEPALIVE_PROTOCOL: u16 = 4;
+
+/// The first version with public-key authentication.
+pub const KEY_AUTH_PROTOCOL: u16 = 5;
 
 /// Messages a client sends to the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +83,22 @@ pub enum ClientMsg {
     Ping { seq: u32 },
     /// The answer to the server's `Ping` (protocol 4).
     Pong { seq: u32 },
+    /// Authenticate with a public key instead of a token (protocol 5): the
+    /// key's signature over the bytes `keyauth::signed_data` gives. The
+    /// server answers `KeyAccepted`, or `KeyRefused` (try another), or
+    /// closes with `Error{Auth}` when no tries are left.
+    AuthKey {
+        /// The account asked for (the client's user name unless `explicit`).
+        user: String,
+        /// The user named the account (`user@host`): it must be that one.
+        explicit: bool,
+        /// The public key, SSH wire encoding.
+        #[serde(with = "serde_bytes")]
+        public_key: Vec<u8>,
+        /// The signature, SSH wire encoding.
+        #[serde(with = "serde_bytes")]
+        signature: Vec<u8>,
+    },
 }
 
 /// The one byte of `Stdout` a `Put` answers with once the server has
@@ -158,6 +178,11 @@ pub enum ServerMsg {
     Ping { seq: u32 },
     /// The answer to the client's `Ping` (protocol 4).
     Pong { seq: u32 },
+    /// That key was not accepted (protocol 5); `tries_left` more may be
+    /// offered on this connection.
+    KeyRefused { tries_left: u8 },
+    /// The key was accepted (protocol 5): the connection is running.
+    KeyAccepted,
 }
 
 /// The server's greeting.
@@ -337,6 +362,8 @@ impl ServerMsg {
             ServerMsg::Error(_) => "Error",
             ServerMsg::Ping { .. } => "Ping",
             ServerMsg::Pong { .. } => "Pong",
+            ServerMsg::KeyRefused { .. } => "KeyRefused",
+            ServerMsg::KeyAccepted => "KeyAccepted",
         }
     }
 }
@@ -358,6 +385,7 @@ impl ClientMsg {
             ClientMsg::List { .. } => "List",
             ClientMsg::Ping { .. } => "Ping",
             ClientMsg::Pong { .. } => "Pong",
+            ClientMsg::AuthKey { .. } => "AuthKey",
         }
     }
 }

@@ -150,7 +150,7 @@ fn server_hello_example() {
     check(
         "server-hello",
         ServerMsg::Hello(ServerHello {
-            protocol: 4,
+            protocol: 5,
             software: "0.1.0".into(),
             challenge: None,
         }),
@@ -162,7 +162,7 @@ fn client_hello_example() {
     check(
         "client-hello",
         ClientMsg::Hello(ClientHello {
-            protocol: 4,
+            protocol: 5,
             software: "0.1.0".into(),
         }),
     );
@@ -213,5 +213,32 @@ fn auth_example() {
     assert!(
         DOC.contains(&format!("the answer is\n   `{hex}`")),
         "PROTOCOL.md lacks {hex}"
+    );
+}
+
+/// The worked key signature in the document: Ed25519 signatures are
+/// deterministic, so the example's bytes are what the code makes.
+#[test]
+fn key_auth_example() {
+    use signature::Signer;
+    use ssh_key::PrivateKey;
+    use ssh_key::private::{Ed25519Keypair, KeypairData};
+    let key = PrivateKey::new(
+        KeypairData::Ed25519(Ed25519Keypair::from_seed(&[1u8; 32])),
+        "",
+    )
+    .unwrap();
+    let data = rexec_proto::keyauth::signed_data("alice", false, b"", &[0u8; 32]);
+    let sig = rexec_proto::keyauth::encode_signature(key.try_sign(&data).unwrap());
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let public = key.public_key().to_bytes().unwrap();
+    println!("public {}\nsignature {}", hex(&public), hex(&sig));
+    assert!(
+        DOC.contains(&format!("public key `{}`", hex(&public))),
+        "public key"
+    );
+    assert!(
+        DOC.contains(&format!("signature `{}`", hex(&sig))),
+        "signature"
     );
 }

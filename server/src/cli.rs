@@ -97,6 +97,14 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
 
+    /// Let in clients holding a key listed in FILE (OpenSSH authorized_keys
+    /// format: `ssh-ed25519 AAAA... comment`, one per line), as rexecd's
+    /// account (or --user's): they prove it with a signature, as with ssh,
+    /// and nothing secret is handed out. With a token too, either works.
+    /// Keys with options (from=, command=, ...) are refused for now.
+    #[arg(long, value_name = "FILE")]
+    pub authorized_keys: Option<PathBuf>,
+
     /// Close connections that have not completed their hello (and
     /// authentication) within this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
@@ -216,6 +224,22 @@ impl Args {
             }
             Some(name) => Some(RunAs::lookup(name)?),
         };
+        let authorized_keys = match &self.authorized_keys {
+            None => None,
+            Some(path) => {
+                let account = match &run_as {
+                    Some(u) => u.name.clone(),
+                    None => nix::unistd::User::from_uid(nix::unistd::getuid())
+                        .ok()
+                        .flatten()
+                        .map(|u| u.name)
+                        .unwrap_or_default(),
+                };
+                Some(std::sync::Arc::new(
+                    crate::authorized::AuthorizedKeys::load(path, account)?,
+                ))
+            }
+        };
         let tls = match (&self.cert, &self.key, self.tls) {
             (Some(c), Some(k), _) => Some(crate::tls::from_files(c, k)?),
             (_, _, true) => {
@@ -243,6 +267,7 @@ impl Args {
             idle_timeout: secs(self.idle_timeout),
             keepalive: secs(self.keepalive),
             token,
+            authorized_keys,
             handshake_timeout: Duration::from_secs(self.handshake_timeout.max(1)),
             exec: ExecPolicy {
                 no_shell: self.no_shell,

@@ -61,8 +61,11 @@ pub struct Config {
     pub pipe_grace: Duration,
     /// Whether to handle SIGINT and SIGTERM (off for an embedded server).
     pub handle_signals: bool,
-    /// The shared secret clients must prove they hold; `None` lets anyone in.
+    /// The shared secret clients must prove they hold; `None` lets anyone in
+    /// (unless `authorized_keys` is set).
     pub token: Option<Token>,
+    /// Public keys that may come in instead of the token (`--authorized-keys`).
+    pub authorized_keys: Option<std::sync::Arc<crate::authorized::AuthorizedKeys>>,
     /// A connection must complete its hello (and auth) within this time.
     pub handshake_timeout: Duration,
     /// A frame that has begun to arrive must be complete within this time.
@@ -101,6 +104,7 @@ impl Default for Config {
             pipe_grace: Duration::from_millis(500),
             handle_signals: true,
             token: None,
+            authorized_keys: None,
             handshake_timeout: Duration::from_secs(10),
             frame_timeout: Duration::from_secs(30),
             exec: ExecPolicy::default(),
@@ -123,14 +127,17 @@ impl Config {
             if self.tls.is_none() {
                 missing.push("TLS (--tls)");
             }
-            if self.token.is_none() {
-                missing.push("a token (--token-file FILE or REXEC_TOKEN)");
+            let open = self.token.is_none() && self.authorized_keys.is_none();
+            if open {
+                missing.push(
+                    "a token (--token-file FILE or REXEC_TOKEN) or keys (--authorized-keys FILE)",
+                );
             }
             if !missing.is_empty() && !self.insecure {
                 return Err(ConfigError::Exposed {
                     listen: self.listen,
                     missing: missing.join(" and "),
-                    could: if self.token.is_none() {
+                    could: if open {
                         "run commands as this user"
                     } else {
                         "read every command and its output"
@@ -143,7 +150,7 @@ impl Config {
                     self.listen
                 ));
             }
-            if self.token.is_none() {
+            if open {
                 warnings.push(format!(
                     "INSECURE: listening on {} without a token: anyone who can connect can run commands as this user",
                     self.listen

@@ -31,6 +31,8 @@ pub enum ConfigError {
     },
     #[error("--files-root {}: {source}", path.display())]
     FilesRoot { path: PathBuf, source: io::Error },
+    #[error("--authorized-keys {}: {why}", path.display())]
+    AuthorizedKeys { path: PathBuf, why: String },
     #[error("--tls works with --protocol native only")]
     TlsNeedsNative,
     #[error(

@@ -67,6 +67,7 @@
 
 // Internal rooms: `pub(crate)`, so that the compiler reports what nothing
 // uses. What other crates need is re-exported below.
+pub(crate) mod authorized;
 pub(crate) mod cli;
 pub(crate) mod config;
 pub(crate) mod connection;

@@ -65,6 +65,14 @@ pub enum Action {
         id: u32,
         path: Vec<u8>,
     },
+    /// A key was accepted: tell the client (its fingerprint for the log).
+    KeyAccepted {
+        fingerprint: String,
+    },
+    /// A key was refused; the client may offer `tries_left` more.
+    KeyRefused {
+        tries_left: u8,
+    },
     /// Answer the client's keepalive probe.
     Ping {
         seq: u32,
@@ -104,7 +112,14 @@ pub struct ConnProtocol {
     binding: Vec<u8>,
     /// The protocol version both speak: the client's, when it is older.
     version: u16,
+    /// The public keys that may come in (`--authorized-keys`).
+    keys: Option<std::sync::Arc<crate::authorized::AuthorizedKeys>>,
+    /// Keys refused so far on this connection.
+    keys_tried: u8,
 }
+
+/// Most keys a client may offer on one connection.
+pub const MAX_KEY_TRIES: u8 = 6;
 
 impl ConnProtocol {
     /// `nonce` must be fresh random bytes for every connection.
@@ -115,7 +130,23 @@ impl ConnProtocol {
             nonce,
             binding: Vec::new(),
             version: PROTOCOL_VERSION,
+            keys: None,
+            keys_tried: 0,
         }
+    }
+
+    /// Also lets in the clients whose key is in `keys`.
+    pub fn with_keys(
+        mut self,
+        keys: Option<std::sync::Arc<crate::authorized::AuthorizedKeys>>,
+    ) -> Self {
+        self.keys = keys;
+        self
+    }
+
+    /// Whether the client must authenticate (a token or a key).
+    fn auth_required(&self) -> bool {
+        self.token.is_some() || self.keys.is_some()
     }
 
     /// Ties authentication to the channel (the TLS exporter value); call
@@ -139,9 +170,8 @@ impl ConnProtocol {
             protocol: self.version,
             software: SOFTWARE_VERSION.to_string(),
             challenge: self
-                .token
-                .as_ref()
-                .map(|_| serde_bytes::ByteBuf::from(self.nonce.to_vec())),
+                .auth_required()
+                .then(|| serde_bytes::ByteBuf::from(self.nonce.to_vec())),
         }
     }
 
@@ -164,10 +194,19 @@ impl ConnProtocol {
                     };
                 }
                 self.version = h.protocol;
-                let open = self.token.is_none();
+                let open = !self.auth_required();
                 self.phase = if open { Phase::Running } else { Phase::Auth };
                 Action::SendHello { open }
             }
+            (
+                Phase::Auth,
+                ClientMsg::AuthKey {
+                    user,
+                    explicit,
+                    public_key,
+                    signature,
+                },
+            ) => self.on_key(&user, explicit, &public_key, &signature),
             (Phase::Auth, ClientMsg::Auth { answer }) => {
                 let ok = self
                     .token
@@ -176,14 +215,17 @@ impl ConnProtocol {
                 if !ok {
                     return Action::Fail {
                         kind: ErrorKind::Auth,
-                        message: "wrong token".into(),
+                        message: match self.token {
+                            Some(_) => "wrong token".into(),
+                            None => "this server does not accept tokens; it wants a key".into(),
+                        },
                     };
                 }
                 self.phase = Phase::Running;
                 Action::Authenticated
             }
             (Phase::Hello | Phase::Auth, other) => Action::Fail {
-                kind: if self.token.is_some() {
+                kind: if self.auth_required() {
                     ErrorKind::Auth
                 } else {
                     ErrorKind::Protocol
@@ -200,7 +242,7 @@ impl ConnProtocol {
                 kind: ErrorKind::Protocol,
                 message: "Hello sent twice".into(),
             },
-            (Phase::Running, ClientMsg::Auth { .. }) => Action::Fail {
+            (Phase::Running, ClientMsg::Auth { .. } | ClientMsg::AuthKey { .. }) => Action::Fail {
                 kind: ErrorKind::Protocol,
                 message: "Auth sent when none was asked for".into(),
             },
@@ -229,6 +271,53 @@ impl ConnProtocol {
             (Phase::Running, ClientMsg::List { id, path }) => Action::List { id, path },
             (Phase::Running, ClientMsg::Ping { seq }) => Action::Ping { seq },
             (Phase::Running, ClientMsg::Pong { .. }) => Action::Pong,
+        }
+    }
+}
+
+impl ConnProtocol {
+    /// A key offered in the Auth phase: accepted (running from now on), or
+    /// refused with a few more tries, or the last try failed. A key not in
+    /// the file, a wrong signature and another account all get the same
+    /// answer.
+    fn on_key(
+        &mut self,
+        user: &str,
+        explicit: bool,
+        public_key: &[u8],
+        signature: &[u8],
+    ) -> Action {
+        let Some(keys) = self.keys.clone() else {
+            return Action::Fail {
+                kind: ErrorKind::Auth,
+                message:
+                    "this server does not accept keys (no --authorized-keys); it wants a token"
+                        .into(),
+            };
+        };
+        let data = rexec_proto::keyauth::signed_data(user, explicit, &self.binding, &self.nonce);
+        let accepted = rexec_proto::keyauth::public_key(public_key)
+            .ok()
+            .filter(|k| keys.contains(k))
+            .filter(|_| !explicit || user == keys.account)
+            .filter(|k| rexec_proto::keyauth::verify(k, &data, signature).is_ok());
+        if let Some(key) = accepted {
+            self.phase = Phase::Running;
+            return Action::KeyAccepted {
+                fingerprint: crate::authorized::fingerprint(&key),
+            };
+        }
+        self.keys_tried = self.keys_tried.saturating_add(1);
+        if self.keys_tried >= MAX_KEY_TRIES {
+            return Action::Fail {
+                kind: ErrorKind::Auth,
+                message: format!(
+                    "Permission denied (publickey): none of {MAX_KEY_TRIES} keys was accepted"
+                ),
+            };
+        }
+        Action::KeyRefused {
+            tries_left: MAX_KEY_TRIES - self.keys_tried,
         }
     }
 }
@@ -279,6 +368,101 @@ mod tests {
         assert!(p.has_keepalive());
         let mut p = ConnProtocol::new(None, [1; NONCE_LEN]);
         assert_eq!(p.on_message(hello_v(2)).kind(), Some(ErrorKind::Version));
+    }
+
+    mod keys {
+        use super::*;
+        use signature::Signer;
+        use ssh_key::PrivateKey;
+        use ssh_key::private::{Ed25519Keypair, KeypairData};
+
+        fn key(seed: u8) -> PrivateKey {
+            PrivateKey::new(
+                KeypairData::Ed25519(Ed25519Keypair::from_seed(&[seed; 32])),
+                "",
+            )
+            .unwrap()
+        }
+
+        /// A protocol that lets in key 1, as account `lab`.
+        fn protocol() -> ConnProtocol {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let dir = std::env::temp_dir().join(format!("rexec-ak-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let file = dir.join("authorized_keys");
+            std::fs::write(&file, key(1).public_key().to_openssh().unwrap()).unwrap();
+            let keys = crate::authorized::AuthorizedKeys::load(&file, "lab".into()).unwrap();
+            std::fs::remove_dir_all(&dir).unwrap();
+            let mut p =
+                ConnProtocol::new(None, [5; NONCE_LEN]).with_keys(Some(std::sync::Arc::new(keys)));
+            assert!(p.hello().challenge.is_some(), "keys need a challenge");
+            let hello = ClientMsg::Hello(ClientHello {
+                protocol: PROTOCOL_VERSION,
+                software: "t".into(),
+            });
+            assert!(matches!(
+                p.on_message(hello),
+                Action::SendHello { open: false }
+            ));
+            p
+        }
+
+        fn offer(p: &mut ConnProtocol, k: &PrivateKey, user: &str, explicit: bool) -> Action {
+            let data = rexec_proto::keyauth::signed_data(user, explicit, b"", &[5; NONCE_LEN]);
+            p.on_message(ClientMsg::AuthKey {
+                user: user.into(),
+                explicit,
+                public_key: k.public_key().to_bytes().unwrap(),
+                signature: rexec_proto::keyauth::encode_signature(k.try_sign(&data).unwrap()),
+            })
+        }
+
+        #[test]
+        fn a_listed_key_opens_the_connection_as_its_account() {
+            let mut p = protocol();
+            assert!(matches!(
+                offer(&mut p, &key(1), "alice", false),
+                Action::KeyAccepted { .. }
+            ));
+            assert_eq!(p.phase(), Phase::Running);
+        }
+
+        #[test]
+        fn another_key_or_another_named_account_is_refused_a_few_times_then_closed() {
+            let mut p = protocol();
+            assert!(matches!(
+                offer(&mut p, &key(2), "alice", false),
+                Action::KeyRefused { tries_left: 5 }
+            ));
+            // The listed key, for an account that is not rexecd's.
+            assert!(matches!(
+                offer(&mut p, &key(1), "root", true),
+                Action::KeyRefused { tries_left: 4 }
+            ));
+            for _ in 0..3 {
+                assert!(matches!(
+                    offer(&mut p, &key(2), "a", false),
+                    Action::KeyRefused { .. }
+                ));
+            }
+            // The sixth wrong key ends it.
+            assert_eq!(
+                offer(&mut p, &key(2), "a", false).kind(),
+                Some(ErrorKind::Auth)
+            );
+            // While tries are left, the right key (for the right account
+            // when one is named) gets in.
+            let mut p = protocol();
+            assert!(matches!(
+                offer(&mut p, &key(2), "a", false),
+                Action::KeyRefused { .. }
+            ));
+            assert!(matches!(
+                offer(&mut p, &key(1), "lab", true),
+                Action::KeyAccepted { .. }
+            ));
+        }
     }
 
     #[test]

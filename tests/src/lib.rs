@@ -288,10 +288,16 @@ pub fn runs_below(ancestor: i32, cmdline: &str) -> bool {
 pub fn rexec() -> Command {
     let mut c = Command::new(bin("rexec"));
     let kh = std::env::temp_dir().join(format!("rexec-test-no-known-hosts-{}", std::process::id()));
+    // No keys from the user running the tests: no agent, and a HOME with
+    // no ~/.ssh (a test that wants keys sets its own).
+    let home = std::env::temp_dir().join(format!("rexec-test-home-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&home);
     c.stdin(Stdio::null())
         .env_remove("RUST_LOG")
         .env_remove("REXEC_TLS")
         .env_remove("REXEC_TOKEN")
+        .env_remove("SSH_AUTH_SOCK")
+        .env("HOME", home)
         .env("REXEC_KNOWN_HOSTS", kh);
     c
 }

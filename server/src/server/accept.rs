@@ -118,7 +118,10 @@ impl Server {
                     log::error!("{peer}: no random bytes for the auth challenge");
                     return;
                 }
-                Wire::Native(ConnProtocol::new(self.cfg.token.clone(), nonce))
+                Wire::Native(
+                    ConnProtocol::new(self.cfg.token.clone(), nonce)
+                        .with_keys(self.cfg.authorized_keys.clone()),
+                )
             }
             Protocol::Seed => Wire::Seed,
             Protocol::Raw => Wire::Raw,
@@ -232,7 +235,7 @@ impl Server {
     /// The client's hello was accepted: answer now, or later if its address
     /// failed to authenticate before. Guessing gets slow; nobody else waits.
     pub(super) fn hello_accepted(&mut self, id: ConnId, peer: SocketAddr) {
-        if self.cfg.token.is_none() {
+        if self.cfg.token.is_none() && self.cfg.authorized_keys.is_none() {
             self.left_startup(id); // running from here on
             return self.send_hello(id);
         }
@@ -287,7 +290,7 @@ impl Server {
             return; // done, or a later deadline (the hello was held back)
         }
         // Silence is not a wrong answer: it does not count as a failure.
-        let kind = if self.cfg.token.is_some() {
+        let kind = if self.cfg.token.is_some() || self.cfg.authorized_keys.is_some() {
             ErrorKind::Auth
         } else {
             ErrorKind::Protocol

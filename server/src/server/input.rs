@@ -260,6 +260,21 @@ impl Server {
                 self.door.auth_failures.succeeded(peer.ip());
                 self.left_startup(id);
             }
+            Action::KeyAccepted { fingerprint } => {
+                log::info!("{peer}: authenticated by key {fingerprint}");
+                self.door.auth_failures.succeeded(peer.ip());
+                self.left_startup(id);
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.queue(&ServerMsg::KeyAccepted);
+                    conn.flush();
+                }
+            }
+            Action::KeyRefused { tries_left } => {
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.queue(&ServerMsg::KeyRefused { tries_left });
+                    conn.flush();
+                }
+            }
             Action::Fail { kind, message } => {
                 if kind == ErrorKind::Auth {
                     self.door.auth_failures.failed(peer.ip(), Instant::now());

@@ -1,0 +1,284 @@
+//! Public-key authentication (issue 25): keys listed in `rexecd
+//! --authorized-keys FILE` get in, with nothing secret handed out; others
+//! are told plainly. Keys are made here (the ssh-key crate; RSA with
+//! ssh-keygen, much faster than a debug build), and the agent is a real
+//! ssh-agent started for the test.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use rexec_tests::*;
+use ssh_key::rand_core::OsRng;
+use ssh_key::{Algorithm, EcdsaCurve, LineEnding, PrivateKey};
+
+/// A directory with keys in it, used as HOME so that the user's own
+/// `~/.ssh` is never read.
+struct Keys {
+    dir: TempDir,
+}
+
+impl Keys {
+    fn new(tag: &str) -> Keys {
+        let dir = TempDir::new(tag);
+        std::fs::create_dir_all(dir.path(".ssh")).unwrap();
+        Keys { dir }
+    }
+
+    /// Makes a key file named `name` (mode 600) and returns its path.
+    fn make(&self, name: &str, alg: Algorithm) -> PathBuf {
+        let path = self.dir.path(name);
+        if matches!(alg, Algorithm::Rsa { .. }) {
+            let ok = Command::new("ssh-keygen")
+                .args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-f"])
+                .arg(&path)
+                .status()
+                .expect("ssh-keygen (openssh-client)");
+            assert!(ok.success());
+        } else {
+            let key = PrivateKey::random(&mut OsRng, alg).unwrap();
+            key.write_openssh_file(&path, LineEnding::LF).unwrap();
+            std::fs::write(
+                format!("{}.pub", path.display()),
+                key.public_key().to_openssh().unwrap(),
+            )
+            .unwrap();
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
+    /// An authorized_keys file with these keys' public halves.
+    fn authorize(&self, keys: &[&Path], options: &str) -> String {
+        let mut text = String::new();
+        for k in keys {
+            let public = std::fs::read_to_string(format!("{}.pub", k.display())).unwrap();
+            text.push_str(options);
+            text.push_str(public.trim());
+            text.push('\n');
+        }
+        let path = self.dir.path("authorized_keys");
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path.display().to_string()
+    }
+
+    /// rexec with this directory as HOME and no agent.
+    fn rexec(&self) -> Command {
+        let mut c = rexec();
+        c.env("HOME", &self.dir.0).env_remove("SSH_AUTH_SOCK");
+        c
+    }
+}
+
+fn fingerprint(public_file: &str) -> String {
+    let text = std::fs::read_to_string(public_file).unwrap();
+    ssh_key::PublicKey::from_openssh(text.trim())
+        .unwrap()
+        .fingerprint(Default::default())
+        .to_string()
+}
+
+#[test]
+fn a_listed_key_of_each_kind_gets_in() {
+    let keys = Keys::new("keys-kinds");
+    let kinds = [
+        ("ed", Algorithm::Ed25519),
+        (
+            "p256",
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256,
+            },
+        ),
+        (
+            "p384",
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP384,
+            },
+        ),
+        ("rsa", Algorithm::Rsa { hash: None }),
+    ];
+    let files: Vec<PathBuf> = kinds.iter().map(|(n, a)| keys.make(n, a.clone())).collect();
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let d = Daemon::start(&["--authorized-keys", &keys.authorize(&refs, "")]);
+    for (file, (name, _)) in files.iter().zip(kinds) {
+        let r = run(keys
+            .rexec()
+            .arg("-i")
+            .arg(file)
+            .arg(d.host())
+            .arg("echo in"));
+        assert_eq!(r.out(), "in\n", "{name}: {}", r.stderr);
+        let fp = fingerprint(&format!("{}.pub", file.display()));
+        assert!(
+            d.wait_log(&format!("authenticated by key {fp}"), PATIENCE),
+            "{name}: {}",
+            d.log()
+        );
+    }
+}
+
+#[test]
+fn a_key_that_is_not_listed_is_told_plainly() {
+    let keys = Keys::new("keys-denied");
+    let listed = keys.make("listed", Algorithm::Ed25519);
+    let other = keys.make("other", Algorithm::Ed25519);
+    let d = Daemon::start(&["--authorized-keys", &keys.authorize(&[&listed], "")]);
+    let r = run(keys
+        .rexec()
+        .arg("-i")
+        .arg(&other)
+        .arg(d.host())
+        .arg("echo in"));
+    assert_eq!(r.code, Some(255));
+    assert_eq!(r.out(), "");
+    assert!(
+        r.stderr.contains("Permission denied (publickey)")
+            && r.stderr.contains("accepts none of your 1 keys"),
+        "{}",
+        r.stderr
+    );
+    // The default key files are found without -i, as with ssh.
+    std::fs::copy(&listed, keys.dir.path(".ssh/id_ed25519")).unwrap();
+    std::fs::set_permissions(
+        keys.dir.path(".ssh/id_ed25519"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let r = run(keys
+        .rexec()
+        .arg("-i")
+        .arg(&other)
+        .arg(d.host())
+        .arg("echo in"));
+    assert_eq!(r.out(), "in\n", "the second key offered: {}", r.stderr);
+}
+
+#[test]
+fn loose_permissions_are_refused_on_both_sides() {
+    let keys = Keys::new("keys-loose");
+    let key = keys.make("k", Algorithm::Ed25519);
+    let file = keys.authorize(&[&key], "");
+    // The server's file, writable by others: rexecd does not start.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o622)).unwrap();
+    let out = Command::new(bin("rexecd"))
+        .args(["--listen", "127.0.0.1:0", "--authorized-keys", &file])
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("chmod go-w"), "{err}");
+    // The client's key, readable by others: not used, and said why.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let d = Daemon::start(&["--authorized-keys", &file]);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = run(keys.rexec().arg("-i").arg(&key).arg(d.host()).arg("true"));
+    assert_eq!(r.code, Some(255));
+    assert!(r.stderr.contains("chmod 600"), "{}", r.stderr);
+}
+
+#[test]
+fn a_key_with_options_is_refused_until_options_are_understood() {
+    let keys = Keys::new("keys-options");
+    let key = keys.make("k", Algorithm::Ed25519);
+    let file = keys.authorize(&[&key], "command=\"/bin/true\" ");
+    // A line the parser cannot read (here a comment-less line with an
+    // option) is left out, said, and does not keep rexecd from starting.
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    let public = std::fs::read_to_string(format!("{}.pub", key.display())).unwrap();
+    text = text.replace('\n', " a comment\n");
+    text.push_str(&format!("no-pty {}\n", public.trim()));
+    std::fs::write(&file, text).unwrap();
+    let d = Daemon::start(&["--authorized-keys", &file]);
+    assert!(d.wait_log("key 2:", PATIENCE), "{}", d.log());
+    let r = run(keys
+        .rexec()
+        .arg("-i")
+        .arg(&key)
+        .arg(d.host())
+        .arg("echo in"));
+    assert_eq!(r.code, Some(255), "{}", r.stderr);
+    assert!(d.log().contains("options command="), "{}", d.log());
+}
+
+/// An ssh-agent for the test, stopped when dropped.
+struct Agent {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl Agent {
+    fn start(dir: &TempDir) -> Agent {
+        let sock = dir.path("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ssh-agent (openssh-client)");
+        assert!(wait_until(PATIENCE, || sock.exists()), "no agent socket");
+        Agent { child, sock }
+    }
+
+    fn add(&self, key: &Path) {
+        let ok = Command::new("ssh-add")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &self.sock)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ssh-add");
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn keys_in_the_agent_are_used_first_and_need_no_file() {
+    let keys = Keys::new("keys-agent");
+    let key = keys.make("k", Algorithm::Ed25519);
+    let rsa = keys.make("r", Algorithm::Rsa { hash: None });
+    let d = Daemon::start(&["--authorized-keys", &keys.authorize(&[&rsa], "")]);
+    let agent = Agent::start(&keys.dir);
+    agent.add(&key);
+    agent.add(&rsa);
+    // The files go; the agent holds the keys (and signs RSA with SHA-2).
+    std::fs::remove_file(&key).unwrap();
+    std::fs::remove_file(&rsa).unwrap();
+    let r = run(keys
+        .rexec()
+        .env("SSH_AUTH_SOCK", &agent.sock)
+        .arg(d.host())
+        .arg("echo in"));
+    assert_eq!(r.out(), "in\n", "{}", r.stderr);
+}
+
+#[test]
+fn a_key_works_inside_tls_where_the_signature_is_bound_to_the_session() {
+    let keys = Keys::new("keys-tls");
+    let key = keys.make("k", Algorithm::Ed25519);
+    let state = keys.dir.path("state").display().to_string();
+    let d = Daemon::start(&[
+        "--tls",
+        "--state-dir",
+        &state,
+        "--authorized-keys",
+        &keys.authorize(&[&key], ""),
+    ]);
+    let fp = d.fingerprint.clone().expect("fingerprint");
+    let r = run(keys
+        .rexec()
+        .args(["--fingerprint", &fp, "-i"])
+        .arg(&key)
+        .arg(d.host())
+        .arg("echo in"));
+    assert_eq!(r.out(), "in\n", "{}", r.stderr);
+}
