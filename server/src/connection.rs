@@ -192,6 +192,9 @@ pub struct Connection {
     last_heard: Instant,
     /// Keepalive probes sent.
     probes: u32,
+    /// Who authenticated, and how (for the audit line): `token`, or the
+    /// account and the key's fingerprint.
+    who: Option<std::sync::Arc<str>>,
 }
 
 impl Connection {
@@ -234,11 +237,22 @@ impl Connection {
             accepted: now,
             last_heard: now,
             probes: 0,
+            who: None,
         }
     }
 
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Records who authenticated, and how.
+    pub fn set_who(&mut self, who: String) {
+        self.who = Some(who.into());
+    }
+
+    /// Who authenticated, if anyone had to.
+    pub fn who(&self) -> Option<std::sync::Arc<str>> {
+        self.who.clone()
     }
 
     pub fn state(&self) -> State {

@@ -313,6 +313,8 @@ pub struct Proc {
     /// A file-transfer helper: what the client sends for it reaches it as
     /// data frames (files_request.rs).
     transfer: bool,
+    /// Who asked for it, and how they authenticated (the audit line).
+    who: Option<std::sync::Arc<str>>,
     /// Whole stdout and stderr, for the tutorial protocols only.
     tutorial_out: Vec<u8>,
     tutorial_err: Vec<u8>,
@@ -374,6 +376,7 @@ impl Proc {
             notice: None,
             grown: [false; 2],
             transfer: false,
+            who: None,
             tutorial_out: Vec::new(),
             tutorial_err: Vec::new(),
         }

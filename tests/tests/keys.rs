@@ -111,7 +111,8 @@ fn a_listed_key_of_each_kind_gets_in() {
         assert_eq!(r.out(), "in\n", "{name}: {}", r.stderr);
         let fp = fingerprint(&format!("{}.pub", file.display()));
         assert!(
-            d.wait_log(&format!("authenticated by key {fp}"), PATIENCE),
+            // The audit line names the account, the method and the key.
+            d.wait_log(&format!(" by key {fp}) ran \"echo in\""), PATIENCE),
             "{name}: {}",
             d.log()
         );

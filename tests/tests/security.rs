@@ -58,7 +58,11 @@ fn only_token_holders_run_commands() {
         .arg("echo in"));
     assert_eq!(r.code, Some(255));
     // (Since protocol 5 a key would do too: the message says both.)
-    assert!(r.stderr.contains("requires a key or a token"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("requires a key or a token"),
+        "{}",
+        r.stderr
+    );
 
     assert!(
         d.wait_log("auth failed", PATIENCE),
@@ -66,6 +70,11 @@ fn only_token_holders_run_commands() {
         d.log()
     );
     assert!(d.log().contains("127.0.0.1:"), "with the peer address");
+    assert!(
+        d.log().contains("(token) ran \"echo in\""),
+        "the audit line says how the client got in: {}",
+        d.log()
+    );
 }
 
 #[test]

@@ -66,10 +66,17 @@ impl Proc {
         self.pidfd.is_none() && self.status.is_none()
     }
 
-    /// Its time limit, and a line for the client once it has started.
-    pub(crate) fn set_up(&mut self, deadline: Option<Instant>, notice: Option<String>) {
+    /// Its time limit, a line for the client once it has started, and who
+    /// asked for it (for the audit line).
+    pub(crate) fn set_up(
+        &mut self,
+        deadline: Option<Instant>,
+        notice: Option<String>,
+        who: Option<std::sync::Arc<str>>,
+    ) {
         self.deadline = deadline;
         self.notice = notice;
+        self.who = who;
     }
 
     /// It is a file-transfer helper: what the client sends becomes data
@@ -266,8 +273,13 @@ impl Proc {
             (_, _, true) => ", client gone",
             _ => "",
         };
+        let who = self
+            .who
+            .as_deref()
+            .map(|w| format!(" ({w})"))
+            .unwrap_or_default();
         log::info!(
-            "{} ran \"{}\": {} in {} ms, {} bytes out{flags}",
+            "{}{who} ran \"{}\": {} in {} ms, {} bytes out{flags}",
             self.peer,
             rexec_proto::text::clean(&self.command, AUDIT_COMMAND_MAX),
             match self.status.unwrap_or(ExitStatus::Code(-1)) {

@@ -209,7 +209,7 @@ impl Server {
             pty: prepared.pty,
         };
         let mut p = Proc::new(conn_id, exec.id, exec.command, conn.peer(), pipes, now);
-        p.set_up(limit.map(|l| now + l), notice);
+        p.set_up(limit.map(|l| now + l), notice, conn.who());
         self.procs.insert(proc, p);
         let job = Job {
             proc,

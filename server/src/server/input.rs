@@ -257,14 +257,24 @@ impl Server {
             }
             Action::Authenticated => {
                 log::debug!("{peer}: authenticated");
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.set_who("token".into());
+                }
                 self.door.auth_failures.succeeded(peer.ip());
                 self.left_startup(id);
             }
             Action::KeyAccepted { fingerprint } => {
-                log::info!("{peer}: authenticated by key {fingerprint}");
+                let account = self
+                    .cfg
+                    .authorized_keys
+                    .as_ref()
+                    .map_or("", |k| k.account.as_str());
+                let who = format!("{account} by key {fingerprint}");
+                log::info!("{peer}: authenticated: {who}");
                 self.door.auth_failures.succeeded(peer.ip());
                 self.left_startup(id);
                 if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.set_who(who);
                     conn.queue(&ServerMsg::KeyAccepted);
                     conn.flush();
                 }
