@@ -63,7 +63,7 @@ pub enum Sub {
     #[command(
         override_usage = "rexec cp [OPTIONS] SOURCE... HOST:DEST\n       rexec cp [OPTIONS] HOST:PATH LOCAL"
     )]
-    Cp(CpArgs),
+    Cp(Box<CpArgs>),
     /// List the hosts and groups of the config file, groups expanded.
     Hosts {
         /// The config file [default: $REXEC_CONFIG, else
@@ -275,6 +275,13 @@ pub struct ConnArgs {
     /// header bytes in hex, the length they encode, the message kind and size.
     #[arg(long)]
     pub trace: bool,
+
+    /// The account to run as on the server, as ssh -l (also `user@host`, or
+    /// `user = "..."` in the host's config entry) [default: the local user
+    /// name]. A server that runs everything as one account accepts only
+    /// that one when a user is given.
+    #[arg(short = 'l', long = "user", value_name = "USER")]
+    pub user: Option<String>,
 
     /// A private key to authenticate with (repeatable), as ssh -i: offered
     /// after the keys in ssh-agent and before ~/.ssh/id_ed25519, id_ecdsa

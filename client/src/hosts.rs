@@ -32,6 +32,10 @@ pub struct HostEntry {
     pub fingerprint: Option<String>,
     /// Seconds of silence before a keepalive probe (0: none).
     pub keepalive: Option<u64>,
+    /// The account to log in as (default: the local user name).
+    pub user: Option<String>,
+    /// A private key file to offer, after the agent's keys.
+    pub identity: Option<String>,
 }
 
 /// The config file.
@@ -60,6 +64,10 @@ pub struct Target {
     pub fingerprint: Option<String>,
     /// Seconds of silence before a keepalive probe, from the file.
     pub keepalive: Option<u64>,
+    /// The account asked for: `user@host`, else the file's `user`.
+    pub user: Option<String>,
+    /// A key file from the file's `identity`.
+    pub identity: Option<PathBuf>,
 }
 
 /// `~/x` and `~` in paths from the file.
@@ -114,6 +122,14 @@ impl Config {
     /// How to reach `name`: its entry if the file has one, else `name` is
     /// an address as it is; `[defaults]` fill what the entry leaves out.
     pub fn target(&self, name: &str) -> Target {
+        // `alice@lab1`: lab1, as alice (a host name never has an `@`).
+        if let Some((user, host)) = name.split_once('@')
+            && !user.is_empty()
+        {
+            let mut t = self.target(host);
+            t.user = Some(user.to_string());
+            return t;
+        }
         // `lab1:7071`: lab1's entry for everything but the port.
         if !self.hosts.contains_key(name)
             && let Some((base, port)) = name.rsplit_once(':')
@@ -147,6 +163,8 @@ impl Config {
             tls,
             fingerprint,
             keepalive: entry.and_then(|e| e.keepalive).or(self.defaults.keepalive),
+            user: pick(|e| e.user.as_ref()),
+            identity: pick(|e| e.identity.as_ref()).map(|t| expand_tilde(&t)),
         }
     }
 
@@ -499,6 +517,24 @@ mod tests {
         let e = Config::parse("[hosts.lab1]\naddress = \"a\"\nport = 7\n").unwrap_err();
         assert!(e.starts_with("3:1:"), "{e}");
         assert!(e.contains("port"), "{e}");
+    }
+
+    #[test]
+    fn user_at_host_and_the_files_user_and_identity() {
+        let cfg = Config::parse(
+            "[defaults]\nuser = \"lab\"\n[hosts.lab1]\naddress = \"10.0.0.5\"\nidentity = \"/k\"\n",
+        )
+        .unwrap();
+        let t = cfg.target("alice@lab1");
+        assert_eq!(t.user.as_deref(), Some("alice"), "user@ wins over the file");
+        assert_eq!(t.address, "10.0.0.5", "the entry still applies");
+        assert_eq!(t.identity, Some(PathBuf::from("/k")));
+        assert_eq!(cfg.target("lab1").user.as_deref(), Some("lab"));
+        assert_eq!(cfg.target("127.0.0.1:7070").user.as_deref(), Some("lab"));
+        assert_eq!(
+            Config::default().target("bob@127.0.0.1").address,
+            "127.0.0.1"
+        );
     }
 
     #[test]

@@ -64,7 +64,13 @@ impl ConnArgs {
                 secs => Some(Duration::from_secs(secs)),
             },
             trace: self.trace,
-            identities: self.identity.clone(),
+            identities: self
+                .identity
+                .iter()
+                .cloned()
+                .chain(target.identity.clone())
+                .collect(),
+            user: self.user.clone().or_else(|| target.user.clone()),
             token: rexec_proto::auth::Token::load(token_file)
                 .map_err(|e| ClientError::Usage(e.to_string()))?,
         })

@@ -44,6 +44,9 @@ pub struct ConnectOptions {
     /// Key files given with `-i`, offered after the agent's keys and before
     /// the default ones.
     pub identities: Vec<std::path::PathBuf>,
+    /// The account asked for (`-l`, `user@host`); `None`: the local user
+    /// name, which a server running as one account does not insist on.
+    pub user: Option<String>,
     /// Speak TLS, trusting as these say.
     pub tls: Option<TlsOptions>,
 }
@@ -344,8 +347,9 @@ impl Session {
             }
             return Err(denied(why));
         }
-        let user = crate::keys::local_user();
-        let data = rexec_proto::keyauth::signed_data(&user, false, binding, nonce);
+        let explicit = opts.user.is_some();
+        let user = opts.user.clone().unwrap_or_else(crate::keys::local_user);
+        let data = rexec_proto::keyauth::signed_data(&user, explicit, binding, nonce);
         let mut offered = Vec::new();
         for key in &found.keys {
             let agent = found.agent.as_mut().map(|a| &mut a.0);
@@ -358,7 +362,7 @@ impl Session {
             };
             self.send(&ClientMsg::AuthKey {
                 user: user.clone(),
-                explicit: false,
+                explicit,
                 public_key: key.public_bytes(),
                 signature,
             })?;

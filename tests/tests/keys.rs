@@ -283,3 +283,37 @@ fn a_key_works_inside_tls_where_the_signature_is_bound_to_the_session() {
         .arg("echo in"));
     assert_eq!(r.out(), "in\n", "{}", r.stderr);
 }
+
+#[test]
+fn a_named_account_must_be_the_servers_own() {
+    // rexecd runs everything as its own account (no --login yet): a user
+    // given with user@host or -l must be that one, or the key is refused.
+    let keys = Keys::new("keys-user");
+    let key = keys.make("k", Algorithm::Ed25519);
+    let d = Daemon::start(&["--authorized-keys", &keys.authorize(&[&key], "")]);
+    let me = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+    let me = me.trim();
+    let r = run(keys
+        .rexec()
+        .arg("-i")
+        .arg(&key)
+        .arg(format!("{me}@{}", d.host()))
+        .arg("echo in"));
+    assert_eq!(r.out(), "in\n", "{}", r.stderr);
+    for (how, spec) in [
+        ("user@", format!("nobody-rexec@{}", d.host())),
+        ("-l", d.host()),
+    ] {
+        let mut c = keys.rexec();
+        if how == "-l" {
+            c.args(["-l", "nobody-rexec"]);
+        }
+        let r = run(c.arg("-i").arg(&key).arg(&spec).arg("echo in"));
+        assert_eq!(r.code, Some(255), "{how}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("Permission denied (publickey)"),
+            "{how}: {}",
+            r.stderr
+        );
+    }
+}
