@@ -17,7 +17,8 @@ const DEFAULT_KEYS: [&str; 3] = ["id_ed25519", "id_ecdsa", "id_rsa"];
 pub enum Identity {
     /// Held by the agent, which signs.
     Agent(PublicKey),
-    /// Read from a file (unencrypted, or not offered).
+    /// Read from a file; an encrypted one asks for its passphrase when it
+    /// is its turn (not before: an agent key may be taken first).
     File(PathBuf, Box<PrivateKey>),
 }
 
@@ -48,6 +49,10 @@ impl Identity {
     /// Signs `data` (through the agent for its keys).
     pub fn sign(&self, agent: Option<&mut Agent>, data: &[u8]) -> Result<Signature, String> {
         match self {
+            Identity::File(path, k) if k.is_encrypted() => {
+                let key = decrypt(path, k)?;
+                signature::Signer::try_sign(&key, data).map_err(|e| e.to_string())
+            }
             Identity::File(_, k) => {
                 signature::Signer::try_sign(k.as_ref(), data).map_err(|e| e.to_string())
             }
@@ -119,9 +124,7 @@ pub fn find(files: &[PathBuf]) -> Found {
     found
 }
 
-/// Reads a private key file, refusing one others may read (as ssh does)
-/// and leaving out an encrypted one (its passphrase is not asked for yet:
-/// the agent holds such keys).
+/// Reads a private key file, refusing one others may read (as ssh does).
 fn read_key(path: &Path) -> Result<PrivateKey, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", shown(path)))?;
     let mode = meta.permissions().mode() & 0o777;
@@ -132,15 +135,65 @@ fn read_key(path: &Path) -> Result<PrivateKey, String> {
             shown(path)
         ));
     }
-    let key = PrivateKey::read_openssh_file(path).map_err(|e| format!("{}: {e}", shown(path)))?;
-    if key.is_encrypted() {
-        return Err(format!(
-            "{} is encrypted and passphrases are not asked for yet: add it to ssh-agent (ssh-add {})",
-            shown(path),
-            shown(path)
-        ));
+    PrivateKey::read_openssh_file(path).map_err(|e| format!("{}: {e}", shown(path)))
+}
+
+/// Asks for an encrypted key's passphrase on the terminal (echo off), up to
+/// three times, as ssh does; without a terminal, says to use the agent.
+fn decrypt(path: &Path, key: &PrivateKey) -> Result<PrivateKey, String> {
+    let mut tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(|_| {
+            format!(
+                "{} is encrypted, and there is no terminal to ask its passphrase on: add it to \
+                 ssh-agent (ssh-add {})",
+                shown(path),
+                shown(path)
+            )
+        })?;
+    for _ in 0..3 {
+        let pass = read_hidden(
+            &mut tty,
+            &format!("Enter passphrase for key '{}': ", shown(path)),
+        )
+        .map_err(|e| format!("{}: reading the passphrase: {e}", shown(path)))?;
+        if pass.is_empty() {
+            break; // as ssh: an empty answer skips the key
+        }
+        match key.decrypt(pass.as_bytes()) {
+            Ok(k) => return Ok(k),
+            Err(_) => {
+                let _ = std::io::Write::write_all(&mut tty, b"Bad passphrase, try again.\n");
+            }
+        }
     }
-    Ok(key)
+    Err(format!("{}: no right passphrase given", shown(path)))
+}
+
+/// Prints `prompt` on the terminal and reads a line with echo off.
+fn read_hidden(
+    tty: &mut std::fs::File,
+    prompt: &str,
+) -> std::io::Result<zeroize::Zeroizing<String>> {
+    use rustix::termios::{LocalModes, OptionalActions, tcgetattr, tcsetattr};
+    use std::io::{BufRead, Write};
+    tty.write_all(prompt.as_bytes())?;
+    tty.flush()?;
+    let saved = tcgetattr(&*tty)?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    tcsetattr(&*tty, OptionalActions::Now, &quiet)?;
+    let mut line = zeroize::Zeroizing::new(String::new());
+    let read = std::io::BufReader::new(&*tty).read_line(&mut line);
+    let _ = tcsetattr(&*tty, OptionalActions::Now, &saved);
+    let _ = tty.write_all(b"\n");
+    read?;
+    while line.ends_with(['\n', '\r']) {
+        line.pop();
+    }
+    Ok(line)
 }
 
 /// A path as the user would write it: `~/.ssh/id_ed25519`.

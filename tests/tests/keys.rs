@@ -317,3 +317,49 @@ fn a_named_account_must_be_the_servers_own() {
         );
     }
 }
+
+#[test]
+fn an_encrypted_key_asks_for_its_passphrase_on_the_terminal() {
+    use rexec_tests::onpty::OnPty;
+    let keys = Keys::new("keys-pass");
+    let path = keys.dir.path("locked");
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "open sesame", "-f"])
+        .arg(&path)
+        .status()
+        .expect("ssh-keygen (openssh-client)");
+    assert!(ok.success());
+    let d = Daemon::start(&["--authorized-keys", &keys.authorize(&[&path], "")]);
+    let on_pty = |passes: &[&str]| {
+        let mut cmd = Command::new(bin("rexec"));
+        cmd.env("HOME", &keys.dir.0)
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("REXEC_TOKEN")
+            .env("REXEC_KNOWN_HOSTS", keys.dir.path("kh"))
+            .arg("-i")
+            .arg(&path)
+            .arg(d.host())
+            .arg("echo in");
+        let mut t = OnPty::start(cmd);
+        for p in passes {
+            assert!(t.shows("Enter passphrase for key", 1), "{:?}", t.screen());
+            t.type_(&format!("{p}\r"));
+        }
+        t
+    };
+    let mut t = on_pty(&["open sesame"]);
+    assert_eq!(t.exits(), Some(0), "{:?}", t.screen());
+    assert!(t.shows("in\r\n", 1), "{:?}", t.screen());
+    assert!(
+        !t.screen().contains("open sesame"),
+        "the passphrase was echoed"
+    );
+    // Three wrong answers: the key is given up, and the user is told.
+    let mut t = on_pty(&["wrong"]);
+    assert!(t.shows("Bad passphrase", 1), "{:?}", t.screen());
+    t.type_("wrong\r");
+    assert!(t.shows("Bad passphrase", 2), "{:?}", t.screen());
+    t.type_("wrong\r");
+    assert_eq!(t.exits(), Some(255), "{:?}", t.screen());
+    assert!(t.shows("no right passphrase", 1), "{:?}", t.screen());
+}
