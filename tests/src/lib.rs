@@ -290,7 +290,9 @@ pub fn rexec() -> Command {
     let kh = std::env::temp_dir().join(format!("rexec-test-no-known-hosts-{}", std::process::id()));
     // No keys from the user running the tests: no agent, and a HOME with
     // no ~/.ssh (a test that wants keys sets its own).
-    let home = std::env::temp_dir().join(format!("rexec-test-home-{}", std::process::id()));
+    // One for every run (not one per test process, which would leave a
+    // directory behind each time).
+    let home = std::env::temp_dir().join("rexec-test-home");
     let _ = std::fs::create_dir_all(&home);
     c.stdin(Stdio::null())
         .env_remove("RUST_LOG")
