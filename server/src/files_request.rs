@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStringExt;
 
 use rexec_proto::{FrameDecoder, MAX_FRAME_LIMIT, Put};
 
-use crate::files::TransferError;
+use crate::files_path::TransferError;
 use serde::{Deserialize, Serialize};
 
 /// What a helper is asked to do.
@@ -48,6 +48,19 @@ impl HelperMsg {
     /// The frame rexecd queues on the helper's stdin.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         rexec_proto::encode_frame(self, out);
+    }
+
+    /// The frame of `HelperMsg::Data(data)`, encoded from the client's
+    /// bytes where they are (no message built around a copy of them).
+    pub(crate) fn encode_data(data: &[u8], out: &mut Vec<u8>) {
+        /// `HelperMsg` as the wire sees it, up to `Data`: the same variant
+        /// indexes (checked by a test).
+        #[derive(Serialize)]
+        enum Borrowed<'a> {
+            _Request,
+            Data(#[serde(with = "serde_bytes")] &'a [u8]),
+        }
+        rexec_proto::encode_frame(&Borrowed::Data(data), out);
     }
 }
 
@@ -142,5 +155,13 @@ mod tests {
             assert_eq!(d.next_message::<HelperMsg>().unwrap().as_ref(), Some(m));
         }
         assert_eq!(d.next_message::<HelperMsg>().unwrap(), None);
+    }
+
+    #[test]
+    fn data_encoded_in_place_is_the_data_message() {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        HelperMsg::Data(b"some bytes".to_vec()).encode(&mut a);
+        HelperMsg::encode_data(b"some bytes", &mut b);
+        assert_eq!(a, b);
     }
 }

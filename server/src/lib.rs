@@ -75,6 +75,7 @@ pub(crate) mod contain;
 pub(crate) mod error;
 pub(crate) mod exec_policy;
 pub(crate) mod files;
+pub(crate) mod files_path;
 pub(crate) mod files_request;
 pub(crate) mod files_tree;
 pub(crate) mod out_queue;

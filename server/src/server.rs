@@ -12,6 +12,8 @@
 //! | `accept` | accept, admit, the hello (held back after failed auth) |
 //! | `input` | socket reads → messages → actions; closing; idleness |
 //! | `command` | Exec → spawn; stdin to the child; cancel; time limits |
+//! | `transfer` | Put, Get, List → a transfer helper and its typed request |
+//! | `deadlines` | a connection's timers: frame, idle, keepalive |
 //! | `output` | child pipes → frames → socket; backpressure |
 //! | `reap` | child exit → `Exited`; the audit line |
 //! | `tutorial` | the seed/raw protocols' reads and replies |
@@ -20,11 +22,13 @@
 mod accept;
 mod budget;
 mod command;
+mod deadlines;
 mod input;
 mod output;
 mod penalty;
 mod reap;
 mod shutdown;
+mod transfer;
 mod tutorial;
 
 use std::collections::{HashMap, HashSet, VecDeque};

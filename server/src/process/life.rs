@@ -113,7 +113,7 @@ impl Proc {
         if self.transfer && !as_is {
             // A transfer helper reads frames: the client's bytes are data.
             if !data.is_empty() {
-                HelperMsg::Data(data.to_vec()).encode(self.stdin_queue.tail());
+                HelperMsg::encode_data(data, self.stdin_queue.tail());
             }
         } else {
             self.stdin_queue.tail().extend_from_slice(data);

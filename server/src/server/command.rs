@@ -2,7 +2,6 @@
 //! stdin from the client is queued to the child; cancel and time limits
 //! stop its process group.
 
-use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
 use mio::event::Source;
@@ -11,7 +10,6 @@ use rexec_proto::{ErrorKind, ErrorMsg, Exec, OutputStream, ServerMsg};
 
 use super::Server;
 use crate::connection::Hold;
-use crate::files_request::{HelperMsg, Request};
 use crate::process::{self, CommandError, Pipes, Proc, StdinStep};
 use crate::registry::{ConnId, ProcId, Registry, Slot};
 use crate::spawner::{Done, Job};
@@ -146,7 +144,7 @@ impl Server {
     /// watched and its `Proc` exists from now on, so stdin, cancel and a
     /// closing connection find it; a spawner thread starts the process and
     /// [`Server::on_spawned`] takes it from there.
-    fn launch(
+    pub(super) fn launch(
         &mut self,
         conn_id: ConnId,
         exec: Exec,
@@ -325,7 +323,14 @@ impl Server {
     /// Queues bytes for a command's stdin: the client's (`as_is` false:
     /// for a transfer helper they become data frames), or rexecd's own
     /// frames for a helper (`as_is`).
-    fn queue_stdin(&mut self, conn_id: ConnId, id: u32, data: &[u8], eof: bool, as_is: bool) {
+    pub(super) fn queue_stdin(
+        &mut self,
+        conn_id: ConnId,
+        id: u32,
+        data: &[u8],
+        eof: bool,
+        as_is: bool,
+    ) {
         let Some(proc) = self.conns.get(&conn_id).and_then(|c| c.command(id)) else {
             return; // finished already, or never started: drop the bytes
         };
@@ -391,98 +396,6 @@ impl Server {
         if let Some(p) = self.procs.get_mut(&proc) {
             log::debug!("{}: cancel {id}", p.peer());
             p.stop(&mut self.timers, Instant::now(), self.cfg.kill_grace);
-        }
-    }
-
-    /// A client sends a file: a transfer helper (`rexecd __files`) gets the
-    /// client's `Put` and then its data through stdin, as frames.
-    pub(super) fn put(&mut self, conn_id: ConnId, put: rexec_proto::Put) {
-        let label = format!(
-            "put {} ({} bytes)",
-            String::from_utf8_lossy(&put.dest),
-            put.size
-        );
-        // The data follows in Stdin, and PutEnd ends it.
-        self.transfer(conn_id, put.id, label, Request::Put(put), false);
-    }
-
-    /// The end of a put: the client's checksum, then EOF.
-    pub(super) fn put_end(&mut self, conn_id: ConnId, id: u32, sha256: &[u8]) {
-        let end = HelperMsg::End {
-            sha256: sha256.to_vec(),
-        };
-        self.send_to_helper(conn_id, id, &end, true);
-    }
-
-    /// A client fetches a file: a transfer helper sends it as output.
-    pub(super) fn get(&mut self, conn_id: ConnId, id: u32, path: Vec<u8>) {
-        let label = format!("get {}", String::from_utf8_lossy(&path));
-        self.transfer(conn_id, id, label, Request::Get(path), true);
-    }
-
-    /// A client lists a tree (`rexec cp -r` down): a transfer helper walks
-    /// it, confined like a get.
-    pub(super) fn list(&mut self, conn_id: ConnId, id: u32, path: Vec<u8>) {
-        let label = format!("list {}", String::from_utf8_lossy(&path));
-        self.transfer(conn_id, id, label, Request::List(path), true);
-    }
-
-    /// Queues a message for a transfer helper (a frame on its stdin).
-    fn send_to_helper(&mut self, conn_id: ConnId, id: u32, msg: &HelperMsg, eof: bool) {
-        let mut frame = Vec::new();
-        msg.encode(&mut frame);
-        self.queue_stdin(conn_id, id, &frame, eof, true);
-    }
-
-    /// Starts a transfer helper (files.rs) for `request` and sends it the
-    /// request, with the files root; `done` when nothing follows it.
-    fn transfer(&mut self, conn_id: ConnId, id: u32, label: String, request: Request, done: bool) {
-        let exec = Exec {
-            id,
-            command: label,
-            stdin: true,
-            ..Exec::default()
-        };
-        if self
-            .conns
-            .get(&conn_id)
-            .is_some_and(|c| c.command(id).is_some())
-        {
-            return self.command_error(
-                conn_id,
-                id,
-                ErrorKind::BadRequest,
-                format!("command id {id} is already running on this connection"),
-            );
-        }
-        let started = if self.procs.len() >= self.cfg.max_procs {
-            Err(CommandError::new(
-                ErrorKind::Limit,
-                format!(
-                    "{} commands running at once; try again later",
-                    self.cfg.max_procs
-                ),
-            ))
-        } else {
-            crate::exec_policy::transfer_command(&self.cfg.exec)
-                .and_then(|cmd| self.launch(conn_id, exec, cmd))
-        };
-        if started.is_ok() {
-            let root = self.cfg.exec.files_root.as_ref();
-            let msg = HelperMsg::Request {
-                request,
-                root: root.map(|r| r.as_os_str().as_bytes().to_vec()),
-            };
-            self.send_to_helper(conn_id, id, &msg, done);
-            // From here on, what the client sends for it is data.
-            if let Some(p) = self.conns.get(&conn_id).and_then(|c| c.command(id))
-                && let Some(p) = self.procs.get_mut(&p)
-            {
-                p.mark_transfer();
-            }
-        }
-        if let Err(e) = started {
-            self.command_error(conn_id, id, e.kind, e.message);
         }
     }
 

@@ -15,8 +15,11 @@ impl Server {
     /// would block, ends, or the connection's queue is over its limit. The
     /// command moves each chunk (`Proc::pump`); this routes what it says.
     pub(super) fn pump(&mut self, proc: ProcId, stream: OutputStream) {
+        // One clock reading per drain, not per chunk: the budget is
+        // recounted at most every 10 ms anyway.
+        let now = Instant::now();
         loop {
-            let over_budget = self.confirm_over_budget(Instant::now());
+            let over_budget = self.confirm_over_budget(now);
             let Some(p) = self.procs.get_mut(&proc) else {
                 return;
             };

@@ -1,0 +1,125 @@
+//! A connection's clocks, decided at a `now` passed in: the handshake, a
+//! partly received frame, idleness, and keepalive.
+
+use std::time::{Duration, Instant};
+
+use super::{Connection, State, Wire};
+
+/// What a connection's deadline check decided at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// Nothing to watch (any more).
+    None,
+    /// Look again at this instant.
+    At(Instant),
+    /// It ran out: close the connection.
+    Expired,
+}
+
+/// What the keepalive check decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keepalive {
+    /// Not for this connection (a tutorial protocol, a version-3 client,
+    /// or one that is closing).
+    Off,
+    /// Heard from lately: look again then.
+    Later(Instant),
+    /// Silent for a period: send probe `seq`, look again at `next`.
+    Probe { seq: u32, next: Instant },
+    /// Silent for three periods: the client is gone.
+    Gone(Duration),
+}
+
+impl Connection {
+    /// The handshake timer fired at `now`.
+    pub fn handshake_deadline(&self, now: Instant) -> Deadline {
+        match self.startup {
+            _ if !self.in_handshake() => Deadline::None,
+            Some(due) if now < due => Deadline::At(due),
+            // Moved past the startup count (no token) yet not running: the
+            // deadline stands as it was.
+            _ => Deadline::Expired,
+        }
+    }
+
+    /// Keeps the clock of a partly received frame: started when one begins,
+    /// restarted when a message completed and another began. True when a
+    /// frame began just now (a deadline is to be armed).
+    pub fn track_partial_frame(&mut self, decoded: bool, now: Instant) -> bool {
+        if self.decoder.buffered() == 0 {
+            self.partial_since = None;
+            return false;
+        }
+        let began = self.partial_since.is_none();
+        if decoded || began {
+            self.partial_since = Some(now);
+        }
+        began
+    }
+
+    /// The frame timer fired at `now`: a frame incomplete for `timeout`
+    /// ends the connection.
+    pub fn frame_deadline(&self, now: Instant, timeout: Duration) -> Deadline {
+        let Some(since) = self.partial_since.filter(|_| self.is_open()) else {
+            return Deadline::None;
+        };
+        let due = since + timeout;
+        if now < due {
+            Deadline::At(due)
+        } else {
+            Deadline::Expired
+        }
+    }
+
+    /// The keepalive timer fired at `now`, with probes every `every` of
+    /// silence.
+    pub fn keepalive(&mut self, now: Instant, every: Duration) -> Keepalive {
+        let speaks_it = match &self.wire {
+            Wire::Native(p) => p.phase() != crate::protocol::Phase::Running || p.has_keepalive(),
+            Wire::Seed | Wire::Raw => false,
+        };
+        if !speaks_it || !matches!(self.state, State::New | State::Open | State::InputClosed) {
+            return Keepalive::Off;
+        }
+        if self.holds.any() {
+            // We are not reading what it sends (its command's stdin is
+            // full, its replies unread, memory short): its silence is ours,
+            // and its probes wait unread. A probe from us tells it we are
+            // still here.
+            self.last_heard = now;
+            self.probes = self.probes.wrapping_add(1);
+            return Keepalive::Probe {
+                seq: self.probes,
+                next: now + every,
+            };
+        }
+        let silent = now.saturating_duration_since(self.last_heard);
+        if silent >= 3 * every {
+            return Keepalive::Gone(silent);
+        }
+        let in_handshake =
+            matches!(&self.wire, Wire::Native(p) if p.phase() != crate::protocol::Phase::Running);
+        if silent < every || in_handshake {
+            // (A handshake has its own deadline; probes start once running.)
+            return Keepalive::Later((self.last_heard + every).max(now + Duration::from_millis(1)));
+        }
+        self.probes = self.probes.wrapping_add(1);
+        Keepalive::Probe {
+            seq: self.probes,
+            next: now + every,
+        }
+    }
+
+    /// The idle timer fired at `now`: with no command running and no
+    /// message for `idle`, the connection is idle; otherwise the next look.
+    pub fn idle_deadline(&self, now: Instant, idle: Duration) -> Deadline {
+        let quiet = now.saturating_duration_since(self.last_activity);
+        if self.commands.is_empty() && quiet >= idle {
+            Deadline::Expired
+        } else if self.commands.is_empty() {
+            Deadline::At(now + (idle - quiet))
+        } else {
+            Deadline::At(now + idle)
+        }
+    }
+}

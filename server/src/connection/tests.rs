@@ -1,0 +1,274 @@
+//! The connection's decisions on plain state, with time passed in: no
+//! sleeps. A loopback socket pair stands in for the client.
+use super::*;
+use rexec_proto::auth::NONCE_LEN;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+const IDLE: Duration = Duration::from_secs(60);
+
+/// A native connection accepted at `now`, and the client's end.
+fn pair(now: Instant) -> (Connection, std::net::TcpStream) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+    let (server, peer) = listener.accept().expect("accept");
+    server.set_nonblocking(true).expect("nonblocking");
+    let wire = Wire::Native(ConnProtocol::new(None, [0; NONCE_LEN]));
+    let stream = TcpStream::from_std(server);
+    let conn = Connection::new(stream, Token(9), peer, wire, 1 << 20, None, now);
+    (conn, client)
+}
+
+/// Reads what the client sent into the decoder.
+fn read_all(conn: &mut Connection, want: usize) {
+    let mut scratch = vec![0; 1024];
+    let mut got = 0;
+    let mut tries = 0;
+    while got < want {
+        match conn.read_input(&mut scratch, Instant::now()) {
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Loopback: the bytes are on their way; wait for them
+                // with a poll, not a guess.
+                tries += 1;
+                assert!(tries < 1000, "the client's bytes never arrived");
+                let fd = conn.stream.as_fd();
+                let mut pfd = [rustix::event::PollFd::new(
+                    &fd,
+                    rustix::event::PollFlags::IN,
+                )];
+                let _ = rustix::event::poll(&mut pfd, None);
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+#[test]
+fn an_idle_connection_is_closed_after_the_idle_time_and_not_before() {
+    let t0 = Instant::now();
+    let (conn, _client) = pair(t0);
+    assert_eq!(
+        conn.idle_deadline(t0 + IDLE / 2, IDLE),
+        Deadline::At(t0 + IDLE)
+    );
+    assert_eq!(conn.idle_deadline(t0 + IDLE, IDLE), Deadline::Expired);
+}
+
+#[test]
+fn a_connection_running_a_command_is_never_idle() {
+    let t0 = Instant::now();
+    let (mut conn, _client) = pair(t0);
+    conn.add_command(1, ProcId(1));
+    let late = t0 + 10 * IDLE;
+    assert_eq!(conn.idle_deadline(late, IDLE), Deadline::At(late + IDLE));
+    conn.remove_command(1, ProcId(1));
+    assert_eq!(conn.idle_deadline(late, IDLE), Deadline::Expired);
+}
+
+#[test]
+fn a_frame_that_never_completes_runs_out_its_deadline() {
+    let t0 = Instant::now();
+    let (mut conn, mut client) = pair(t0);
+    let limit = Duration::from_secs(5);
+    assert_eq!(conn.frame_deadline(t0, limit), Deadline::None);
+    // Three bytes of a four-byte length header: a frame has begun.
+    client.write_all(&[0, 0, 0]).unwrap();
+    read_all(&mut conn, 3);
+    assert!(conn.track_partial_frame(false, t0), "a frame began");
+    assert!(
+        !conn.track_partial_frame(false, t0 + limit / 2),
+        "the same one"
+    );
+    assert_eq!(
+        conn.frame_deadline(t0 + limit / 2, limit),
+        Deadline::At(t0 + limit)
+    );
+    assert_eq!(conn.frame_deadline(t0 + limit, limit), Deadline::Expired);
+}
+
+#[test]
+fn the_handshake_deadline_moves_with_a_held_back_hello() {
+    let t0 = Instant::now();
+    let (mut conn, _client) = pair(t0);
+    let due = t0 + Duration::from_secs(10);
+    conn.begin_startup(due);
+    assert!(conn.in_startup());
+    assert_eq!(conn.handshake_deadline(t0), Deadline::At(due));
+    let later = due + Duration::from_secs(3);
+    assert_eq!(conn.extend_startup(later), Some(later));
+    assert_eq!(conn.handshake_deadline(due), Deadline::At(later));
+    assert_eq!(conn.handshake_deadline(later), Deadline::Expired);
+    assert!(conn.leave_startup());
+    assert!(!conn.leave_startup(), "counted once");
+    assert_eq!(conn.extend_startup(later), None);
+}
+
+#[test]
+fn any_hold_stops_input_until_every_hold_is_released() {
+    let (mut conn, _client) = pair(Instant::now());
+    assert!(conn.may_read());
+    assert!(conn.hold(Hold::StdinFull));
+    assert!(!conn.hold(Hold::StdinFull), "already held");
+    assert!(conn.hold(Hold::Memory));
+    assert!(!conn.may_read());
+    assert!(conn.release(Hold::StdinFull));
+    assert!(!conn.may_read(), "still held for memory");
+    assert!(conn.release(Hold::Memory));
+    assert!(!conn.release(Hold::Memory));
+    assert!(conn.may_read());
+}
+
+#[test]
+fn output_waits_over_the_queue_limit_or_for_memory() {
+    let (mut conn, _client) = pair(Instant::now());
+    let limit = 1024;
+    assert!(!conn.output_blocked(limit, false, false));
+    conn.frames().extend_from_slice(&[0; 1024]);
+    assert!(
+        conn.output_blocked(limit, false, false),
+        "queue at its limit"
+    );
+    conn.pause_pipe(ProcId(1), OutputStream::Stdout);
+    conn.pause_pipe(ProcId(1), OutputStream::Stdout);
+    assert!(
+        conn.pipes_to_resume(limit).is_empty(),
+        "nothing resumes while the queue is full"
+    );
+    conn.flush(); // the client's socket takes 1 KiB at once
+    assert!(!conn.output_blocked(limit, false, false));
+    conn.hold(Hold::Memory);
+    assert!(conn.output_blocked(limit, false, false), "held for memory");
+    assert!(conn.pipes_to_resume(limit).is_empty());
+    conn.release(Hold::Memory);
+    assert_eq!(
+        conn.pipes_to_resume(limit),
+        [(ProcId(1), OutputStream::Stdout)],
+        "paused once, resumed once"
+    );
+}
+
+#[test]
+fn lingering_shuts_our_side_and_reads_until_the_client_closes() {
+    let (mut conn, mut client) = pair(Instant::now());
+    client.write_all(b"late bytes").unwrap();
+    let mut scratch = vec![0; 1024];
+    let mut step = conn.start_linger(&mut scratch);
+    assert_eq!(conn.state(), State::Lingering);
+    // The client sees the end of our stream (after the error it got).
+    let mut buf = [0u8; 8];
+    assert_eq!(client.read(&mut buf).unwrap(), 0);
+    drop(client);
+    let fd = conn.stream.as_fd().try_clone_to_owned().unwrap();
+    while step == Lingered::Waiting {
+        let mut pfd = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        let _ = rustix::event::poll(&mut pfd, None);
+        step = conn.linger(&mut scratch);
+    }
+    assert_eq!(step, Lingered::Done);
+}
+
+fn say_hello(conn: &mut Connection, version: u16) {
+    let hello = rexec_proto::ClientMsg::Hello(rexec_proto::ClientHello {
+        protocol: version,
+        software: "t".into(),
+    });
+    let proto = conn.protocol().expect("native");
+    assert!(matches!(
+        proto.on_message(hello),
+        crate::protocol::Action::SendHello { .. }
+    ));
+}
+
+#[test]
+fn a_silent_client_is_probed_then_given_up_after_three_periods() {
+    let t0 = Instant::now();
+    let every = Duration::from_secs(30);
+    let (mut conn, mut client) = pair(t0);
+    // During the handshake: no probes (it has its own deadline).
+    assert!(matches!(
+        conn.keepalive(t0 + every, every),
+        Keepalive::Later(_)
+    ));
+    say_hello(&mut conn, rexec_proto::PROTOCOL_VERSION);
+    assert_eq!(
+        conn.keepalive(t0 + every / 2, every),
+        Keepalive::Later(t0 + every)
+    );
+    assert_eq!(
+        conn.keepalive(t0 + every, every),
+        Keepalive::Probe {
+            seq: 1,
+            next: t0 + 2 * every
+        }
+    );
+    assert_eq!(
+        conn.keepalive(t0 + 2 * every, every),
+        Keepalive::Probe {
+            seq: 2,
+            next: t0 + 3 * every
+        }
+    );
+    assert_eq!(
+        conn.keepalive(t0 + 3 * every, every),
+        Keepalive::Gone(3 * every)
+    );
+    // A byte from the client (a probe's answer, say) starts over.
+    client.write_all(&[0]).unwrap();
+    let t1 = t0 + 3 * every;
+    let mut scratch = [0u8; 16];
+    loop {
+        match conn.read_input(&mut scratch, t1) {
+            Ok(n) if n > 0 => break,
+            _ => {
+                let fd = conn.stream.as_fd();
+                let mut pfd = [rustix::event::PollFd::new(
+                    &fd,
+                    rustix::event::PollFlags::IN,
+                )];
+                let _ = rustix::event::poll(&mut pfd, None);
+            }
+        }
+    }
+    assert_eq!(
+        conn.keepalive(t1 + every / 2, every),
+        Keepalive::Later(t1 + every)
+    );
+}
+
+#[test]
+fn a_client_whose_input_we_hold_is_not_silent() {
+    let t0 = Instant::now();
+    let every = Duration::from_secs(30);
+    let (mut conn, _client) = pair(t0);
+    say_hello(&mut conn, rexec_proto::PROTOCOL_VERSION);
+    conn.hold(Hold::StdinFull);
+    let late = t0 + 10 * every;
+    assert_eq!(
+        conn.keepalive(late, every),
+        Keepalive::Probe {
+            seq: 1,
+            next: late + every
+        },
+        "probed (so that it hears from us), never given up"
+    );
+    conn.release(Hold::StdinFull);
+    assert_eq!(
+        conn.keepalive(late + 3 * every, every),
+        Keepalive::Gone(3 * every),
+        "counted from when we last held it"
+    );
+}
+
+#[test]
+fn a_version_3_client_is_never_probed() {
+    let t0 = Instant::now();
+    let (mut conn, _client) = pair(t0);
+    say_hello(&mut conn, rexec_proto::OLDEST_PROTOCOL);
+    let every = Duration::from_secs(30);
+    assert_eq!(conn.keepalive(t0 + 10 * every, every), Keepalive::Off);
+}

@@ -1,0 +1,275 @@
+use super::*;
+use rexec_proto::ClientHello;
+
+fn hello() -> ClientMsg {
+    ClientMsg::Hello(ClientHello {
+        protocol: PROTOCOL_VERSION,
+        software: "t".into(),
+    })
+}
+
+fn auth(answer: Vec<u8>) -> ClientMsg {
+    ClientMsg::Auth { answer }
+}
+
+#[test]
+fn a_version_3_client_is_served_without_probes_and_a_version_2_refused() {
+    let hello_v = |protocol| {
+        ClientMsg::Hello(ClientHello {
+            protocol,
+            software: "t".into(),
+        })
+    };
+    let mut p = ConnProtocol::new(None, [1; NONCE_LEN]);
+    assert!(matches!(p.on_message(hello_v(3)), Action::SendHello { .. }));
+    assert_eq!(p.hello().protocol, 3, "answered in the client's version");
+    assert!(!p.has_keepalive());
+    assert!(matches!(
+        p.on_message(ClientMsg::Ping { seq: 1 }),
+        Action::Ping { seq: 1 }
+    ));
+    let mut p = ConnProtocol::new(None, [1; NONCE_LEN]);
+    assert!(matches!(
+        p.on_message(hello_v(PROTOCOL_VERSION)),
+        Action::SendHello { .. }
+    ));
+    assert_eq!(p.hello().protocol, PROTOCOL_VERSION);
+    assert!(p.has_keepalive());
+    let mut p = ConnProtocol::new(None, [1; NONCE_LEN]);
+    assert_eq!(p.on_message(hello_v(2)).kind(), Some(ErrorKind::Version));
+}
+
+mod keys {
+    use super::*;
+    use signature::Signer;
+    use ssh_key::PrivateKey;
+    use ssh_key::private::{Ed25519Keypair, KeypairData};
+
+    fn key(seed: u8) -> PrivateKey {
+        PrivateKey::new(
+            KeypairData::Ed25519(Ed25519Keypair::from_seed(&[seed; 32])),
+            "",
+        )
+        .unwrap()
+    }
+
+    /// A protocol that lets in key 1, as account `lab`.
+    fn protocol() -> ConnProtocol {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("rexec-ak-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("authorized_keys");
+        std::fs::write(&file, key(1).public_key().to_openssh().unwrap()).unwrap();
+        let keys = crate::authorized::AuthorizedKeys::load(&file, "lab".into()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let mut p =
+            ConnProtocol::new(None, [5; NONCE_LEN]).with_keys(Some(std::sync::Arc::new(keys)));
+        assert!(p.hello().challenge.is_some(), "keys need a challenge");
+        let hello = ClientMsg::Hello(ClientHello {
+            protocol: PROTOCOL_VERSION,
+            software: "t".into(),
+        });
+        assert!(matches!(
+            p.on_message(hello),
+            Action::SendHello { open: false }
+        ));
+        p
+    }
+
+    fn offer(p: &mut ConnProtocol, k: &PrivateKey, user: &str, explicit: bool) -> Action {
+        let data = rexec_proto::keyauth::signed_data(user, explicit, b"", &[5; NONCE_LEN]);
+        p.on_message(ClientMsg::AuthKey {
+            user: user.into(),
+            explicit,
+            public_key: k.public_key().to_bytes().unwrap(),
+            signature: rexec_proto::keyauth::encode_signature(k.try_sign(&data).unwrap()),
+        })
+    }
+
+    #[test]
+    fn a_listed_key_opens_the_connection_as_its_account() {
+        let mut p = protocol();
+        assert!(matches!(
+            offer(&mut p, &key(1), "alice", false),
+            Action::KeyAccepted { .. }
+        ));
+        assert_eq!(p.phase(), Phase::Running);
+    }
+
+    #[test]
+    fn another_key_or_another_named_account_is_refused_a_few_times_then_closed() {
+        let mut p = protocol();
+        assert!(matches!(
+            offer(&mut p, &key(2), "alice", false),
+            Action::KeyRefused { tries_left: 5 }
+        ));
+        // The listed key, for an account that is not rexecd's.
+        assert!(matches!(
+            offer(&mut p, &key(1), "root", true),
+            Action::KeyRefused { tries_left: 4 }
+        ));
+        for _ in 0..3 {
+            assert!(matches!(
+                offer(&mut p, &key(2), "a", false),
+                Action::KeyRefused { .. }
+            ));
+        }
+        // The sixth wrong key ends it.
+        assert_eq!(
+            offer(&mut p, &key(2), "a", false).kind(),
+            Some(ErrorKind::Auth)
+        );
+        // While tries are left, the right key (for the right account
+        // when one is named) gets in.
+        let mut p = protocol();
+        assert!(matches!(
+            offer(&mut p, &key(2), "a", false),
+            Action::KeyRefused { .. }
+        ));
+        assert!(matches!(
+            offer(&mut p, &key(1), "lab", true),
+            Action::KeyAccepted { .. }
+        ));
+    }
+}
+
+#[test]
+fn without_a_token_hello_opens_the_connection() {
+    let mut p = ConnProtocol::new(None, [1; NONCE_LEN]);
+    assert_eq!(p.hello().challenge, None);
+    assert_eq!(
+        p.on_message(ClientMsg::Cancel { id: 1 }).kind(),
+        Some(ErrorKind::Protocol)
+    );
+    let mut p = ConnProtocol::new(None, [1; NONCE_LEN]);
+    assert_eq!(p.on_message(hello()), Action::SendHello { open: true });
+    assert_eq!(
+        p.on_message(ClientMsg::Cancel { id: 1 }),
+        Action::Cancel { id: 1 }
+    );
+    assert_eq!(p.on_message(hello()).kind(), Some(ErrorKind::Protocol));
+    assert_eq!(
+        p.on_message(auth(vec![1])).kind(),
+        Some(ErrorKind::Protocol)
+    );
+}
+
+#[test]
+fn with_a_token_only_the_right_answer_opens_it() {
+    let token = Token::new("secret").unwrap();
+    let nonce = [9; NONCE_LEN];
+    let fresh = || {
+        let mut p = ConnProtocol::new(Some(token.clone()), nonce);
+        assert_eq!(p.on_message(hello()), Action::SendHello { open: false });
+        assert_eq!(p.phase(), Phase::Auth);
+        p
+    };
+    let p = fresh();
+    assert_eq!(&p.hello().challenge.expect("challenge")[..], &nonce);
+    let mut p = fresh();
+    assert_eq!(
+        p.on_message(auth(vec![0; 32])).kind(),
+        Some(ErrorKind::Auth)
+    );
+    // An answer recorded on another connection (another nonce) fails.
+    let mut p = fresh();
+    assert_eq!(
+        p.on_message(auth(token.answer(b"", &[8; NONCE_LEN]).to_vec()))
+            .kind(),
+        Some(ErrorKind::Auth)
+    );
+    // No command before the answer.
+    let mut p = fresh();
+    let m = p.on_message(ClientMsg::Exec(Exec::default()));
+    assert_eq!(m.kind(), Some(ErrorKind::Auth));
+    let mut p = ConnProtocol::new(Some(token.clone()), nonce);
+    assert_eq!(
+        p.on_message(ClientMsg::Exec(Exec::default())).kind(),
+        Some(ErrorKind::Auth)
+    );
+    let mut p = fresh();
+    assert_eq!(
+        p.on_message(auth(token.answer(b"", &nonce).to_vec())),
+        Action::Authenticated
+    );
+    assert_eq!(p.phase(), Phase::Running);
+}
+
+#[test]
+fn answers_are_bound_to_the_tls_session() {
+    let token = Token::new("secret").unwrap();
+    let nonce = [3; NONCE_LEN];
+    let session = |binding: &[u8]| {
+        let mut p = ConnProtocol::new(Some(token.clone()), nonce);
+        p.set_binding(binding.to_vec());
+        p.on_message(hello());
+        p
+    };
+    // An answer relayed from another TLS session (another exporter value),
+    // even with the same nonce, is refused.
+    let relayed = token.answer(b"session-a", &nonce).to_vec();
+    assert_eq!(
+        session(b"session-b")
+            .on_message(auth(relayed.clone()))
+            .kind(),
+        Some(ErrorKind::Auth)
+    );
+    assert_eq!(
+        session(b"session-a").on_message(auth(relayed)),
+        Action::Authenticated
+    );
+}
+
+#[test]
+fn huge_env_is_rejected_for_that_command() {
+    let mut p = ConnProtocol::new(None, [0; NONCE_LEN]);
+    p.on_message(hello());
+    let e = Exec {
+        id: 4,
+        env: vec![("A".into(), "b".into()); MAX_ENV + 1],
+        ..Exec::default()
+    };
+    assert!(matches!(
+        p.on_message(ClientMsg::Exec(e)),
+        Action::Reject {
+            id: 4,
+            kind: ErrorKind::BadRequest,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn version_mismatch_names_both_versions() {
+    let mut p = ConnProtocol::new(None, [0; NONCE_LEN]);
+    let m = ClientMsg::Hello(ClientHello {
+        protocol: 7,
+        software: "x".repeat(1000),
+    });
+    match p.on_message(m) {
+        Action::Fail {
+            kind: ErrorKind::Version,
+            message,
+        } => {
+            assert!(
+                message.contains("protocol 7") && message.contains("speaks 3"),
+                "{message}"
+            );
+            // The version names what it added, so the message is longer
+            // than it was; the peer's 1000 characters are still cut.
+            assert!(message.contains("List"), "{message}");
+            assert!(message.len() < 400, "peer text is clipped");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+impl Action {
+    fn kind(&self) -> Option<ErrorKind> {
+        match self {
+            Action::Fail { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! File transfers: a Put, Get or List becomes a transfer helper
+//! (`rexecd __files`, files.rs) started like any command, and its request
+//! goes to it typed, as frames on its stdin.
+
+use std::os::unix::ffi::OsStrExt;
+
+use rexec_proto::{ErrorKind, Exec};
+
+use super::Server;
+use crate::files_request::{HelperMsg, Request};
+use crate::process::CommandError;
+use crate::registry::ConnId;
+
+impl Server {
+    /// A client sends a file: a transfer helper (`rexecd __files`) gets the
+    /// client's `Put` and then its data through stdin, as frames.
+    pub(super) fn put(&mut self, conn_id: ConnId, put: rexec_proto::Put) {
+        let label = format!(
+            "put {} ({} bytes)",
+            String::from_utf8_lossy(&put.dest),
+            put.size
+        );
+        // The data follows in Stdin, and PutEnd ends it.
+        self.transfer(conn_id, put.id, label, Request::Put(put), false);
+    }
+
+    /// The end of a put: the client's checksum, then EOF.
+    pub(super) fn put_end(&mut self, conn_id: ConnId, id: u32, sha256: &[u8]) {
+        let end = HelperMsg::End {
+            sha256: sha256.to_vec(),
+        };
+        self.send_to_helper(conn_id, id, &end, true);
+    }
+
+    /// A client fetches a file: a transfer helper sends it as output.
+    pub(super) fn get(&mut self, conn_id: ConnId, id: u32, path: Vec<u8>) {
+        let label = format!("get {}", String::from_utf8_lossy(&path));
+        self.transfer(conn_id, id, label, Request::Get(path), true);
+    }
+
+    /// A client lists a tree (`rexec cp -r` down): a transfer helper walks
+    /// it, confined like a get.
+    pub(super) fn list(&mut self, conn_id: ConnId, id: u32, path: Vec<u8>) {
+        let label = format!("list {}", String::from_utf8_lossy(&path));
+        self.transfer(conn_id, id, label, Request::List(path), true);
+    }
+
+    /// Queues a message for a transfer helper (a frame on its stdin).
+    fn send_to_helper(&mut self, conn_id: ConnId, id: u32, msg: &HelperMsg, eof: bool) {
+        let mut frame = Vec::new();
+        msg.encode(&mut frame);
+        self.queue_stdin(conn_id, id, &frame, eof, true);
+    }
+
+    /// Starts a transfer helper (files.rs) for `request` and sends it the
+    /// request, with the files root; `done` when nothing follows it.
+    fn transfer(&mut self, conn_id: ConnId, id: u32, label: String, request: Request, done: bool) {
+        let exec = Exec {
+            id,
+            command: label,
+            stdin: true,
+            ..Exec::default()
+        };
+        if self
+            .conns
+            .get(&conn_id)
+            .is_some_and(|c| c.command(id).is_some())
+        {
+            return self.command_error(
+                conn_id,
+                id,
+                ErrorKind::BadRequest,
+                format!("command id {id} is already running on this connection"),
+            );
+        }
+        let started = if self.procs.len() >= self.cfg.max_procs {
+            Err(CommandError::new(
+                ErrorKind::Limit,
+                format!(
+                    "{} commands running at once; try again later",
+                    self.cfg.max_procs
+                ),
+            ))
+        } else {
+            crate::exec_policy::transfer_command(&self.cfg.exec)
+                .and_then(|cmd| self.launch(conn_id, exec, cmd))
+        };
+        if started.is_ok() {
+            let root = self.cfg.exec.files_root.as_ref();
+            let msg = HelperMsg::Request {
+                request,
+                root: root.map(|r| r.as_os_str().as_bytes().to_vec()),
+            };
+            self.send_to_helper(conn_id, id, &msg, done);
+            // From here on, what the client sends for it is data.
+            if let Some(p) = self.conns.get(&conn_id).and_then(|c| c.command(id))
+                && let Some(p) = self.procs.get_mut(&p)
+            {
+                p.mark_transfer();
+            }
+        }
+        if let Err(e) = started {
+            self.command_error(conn_id, id, e.kind, e.message);
+        }
+    }
+}
