@@ -101,9 +101,28 @@ pub struct Args {
     /// format: `ssh-ed25519 AAAA... comment`, one per line), as rexecd's
     /// account (or --user's): they prove it with a signature, as with ssh,
     /// and nothing secret is handed out. With a token too, either works.
-    /// Keys with options (from=, command=, ...) are refused for now.
-    #[arg(long, value_name = "FILE")]
+    /// Options before a key are honoured: from="PATTERNS", command="..."
+    /// (the client's command is in REXEC_ORIGINAL_COMMAND), no-pty,
+    /// restrict, expiry-time="YYYYMMDD[HHMM]"; a key with any other option
+    /// is left out (and logged). The file is read at start.
+    #[arg(long, value_name = "FILE", conflicts_with = "login")]
     pub authorized_keys: Option<PathBuf>,
+
+    /// Let every account log in with its own keys, as sshd does: the client
+    /// names an account (rexec alice@HOST), and its key must be in that
+    /// account's ~/.ssh/authorized_keys (read at each login, checked as
+    /// sshd's StrictModes: the file and its directories owned by the
+    /// account or root and not writable by others). Commands, terminals
+    /// and copies run as that account, from its home, through its login
+    /// shell, in a clean environment; an account whose shell is nologin
+    /// runs nothing. Needs root; root itself needs --permit-root-login.
+    #[arg(long, conflicts_with = "user")]
+    pub login: bool,
+
+    /// With --login, let root log in too (with a key in root's own
+    /// authorized_keys). Also lets token holders in, as root.
+    #[arg(long, requires = "login")]
+    pub permit_root_login: bool,
 
     /// Close connections that have not completed their hello (and
     /// authentication) within this many seconds.
@@ -203,10 +222,30 @@ pub struct Args {
 }
 
 impl Args {
+    /// `--authorized-keys`, for the account commands run as.
+    fn authorized_keys(
+        &self,
+        run_as: Option<&RunAs>,
+    ) -> Result<Option<std::sync::Arc<crate::authorized::AuthorizedKeys>>, ConfigError> {
+        let Some(path) = &self.authorized_keys else {
+            return Ok(None);
+        };
+        let account = match run_as {
+            Some(u) => u.name.clone(),
+            None => nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+                .unwrap_or_default(),
+        };
+        let keys = crate::authorized::AuthorizedKeys::load(path, account)?;
+        Ok(Some(std::sync::Arc::new(keys)))
+    }
+
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
         let token = Token::load(self.token_file.as_deref())?;
-        let allow = match self.allow {
+        let allow = match &self.allow {
             None => None,
             Some(progs) => Some(
                 progs
@@ -224,22 +263,10 @@ impl Args {
             }
             Some(name) => Some(RunAs::lookup(name)?),
         };
-        let authorized_keys = match &self.authorized_keys {
-            None => None,
-            Some(path) => {
-                let account = match &run_as {
-                    Some(u) => u.name.clone(),
-                    None => nix::unistd::User::from_uid(nix::unistd::getuid())
-                        .ok()
-                        .flatten()
-                        .map(|u| u.name)
-                        .unwrap_or_default(),
-                };
-                Some(std::sync::Arc::new(
-                    crate::authorized::AuthorizedKeys::load(path, account)?,
-                ))
-            }
-        };
+        if self.login && !nix::unistd::geteuid().is_root() {
+            return Err(ConfigError::LoginNeedsRoot);
+        }
+        let authorized_keys = self.authorized_keys(run_as.as_ref())?;
         let tls = match (&self.cert, &self.key, self.tls) {
             (Some(c), Some(k), _) => Some(crate::tls::from_files(c, k)?),
             (_, _, true) => {
@@ -268,6 +295,8 @@ impl Args {
             keepalive: secs(self.keepalive),
             token,
             authorized_keys,
+            login: self.login,
+            permit_root_login: self.permit_root_login,
             handshake_timeout: Duration::from_secs(self.handshake_timeout.max(1)),
             exec: ExecPolicy {
                 no_shell: self.no_shell,

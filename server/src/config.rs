@@ -66,6 +66,11 @@ pub struct Config {
     pub token: Option<Token>,
     /// Public keys that may come in instead of the token (`--authorized-keys`).
     pub authorized_keys: Option<std::sync::Arc<crate::authorized::AuthorizedKeys>>,
+    /// `--login`: a client names an account, and its key must be in that
+    /// account's `~/.ssh/authorized_keys` (login.rs).
+    pub login: bool,
+    /// `--permit-root-login`: root may log in with `--login`.
+    pub permit_root_login: bool,
     /// A connection must complete its hello (and auth) within this time.
     pub handshake_timeout: Duration,
     /// A frame that has begun to arrive must be complete within this time.
@@ -105,6 +110,8 @@ impl Default for Config {
             handle_signals: true,
             token: None,
             authorized_keys: None,
+            login: false,
+            permit_root_login: false,
             handshake_timeout: Duration::from_secs(10),
             frame_timeout: Duration::from_secs(30),
             exec: ExecPolicy::default(),
@@ -116,18 +123,33 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Whether clients must authenticate: with a token or a key.
+    pub fn needs_auth(&self) -> bool {
+        self.token.is_some() || self.authorized_keys.is_some() || self.login
+    }
+
     /// Refuses unsafe settings; returns warnings to log for allowed ones.
     pub fn check(&self) -> Result<Vec<String>, ConfigError> {
         let mut warnings = Vec::new();
         if self.tls.is_some() && self.protocol != Protocol::Native {
             return Err(ConfigError::TlsNeedsNative);
         }
+        if self.login {
+            match self.protocol {
+                Protocol::Native => {}
+                Protocol::Seed => return Err(ConfigError::LoginNeedsNative("seed")),
+                Protocol::Raw => return Err(ConfigError::LoginNeedsNative("raw")),
+            }
+            if self.token.is_some() && !self.permit_root_login {
+                return Err(ConfigError::LoginTokenIsRoot);
+            }
+        }
         if !self.listen.ip().is_loopback() {
             let mut missing = Vec::new();
             if self.tls.is_none() {
                 missing.push("TLS (--tls)");
             }
-            let open = self.token.is_none() && self.authorized_keys.is_none();
+            let open = !self.needs_auth();
             if open {
                 missing.push(
                     "a token (--token-file FILE or REXEC_TOKEN) or keys (--authorized-keys FILE)",

@@ -136,6 +136,8 @@ pub struct Connection {
     /// Who authenticated, and how (for the audit line): `token`, or the
     /// account and the key's fingerprint.
     who: Option<std::sync::Arc<str>>,
+    /// What it may do, and as whom (decided when it authenticated).
+    grant: std::sync::Arc<crate::grant::Grant>,
 }
 
 impl Connection {
@@ -179,6 +181,7 @@ impl Connection {
             last_heard: now,
             probes: 0,
             who: None,
+            grant: std::sync::Arc::default(),
         }
     }
 
@@ -194,6 +197,17 @@ impl Connection {
     /// Who authenticated, if anyone had to.
     pub fn who(&self) -> Option<std::sync::Arc<str>> {
         self.who.clone()
+    }
+
+    /// Records what a key's line (and the account it logged in as)
+    /// allows.
+    pub fn set_grant(&mut self, grant: crate::grant::Grant) {
+        self.grant = std::sync::Arc::new(grant);
+    }
+
+    /// What this connection may do, and as whom.
+    pub fn grant(&self) -> std::sync::Arc<crate::grant::Grant> {
+        self.grant.clone()
     }
 
     pub fn state(&self) -> State {

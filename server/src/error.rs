@@ -36,6 +36,20 @@ pub enum ConfigError {
     #[error("--tls works with --protocol native only")]
     TlsNeedsNative,
     #[error(
+        "--login needs rexecd to run as root (it runs each account's commands as that account)"
+    )]
+    LoginNeedsRoot,
+    #[error(
+        "--login with the {0} protocol: it has no authentication, so everyone would run \
+         commands as root; use --protocol native"
+    )]
+    LoginNeedsNative(&'static str),
+    #[error(
+        "--login with a token: token holders would run commands as root (rexecd's account); \
+         add --permit-root-login if that is meant, or leave the token out"
+    )]
+    LoginTokenIsRoot,
+    #[error(
         "refusing to listen on {listen} without {missing}: anyone on the network could {could}. \
          Listen on loopback, add what is missing, or pass --insecure if this network is trusted"
     )]

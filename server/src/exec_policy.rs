@@ -11,6 +11,7 @@ use std::process::Command;
 use rexec_proto::{ErrorKind, Exec, ExecMode};
 
 use crate::error::ConfigError;
+use crate::grant::Grant;
 use crate::process::CommandError;
 use rexec_proto::text::echo;
 
@@ -97,6 +98,8 @@ pub struct RunAs {
     pub gid: u32,
     pub groups: Vec<u32>,
     pub home: PathBuf,
+    /// Its login shell, from the user database.
+    pub shell: PathBuf,
 }
 
 impl RunAs {
@@ -119,11 +122,12 @@ impl RunAs {
             gid: user.gid.as_raw(),
             groups: groups.iter().map(|g| g.as_raw()).collect(),
             home: user.dir,
+            shell: user.shell,
         })
     }
 
     /// Makes `cmd` run as this account, with its HOME, USER and LOGNAME.
-    fn apply(&self, cmd: &mut Command) {
+    pub(crate) fn apply(&self, cmd: &mut Command) {
         use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
         cmd.env("HOME", &self.home)
             .env("USER", &self.name)
@@ -153,11 +157,17 @@ impl RunAs {
 pub const SAFE_ENV: [&str; 4] = ["LANG", "LC_*", "TZ", "TERM"];
 
 impl ExecPolicy {
-    /// The home directory of the account commands run as: `--user`'s, or
-    /// rexecd's own from the user database (not `$HOME`, which whoever
-    /// started rexecd may have set to anything), else `$HOME`.
-    pub fn home(&self) -> Option<PathBuf> {
-        match &self.run_as {
+    /// The account a connection's commands run as: the one it logged in
+    /// as (`--login`), `--user`'s, or `None` for rexecd's own.
+    pub fn account<'a>(&'a self, grant: &'a Grant) -> Option<&'a RunAs> {
+        grant.account.as_deref().or(self.run_as.as_ref())
+    }
+
+    /// The home directory of the account commands run as: the connection's
+    /// or `--user`'s, or rexecd's own from the user database (not `$HOME`,
+    /// which whoever started rexecd may have set to anything), else `$HOME`.
+    pub fn home(&self, grant: &Grant) -> Option<PathBuf> {
+        match self.account(grant) {
             Some(user) => Some(user.home.clone()),
             None => self
                 .own_home
@@ -179,12 +189,25 @@ impl ExecPolicy {
                 .chain(self.allow_env.iter().map(String::as_str))
                 .any(matches)
     }
+
+    /// Whether a client may set `name` for a forced command: only what it
+    /// could with `no_shell`, since a variable such as `BASH_ENV` or
+    /// `LD_PRELOAD` would run code of its choosing instead.
+    fn env_allowed_forced(&self, name: &str) -> bool {
+        let strict = ExecPolicy {
+            no_shell: true,
+            allow_env: self.allow_env.clone(),
+            ..ExecPolicy::default()
+        };
+        strict.env_allowed(name)
+    }
 }
 
 /// The `Command` for a file transfer helper (`rexecd __files`; its request
 /// comes on stdin), under the same environment, user and starting directory
 /// as a command.
-pub fn transfer_command(policy: &ExecPolicy) -> Result<Command, CommandError> {
+pub fn transfer_command(policy: &ExecPolicy, grant: &Grant) -> Result<Command, CommandError> {
+    grant.check_transfer()?;
     let Some(exe) = &policy.files_helper else {
         return Err(CommandError::new(
             ErrorKind::Forbidden,
@@ -199,7 +222,7 @@ pub fn transfer_command(policy: &ExecPolicy) -> Result<Command, CommandError> {
     }
     let mut cmd = Command::new(exe);
     cmd.arg(crate::files::FILES);
-    if let Some(h) = policy.home().filter(|h| h.is_dir()) {
+    if let Some(h) = policy.home(grant).filter(|h| h.is_dir()) {
         cmd.current_dir(h);
     }
     cmd.env_clear().env("PATH", CHILD_PATH);
@@ -208,10 +231,10 @@ pub fn transfer_command(policy: &ExecPolicy) -> Result<Command, CommandError> {
             cmd.env(k, v);
         }
     }
-    if let Some(h) = policy.home() {
+    if let Some(h) = policy.home(grant) {
         cmd.env("HOME", h);
     }
-    if let Some(user) = &policy.run_as {
+    if let Some(user) = policy.account(grant) {
         user.apply(&mut cmd);
     }
     Ok(cmd)
@@ -220,14 +243,14 @@ pub fn transfer_command(policy: &ExecPolicy) -> Result<Command, CommandError> {
 /// The login shell of `user`, or of the user rexecd runs as: from the
 /// user database, `/bin/sh` when it names none.
 fn login_shell(user: Option<&RunAs>) -> PathBuf {
-    let entry = match user {
-        Some(u) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(u.uid)),
-        None => nix::unistd::User::from_uid(nix::unistd::geteuid()),
+    let shell = match user {
+        Some(u) => Some(u.shell.clone()),
+        None => nix::unistd::User::from_uid(nix::unistd::geteuid())
+            .ok()
+            .flatten()
+            .map(|u| u.shell),
     };
-    entry
-        .ok()
-        .flatten()
-        .map(|u| u.shell)
+    shell
         .filter(|s| s.is_file())
         .unwrap_or_else(|| PathBuf::from("/bin/sh"))
 }
@@ -235,8 +258,16 @@ fn login_shell(user: Option<&RunAs>) -> PathBuf {
 /// Builds the `Command` an `Exec` asks for, without running it, under the
 /// server's policy: a clean environment, and with `no_shell` no shell and
 /// optionally only allowed programs.
-pub fn command_for(exec: &Exec, policy: &ExecPolicy) -> Result<Command, CommandError> {
-    let (program, arg0, args) = what_to_run(exec, policy)?;
+///
+/// `grant` is what the connection may do: the account it logged in as
+/// (whose login shell runs the command, as sshd does), a forced command.
+pub fn command_for(
+    exec: &Exec,
+    policy: &ExecPolicy,
+    grant: &Grant,
+) -> Result<Command, CommandError> {
+    grant.check_exec(exec)?;
+    let (program, arg0, args) = what_to_run(exec, policy, grant)?;
     let mut cmd = match &policy.contain {
         // The supervisor runs the command and, when it ends, everything it
         // started (see contain.rs).
@@ -254,8 +285,8 @@ pub fn command_for(exec: &Exec, policy: &ExecPolicy) -> Result<Command, CommandE
             c
         }
     };
-    cmd.current_dir(start_dir(exec, policy)?);
-    set_environment(&mut cmd, exec, policy)?;
+    cmd.current_dir(start_dir(exec, policy, grant)?);
+    set_environment(&mut cmd, exec, policy, grant)?;
     Ok(cmd)
 }
 
@@ -264,19 +295,25 @@ type Invocation = (PathBuf, Option<String>, Vec<String>);
 
 /// What to run for `exec`: through the shell, the login shell, or (with
 /// `--no-shell`) the split command line, checked against `--allow`.
-fn what_to_run(exec: &Exec, policy: &ExecPolicy) -> Result<Invocation, CommandError> {
-    let mode = if policy.no_shell {
-        ExecMode::Argv
-    } else {
-        exec.mode
+fn what_to_run(
+    exec: &Exec,
+    policy: &ExecPolicy,
+    grant: &Grant,
+) -> Result<Invocation, CommandError> {
+    let (command, forced) = grant.command(exec);
+    let mode = match (policy.no_shell, forced) {
+        (true, _) => ExecMode::Argv,
+        // A forced command is a shell command line, as with sshd.
+        (false, true) => ExecMode::Shell,
+        (false, false) => exec.mode,
     };
-    let login = exec.pty.is_some() && exec.command.trim().is_empty();
+    let login = exec.pty.is_some() && command.trim().is_empty();
     Ok(match mode {
         // `rexec -t HOST` with no command: the login shell of the user
         // commands run as, as `ssh HOST` opens, named `-sh` so it reads the
         // login profile.
         ExecMode::Shell if login => {
-            let shell = login_shell(policy.run_as.as_ref());
+            let shell = login_shell(policy.account(grant));
             let name = shell
                 .file_name()
                 .map(|n| format!("-{}", n.to_string_lossy()))
@@ -289,13 +326,18 @@ fn what_to_run(exec: &Exec, policy: &ExecPolicy) -> Result<Invocation, CommandEr
                 "no login shell on this server (--no-shell): give a command",
             ));
         }
+        // Logged in as an account (--login): through its own shell, as
+        // sshd runs commands.
         ExecMode::Shell => (
-            PathBuf::from("/bin/sh"),
+            match &grant.account {
+                Some(user) => login_shell(Some(user)),
+                None => PathBuf::from("/bin/sh"),
+            },
             None,
-            vec!["-c".into(), exec.command.clone()],
+            vec!["-c".into(), command.to_string()],
         ),
         ExecMode::Argv => {
-            let words = shlex::split(&exec.command).ok_or_else(|| {
+            let words = shlex::split(command).ok_or_else(|| {
                 CommandError::bad(
                     "cannot split the command: unbalanced quote or trailing backslash",
                 )
@@ -328,8 +370,8 @@ fn what_to_run(exec: &Exec, policy: &ExecPolicy) -> Result<Invocation, CommandEr
 
 /// Where the command starts: the home directory of the user it runs as (as
 /// with ssh), or the client's --cwd, where `~` is that home too.
-fn start_dir(exec: &Exec, policy: &ExecPolicy) -> Result<PathBuf, CommandError> {
-    let home = policy.home();
+fn start_dir(exec: &Exec, policy: &ExecPolicy, grant: &Grant) -> Result<PathBuf, CommandError> {
+    let home = policy.home(grant);
     let Some(given) = exec.cwd.as_deref() else {
         // As sshd: a home that is missing is no reason not to run.
         return Ok(home
@@ -366,20 +408,29 @@ fn set_environment(
     cmd: &mut Command,
     exec: &Exec,
     policy: &ExecPolicy,
+    grant: &Grant,
 ) -> Result<(), CommandError> {
-    cmd.env_clear()
-        .env("PATH", CHILD_PATH)
-        .env("SHELL", "/bin/sh");
+    cmd.env_clear().env("PATH", CHILD_PATH).env(
+        "SHELL",
+        match &grant.account {
+            Some(user) => login_shell(Some(user)),
+            None => PathBuf::from("/bin/sh"),
+        },
+    );
     for k in INHERITED_ENV {
         if let Some(v) = std::env::var_os(k) {
             cmd.env(k, v);
         }
     }
-    if let Some(h) = policy.home() {
+    if let Some(h) = policy.home(grant) {
         cmd.env("HOME", h);
     }
-    if let Some(user) = &policy.run_as {
+    if let Some(user) = policy.account(grant) {
         user.apply(cmd);
+    }
+    let (_, forced) = grant.command(exec);
+    if forced {
+        cmd.env(crate::grant::ORIGINAL_COMMAND, &exec.command);
     }
     for (k, v) in &exec.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
@@ -388,12 +439,16 @@ fn set_environment(
                 echo(k)
             )));
         }
-        if !policy.env_allowed(k) {
+        let allowed = match forced {
+            true => policy.env_allowed_forced(k),
+            false => policy.env_allowed(k),
+        };
+        if !allowed {
             return Err(CommandError::new(
                 ErrorKind::Forbidden,
                 format!(
                     "environment variable {} may not be set on this server (with --no-shell \
-                     clients may set {} and what --allow-env names)",
+                     or a forced command, clients may set {} and what --allow-env names)",
                     echo(k),
                     SAFE_ENV.join(", ")
                 ),
@@ -429,16 +484,22 @@ mod tests {
             command: c.into(),
             ..Exec::default()
         };
-        assert!(command_for(&exec("echo hi"), &cfg).is_ok());
-        let e = command_for(&exec("/bin/../bin/rm -rf /tmp/x"), &cfg).unwrap_err();
+        assert!(command_for(&exec("echo hi"), &cfg, &Grant::default()).is_ok());
+        let e =
+            command_for(&exec("/bin/../bin/rm -rf /tmp/x"), &cfg, &Grant::default()).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Forbidden);
         // The same file under another name is another program: a link to
         // an allowed program, or the program's own path, is not the entry.
         let echo_path = find_program("echo").unwrap();
-        let e = command_for(&exec(&format!("{} hi", echo_path.display())), &cfg).unwrap_err();
+        let e = command_for(
+            &exec(&format!("{} hi", echo_path.display())),
+            &cfg,
+            &Grant::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Forbidden);
         // Shell mode is not a way around it: the whole string is split, no shell.
-        let e = command_for(&exec("sh -c 'rm -rf /tmp/x'"), &cfg).unwrap_err();
+        let e = command_for(&exec("sh -c 'rm -rf /tmp/x'"), &cfg, &Grant::default()).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Forbidden);
     }
 

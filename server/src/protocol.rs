@@ -5,12 +5,20 @@
 //!
 //! ```text
 //!   Hello ──(client Hello, right version)──▶ [server Hello] ──▶ Running
-//!     │                                          │ (token set)
+//!     │                                          │ (token or keys)
 //!     │                                          ▼
-//!     │                                        Auth ──(right answer)──▶ Running
+//!     │                                        Auth ──(right token)──▶ Running
+//!     │                                          │  ▲
+//!     │                       (key, good signature) │ (refused: up to 6 keys)
+//!     │                                          ▼  │
+//!     │                                      KeyCheck ──(allowed)──▶ Running
 //!     │                                          │
 //!     └──(anything else, wrong answer, silence)──┴──▶ Error + close
 //! ```
+//!
+//! Whether a signed key is allowed in (and as whom) is the server's to
+//! say: it may read a file in the account's home on another thread
+//! (login.rs), so the answer comes back through [`ConnProtocol::key_checked`].
 
 use rexec_proto::auth::{NONCE_LEN, Token};
 use rexec_proto::{
@@ -65,10 +73,16 @@ pub enum Action {
         id: u32,
         path: Vec<u8>,
     },
-    /// A key was accepted: tell the client (its fingerprint for the log).
-    KeyAccepted {
-        fingerprint: String,
+    /// A key's signature is good: is the key allowed in, for that account
+    /// (`--authorized-keys`, or the account's file with `--login`)? The
+    /// answer goes to [`ConnProtocol::key_checked`].
+    CheckKey {
+        user: String,
+        explicit: bool,
+        key: Box<ssh_key::PublicKey>,
     },
+    /// The key is allowed in: tell the client.
+    KeyAccepted,
     /// A key was refused; the client may offer `tries_left` more.
     KeyRefused {
         tries_left: u8,
@@ -99,6 +113,9 @@ pub enum Phase {
     Hello,
     /// Waiting for the answer to the challenge.
     Auth,
+    /// A key is being checked (`Action::CheckKey`); the client waits for
+    /// the answer before it sends anything.
+    KeyCheck,
     Running,
 }
 
@@ -112,8 +129,8 @@ pub struct ConnProtocol {
     binding: Vec<u8>,
     /// The protocol version both speak: the client's, when it is older.
     version: u16,
-    /// The public keys that may come in (`--authorized-keys`).
-    keys: Option<std::sync::Arc<crate::authorized::AuthorizedKeys>>,
+    /// Whether keys may come in (`--authorized-keys` or `--login`).
+    keys: bool,
     /// Keys refused so far on this connection.
     keys_tried: u8,
 }
@@ -130,23 +147,20 @@ impl ConnProtocol {
             nonce,
             binding: Vec::new(),
             version: PROTOCOL_VERSION,
-            keys: None,
+            keys: false,
             keys_tried: 0,
         }
     }
 
-    /// Also lets in the clients whose key is in `keys`.
-    pub fn with_keys(
-        mut self,
-        keys: Option<std::sync::Arc<crate::authorized::AuthorizedKeys>>,
-    ) -> Self {
+    /// Also lets in clients with a key (the server says which keys).
+    pub fn with_keys(mut self, keys: bool) -> Self {
         self.keys = keys;
         self
     }
 
     /// Whether the client must authenticate (a token or a key).
     fn auth_required(&self) -> bool {
-        self.token.is_some() || self.keys.is_some()
+        self.token.is_some() || self.keys
     }
 
     /// Ties authentication to the channel (the TLS exporter value); call
@@ -206,7 +220,7 @@ impl ConnProtocol {
                     public_key,
                     signature,
                 },
-            ) => self.on_key(&user, explicit, &public_key, &signature),
+            ) => self.on_key(user, explicit, &public_key, &signature),
             (Phase::Auth, ClientMsg::Auth { answer }) => {
                 let ok = self
                     .token
@@ -224,6 +238,10 @@ impl ConnProtocol {
                 self.phase = Phase::Running;
                 Action::Authenticated
             }
+            (Phase::KeyCheck, other) => Action::Fail {
+                kind: ErrorKind::Protocol,
+                message: format!("got {} while its key was being checked", other.kind_name()),
+            },
             (Phase::Hello | Phase::Auth, other) => Action::Fail {
                 kind: if self.auth_required() {
                     ErrorKind::Auth
@@ -276,37 +294,63 @@ impl ConnProtocol {
 }
 
 impl ConnProtocol {
-    /// A key offered in the Auth phase: accepted (running from now on), or
-    /// refused with a few more tries, or the last try failed. A key not in
-    /// the file, a wrong signature and another account all get the same
-    /// answer.
+    /// A key offered in the Auth phase: with a good signature (over this
+    /// connection's challenge and the account named), the server checks
+    /// whether the key is allowed in; otherwise it is refused with a few
+    /// more tries, or the last try failed.
     fn on_key(
         &mut self,
-        user: &str,
+        user: String,
         explicit: bool,
         public_key: &[u8],
         signature: &[u8],
     ) -> Action {
-        let Some(keys) = self.keys.clone() else {
+        if !self.keys {
             return Action::Fail {
                 kind: ErrorKind::Auth,
-                message:
-                    "this server does not accept keys (no --authorized-keys); it wants a token"
-                        .into(),
-            };
-        };
-        let data = rexec_proto::keyauth::signed_data(user, explicit, &self.binding, &self.nonce);
-        let accepted = rexec_proto::keyauth::public_key(public_key)
-            .ok()
-            .filter(|k| keys.contains(k))
-            .filter(|_| !explicit || user == keys.account)
-            .filter(|k| rexec_proto::keyauth::verify(k, &data, signature).is_ok());
-        if let Some(key) = accepted {
-            self.phase = Phase::Running;
-            return Action::KeyAccepted {
-                fingerprint: crate::authorized::fingerprint(&key),
+                message: "this server does not accept keys (no --authorized-keys or --login); \
+                          it wants a token"
+                    .into(),
             };
         }
+        let data = rexec_proto::keyauth::signed_data(&user, explicit, &self.binding, &self.nonce);
+        let signed = rexec_proto::keyauth::public_key(public_key)
+            .ok()
+            .filter(|k| rexec_proto::keyauth::verify(k, &data, signature).is_ok());
+        match signed {
+            Some(key) => {
+                self.phase = Phase::KeyCheck;
+                Action::CheckKey {
+                    user,
+                    explicit,
+                    key: Box::new(key),
+                }
+            }
+            None => self.key_refused(),
+        }
+    }
+
+    /// The server's answer to [`Action::CheckKey`]: in, or refused (the
+    /// same answer whatever the reason: a key not listed, another account,
+    /// an account that does not exist).
+    pub fn key_checked(&mut self, accepted: bool) -> Action {
+        if self.phase != Phase::KeyCheck {
+            return Action::Fail {
+                kind: ErrorKind::Protocol,
+                message: "no key was being checked".into(),
+            };
+        }
+        if accepted {
+            self.phase = Phase::Running;
+            return Action::KeyAccepted;
+        }
+        self.phase = Phase::Auth;
+        self.key_refused()
+    }
+
+    /// One more key refused: the client may offer another, up to
+    /// [`MAX_KEY_TRIES`] in all.
+    fn key_refused(&mut self) -> Action {
         self.keys_tried = self.keys_tried.saturating_add(1);
         if self.keys_tried >= MAX_KEY_TRIES {
             return Action::Fail {

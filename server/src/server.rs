@@ -11,6 +11,7 @@
 //! |---|---|
 //! | `accept` | accept, admit, the hello (held back after failed auth) |
 //! | `input` | socket reads → messages → actions; closing; idleness |
+//! | `keys` | a signed key: allowed in, for which account (login thread) |
 //! | `command` | Exec → spawn; stdin to the child; cancel; time limits |
 //! | `transfer` | Put, Get, List → a transfer helper and its typed request |
 //! | `deadlines` | a connection's timers: frame, idle, keepalive |
@@ -24,6 +25,7 @@ mod budget;
 mod command;
 mod deadlines;
 mod input;
+mod keys;
 mod output;
 mod penalty;
 mod reap;
@@ -132,6 +134,8 @@ struct Door {
     accept_failing: bool,
     /// Kept in reserve for refusing a connection when out of descriptors.
     spare_fd: Option<std::os::fd::OwnedFd>,
+    /// With `--login`: the thread that checks accounts' keys (login.rs).
+    logins: Option<crate::login::Logins>,
 }
 
 /// What the memory budget (`--max-buffer`) keeps track of.
@@ -215,6 +219,20 @@ impl Server {
             .mio()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(registry.mio(), WAKER)?);
+        let logins = match cfg.login {
+            true => {
+                let waker = waker.clone();
+                Some(crate::login::Logins::start(
+                    cfg.permit_root_login,
+                    move || {
+                        if let Err(e) = waker.wake() {
+                            log::error!("cannot wake the server for a login: {e}");
+                        }
+                    },
+                )?)
+            }
+            false => None,
+        };
         let signals = if cfg.handle_signals {
             let mut s = Signals::new([SIGINT, SIGTERM, SIGCHLD])?;
             registry
@@ -247,6 +265,7 @@ impl Server {
                 startups: 0,
                 accept_failing: false,
                 spare_fd: accept::spare_descriptor(),
+                logins,
             },
             budget: Budget {
                 held: 0,
@@ -324,6 +343,8 @@ impl Server {
             SIGNALS => self.on_signals(),
             SPAWNED => self.take_spawned(),
             WAKER => {
+                // A login checked (keys.rs), or a stop asked for.
+                self.take_logins();
                 if self.stop.handle.stop.load(Ordering::SeqCst) {
                     self.begin_shutdown();
                 }

@@ -179,28 +179,134 @@ fn loose_permissions_are_refused_on_both_sides() {
     assert!(r.stderr.contains("chmod 600"), "{}", r.stderr);
 }
 
-#[test]
-fn a_key_with_options_is_refused_until_options_are_understood() {
-    let keys = Keys::new("keys-options");
-    let key = keys.make("k", Algorithm::Ed25519);
-    let file = keys.authorize(&[&key], "command=\"/bin/true\" ");
-    // A line the parser cannot read (here a comment-less line with an
-    // option) is left out, said, and does not keep rexecd from starting.
-    let mut text = std::fs::read_to_string(&file).unwrap();
+/// The public line of key file `key`, after `options`.
+fn line(key: &Path, options: &str) -> String {
     let public = std::fs::read_to_string(format!("{}.pub", key.display())).unwrap();
-    text = text.replace('\n', " a comment\n");
-    text.push_str(&format!("no-pty {}\n", public.trim()));
-    std::fs::write(&file, text).unwrap();
-    let d = Daemon::start(&["--authorized-keys", &file]);
-    assert!(d.wait_log("key 2:", PATIENCE), "{}", d.log());
+    format!("{options}{}\n", public.trim())
+}
+
+/// Writes `text` as an authorized_keys file (mode 600) in `keys`.
+fn authorized(keys: &Keys, text: &str) -> String {
+    let path = keys.dir.path("authorized_keys");
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn a_forced_command_runs_instead_and_sees_what_was_asked() {
+    let keys = Keys::new("keys-forced");
+    let key = keys.make("k", Algorithm::Ed25519);
+    // A '#' and a quoted comma inside the command, a comment after the key.
+    let text = line(
+        &key,
+        "no-port-forwarding,command=\"echo \\\"#forced,\\\" asked: $REXEC_ORIGINAL_COMMAND\" ",
+    )
+    .replace('\n', " a comment\n");
+    let d = Daemon::start(&["--authorized-keys", &authorized(&keys, &text)]);
+    let r = run(keys
+        .rexec()
+        .arg("-i")
+        .arg(&key)
+        .args(["--env", "BASH_ENV=/tmp/x"])
+        .arg(d.host())
+        .arg("rm -rf ~"));
+    assert_ne!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("BASH_ENV may not be set"),
+        "a forced command takes only safe variables: {}",
+        r.stderr
+    );
     let r = run(keys
         .rexec()
         .arg("-i")
         .arg(&key)
         .arg(d.host())
+        .arg("rm -rf ~"));
+    assert_eq!(r.out(), "#forced, asked: rm -rf ~\n", "{}", r.stderr);
+    // Copies would run something else: refused.
+    let src = keys.dir.path("f");
+    std::fs::write(&src, "x").unwrap();
+    let r = run(keys
+        .rexec()
+        .args(["cp", "-i"])
+        .arg(&key)
+        .arg(&src)
+        .arg(format!("{}:f2", d.host())));
+    assert_ne!(r.code, Some(0));
+    assert!(r.stderr.contains("forced command"), "{}", r.stderr);
+}
+
+#[test]
+fn from_expiry_no_pty_and_unknown_options_are_honoured() {
+    let keys = Keys::new("keys-options");
+    let elsewhere = keys.make("elsewhere", Algorithm::Ed25519);
+    let negated = keys.make("negated", Algorithm::Ed25519);
+    let expired = keys.make("expired", Algorithm::Ed25519);
+    let unknown = keys.make("unknown", Algorithm::Ed25519);
+    let no_pty = keys.make("nopty", Algorithm::Ed25519);
+    let here = keys.make("here", Algorithm::Ed25519);
+    let text = [
+        line(&elsewhere, "from=\"10.0.0.0/8\" "),
+        line(&negated, "from=\"127.0.0.*,!127.0.0.1\" "),
+        line(&expired, "expiry-time=\"20000101\" "),
+        line(&unknown, "permitopen=\"127.0.0.1:22\" "),
+        line(&no_pty, "restrict "),
+        line(&here, "from=\"127.0.0.0/8\",expiry-time=\"29991231Z\" "),
+    ]
+    .concat();
+    let d = Daemon::start(&["--authorized-keys", &authorized(&keys, &text)]);
+    // A line with an option rexecd does not know is left out, and said.
+    assert!(
+        d.wait_log("line 4: option \"permitopen\" is not supported", PATIENCE),
+        "{}",
+        d.log()
+    );
+    for (key, why) in [
+        (
+            &elsewhere,
+            "127.0.0.1 is not in the key's from=\"10.0.0.0/8\"",
+        ),
+        (
+            &negated,
+            "127.0.0.1 is not in the key's from=\"127.0.0.*,!127.0.0.1\"",
+        ),
+        (&expired, "the key has expired"),
+        (&unknown, "the key is not in"),
+    ] {
+        let r = run(keys.rexec().arg("-i").arg(key).arg(d.host()).arg("echo in"));
+        assert_eq!(r.code, Some(255), "{}", r.stderr);
+        assert!(
+            r.stderr.contains("Permission denied (publickey)"),
+            "{}",
+            r.stderr
+        );
+        assert!(d.wait_log(why, PATIENCE), "{why}: {}", d.log());
+    }
+    let r = run(keys
+        .rexec()
+        .arg("-i")
+        .arg(&here)
+        .arg(d.host())
         .arg("echo in"));
-    assert_eq!(r.code, Some(255), "{}", r.stderr);
-    assert!(d.log().contains("options command="), "{}", d.log());
+    assert_eq!(r.out(), "in\n", "{}", r.stderr);
+    // restrict: commands yes, a terminal no.
+    let r = run(keys
+        .rexec()
+        .arg("-i")
+        .arg(&no_pty)
+        .arg(d.host())
+        .arg("echo in"));
+    assert_eq!(r.out(), "in\n", "{}", r.stderr);
+    let r = run(keys
+        .rexec()
+        .arg("-tt")
+        .arg("-i")
+        .arg(&no_pty)
+        .arg(d.host())
+        .arg("echo in"));
+    assert_ne!(r.code, Some(0));
+    assert!(r.stderr.contains("may not open a terminal"), "{}", r.stderr);
 }
 
 /// An ssh-agent for the test, stopped when dropped.

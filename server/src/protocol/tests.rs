@@ -53,18 +53,9 @@ mod keys {
         .unwrap()
     }
 
-    /// A protocol that lets in key 1, as account `lab`.
+    /// A protocol that takes keys.
     fn protocol() -> ConnProtocol {
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("rexec-ak-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("authorized_keys");
-        std::fs::write(&file, key(1).public_key().to_openssh().unwrap()).unwrap();
-        let keys = crate::authorized::AuthorizedKeys::load(&file, "lab".into()).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
-        let mut p =
-            ConnProtocol::new(None, [5; NONCE_LEN]).with_keys(Some(std::sync::Arc::new(keys)));
+        let mut p = ConnProtocol::new(None, [5; NONCE_LEN]).with_keys(true);
         assert!(p.hello().challenge.is_some(), "keys need a challenge");
         let hello = ClientMsg::Hello(ClientHello {
             protocol: PROTOCOL_VERSION,
@@ -87,50 +78,76 @@ mod keys {
         })
     }
 
-    #[test]
-    fn a_listed_key_opens_the_connection_as_its_account() {
-        let mut p = protocol();
-        assert!(matches!(
-            offer(&mut p, &key(1), "alice", false),
-            Action::KeyAccepted { .. }
-        ));
-        assert_eq!(p.phase(), Phase::Running);
+    /// Offers `k` signed with `signer`; on a good signature, the server's
+    /// answer is `allowed`.
+    fn answer(p: &mut ConnProtocol, k: &PrivateKey, signer: &PrivateKey, allowed: bool) -> Action {
+        let data = rexec_proto::keyauth::signed_data("alice", true, b"", &[5; NONCE_LEN]);
+        let action = p.on_message(ClientMsg::AuthKey {
+            user: "alice".into(),
+            explicit: true,
+            public_key: k.public_key().to_bytes().unwrap(),
+            signature: rexec_proto::keyauth::encode_signature(signer.try_sign(&data).unwrap()),
+        });
+        match action {
+            Action::CheckKey {
+                user,
+                explicit,
+                key,
+            } => {
+                assert_eq!((user.as_str(), explicit), ("alice", true));
+                assert_eq!(key.key_data(), k.public_key().key_data());
+                assert_eq!(p.phase(), Phase::KeyCheck);
+                p.key_checked(allowed)
+            }
+            other => other,
+        }
     }
 
     #[test]
-    fn another_key_or_another_named_account_is_refused_a_few_times_then_closed() {
+    fn a_signed_key_is_checked_and_the_answer_opens_the_connection() {
         let mut p = protocol();
         assert!(matches!(
-            offer(&mut p, &key(2), "alice", false),
-            Action::KeyRefused { tries_left: 5 }
+            offer(&mut p, &key(1), "alice", false),
+            Action::CheckKey { .. }
         ));
-        // The listed key, for an account that is not rexecd's.
-        assert!(matches!(
-            offer(&mut p, &key(1), "root", true),
-            Action::KeyRefused { tries_left: 4 }
-        ));
-        for _ in 0..3 {
-            assert!(matches!(
-                offer(&mut p, &key(2), "a", false),
-                Action::KeyRefused { .. }
-            ));
-        }
-        // The sixth wrong key ends it.
+        // Nothing else is taken while the key is checked.
+        let mut q = protocol();
+        offer(&mut q, &key(1), "alice", false);
+        let ping = q.on_message(ClientMsg::Ping { seq: 1 });
+        assert_eq!(ping.kind(), Some(ErrorKind::Protocol));
+        assert_eq!(p.key_checked(true), Action::KeyAccepted);
+        assert_eq!(p.phase(), Phase::Running);
+        assert_eq!(p.key_checked(true).kind(), Some(ErrorKind::Protocol));
+    }
+
+    #[test]
+    fn refused_keys_and_bad_signatures_count_to_six_then_close() {
+        let mut p = protocol();
+        // A bad signature (another key signed) is refused without a check.
         assert_eq!(
-            offer(&mut p, &key(2), "a", false).kind(),
+            answer(&mut p, &key(1), &key(2), true),
+            Action::KeyRefused { tries_left: 5 }
+        );
+        assert_eq!(
+            answer(&mut p, &key(1), &key(1), false),
+            Action::KeyRefused { tries_left: 4 }
+        );
+        assert_eq!(p.phase(), Phase::Auth);
+        for left in [3, 2, 1] {
+            assert_eq!(
+                answer(&mut p, &key(2), &key(2), false),
+                Action::KeyRefused { tries_left: left }
+            );
+        }
+        // The sixth refused key ends it.
+        assert_eq!(
+            answer(&mut p, &key(2), &key(2), false).kind(),
             Some(ErrorKind::Auth)
         );
-        // While tries are left, the right key (for the right account
-        // when one is named) gets in.
+        // While tries are left, an allowed key gets in.
         let mut p = protocol();
-        assert!(matches!(
-            offer(&mut p, &key(2), "a", false),
-            Action::KeyRefused { .. }
-        ));
-        assert!(matches!(
-            offer(&mut p, &key(1), "lab", true),
-            Action::KeyAccepted { .. }
-        ));
+        answer(&mut p, &key(2), &key(2), false);
+        assert_eq!(answer(&mut p, &key(1), &key(1), true), Action::KeyAccepted);
     }
 }
 

@@ -120,7 +120,7 @@ impl Server {
                 }
                 Wire::Native(
                     ConnProtocol::new(self.cfg.token.clone(), nonce)
-                        .with_keys(self.cfg.authorized_keys.clone()),
+                        .with_keys(self.cfg.authorized_keys.is_some() || self.cfg.login),
                 )
             }
             Protocol::Seed => Wire::Seed,
@@ -235,7 +235,7 @@ impl Server {
     /// The client's hello was accepted: answer now, or later if its address
     /// failed to authenticate before. Guessing gets slow; nobody else waits.
     pub(super) fn hello_accepted(&mut self, id: ConnId, peer: SocketAddr) {
-        if self.cfg.token.is_none() && self.cfg.authorized_keys.is_none() {
+        if !self.cfg.needs_auth() {
             self.left_startup(id); // running from here on
             return self.send_hello(id);
         }

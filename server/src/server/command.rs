@@ -127,16 +127,17 @@ impl Server {
                 ));
             }
         }
-        let peer = self
+        let (peer, grant) = self
             .conns
             .get(&conn_id)
-            .map(|c| c.peer())
+            .map(|c| (c.peer(), c.grant()))
             .ok_or_else(|| CommandError::new(ErrorKind::Protocol, "connection gone"))?;
-        let cmd = crate::exec_policy::command_for(&exec, &self.cfg.exec).inspect_err(|e| {
-            if e.kind == ErrorKind::Forbidden {
-                log::warn!("{peer}: refused \"{}\": {}", echo(&exec.command), e.message);
-            }
-        })?;
+        let cmd =
+            crate::exec_policy::command_for(&exec, &self.cfg.exec, &grant).inspect_err(|e| {
+                if e.kind == ErrorKind::Forbidden {
+                    log::warn!("{peer}: refused \"{}\": {}", echo(&exec.command), e.message);
+                }
+            })?;
         self.launch(conn_id, exec, cmd)
     }
 
@@ -153,9 +154,10 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return Err(CommandError::new(ErrorKind::Protocol, "connection gone"));
         };
+        let grant = conn.grant();
         let prepared = match &exec.pty {
             Some(req) => {
-                let owner = self.cfg.exec.run_as.as_ref().map(|u| u.uid);
+                let owner = self.cfg.exec.account(&grant).map(|u| u.uid);
                 crate::pty::prepare(&mut cmd, req, owner)
                     .map_err(|e| CommandError::os("opening a pty", e))?
             }
@@ -164,7 +166,7 @@ impl Server {
         };
         // As sshd: a home that is missing is said, and the command starts
         // in / (exec_policy.rs).
-        let notice = match (exec.cwd.is_none(), self.cfg.exec.home()) {
+        let notice = match (exec.cwd.is_none(), self.cfg.exec.home(&grant)) {
             (true, Some(h)) if !h.is_dir() => Some(format!(
                 "rexecd: could not chdir to home directory {}: No such file or directory\n",
                 rexec_proto::text::echo(&h.to_string_lossy())

@@ -243,28 +243,16 @@ impl Server {
                 self.door.auth_failures.succeeded(peer.ip());
                 self.left_startup(id);
             }
-            Action::KeyAccepted { fingerprint } => {
-                let account = self
-                    .cfg
-                    .authorized_keys
-                    .as_ref()
-                    .map_or("", |k| k.account.as_str());
-                let who = format!("{account} by key {fingerprint}");
-                log::info!("{peer}: authenticated: {who}");
-                self.door.auth_failures.succeeded(peer.ip());
-                self.left_startup(id);
-                if let Some(conn) = self.conns.get_mut(&id) {
-                    conn.set_who(who);
-                    conn.queue(&ServerMsg::KeyAccepted);
-                    conn.flush();
-                }
-            }
+            Action::CheckKey {
+                user,
+                explicit,
+                key,
+            } => self.check_key(id, peer, user, explicit, *key),
             Action::KeyRefused { tries_left } => {
-                if let Some(conn) = self.conns.get_mut(&id) {
-                    conn.queue(&ServerMsg::KeyRefused { tries_left });
-                    conn.flush();
-                }
+                self.refuse_key(id, peer, tries_left, "the signature is not good".into());
             }
+            // Only from `key_checked`, in keys.rs.
+            Action::KeyAccepted => {}
             Action::Fail { kind, message } => {
                 if kind == ErrorKind::Auth {
                     self.door.auth_failures.failed(peer.ip(), Instant::now());

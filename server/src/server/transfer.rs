@@ -82,7 +82,12 @@ impl Server {
                 ),
             ))
         } else {
-            crate::exec_policy::transfer_command(&self.cfg.exec)
+            let grant = self
+                .conns
+                .get(&conn_id)
+                .map(|c| c.grant())
+                .unwrap_or_default();
+            crate::exec_policy::transfer_command(&self.cfg.exec, &grant)
                 .and_then(|cmd| self.launch(conn_id, exec, cmd))
         };
         if started.is_ok() {

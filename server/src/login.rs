@@ -1,0 +1,209 @@
+//! `rexecd --login`: a client names an account, and its key must be in
+//! that account's `~/.ssh/authorized_keys`.
+//!
+//! Looking an account up (the user database may be LDAP) and reading a
+//! file in its home (which may be NFS) can block, and the event loop never
+//! does; so one thread does it. The loop sends a [`Check`] and goes on; the
+//! [`Verdict`] comes back over a channel and wakes the loop.
+//!
+//! Who fills the queue: connections whose key's signature was good, at
+//! most one check each, and only connections still authenticating
+//! (`--max-startups` of them). The queue is bounded anyway; a check it has
+//! no room for is refused as a wrong key would be.
+//!
+//! An unknown account, root without `--permit-root-login`, a file that
+//! fails the StrictModes checks, a key not in it: all get the same answer
+//! as a wrong key, through the same thread (no telling which accounts
+//! exist), and the reason goes to the log only.
+
+use std::io::Read;
+use std::net::IpAddr;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::time::SystemTime;
+
+use ssh_key::PublicKey;
+
+use crate::authorized::{self, MAX_FILE};
+use crate::exec_policy::RunAs;
+use crate::grant::Grant;
+use crate::registry::ConnId;
+
+/// Most checks waiting for the thread.
+const QUEUE: usize = 256;
+
+/// A key whose signature was good, for the account the client named.
+#[derive(Debug)]
+pub struct Check {
+    pub conn: ConnId,
+    pub user: String,
+    pub key: PublicKey,
+    pub peer: IpAddr,
+}
+
+/// What the check found: the connection's rights, or why not (for the
+/// log; the client is told only that the key was refused).
+#[derive(Debug)]
+pub struct Verdict {
+    pub conn: ConnId,
+    pub result: Result<Grant, String>,
+}
+
+/// The loop's end of the login thread.
+#[derive(Debug)]
+pub struct Logins {
+    checks: SyncSender<Check>,
+    verdicts: Receiver<Verdict>,
+}
+
+impl Logins {
+    /// Starts the thread; `wake` is called after each verdict.
+    pub fn start(permit_root: bool, wake: impl Fn() + Send + 'static) -> std::io::Result<Logins> {
+        let (checks, todo) = mpsc::sync_channel::<Check>(QUEUE);
+        let (done, verdicts) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("login".into())
+            .spawn(move || {
+                for c in todo {
+                    let result = check(&c, permit_root, SystemTime::now());
+                    if done
+                        .send(Verdict {
+                            conn: c.conn,
+                            result,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                    wake();
+                }
+            })?;
+        Ok(Logins { checks, verdicts })
+    }
+
+    /// Hands `check` to the thread; false when its queue is full.
+    pub fn ask(&self, check: Check) -> bool {
+        self.checks.try_send(check).is_ok()
+    }
+
+    /// A verdict the thread has reached, if any.
+    pub fn take(&self) -> Option<Verdict> {
+        self.verdicts.try_recv().ok()
+    }
+}
+
+/// Whether `c.key` may log in as `c.user` from `c.peer` at `now`.
+fn check(c: &Check, permit_root: bool, now: SystemTime) -> Result<Grant, String> {
+    let user = RunAs::lookup(&c.user).map_err(|e| e.to_string())?;
+    if user.uid == 0 && !permit_root {
+        return Err("root may not log in (rexecd has no --permit-root-login)".into());
+    }
+    let file = user.home.join(".ssh/authorized_keys");
+    let text = read_strict(&file, user.uid, &user.home)?;
+    let lines = authorized::parse(&text, &file.display().to_string());
+    let line = authorized::find(&lines, &c.key)
+        .ok_or_else(|| format!("the key is not in {}", file.display()))?;
+    authorized::admits(line, c.peer, now)?;
+    Ok(Grant {
+        account: Some(Arc::new(user)),
+        forced: line.options.command.clone(),
+        no_pty: line.options.no_pty,
+    })
+}
+
+/// Reads an account's authorized_keys as sshd's StrictModes allows: the
+/// file and every directory above it up to the home directory (or `/`)
+/// owned by the account or root and writable by nobody else. Otherwise
+/// anyone who can write one of them can let themselves in as the account.
+pub fn read_strict(file: &Path, uid: u32, home: &Path) -> Result<String, String> {
+    let shown = file.display();
+    let real = std::fs::canonicalize(file).map_err(|e| format!("{shown}: {e}"))?;
+    let home = std::fs::canonicalize(home).unwrap_or_else(|_| PathBuf::from("/"));
+    let f = std::fs::File::open(&real).map_err(|e| format!("{shown}: {e}"))?;
+    let meta = f.metadata().map_err(|e| format!("{shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
+    owned_safely(&real, &meta, uid)?;
+    for dir in real.ancestors().skip(1) {
+        let m = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        owned_safely(dir, &m, uid)?;
+        if dir == home {
+            break;
+        }
+    }
+    if meta.len() > MAX_FILE {
+        return Err(format!("{shown} is larger than {MAX_FILE} bytes"));
+    }
+    let mut text = String::new();
+    f.take(MAX_FILE)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    Ok(text)
+}
+
+/// StrictModes for one path: owned by `uid` or root, not writable by
+/// group or others.
+fn owned_safely(path: &Path, meta: &std::fs::Metadata, uid: u32) -> Result<(), String> {
+    if meta.uid() != uid && meta.uid() != 0 {
+        return Err(format!(
+            "bad ownership of {} (uid {}, not the account's or root's); refused as sshd's StrictModes does",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "bad modes for {} ({:03o}: group or others may write it); refused as sshd's \
+             StrictModes does; run: chmod go-w {}",
+            path.display(),
+            meta.mode() & 0o777,
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn strict_modes_refuse_files_and_directories_others_may_write() {
+        let me = nix::unistd::getuid().as_raw();
+        let dir = tempfile::tempdir().unwrap();
+        // The temp directory's parents (/tmp is world-writable) are above
+        // "home", so only home, .ssh and the file are looked at.
+        let home = dir.path().join("home");
+        let ssh = home.join(".ssh");
+        std::fs::create_dir_all(&ssh).unwrap();
+        let file = ssh.join("authorized_keys");
+        std::fs::write(&file, "ssh-ed25519 AAAA\n").unwrap();
+        let set = |p: &Path, mode: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        set(&home, 0o755);
+        set(&ssh, 0o700);
+        set(&file, 0o600);
+        assert_eq!(read_strict(&file, me, &home).unwrap(), "ssh-ed25519 AAAA\n");
+        for (p, loose) in [(&file, 0o620), (&ssh, 0o777), (&home, 0o775)] {
+            let before = std::fs::metadata(p).unwrap().mode() & 0o777;
+            set(p, loose);
+            let e = read_strict(&file, me, &home).unwrap_err();
+            assert!(e.contains("bad modes") && e.contains("chmod go-w"), "{e}");
+            set(p, before);
+        }
+        // Owned by another account (not root, not the user).
+        let other = if me == 0 { 4242 } else { me + 1 };
+        if me == 0 {
+            std::os::unix::fs::chown(&ssh, Some(other), None).unwrap();
+            let e = read_strict(&file, me, &home).unwrap_err();
+            assert!(e.contains("bad ownership"), "{e}");
+        }
+        let e = read_strict(&ssh.join("none"), me, &home).unwrap_err();
+        assert!(e.contains("No such file"), "{e}");
+    }
+}
