@@ -121,6 +121,28 @@ mod keys {
     }
 
     #[test]
+    fn a_signature_from_another_tls_session_is_refused() {
+        // Signed over session A's exporter value, offered in session B.
+        let k = key(1);
+        let data = rexec_proto::keyauth::signed_data("alice", true, b"session-a", &[5; NONCE_LEN]);
+        let msg = ClientMsg::AuthKey {
+            user: "alice".into(),
+            explicit: true,
+            public_key: k.public_key().to_bytes().unwrap(),
+            signature: rexec_proto::keyauth::encode_signature(k.try_sign(&data).unwrap()),
+        };
+        let mut b = protocol();
+        b.set_binding(b"session-b".to_vec());
+        assert_eq!(
+            b.on_message(msg.clone()),
+            Action::KeyRefused { tries_left: 5 }
+        );
+        let mut a = protocol();
+        a.set_binding(b"session-a".to_vec());
+        assert!(matches!(a.on_message(msg), Action::CheckKey { .. }));
+    }
+
+    #[test]
     fn refused_keys_and_bad_signatures_count_to_six_then_close() {
         let mut p = protocol();
         // A bad signature (another key signed) is refused without a check.

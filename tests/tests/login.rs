@@ -1,0 +1,241 @@
+//! `rexecd --login` (issue 25): each account logs in with the keys in its
+//! own `~/.ssh/authorized_keys` and its commands, terminals and copies run
+//! as it. Needs root (to make throwaway accounts and to switch to them):
+//! each test says it is skipped otherwise. Accounts are made with useradd
+//! under names no real account has, and removed (with their homes) when
+//! the test ends, even when it fails.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rexec_tests::*;
+use ssh_key::rand_core::OsRng;
+use ssh_key::{Algorithm, LineEnding, PrivateKey};
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+macro_rules! needs_root {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: --login tests make accounts with useradd and need root");
+            return;
+        }
+    };
+}
+
+/// A throwaway account, removed with its home when dropped.
+struct Account {
+    name: String,
+    home: PathBuf,
+    uid: u32,
+}
+
+impl Account {
+    /// Makes an account whose login shell is `shell`.
+    fn new(shell: &str) -> Account {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("rxt{}x{n}", std::process::id());
+        let home = PathBuf::from("/home").join(&name);
+        std::fs::create_dir_all("/home").unwrap();
+        // One useradd at a time from this process (they lock /etc/passwd);
+        // another process holding the lock makes it fail: try again.
+        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+        let made = (0..50).any(|_| {
+            let ok = Command::new("useradd")
+                .args(["-m", "-s", shell, "-d"])
+                .arg(&home)
+                .arg(&name)
+                .status()
+                .expect("useradd")
+                .success();
+            if !ok {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            ok
+        });
+        assert!(made, "useradd {name}");
+        let uid = std::fs::metadata(&home).unwrap().uid();
+        Account { name, home, uid }
+    }
+
+    /// Puts `lines` in the account's ~/.ssh/authorized_keys, owned by it,
+    /// with the modes sshd expects.
+    fn authorize(&self, lines: &str) {
+        let ssh = self.home.join(".ssh");
+        std::fs::create_dir_all(&ssh).unwrap();
+        let file = ssh.join("authorized_keys");
+        std::fs::write(&file, lines).unwrap();
+        for (p, mode) in [(&ssh, 0o700), (&file, 0o600)] {
+            std::os::unix::fs::chown(p, Some(self.uid), Some(self.uid)).unwrap();
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel")
+            .args(["-r", "-f"])
+            .arg(&self.name)
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// An Ed25519 key in `dir`: the private key file and the public line.
+fn key(dir: &TempDir, name: &str) -> (PathBuf, String) {
+    let key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).unwrap();
+    let path = dir.path(name);
+    key.write_openssh_file(&path, LineEnding::LF).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (path, key.public_key().to_openssh().unwrap() + "\n")
+}
+
+/// rexec offering only `key` (no agent, an empty HOME).
+fn rexec_with(key: &Path) -> Command {
+    let mut c = rexec();
+    c.env_remove("SSH_AUTH_SOCK").arg("-i").arg(key);
+    c
+}
+
+#[test]
+fn an_account_logs_in_with_its_own_key_and_everything_runs_as_it() {
+    needs_root!();
+    let dir = TempDir::new("login-as");
+    let (k, public) = key(&dir, "k");
+    let alice = Account::new("/bin/sh");
+    alice.authorize(&public);
+    let d = Daemon::start(&["--login"]);
+    let at = format!("{}@{}", alice.name, d.host());
+    let r = run(rexec_with(&k)
+        .arg(&at)
+        .arg("id -un; id -u; pwd; echo $HOME $USER $LOGNAME $SHELL; env | cut -d= -f1 | sort | tr '\\n' ' '"));
+    let home = alice.home.display().to_string();
+    let want = format!(
+        "{n}\n{u}\n{home}\n{home} {n} {n} /bin/sh\n",
+        n = alice.name,
+        u = alice.uid
+    );
+    assert!(r.out().starts_with(&want), "{}\n{}", r.out(), r.stderr);
+    // A clean environment: nothing of rexecd's own (RUST_LOG, cargo's).
+    let names = r.out().lines().last().unwrap_or_default().to_string();
+    assert!(
+        !names.contains("RUST_LOG") && !names.contains("CARGO"),
+        "{names}"
+    );
+    let fp = ssh_key::PublicKey::from_openssh(public.trim())
+        .unwrap()
+        .fingerprint(Default::default())
+        .to_string();
+    assert!(
+        d.wait_log(&format!("({} by key {fp}) ran", alice.name), PATIENCE),
+        "{}",
+        d.log()
+    );
+    // A copy lands as the account's file, in its home.
+    let src = dir.path("up.txt");
+    std::fs::write(&src, "up\n").unwrap();
+    let r = run(rexec_with(&k)
+        .arg("cp")
+        .arg(&src)
+        .arg(format!("{at}:up.txt")));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let meta = std::fs::metadata(alice.home.join("up.txt")).unwrap();
+    assert_eq!(meta.uid(), alice.uid);
+    // A terminal is the account's too.
+    let r = run(rexec_with(&k).arg("-tt").arg(&at).arg("stat -c %U $(tty)"));
+    assert_eq!(r.out().trim(), alice.name, "{}", r.stderr);
+}
+
+#[test]
+fn unknown_accounts_wrong_keys_and_root_get_the_same_answer() {
+    needs_root!();
+    let dir = TempDir::new("login-same");
+    let (k, public) = key(&dir, "k");
+    let (other, _) = key(&dir, "other");
+    let bob = Account::new("/bin/sh");
+    bob.authorize(&public);
+    let d = Daemon::start(&["--login"]);
+    let answer = |key: &Path, user: &str| {
+        let r = run(rexec_with(key)
+            .arg(format!("{user}@{}", d.host()))
+            .arg("true"));
+        assert_eq!(r.code, Some(255), "{user}: {}", r.stderr);
+        r.stderr
+            .replace(user, "USER")
+            .replace(&key.display().to_string(), "KEY")
+    };
+    let wrong_key = answer(&other, &bob.name);
+    let no_account = answer(&k, "rxt-none");
+    let root = answer(&k, "root");
+    assert!(
+        wrong_key.contains("Permission denied (publickey)"),
+        "{wrong_key}"
+    );
+    assert_eq!(wrong_key, no_account);
+    assert_eq!(wrong_key, root);
+    // The reasons are in the log, for the administrator.
+    for why in [
+        "the key is not in",
+        "rxt-none: no such user",
+        "root may not log in",
+    ] {
+        assert!(d.wait_log(why, PATIENCE), "{why}: {}", d.log());
+    }
+}
+
+#[test]
+fn loose_modes_refuse_the_file_and_a_nologin_account_runs_nothing() {
+    needs_root!();
+    let dir = TempDir::new("login-strict");
+    let (k, public) = key(&dir, "k");
+    let carol = Account::new("/bin/sh");
+    carol.authorize(&public);
+    let d = Daemon::start(&["--login"]);
+    let at = format!("{}@{}", carol.name, d.host());
+    let ssh = carol.home.join(".ssh");
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let r = run(rexec_with(&k).arg(&at).arg("true"));
+    assert_eq!(r.code, Some(255), "{}", r.stderr);
+    assert!(d.wait_log("bad modes for", PATIENCE), "{}", d.log());
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let r = run(rexec_with(&k).arg(&at).arg("echo in"));
+    assert_eq!(r.out(), "in\n", "{}", r.stderr);
+    // With nologin as its shell, the account runs nothing, and is told.
+    let ok = Command::new("usermod")
+        .args(["-s", "/usr/sbin/nologin", &carol.name])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let r = run(rexec_with(&k).arg(&at).arg("echo in"));
+    assert_ne!(r.code, Some(0));
+    assert_eq!(r.out(), "");
+    assert!(
+        r.stderr
+            .contains("may not run commands here (its shell is /usr/sbin/nologin)"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_token_with_login_would_be_root_and_is_refused_at_start() {
+    needs_root!();
+    let dir = TempDir::new("login-token");
+    let token = dir.path("token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new(bin("rexecd"))
+        .args(["--listen", "127.0.0.1:0", "--login", "--token-file"])
+        .arg(&token)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--permit-root-login"), "{err}");
+}
