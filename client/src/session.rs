@@ -298,8 +298,17 @@ impl Session {
             )));
         }
         match (&self.server.challenge, &opts.token) {
-            (None, _) => {}
+            (None, _) => not_used(
+                opts,
+                addr,
+                "asks for no key: it runs commands as its own account",
+            ),
             (Some(nonce), Some(token)) => {
+                not_used(
+                    opts,
+                    addr,
+                    "takes the token, which runs commands as rexecd's own account",
+                );
                 let answer = token.answer(binding, nonce).to_vec();
                 self.send(&ClientMsg::Auth { answer })?;
             }
@@ -676,4 +685,17 @@ fn tls_binding(tls: Option<&Mutex<rustls::ClientConnection>>) -> Result<Vec<u8>,
             out
         }
     })
+}
+
+/// Says so when an account was named (`-l`, `user@`) and the way in has no
+/// account to pick: commands run as rexecd's own, whoever that is. Not an
+/// error: it may well be the account named.
+fn not_used(opts: &ConnectOptions, addr: std::net::SocketAddr, how: &str) {
+    if let Some(user) = &opts.user {
+        eprintln!(
+            "rexec: warning: {addr} {how}; the user {} is not used (keys log in as an \
+             account: rexecd --login)",
+            rexec_proto::text::clean(user, 40)
+        );
+    }
 }

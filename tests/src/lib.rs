@@ -462,6 +462,7 @@ fn raw_connect(
     Ok(sock)
 }
 
+pub mod account;
 pub mod liar;
 pub mod proxy;
 

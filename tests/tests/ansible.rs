@@ -117,6 +117,54 @@ fn ansible_ad_hoc_modules_and_a_playbook_over_rexec() {
     playbook_with_a_handler(&lab, limit);
 }
 
+#[test]
+fn ansible_user_and_private_key_file_log_in_as_that_account() {
+    needs_root!();
+    let Some(venv_bin) = ansible_bin() else {
+        return;
+    };
+    let dir = TempDir::new("ansible-login");
+    let (key, public) = rexec_tests::account::ed25519_key(&dir, "id_lab");
+    let alice = rexec_tests::account::Account::new("/bin/sh");
+    alice.authorize(&public);
+    let d = Daemon::start(&["--login"]);
+    std::fs::write(
+        dir.path("inventory"),
+        format!(
+            "lab1 ansible_host=127.0.0.1 ansible_port={} ansible_user={} \
+             ansible_private_key_file={} ansible_remote_tmp=~/.ansible/tmp \
+             ansible_connection=rexec ansible_python_interpreter=/usr/bin/python3 rexec_path={}\n",
+            d.addr.port(),
+            alice.name,
+            key.display(),
+            bin("rexec").display()
+        ),
+    )
+    .unwrap();
+    let lab = Lab {
+        _daemons: vec![d],
+        dir,
+        bin: venv_bin,
+    };
+    let limit = Duration::from_secs(180);
+    let r = run_for(
+        lab.ansible("ansible")
+            .args(["lab1", "-m", "command", "-a", "id -un"]),
+        limit,
+    );
+    assert_eq!(r.code, Some(0), "{}\n{}", r.out(), r.stderr);
+    assert!(r.out().contains(&alice.name), "{}", r.out());
+    // A copy (put_file) lands as the account's, in its home.
+    let r = run_for(
+        lab.ansible("ansible")
+            .args(["lab1", "-m", "copy", "-a", "content=hi dest=~/copied"]),
+        limit,
+    );
+    assert_eq!(r.code, Some(0), "{}\n{}", r.out(), r.stderr);
+    let meta = std::fs::metadata(alice.home.join("copied")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), alice.uid);
+}
+
 /// `copy` to every host (with a mode), then `fetch` back.
 fn copy_and_fetch(lab: &Lab, limit: Duration) {
     let d = lab.dir.0.display().to_string();
@@ -336,21 +384,28 @@ fn ad_hoc_checks(ansible: &dyn Fn(&str) -> Command, limit: Duration) {
         r.out(),
         r.stderr
     );
-    // ansible_user other than rexecd's account: said, not silently ignored.
+    // ansible_user goes to rexec as -l; a server that takes no key runs
+    // commands as its own account, and rexec says the user is not used
+    // (before, the plugin said so itself whatever the server).
     let r = run_for(
         ansible("ansible").args([
             "plain-pipelining",
             "-m",
-            "ping",
+            "raw",
+            "-a",
+            "true",
+            "-vvv",
             "-e",
             "ansible_user=someone-else",
         ]),
         limit,
     );
     assert_eq!(r.code, Some(0), "{}\n{}", r.out(), r.stderr);
+    assert!(r.out().contains(" -l someone-else "), "{}", r.out());
     assert!(
-        r.stderr.contains("ansible_user=someone-else is not used"),
-        "{}",
+        r.out().contains("the user someone-else is not used"),
+        "{}\n{}",
+        r.out(),
         r.stderr
     );
     // Become with a password: a clear refusal.

@@ -6,8 +6,9 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
+use rexec_tests::account::Agent;
 use rexec_tests::*;
 use ssh_key::rand_core::OsRng;
 use ssh_key::{Algorithm, EcdsaCurve, LineEnding, PrivateKey};
@@ -309,45 +310,6 @@ fn from_expiry_no_pty_and_unknown_options_are_honoured() {
     assert!(r.stderr.contains("may not open a terminal"), "{}", r.stderr);
 }
 
-/// An ssh-agent for the test, stopped when dropped.
-struct Agent {
-    child: Child,
-    sock: PathBuf,
-}
-
-impl Agent {
-    fn start(dir: &TempDir) -> Agent {
-        let sock = dir.path("agent.sock");
-        let child = Command::new("ssh-agent")
-            .arg("-D")
-            .arg("-a")
-            .arg(&sock)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ssh-agent (openssh-client)");
-        assert!(wait_until(PATIENCE, || sock.exists()), "no agent socket");
-        Agent { child, sock }
-    }
-
-    fn add(&self, key: &Path) {
-        let ok = Command::new("ssh-add")
-            .arg(key)
-            .env("SSH_AUTH_SOCK", &self.sock)
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(ok.success(), "ssh-add");
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn keys_in_the_agent_are_used_first_and_need_no_file() {
     let keys = Keys::new("keys-agent");
@@ -363,6 +325,24 @@ fn keys_in_the_agent_are_used_first_and_need_no_file() {
     let r = run(keys
         .rexec()
         .env("SSH_AUTH_SOCK", &agent.sock)
+        .arg(d.host())
+        .arg("echo in"));
+    assert_eq!(r.out(), "in\n", "{}", r.stderr);
+    // A passphrase-protected key, unlocked once into the agent, asks for
+    // nothing more (here there is no terminal to ask on).
+    let locked = keys.dir.path("locked");
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "open sesame", "-f"])
+        .arg(&locked)
+        .status()
+        .expect("ssh-keygen (openssh-client)");
+    assert!(ok.success());
+    let d = Daemon::start(&["--authorized-keys", &keys.authorize(&[&locked], "")]);
+    agent.add_locked(&locked, "open sesame", &keys.dir);
+    let r = run(keys
+        .rexec()
+        .env("SSH_AUTH_SOCK", &agent.sock)
+        .stdin(Stdio::null())
         .arg(d.host())
         .arg("echo in"));
     assert_eq!(r.out(), "in\n", "{}", r.stderr);

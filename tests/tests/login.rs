@@ -6,95 +6,11 @@
 //! the test ends, even when it fails.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
+use rexec_tests::account::{Account, Agent, ed25519_key as key};
 use rexec_tests::*;
-use ssh_key::rand_core::OsRng;
-use ssh_key::{Algorithm, LineEnding, PrivateKey};
-
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-macro_rules! needs_root {
-    () => {
-        if !is_root() {
-            eprintln!("skipped: --login tests make accounts with useradd and need root");
-            return;
-        }
-    };
-}
-
-/// A throwaway account, removed with its home when dropped.
-struct Account {
-    name: String,
-    home: PathBuf,
-    uid: u32,
-}
-
-impl Account {
-    /// Makes an account whose login shell is `shell`.
-    fn new(shell: &str) -> Account {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("rxt{}x{n}", std::process::id());
-        let home = PathBuf::from("/home").join(&name);
-        std::fs::create_dir_all("/home").unwrap();
-        // One useradd at a time from this process (they lock /etc/passwd);
-        // another process holding the lock makes it fail: try again.
-        static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
-        let made = (0..50).any(|_| {
-            let ok = Command::new("useradd")
-                .args(["-m", "-s", shell, "-d"])
-                .arg(&home)
-                .arg(&name)
-                .status()
-                .expect("useradd")
-                .success();
-            if !ok {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            ok
-        });
-        assert!(made, "useradd {name}");
-        let uid = std::fs::metadata(&home).unwrap().uid();
-        Account { name, home, uid }
-    }
-
-    /// Puts `lines` in the account's ~/.ssh/authorized_keys, owned by it,
-    /// with the modes sshd expects.
-    fn authorize(&self, lines: &str) {
-        let ssh = self.home.join(".ssh");
-        std::fs::create_dir_all(&ssh).unwrap();
-        let file = ssh.join("authorized_keys");
-        std::fs::write(&file, lines).unwrap();
-        for (p, mode) in [(&ssh, 0o700), (&file, 0o600)] {
-            std::os::unix::fs::chown(p, Some(self.uid), Some(self.uid)).unwrap();
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-        }
-    }
-}
-
-impl Drop for Account {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel")
-            .args(["-r", "-f"])
-            .arg(&self.name)
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
-
-/// An Ed25519 key in `dir`: the private key file and the public line.
-fn key(dir: &TempDir, name: &str) -> (PathBuf, String) {
-    let key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).unwrap();
-    let path = dir.path(name);
-    key.write_openssh_file(&path, LineEnding::LF).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    (path, key.public_key().to_openssh().unwrap() + "\n")
-}
 
 /// rexec offering only `key` (no agent, an empty HOME).
 fn rexec_with(key: &Path) -> Command {
@@ -150,6 +66,32 @@ fn an_account_logs_in_with_its_own_key_and_everything_runs_as_it() {
     // A terminal is the account's too.
     let r = run(rexec_with(&k).arg("-tt").arg(&at).arg("stat -c %U $(tty)"));
     assert_eq!(r.out().trim(), alice.name, "{}", r.stderr);
+}
+
+#[test]
+fn a_key_in_the_agent_is_all_it_takes() {
+    needs_root!();
+    // The issue's yardstick: `rexec alice@lab1 id` with the key in the
+    // agent and nothing else set up on the client.
+    let dir = TempDir::new("login-agent");
+    let (k, public) = key(&dir, "k");
+    let alice = Account::new("/bin/sh");
+    alice.authorize(&public);
+    let agent = Agent::start(&dir);
+    agent.add(&k);
+    std::fs::remove_file(&k).unwrap();
+    let d = Daemon::start(&["--login"]);
+    let r = run(rexec()
+        .env("SSH_AUTH_SOCK", &agent.sock)
+        .arg(format!("{}@{}", alice.name, d.host()))
+        .arg("id"));
+    assert!(
+        r.out()
+            .starts_with(&format!("uid={}({})", alice.uid, alice.name)),
+        "{}\n{}",
+        r.out(),
+        r.stderr
+    );
 }
 
 #[test]

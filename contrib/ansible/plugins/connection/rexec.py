@@ -29,12 +29,32 @@ options:
       - name: ansible_port
   remote_user:
     description:
-      - The account to run as. Until rexec has per-user identity, commands
-        run as the account rexecd runs as; a different user set here is
-        warned about.
+      - The account to log in as (rexec -l), with a key, on a host whose
+        rexecd runs with --login. A server that takes a token, or no key at
+        all, runs commands as its own account; rexec then warns that the
+        user is not used.
     type: str
     vars:
       - name: ansible_user
+    env:
+      - name: ANSIBLE_REMOTE_USER
+    ini:
+      - section: defaults
+        key: remote_user
+  private_key_file:
+    description:
+      - A private key file to offer (rexec -i), after the keys in ssh-agent,
+        as ssh's -i. Without it, rexec offers the agent's keys and
+        ~/.ssh/id_ed25519, id_ecdsa and id_rsa.
+    type: path
+    vars:
+      - name: ansible_private_key_file
+      - name: ansible_ssh_private_key_file
+    env:
+      - name: ANSIBLE_PRIVATE_KEY_FILE
+    ini:
+      - section: defaults
+        key: private_key_file
   timeout:
     description: Seconds to wait for the connection (rexec --connect-timeout).
     type: int
@@ -106,7 +126,6 @@ options:
       - name: ANSIBLE_REXEC_PATH
 """
 
-import getpass
 import os
 import subprocess
 
@@ -122,16 +141,8 @@ class Connection(ConnectionBase):
 
     transport = "rexec"
     has_pipelining = True
-    _warned_user = False
 
     def _connect(self):
-        user = self.get_option("remote_user")
-        if user and user != getpass.getuser() and not self._warned_user:
-            self._warned_user = True
-            display.warning(
-                f"rexec runs commands as the account rexecd runs as; ansible_user={user} is not used "
-                "(per-user identity is not there yet)"
-            )
         self._connected = True
         return self
 
@@ -141,6 +152,12 @@ class Connection(ConnectionBase):
 
     def _base(self):
         argv = [self.get_option("rexec_path"), "--connect-timeout", str(self.get_option("timeout"))]
+        user = self.get_option("remote_user")
+        if user:
+            argv += ["-l", user]
+        key = self.get_option("private_key_file")
+        if key:
+            argv += ["-i", key]
         token = self.get_option("token_file")
         if token:
             argv += ["--token-file", token]
