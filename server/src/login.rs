@@ -33,6 +33,8 @@ use crate::registry::ConnId;
 
 /// Most checks waiting for the thread.
 const QUEUE: usize = 256;
+/// Longest account name looked up (Linux allows 32 bytes).
+const MAX_NAME: usize = 256;
 
 /// A key whose signature was good, for the account the client named.
 #[derive(Debug)]
@@ -96,6 +98,10 @@ impl Logins {
 
 /// Whether `c.key` may log in as `c.user` from `c.peer` at `now`.
 fn check(c: &Check, permit_root: bool, now: SystemTime) -> Result<Grant, String> {
+    // No user database holds such a name; no need to ask one.
+    if c.user.is_empty() || c.user.len() > MAX_NAME || c.user.contains(['/', '\0']) {
+        return Err("not an account name".into());
+    }
     let user = RunAs::lookup(&c.user).map_err(|e| e.to_string())?;
     if user.uid == 0 && !permit_root {
         return Err("root may not log in (rexecd has no --permit-root-login)".into());
@@ -170,6 +176,34 @@ fn owned_safely(path: &Path, meta: &std::fs::Metadata, uid: u32) -> Result<(), S
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn names_no_account_can_have_are_not_looked_up() {
+        let key = ssh_key::PrivateKey::new(
+            ssh_key::private::KeypairData::Ed25519(ssh_key::private::Ed25519Keypair::from_seed(
+                &[1; 32],
+            )),
+            "",
+        )
+        .unwrap()
+        .public_key()
+        .clone();
+        for user in [
+            String::new(),
+            "a/b".into(),
+            "a\0b".into(),
+            "x".repeat(MAX_NAME + 1),
+        ] {
+            let c = Check {
+                conn: ConnId(1),
+                user,
+                key: key.clone(),
+                peer: IpAddr::from([127, 0, 0, 1]),
+            };
+            let e = check(&c, false, SystemTime::now()).unwrap_err();
+            assert_eq!(e, "not an account name");
+        }
+    }
 
     #[test]
     fn strict_modes_refuse_files_and_directories_others_may_write() {

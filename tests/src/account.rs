@@ -43,9 +43,18 @@ impl Account {
         // another process holding the lock makes it fail: try again.
         static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+        // In a supplementary group too, where the system has `users`.
+        let users = Command::new("getent")
+            .args(["group", "users"])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        let groups: &[&str] = if users { &["-G", "users"] } else { &[] };
         let made = (0..50).any(|_| {
             let ok = Command::new("useradd")
-                .args(["-m", "-s", shell, "-d"])
+                .args(["-m", "-s", shell])
+                .args(groups)
+                .arg("-d")
                 .arg(&home)
                 .arg(&name)
                 .status()

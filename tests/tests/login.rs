@@ -53,6 +53,11 @@ fn an_account_logs_in_with_its_own_key_and_everything_runs_as_it() {
         "{}",
         d.log()
     );
+    // Its supplementary groups too, as the user database has them.
+    let groups = |c: &mut Command| String::from_utf8(c.output().unwrap().stdout).unwrap();
+    let want = groups(Command::new("id").arg("-G").arg(&alice.name));
+    let r = run(rexec_with(&k).arg(&at).arg("id -G"));
+    assert_eq!(r.out(), want, "{}", r.stderr);
     // A copy lands as the account's file, in its home.
     let src = dir.path("up.txt");
     std::fs::write(&src, "up\n").unwrap();
