@@ -14,7 +14,7 @@ use crate::options::command_from_words;
 use crate::run::{self, EXIT_CONNECTION, EXIT_INTERRUPTED, Sinks};
 use crate::tls;
 use crate::{interactive, terminal};
-use rexec_proto::ExecMode;
+use rexec_proto::{ExecMode, JobVerb};
 
 /// The whole program; returns the process exit code.
 pub fn main_entry() -> i32 {
@@ -22,6 +22,8 @@ pub fn main_entry() -> i32 {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let error_fd = match &cli.sub {
         Some(crate::cli::Sub::Cp(c)) => c.conn.error_fd,
+        Some(crate::cli::Sub::Jobs(j)) => j.conn.error_fd,
+        Some(crate::cli::Sub::Attach(j) | crate::cli::Sub::Kill(j)) => j.conn.error_fd,
         _ => cli.run.conn.error_fd,
     };
     if let Some(fd) = error_fd {
@@ -43,6 +45,15 @@ pub fn main_entry() -> i32 {
         Some(crate::cli::Sub::Man { page }) => man(page),
         Some(crate::cli::Sub::Cp(c)) => crate::copy::main(&c),
         Some(crate::cli::Sub::Hosts { config }) => list_hosts(config.as_deref()),
+        Some(crate::cli::Sub::Jobs(j)) => one_shot_or_interactive(crate::jobs::list_args(j)),
+        Some(crate::cli::Sub::Attach(j)) => {
+            let job = j.id;
+            one_shot_or_interactive(crate::jobs::job_args(j, JobVerb::Attach { job }))
+        }
+        Some(crate::cli::Sub::Kill(j)) => {
+            let job = j.id;
+            one_shot_or_interactive(crate::jobs::job_args(j, JobVerb::Kill { job }))
+        }
         None => one_shot_or_interactive(cli.run),
     }
 }
@@ -190,7 +201,12 @@ fn fan_out(args: &RunArgs, cfg: &Config, list: &str) -> i32 {
         }
     };
     let words: Vec<String> = args.host.iter().chain(&args.command).cloned().collect();
-    let (command, mode) = match command_from_words(&words) {
+    let parsed = match args.job {
+        // A job verb other than start carries no command.
+        Some(v) if v != JobVerb::Start => Ok((String::new(), ExecMode::Shell)),
+        _ => command_from_words(&words),
+    };
+    let (command, mode) = match parsed {
         Ok(c) => c,
         Err(e) => {
             eprintln!("rexec: {e} (with -w every argument is command)");
@@ -199,7 +215,7 @@ fn fan_out(args: &RunArgs, cfg: &Config, list: &str) -> i32 {
     };
     // Stdin goes to every host, as with clush: read once (bounded), sent to
     // each. Not from a terminal (nobody types to many hosts), nor with -n.
-    let stdin = if args.no_stdin || io::stdin().is_terminal() {
+    let stdin = if args.no_stdin || args.job.is_some() || io::stdin().is_terminal() {
         None
     } else {
         let limit = args.capture_limit();
@@ -249,7 +265,10 @@ fn command_to_run(words: &[String], pty: bool) -> Result<(String, ExecMode), Cli
     })
 }
 
-fn one_shot_or_interactive(args: RunArgs) -> i32 {
+fn one_shot_or_interactive(mut args: RunArgs) -> i32 {
+    if args.detach {
+        args.job = Some(JobVerb::Start);
+    }
     let cfg = match Config::load(args.conn.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -275,6 +294,9 @@ fn one_shot_or_interactive(args: RunArgs) -> i32 {
             rexec_proto::text::echo(&host)
         );
         return 2;
+    }
+    if let Some(verb) = args.job {
+        return crate::jobs::one(&args, &cfg, &host, verb);
     }
     let target = cfg.target(&host);
     let stdin_tty = io::stdin().is_terminal();

@@ -89,6 +89,16 @@ pub enum Sub {
         #[arg(value_enum, default_value = "rexec")]
         page: ManPage,
     },
+    /// List your detached jobs (rexec -d) on HOST, or on every host of -w
+    /// LIST: id, state (running, exited N, killed by signal N, timed out,
+    /// lost), start, time, output, command.
+    Jobs(JobsArgs),
+    /// Print a detached job's output from its start, then follow it live
+    /// until it ends, and exit with its status. Ctrl-C stops following;
+    /// the job runs on.
+    Attach(JobArgs),
+    /// End a detached job and everything it started.
+    Kill(JobArgs),
     /// Forget a server's TLS fingerprint: remove HOST[:PORT] from the
     /// known-hosts file (as `ssh-keygen -R`), after a legitimate change of
     /// its certificate.
@@ -97,6 +107,41 @@ pub enum Sub {
     /// commands, then shows why TCP needs message framing (`demo sticky`).
     #[cfg(feature = "demo")]
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// The server, HOST or HOST:PORT.
+    #[arg(value_name = "HOST[:PORT]", required_unless_present = "hosts")]
+    pub host: Option<String>,
+    /// List the jobs of every host of LIST (as rexec -w), each line prefixed
+    /// with its host.
+    #[arg(short = 'w', long = "hosts", value_name = "LIST", action = clap::ArgAction::Append)]
+    pub hosts: Vec<String>,
+    /// With -w: leave out these hosts.
+    #[arg(short = 'x', long = "exclude", value_name = "LIST", requires = "hosts")]
+    pub exclude: Option<String>,
+    /// One JSON object per job (id, state, exit_code, signal, started,
+    /// duration_ms, output_bytes, dropped_bytes, command).
+    #[arg(long)]
+    pub json: bool,
+    /// Remove the records of your jobs that have ended (their output too).
+    #[arg(long, conflicts_with = "json")]
+    pub clean: bool,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// The server, HOST or HOST:PORT.
+    #[arg(value_name = "HOST[:PORT]")]
+    pub host: String,
+    /// The job's id, as rexec -d printed it.
+    #[arg(value_name = "ID")]
+    pub id: u64,
+    #[command(flatten)]
+    pub conn: ConnArgs,
 }
 
 #[derive(Debug, Args)]
@@ -190,6 +235,19 @@ pub struct RunArgs {
     /// Never a pseudo-terminal, not even for `rexec HOST` on a terminal.
     #[arg(short = 'T')]
     pub no_tty: bool,
+
+    /// Start the command as a detached job and return at once, printing its
+    /// id (with -w, `host: id` per host). It runs on whatever becomes of
+    /// this client or the connection, and rexecd keeps its output and exit
+    /// status: see `rexec jobs`, `rexec attach`, `rexec kill`. Stdin is
+    /// /dev/null.
+    #[arg(short = 'd', long, conflicts_with_all = ["tty", "prompt"])]
+    pub detach: bool,
+
+    /// The job verb this run carries out (set by `-d` and the job
+    /// subcommands, not on the command line).
+    #[arg(skip)]
+    pub job: Option<rexec_proto::JobVerb>,
 
     /// With no command: the line prompt (one command per line, each in a new
     /// shell, with history) instead of a login shell on a pseudo-terminal;

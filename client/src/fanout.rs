@@ -98,7 +98,11 @@ fn one(
     };
     let exec = args.exec(1, command.to_string(), mode);
     let input = stdin.map(|d| Box::new(std::io::Cursor::new(d)) as Box<dyn std::io::Read + Send>);
-    match run::run(&mut session, exec, &mut sinks, input) {
+    let ran = match args.job {
+        Some(verb) => run::run_job(&mut session, exec, verb, &mut sinks, input),
+        None => run::run(&mut session, exec, &mut sinks, input),
+    };
+    match ran {
         Ok(outcome) => {
             sinks.finish();
             if let (Some(e), false) = (&outcome.error, args.json) {

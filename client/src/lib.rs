@@ -25,6 +25,7 @@ pub(crate) mod error;
 pub(crate) mod fanout;
 pub(crate) mod hosts;
 pub(crate) mod interactive;
+pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod options;
 pub mod run;

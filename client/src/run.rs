@@ -416,6 +416,15 @@ pub fn interrupted() -> bool {
     PRESSES.load(Ordering::SeqCst) > 0
 }
 
+/// What Ctrl-C says instead of "stopping the remote command" (an attach
+/// stops following, and the job runs on).
+static CTRL_C_NOTE: Mutex<Option<String>> = Mutex::new(None);
+
+/// Makes Ctrl-C say `note` when it stops what runs.
+pub fn on_ctrl_c_say(note: String) {
+    *CTRL_C_NOTE.lock().unwrap_or_else(|p| p.into_inner()) = Some(note);
+}
+
 /// The commands Ctrl-C should cancel (one, or one per host with -w).
 static CURRENT: Mutex<Vec<(Arc<Writer>, u32)>> = Mutex::new(Vec::new());
 static PRESSES: AtomicU32 = AtomicU32::new(0);
@@ -446,10 +455,17 @@ pub fn install_ctrl_c() -> io::Result<()> {
                 if current.is_empty() || PRESSES.fetch_add(1, Ordering::SeqCst) > 0 {
                     std::process::exit(130);
                 }
-                eprintln!(
-                    "\nrexec: stopping the remote command{} (Ctrl-C again to quit)",
-                    if current.len() > 1 { "s" } else { "" }
-                );
+                match CTRL_C_NOTE
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_deref()
+                {
+                    Some(note) => eprintln!("\n{note}"),
+                    None => eprintln!(
+                        "\nrexec: stopping the remote command{} (Ctrl-C again to quit)",
+                        if current.len() > 1 { "s" } else { "" }
+                    ),
+                }
                 for (w, id) in current {
                     let _ = w.send(&ClientMsg::Cancel { id });
                 }
@@ -462,14 +478,50 @@ pub fn install_ctrl_c() -> io::Result<()> {
 /// forwarded from a separate thread, end of file included.
 pub fn run(
     session: &mut Session,
+    exec: Exec,
+    sinks: &mut Sinks,
+    stdin: Option<Box<dyn Read + Send>>,
+) -> Result<Outcome, ClientError> {
+    request(session, exec, None, sinks, stdin)
+}
+
+/// Runs a job verb (protocol 6) as [`run`] runs a command: its output is
+/// the verb's answer (the job's, for an attach), its exit status the
+/// verb's.
+pub fn run_job(
+    session: &mut Session,
+    exec: Exec,
+    verb: rexec_proto::JobVerb,
+    sinks: &mut Sinks,
+    stdin: Option<Box<dyn Read + Send>>,
+) -> Result<Outcome, ClientError> {
+    let server = &session.server;
+    if server.protocol < rexec_proto::JOBS_PROTOCOL {
+        return Err(ClientError::Usage(format!(
+            "this server has no detached jobs: it runs rexecd {} (protocol {}); jobs need protocol {} (rexecd {} or later)",
+            rexec_proto::text::clean(&server.software, 40),
+            server.protocol,
+            rexec_proto::JOBS_PROTOCOL,
+            rexec_proto::SOFTWARE_VERSION
+        )));
+    }
+    request(session, exec, Some(verb), sinks, stdin)
+}
+
+fn request(
+    session: &mut Session,
     mut exec: Exec,
+    verb: Option<rexec_proto::JobVerb>,
     sinks: &mut Sinks,
     stdin: Option<Box<dyn Read + Send>>,
 ) -> Result<Outcome, ClientError> {
     let id = exec.id;
     exec.stdin = stdin.is_some();
     let started = Instant::now();
-    let msg = ClientMsg::Exec(exec);
+    let msg = match verb {
+        Some(verb) => ClientMsg::Job { exec, verb },
+        None => ClientMsg::Exec(exec),
+    };
     let mut payload = Vec::new();
     rexec_proto::payload::encode_into(&msg, &mut payload);
     let size = payload.len();

@@ -27,6 +27,11 @@ fn line(dir: &str, payload_len: usize, what: &str) -> String {
 pub fn sent(msg: &ClientMsg, payload_len: usize) -> String {
     let what = match msg {
         ClientMsg::Exec(e) => format!("Exec id={} command={} bytes", e.id, e.command.len()),
+        ClientMsg::Job { exec, verb } => format!(
+            "Job id={} {verb:?} command={} bytes",
+            exec.id,
+            exec.command.len()
+        ),
         ClientMsg::Stdin { id, data } => format!("Stdin id={id} data={} bytes", data.len()),
         ClientMsg::StdinEof { id } | ClientMsg::Cancel { id } => {
             format!("{} id={id}", msg.kind_name())

@@ -32,8 +32,9 @@ pub use frame::{
 };
 pub use message::{
     ClientHello, ClientMsg, ErrorKind, ErrorMsg, Exec, ExecMode, ExitStatus, Exited,
-    GET_HEADER_LEN, KEEPALIVE_PROTOCOL, KEY_AUTH_PROTOCOL, OLDEST_PROTOCOL, OutputStream,
-    PROTOCOL_VERSION, PUT_READY, PtyRequest, Put, PutWhat, ServerEvent, ServerHello, ServerMsg,
+    GET_HEADER_LEN, JOBS_PROTOCOL, JobVerb, KEEPALIVE_PROTOCOL, KEY_AUTH_PROTOCOL, OLDEST_PROTOCOL,
+    OutputStream, PROTOCOL_VERSION, PUT_READY, PtyRequest, Put, PutWhat, ServerEvent, ServerHello,
+    ServerMsg,
 };
 pub use payload::DecodeError;
 

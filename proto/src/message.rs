@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 /// Protocol version spoken by this build; see `docs/PROTOCOL.md` for the
 /// rules. Version 4 added keepalive probes (`Ping`, `Pong`); version 5
-/// public-key authentication (`AuthKey`, `KeyRefused`, `KeyAccepted`).
-pub const PROTOCOL_VERSION: u16 = 5;
+/// public-key authentication (`AuthKey`, `KeyRefused`, `KeyAccepted`);
+/// version 6 detached jobs (`Job`).
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// The oldest version this build still speaks: a version-3 peer is served
 /// without keepalive probes. Older peers are refused with
@@ -23,6 +24,9 @@ pub const KEEPALIVE_PROTOCOL: u16 = 4;
 
 /// The first version with public-key authentication.
 pub const KEY_AUTH_PROTOCOL: u16 = 5;
+
+/// The first version with detached jobs.
+pub const JOBS_PROTOCOL: u16 = 6;
 
 /// Messages a client sends to the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +103,28 @@ pub enum ClientMsg {
         #[serde(with = "serde_bytes")]
         signature: Vec<u8>,
     },
+    /// A detached job's verb (protocol 6). It runs like a command with
+    /// `exec.id`: `Started`, output, then `Exited`. For `Start`, `exec` is
+    /// the command to run as a job; for the others only its `id` counts.
+    Job { exec: Exec, verb: JobVerb },
+}
+
+/// What a `Job` message asks for (protocol 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobVerb {
+    /// Start `exec` as a job and end at once: its `Stdout` is the job's id
+    /// and a newline.
+    Start,
+    /// The caller's jobs, one line each (`json`: one JSON object each).
+    List { json: bool },
+    /// The job's kept output from the beginning, then live until it ends;
+    /// the `Exited` is the job's own status. A `Cancel` stops following and
+    /// leaves the job running.
+    Attach { job: u64 },
+    /// End the job and everything it started.
+    Kill { job: u64 },
+    /// Remove the caller's finished jobs' records.
+    Clean,
 }
 
 /// The one byte of `Stdout` a `Put` answers with once the server has
@@ -386,6 +412,7 @@ impl ClientMsg {
             ClientMsg::Ping { .. } => "Ping",
             ClientMsg::Pong { .. } => "Pong",
             ClientMsg::AuthKey { .. } => "AuthKey",
+            ClientMsg::Job { .. } => "Job",
         }
     }
 }

@@ -215,6 +215,25 @@ pub struct Args {
     #[arg(long)]
     pub no_splice: bool,
 
+    /// Output kept per detached job (rexec -d): the first half and the
+    /// latest part; attach says how much in between was dropped. K, M, G
+    /// suffixes.
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = rexec_proto::limits::parse_size)]
+    pub job_output_max: u64,
+
+    /// How long a finished job's record (its output and exit status) is
+    /// kept: SECS, or with a unit (30m, 12h, 7d).
+    #[arg(long, value_name = "TIME", default_value = "7d", value_parser = parse_duration)]
+    pub job_keep: u64,
+
+    /// Most detached jobs running at once per account.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub max_jobs: usize,
+
+    /// Most detached jobs running at once in all.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_jobs_total: usize,
+
     /// Where the self-signed TLS identity is kept [default:
     /// $XDG_STATE_HOME/rexec or ~/.local/state/rexec].
     #[arg(long, value_name = "DIR")]
@@ -222,6 +241,27 @@ pub struct Args {
 }
 
 impl Args {
+    /// Detached jobs: their records live in `STATE/jobs` (--state-dir).
+    /// With --login, every account must be able to reach that directory:
+    /// give a --state-dir outside root's home.
+    fn jobs(&self) -> Result<Option<crate::jobs::Settings>, ConfigError> {
+        let Some(state) = self
+            .state_dir
+            .clone()
+            .or_else(crate::tls::default_state_dir)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(crate::jobs::Settings {
+            exe: own_executable("jobs")?,
+            dir: state.join("jobs"),
+            output_max: self.job_output_max.max(4096),
+            keep_secs: self.job_keep,
+            max: self.max_jobs.max(1),
+            max_total: self.max_jobs_total.max(1),
+        }))
+    }
+
     /// `--authorized-keys`, for the account commands run as.
     fn authorized_keys(
         &self,
@@ -299,6 +339,7 @@ impl Args {
             permit_root_login: self.permit_root_login,
             handshake_timeout: Duration::from_secs(self.handshake_timeout.max(1)),
             exec: ExecPolicy {
+                jobs: self.jobs()?,
                 no_shell: self.no_shell,
                 allow,
                 allow_env: self.allow_env,
@@ -387,5 +428,36 @@ mod tests {
         assert_eq!(parse_addr("::1").map(|a| a.port()), Ok(7070));
         assert_eq!(parse_addr("[::1]").map(|a| a.port()), Ok(7070));
         assert_eq!(parse_addr("localhost").map(|a| a.port()), Ok(7070));
+    }
+}
+
+/// A duration in seconds: `SECS`, or a number with `s`, `m`, `h` or `d`.
+fn parse_duration(s: &str) -> Result<u64, String> {
+    let (num, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
+        _ => (s, 's'),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (SECS, or 30m, 12h, 7d)"))?;
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(format!("{s:?}: the unit is s, m, h or d")),
+    };
+    Ok(n.saturating_mul(scale))
+}
+
+#[cfg(test)]
+mod duration_tests {
+    #[test]
+    fn durations_take_a_unit() {
+        use super::parse_duration as p;
+        assert_eq!(p("90"), Ok(90));
+        assert_eq!(p("30m"), Ok(1800));
+        assert_eq!(p("7d"), Ok(604_800));
+        assert!(p("7w").is_err() && p("d").is_err() && p("").is_err());
     }
 }

@@ -87,6 +87,8 @@ pub struct ExecPolicy {
     /// The home directory of the account rexecd runs as, from the user
     /// database (looked up once at start); `None`: `$HOME`.
     pub own_home: Option<PathBuf>,
+    /// Detached jobs (jobs.rs), or `None` when they are off.
+    pub jobs: Option<crate::jobs::Settings>,
 }
 
 /// The account commands run as with `--user`: its ids, supplementary groups
@@ -207,7 +209,7 @@ impl ExecPolicy {
 /// comes on stdin), under the same environment, user and starting directory
 /// as a command.
 pub fn transfer_command(policy: &ExecPolicy, grant: &Grant) -> Result<Command, CommandError> {
-    grant.check_transfer()?;
+    grant.check_helper("file copies")?;
     let Some(exe) = &policy.files_helper else {
         return Err(CommandError::new(
             ErrorKind::Forbidden,
@@ -220,8 +222,23 @@ pub fn transfer_command(policy: &ExecPolicy, grant: &Grant) -> Result<Command, C
             "file transfers are off with --no-shell unless rexecd has --files-root DIR",
         ));
     }
+    Ok(helper_command(policy, grant, exe, [crate::files::FILES]))
+}
+
+/// One of rexecd's helpers (`exe ARGS...`) for a connection: as its
+/// account, from its home, in a clean environment.
+pub(crate) fn helper_command<I, S>(
+    policy: &ExecPolicy,
+    grant: &Grant,
+    exe: &Path,
+    args: I,
+) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     let mut cmd = Command::new(exe);
-    cmd.arg(crate::files::FILES);
+    cmd.args(args);
     if let Some(h) = policy.home(grant).filter(|h| h.is_dir()) {
         cmd.current_dir(h);
     }
@@ -237,7 +254,7 @@ pub fn transfer_command(policy: &ExecPolicy, grant: &Grant) -> Result<Command, C
     if let Some(user) = policy.account(grant) {
         user.apply(&mut cmd);
     }
-    Ok(cmd)
+    cmd
 }
 
 /// The login shell of `user`, or of the user rexecd runs as: from the
@@ -291,11 +308,11 @@ pub fn command_for(
 }
 
 /// The program, the name it is given (argv[0]), and its arguments.
-type Invocation = (PathBuf, Option<String>, Vec<String>);
+pub(crate) type Invocation = (PathBuf, Option<String>, Vec<String>);
 
 /// What to run for `exec`: through the shell, the login shell, or (with
 /// `--no-shell`) the split command line, checked against `--allow`.
-fn what_to_run(
+pub(crate) fn what_to_run(
     exec: &Exec,
     policy: &ExecPolicy,
     grant: &Grant,
@@ -370,7 +387,11 @@ fn what_to_run(
 
 /// Where the command starts: the home directory of the user it runs as (as
 /// with ssh), or the client's --cwd, where `~` is that home too.
-fn start_dir(exec: &Exec, policy: &ExecPolicy, grant: &Grant) -> Result<PathBuf, CommandError> {
+pub(crate) fn start_dir(
+    exec: &Exec,
+    policy: &ExecPolicy,
+    grant: &Grant,
+) -> Result<PathBuf, CommandError> {
     let home = policy.home(grant);
     let Some(given) = exec.cwd.as_deref() else {
         // As sshd: a home that is missing is no reason not to run.
@@ -404,7 +425,7 @@ fn start_dir(exec: &Exec, policy: &ExecPolicy, grant: &Grant) -> Result<PathBuf,
 
 /// A clean environment: PATH, SHELL, HOME, what the server passes on, and
 /// what the client asked for and the policy allows.
-fn set_environment(
+pub(crate) fn set_environment(
     cmd: &mut Command,
     exec: &Exec,
     policy: &ExecPolicy,

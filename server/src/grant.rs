@@ -40,16 +40,18 @@ impl Grant {
         Ok(())
     }
 
-    /// Refuses file copies to a key with a forced command (it may run that
-    /// command only, as with sshd, where scp would run it instead) and to
-    /// an account that may not log in.
-    pub fn check_transfer(&self) -> Result<(), CommandError> {
+    /// Refuses `what` (file copies, jobs: rexecd's helpers) to a key with a
+    /// forced command (it may run that command only, as with sshd, where
+    /// scp would run it instead) and to an account that may not log in.
+    pub fn check_helper(&self, what: &str) -> Result<(), CommandError> {
         self.check_account()?;
         if self.forced.is_some() {
             return Err(CommandError::new(
                 ErrorKind::Forbidden,
-                "this key may only run its forced command (command= in authorized_keys); \
-                 file copies are off for it",
+                format!(
+                    "this key may only run its forced command (command= in authorized_keys); \
+                     {what} are off for it"
+                ),
             ));
         }
         Ok(())
@@ -129,12 +131,12 @@ mod tests {
             "{}",
             e.message
         );
-        assert!(nologin.check_transfer().is_err());
+        assert!(nologin.check_helper("file copies").is_err());
         let ok = Grant {
             account: account("/bin/bash"),
             ..Grant::default()
         };
-        assert!(ok.check_exec(&tty).is_ok() && ok.check_transfer().is_ok());
+        assert!(ok.check_exec(&tty).is_ok() && ok.check_helper("file copies").is_ok());
         let no_pty = Grant {
             no_pty: true,
             ..Grant::default()
@@ -154,6 +156,6 @@ mod tests {
         };
         assert_eq!(forced.command(&asked), ("uptime", true));
         assert_eq!(ok.command(&asked), ("rm -rf ~", false));
-        assert!(forced.check_transfer().is_err());
+        assert!(forced.check_helper("file copies").is_err());
     }
 }

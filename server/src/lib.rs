@@ -79,6 +79,8 @@ pub(crate) mod files_path;
 pub(crate) mod files_request;
 pub(crate) mod files_tree;
 pub(crate) mod grant;
+pub(crate) mod job_command;
+pub(crate) mod jobs;
 pub(crate) mod key_options;
 pub(crate) mod login;
 pub(crate) mod out_queue;
@@ -104,11 +106,15 @@ pub use tls::TlsSetup;
 /// names one, and returns its exit code; `None` for a normal start.
 ///
 /// rexecd runs its own binary as helpers: `__contain` (the `--contain`
-/// supervisor) and `__files` (file transfers, files.rs).
+/// supervisor), `__files` (file transfers, files.rs) and `__job` (detached
+/// jobs, jobs.rs).
 pub fn helper_mode(args: &[std::ffi::OsString]) -> Option<i32> {
     let mode = args.get(1)?.to_str()?;
     if mode == contain::ARG {
         return Some(contain::supervise(&args[2..]));
+    }
+    if mode == jobs::ARG {
+        return Some(jobs::main(&args[2..]));
     }
     (mode == files::FILES).then(files::helper)
 }

@@ -40,6 +40,12 @@ pub enum Action {
     /// The answer was right; commands may follow.
     Authenticated,
     Exec(Exec),
+    /// A detached job's verb (protocol 6); runs like a command with
+    /// `exec.id`.
+    Job {
+        exec: Exec,
+        verb: rexec_proto::JobVerb,
+    },
     Stdin {
         id: u32,
         data: Vec<u8>,
@@ -264,19 +270,14 @@ impl ConnProtocol {
                 kind: ErrorKind::Protocol,
                 message: "Auth sent when none was asked for".into(),
             },
-            (Phase::Running, ClientMsg::Exec(e)) => {
-                if e.env.len() > MAX_ENV {
-                    return Action::Reject {
-                        id: e.id,
-                        kind: ErrorKind::BadRequest,
-                        message: format!(
-                            "{} environment variables; at most {MAX_ENV}",
-                            e.env.len()
-                        ),
-                    };
-                }
-                Action::Exec(e)
-            }
+            (Phase::Running, ClientMsg::Exec(e)) => match too_many_env(&e) {
+                Some(reject) => reject,
+                None => Action::Exec(e),
+            },
+            (Phase::Running, ClientMsg::Job { exec, verb }) => match too_many_env(&exec) {
+                Some(reject) => reject,
+                None => Action::Job { exec, verb },
+            },
             (Phase::Running, ClientMsg::Stdin { id, data }) => Action::Stdin { id, data },
             (Phase::Running, ClientMsg::StdinEof { id }) => Action::StdinEof { id },
             (Phase::Running, ClientMsg::Cancel { id }) => Action::Cancel { id },
@@ -364,6 +365,15 @@ impl ConnProtocol {
             tries_left: MAX_KEY_TRIES - self.keys_tried,
         }
     }
+}
+
+/// Refuses an `Exec` with more than [`MAX_ENV`] variables.
+fn too_many_env(e: &Exec) -> Option<Action> {
+    (e.env.len() > MAX_ENV).then(|| Action::Reject {
+        id: e.id,
+        kind: ErrorKind::BadRequest,
+        message: format!("{} environment variables; at most {MAX_ENV}", e.env.len()),
+    })
 }
 
 /// Peer-supplied text shortened for messages and logs.

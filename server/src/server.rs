@@ -14,6 +14,7 @@
 //! | `keys` | a signed key: allowed in, for which account (login thread) |
 //! | `command` | Exec → spawn; stdin to the child; cancel; time limits |
 //! | `transfer` | Put, Get, List → a transfer helper and its typed request |
+//! | `jobs` | Job → a job helper (start, list, attach, kill, clean) |
 //! | `deadlines` | a connection's timers: frame, idle, keepalive |
 //! | `output` | child pipes → frames → socket; backpressure |
 //! | `reap` | child exit → `Exited`; the audit line |
@@ -25,6 +26,7 @@ mod budget;
 mod command;
 mod deadlines;
 mod input;
+mod jobs;
 mod keys;
 mod output;
 mod penalty;

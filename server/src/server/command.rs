@@ -138,18 +138,22 @@ impl Server {
                     log::warn!("{peer}: refused \"{}\": {}", echo(&exec.command), e.message);
                 }
             })?;
-        self.launch(conn_id, exec, cmd)
+        self.launch(conn_id, exec, cmd, true)
     }
 
     /// Prepares `cmd` (built for `exec`): its pipes (or pty) are made and
     /// watched and its `Proc` exists from now on, so stdin, cancel and a
     /// closing connection find it; a spawner thread starts the process and
     /// [`Server::on_spawned`] takes it from there.
+    ///
+    /// `timed`: the time limits (the server's, the client's) apply; a job
+    /// verb's helper has none (an attach lasts as long as the job).
     pub(super) fn launch(
         &mut self,
         conn_id: ConnId,
         exec: Exec,
         mut cmd: std::process::Command,
+        timed: bool,
     ) -> Result<(), CommandError> {
         let Some(conn) = self.conns.get_mut(&conn_id) else {
             return Err(CommandError::new(ErrorKind::Protocol, "connection gone"));
@@ -195,6 +199,7 @@ impl Server {
             .and_then(|s| watch(r, s, Interest::WRITABLE, Slot::Stdin(proc)));
         let now = Instant::now();
         let limit = match (self.cfg.timeout, exec.timeout_ms.map(Duration::from_millis)) {
+            _ if !timed => None,
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };

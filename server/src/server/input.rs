@@ -272,6 +272,7 @@ impl Server {
                 message,
             } => self.command_error(id, cmd, kind, message),
             Action::Exec(exec) => self.exec(id, exec),
+            Action::Job { exec, verb } => self.job(id, exec, verb),
             Action::Stdin { id: cmd, data } => self.stdin(id, cmd, &data, false),
             Action::StdinEof { id: cmd } => self.stdin(id, cmd, &[], true),
             Action::Cancel { id: cmd } => self.cancel(id, cmd),

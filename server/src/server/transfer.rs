@@ -88,7 +88,7 @@ impl Server {
                 .map(|c| c.grant())
                 .unwrap_or_default();
             crate::exec_policy::transfer_command(&self.cfg.exec, &grant)
-                .and_then(|cmd| self.launch(conn_id, exec, cmd))
+                .and_then(|cmd| self.launch(conn_id, exec, cmd, true))
         };
         if started.is_ok() {
             let root = self.cfg.exec.files_root.as_ref();

@@ -1,0 +1,256 @@
+//! A job's record on disk: `STATE/jobs/ID/`, owned by the job's account
+//! and readable by it alone (mode 0700; files 0600).
+//!
+//! | file | written by | when |
+//! |---|---|---|
+//! | `meta.json` | the start helper | once the supervisor runs: id, command, start, the supervisor's pid, its start time and the boot |
+//! | `out.N` | the supervisor | output as it comes (spool.rs) |
+//! | `dropped` | the supervisor | bytes left out between the kept head and tail |
+//! | `status.json` | the supervisor | when the job has ended: how, and how much output |
+//!
+//! rexecd itself never writes here: it starts helpers that do (as the
+//! account), and a restarted rexecd finds everything as it was. A job
+//! without `status.json` is running if its supervisor is: the same pid,
+//! with the same start time, since the same boot. Otherwise it is lost
+//! (the machine restarted, or the supervisor was killed).
+
+use std::io::{self, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+pub const META: &str = "meta.json";
+pub const STATUS: &str = "status.json";
+pub const DROPPED: &str = "dropped";
+
+/// What is known from the start.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Meta {
+    pub id: u64,
+    pub command: String,
+    pub started_ms: u64,
+    pub boot_id: String,
+    /// The supervisor's pid, and its start time (clock ticks after boot,
+    /// from /proc/PID/stat) so that a reused pid is not taken for it.
+    pub pid: i32,
+    pub pid_start: u64,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Ended {
+    pub ended_ms: u64,
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Ended by the server's `--timeout`.
+    pub timed_out: bool,
+    /// Ended by `rexec kill`.
+    pub killed: bool,
+    /// Output bytes the job wrote, all of them.
+    pub output: u64,
+    /// Of those, the bytes not kept (over `--job-output-max`).
+    pub dropped: u64,
+}
+
+impl Ended {
+    /// The exit status a command would have: the code, or 128+N for
+    /// signal N.
+    pub fn exit_code(&self) -> i32 {
+        match (self.code, self.signal) {
+            (Some(c), _) => c,
+            (None, Some(s)) => 128 + s,
+            (None, None) => 255,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Running,
+    Ended(Ended),
+    Lost,
+}
+
+/// One job, as read from its directory.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub dir: PathBuf,
+    pub uid: u32,
+    pub meta: Meta,
+    pub state: State,
+}
+
+impl Job {
+    /// When its record may be removed (`--job-keep` after it ended), if
+    /// it has ended.
+    pub fn ended_ms(&self) -> Option<u64> {
+        match &self.state {
+            State::Running => None,
+            State::Ended(e) => Some(e.ended_ms),
+            State::Lost => Some(self.meta.started_ms),
+        }
+    }
+
+    /// Bytes of output so far (kept and dropped).
+    pub fn output(&self) -> u64 {
+        match &self.state {
+            State::Ended(e) => e.output,
+            _ => crate::jobs::spool::written(&self.dir),
+        }
+    }
+}
+
+/// Reads the job in `dir`, if it is one (a real directory, with its meta).
+pub fn read(dir: &Path) -> Option<Job> {
+    let m = std::fs::symlink_metadata(dir).ok()?;
+    if !m.is_dir() {
+        return None;
+    }
+    let meta: Meta = serde_json::from_slice(&read_small(&dir.join(META))?).ok()?;
+    let state = match read_small(&dir.join(STATUS)) {
+        Some(b) => State::Ended(serde_json::from_slice(&b).ok()?),
+        None if alive(&meta) => State::Running,
+        // The supervisor may have written its status just now.
+        None => match read_small(&dir.join(STATUS)) {
+            Some(b) => State::Ended(serde_json::from_slice(&b).ok()?),
+            None => State::Lost,
+        },
+    };
+    Some(Job {
+        dir: dir.to_path_buf(),
+        uid: m.uid(),
+        meta,
+        state,
+    })
+}
+
+/// The jobs in `root`: those owned by `uid`, or all of them (`None`),
+/// by id.
+pub fn list(root: &Path, uid: Option<u32>) -> Vec<Job> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut jobs: Vec<Job> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(is_id))
+        .filter_map(|e| read(&e.path()))
+        .filter(|j| uid.is_none_or(|u| j.uid == u))
+        .collect();
+    jobs.sort_by_key(|j| j.meta.id);
+    jobs
+}
+
+/// Whether `name` is a job directory's name: digits only.
+pub fn is_id(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 19 && name.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Whether the supervisor of `meta` still runs.
+pub fn alive(meta: &Meta) -> bool {
+    meta.boot_id == boot_id() && start_time(meta.pid) == Some(meta.pid_start)
+}
+
+/// This boot's id (changes at every boot).
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// When process `pid` started (clock ticks after boot), if it exists.
+pub fn start_time(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name (which may hold spaces and parentheses):
+    // field 3 is the state, field 22 the start time.
+    let after = &stat[stat.rfind(')')? + 2..];
+    let mut fields = after.split_whitespace();
+    if fields.next()? == "Z" {
+        return None; // a zombie has ended
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Writes `bytes` to `path` whole or not at all (a temporary file renamed
+/// over it), readable by the owner only.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    drop(f);
+    std::fs::rename(&tmp, path)
+}
+
+/// A small file (a record's JSON), or `None`; never more than 64 KiB.
+fn read_small(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(64 << 10)
+        .read_to_end(&mut buf)
+        .ok()?;
+    Some(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_is_running_ended_or_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = dir.path().join("7");
+        std::fs::create_dir(&job).unwrap();
+        let me = std::process::id() as i32;
+        let mut meta = Meta {
+            id: 7,
+            command: "sleep 1".into(),
+            started_ms: now_ms(),
+            boot_id: boot_id(),
+            pid: me,
+            pid_start: start_time(me).unwrap(),
+        };
+        let put = |m: &Meta| write_atomic(&job.join(META), &serde_json::to_vec(m).unwrap());
+        put(&meta).unwrap();
+        assert_eq!(read(&job).unwrap().state, State::Running);
+        // Another boot, or the pid reused by another process: lost.
+        meta.boot_id = "another boot".into();
+        put(&meta).unwrap();
+        assert_eq!(read(&job).unwrap().state, State::Lost);
+        meta.boot_id = boot_id();
+        meta.pid_start += 1;
+        put(&meta).unwrap();
+        assert_eq!(read(&job).unwrap().state, State::Lost);
+        let ended = Ended {
+            signal: Some(9),
+            ..Ended::default()
+        };
+        write_atomic(&job.join(STATUS), &serde_json::to_vec(&ended).unwrap()).unwrap();
+        let j = read(&job).unwrap();
+        assert_eq!(j.state, State::Ended(ended.clone()));
+        assert_eq!(ended.exit_code(), 137);
+        // Only digit names are jobs; a symlink is never followed.
+        std::os::unix::fs::symlink(&job, dir.path().join("8")).unwrap();
+        std::fs::create_dir(dir.path().join("x")).unwrap();
+        let all = list(dir.path(), None);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].meta.id, 7);
+        assert!(list(dir.path(), Some(all[0].uid + 1)).is_empty());
+    }
+}
