@@ -69,8 +69,27 @@ impl Spool {
         })
     }
 
-    /// Appends one record.
-    pub fn append(&mut self, stream: u8, data: &[u8]) -> io::Result<()> {
+    /// Appends `data` as records, split where a file fills up, so no file
+    /// grows past its share of the cap.
+    pub fn append(&mut self, stream: u8, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let max = if self.index == 0 {
+                self.head_max
+            } else {
+                self.segment_max
+            };
+            let room = max.saturating_sub(self.len + HEADER as u64).max(1);
+            let (now, rest) = data.split_at(data.len().min(room as usize));
+            self.record(stream, now)?;
+            if self.len >= max {
+                self.rotate()?;
+            }
+            data = rest;
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, stream: u8, data: &[u8]) -> io::Result<()> {
         let mut header = [0u8; HEADER];
         header[0] = stream;
         header[1..].copy_from_slice(&(data.len() as u32).to_le_bytes());
@@ -79,14 +98,6 @@ impl Spool {
         self.len += (HEADER + data.len()) as u64;
         self.payload += data.len() as u64;
         self.total += data.len() as u64;
-        let max = if self.index == 0 {
-            self.head_max
-        } else {
-            self.segment_max
-        };
-        if self.len >= max {
-            self.rotate()?;
-        }
         Ok(())
     }
 
@@ -128,41 +139,22 @@ fn open_new(path: &Path) -> io::Result<File> {
 /// Output bytes written so far, read from the files (for a running job's
 /// listing): what is kept, less record headers, plus what was dropped.
 pub fn written(dir: &Path) -> u64 {
-    let mut kept = 0;
-    let mut records = 0;
-    for i in 0.. {
-        let Ok(m) = std::fs::metadata(segment(dir, i)) else {
-            if i > 0 && !later_exists(dir, i) {
-                break;
-            }
-            continue;
+    let mut payload = 0;
+    for i in segments(dir) {
+        let Ok(f) = File::open(segment(dir, i)) else {
+            continue; // removed meanwhile
         };
-        kept += m.len();
-        // Each record has a header; estimate them from the file's size
-        // only roughly would be wrong, so count them.
-        records += count_records(&segment(dir, i));
+        let mut off = 0u64;
+        let mut header = [0u8; HEADER];
+        while f.read_exact_at(&mut header, off).is_ok() {
+            let len = u64::from(u32::from_le_bytes([
+                header[1], header[2], header[3], header[4],
+            ]));
+            payload += len;
+            off += HEADER as u64 + len;
+        }
     }
-    kept.saturating_sub(records * HEADER as u64) + dropped(dir)
-}
-
-fn count_records(path: &Path) -> u64 {
-    let Ok(f) = File::open(path) else {
-        return 0;
-    };
-    let mut off = 0u64;
-    let mut n = 0;
-    let mut header = [0u8; HEADER];
-    while f.read_exact_at(&mut header, off).is_ok() {
-        let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]);
-        off += HEADER as u64 + u64::from(len);
-        n += 1;
-    }
-    n
-}
-
-/// Whether a segment after `i` exists (a gap at `i` was removed).
-fn later_exists(dir: &Path, i: u64) -> bool {
-    (i + 1..i + 1 + SEGMENTS + 1).any(|j| segment(dir, j).exists())
+    payload + dropped(dir)
 }
 
 fn dropped(dir: &Path) -> u64 {
@@ -232,9 +224,22 @@ fn open_segment(dir: &Path, i: u64) -> io::Result<File> {
     File::open(segment(dir, i))
 }
 
-/// The first segment after `i` that exists, if any.
+/// The first segment after `i` that exists, if any (however many were
+/// removed in between).
 fn next_segment(dir: &Path, i: u64) -> Option<u64> {
-    (i + 1..=i + 1 + SEGMENTS * 2).find(|&j| segment(dir, j).exists())
+    segments(dir).into_iter().find(|&j| j > i)
+}
+
+/// The numbers of the `out.N` files in `dir`, in order.
+fn segments(dir: &Path) -> Vec<u64> {
+    let mut found: Vec<u64> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("out.")?.parse().ok())
+        .collect();
+    found.sort_unstable();
+    found
 }
 
 /// Moves `len` bytes at `off` of `file` to `to`: spliced when `to` is a

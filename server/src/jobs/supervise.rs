@@ -112,6 +112,18 @@ pub fn run(args: &[OsString]) -> i32 {
     if let Some(a) = &plan.arg0 {
         cmd.arg0(a);
     }
+    // The signals blocked here for sigwait must not stay blocked in the
+    // job: a shell waiting for its children would never see SIGTERM.
+    // (std's posix_spawn path leaves the mask as it is.)
+    // SAFETY: sigprocmask is async-signal-safe; the set is made before the
+    // fork and only read.
+    unsafe {
+        let none = SigSet::empty();
+        cmd.pre_exec(move || {
+            none.thread_set_mask()?;
+            Ok(())
+        });
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {

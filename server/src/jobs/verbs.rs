@@ -5,6 +5,7 @@
 use std::ffi::OsString;
 use std::io::Read;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -66,7 +67,7 @@ fn start(c: &Common, me: u32) -> i32 {
         eprintln!("rexecd __job start: bad arguments");
         return 2;
     };
-    let (mine, all) = running(me);
+    let (mine, all) = running(&c.dir, me);
     if mine >= c.max || all >= c.max_total {
         let (n, max, flag) = match mine >= c.max {
             true => (mine, c.max, "--max-jobs"),
@@ -161,9 +162,10 @@ fn allocate(root: &Path) -> std::io::Result<(u64, PathBuf)> {
     }
 }
 
-/// Supervisors running now: `uid`'s, and everybody's (from /proc, which
-/// every account may read, so the limit in all holds across accounts).
-fn running(uid: u32) -> (usize, usize) {
+/// Supervisors of this jobs directory running now: `uid`'s, and
+/// everybody's (from /proc, which every account may read, so the limit in
+/// all holds across accounts).
+fn running(root: &Path, uid: u32) -> (usize, usize) {
     use std::os::unix::fs::MetadataExt;
     let (mut mine, mut all) = (0, 0);
     let Ok(procs) = std::fs::read_dir("/proc") else {
@@ -174,7 +176,12 @@ fn running(uid: u32) -> (usize, usize) {
             continue;
         };
         let mut args = cmdline.split(|&b| b == 0).skip(1);
-        if args.next() == Some(super::ARG.as_bytes()) && args.next() == Some(b"run") {
+        let ours = args.next() == Some(super::ARG.as_bytes())
+            && args.next() == Some(b"run")
+            && args.next().is_some_and(|dir| {
+                Path::new(std::ffi::OsStr::from_bytes(dir)).parent() == Some(root)
+            });
+        if ours {
             all += 1;
             if p.metadata().is_ok_and(|m| m.uid() == uid) {
                 mine += 1;
