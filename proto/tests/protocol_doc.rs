@@ -150,7 +150,7 @@ fn server_hello_example() {
     check(
         "server-hello",
         ServerMsg::Hello(ServerHello {
-            protocol: 5,
+            protocol: 6,
             software: "0.1.0".into(),
             challenge: None,
         }),
@@ -162,7 +162,7 @@ fn client_hello_example() {
     check(
         "client-hello",
         ClientMsg::Hello(ClientHello {
-            protocol: 5,
+            protocol: 6,
             software: "0.1.0".into(),
         }),
     );
@@ -240,5 +240,30 @@ fn key_auth_example() {
     assert!(
         DOC.contains(&format!("signature `{}`", hex(&sig))),
         "signature"
+    );
+}
+
+#[test]
+fn job_examples() {
+    check(
+        "job-start",
+        ClientMsg::Job {
+            exec: Exec {
+                id: 3,
+                command: "./train.sh".into(),
+                ..Exec::default()
+            },
+            verb: JobVerb::Start,
+        },
+    );
+    check(
+        "job-attach",
+        ClientMsg::Job {
+            exec: Exec {
+                id: 4,
+                ..Exec::default()
+            },
+            verb: JobVerb::Attach { job: 3 },
+        },
     );
 }

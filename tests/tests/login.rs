@@ -186,3 +186,67 @@ fn a_token_with_login_would_be_root_and_is_refused_at_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--permit-root-login"), "{err}");
 }
+
+#[test]
+fn each_account_sees_and_controls_only_its_own_jobs() {
+    needs_root!();
+    let dir = TempDir::new("login-jobs");
+    let (ka, pa) = key(&dir, "a");
+    let (kb, pb) = key(&dir, "b");
+    let alice = Account::new("/bin/sh");
+    alice.authorize(&pa);
+    let bob = Account::new("/bin/sh");
+    bob.authorize(&pb);
+    let token = dir.path("token");
+    std::fs::write(&token, "a token for root\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let state = dir.path("state").display().to_string();
+    let tf = token.display().to_string();
+    let d = Daemon::start(&[
+        "--login",
+        "--permit-root-login",
+        "--token-file",
+        &tf,
+        "--state-dir",
+        &state,
+    ]);
+    let who = |k: &Path, user: &str, args: &[&str]| {
+        let mut c = rexec_with(k);
+        let at = format!("{user}@{}", d.host());
+        c.args(args.iter().map(|a| if *a == "@" { at.as_str() } else { a }));
+        run(&mut c)
+    };
+    let r = who(
+        &ka,
+        &alice.name,
+        &["-d", "@", "echo from alice; exec sleep 60"],
+    );
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let id = r.out().trim().to_string();
+    // The record is Alice's, and hers alone.
+    let record = dir.path("state").join("jobs").join(&id);
+    assert_eq!(std::fs::metadata(&record).unwrap().uid(), alice.uid);
+    let r = who(&ka, &alice.name, &["jobs", "@"]);
+    assert!(r.out().contains("echo from alice"), "{}", r.out());
+    // Bob sees nothing of it, and can do nothing to it.
+    let r = who(&kb, &bob.name, &["jobs", "@"]);
+    assert_eq!(r.out(), "no jobs\n", "{}", r.stderr);
+    for verb in ["attach", "kill"] {
+        let r = who(&kb, &bob.name, &[verb, "@", &id]);
+        assert_eq!(r.code, Some(2), "{verb}: {}", r.stderr);
+        assert!(r.stderr.contains(&format!("no job {id}")), "{}", r.stderr);
+    }
+    // Root (here by the token) sees every account's.
+    let r = run(rexec()
+        .arg("--token-file")
+        .arg(&token)
+        .args(["jobs", &d.host()]));
+    assert!(
+        r.out().contains("echo from alice"),
+        "{}\n{}",
+        r.out(),
+        r.stderr
+    );
+    let r = who(&ka, &alice.name, &["kill", "@", &id]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+}
