@@ -866,6 +866,39 @@ def main():
         if r and sc:
             targets.append((f"T9 rexec cp {way} faster than scp", r < sc, f"{sc / r:.2f}x"))
 
+    # ---- T11 jobs ----------------------------------------------------------------
+    mb11 = 64
+    log(f"T11: attaching to a finished job's {mb11} MiB of output")
+    jdir = tempfile.mkdtemp(prefix="rexec-bench-jobs-")
+    CLEANUP.append(lambda: shutil.rmtree(jdir, ignore_errors=True))
+    jobsd, jaddr = start_rexecd("--state-dir", jdir, "--job-output-max", f"{2 * mb11}M")
+    jid = subprocess.run([REXEC, "-d", jaddr, f"head -c {mb11 * MiB} /dev/zero"], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        state = subprocess.run([REXEC, "jobs", "--json", jaddr], capture_output=True, text=True).stdout
+        if '"state":"exited"' in state:
+            break
+        time.sleep(0.05)
+    spool = glob.glob(os.path.join(jdir, "jobs", jid, "out.*"))
+    t11 = [
+        ("rexec attach (spool spliced to the socket)", lambda: wall(f"{REXEC} attach {jaddr} {jid}")),
+        ("local cat of the spool files", lambda: wall(f"cat {' '.join(spool)}")),
+    ]
+    med11, err11 = rounds(a.rounds, t11)
+    md.append(f"### T11 jobs: `rexec attach` of a finished job's {mb11} MiB of output\n")
+    md.append("| way | MB/s |")
+    md.append("|---|---|")
+    for n, _ in t11:
+        v = med11[n]
+        md.append(f"| {n} | {mb11 * MiB / v / 1e6:.0f} |" if v else f"| {n} | could not run: {err11.get(n)} |")
+    md.append("")
+    ra = med11.get("rexec attach (spool spliced to the socket)")
+    if ra:
+        targets.append((f"T11 attach to a {mb11} MiB spool at >= 1 GB/s", mb11 * MiB / ra >= 1e9,
+                        f"{mb11 * MiB / ra / 1e6:.0f} MB/s"))
+    jobsd.terminate()
+
     # ---- T10 Ansible -----------------------------------------------------------
     venv_bin = os.path.join(ROOT, "target", "ansible-venv", "bin")
     if not a.quick and subprocess.run(["bash", os.path.join(ROOT, "contrib", "ansible", "venv")]).returncode == 0:
