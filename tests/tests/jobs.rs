@@ -380,3 +380,16 @@ fn many_hosts_at_once_print_host_and_id() {
         );
     }
 }
+
+#[test]
+fn a_job_keeps_the_servers_time_limit_and_needs_a_command() {
+    let lab = Lab::new("jobs-timeout", &["--timeout", "1"]);
+    let id = lab.detach("echo started; sleep 30");
+    let j = lab.wait_state(id, "timed_out");
+    assert_eq!(j["output_bytes"], 8);
+    let r = run(&mut lab.rexec(&["jobs", "@"]));
+    assert!(r.out().contains("timed out"), "{}", r.out());
+    let r = run(&mut lab.rexec(&["-d", "@"]));
+    assert_eq!(r.code, Some(2));
+    assert!(r.stderr.contains("-d needs a command"), "{}", r.stderr);
+}
