@@ -83,6 +83,11 @@ pub struct Job {
 }
 
 impl Job {
+    /// Whether its supervisor still runs (see [`alive`]).
+    pub fn alive(&self) -> bool {
+        alive(&self.meta, &self.dir)
+    }
+
     /// When its record may be removed (`--job-keep` after it ended), if
     /// it has ended.
     pub fn ended_ms(&self) -> Option<u64> {
@@ -111,7 +116,7 @@ pub fn read(dir: &Path) -> Option<Job> {
     let meta: Meta = serde_json::from_slice(&read_small(&dir.join(META))?).ok()?;
     let state = match read_small(&dir.join(STATUS)) {
         Some(b) => State::Ended(serde_json::from_slice(&b).ok()?),
-        None if alive(&meta) => State::Running,
+        None if alive(&meta, dir) => State::Running,
         // The supervisor may have written its status just now.
         None => match read_small(&dir.join(STATUS)) {
             Some(b) => State::Ended(serde_json::from_slice(&b).ok()?),
@@ -147,9 +152,27 @@ pub fn is_id(name: &str) -> bool {
     !name.is_empty() && name.len() <= 19 && name.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Whether the supervisor of `meta` still runs.
-pub fn alive(meta: &Meta) -> bool {
-    meta.boot_id == boot_id() && start_time(meta.pid) == Some(meta.pid_start)
+/// Whether the supervisor of the job in `dir` still runs: the process
+/// its record names (same start time, same boot) is that job's supervisor
+/// (`rexecd __job run DIR ...`). The record is its owner's to write, so a
+/// pid in it is never believed alone: root's `rexec kill` must not signal
+/// whatever process an account names.
+pub fn alive(meta: &Meta, dir: &Path) -> bool {
+    meta.boot_id == boot_id()
+        && start_time(meta.pid) == Some(meta.pid_start)
+        && supervises(meta.pid, dir)
+}
+
+/// Whether process `pid` is the supervisor of the job in `dir`.
+fn supervises(pid: i32, dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let mut args = cmdline.split(|&b| b == 0).skip(1);
+    args.next() == Some(crate::jobs::ARG.as_bytes())
+        && args.next() == Some(b"run")
+        && args.next() == Some(dir.as_os_str().as_bytes())
 }
 
 /// This boot's id (changes at every boot).
@@ -196,13 +219,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// A small file (a record's JSON), or `None`; never more than 64 KiB.
+/// A small file (a record's JSON), or `None`; never more than 256 KiB.
 fn read_small(path: &Path) -> Option<Vec<u8>> {
     use std::io::Read;
     let mut buf = Vec::new();
     std::fs::File::open(path)
         .ok()?
-        .take(64 << 10)
+        .take(256 << 10)
         .read_to_end(&mut buf)
         .ok()?;
     Some(buf)
@@ -217,19 +240,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let job = dir.path().join("7");
         std::fs::create_dir(&job).unwrap();
-        let me = std::process::id() as i32;
+        // A stand-in supervisor: `sh __job run DIR` (a script named __job
+        // that waits), so its command line is a supervisor's.
+        std::fs::write(dir.path().join("__job"), "read x\n").unwrap();
+        let mut sup = std::process::Command::new("sh")
+            .args(["__job", "run"])
+            .arg(&job)
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = sup.id() as i32;
         let mut meta = Meta {
             id: 7,
             command: "sleep 1".into(),
             started_ms: now_ms(),
             boot_id: boot_id(),
-            pid: me,
-            pid_start: start_time(me).unwrap(),
+            pid,
+            pid_start: start_time(pid).unwrap(),
         };
         let put = |m: &Meta| write_atomic(&job.join(META), &serde_json::to_vec(m).unwrap());
         put(&meta).unwrap();
         assert_eq!(read(&job).unwrap().state, State::Running);
-        // Another boot, or the pid reused by another process: lost.
+        // Another boot, the pid reused, or a pid that is not this job's
+        // supervisor (the record is its owner's to write): not running.
         meta.boot_id = "another boot".into();
         put(&meta).unwrap();
         assert_eq!(read(&job).unwrap().state, State::Lost);
@@ -237,6 +271,13 @@ mod tests {
         meta.pid_start += 1;
         put(&meta).unwrap();
         assert_eq!(read(&job).unwrap().state, State::Lost);
+        let me = std::process::id() as i32;
+        meta.pid = me;
+        meta.pid_start = start_time(me).unwrap();
+        put(&meta).unwrap();
+        assert_eq!(read(&job).unwrap().state, State::Lost);
+        let _ = sup.kill();
+        let _ = sup.wait();
         let ended = Ended {
             signal: Some(9),
             ..Ended::default()

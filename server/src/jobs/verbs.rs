@@ -16,6 +16,11 @@ use super::record::{self, Job, META, Meta, State};
 
 /// Most finished records kept per account, whatever their age.
 const MAX_RECORDS: usize = 1000;
+/// Most of a command kept in its record for listing.
+const SHOWN: usize = 8192;
+/// Highest id handed out after the highest there; past it (a directory of
+/// junk made by hand in the shared jobs directory), the lowest free one.
+const MAX_ID: u64 = 1_000_000_000;
 
 /// What every verb is given.
 #[derive(Debug)]
@@ -107,7 +112,7 @@ fn start(c: &Common, me: u32) -> i32 {
     let pid = child.id() as i32;
     let meta = Meta {
         id,
-        command: command.to_string_lossy().into_owned(),
+        command: shown(&command.to_string_lossy()),
         started_ms: record::now_ms(),
         boot_id: record::boot_id(),
         pid,
@@ -134,6 +139,18 @@ fn start(c: &Common, me: u32) -> i32 {
     0
 }
 
+/// The command as listed: at most [`SHOWN`] bytes of it.
+fn shown(command: &str) -> String {
+    if command.len() <= SHOWN {
+        return command.to_string();
+    }
+    let mut end = SHOWN;
+    while !command.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &command[..end])
+}
+
 /// The job could not start: its directory goes, and the client is told.
 fn give_up(dir: &Path, why: &str) -> i32 {
     let _ = std::fs::remove_dir_all(dir);
@@ -141,25 +158,26 @@ fn give_up(dir: &Path, why: &str) -> i32 {
     127
 }
 
-/// A new job directory (mode 0700): the next id after the highest there.
+/// A new job directory (mode 0700): the next id after the highest there
+/// (ids below [`MAX_ID`]; then the lowest free one), skipping any another
+/// start took meanwhile.
 fn allocate(root: &Path) -> std::io::Result<(u64, PathBuf)> {
     let highest = std::fs::read_dir(root)?
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+        .filter(|&id| id < MAX_ID)
         .max()
         .unwrap_or(0);
-    let mut id = highest + 1;
-    loop {
+    let after = highest + 1..MAX_ID;
+    for id in after.take(1000).chain(1..=highest) {
         let dir = root.join(id.to_string());
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => return Ok((id, dir)),
-            // Another start took it meanwhile.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && id < highest + 1000 => {
-                id += 1;
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
     }
+    Err(std::io::Error::other("no free job id"))
 }
 
 /// Supervisors of this jobs directory running now: `uid`'s, and
@@ -238,8 +256,7 @@ fn with_job(c: &Common, whose: Option<u32>, verb: fn(&Job) -> i32) -> i32 {
 /// exit status.
 fn attach(job: &Job) -> i32 {
     let status = job.dir.join(record::STATUS);
-    let meta = job.meta.clone();
-    let ended = || status.exists() || !record::alive(&meta);
+    let ended = || status.exists() || !job.alive();
     let (out, err) = (std::io::stdout(), std::io::stderr());
     if let Err(e) = super::spool::follow(&job.dir, out.as_fd(), err.as_fd(), &ended) {
         eprintln!("rexec: job {}: {e}", job.meta.id);
@@ -333,4 +350,28 @@ fn sweep(c: &Common, me: u32) {
 
 fn clip(s: &str) -> String {
     rexec_proto::text::clean(s, 24)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_go_up_and_junk_made_by_hand_cannot_exhaust_them() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(allocate(dir.path()).unwrap().0, 1);
+        assert_eq!(allocate(dir.path()).unwrap().0, 2);
+        // Anyone may make directories in a shared jobs directory: a huge
+        // name is not the highest id, and a file takes no id.
+        std::fs::create_dir(dir.path().join(u64::MAX.to_string())).unwrap();
+        std::fs::write(dir.path().join("3"), "").unwrap();
+        assert_eq!(allocate(dir.path()).unwrap().0, 4);
+        std::fs::create_dir(dir.path().join((MAX_ID - 1).to_string())).unwrap();
+        std::fs::remove_dir(dir.path().join("2")).unwrap();
+        assert_eq!(allocate(dir.path()).unwrap().0, 2, "the lowest free one");
+        let long = "é".repeat(SHOWN);
+        let s = shown(&long);
+        assert!(s.len() <= SHOWN + 3 && s.ends_with("..."));
+        assert_eq!(shown("short"), "short");
+    }
 }
