@@ -69,6 +69,7 @@
 // uses. What other crates need is re-exported below.
 pub(crate) mod authorized;
 pub(crate) mod cli;
+pub(crate) mod coalesce;
 pub(crate) mod config;
 pub(crate) mod connection;
 pub(crate) mod contain;

@@ -318,6 +318,8 @@ pub struct Proc {
     /// Whole stdout and stderr, for the tutorial protocols only.
     tutorial_out: Vec<u8>,
     tutorial_err: Vec<u8>,
+    /// How fast it has been sending (coalesce.rs).
+    rate: crate::coalesce::Rate,
 }
 
 /// Where a command is in being stopped.
@@ -379,6 +381,7 @@ impl Proc {
             who: None,
             tutorial_out: Vec::new(),
             tutorial_err: Vec::new(),
+            rate: crate::coalesce::Rate::new(now),
         }
     }
 

@@ -86,6 +86,23 @@ impl Registry {
         self.slots.remove(&token);
     }
 
+    /// Stops watching `src` for a while; its token keeps its meaning (see
+    /// [`Registry::unmute`]).
+    pub fn mute<S: Source + ?Sized>(&mut self, src: &mut S) -> io::Result<()> {
+        self.poll.registry().deregister(src)
+    }
+
+    /// Watches a muted `src` again, under its old token; an event is
+    /// reported at once if it is ready.
+    pub fn unmute<S: Source + ?Sized>(
+        &mut self,
+        src: &mut S,
+        token: Token,
+        interest: Interest,
+    ) -> io::Result<()> {
+        self.poll.registry().register(src, token, interest)
+    }
+
     /// What `token` stands for; `None` once its source was removed.
     pub fn slot(&self, token: Token) -> Option<Slot> {
         self.slots.get(&token).copied()

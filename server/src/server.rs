@@ -66,7 +66,9 @@ const SIGNALS: Token = Token(1);
 const WAKER: Token = Token(2);
 /// A spawner thread finished starting a command.
 const SPAWNED: Token = Token(3);
-const FIRST_DYNAMIC: usize = 4;
+/// Pipes left to fill are read again (coalesce.rs).
+const COALESCE: Token = Token(4);
+const FIRST_DYNAMIC: usize = 5;
 
 /// How soon the loop looks at the memory budget again while connections
 /// wait for it.
@@ -117,6 +119,8 @@ pub struct Server {
     budget: Budget,
     /// The threads that start commands (spawner.rs).
     spawner: Spawner,
+    /// Fast commands' pipes left to fill a moment (coalesce.rs).
+    coalesce: crate::coalesce::Coalesce,
     ids: Ids,
     /// Signals, the stop handle, and the shutdown's progress (shutdown.rs).
     stop: Stop,
@@ -251,6 +255,12 @@ impl Server {
                 .mio()
                 .register(&mut SourceFd(&fd.as_raw_fd()), SPAWNED, Interest::READABLE)?;
         }
+        let coalesce = crate::coalesce::Coalesce::new()?;
+        registry.mio().register(
+            &mut SourceFd(&coalesce.fd().as_raw_fd()),
+            COALESCE,
+            Interest::READABLE,
+        )?;
         Ok(Server {
             cfg,
             registry,
@@ -276,6 +286,7 @@ impl Server {
                 big_pipes: 0,
             },
             spawner,
+            coalesce,
             ids: Ids {
                 conn: 1,
                 proc: 1,
@@ -344,6 +355,7 @@ impl Server {
             LISTENER => self.accept(),
             SIGNALS => self.on_signals(),
             SPAWNED => self.take_spawned(),
+            COALESCE => self.release_pipes(),
             WAKER => {
                 // A login checked (keys.rs), or a stop asked for.
                 self.take_logins();

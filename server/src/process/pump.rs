@@ -238,8 +238,22 @@ impl Proc {
         Pumped::Cut
     }
 
+    /// Whether `stream`'s pipe is better left to fill a little before it
+    /// is read: the command has been streaming and the pipe holds little
+    /// (coalesce.rs). Never for a pty (a terminal is interactive) or a
+    /// command of the tutorial protocols.
+    pub(crate) fn worth_waiting(&mut self, stream: OutputStream, now: std::time::Instant) -> bool {
+        if self.pty.is_some() || self.child.is_none() || !self.rate.hot(now, self.bytes_out) {
+            return false;
+        }
+        let Some((rx, _)) = self.pipe(stream) else {
+            return false;
+        };
+        splice::pending(rx.as_fd()).is_ok_and(|n| n < crate::coalesce::BATCH)
+    }
+
     /// One of its output pipes, while open.
-    fn pipe(
+    pub(crate) fn pipe(
         &mut self,
         stream: OutputStream,
     ) -> Option<&mut (mio::unix::pipe::Receiver, mio::Token)> {

@@ -15,9 +15,20 @@ impl Server {
     /// would block, ends, or the connection's queue is over its limit. The
     /// command moves each chunk (`Proc::pump`); this routes what it says.
     pub(super) fn pump(&mut self, proc: ProcId, stream: OutputStream) {
+        self.pump_from(proc, stream, true);
+    }
+
+    /// As [`Server::pump`]; `may_wait`: a streaming command's pipe that
+    /// holds little may be left to fill before its first read (not when it
+    /// has just been left to fill). After each chunk it may be, in any case
+    /// (coalesce.rs).
+    fn pump_from(&mut self, proc: ProcId, stream: OutputStream, may_wait: bool) {
         // One clock reading per drain, not per chunk: the budget is
         // recounted at most every 10 ms anyway.
         let now = Instant::now();
+        if may_wait && self.hold_back(proc, stream, now) {
+            return;
+        }
         loop {
             let over_budget = self.confirm_over_budget(now);
             let Some(p) = self.procs.get_mut(&proc) else {
@@ -39,7 +50,13 @@ impl Server {
                 held: &mut self.budget.held,
             };
             match p.pump(stream, conn, &mut io) {
-                Pumped::More => {}
+                Pumped::More => {
+                    // A streaming command's small writes: let more gather
+                    // rather than read them one by one as they come.
+                    if self.hold_back(proc, stream, now) {
+                        return;
+                    }
+                }
                 Pumped::Idle => return,
                 Pumped::Paused => {
                     // check_budget looks again while memory is short.
@@ -60,6 +77,52 @@ impl Server {
                 Pumped::Dead => return self.close_conn(conn_id),
             }
         }
+    }
+
+    /// Leaves a streaming command's pipe to fill for a moment when it holds
+    /// little: unwatched (so its writes do not wake the loop) until the
+    /// coalescing timer fires.
+    fn hold_back(&mut self, proc: ProcId, stream: OutputStream, now: Instant) -> bool {
+        let Some(p) = self.procs.get_mut(&proc) else {
+            return false;
+        };
+        if !p.worth_waiting(stream, now) {
+            return false;
+        }
+        let Some((rx, _)) = p.pipe(stream) else {
+            return false;
+        };
+        if self.registry.mute(rx).is_err() {
+            return false; // already held: read it now
+        }
+        if let Err(e) = self.coalesce.hold(proc, stream) {
+            log::warn!("cannot arm the coalescing timer: {e}");
+            self.waiting_over(proc, stream);
+            return false;
+        }
+        true
+    }
+
+    /// The coalescing timer fired: the pipes left to fill are watched and
+    /// read again.
+    pub(super) fn release_pipes(&mut self) {
+        for (proc, stream) in self.coalesce.release() {
+            if self.waiting_over(proc, stream) {
+                self.pump_from(proc, stream, false);
+            }
+        }
+    }
+
+    /// Watches a held pipe again; whether it is still open.
+    fn waiting_over(&mut self, proc: ProcId, stream: OutputStream) -> bool {
+        let Some((rx, token)) = self.procs.get_mut(&proc).and_then(|p| p.pipe(stream)) else {
+            return false;
+        };
+        let token = *token;
+        if let Err(e) = self.registry.unmute(rx, token, mio::Interest::READABLE) {
+            log::warn!("cannot watch a command's output again: {e}");
+        }
+        true
     }
 
     /// Resumes pipes paused for backpressure once the queue is under its limit.
