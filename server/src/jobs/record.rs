@@ -234,6 +234,7 @@ fn read_small(path: &Path) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt;
 
     #[test]
     fn a_job_is_running_ended_or_lost() {
@@ -242,12 +243,14 @@ mod tests {
         std::fs::create_dir(&job).unwrap();
         // A stand-in supervisor: `sh __job run DIR` (a script named __job
         // that waits), so its command line is a supervisor's.
-        std::fs::write(dir.path().join("__job"), "read x\n").unwrap();
+        // (Its own process group, ended whole at the end: it waits on a
+        // sleep, not on a descriptor another test could close.)
+        std::fs::write(dir.path().join("__job"), "sleep 60\n").unwrap();
         let mut sup = std::process::Command::new("sh")
             .args(["__job", "run"])
             .arg(&job)
             .current_dir(dir.path())
-            .stdin(std::process::Stdio::piped())
+            .process_group(0)
             .spawn()
             .unwrap();
         let pid = sup.id() as i32;
@@ -261,6 +264,14 @@ mod tests {
         };
         let put = |m: &Meta| write_atomic(&job.join(META), &serde_json::to_vec(m).unwrap());
         put(&meta).unwrap();
+        // A process's command line reads empty for a moment after its
+        // parent's spawn returns (the kernel sets it up during exec).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.is_empty())
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::yield_now();
+        }
         assert_eq!(read(&job).unwrap().state, State::Running);
         // Another boot, the pid reused, or a pid that is not this job's
         // supervisor (the record is its owner's to write): not running.
@@ -276,7 +287,8 @@ mod tests {
         meta.pid_start = start_time(me).unwrap();
         put(&meta).unwrap();
         assert_eq!(read(&job).unwrap().state, State::Lost);
-        let _ = sup.kill();
+        let group = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = sup.wait();
         let ended = Ended {
             signal: Some(9),

@@ -240,16 +240,36 @@ impl Proc {
 
     /// Whether `stream`'s pipe is better left to fill a little before it
     /// is read: the command has been streaming and the pipe holds little
-    /// (coalesce.rs). Never for a pty (a terminal is interactive) or a
-    /// command of the tutorial protocols.
-    pub(crate) fn worth_waiting(&mut self, stream: OutputStream, now: std::time::Instant) -> bool {
+    /// (coalesce.rs). Only a grown pipe (grown here if need be) has room to
+    /// gather much meanwhile: a default one holds 64 KiB, and waiting on it
+    /// would only slow the writer down. Never for a pty (a terminal is
+    /// interactive).
+    pub(crate) fn worth_waiting(
+        &mut self,
+        stream: OutputStream,
+        now: std::time::Instant,
+        big_pipes: &mut usize,
+    ) -> bool {
         if self.pty.is_some() || self.child.is_none() || !self.rate.hot(now, self.bytes_out) {
             return false;
         }
-        let Some((rx, _)) = self.pipe(stream) else {
+        let slot = stream as usize;
+        let pipe = match stream {
+            OutputStream::Stdout => &self.stdout,
+            OutputStream::Stderr => &self.stderr,
+        };
+        let Some((rx, _)) = pipe else {
             return false;
         };
-        splice::pending(rx.as_fd()).is_ok_and(|n| n < crate::coalesce::BATCH)
+        let rx = rx.as_fd();
+        if !self.grown[slot] {
+            if *big_pipes >= MAX_BIG_PIPES || !splice::grow(rx) {
+                return false;
+            }
+            self.grown[slot] = true;
+            *big_pipes += 1;
+        }
+        splice::pending(rx).is_ok_and(|n| n < crate::coalesce::BATCH)
     }
 
     /// One of its output pipes, while open.

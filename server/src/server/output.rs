@@ -86,7 +86,7 @@ impl Server {
         let Some(p) = self.procs.get_mut(&proc) else {
             return false;
         };
-        if !p.worth_waiting(stream, now) {
+        if !p.worth_waiting(stream, now, &mut self.budget.big_pipes) {
             return false;
         }
         let Some((rx, _)) = p.pipe(stream) else {
