@@ -82,7 +82,13 @@ impl Server {
     /// Leaves a streaming command's pipe to fill for a moment when it holds
     /// little: unwatched (so its writes do not wake the loop) until the
     /// coalescing timer fires.
+    /// Not while the loop has input deferred to its next turn (a client
+    /// floods it): its turns are long then, and a pipe read once a turn
+    /// gathers plenty anyway.
     fn hold_back(&mut self, proc: ProcId, stream: OutputStream, now: Instant) -> bool {
+        if !self.backlog.is_empty() {
+            return false;
+        }
         let Some(p) = self.procs.get_mut(&proc) else {
             return false;
         };
