@@ -1,6 +1,6 @@
-//! `rexec demo`: rexec end to end against an embedded server, and
+//! `rexec demo`: rexec end to end against an embedded server,
 //! `rexec demo sticky`: why TCP needs message framing, shown on a real
-//! connection.
+//! connection, and `rexec demo udp` (demo_udp.rs): how UDP differs.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -32,6 +32,9 @@ const SECOND: &str = "echo two";
 pub enum DemoPart {
     /// The tutorials' sticky-packet cases, then the same over rexec's frames.
     Sticky,
+    /// The tutorials' UDP echo: datagrams keep their edges, and a read too
+    /// small for one loses the rest.
+    Udp,
 }
 
 /// A rexecd running on a thread of this process, on a free loopback port.
@@ -93,8 +96,12 @@ impl StickyReport {
 pub fn main(part: Option<DemoPart>, connect: Option<&str>) -> i32 {
     let mut out = io::stdout().lock();
     let res = match part {
-        None => basics(&mut out).and_then(|ok| Ok(ok & sticky(&mut out, connect)?.ok())),
+        None => basics(&mut out).and_then(|ok| {
+            let sticky = sticky(&mut out, connect)?.ok();
+            Ok(ok & sticky & crate::demo_udp::udp(&mut out)?)
+        }),
         Some(DemoPart::Sticky) => sticky(&mut out, connect).map(|r| r.ok()),
+        Some(DemoPart::Udp) => crate::demo_udp::udp(&mut out),
     };
     match res {
         Ok(true) => 0,

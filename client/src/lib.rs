@@ -21,6 +21,8 @@ pub(crate) mod cli;
 pub(crate) mod copy;
 #[cfg(feature = "demo")]
 pub(crate) mod demo;
+#[cfg(feature = "demo")]
+pub(crate) mod demo_udp;
 pub(crate) mod error;
 pub(crate) mod fanout;
 pub(crate) mod hosts;

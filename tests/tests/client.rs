@@ -295,6 +295,8 @@ fn demo_detects_contamination_and_framed_replies_match() {
     assert!(out.contains("MERGED"), "{out}");
     assert!(out.contains("Every framed reply matched"), "{out}");
     assert!(out.contains("exit status: 3"), "{out}");
+    // The UDP contrast is part of the whole demo.
+    assert!(out.contains("== UDP") && out.contains("truncated"), "{out}");
     // The tutorials' name, both byte orders, and what a frame adds.
     assert!(out.contains("粘包"), "{out}");
     assert!(
@@ -311,6 +313,27 @@ fn demo_detects_contamination_and_framed_replies_match() {
         .unwrap_or_else(|| panic!("no frame overhead line: {out}"));
     let varint = if data < 251 { 1 } else { 3 };
     assert_eq!(more, (2 + varint).to_string(), "{out}");
+    for line in out.lines() {
+        assert!(line.chars().count() <= 80, "line over 80 columns: {line}");
+    }
+}
+
+#[test]
+fn demo_udp_shows_datagram_edges_truncation_and_the_size_limit() {
+    let r = run_for(rexec().args(["demo", "udp"]), Duration::from_secs(60));
+    assert_eq!(r.code, Some(0), "{}\n{}", r.out(), r.stderr);
+    let out = r.out();
+    for want in [
+        "recvfrom(1024) -> 5 bytes \"hello\"",
+        "recvfrom(1024) -> 5 bytes \"world\"",
+        "recvfrom(1024) -> 1024 bytes; MSG_TRUNC says the datagram had 2000",
+        "it was truncated, and its last 976 bytes are gone",
+        "The next recvfrom(1024) -> 5 bytes \"after\"",
+        "sendto(65507 bytes) -> sent; 65507 bytes came back",
+        "sendto(65508 bytes) -> error",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
     for line in out.lines() {
         assert!(line.chars().count() <= 80, "line over 80 columns: {line}");
     }
