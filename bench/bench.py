@@ -2,7 +2,7 @@
 """rexec against its peers, on loopback, in one run. Started by bench/run.
 
 Peers: the local pipe and a raw socat relay (the limits), the tutorials'
-Python server and client (../shared/peers), OpenSSH (a throwaway sshd on
+Python server and client (contrib/tutorial), OpenSSH (a throwaway sshd on
 127.0.0.1). Each measurement is repeated; the rounds interleave the peers
 (A B C A B C ...) so drift on the machine spreads over all of them, and the
 table shows medians and ratios. Writes bench/RESULTS.md.
@@ -29,9 +29,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.path.join(ROOT, "target", "release")
 REXEC = os.path.join(REL, "rexec")
 REXECD = os.path.join(REL, "rexecd")
-PEERS = os.path.normpath(os.path.join(ROOT, "..", "shared", "peers"))
-SEED_SERVER = os.path.join(PEERS, "seed_server.py")
-SEED_CLIENT = os.path.join(PEERS, "seed_client.py")
+TUTORIAL = os.path.join(ROOT, "contrib", "tutorial")
+SEED_SERVER = os.path.join(TUTORIAL, "tutorial_server.py")
+SEED_CLIENT = os.path.join(TUTORIAL, "tutorial_client.py")
 
 # bench/RESULTS.md keeps the soak's section (bench/soak.py) between these.
 SOAK_BEGIN = "<!-- soak -->"

@@ -645,32 +645,82 @@ fn seed_protocol_works_with_the_tutorial_client() {
     sock.read_exact(&mut header).unwrap();
     assert_eq!(i32::from_le_bytes(header), 3000);
 
-    // The tutorials' Python client, unchanged, where python3 exists.
-    let peers =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/peers/seed_client.py");
+    // The tutorial's client (contrib/tutorial, written to behave as the
+    // tutorials' own), where python3 exists; the tutorials' own copy in
+    // ../shared/peers too when it is there, as a cross-check.
     let have_python = std::process::Command::new("python3")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !have_python || !peers.exists() {
-        eprintln!(
-            "skipping the Python seed client: python3 or {} missing",
-            peers.display()
-        );
+    if !have_python {
+        eprintln!("skipping the Python tutorial client: no python3");
         return;
     }
-    let r = run(std::process::Command::new("python3")
-        .arg(&peers)
-        .arg(d.host())
-        .args(["echo one", "seq 1 5000", "echo two"]));
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let ours = root.join("contrib/tutorial/tutorial_client.py");
+    let theirs = root.join("../shared/peers/seed_client.py");
     let want: String = [
         "one\n".to_string(),
         (1..=5000).map(|i| format!("{i}\n")).collect(),
         "two\n".into(),
     ]
     .concat();
-    assert_eq!(r.out(), want);
+    for client in [ours.clone(), theirs]
+        .iter()
+        .filter(|p| **p == ours || p.exists())
+    {
+        let r = run(std::process::Command::new("python3")
+            .arg(client)
+            .arg(d.host())
+            .args(["echo one", "seq 1 5000", "echo two"]));
+        assert_eq!(r.code, Some(0), "{}: {}", client.display(), r.stderr);
+        assert_eq!(r.out(), want, "{}", client.display());
+    }
+}
+
+#[test]
+fn the_tutorial_server_in_contrib_answers_as_rexecd_seed_does() {
+    let have_python = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_python {
+        eprintln!("skipping the Python tutorial server: no python3");
+        return;
+    }
+    let server = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../contrib/tutorial/tutorial_server.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(&server)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let d = Daemon::start(&["--protocol", "seed"]);
+    let reply = |addr: &str, cmd: &[u8]| {
+        let mut sock = TcpStream::connect(addr).unwrap();
+        sock.write_all(cmd).unwrap();
+        let mut header = [0u8; 4];
+        sock.read_exact(&mut header).unwrap();
+        let mut body = vec![0u8; i32::from_le_bytes(header) as usize];
+        sock.read_exact(&mut body).unwrap();
+        (header, body)
+    };
+    for cmd in [&b"echo hi; echo err >&2"[..], b"seq 1 2000", b"exit 3"] {
+        assert_eq!(reply(&addr, cmd), reply(&d.host(), cmd), "{cmd:?}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 #[test]
