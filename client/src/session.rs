@@ -156,6 +156,9 @@ pub struct Session {
     trace: bool,
     /// The last frame was spliced: read only a little next.
     small_reads: bool,
+    /// Reads have come back full: the receive buffer may grow to
+    /// [`RECV_BUFFER`].
+    streaming: bool,
     /// Keepalive probes, when the server speaks them (protocol 4).
     keepalive: Option<Duration>,
     /// When a byte last arrived from the server.
@@ -217,10 +220,11 @@ impl Session {
             trace: opts.trace,
             last_sent: Mutex::new(Instant::now()),
         });
-        let mut decoder = FrameDecoder::new();
-        // Large reads: a 64 KiB output frame plus its header would otherwise
-        // straddle two reads.
-        decoder.reserve(RECV_BUFFER);
+        // The receive buffer starts at the decoder's 64 KiB and grows to
+        // RECV_BUFFER once reads come back full (see read_more): with -w on
+        // hundreds of hosts, a megabyte each up front was most of rexec's
+        // memory.
+        let decoder = FrameDecoder::new();
         let mut session = Session {
             reader: stream,
             raw: Vec::new(),
@@ -235,6 +239,7 @@ impl Session {
             addr,
             trace: opts.trace,
             small_reads: false,
+            streaming: false,
             keepalive: None,
             last_heard: Instant::now(),
             probes: 0,
@@ -550,7 +555,14 @@ impl Session {
     /// `Ok(0)` is the end of the stream.
     fn read_more(&mut self) -> io::Result<usize> {
         let Some(tls) = self.writer.tls.clone() else {
-            return self.decoder.read_from(&mut self.reader as &mut dyn Read);
+            if self.streaming {
+                // Large reads: a 64 KiB output frame plus its header would
+                // otherwise straddle two reads.
+                self.decoder.reserve(RECV_BUFFER);
+            }
+            let n = self.decoder.read_from(&mut self.reader as &mut dyn Read)?;
+            self.streaming |= n >= rexec_proto::frame::READ_CHUNK;
+            return Ok(n);
         };
         if self.tls_closed {
             return Ok(0);
