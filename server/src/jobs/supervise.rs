@@ -113,8 +113,8 @@ pub fn run(args: &[OsString]) -> i32 {
         cmd.arg0(a);
     }
     // The signals blocked here for sigwait must not stay blocked in the
-    // job: a shell waiting for its children would never see SIGTERM.
-    // (std's posix_spawn path leaves the mask as it is.)
+    // job: a job was seen with them blocked (a shell in `wait` that never
+    // ended on SIGTERM), so they are cleared here, whatever std does.
     // SAFETY: sigprocmask is async-signal-safe; the set is made before the
     // fork and only read.
     unsafe {
