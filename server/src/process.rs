@@ -320,6 +320,9 @@ pub struct Proc {
     tutorial_err: Vec<u8>,
     /// How fast it has been sending (coalesce.rs).
     rate: crate::coalesce::Rate,
+    /// Its stdin pipe was grown (a transfer's); counted in
+    /// `Server::big_pipes` until closed.
+    grown_stdin: bool,
 }
 
 /// Where a command is in being stopped.
@@ -382,6 +385,7 @@ impl Proc {
             tutorial_out: Vec::new(),
             tutorial_err: Vec::new(),
             rate: crate::coalesce::Rate::new(now),
+            grown_stdin: false,
         }
     }
 

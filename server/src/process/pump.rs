@@ -23,7 +23,7 @@ const PIPE_DEFAULT: usize = 64 * 1024;
 const SPLICE_MIN: usize = 16 * 1024;
 /// Most pipes grown to `splice::BIG_PIPE` at once: up to 64 MiB of kernel
 /// memory, which commands with a slow reader could otherwise multiply.
-const MAX_BIG_PIPES: usize = 64;
+pub(crate) const MAX_BIG_PIPES: usize = 64;
 
 /// What a pump needs from the server besides the command and its
 /// connection: limits, the memory budget's word, and shared counters.

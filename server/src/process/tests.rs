@@ -94,3 +94,35 @@ fn bytes_that_arrived_restart_the_grace() {
         GraceVerdict::Cut
     );
 }
+
+#[test]
+fn a_transfers_stdin_pipe_is_grown_within_the_big_pipe_budget_and_counted_back() {
+    let with_stdin = || {
+        let (tx, _rx) = mio::unix::pipe::new().unwrap();
+        let pipes = Pipes {
+            stdout: None,
+            stderr: None,
+            stdin: Some((tx, mio::Token(9))),
+            pty: None,
+        };
+        let peer = "127.0.0.1:1".parse().unwrap();
+        Proc::new(ConnId(1), 7, "put".into(), peer, pipes, Instant::now())
+    };
+    let mut big = 0;
+    let mut p = with_stdin();
+    p.mark_transfer(&mut big);
+    assert_eq!(big, 1);
+    let fd = std::os::fd::AsFd::as_fd(&p.stdin.as_ref().unwrap().0).try_clone_to_owned();
+    assert_eq!(
+        rustix::pipe::fcntl_getpipe_size(fd.unwrap()).unwrap(),
+        crate::splice::BIG_PIPE
+    );
+    let (pipe, grown) = p.take_stdin();
+    assert!(pipe.is_some() && grown);
+    // Over the budget: left as it is, and not counted.
+    let mut full = pump::MAX_BIG_PIPES;
+    let mut q = with_stdin();
+    q.mark_transfer(&mut full);
+    assert_eq!(full, pump::MAX_BIG_PIPES);
+    assert!(!q.take_stdin().1);
+}

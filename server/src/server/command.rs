@@ -390,7 +390,11 @@ impl Server {
         let Some(p) = self.procs.get_mut(&proc) else {
             return;
         };
-        if let Some((mut tx, t)) = p.take_stdin() {
+        let (pipe, was_grown) = p.take_stdin();
+        if was_grown {
+            self.budget.big_pipes -= 1;
+        }
+        if let Some((mut tx, t)) = pipe {
             self.registry.remove(&mut tx, t);
         }
     }

@@ -101,7 +101,7 @@ impl Server {
             if let Some(p) = self.conns.get(&conn_id).and_then(|c| c.command(id))
                 && let Some(p) = self.procs.get_mut(&p)
             {
-                p.mark_transfer();
+                p.mark_transfer(&mut self.budget.big_pipes);
             }
         }
         if let Err(e) = started {
