@@ -145,7 +145,7 @@ fn note(leader: Pid, st: WaitStatus, status: &mut Option<Result<i32, Signal>>) {
 }
 
 /// Points fds 0, 1 and 2 at /dev/null.
-fn close_stdio() {
+pub(crate) fn close_stdio() {
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -159,7 +159,7 @@ fn close_stdio() {
 
 /// Sends `sig` to every process below this one. Orphans are our children
 /// (we are their subreaper); the rest hang below them.
-fn kill_descendants(sig: Signal) {
+pub(crate) fn kill_descendants(sig: Signal) {
     for pid in descendants(&[std::process::id() as i32]) {
         let _ = signal::kill(Pid::from_raw(pid), sig);
     }

@@ -142,7 +142,8 @@ pub fn run(args: &[OsString]) -> i32 {
     // The start helper may go: the job runs.
     println!("ok");
     let _ = std::io::stdout().flush();
-    to_dev_null();
+    // The start helper has its answer.
+    crate::contain::close_stdio();
     if let Some(t) = plan.timeout {
         alarm_after(t);
     }
@@ -204,13 +205,13 @@ fn watch(leader: Pid, waited: &SigSet, done: &mpsc::Receiver<()>) -> End {
 /// Ends everything below us: SIGTERM, then SIGKILL after [`GRACE`];
 /// reaps them all (noting the program's status if it is among them).
 fn stop_everything(leader: Pid, end: &mut End) {
-    kill_below(Signal::SIGTERM);
+    crate::contain::kill_descendants(Signal::SIGTERM);
     let deadline = Instant::now() + GRACE;
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => {
                 if Instant::now() >= deadline {
-                    kill_below(Signal::SIGKILL);
+                    crate::contain::kill_descendants(Signal::SIGKILL);
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
@@ -220,12 +221,6 @@ fn stop_everything(leader: Pid, end: &mut End) {
             Err(nix::errno::Errno::EINTR) => {}
             Err(_) => return, // nothing left
         }
-    }
-}
-
-fn kill_below(sig: Signal) {
-    for pid in crate::contain::descendants(&[std::process::id() as i32]) {
-        let _ = signal::kill(Pid::from_raw(pid), sig);
     }
 }
 
@@ -311,19 +306,6 @@ fn alarm_after(t: Duration) {
         std::thread::sleep(t);
         let _ = signal::kill(Pid::this(), Signal::SIGALRM);
     });
-}
-
-/// Points fds 0, 1 and 2 at /dev/null (the start helper has its answer).
-fn to_dev_null() {
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        let _ = rustix::stdio::dup2_stdin(&null);
-        let _ = rustix::stdio::dup2_stdout(&null);
-        let _ = rustix::stdio::dup2_stderr(&null);
-    }
 }
 
 #[cfg(test)]

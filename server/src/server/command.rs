@@ -96,15 +96,7 @@ impl Server {
     /// Runs an `Exec` for connection `conn_id`: builds its command under the
     /// policy (exec_policy.rs) and launches it.
     pub(super) fn run_exec(&mut self, conn_id: ConnId, exec: Exec) -> Result<(), CommandError> {
-        if self.procs.len() >= self.cfg.max_procs {
-            return Err(CommandError::new(
-                ErrorKind::Limit,
-                format!(
-                    "{} commands running at once; try again later",
-                    self.cfg.max_procs
-                ),
-            ));
-        }
+        self.room_for_a_command()?;
         if self.cfg.exec.contain.is_some() {
             // Everything the running commands started counts too: it all
             // stays below their supervisors. (One scan of /proc per Exec,
@@ -139,6 +131,20 @@ impl Server {
                 }
             })?;
         self.launch(conn_id, exec, cmd, true)
+    }
+
+    /// `--max-procs`: whether another command (or helper) may start.
+    pub(super) fn room_for_a_command(&self) -> Result<(), CommandError> {
+        if self.procs.len() >= self.cfg.max_procs {
+            return Err(CommandError::new(
+                ErrorKind::Limit,
+                format!(
+                    "{} commands running at once; try again later",
+                    self.cfg.max_procs
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Prepares `cmd` (built for `exec`): its pipes (or pty) are made and

@@ -38,15 +38,7 @@ impl Server {
     }
 
     fn run_job(&mut self, conn_id: ConnId, exec: Exec, verb: JobVerb) -> Result<(), CommandError> {
-        if self.procs.len() >= self.cfg.max_procs {
-            return Err(CommandError::new(
-                ErrorKind::Limit,
-                format!(
-                    "{} commands running at once; try again later",
-                    self.cfg.max_procs
-                ),
-            ));
-        }
+        self.room_for_a_command()?;
         let grant = self
             .conns
             .get(&conn_id)

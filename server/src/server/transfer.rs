@@ -8,7 +8,6 @@ use rexec_proto::{ErrorKind, Exec};
 
 use super::Server;
 use crate::files_request::{HelperMsg, Request};
-use crate::process::CommandError;
 use crate::registry::ConnId;
 
 impl Server {
@@ -73,15 +72,7 @@ impl Server {
                 format!("command id {id} is already running on this connection"),
             );
         }
-        let started = if self.procs.len() >= self.cfg.max_procs {
-            Err(CommandError::new(
-                ErrorKind::Limit,
-                format!(
-                    "{} commands running at once; try again later",
-                    self.cfg.max_procs
-                ),
-            ))
-        } else {
+        let started = self.room_for_a_command().and_then(|()| {
             let grant = self
                 .conns
                 .get(&conn_id)
@@ -89,7 +80,7 @@ impl Server {
                 .unwrap_or_default();
             crate::exec_policy::transfer_command(&self.cfg.exec, &grant)
                 .and_then(|cmd| self.launch(conn_id, exec, cmd, true))
-        };
+        });
         if started.is_ok() {
             let root = self.cfg.exec.files_root.as_ref();
             let msg = HelperMsg::Request {
