@@ -648,11 +648,7 @@ fn seed_protocol_works_with_the_tutorial_client() {
     // The tutorial's client (contrib/tutorial, written to behave as the
     // tutorials' own), where python3 exists; the tutorials' own copy in
     // ../shared/peers too when it is there, as a cross-check.
-    let have_python = std::process::Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_python {
+    if !have_python() {
         eprintln!("skipping the Python tutorial client: no python3");
         return;
     }
@@ -678,13 +674,17 @@ fn seed_protocol_works_with_the_tutorial_client() {
     }
 }
 
-#[test]
-fn the_tutorial_server_in_contrib_answers_as_rexecd_seed_does() {
-    let have_python = std::process::Command::new("python3")
+/// Whether python3 runs here (the tutorial's programs are Python).
+fn have_python() -> bool {
+    std::process::Command::new("python3")
         .arg("--version")
         .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_python {
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn the_tutorial_server_in_contrib_answers_as_rexecd_seed_does() {
+    if !have_python() {
         eprintln!("skipping the Python tutorial server: no python3");
         return;
     }
