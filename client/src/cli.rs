@@ -104,7 +104,8 @@ pub enum Sub {
     /// its certificate.
     Forget(ForgetArgs),
     /// End-to-end demonstration with an embedded loopback server: runs a few
-    /// commands, then shows why TCP needs message framing (`demo sticky`).
+    /// commands, then shows why TCP needs message framing (`demo sticky`)
+    /// and how UDP differs (`demo udp`).
     #[cfg(feature = "demo")]
     Demo(DemoArgs),
 }
@@ -336,8 +337,9 @@ pub struct ConnArgs {
 
     /// The account to run as on the server, as ssh -l (also `user@host`, or
     /// `user = "..."` in the host's config entry) [default: the local user
-    /// name]. A server that runs everything as one account accepts only
-    /// that one when a user is given.
+    /// name]. With rexecd --login, your key must be in that account's
+    /// authorized_keys; a server that runs everything as one account
+    /// accepts only that one when a user is given.
     #[arg(short = 'l', long = "user", value_name = "USER")]
     pub user: Option<String>,
 
