@@ -17,7 +17,7 @@ use rexec_server::{Config, Protocol, Server, ServerHandle};
 use crate::error::ClientError;
 use crate::run::{self, Sinks};
 use crate::session::{ConnectOptions, Session};
-use crate::trace::header_hex;
+use crate::trace::{header_hex, show};
 
 /// The tutorials' receive size.
 const RECV: usize = 1024;
@@ -114,23 +114,6 @@ pub fn main(part: Option<DemoPart>, connect: Option<&str>) -> i32 {
             1
         }
     }
-}
-
-/// Shows a byte string on one line: escaped, and cut in the middle if long.
-pub fn show(bytes: &[u8], room: usize) -> String {
-    let esc = |b: &[u8]| b.escape_ascii().to_string();
-    let all = esc(bytes);
-    if all.len() <= room {
-        return format!("\"{all}\"");
-    }
-    let half = room.saturating_sub(5) / 2;
-    let head = esc(&bytes[..half.min(bytes.len())]);
-    let tail = esc(&bytes[bytes.len().saturating_sub(half)..]);
-    format!(
-        "\"{}...{}\"",
-        &head[..half.min(head.len())],
-        &tail[tail.len().saturating_sub(half)..]
-    )
 }
 
 /// The output of `seq 1 10000`.
@@ -455,17 +438,4 @@ fn collect_replies(session: &mut Session, count: usize) -> Result<Replies, Clien
         }
     }
     Ok(r)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn show_keeps_short_strings_and_cuts_long_ones() {
-        assert_eq!(show(b"hi\n", 20), "\"hi\\n\"");
-        let long = show(&[b'x'; 500], 30);
-        assert!(long.contains("..."), "{long}");
-        assert!(long.len() <= 34, "{long}");
-    }
 }

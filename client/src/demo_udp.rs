@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use rustix::net::RecvFlags;
 
-use crate::demo::show;
 use crate::error::ClientError;
+use crate::trace::show;
 
 /// The tutorials' receive size.
 const RECV: usize = 1024;

@@ -85,3 +85,34 @@ pub fn received(ev: &ServerEvent<'_>, payload_len: usize) -> String {
 pub fn emit(text: &str) {
     let _ = writeln!(std::io::stderr().lock(), "{text}");
 }
+
+/// Shows a byte string on one line: escaped, and cut in the middle if long.
+#[cfg(feature = "demo")]
+pub fn show(bytes: &[u8], room: usize) -> String {
+    let esc = |b: &[u8]| b.escape_ascii().to_string();
+    let all = esc(bytes);
+    if all.len() <= room {
+        return format!("\"{all}\"");
+    }
+    let half = room.saturating_sub(5) / 2;
+    let head = esc(&bytes[..half.min(bytes.len())]);
+    let tail = esc(&bytes[bytes.len().saturating_sub(half)..]);
+    format!(
+        "\"{}...{}\"",
+        &head[..half.min(head.len())],
+        &tail[tail.len().saturating_sub(half)..]
+    )
+}
+
+#[cfg(all(test, feature = "demo"))]
+mod show_tests {
+    use super::show;
+
+    #[test]
+    fn show_keeps_short_strings_and_cuts_long_ones() {
+        assert_eq!(show(b"hi\n", 20), "\"hi\\n\"");
+        let long = show(&[b'x'; 500], 30);
+        assert!(long.contains("..."), "{long}");
+        assert!(long.len() <= 34, "{long}");
+    }
+}

@@ -14,7 +14,8 @@ use rexec_proto::auth::Token;
 
 use crate::config::{Config, Protocol};
 use crate::error::ConfigError;
-use crate::exec_policy::{Allowed, ExecPolicy, RunAs};
+use crate::exec_policy::{Allowed, ExecPolicy};
+use crate::run_as::RunAs;
 
 /// rexecd: run commands for rexec clients and stream their output back.
 ///

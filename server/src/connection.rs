@@ -133,10 +133,9 @@ pub struct Connection {
     last_heard: Instant,
     /// Keepalive probes sent.
     probes: u32,
-    /// Who authenticated, and how (for the audit line): `token`, or the
-    /// account and the key's fingerprint.
+    /// Who authenticated, and how (the audit line): `token`, or the account and key.
     who: Option<std::sync::Arc<str>>,
-    /// What it may do, and as whom (decided when it authenticated).
+    /// What it may do, and as whom: decided when it authenticated.
     grant: std::sync::Arc<crate::grant::Grant>,
 }
 
@@ -199,8 +198,7 @@ impl Connection {
         self.who.clone()
     }
 
-    /// Records what a key's line (and the account it logged in as)
-    /// allows.
+    /// Records what its key's line (and its account) allows.
     pub fn set_grant(&mut self, grant: crate::grant::Grant) {
         self.grant = std::sync::Arc::new(grant);
     }

@@ -10,9 +10,9 @@ use std::process::Command;
 
 use rexec_proto::{ErrorKind, Exec, ExecMode};
 
-use crate::error::ConfigError;
 use crate::grant::Grant;
 use crate::process::CommandError;
+use crate::run_as::RunAs;
 use rexec_proto::text::echo;
 
 /// The PATH commands run with.
@@ -91,67 +91,6 @@ pub struct ExecPolicy {
     pub jobs: Option<crate::jobs::Settings>,
 }
 
-/// The account commands run as with `--user`: its ids, supplementary groups
-/// and home, looked up once at start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunAs {
-    pub name: String,
-    pub uid: u32,
-    pub gid: u32,
-    pub groups: Vec<u32>,
-    pub home: PathBuf,
-    /// Its login shell, from the user database.
-    pub shell: PathBuf,
-}
-
-impl RunAs {
-    /// Looks `name` up in the user database.
-    pub fn lookup(name: &str) -> Result<RunAs, ConfigError> {
-        use nix::unistd::{User, getgrouplist};
-        let fail = |why: String| ConfigError::User {
-            name: name.to_string(),
-            why,
-        };
-        let user = User::from_name(name)
-            .map_err(|e| fail(e.to_string()))?
-            .ok_or_else(|| fail("no such user".into()))?;
-        let cname = std::ffi::CString::new(name).map_err(|_| fail("bad name".into()))?;
-        let groups =
-            getgrouplist(&cname, user.gid).map_err(|e| fail(format!("its groups: {e}")))?;
-        Ok(RunAs {
-            name: name.to_string(),
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-            groups: groups.iter().map(|g| g.as_raw()).collect(),
-            home: user.dir,
-            shell: user.shell,
-        })
-    }
-
-    /// Makes `cmd` run as this account, with its HOME, USER and LOGNAME.
-    pub(crate) fn apply(&self, cmd: &mut Command) {
-        use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
-        cmd.env("HOME", &self.home)
-            .env("USER", &self.name)
-            .env("LOGNAME", &self.name);
-        let uid = Uid::from_raw(self.uid);
-        let gid = Gid::from_raw(self.gid);
-        let groups: Vec<Gid> = self.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-        // SAFETY: the closure runs in the child between fork and exec and
-        // only makes the setgroups, setgid and setuid system calls (in that
-        // order: groups and gid while still root) on data prepared before
-        // the fork; it allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                setgroups(&groups)?;
-                setgid(gid)?;
-                setuid(uid)?;
-                Ok(())
-            });
-        }
-    }
-}
-
 /// Variables a client may always set, even with `no_shell`: they choose a
 /// language, a time zone and a terminal, and load no code. Anything else
 /// (`LD_PRELOAD`, `GCONV_PATH`, `BASH_ENV`, ...) could make an allowed
@@ -180,28 +119,23 @@ impl ExecPolicy {
 
     /// Whether a client may set `name` under this policy.
     pub fn env_allowed(&self, name: &str) -> bool {
+        !self.no_shell || self.safe_env(name)
+    }
+
+    /// Whether `name` is one of [`SAFE_ENV`] or `--allow-env`'s: all a
+    /// client may set without a shell, or for a forced command, since a
+    /// variable such as `BASH_ENV` or `LD_PRELOAD` would run code of its
+    /// choosing instead.
+    fn safe_env(&self, name: &str) -> bool {
         let matches = |pat: &str| match pat.strip_suffix('*') {
             Some(prefix) => name.starts_with(prefix),
             None => name == pat,
         };
-        !self.no_shell
-            || SAFE_ENV
-                .iter()
-                .copied()
-                .chain(self.allow_env.iter().map(String::as_str))
-                .any(matches)
-    }
-
-    /// Whether a client may set `name` for a forced command: only what it
-    /// could with `no_shell`, since a variable such as `BASH_ENV` or
-    /// `LD_PRELOAD` would run code of its choosing instead.
-    fn env_allowed_forced(&self, name: &str) -> bool {
-        let strict = ExecPolicy {
-            no_shell: true,
-            allow_env: self.allow_env.clone(),
-            ..ExecPolicy::default()
-        };
-        strict.env_allowed(name)
+        SAFE_ENV
+            .iter()
+            .copied()
+            .chain(self.allow_env.iter().map(String::as_str))
+            .any(matches)
     }
 }
 
@@ -461,7 +395,7 @@ pub(crate) fn set_environment(
             )));
         }
         let allowed = match forced {
-            true => policy.env_allowed_forced(k),
+            true => policy.safe_env(k),
             false => policy.env_allowed(k),
         };
         if !allowed {

@@ -89,6 +89,7 @@ pub(crate) mod process;
 pub(crate) mod protocol;
 pub(crate) mod pty;
 pub(crate) mod registry;
+pub(crate) mod run_as;
 pub(crate) mod server;
 pub(crate) mod spawner;
 pub(crate) mod splice;

@@ -27,9 +27,9 @@ use std::time::SystemTime;
 use ssh_key::PublicKey;
 
 use crate::authorized::{self, MAX_FILE};
-use crate::exec_policy::RunAs;
 use crate::grant::Grant;
 use crate::registry::ConnId;
+use crate::run_as::RunAs;
 
 /// Most checks waiting for the thread.
 const QUEUE: usize = 256;

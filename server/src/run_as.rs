@@ -1,0 +1,70 @@
+//! The account commands run as, other than rexecd's own: `--user`'s, or
+//! (with `--login`) the one a client logged in as. Looked up in the user
+//! database; applied to a command between fork and exec.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::error::ConfigError;
+
+/// The account commands run as with `--user`: its ids, supplementary groups
+/// and home, looked up once at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunAs {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub home: PathBuf,
+    /// Its login shell, from the user database.
+    pub shell: PathBuf,
+}
+
+impl RunAs {
+    /// Looks `name` up in the user database.
+    pub fn lookup(name: &str) -> Result<RunAs, ConfigError> {
+        use nix::unistd::{User, getgrouplist};
+        let fail = |why: String| ConfigError::User {
+            name: name.to_string(),
+            why,
+        };
+        let user = User::from_name(name)
+            .map_err(|e| fail(e.to_string()))?
+            .ok_or_else(|| fail("no such user".into()))?;
+        let cname = std::ffi::CString::new(name).map_err(|_| fail("bad name".into()))?;
+        let groups =
+            getgrouplist(&cname, user.gid).map_err(|e| fail(format!("its groups: {e}")))?;
+        Ok(RunAs {
+            name: name.to_string(),
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            groups: groups.iter().map(|g| g.as_raw()).collect(),
+            home: user.dir,
+            shell: user.shell,
+        })
+    }
+
+    /// Makes `cmd` run as this account, with its HOME, USER and LOGNAME.
+    pub(crate) fn apply(&self, cmd: &mut Command) {
+        use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
+        cmd.env("HOME", &self.home)
+            .env("USER", &self.name)
+            .env("LOGNAME", &self.name);
+        let uid = Uid::from_raw(self.uid);
+        let gid = Gid::from_raw(self.gid);
+        let groups: Vec<Gid> = self.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        // SAFETY: the closure runs in the child between fork and exec and
+        // only makes the setgroups, setgid and setuid system calls (in that
+        // order: groups and gid while still root) on data prepared before
+        // the fork; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                setgroups(&groups)?;
+                setgid(gid)?;
+                setuid(uid)?;
+                Ok(())
+            });
+        }
+    }
+}
