@@ -9,10 +9,8 @@
 //! the options at the first space even inside quotes (`command="a b"`),
 //! and cannot read options before a key that has no comment.
 
-use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use ssh_key::PublicKey;
 
@@ -82,12 +80,6 @@ impl AuthorizedKeys {
 /// The first of `lines` that lists `key`.
 pub fn find<'a>(lines: &'a [KeyLine], key: &PublicKey) -> Option<&'a KeyLine> {
     lines.iter().find(|l| l.key.key_data() == key.key_data())
-}
-
-/// Whether `line` lets a client in from `peer` at `now`; why not, for the
-/// log.
-pub fn admits(line: &KeyLine, peer: IpAddr, now: SystemTime) -> Result<(), String> {
-    line.options.admits(peer, now)
 }
 
 /// The usable lines of an authorized_keys text. A line that cannot be

@@ -111,7 +111,7 @@ fn check(c: &Check, permit_root: bool, now: SystemTime) -> Result<Grant, String>
     let lines = authorized::parse(&text, &file.display().to_string());
     let line = authorized::find(&lines, &c.key)
         .ok_or_else(|| format!("the key is not in {}", file.display()))?;
-    authorized::admits(line, c.peer, now)?;
+    line.options.admits(c.peer, now)?;
     Ok(Grant {
         account: Some(Arc::new(user)),
         forced: line.options.command.clone(),

@@ -259,6 +259,17 @@ fn jobs_outlive_rexecd_and_are_found_by_the_next_one() {
         (r.out().as_str(), r.stderr.as_str()),
         ("first\n", "second\n")
     );
+    // A crash of rexecd (SIGKILL) neither: what was spooled is read back.
+    std::fs::remove_file(lab.gate()).unwrap();
+    let id = lab.detach(&gated(&lab.gate()));
+    lab.wait_state(id, "running");
+    lab.daemon.as_ref().expect("rexecd").signal(libc::SIGKILL);
+    lab.restart();
+    assert_eq!(lab.job(id)["state"], "running");
+    std::fs::write(lab.gate(), "").unwrap();
+    let r = run(&mut lab.rexec(&["attach", "@", &id.to_string()]));
+    assert_eq!(r.code, Some(4), "{}", r.stderr);
+    assert_eq!(r.out(), "first\n");
 }
 
 #[test]

@@ -131,7 +131,7 @@ fn from_file(
             file.account
         ));
     }
-    authorized::admits(line, peer.ip(), SystemTime::now())?;
+    line.options.admits(peer.ip(), SystemTime::now())?;
     Ok(Grant {
         account: None,
         forced: line.options.command.clone(),
