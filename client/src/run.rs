@@ -627,7 +627,9 @@ fn forward_stdin(writer: Arc<Writer>, id: u32, mut input: Box<dyn Read + Send>) 
     std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
-            let mut buf = vec![0u8; 64 * 1024];
+            // Large reads (from a file) make chunks that rexecd splices
+            // into the command's pipe rather than copies.
+            let mut buf = vec![0u8; 256 * 1024];
             loop {
                 match input.read(&mut buf) {
                     Ok(0) => break,

@@ -76,6 +76,15 @@ pub struct PartialOutput<'a> {
     pub remaining: usize,
 }
 
+/// A `Stdin` frame that has begun to arrive, as [`PartialOutput`] is for
+/// output. See [`FrameDecoder::partial_stdin`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct PartialStdin<'a> {
+    pub id: u32,
+    pub data: &'a [u8],
+    pub remaining: usize,
+}
+
 /// Looks for one whole frame at the start of `buf`: `Ok(Some((payload,
 /// consumed)))` when it is all there, `Ok(None)` when more bytes are needed,
 /// and an error as soon as the header declares more than `max_frame` bytes.
@@ -248,29 +257,54 @@ impl FrameDecoder {
     /// move the missing bytes itself (the client splices them from the socket
     /// to stdout) and call [`FrameDecoder::discard_partial`].
     pub fn partial_output(&self) -> Option<PartialOutput<'_>> {
+        let (stream, id, data, remaining) = self.partial(payload::decode_output_prefix)?;
+        Some(PartialOutput {
+            stream,
+            id,
+            data,
+            remaining,
+        })
+    }
+
+    /// The same for a client's `Stdin` frame: the server moves the missing
+    /// bytes from the socket straight into the command's pipe.
+    pub fn partial_stdin(&self) -> Option<PartialStdin<'_>> {
+        let ((), id, data, remaining) = self.partial(|p| {
+            payload::decode_stdin_prefix(p).map(|(id, len, used)| ((), id, len, used))
+        })?;
+        Some(PartialStdin {
+            id,
+            data,
+            remaining,
+        })
+    }
+
+    /// The buffered start of a frame whose payload `prefix` reads as
+    /// `(kind, id, data length, prefix length)`, when the frame is not
+    /// whole: its kind, id, the data here, and the data still to come.
+    fn partial<K>(
+        &self,
+        prefix: impl Fn(&[u8]) -> Option<(K, u32, u64, usize)>,
+    ) -> Option<(K, u32, &[u8], usize)> {
         let buf = &self.buf[self.pos..self.end];
         let header = buf.first_chunk::<HEADER_LEN>()?;
         let len = u32::from_be_bytes(*header) as usize;
         if len > self.max_frame || buf.len() >= HEADER_LEN + len {
             return None;
         }
-        let (stream, id, data_len, prefix) = payload::decode_output_prefix(&buf[HEADER_LEN..])?;
-        if usize::try_from(data_len).ok()? != len.checked_sub(prefix)? {
+        let (kind, id, data_len, used) = prefix(&buf[HEADER_LEN..])?;
+        if usize::try_from(data_len).ok()? != len.checked_sub(used)? {
             return None;
         }
-        let data = &buf[HEADER_LEN + prefix..];
-        Some(PartialOutput {
-            stream,
-            id,
-            data,
-            remaining: len - prefix - data.len(),
-        })
+        let data = &buf[HEADER_LEN + used..];
+        Some((kind, id, data, len - used - data.len()))
     }
 
     /// Drops the partly received frame that [`FrameDecoder::partial_output`]
-    /// described; its missing bytes are the caller's to consume.
+    /// or [`FrameDecoder::partial_stdin`] described; its missing bytes are
+    /// the caller's to consume.
     pub fn discard_partial(&mut self) {
-        if self.partial_output().is_some() {
+        if self.partial_output().is_some() || self.partial_stdin().is_some() {
             self.pos = 0;
             self.end = 0;
         }
@@ -301,6 +335,16 @@ impl FrameDecoder {
         if self.buf.len() - self.end < want {
             self.buf.resize(self.end + want, 0);
         }
+    }
+
+    /// How many bytes the frame at the front still lacks, once its header
+    /// is here (0 when it is whole): a reader may ask for exactly that
+    /// many, so that its reads end where frames do and nothing buffered
+    /// ever has to be moved.
+    pub fn missing(&self) -> Option<usize> {
+        let buf = &self.buf[self.pos..self.end];
+        let len = u32::from_be_bytes(*buf.first_chunk::<HEADER_LEN>()?) as usize;
+        Some((HEADER_LEN + len).saturating_sub(buf.len()))
     }
 
     /// The payload length of the next frame if it is wholly buffered, without

@@ -56,6 +56,20 @@ pub fn decode<M: DeserializeOwned>(bytes: &[u8]) -> Result<M, DecodeError> {
     Ok(msg)
 }
 
+/// Decodes exactly one value from `bytes`, borrowing from them: byte
+/// strings come out as slices of `bytes`, not copies.
+pub fn decode_borrowed<'a, M: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<M, DecodeError> {
+    let (msg, used) = bincode::serde::borrow_decode_from_slice(bytes, CONFIG)
+        .map_err(|e| DecodeError(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(DecodeError(format!(
+            "{} trailing bytes after the message",
+            bytes.len() - used
+        )));
+    }
+    Ok(msg)
+}
+
 /// The variant indexes of `ServerMsg::Ping` and `ServerMsg::Pong`, which
 /// are their payloads' first byte (a varint below 251 is one byte).
 const PROBE_VARIANTS: [u8; 2] = [6, 7];
@@ -106,9 +120,31 @@ pub fn decode_output_prefix(bytes: &[u8]) -> Option<(OutputStream, u32, u64, usi
         Some(3) => OutputStream::Stderr,
         _ => return None,
     };
+    let (id, len, used) = decode_data_prefix(bytes)?;
+    Some((stream, id, len, used))
+}
+
+/// Variant index of `ClientMsg::Stdin`.
+const STDIN_VARIANT: u8 = 2;
+
+/// Reads the start of a `ClientMsg::Stdin` payload, as
+/// [`decode_output_prefix`] does for output: the command's id, the data
+/// length and how many bytes precede the data. The server uses it to move a
+/// large chunk's data from the socket to the command's pipe without reading
+/// it (a `Stdin` is a variant index, the id, then a byte string, exactly
+/// like an output message).
+pub fn decode_stdin_prefix(bytes: &[u8]) -> Option<(u32, u64, usize)> {
+    if bytes.first() != Some(&STDIN_VARIANT) {
+        return None;
+    }
+    decode_data_prefix(bytes)
+}
+
+/// `(variant, id, data length)` and the bytes they took.
+fn decode_data_prefix(bytes: &[u8]) -> Option<(u32, u64, usize)> {
     let ((_, id, len), used): ((u32, u32, u64), usize) =
         bincode::serde::decode_from_slice(bytes, CONFIG).ok()?;
-    Some((stream, id, len, used))
+    Some((id, len, used))
 }
 
 /// Decodes a `ServerMsg::Stdout` / `Stderr` payload without copying its data:
@@ -154,5 +190,30 @@ mod tests {
         for m in &others {
             assert!(!is_probe(&bytes(m)), "{m:?}");
         }
+    }
+
+    #[test]
+    fn a_stdin_prefix_is_read_from_the_real_message_and_only_from_it() {
+        use crate::message::ClientMsg;
+        for (id, n) in [(1u32, 0usize), (300, 250), (70_000, 256 * 1024)] {
+            let mut v = Vec::new();
+            encode_into(
+                &ClientMsg::Stdin {
+                    id,
+                    data: vec![9; n],
+                },
+                &mut v,
+            );
+            let (got_id, len, used) = decode_stdin_prefix(&v).unwrap();
+            assert_eq!((got_id, len as usize), (id, n));
+            assert_eq!(used + n, v.len());
+            assert!(v[used..].iter().all(|&b| b == 9));
+            // Only the prefix is needed.
+            assert_eq!(decode_stdin_prefix(&v[..used]), Some((id, n as u64, used)));
+            assert_eq!(decode_stdin_prefix(&v[..used - 1]), None);
+        }
+        let mut other = Vec::new();
+        encode_into(&ClientMsg::StdinEof { id: 1 }, &mut other);
+        assert_eq!(decode_stdin_prefix(&other), None);
     }
 }

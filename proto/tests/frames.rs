@@ -223,6 +223,44 @@ proptest! {
         }
     }
 
+    /// The same for a client's `Stdin` frame, which the server splices the
+    /// rest of into the command's pipe: described once its data prefix is
+    /// here and until it is whole, and never for another kind of frame.
+    #[test]
+    fn partial_stdin_describes_a_cut_stdin_frame(
+        id in any::<u32>(),
+        data in vec(any::<u8>(), 1..3000),
+        cut in any::<prop::sample::Index>(),
+        other in client_msg(),
+    ) {
+        let mut wire = Vec::new();
+        encode_frame(&ClientMsg::Stdin { id, data: data.clone() }, &mut wire);
+        let head = wire.len() - data.len();
+        let at = cut.index(wire.len() + 1);
+        let mut dec = FrameDecoder::new();
+        dec.feed(&wire[..at]);
+        match dec.partial_stdin() {
+            Some(p) => {
+                prop_assert!(at >= head && at < wire.len());
+                prop_assert_eq!(p.id, id);
+                prop_assert_eq!(p.data, &data[..at - head]);
+                prop_assert_eq!(p.remaining, wire.len() - at);
+                dec.discard_partial();
+                prop_assert_eq!(dec.buffered(), 0);
+            }
+            None => prop_assert!(at < head || at == wire.len()),
+        }
+        if !matches!(other, ClientMsg::Stdin { .. }) {
+            let mut w = Vec::new();
+            encode_frame(&other, &mut w);
+            let mut dec = FrameDecoder::with_max_frame(MAX_FRAME_LIMIT);
+            dec.feed(&w[..w.len() - 1]);
+            prop_assert_eq!(dec.partial_stdin(), None);
+            dec.discard_partial();
+            prop_assert_eq!(dec.buffered(), w.len() - 1);
+        }
+    }
+
     /// Many frames, glued together and cut at random places, decode to the
     /// same messages: sticky packets and split packets both handled.
     #[test]
@@ -478,4 +516,37 @@ proptest! {
             }
         }
     }
+}
+
+/// `missing` counts what the frame at the front lacks, once its header is
+/// here; `decode_borrowed` hands byte strings out without copying them.
+#[test]
+fn missing_bytes_and_borrowed_decoding() {
+    let mut wire = Vec::new();
+    encode_frame(
+        &ClientMsg::Stdin {
+            id: 4,
+            data: vec![8; 1000],
+        },
+        &mut wire,
+    );
+    let mut dec = FrameDecoder::new();
+    assert_eq!(dec.missing(), None);
+    dec.feed(&wire[..3]);
+    assert_eq!(dec.missing(), None, "no whole header yet");
+    dec.feed(&wire[3..10]);
+    assert_eq!(dec.missing(), Some(wire.len() - 10));
+    dec.feed(&wire[10..]);
+    assert_eq!(dec.missing(), Some(0));
+    let payload = dec.next_payload().unwrap().unwrap();
+    let (variant, id, data): (u32, u32, &[u8]) = payload::decode_borrowed(payload).unwrap();
+    assert_eq!((variant, id, data), (2, 4, &[8u8; 1000][..]));
+    assert!(
+        std::ptr::eq(data.as_ptr(), payload[payload.len() - 1000..].as_ptr()),
+        "borrowed"
+    );
+    assert!(
+        payload::decode_borrowed::<(u32, u32)>(payload).is_err(),
+        "trailing bytes"
+    );
 }

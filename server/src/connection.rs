@@ -19,6 +19,7 @@ use crate::splice::Owed;
 
 mod deadlines;
 mod holds;
+mod inbound;
 mod socket;
 
 pub use deadlines::{Deadline, Keepalive};
@@ -118,6 +119,10 @@ pub struct Connection {
     errors_logged: u32,
     /// Since when a frame has been partly received, if one has.
     partial_since: Option<Instant>,
+    /// A `Stdin` chunk whose data is being spliced from the socket
+    /// (inbound.rs), and whether one just was (the next read is short).
+    inbound: Option<crate::splice_in::Inbound>,
+    after_splice: bool,
     /// While counted among the connections waiting to authenticate: when
     /// the handshake must be complete.
     startup: Option<Instant>,
@@ -173,6 +178,8 @@ impl Connection {
             holds: Holds::default(),
             errors_logged: 0,
             partial_since: None,
+            inbound: None,
+            after_splice: false,
             startup: None,
             lingered: 0,
             last_activity: now,

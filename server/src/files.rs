@@ -39,7 +39,7 @@ use rustix::fs::{CWD, Mode, OFlags};
 use sha2::{Digest, Sha256};
 
 use crate::files_path::{Root, TransferError, at, plain_name, shown, shown_dir, temp_name};
-use crate::files_request::{HelperInput, HelperMsg, Request};
+use crate::files_request::{HelperInput, HelperMsg, Incoming, Request};
 
 /// The first argument that makes `rexecd` a transfer helper.
 pub const FILES: &str = "__files";
@@ -162,24 +162,27 @@ fn receive(
     let mut hash = Sha256::new();
     let mut got: u64 = 0;
     let expected = loop {
-        match input.next()? {
-            Some(HelperMsg::Data(data)) => {
-                got += data.len() as u64;
-                if got > size {
-                    return Err(TransferError::TooMuch(size));
-                }
-                hash.update(&data);
-                file.write_all(&data).map_err(at(file_name))?;
+        let data = match input.next()? {
+            Some(Incoming::Data(data)) => data,
+            Some(Incoming::Msg(HelperMsg::Data(_))) => {
+                // (`next` hands data out borrowed; never built.)
+                return Err(TransferError::Request("data out of place".into()));
             }
-            Some(HelperMsg::End { sha256 }) if got == size => break sha256,
-            Some(HelperMsg::End { .. }) | None if got < size => {
+            Some(Incoming::Msg(HelperMsg::End { sha256 })) if got == size => break sha256,
+            Some(Incoming::Msg(HelperMsg::End { .. })) | None if got < size => {
                 return Err(TransferError::Short { got, size });
             }
             None => return Err(TransferError::NoChecksum),
-            Some(HelperMsg::End { .. } | HelperMsg::Request { .. }) => {
+            Some(Incoming::Msg(HelperMsg::End { .. } | HelperMsg::Request { .. })) => {
                 return Err(TransferError::Request("a second request".into()));
             }
+        };
+        got += data.len() as u64;
+        if got > size {
+            return Err(TransferError::TooMuch(size));
         }
+        hash.update(data);
+        file.write_all(data).map_err(at(file_name))?;
     };
     if hash.finalize().as_slice() != expected {
         return Err(TransferError::Checksum);

@@ -44,6 +44,9 @@ pub(crate) enum HelperMsg {
     },
 }
 
+/// The variant index of [`HelperMsg::Data`] (checked by a test).
+const DATA_VARIANT: u8 = 1;
+
 impl HelperMsg {
     /// The frame rexecd queues on the helper's stdin.
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
@@ -62,40 +65,66 @@ impl HelperMsg {
         }
         rexec_proto::encode_frame(&Borrowed::Data(data), out);
     }
+
+    /// What [`HelperMsg::encode_data`] writes before the data of a
+    /// `len`-byte chunk whose bytes rexecd moves into the pipe itself
+    /// (spliced from the socket, splice_in.rs): the frame header, the
+    /// variant, and the byte string's length, which is how bincode starts
+    /// `Data(bytes)`.
+    pub(crate) fn encode_data_header(len: usize, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; rexec_proto::HEADER_LEN]);
+        rexec_proto::payload::encode_into(&(u32::from(DATA_VARIANT), len as u64), out);
+        let payload = out.len() - start - rexec_proto::HEADER_LEN + len;
+        out[start..start + rexec_proto::HEADER_LEN]
+            .copy_from_slice(&rexec_proto::frame_header(payload));
+    }
 }
 
 /// The helper's end of its stdin: frames in, messages out.
-pub(crate) struct HelperInput {
-    stdin: io::Stdin,
+pub(crate) struct HelperInput<R = io::Stdin> {
+    stdin: R,
     decoder: FrameDecoder,
-    buf: Vec<u8>,
+}
+
+/// A frame from rexecd, with a put's data borrowed from the read buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Incoming<'a> {
+    Data(&'a [u8]),
+    Msg(HelperMsg),
 }
 
 impl HelperInput {
     pub(crate) fn new() -> HelperInput {
+        HelperInput::from_reader(io::stdin())
+    }
+}
+
+impl<R: Read> HelperInput<R> {
+    pub(crate) fn from_reader(stdin: R) -> HelperInput<R> {
         HelperInput {
-            stdin: io::stdin(),
+            stdin,
             decoder: FrameDecoder::with_max_frame(MAX_FRAME_LIMIT),
-            buf: vec![0; 256 * 1024],
         }
     }
 
     /// The next message; `None` once stdin has ended between frames.
-    pub(crate) fn next(&mut self) -> Result<Option<HelperMsg>, TransferError> {
-        loop {
-            match self.decoder.next_message::<HelperMsg>() {
-                Ok(Some(m)) => return Ok(Some(m)),
-                Ok(None) => {}
-                Err(e) => return Err(TransferError::Request(e.to_string())),
-            }
-            match self.stdin.read(&mut self.buf) {
-                Ok(0) => {
-                    return match self.decoder.finish() {
-                        Ok(()) => Ok(None),
-                        Err(e) => Err(TransferError::Request(e.to_string())),
-                    };
-                }
-                Ok(n) => self.decoder.feed(&self.buf[..n]),
+    ///
+    /// A put's data is the bulk of what arrives, so it is read straight
+    /// into the decoder, a frame's missing bytes exactly (no read runs past
+    /// a frame's end, so no partial frame is ever moved), and handed out
+    /// where it lies.
+    pub(crate) fn next(&mut self) -> Result<Option<Incoming<'_>>, TransferError> {
+        let bad = |e: rexec_proto::FrameError| TransferError::Request(e.to_string());
+        while self.decoder.frame_ready().map_err(bad)?.is_none() {
+            let want = self
+                .decoder
+                .missing()
+                .filter(|&n| n > 0)
+                .unwrap_or(rexec_proto::frame::READ_CHUNK);
+            match self.decoder.read_from_at_most(&mut self.stdin, want) {
+                Ok(0) => return self.decoder.finish().map(|()| None).map_err(bad),
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(source) => {
                     return Err(TransferError::Io {
@@ -105,12 +134,23 @@ impl HelperInput {
                 }
             }
         }
+        let Some(payload) = self.decoder.next_payload().map_err(bad)? else {
+            return Err(TransferError::Request("a frame went missing".into()));
+        };
+        if payload.first() == Some(&DATA_VARIANT)
+            && let Ok((_, data)) = rexec_proto::payload::decode_borrowed::<(u32, &[u8])>(payload)
+        {
+            return Ok(Some(Incoming::Data(data)));
+        }
+        rexec_proto::payload::decode::<HelperMsg>(payload)
+            .map(|m| Some(Incoming::Msg(m)))
+            .map_err(|e| TransferError::Request(e.to_string()))
     }
 
     /// The request that opens the stream, with the files root.
     pub(crate) fn request(&mut self) -> Result<(Request, Option<OsString>), TransferError> {
         match self.next()? {
-            Some(HelperMsg::Request { request, root }) => {
+            Some(Incoming::Msg(HelperMsg::Request { request, root })) => {
                 Ok((request, root.map(OsString::from_vec)))
             }
             _ => Err(TransferError::Request("no request".into())),
@@ -157,11 +197,73 @@ mod tests {
         assert_eq!(d.next_message::<HelperMsg>().unwrap(), None);
     }
 
+    /// A reader that hands out at most `max` bytes a read, and records
+    /// how much each read asked for.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        max: usize,
+        asked: Vec<usize>,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.asked.push(buf.len());
+            let n = buf.len().min(self.max).min(self.bytes.len());
+            buf[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn data_comes_out_borrowed_and_reads_stop_at_frame_ends() {
+        let big: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+        let mut wire = Vec::new();
+        HelperMsg::Data(big.clone()).encode(&mut wire);
+        HelperMsg::encode_data(b"tail", &mut wire);
+        let end = HelperMsg::End {
+            sha256: vec![1; 32],
+        };
+        end.encode(&mut wire);
+        for max in [1, 7, 4096, 1 << 20] {
+            let mut r = Trickle {
+                bytes: &wire,
+                max,
+                asked: Vec::new(),
+            };
+            let mut input = HelperInput::from_reader(&mut r);
+            assert_eq!(input.next().unwrap(), Some(Incoming::Data(&big)));
+            assert_eq!(input.next().unwrap(), Some(Incoming::Data(b"tail")));
+            assert_eq!(input.next().unwrap(), Some(Incoming::Msg(end.clone())));
+            assert_eq!(input.next().unwrap(), None);
+            // Once a header is in, no read asks past that frame's end.
+            let first = 4 + (big.len() + 6);
+            assert!(r.asked.iter().all(|&n| n <= first), "{max}: {:?}", r.asked);
+        }
+        // A frame cut short is an error, not the end.
+        let mut input = HelperInput::from_reader(&wire[..100]);
+        assert!(input.next().is_err());
+    }
+
     #[test]
     fn data_encoded_in_place_is_the_data_message() {
         let (mut a, mut b) = (Vec::new(), Vec::new());
         HelperMsg::Data(b"some bytes".to_vec()).encode(&mut a);
         HelperMsg::encode_data(b"some bytes", &mut b);
         assert_eq!(a, b);
+        assert_eq!(a[rexec_proto::HEADER_LEN], DATA_VARIANT);
+    }
+
+    #[test]
+    fn a_data_header_then_the_data_is_the_data_message() {
+        for n in [0usize, 1, 250, 251, 65_536, 256 * 1024] {
+            let data = vec![0xa5; n];
+            let mut whole = Vec::new();
+            HelperMsg::Data(data.clone()).encode(&mut whole);
+            let mut spliced = Vec::new();
+            HelperMsg::encode_data_header(n, &mut spliced);
+            spliced.extend_from_slice(&data);
+            assert_eq!(spliced, whole, "{n}");
+        }
     }
 }

@@ -93,6 +93,7 @@ pub(crate) mod run_as;
 pub(crate) mod server;
 pub(crate) mod spawner;
 pub(crate) mod splice;
+pub(crate) mod splice_in;
 pub(crate) mod timer;
 pub(crate) mod tls;
 

@@ -32,6 +32,7 @@ mod output;
 mod penalty;
 mod reap;
 mod shutdown;
+mod stdin_splice;
 mod transfer;
 mod tutorial;
 

@@ -5,9 +5,10 @@
 //! the kernel, not in rexecd.
 
 use std::net::TcpStream;
+use std::time::Duration;
 
 use rexec_proto::*;
-use rexec_tests::wire::{hello, send};
+use rexec_tests::wire::{hello, read_until, send};
 use rexec_tests::*;
 
 /// A file of `n` bytes that no run of zeros or repeated block would pass
@@ -144,4 +145,98 @@ fn output_for_clients_that_never_read_waits_in_the_kernel() {
     let r = run(rexec().arg(d.host()).arg("echo still here"));
     assert_eq!(r.out(), "still here\n", "{}", r.stderr);
     drop(socks);
+}
+
+/// Zero-copy input: a large `Stdin` chunk's data goes from the socket
+/// straight into the command's pipe. A command that does not read for a
+/// while (a slow disk, say) fills that pipe, and rexecd stops reading the
+/// socket in the middle of a chunk: that wait is rexecd's, and must not run
+/// out the client's frame timeout. Every byte arrives, in order.
+#[test]
+fn stdin_spliced_into_a_command_that_reads_late_arrives_whole() {
+    let d = Daemon::start(&["--frame-timeout", "1"]);
+    let mut sock = TcpStream::connect(d.addr).expect("connect");
+    send(&mut sock, &hello());
+    // The command holds off reading until the test says so, through a
+    // fifo, long after its pipe and the socket have filled.
+    let dir = TempDir::new("splice-in");
+    let go = dir.path("go");
+    assert!(sh(&format!("mkfifo {}", go.display())).code == Some(0));
+    send(
+        &mut sock,
+        &ClientMsg::Exec(Exec {
+            id: 1,
+            command: format!("read _ < {}; sha256sum", go.display()),
+            stdin: true,
+            ..Exec::default()
+        }),
+    );
+    const CHUNK: usize = 256 * 1024;
+    const CHUNKS: usize = 96; // 24 MiB: far more than the pipe and the socket hold
+    let chunk = |i: usize| -> Vec<u8> { (0..CHUNK).map(|j| (i * 7 + j / 4096) as u8).collect() };
+    let mut writer = sock.try_clone().expect("clone");
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = sent.clone();
+    let t = std::thread::spawn(move || {
+        for i in 0..CHUNKS {
+            send(
+                &mut writer,
+                &ClientMsg::Stdin {
+                    id: 1,
+                    data: chunk(i),
+                },
+            );
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        send(&mut writer, &ClientMsg::StdinEof { id: 1 });
+    });
+    // The writer stalls, as the command is not reading: wait until it has
+    // made no progress for twice the frame timeout (the bytes wait in the
+    // kernel meanwhile, mid-chunk).
+    let stalled = {
+        let (mut last, mut since) = (usize::MAX, std::time::Instant::now());
+        wait_until(PATIENCE, || {
+            let now = sent.load(std::sync::atomic::Ordering::SeqCst);
+            if now != last {
+                (last, since) = (now, std::time::Instant::now());
+            }
+            now < CHUNKS && since.elapsed() > Duration::from_secs(2)
+        })
+    };
+    assert!(stalled, "the writer never stalled");
+    // Non-blocking: with the command gone (its connection closed for the
+    // frame timeout) there is no reader, and this fails instead of waiting.
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut fifo = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&go)
+            .expect("the command waits on its fifo (is its connection still open?)");
+        fifo.write_all(b"go\n").expect("let the command read");
+    }
+    let mut dec = FrameDecoder::new();
+    let seen = read_until(&mut sock, &mut dec, |m| matches!(m, ServerMsg::Exited(_)));
+    t.join().expect("the writer");
+    let out: Vec<u8> = seen
+        .iter()
+        .filter_map(|m| match m {
+            ServerMsg::Stdout { data, .. } => Some(data.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let want = {
+        let f = dir.path("want");
+        let all: Vec<u8> = (0..CHUNKS).flat_map(chunk).collect();
+        std::fs::write(&f, all).expect("write");
+        String::from_utf8(sh(&format!("sha256sum < {}", f.display())).stdout).expect("text")
+    };
+    assert_eq!(String::from_utf8_lossy(&out), want, "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|m| matches!(m, ServerMsg::Exited(x) if x.status == ExitStatus::Code(0))),
+        "{seen:?}"
+    );
 }

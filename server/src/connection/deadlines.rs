@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Connection, State, Wire};
+use super::{Connection, Hold, State, Wire};
 
 /// What a connection's deadline check decided at `now`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +46,7 @@ impl Connection {
     /// restarted when a message completed and another began. True when a
     /// frame began just now (a deadline is to be armed).
     pub fn track_partial_frame(&mut self, decoded: bool, now: Instant) -> bool {
-        if self.decoder.buffered() == 0 {
+        if self.decoder.buffered() == 0 && self.inbound.is_none() {
             self.partial_since = None;
             return false;
         }
@@ -63,6 +63,12 @@ impl Connection {
         let Some(since) = self.partial_since.filter(|_| self.is_open()) else {
             return Deadline::None;
         };
+        if self.holds.has(Hold::StdinFull) || self.holds.has(Hold::Memory) {
+            // We are not reading (a command's stdin is full, its disk slow
+            // perhaps, or memory is short): the frame's slowness is ours.
+            // Its clock restarts when the hold ends.
+            return Deadline::At(now + timeout);
+        }
         let due = since + timeout;
         if now < due {
             Deadline::At(due)

@@ -49,7 +49,13 @@ impl Connection {
     }
 
     pub fn release(&mut self, h: Hold) -> bool {
-        self.holds.remove(h)
+        let released = self.holds.remove(h);
+        if released && matches!(h, Hold::StdinFull | Hold::Memory) && self.partial_since.is_some() {
+            // A frame we stopped reading: its time held was not the
+            // client's (deadlines.rs).
+            self.partial_since = Some(std::time::Instant::now());
+        }
+        released
     }
 
     pub fn is_held(&self, h: Hold) -> bool {

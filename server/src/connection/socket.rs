@@ -132,7 +132,14 @@ impl Connection {
     pub fn read_input(&mut self, scratch: &mut [u8], now: Instant) -> io::Result<usize> {
         let tls = match &mut self.transport {
             Transport::Plain => {
-                let n = self.stream.read(scratch)?;
+                // Just after a spliced chunk, read little: the next is
+                // likely another, whose data is better spliced than read.
+                let want = if std::mem::take(&mut self.after_splice) {
+                    crate::splice_in::READ_AFTER_SPLICE.min(scratch.len())
+                } else {
+                    scratch.len()
+                };
+                let n = self.stream.read(&mut scratch[..want])?;
                 self.decoder.feed(&scratch[..n]);
                 if n > 0 {
                     self.last_heard = now;

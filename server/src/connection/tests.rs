@@ -1,6 +1,7 @@
 //! The connection's decisions on plain state, with time passed in: no
 //! sleeps. A loopback socket pair stands in for the client.
 use super::*;
+use crate::splice_in::Moved;
 use rexec_proto::auth::NONCE_LEN;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
@@ -86,6 +87,37 @@ fn a_frame_that_never_completes_runs_out_its_deadline() {
         Deadline::At(t0 + limit)
     );
     assert_eq!(conn.frame_deadline(t0 + limit, limit), Deadline::Expired);
+}
+
+#[test]
+fn a_frame_we_stopped_reading_is_not_timed_while_we_hold_it() {
+    let t0 = Instant::now();
+    let (mut conn, mut client) = pair(t0);
+    let limit = Duration::from_secs(5);
+    client.write_all(&[0, 0, 0]).unwrap();
+    read_all(&mut conn, 3);
+    assert!(conn.track_partial_frame(false, t0));
+    // A command's stdin is full (its disk is slow): we stopped reading.
+    conn.hold(Hold::StdinFull);
+    let late = t0 + 10 * limit;
+    assert_eq!(
+        conn.frame_deadline(late, limit),
+        Deadline::At(late + limit),
+        "looked at again later, not expired"
+    );
+    // Held because the client reads no replies: that is the client's
+    // doing, and the clock runs.
+    conn.release(Hold::StdinFull);
+    conn.hold(Hold::RepliesUnread);
+    assert!(
+        matches!(conn.frame_deadline(t0 + limit / 2, limit), Deadline::At(due) if due > t0 + limit),
+        "the clock restarted when the hold ended"
+    );
+    let restarted = conn.partial_since.unwrap();
+    assert_eq!(
+        conn.frame_deadline(restarted + limit, limit),
+        Deadline::Expired
+    );
 }
 
 #[test]
@@ -271,4 +303,98 @@ fn a_version_3_client_is_never_probed() {
     say_hello(&mut conn, rexec_proto::OLDEST_PROTOCOL);
     let every = Duration::from_secs(30);
     assert_eq!(conn.keepalive(t0 + 10 * every, every), Keepalive::Off);
+}
+
+/// Waits (a poll, not a guess) until `fd` is ready for `flags`.
+fn wait_ready(fd: std::os::fd::BorrowedFd<'_>, flags: rustix::event::PollFlags) {
+    let mut pfd = [rustix::event::PollFd::new(&fd, flags)];
+    let _ = rustix::event::poll(&mut pfd, None);
+}
+
+#[test]
+fn a_large_stdin_chunk_is_moved_or_dropped_and_framing_resumes_after_it() {
+    use rexec_proto::ClientMsg;
+    use rustix::event::PollFlags;
+    let t0 = Instant::now();
+    let (mut conn, client) = pair(t0);
+    say_hello(&mut conn, rexec_proto::PROTOCOL_VERSION);
+    conn.state = State::Open;
+    let first: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let mut wire = Vec::new();
+    for m in [
+        ClientMsg::Stdin {
+            id: 5,
+            data: first.clone(),
+        },
+        ClientMsg::StdinEof { id: 5 },
+        ClientMsg::Stdin {
+            id: 6,
+            data: vec![1; 100_000],
+        },
+        ClientMsg::Cancel { id: 6 },
+    ] {
+        encode_frame(&m, &mut wire);
+    }
+    let writer = std::thread::spawn(move || {
+        let mut client = client;
+        client.write_all(&wire).unwrap();
+        client
+    });
+
+    // A little is read; the rest of the chunk is spliced into a pipe that
+    // a reader drains.
+    read_all(&mut conn, 1000);
+    let start = conn.inbound_start().expect("a chunk worth splicing");
+    assert_eq!(start.id, 5);
+    let head = start.data.to_vec();
+    assert_eq!(head.len() + start.remaining, first.len());
+    conn.begin_inbound();
+    assert_eq!(conn.decoder.buffered(), 0, "its bytes left the decoder");
+    let (mut rx, tx) = std::io::pipe().unwrap();
+    rustix::fs::fcntl_setfl(&tx, rustix::fs::OFlags::NONBLOCK).unwrap();
+    let want = first.len() - head.len();
+    let reader = std::thread::spawn(move || {
+        let mut got = vec![0; want];
+        rx.read_exact(&mut got).unwrap();
+        got
+    });
+    let mut scratch = vec![0; 1024];
+    loop {
+        match conn.move_inbound(Some(tx.as_fd()), &mut scratch, Instant::now()) {
+            Ok(Moved::Done) => break,
+            Ok(Moved::SocketEmpty) => wait_ready(conn.stream.as_fd(), PollFlags::IN),
+            Ok(Moved::PipeFull) => wait_ready(tx.as_fd(), PollFlags::OUT),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(conn.inbound().is_none());
+    assert!(
+        reader.join().unwrap() == first[head.len()..],
+        "the pipe got the chunk's rest"
+    );
+
+    // Framing resumes just after it.
+    read_all(&mut conn, 1);
+    assert_eq!(
+        conn.next_message(Instant::now()).unwrap(),
+        Some(ClientMsg::StdinEof { id: 5 })
+    );
+    // With no pipe (the command closed its stdin) the rest is dropped.
+    while conn.inbound_start().is_none() {
+        read_all(&mut conn, 1);
+    }
+    conn.begin_inbound();
+    loop {
+        match conn.move_inbound(None, &mut scratch, Instant::now()) {
+            Ok(Moved::Done) => break,
+            Ok(Moved::SocketEmpty) => wait_ready(conn.stream.as_fd(), PollFlags::IN),
+            other => panic!("{other:?}"),
+        }
+    }
+    let _client = writer.join().unwrap();
+    read_all(&mut conn, 1);
+    assert_eq!(
+        conn.next_message(Instant::now()).unwrap(),
+        Some(ClientMsg::Cancel { id: 6 })
+    );
 }

@@ -132,6 +132,27 @@ impl Proc {
         Some(data.len())
     }
 
+    /// A `Stdin` chunk of `total` bytes begins, of which `first` arrived
+    /// with its header; the rest is spliced from the socket straight into
+    /// the pipe once the queue is written (splice_in.rs). For a transfer
+    /// helper the chunk's data-frame header goes first. `None` when it has
+    /// no stdin, as for [`Proc::queue_stdin`].
+    pub(crate) fn begin_stdin_splice(&mut self, first: &[u8], total: usize) -> Option<usize> {
+        self.stdin.as_ref()?;
+        if self.transfer {
+            HelperMsg::encode_data_header(total, self.stdin_queue.tail());
+        }
+        self.stdin_queue.tail().extend_from_slice(first);
+        Some(first.len())
+    }
+
+    /// Its stdin pipe, to splice into, while it has one.
+    pub(crate) fn stdin_pipe(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.stdin
+            .as_ref()
+            .map(|(tx, _)| std::os::fd::AsFd::as_fd(tx))
+    }
+
     /// Bytes waiting for the child to read them.
     pub(crate) fn stdin_queued(&self) -> usize {
         self.stdin_queue.len()

@@ -10,6 +10,7 @@ use mio::event::Event;
 use rexec_proto::{ClientMsg, ErrorKind, FrameError, OutputStream, ServerMsg, encode_output_frame};
 
 use super::Server;
+use super::stdin_splice::Flow;
 use crate::connection::{Hold, Lingered, State};
 use crate::protocol::Action;
 use crate::registry::ConnId;
@@ -112,6 +113,15 @@ impl Server {
                 }
             }
             self.track_partial_frame(id, decoded);
+            match self.splice_stdin(id) {
+                Flow::Read => {}
+                Flow::Again => {
+                    // A chunk moved counts as a message handled.
+                    budget = budget.saturating_sub(1);
+                    continue;
+                }
+                Flow::Stop => return,
+            }
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
             };
@@ -188,7 +198,7 @@ impl Server {
     /// The client closed its sending side: its commands get stdin EOF and
     /// run to the end; the connection closes when they are done and their
     /// output is sent.
-    fn input_ended(&mut self, id: ConnId) {
+    pub(super) fn input_ended(&mut self, id: ConnId) {
         self.left_startup(id);
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
