@@ -257,32 +257,6 @@ impl Connection {
             && matches!(&self.wire, Wire::Native(p) if p.phase() != crate::protocol::Phase::Running)
     }
 
-    // --- startup (--max-startups) ---
-
-    /// Counts it among the connections waiting to authenticate, with its
-    /// handshake due at `due`.
-    pub fn begin_startup(&mut self, due: Instant) {
-        self.startup = Some(due);
-    }
-
-    /// Whether it is counted among the connections waiting to authenticate.
-    pub fn in_startup(&self) -> bool {
-        self.startup.is_some()
-    }
-
-    /// Moves the handshake deadline (the hello was held back) if it is still
-    /// counted; returns the new one.
-    pub fn extend_startup(&mut self, due: Instant) -> Option<Instant> {
-        let s = self.startup.as_mut()?;
-        *s = due;
-        Some(due)
-    }
-
-    /// Stops counting it; true if it was counted.
-    pub fn leave_startup(&mut self) -> bool {
-        self.startup.take().is_some()
-    }
-
     // --- commands ---
 
     pub fn command(&self, id: u32) -> Option<ProcId> {

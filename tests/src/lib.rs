@@ -492,6 +492,18 @@ pub mod wire {
         })
     }
 
+    /// Every `Stdout` chunk among `msgs`, joined.
+    pub fn stdout_of(msgs: &[ServerMsg]) -> Vec<u8> {
+        msgs.iter()
+            .filter_map(|m| match m {
+                ServerMsg::Stdout { data, .. } => Some(data.as_slice()),
+                _ => None,
+            })
+            .flatten()
+            .copied()
+            .collect()
+    }
+
     /// Writes one frame.
     pub fn send(sock: &mut TcpStream, msg: &ClientMsg) {
         sock.write_all(&frame(msg)).expect("send a frame");

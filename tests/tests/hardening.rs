@@ -8,7 +8,7 @@ use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use rexec_proto::*;
-use rexec_tests::wire::{frame, hello, read_to_close, send};
+use rexec_tests::wire::{frame, hello, read_to_close, send, stdout_of};
 use rexec_tests::*;
 
 fn exec(id: u32, command: &str) -> ClientMsg {
@@ -25,17 +25,6 @@ fn errors(msgs: &[ServerMsg]) -> Vec<&ErrorMsg> {
             ServerMsg::Error(e) => Some(e),
             _ => None,
         })
-        .collect()
-}
-
-fn stdout_of(msgs: &[ServerMsg]) -> Vec<u8> {
-    msgs.iter()
-        .filter_map(|m| match m {
-            ServerMsg::Stdout { data, .. } => Some(data.as_slice()),
-            _ => None,
-        })
-        .flatten()
-        .copied()
         .collect()
 }
 

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::net::TcpStream;
 
 use rexec_proto::*;
-use rexec_tests::wire::{first_hello, frame, read_until};
+use rexec_tests::wire::{first_hello, frame, read_until, stdout_of};
 use rexec_tests::*;
 
 fn exec(id: u32, command: &str, stdin: bool) -> ClientMsg {
@@ -63,14 +63,7 @@ fn stdin_sent_with_the_exec_reaches_the_command() {
         ],
     );
     let msgs = read_until(&mut s, &mut dec, |m| matches!(m, ServerMsg::Exited(_)));
-    let out: Vec<u8> = msgs
-        .iter()
-        .filter_map(|m| match m {
-            ServerMsg::Stdout { data, .. } => Some(data.clone()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
+    let out = stdout_of(&msgs);
     assert_eq!(out, b"before the process existed\n", "{msgs:?}");
     assert!(
         matches!(msgs.last(), Some(ServerMsg::Exited(x)) if x.status == ExitStatus::Code(0)),

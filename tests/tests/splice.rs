@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use rexec_proto::*;
-use rexec_tests::wire::{hello, read_until, send};
+use rexec_tests::wire::{hello, read_until, send, stdout_of};
 use rexec_tests::*;
 
 /// A file of `n` bytes that no run of zeros or repeated block would pass
@@ -219,14 +219,7 @@ fn stdin_spliced_into_a_command_that_reads_late_arrives_whole() {
     let mut dec = FrameDecoder::new();
     let seen = read_until(&mut sock, &mut dec, |m| matches!(m, ServerMsg::Exited(_)));
     t.join().expect("the writer");
-    let out: Vec<u8> = seen
-        .iter()
-        .filter_map(|m| match m {
-            ServerMsg::Stdout { data, .. } => Some(data.clone()),
-            _ => None,
-        })
-        .flatten()
-        .collect();
+    let out = stdout_of(&seen);
     let want = {
         let f = dir.path("want");
         let all: Vec<u8> = (0..CHUNKS).flat_map(chunk).collect();

@@ -31,6 +31,32 @@ pub enum Keepalive {
 }
 
 impl Connection {
+    // --- startup (--max-startups) ---
+
+    /// Counts it among the connections waiting to authenticate, with its
+    /// handshake due at `due`.
+    pub fn begin_startup(&mut self, due: Instant) {
+        self.startup = Some(due);
+    }
+
+    /// Whether it is counted among the connections waiting to authenticate.
+    pub fn in_startup(&self) -> bool {
+        self.startup.is_some()
+    }
+
+    /// Moves the handshake deadline (the hello was held back) if it is still
+    /// counted; returns the new one.
+    pub fn extend_startup(&mut self, due: Instant) -> Option<Instant> {
+        let s = self.startup.as_mut()?;
+        *s = due;
+        Some(due)
+    }
+
+    /// Stops counting it; true if it was counted.
+    pub fn leave_startup(&mut self) -> bool {
+        self.startup.take().is_some()
+    }
+
     /// The handshake timer fired at `now`.
     pub fn handshake_deadline(&self, now: Instant) -> Deadline {
         match self.startup {

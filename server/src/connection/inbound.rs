@@ -33,14 +33,9 @@ impl Connection {
     /// Takes the chunk [`Connection::inbound_start`] found out of the
     /// decoder (its data so far is the caller's to have queued): the rest
     /// is now moved by [`Connection::move_inbound`].
-    pub fn begin_inbound(&mut self) {
-        if let Some(p) = self.decoder.partial_stdin() {
-            self.inbound = Some(Inbound {
-                id: p.id,
-                remaining: p.remaining,
-            });
-            self.decoder.discard_partial();
-        }
+    pub fn begin_inbound(&mut self, chunk: Inbound) {
+        self.decoder.discard_partial();
+        self.inbound = Some(chunk);
     }
 
     /// The chunk whose data is still in the socket, if one is.

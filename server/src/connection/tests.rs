@@ -348,7 +348,11 @@ fn a_large_stdin_chunk_is_moved_or_dropped_and_framing_resumes_after_it() {
     assert_eq!(start.id, 5);
     let head = start.data.to_vec();
     assert_eq!(head.len() + start.remaining, first.len());
-    conn.begin_inbound();
+    let chunk = crate::splice_in::Inbound {
+        id: start.id,
+        remaining: start.remaining,
+    };
+    conn.begin_inbound(chunk);
     assert_eq!(conn.decoder.buffered(), 0, "its bytes left the decoder");
     let (mut rx, tx) = std::io::pipe().unwrap();
     rustix::fs::fcntl_setfl(&tx, rustix::fs::OFlags::NONBLOCK).unwrap();
@@ -380,10 +384,17 @@ fn a_large_stdin_chunk_is_moved_or_dropped_and_framing_resumes_after_it() {
         Some(ClientMsg::StdinEof { id: 5 })
     );
     // With no pipe (the command closed its stdin) the rest is dropped.
-    while conn.inbound_start().is_none() {
+    let chunk = loop {
+        if let Some(p) = conn.inbound_start() {
+            break crate::splice_in::Inbound {
+                id: p.id,
+                remaining: p.remaining,
+            };
+        }
         read_all(&mut conn, 1);
-    }
-    conn.begin_inbound();
+    };
+    assert_eq!(chunk.id, 6);
+    conn.begin_inbound(chunk);
     loop {
         match conn.move_inbound(None, &mut scratch, Instant::now()) {
             Ok(Moved::Done) => break,

@@ -12,7 +12,7 @@ use super::Server;
 use crate::connection::Hold;
 use crate::process::StdinStep;
 use crate::registry::ConnId;
-use crate::splice_in::Moved;
+use crate::splice_in::{Inbound, Moved};
 
 /// What the input loop does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +38,10 @@ impl Server {
             let Some(proc) = conn.command(start.id) else {
                 return Flow::Read; // read as usual, and dropped
             };
+            let chunk = Inbound {
+                id: start.id,
+                remaining: start.remaining,
+            };
             let total = start.data.len() + start.remaining;
             let Some(added) = self
                 .procs
@@ -47,7 +51,7 @@ impl Server {
                 return Flow::Read;
             };
             self.budget.held += added;
-            conn.begin_inbound();
+            conn.begin_inbound(chunk);
         }
         let Some(cmd) = conn.inbound().map(|i| i.id) else {
             return Flow::Read;
