@@ -170,15 +170,8 @@ pub(crate) fn kill_descendants(sig: Signal) {
 /// supervisor, so rexecd counts them with this against --max-procs.
 pub fn descendants(roots: &[i32]) -> Vec<i32> {
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-                continue;
-            };
-            if let Some(ppid) = parent_of(pid) {
-                children.entry(ppid).or_default().push(pid);
-            }
-        }
+    for (pid, stat) in crate::proc_stat::all() {
+        children.entry(stat.ppid).or_default().push(pid);
     }
     let mut seen = HashSet::new();
     let mut found = Vec::new();
@@ -192,12 +185,4 @@ pub fn descendants(roots: &[i32]) -> Vec<i32> {
         }
     }
     found
-}
-
-/// The parent pid from /proc/PID/stat (after the command name, which may
-/// contain spaces and parentheses).
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.split_whitespace().nth(1)?.parse().ok()
 }

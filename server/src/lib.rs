@@ -85,6 +85,7 @@ pub(crate) mod jobs;
 pub(crate) mod key_options;
 pub(crate) mod login;
 pub(crate) mod out_queue;
+pub(crate) mod proc_stat;
 pub(crate) mod process;
 pub(crate) mod protocol;
 pub(crate) mod pty;

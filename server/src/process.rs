@@ -21,8 +21,10 @@ use crate::registry::ConnId;
 use crate::timer::{Timer, Timers};
 use rexec_proto::text::echo;
 
+mod hangup;
 mod life;
 mod pump;
+pub(crate) use hangup::kill_after_grace;
 pub(crate) use life::StdinStep;
 pub(crate) use pump::{PumpIo, Pumped};
 

@@ -396,9 +396,7 @@ impl Server {
         while let Some(t) = self.timers.pop_due(now) {
             match t {
                 Timer::ProcTimeout(proc) => self.time_out(proc),
-                Timer::KillGroup(pgid) => {
-                    crate::process::kill_group(pgid, crate::process::Signal::KILL)
-                }
+                Timer::KillGroup(pgid) => self.kill_after_grace(pgid),
                 Timer::GroupDeadline { pgid, at } => self.check_leftovers(pgid, at, now),
                 Timer::PipeGrace(proc) => self.check_pipe_grace(proc),
                 Timer::ConnIdle(id) => self.check_idle(id, now),

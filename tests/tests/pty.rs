@@ -129,9 +129,43 @@ fn a_script_on_stdin_runs_in_one_shell() {
 #[test]
 fn a_terminal_session_whose_client_dies_is_hung_up_like_sshd_does() {
     // The shell's background job lives in its own process group: the
-    // SIGTERM to the shell's group missed it, and it ran on forever.
+    // SIGTERM to the shell's group missed it, and it ran on forever. (Its
+    // history goes to a file of the test's, not to the user's.)
+    let dir = TempDir::new("hangup");
+    let (_d, job) = background_job_of_a_dead_client(&dir.path("history"));
+    let gone = wait_until(PATIENCE, || !alive(job));
+    stop_job(job, gone);
+    assert!(gone, "the shell's background job survived its client");
+    assert!(
+        dir.path("history").exists(),
+        "the shell did not save its history on SIGHUP"
+    );
+}
+
+#[test]
+fn a_shell_too_slow_to_hang_up_its_jobs_still_has_them_hung_up() {
+    // bash saves its history before it passes SIGHUP on to its jobs. With
+    // the history going to a FIFO that nobody reads (or to a disk that
+    // stalls) it never gets there: the SIGKILL at the end of the grace ends
+    // it, and its job, in a process group of its own, ran on forever.
+    let dir = TempDir::new("hangup-slow");
+    let fifo = dir.path("history");
+    let name = std::ffi::CString::new(fifo.display().to_string()).unwrap();
+    // SAFETY: mkfifo(3) on a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0, "mkfifo");
+    let (_d, job) = background_job_of_a_dead_client(&fifo);
+    let gone = wait_until(PATIENCE, || !alive(job));
+    stop_job(job, gone);
+    assert!(gone, "the job of a shell killed before its hangup survived");
+}
+
+/// Starts a terminal session whose shell keeps its history in `histfile`,
+/// runs a background job in it, kills the client without a word, and
+/// returns the daemon (which must outlive the checks) and the job's pid.
+fn background_job_of_a_dead_client(histfile: &std::path::Path) -> (Daemon, i32) {
     let d = Daemon::start(&[]);
     let mut t = rexec_on_pty(&[&d.host()]);
+    t.type_(&format!("HISTFILE='{}'\r", histfile.display()));
     t.type_("sleep 1001 & echo job=$!.\r");
     // The typed line is echoed too: the pid is the job= followed by digits.
     let job = |screen: &str| {
@@ -147,15 +181,17 @@ fn a_terminal_session_whose_client_dies_is_hung_up_like_sshd_does() {
     );
     let pid = job(&t.screen()).unwrap();
     assert!(alive(pid), "the job did not start");
-    // The client dies without a word.
     t.child.kill().unwrap();
     let _ = t.child.wait();
-    let gone = wait_until(PATIENCE, || !alive(pid));
+    (d, pid)
+}
+
+/// A job that outlived the wait is killed by the test that started it.
+fn stop_job(pid: i32, gone: bool) {
     if !gone {
         // SAFETY: kill(2) on the job this test started.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
-    assert!(gone, "the shell's background job survived its client");
 }
 
 #[test]

@@ -182,20 +182,12 @@ pub fn boot_id() -> String {
         .unwrap_or_default()
 }
 
-/// When process `pid` started (clock ticks after boot), if it exists.
+/// When process `pid` started (clock ticks after boot), if it exists and
+/// has not ended.
 pub fn start_time(pid: i32) -> Option<u64> {
-    if pid <= 0 {
-        return None;
-    }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command name (which may hold spaces and parentheses):
-    // field 3 is the state, field 22 the start time.
-    let after = &stat[stat.rfind(')')? + 2..];
-    let mut fields = after.split_whitespace();
-    if fields.next()? == "Z" {
-        return None; // a zombie has ended
-    }
-    fields.nth(18)?.parse().ok()
+    crate::proc_stat::Stat::of(pid)
+        .filter(|s| !s.is_zombie())
+        .map(|s| s.start_time)
 }
 
 pub fn now_ms() -> u64 {

@@ -33,6 +33,18 @@ impl Server {
             .after(Instant::now(), self.cfg.kill_grace, Timer::KillGroup(pgid));
     }
 
+    /// A stopped group's grace is over: SIGKILL. The group's leader may
+    /// lead a terminal session whose jobs need hanging up first
+    /// ([`process::kill_after_grace`]); that is asked only of a command
+    /// rexecd has not reaped, whose pid therefore cannot have been reused.
+    pub(super) fn kill_after_grace(&mut self, pgid: i32) {
+        let ours = self
+            .procs
+            .values()
+            .any(|p| p.pgid() == pgid && p.is_spawned() && !p.has_exited());
+        process::kill_after_grace(pgid, ours);
+    }
+
     /// The pidfd says the child exited: reap it.
     pub(super) fn reap(&mut self, proc: ProcId) {
         let Some(p) = self.procs.get_mut(&proc) else {
