@@ -63,7 +63,9 @@ fn a_resize_reaches_the_running_program() {
 #[test]
 fn no_command_on_a_terminal_opens_a_login_shell() {
     let d = Daemon::start(&[]);
-    let mut t = rexec_on_pty(&[&d.host()]);
+    // The login shell is the real one of whoever runs the tests: an empty
+    // HISTFILE keeps what the test types out of their ~/.bash_history.
+    let mut t = rexec_on_pty(&["--env", "HISTFILE=", &d.host()]);
     t.type_("echo $((6*7))\r");
     assert!(t.shows("42\r\n", 1), "{:?}", t.screen());
     // Ctrl-C is a key for the remote program, not the end of rexec.
