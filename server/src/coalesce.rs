@@ -57,12 +57,8 @@ impl Coalesce {
     }
 
     /// Leaves `stream` of `proc` to fill until the timer fires.
-    ///
-    /// The timer is set once per wait, [`WAIT`] from the first hold. (A
-    /// timer ticking every `WAIT` while pipes are held would save that
-    /// call, but measured worse: a pipe held again just after a tick is
-    /// released early, and smaller batches cost more than the call.)
     pub fn hold(&mut self, proc: ProcId, stream: OutputStream) -> io::Result<()> {
+        self.waiting.push((proc, stream));
         if !self.armed {
             let zero = Timespec {
                 tv_sec: 0,
@@ -78,7 +74,6 @@ impl Coalesce {
             rustix::time::timerfd_settime(&self.timer, TimerfdTimerFlags::empty(), &when)?;
             self.armed = true;
         }
-        self.waiting.push((proc, stream));
         Ok(())
     }
 

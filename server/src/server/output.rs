@@ -15,41 +15,30 @@ impl Server {
     /// would block, ends, or the connection's queue is over its limit. The
     /// command moves each chunk (`Proc::pump`); this routes what it says.
     pub(super) fn pump(&mut self, proc: ProcId, stream: OutputStream) {
-        self.pump_from(proc, stream, false);
+        self.pump_from(proc, stream, true);
     }
 
-    /// As [`Server::pump`]; `held`: the pipe was left to fill and is still
-    /// unwatched (the coalescing timer brought it back). A pipe that is not
-    /// held may be left to fill before its first read; a held one is read
-    /// first. After each chunk it may be (again), in any case
-    /// (coalesce.rs). A held pipe that is not held again is watched again
-    /// before this returns: back-to-back holds of a streaming pipe cost no
-    /// epoll_ctl calls, and no pipe is ever left both unwatched and unheld.
-    fn pump_from(&mut self, proc: ProcId, stream: OutputStream, held: bool) {
+    /// As [`Server::pump`]; `may_wait`: a streaming command's pipe that
+    /// holds little may be left to fill before its first read (not when it
+    /// has just been left to fill). After each chunk it may be, in any case
+    /// (coalesce.rs).
+    fn pump_from(&mut self, proc: ProcId, stream: OutputStream, may_wait: bool) {
         // One clock reading per drain, not per chunk: the budget is
         // recounted at most every 10 ms anyway.
         let now = Instant::now();
-        if !held && self.hold_back(proc, stream, now, false) {
+        if may_wait && self.hold_back(proc, stream, now) {
             return;
         }
-        if !self.drain(proc, stream, now, held) && held {
-            self.waiting_over(proc, stream);
-        }
-    }
-
-    /// Pumps until the pipe has nothing more for now, ends, or waits;
-    /// true when it was left to fill (again).
-    fn drain(&mut self, proc: ProcId, stream: OutputStream, now: Instant, unwatched: bool) -> bool {
         loop {
             let over_budget = self.confirm_over_budget(now);
             let Some(p) = self.procs.get_mut(&proc) else {
-                return false;
+                return;
             };
             let Some(conn_id) = p.conn() else {
-                return false;
+                return;
             };
             let Some(conn) = self.conns.get_mut(&conn_id) else {
-                return false;
+                return;
             };
             let mut io = PumpIo {
                 splice: self.cfg.splice,
@@ -64,54 +53,39 @@ impl Server {
                 Pumped::More => {
                     // A streaming command's small writes: let more gather
                     // rather than read them one by one as they come.
-                    if self.hold_back(proc, stream, now, unwatched) {
-                        return true;
+                    if self.hold_back(proc, stream, now) {
+                        return;
                     }
                 }
-                Pumped::Idle => return false,
+                Pumped::Idle => return,
                 Pumped::Paused => {
                     // check_budget looks again while memory is short.
                     self.budget.waiting |= over_budget;
-                    conn.pause_pipe(proc, stream);
-                    return false;
+                    return conn.pause_pipe(proc, stream);
                 }
-                Pumped::SocketFull => {
-                    conn.pause_pipe(proc, stream);
-                    return false;
-                }
+                Pumped::SocketFull => return conn.pause_pipe(proc, stream),
                 Pumped::Ended => {
                     self.close_pipe(proc, stream);
-                    self.maybe_finish(proc);
-                    return false;
+                    return self.maybe_finish(proc);
                 }
                 Pumped::Cut => {
                     p.stop(&mut self.timers, Instant::now(), self.cfg.kill_grace);
                     self.close_output(proc);
                     self.maybe_finish(proc);
-                    self.check_close(conn_id);
-                    return false;
+                    return self.check_close(conn_id);
                 }
-                Pumped::Dead => {
-                    self.close_conn(conn_id);
-                    return false;
-                }
+                Pumped::Dead => return self.close_conn(conn_id),
             }
         }
     }
 
     /// Leaves a streaming command's pipe to fill for a moment when it holds
     /// little: unwatched (so its writes do not wake the loop) until the
-    /// coalescing timer fires. `unwatched`: it is already.
+    /// coalescing timer fires.
     /// Not while the loop has input deferred to its next turn (a client
     /// floods it): its turns are long then, and a pipe read once a turn
     /// gathers plenty anyway.
-    fn hold_back(
-        &mut self,
-        proc: ProcId,
-        stream: OutputStream,
-        now: Instant,
-        unwatched: bool,
-    ) -> bool {
+    fn hold_back(&mut self, proc: ProcId, stream: OutputStream, now: Instant) -> bool {
         if !self.backlog.is_empty() {
             return false;
         }
@@ -124,36 +98,37 @@ impl Server {
         let Some((rx, _)) = p.pipe(stream) else {
             return false;
         };
-        if !unwatched && self.registry.mute(rx).is_err() {
-            return false; // cannot be unwatched: read it now
+        if self.registry.mute(rx).is_err() {
+            return false; // already held: read it now
         }
         if let Err(e) = self.coalesce.hold(proc, stream) {
             log::warn!("cannot arm the coalescing timer: {e}");
-            if !unwatched {
-                self.waiting_over(proc, stream);
-            }
+            self.waiting_over(proc, stream);
             return false;
         }
         true
     }
 
-    /// The coalescing timer fired: the pipes left to fill are read again,
-    /// and watched again unless they are left to fill once more.
+    /// The coalescing timer fired: the pipes left to fill are watched and
+    /// read again.
     pub(super) fn release_pipes(&mut self) {
         for (proc, stream) in self.coalesce.release() {
-            self.pump_from(proc, stream, true);
+            if self.waiting_over(proc, stream) {
+                self.pump_from(proc, stream, false);
+            }
         }
     }
 
-    /// Watches a held pipe again.
-    fn waiting_over(&mut self, proc: ProcId, stream: OutputStream) {
+    /// Watches a held pipe again; whether it is still open.
+    fn waiting_over(&mut self, proc: ProcId, stream: OutputStream) -> bool {
         let Some((rx, token)) = self.procs.get_mut(&proc).and_then(|p| p.pipe(stream)) else {
-            return;
+            return false;
         };
         let token = *token;
         if let Err(e) = self.registry.unmute(rx, token, mio::Interest::READABLE) {
             log::warn!("cannot watch a command's output again: {e}");
         }
+        true
     }
 
     /// Resumes pipes paused for backpressure once the queue is under its limit.
