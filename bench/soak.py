@@ -126,9 +126,11 @@ class Soak:
             r = self.rexec(self.host, "sha256sum", input=data, capture_output=True, timeout=120)
             r2 = self.rexec(self.host, "cat", input=data, capture_output=True, timeout=120)
             if r.returncode != 0 or r.stdout.split()[:1] != [want.encode()]:
-                self.fail("stdin", f"sha256sum: exit {r.returncode}, {r.stdout[:80]!r} (want {want})")
+                self.fail("stdin", f"sha256sum: exit {r.returncode}, {r.stdout[:80]!r} (want {want}); "
+                                   f"{r.stderr[-300:]!r}")
             elif r2.returncode != 0 or r2.stdout != data:
-                self.fail("stdin", f"cat: exit {r2.returncode}, {len(r2.stdout)} of {len(data)} bytes back")
+                self.fail("stdin", f"cat: exit {r2.returncode}, {len(r2.stdout)} of {len(data)} bytes back; "
+                                   f"{r2.stderr[-300:]!r}")
             else:
                 self.ok("stdin", 2 * len(data))
 
