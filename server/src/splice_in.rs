@@ -38,6 +38,16 @@ pub struct Inbound {
     pub remaining: usize,
 }
 
+impl From<&rexec_proto::PartialStdin<'_>> for Inbound {
+    /// The part of a chunk that has begun to arrive still to come.
+    fn from(p: &rexec_proto::PartialStdin<'_>) -> Inbound {
+        Inbound {
+            id: p.id,
+            remaining: p.remaining,
+        }
+    }
+}
+
 /// How far moving an inbound chunk got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Moved {

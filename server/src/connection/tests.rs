@@ -348,10 +348,7 @@ fn a_large_stdin_chunk_is_moved_or_dropped_and_framing_resumes_after_it() {
     assert_eq!(start.id, 5);
     let head = start.data.to_vec();
     assert_eq!(head.len() + start.remaining, first.len());
-    let chunk = crate::splice_in::Inbound {
-        id: start.id,
-        remaining: start.remaining,
-    };
+    let chunk = crate::splice_in::Inbound::from(&start);
     conn.begin_inbound(chunk);
     assert_eq!(conn.decoder.buffered(), 0, "its bytes left the decoder");
     let (mut rx, tx) = std::io::pipe().unwrap();
@@ -386,10 +383,7 @@ fn a_large_stdin_chunk_is_moved_or_dropped_and_framing_resumes_after_it() {
     // With no pipe (the command closed its stdin) the rest is dropped.
     let chunk = loop {
         if let Some(p) = conn.inbound_start() {
-            break crate::splice_in::Inbound {
-                id: p.id,
-                remaining: p.remaining,
-            };
+            break crate::splice_in::Inbound::from(&p);
         }
         read_all(&mut conn, 1);
     };

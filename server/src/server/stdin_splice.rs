@@ -38,10 +38,7 @@ impl Server {
             let Some(proc) = conn.command(start.id) else {
                 return Flow::Read; // read as usual, and dropped
             };
-            let chunk = Inbound {
-                id: start.id,
-                remaining: start.remaining,
-            };
+            let chunk = Inbound::from(&start);
             let total = start.data.len() + start.remaining;
             let Some(added) = self
                 .procs
