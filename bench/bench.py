@@ -356,6 +356,50 @@ def chart(targets, title):
     return "\n".join([head] + out + ["</svg>"]) + "\n"
 
 
+def placement_table(n, rounds_n, raw):
+    """T1's head -c rows again with every process pinned to a core
+    (taskset), for information: on two cores three busy processes share
+    them, and where the scheduler puts them moves the result more than
+    anything rexec does. Returns the table's Markdown lines."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2 or not shutil.which("taskset"):
+        return []
+    a, b = cpus[0], cpus[1]
+    pinned = start([REXECD, "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE,
+                   stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"},
+                   preexec_fn=lambda: os.sched_setaffinity(0, {a}))
+    addr = listening_line(pinned)
+    head = f"head -c {n} /dev/zero"
+    rows = [
+        ("local pipe, head -c and cat on one core",
+         f"taskset -c {a} {head} | taskset -c {a} cat > /dev/null"),
+        ("local pipe, head -c and cat on two cores",
+         f"taskset -c {a} {head} | taskset -c {b} cat > /dev/null"),
+        ("rexec, head -c alone on a core, rexecd and rexec on the other",
+         f"taskset -c {a} {REXEC} {addr} 'taskset -c {b} {head}' > /dev/null"),
+        ("rexec, head -c and rexec on one core, rexecd on the other",
+         f"taskset -c {b} {REXEC} {addr} 'taskset -c {b} {head}' > /dev/null"),
+    ]
+    med, err = rounds(rounds_n, [(name, lambda c=cmd: wall(c)) for name, cmd in rows])
+    pinned.terminate()
+    pinned.wait()
+    out = ["Where the processes run (for information; each pinned with `taskset`):\n",
+           "| placement | MB/s | time vs raw TCP stream |", "|---|---|---|"]
+    for name, _ in rows:
+        if name in err or not med[name]:
+            out.append(f"| {name} | could not run: {err.get(name, 'no result')} | - |")
+        else:
+            r = n / med[name] / 1e6
+            out.append(f"| {name} | {r:.0f} | {raw / r:.2f}x |" if raw else f"| {name} | {r:.0f} | - |")
+    out.append("")
+    out.append("A pipe between two cores is slower than one within a core (the first two "
+               "rows), and the T1 rows above take whatever placement the scheduler chose in "
+               "each round, which is why they move from run to run. rexec is fastest when the "
+               "producer has a core to itself; with the client on another machine, only the "
+               "producer and rexecd would share this one's cores.\n")
+    return out
+
+
 def rounds(n, peers):
     """Runs every peer's measurement n times, interleaved; returns medians.
     peers: list of (name, fn) where fn() returns a float or raises."""
@@ -500,6 +544,7 @@ def main():
         c = ((after_c.ru_utime + after_c.ru_stime) - (before_c.ru_utime + before_c.ru_stime)) * GiB / N
         md.append(f"| {label} | {d:.2f} | {c:.2f} |")
     md.append("")
+    md.extend(placement_table(N, a.rounds, raw))
     compare("T1 throughput", [("raw TCP stream", rx, raw), ("local head into cat", rx, rate["local pipe, head -c into cat"]),
                               ("socat relay", rx, relay), ("ssh aes128-gcm", rx, rate.get("ssh aes128-gcm")),
                               ("ssh (default cipher)", rx, rate.get("ssh (default cipher)")),
