@@ -2,8 +2,9 @@
 //! streams, without sockets or processes: bytes -> FrameDecoder ->
 //! ClientMsg -> ConnProtocol -> Action. Properties: no panic; no command,
 //! stdin or cancel is acted on before the hello was accepted; with a token,
-//! the hello is never accepted (the fuzzer cannot know the HMAC); nothing is
-//! processed after a connection-level failure.
+//! the hello is never accepted (the fuzzer cannot know the HMAC); no key is
+//! handled by a server that takes none; nothing is processed after a
+//! connection-level failure.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -40,7 +41,12 @@ fuzz_target!(|data: &[u8]| {
                     authenticated = true;
                 }
                 Action::Fail { .. } => return, // closed
-                Action::Exec(_) | Action::Stdin { .. } | Action::StdinEof { .. } | Action::Cancel { .. } | Action::Resize { .. } | Action::Put(_) | Action::PutEnd { .. } | Action::Get { .. } | Action::List { .. } | Action::Reject { .. } => {
+                // This server takes no keys: a key is never checked, and
+                // only `key_checked` (never called here) accepts one.
+                Action::CheckKey { .. } | Action::KeyAccepted | Action::KeyRefused { .. } => {
+                    panic!("a key handled by a server that takes none")
+                }
+                Action::Exec(_) | Action::Job { .. } | Action::Stdin { .. } | Action::StdinEof { .. } | Action::Cancel { .. } | Action::Resize { .. } | Action::Put(_) | Action::PutEnd { .. } | Action::Get { .. } | Action::List { .. } | Action::Ping { .. } | Action::Pong | Action::Reject { .. } => {
                     assert!(authenticated, "acted on a request before the hello");
                 }
             }
