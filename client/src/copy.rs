@@ -900,7 +900,9 @@ fn fetch_into(
     .map_err(|e| failed(&e))?;
     // Removed on an interrupt too, not only on an error.
     let _pending = crate::cleanup::register(dir, &tmp_name);
-    let mut file = File::from(fd);
+    // The disk writes while the data arrives (writeback/), not all at the
+    // closing fsync.
+    let mut file = rexec_writeback::WriteBehind::new(File::from(fd));
     let mut state = GetState::default();
     let label = shown
         .file_name()
@@ -918,6 +920,7 @@ fn fetch_into(
     .and_then(|(status, stderr)| check(status, &stderr, &format!("{host}:{path}")))
     .and_then(|()| state.verify())
     .and_then(|()| {
+        let file = file.file();
         file.sync_all().map_err(|e| failed(&e))?;
         use std::os::unix::fs::PermissionsExt;
         // Never a setuid, setgid or sticky bit from the wire; without -p the
@@ -1007,7 +1010,7 @@ impl GetState {
         }
         if self.hash.clone().finalize().as_slice() != self.trailer.as_slice() {
             return Err(CopyError::Failed(
-                "checksum mismatch: the data was damaged on the way".into(),
+                "checksum mismatch: the data was damaged on the way, or the file changed while it was sent".into(),
             ));
         }
         Ok(())

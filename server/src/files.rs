@@ -29,8 +29,8 @@
 //! no symlink leads out, checked on the file actually opened.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 
@@ -103,11 +103,13 @@ fn put(root: &Root, put: &Put, input: &mut HelperInput) -> Result<(), TransferEr
             what: "telling the client to go on".into(),
             source,
         })?;
-    let mut file = std::fs::File::from(tmp);
-    receive(input, &mut file, put.size, &file_name)?;
-    set_metadata(&file, &dir, &file_name, put.mode, put.mtime, put.preserve)?;
+    // The disk writes while the data arrives, not all at the closing fsync.
+    let mut out = rexec_writeback::WriteBehind::new(std::fs::File::from(tmp));
+    receive(input, &mut out, put.size, &file_name)?;
+    let file = out.file();
+    set_metadata(file, &dir, &file_name, put.mode, put.mtime, put.preserve)?;
     file.sync_all().map_err(at(&file_name))?;
-    commit(&file, &dir, &file_name)
+    commit(file, &dir, &file_name)
 }
 
 /// Where a put goes: the directory it is written in (open) and the name
@@ -155,7 +157,7 @@ fn put_target(
 /// SHA-256, and checks that they match.
 fn receive(
     input: &mut HelperInput,
-    file: &mut std::fs::File,
+    file: &mut impl Write,
     size: u64,
     file_name: &OsStr,
 ) -> Result<(), TransferError> {
@@ -325,25 +327,166 @@ fn get(root: &Root, path: &OsStr) -> Result<(), TransferError> {
         source,
     };
     out.write_all(&header).map_err(fail)?;
-    let mut file = std::fs::File::from(fd);
+    let file = std::fs::File::from(fd);
     let mut hash = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut sent: u64 = 0;
-    while sent < st.st_size as u64 {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break, // shrank while being read: the checksum tells
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(at(path)(e)),
-        };
-        let n = n.min(usize::try_from(st.st_size as u64 - sent).unwrap_or(usize::MAX));
-        hash.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(fail)?;
-        sent += n as u64;
-    }
+    let size = st.st_size as u64;
+    out.flush().map_err(fail)?;
+    let sent = send_data(&file, size, &mut out, &mut hash)
+        .map_err(fail)?
+        .bytes;
     if sent != st.st_size as u64 {
         return Err(TransferError::Changed(path.to_os_string()));
     }
     out.write_all(hash.finalize().as_slice()).map_err(fail)?;
     out.flush().map_err(fail)
+}
+
+/// What [`send_data`] sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sent {
+    /// Data bytes (fewer than asked if the file shrank while being read).
+    bytes: u64,
+    /// Whether they were spliced (else read and written).
+    spliced: bool,
+}
+
+/// Sends up to `size` bytes of `file` to `out` (stdout, flushed), hashing
+/// what is sent.
+///
+/// When stdout is a pipe, as rexecd gives it, the data is spliced from the
+/// page cache into it and rexecd splices it on into the socket: no copy on
+/// the server at all. The hash then reads the same range once more (from
+/// the cache, into a small buffer): should the file change between the
+/// splice and that read, the client's check fails rather than passing a
+/// file that differs from the checksum. Elsewhere (stdout a file, as in a
+/// test), it is read and written.
+fn send_data(
+    file: &std::fs::File,
+    size: u64,
+    out: &mut (impl Write + AsFd),
+    hash: &mut Sha256,
+) -> io::Result<Sent> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut sent: u64 = 0;
+    let mut splicing = true;
+    while sent < size {
+        let want = buf
+            .len()
+            .min(usize::try_from(size - sent).unwrap_or(usize::MAX));
+        if splicing {
+            let mut offset = sent;
+            match rustix::pipe::splice(
+                file,
+                Some(&mut offset),
+                out.as_fd(),
+                None,
+                want,
+                rustix::pipe::SpliceFlags::empty(),
+            ) {
+                Ok(0) => break, // shrank while being read: the checksum tells
+                Ok(n) => {
+                    let copy = &mut buf[..n];
+                    rustix::io::pread(file, &mut *copy, sent)
+                        .map_err(io::Error::from)
+                        .and_then(|k| match k == n {
+                            true => Ok(()),
+                            // Shrank between the splice and the read: what
+                            // was hashed is not what was sent.
+                            false => Err(io::Error::other("the file changed while being sent")),
+                        })?;
+                    hash.update(&*copy);
+                    sent += n as u64;
+                    continue;
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                // Not a pipe (or a file system without splice): read and write.
+                Err(rustix::io::Errno::INVAL) => splicing = false,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let n = match rustix::io::pread(file, &mut buf[..want], sent) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        hash.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
+        sent += n as u64;
+    }
+    Ok(Sent {
+        bytes: sent,
+        spliced: splicing,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn sample_file(len: usize) -> (tempfile::TempDir, std::fs::File, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(dir.path().join("src"), &data).unwrap();
+        let file = std::fs::File::open(dir.path().join("src")).unwrap();
+        (dir, file, data)
+    }
+
+    #[test]
+    fn a_get_into_a_pipe_is_spliced_and_hashed_as_sent() {
+        let (_dir, file, data) = sample_file(3 * 256 * 1024 + 123);
+        let (mut rx, tx) = std::io::pipe().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            rx.read_to_end(&mut got).unwrap();
+            got
+        });
+        let mut out = std::fs::File::from(OwnedFd::from(tx));
+        let mut hash = Sha256::new();
+        let sent = send_data(&file, data.len() as u64, &mut out, &mut hash).unwrap();
+        drop(out);
+        let bytes = data.len() as u64;
+        assert_eq!(
+            sent,
+            Sent {
+                bytes,
+                spliced: true
+            }
+        );
+        assert!(reader.join().unwrap() == data, "the pipe got the file");
+        assert_eq!(hash.finalize(), Sha256::digest(&data));
+    }
+
+    #[test]
+    fn a_get_into_something_else_is_read_and_written() {
+        // splice(2) needs a pipe at one end: a file gets the plain loop.
+        let (dir, file, data) = sample_file(300 * 1024);
+        let mut out = std::fs::File::create(dir.path().join("dst")).unwrap();
+        let mut hash = Sha256::new();
+        let sent = send_data(&file, data.len() as u64, &mut out, &mut hash).unwrap();
+        let bytes = data.len() as u64;
+        assert_eq!(
+            sent,
+            Sent {
+                bytes,
+                spliced: false
+            }
+        );
+        assert!(std::fs::read(dir.path().join("dst")).unwrap() == data);
+        assert_eq!(hash.finalize(), Sha256::digest(&data));
+    }
+
+    #[test]
+    fn a_get_stops_at_the_end_of_a_file_shorter_than_its_size() {
+        let (_dir, file, data) = sample_file(1000);
+        let (mut rx, tx) = std::io::pipe().unwrap();
+        let mut out = std::fs::File::from(OwnedFd::from(tx));
+        let mut hash = Sha256::new();
+        let sent = send_data(&file, 5000, &mut out, &mut hash).unwrap();
+        drop(out);
+        let mut got = Vec::new();
+        rx.read_to_end(&mut got).unwrap();
+        assert_eq!((sent.bytes, got), (1000, data));
+    }
 }
