@@ -458,10 +458,7 @@ fn upload(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<(), CopyEr
             Err(e) => return Err(CopyError::Failed(format!("{shown}: {e}"))),
         };
         hash.update(&buf[..n]);
-        session.send(&ClientMsg::Stdin {
-            id,
-            data: buf[..n].to_vec(),
-        })?;
+        session.send_stdin(id, &buf[..n])?;
         sent += n as u64;
         bar.set_position(sent);
     }

@@ -634,11 +634,7 @@ fn forward_stdin(writer: Arc<Writer>, id: u32, mut input: Box<dyn Read + Send>) 
                 match input.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
-                        let msg = ClientMsg::Stdin {
-                            id,
-                            data: buf[..n].to_vec(),
-                        };
-                        if writer.send(&msg).is_err() {
+                        if writer.send_stdin(id, &buf[..n]).is_err() {
                             return;
                         }
                     }

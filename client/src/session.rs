@@ -84,13 +84,40 @@ impl Writer {
         Ok(frames)
     }
 
+    /// Sends `data` as a `Stdin` chunk for command `id` from where it is:
+    /// the frame's header, then the data (one vectored write), with no
+    /// message built around a copy of it. The bytes are those of
+    /// [`Writer::send`] with the same `ClientMsg::Stdin`.
+    pub fn send_stdin(&self, id: u32, data: &[u8]) -> io::Result<()> {
+        let mut head = Vec::with_capacity(rexec_proto::OUTPUT_HEADER_MAX);
+        let len = rexec_proto::encode_stdin_header(id, data.len(), &mut head);
+        if self.trace {
+            // (A copy for the trace only: it describes the message.)
+            let msg = ClientMsg::Stdin {
+                id,
+                data: data.to_vec(),
+            };
+            trace::emit(&trace::sent(&msg, len));
+        }
+        let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        self.write_parts_locked(&mut s, &[&head, data])
+    }
+
     /// Writes frames on the locked socket (through TLS if in use).
     fn write_locked(&self, s: &mut TcpStream, frames: &[u8]) -> io::Result<()> {
+        self.write_parts_locked(s, &[frames])
+    }
+
+    /// Writes the bytes of `parts`, in order, on the locked socket (through
+    /// TLS if in use): a header and data that are not in one buffer.
+    fn write_parts_locked(&self, s: &mut TcpStream, parts: &[&[u8]]) -> io::Result<()> {
         match &self.tls {
-            None => s.write_all(frames)?,
+            None => write_all_vectored(s, parts)?,
             Some(tls) => {
                 let mut t = tls.lock().unwrap_or_else(|p| p.into_inner());
-                t.writer().write_all(frames)?;
+                for part in parts {
+                    t.writer().write_all(part)?;
+                }
                 let records = drain_tls(&mut t)?;
                 drop(t);
                 s.write_all(&records)?;
@@ -131,6 +158,23 @@ impl Writer {
         let records = drain_tls(&mut tls.lock().unwrap_or_else(|p| p.into_inner()))?;
         s.write_all(&records)
     }
+}
+
+/// Writes every byte of `parts` with as few system calls as the socket
+/// allows (`write_all_vectored` is not stable yet).
+fn write_all_vectored(s: &mut TcpStream, parts: &[&[u8]]) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> = parts.iter().map(|p| io::IoSlice::new(p)).collect();
+    let mut bufs = &mut slices[..];
+    io::IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match s.write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn drain_tls(t: &mut rustls::ClientConnection) -> io::Result<Vec<u8>> {
@@ -418,6 +462,11 @@ impl Session {
 
     pub fn send(&self, msg: &ClientMsg) -> Result<(), ClientError> {
         Ok(self.writer.send(msg)?)
+    }
+
+    /// [`Writer::send_stdin`].
+    pub fn send_stdin(&self, id: u32, data: &[u8]) -> Result<(), ClientError> {
+        Ok(self.writer.send_stdin(id, data)?)
     }
 
     /// Blocks until the next frame arrives. Output data is borrowed from the
@@ -709,5 +758,37 @@ fn not_used(opts: &ConnectOptions, addr: std::net::SocketAddr, how: &str) {
              account: rexecd --login)",
             rexec_proto::text::clean(user, 40)
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stdin_chunk_sent_from_where_it_is_is_the_frame_of_its_message() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        let writer = Writer {
+            stream: Mutex::new(stream),
+            tls: None,
+            trace: false,
+            last_sent: Mutex::new(Instant::now()),
+        };
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let mut expected = Vec::new();
+        for (id, chunk) in [(7u32, &data[..]), (70_000, &data[..5]), (1, &[][..])] {
+            writer.send_stdin(id, chunk).unwrap();
+            let msg = ClientMsg::Stdin {
+                id,
+                data: chunk.to_vec(),
+            };
+            encode_frame(&msg, &mut expected);
+        }
+        drop(writer);
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        assert!(got == expected, "{} bytes, {} expected", got.len(), expected.len());
     }
 }

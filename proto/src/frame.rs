@@ -54,9 +54,26 @@ pub fn encode_output_frame(stream: OutputStream, id: u32, data: &[u8], out: &mut
 /// followed by the data is exactly what [`encode_output_frame`] writes.
 /// Returns the payload length.
 pub fn encode_output_header(stream: OutputStream, id: u32, len: usize, out: &mut Vec<u8>) -> usize {
+    data_header(len, out, |out| {
+        payload::encode_output_prefix(stream, id, len, out)
+    })
+}
+
+/// Appends the frame header and the start of a `ClientMsg::Stdin` for
+/// `len` bytes of data that the caller writes next from where they are, as
+/// [`encode_output_header`] does for output: the header followed by the
+/// data is exactly what [`encode_frame`] writes for the message. Returns
+/// the payload length.
+pub fn encode_stdin_header(id: u32, len: usize, out: &mut Vec<u8>) -> usize {
+    data_header(len, out, |out| payload::encode_stdin_prefix(id, len, out))
+}
+
+/// A frame header and a payload prefix (`prefix` appends it) for `len`
+/// data bytes that follow.
+fn data_header(len: usize, out: &mut Vec<u8>, prefix: impl FnOnce(&mut Vec<u8>)) -> usize {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER_LEN]);
-    payload::encode_output_prefix(stream, id, len, out);
+    prefix(out);
     let payload_len = out.len() - start - HEADER_LEN + len;
     out[start..start + HEADER_LEN].copy_from_slice(&frame_header(payload_len));
     payload_len

@@ -28,7 +28,7 @@ pub mod tutorial;
 pub use frame::{
     DEFAULT_MAX_FRAME, FrameDecoder, FrameError, HEADER_LEN, MAX_FRAME_LIMIT, OUTPUT_HEADER_MAX,
     PartialOutput, PartialStdin, encode_frame, encode_output_frame, encode_output_header,
-    frame_header, parse_frame,
+    encode_stdin_header, frame_header, parse_frame,
 };
 pub use message::{
     ClientHello, ClientMsg, ErrorKind, ErrorMsg, Exec, ExecMode, ExitStatus, Exited,

@@ -108,7 +108,20 @@ fn output_variant(stream: OutputStream) -> u32 {
 /// as its length (a varint `u64`) followed by the bytes, so the prefix is the
 /// encoding of `(variant, id, len)`.
 pub fn encode_output_prefix(stream: OutputStream, id: u32, len: usize, out: &mut Vec<u8>) {
-    encode_into(&(output_variant(stream), id, len as u64), out);
+    encode_data_prefix(output_variant(stream), id, len, out);
+}
+
+/// Appends what a `ClientMsg::Stdin` of a `len`-byte chunk holds before its
+/// data, as [`encode_output_prefix`] does for output: the client writes
+/// it, then the data from where it already is (no message built around a
+/// copy of it).
+pub fn encode_stdin_prefix(id: u32, len: usize, out: &mut Vec<u8>) {
+    encode_data_prefix(u32::from(STDIN_VARIANT), id, len, out);
+}
+
+/// `(variant, id, data length)`: how a data message starts.
+fn encode_data_prefix(variant: u32, id: u32, len: usize, out: &mut Vec<u8>) {
+    encode_into(&(variant, id, len as u64), out);
 }
 
 /// Reads the start of a `Stdout` / `Stderr` payload: its stream, id, data
@@ -211,6 +224,29 @@ mod tests {
             // Only the prefix is needed.
             assert_eq!(decode_stdin_prefix(&v[..used]), Some((id, n as u64, used)));
             assert_eq!(decode_stdin_prefix(&v[..used - 1]), None);
+        }
+        let mut other = Vec::new();
+        encode_into(&ClientMsg::StdinEof { id: 1 }, &mut other);
+        assert_eq!(decode_stdin_prefix(&other), None);
+    }
+
+    #[test]
+    fn a_stdin_prefix_and_its_data_are_the_whole_message() {
+        use crate::message::ClientMsg;
+        for (id, n) in [(1u32, 0usize), (300, 250), (70_000, 256 * 1024)] {
+            let data = vec![7u8; n];
+            let mut whole = Vec::new();
+            encode_into(
+                &ClientMsg::Stdin {
+                    id,
+                    data: data.clone(),
+                },
+                &mut whole,
+            );
+            let mut split = Vec::new();
+            encode_stdin_prefix(id, n, &mut split);
+            split.extend_from_slice(&data);
+            assert_eq!(split, whole);
         }
         let mut other = Vec::new();
         encode_into(&ClientMsg::StdinEof { id: 1 }, &mut other);
