@@ -789,6 +789,11 @@ mod tests {
         drop(writer);
         let mut got = Vec::new();
         peer.read_to_end(&mut got).unwrap();
-        assert!(got == expected, "{} bytes, {} expected", got.len(), expected.len());
+        assert!(
+            got == expected,
+            "{} bytes, {} expected",
+            got.len(),
+            expected.len()
+        );
     }
 }

@@ -1,0 +1,188 @@
+//! `rexec cp` uploads: a file's `Put`, the server's go-ahead, the data
+//! and its SHA-256; directories, symlinks and a tree's top as one `Put`
+//! each.
+
+use super::*;
+
+pub(super) fn upload_all(
+    args: &CpArgs,
+    cfg: &Config,
+    host: &str,
+    uploads: &[Upload],
+) -> Result<(), CopyError> {
+    let mut session = connect(args, cfg, host)?;
+    let mut failed = None;
+    // Where each tree's top went on this host: (planned, made).
+    let mut tops: Vec<(OsString, OsString)> = Vec::new();
+    for u in uploads {
+        if u.what == PutWhat::TreeTop {
+            let planned = join_dest(&u.dest, &u.name);
+            match tree_top(args, &mut session, u) {
+                Ok(made) => tops.push((planned, made)),
+                Err(CopyError::Failed(m)) => {
+                    eprintln!("rexec cp: {m}");
+                    failed = Some(m);
+                }
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
+        let moved;
+        let under = |p: &OsStr| {
+            let (d, p) = (u.dest.as_bytes(), p.as_bytes());
+            d == p || (d.starts_with(p) && d.get(p.len()) == Some(&b'/'))
+        };
+        let u = match tops.iter().find(|(p, _)| under(p)) {
+            Some((planned, made)) => {
+                let tail = &u.dest.as_bytes()[planned.len()..];
+                moved = Upload {
+                    dest: OsString::from_vec([made.as_bytes(), tail].concat()),
+                    local: u.local.clone(),
+                    name: u.name.clone(),
+                    mkdirs: u.mkdirs,
+                    what: u.what.clone(),
+                };
+                &moved
+            }
+            None => u,
+        };
+        match upload(args, &mut session, u) {
+            Ok(()) => {}
+            Err(CopyError::Failed(m)) => {
+                eprintln!("rexec cp: {m}");
+                failed = Some(m);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match failed {
+        Some(m) => Err(CopyError::Failed(format!(
+            "not every file was copied (last: {m})"
+        ))),
+        None => Ok(()),
+    }
+}
+
+pub(super) fn upload(args: &CpArgs, session: &mut Session, u: &Upload) -> Result<(), CopyError> {
+    let shown = u.local.display().to_string();
+    if u.what != PutWhat::File {
+        return upload_entry(args, session, u, &shown).map(drop);
+    }
+    let mut file = File::open(&u.local).map_err(|e| CopyError::Failed(format!("{shown}: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| CopyError::Failed(format!("{shown}: {e}")))?;
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    use std::os::unix::fs::MetadataExt;
+    // The permission bits always go (a script stays executable, as with
+    // scp); -p sets them exactly, and the time.
+    let mode = Some(meta.mode() & 0o777);
+    let mtime = args.preserve.then(|| meta.mtime());
+    session.send(&ClientMsg::Put(Put {
+        id,
+        dest: u.dest.as_bytes().to_vec(),
+        name: u.name.as_bytes().to_vec(),
+        size: meta.len(),
+        mkdirs: u.mkdirs,
+        mode,
+        mtime,
+        preserve: args.preserve,
+        what: PutWhat::File,
+    }))?;
+    // Nothing is sent before the server says the destination is good.
+    ready(session, id, &format!("{shown} -> {}", lossy(&u.dest)))?;
+    let bar = progress(&lossy(&u.name), meta.len());
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut sent = 0u64;
+    while sent < meta.len() {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n.min(usize::try_from(meta.len() - sent).unwrap_or(usize::MAX)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Failed(format!("{shown}: {e}"))),
+        };
+        hash.update(&buf[..n]);
+        session.send_stdin(id, &buf[..n])?;
+        sent += n as u64;
+        bar.set_position(sent);
+    }
+    // A file that shrank while being read: the server waits for bytes that
+    // never come; a wrong checksum makes it refuse cleanly instead.
+    let digest = if sent == meta.len() {
+        hash.finalize().to_vec()
+    } else {
+        vec![0; 32]
+    };
+    session.send(&ClientMsg::PutEnd { id, sha256: digest })?;
+    let (status, stderr) = wait(session, id, |_| Ok(()))?;
+    progress_done(
+        &bar,
+        sent == meta.len() && status == Some(ExitStatus::Code(0)),
+    );
+    if sent != meta.len() {
+        return Err(CopyError::Failed(format!(
+            "{shown}: changed while being read"
+        )));
+    }
+    check(status, &stderr, &format!("{shown} -> {}", lossy(&u.dest)))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"source": shown, "dest": lossy(&u.dest), "name": lossy(&u.name), "bytes": sent})
+        );
+    }
+    Ok(())
+}
+
+/// A directory, a symlink or the top of a tree: one `Put` and its answer,
+/// no data; returns what the server said on stdout (the top's path).
+pub(super) fn upload_entry(
+    args: &CpArgs,
+    session: &mut Session,
+    u: &Upload,
+    shown: &str,
+) -> Result<Vec<u8>, CopyError> {
+    use std::os::unix::fs::MetadataExt;
+    // The top is what the user named (a link to a directory counts as it);
+    // an entry inside is what it is.
+    let meta = match u.what {
+        PutWhat::TreeTop => std::fs::metadata(&u.local),
+        _ => std::fs::symlink_metadata(&u.local),
+    }
+    .map_err(|e| CopyError::Failed(format!("{shown}: {e}")))?;
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    session.send(&ClientMsg::Put(Put {
+        id,
+        dest: u.dest.as_bytes().to_vec(),
+        name: u.name.as_bytes().to_vec(),
+        size: 0,
+        mkdirs: u.mkdirs,
+        mode: Some(meta.mode() & 0o777),
+        mtime: None,
+        preserve: args.preserve,
+        what: u.what.clone(),
+    }))?;
+    let mut said = Vec::new();
+    let (status, stderr) = wait(session, id, |data| {
+        if said.len() + data.len() > 64 * 1024 {
+            return Err(CopyError::Failed(format!(
+                "{shown}: the server's answer is too long"
+            )));
+        }
+        said.extend_from_slice(data);
+        Ok(())
+    })?;
+    check(status, &stderr, &format!("{shown} -> {}", lossy(&u.dest)))?;
+    Ok(said)
+}
+
+/// The top directory of a tree; returns the path the server made for it.
+pub(super) fn tree_top(
+    args: &CpArgs,
+    session: &mut Session,
+    u: &Upload,
+) -> Result<OsString, CopyError> {
+    let shown = u.local.display().to_string();
+    upload_entry(args, session, u, &shown).map(OsString::from_vec)
+}
