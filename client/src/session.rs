@@ -464,7 +464,8 @@ impl Session {
         Ok(self.writer.send(msg)?)
     }
 
-    /// [`Writer::send_stdin`].
+    /// Sends `data` as a `Stdin` chunk for command `id` without copying it
+    /// (`Writer::send_stdin`).
     pub fn send_stdin(&self, id: u32, data: &[u8]) -> Result<(), ClientError> {
         Ok(self.writer.send_stdin(id, data)?)
     }
