@@ -67,7 +67,13 @@ impl Keys {
     /// rexec with this directory as HOME and no agent.
     fn rexec(&self) -> Command {
         let mut c = rexec();
-        c.env("HOME", &self.dir.0).env_remove("SSH_AUTH_SOCK");
+        // Known hosts of this test's own: the shared default is one file
+        // per test process, and a TLS daemon's fingerprint remembered there
+        // made a later plaintext daemon given the same port by the kernel
+        // look like a downgrade (the client started TLS; seen in CI).
+        c.env("HOME", &self.dir.0)
+            .env("REXEC_KNOWN_HOSTS", self.dir.path("known_hosts"))
+            .env_remove("SSH_AUTH_SOCK");
         c
     }
 }
