@@ -37,7 +37,7 @@ def log(msg):
 
 
 class Soak:
-    def __init__(self, bins, minutes, workdir):
+    def __init__(self, bins, minutes, workdir, server_log="warn"):
         self.rexec_bin = os.path.join(bins, "rexec")
         self.rexecd = os.path.join(bins, "rexecd")
         self.deadline = time.monotonic() + minutes * 60
@@ -57,7 +57,7 @@ class Soak:
         self.server = subprocess.Popen(
             [self.rexecd, "--listen", "127.0.0.1:0", "--max-procs", "512"],
             stdout=subprocess.PIPE, stderr=self.server_log,
-            env=dict(self.env, RUST_LOG="warn"))
+            env=dict(self.env, RUST_LOG=server_log))
         line = self.server.stdout.readline().decode().strip()
         if not line.startswith("listening on "):
             raise SystemExit(f"soak: rexecd said {line!r}")
@@ -371,9 +371,11 @@ def main():
     ap.add_argument("--every", type=float, default=3, help="seconds between samples")
     ap.add_argument("--results", help="write the figures into this file's soak section "
                                       "(bench/soak: bench/RESULTS.md)")
+    ap.add_argument("--server-log", default="warn", metavar="LEVEL",
+                    help="rexecd's RUST_LOG (default: warn; debug says why each connection closed)")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="rexec-soak-")
-    s = Soak(a.bin_dir, a.minutes, work)
+    s = Soak(a.bin_dir, a.minutes, work, a.server_log)
     try:
         base, end, took = s.run(a.every)
         table = report(s, base, end, took)

@@ -107,7 +107,11 @@ impl Splicer {
                 Some((_, w)) => rustix::pipe::splice(sock, None, w, None, *n, SpliceFlags::MOVE),
             };
             match moved {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                // Not necessarily the end: tcp_splice_read also returns 0
+                // when it cannot take the bytes that are there (at an
+                // urgent mark, for one). A read tells: it returns them, or
+                // 0 at the real end.
+                Ok(0) => *n -= self.copy_some(sock, *n)?,
                 Ok(k) => {
                     *n -= k.min(*n);
                     self.drain_via(k);
@@ -268,6 +272,43 @@ mod tests {
             .expect("the socket is fine");
         assert!(s.broken());
         assert_next_is_left(&rx, sender);
+    }
+
+    /// splice(2) from a TCP socket can return 0 while bytes are waiting
+    /// (tcp_splice_read stops, for one, at an urgent mark, which read(2)
+    /// steps over). That 0 is not the end of the stream: the bytes after it
+    /// must still arrive, in order, and the frame end where it should.
+    #[test]
+    fn a_splice_that_moves_nothing_is_not_taken_for_the_end() {
+        let (mut tx, rx) = pair();
+        let first = pattern(64 << 10);
+        let second = pattern(96 << 10);
+        tx.write_all(&first).expect("send");
+        // One urgent byte: read(2) skips it (no SO_OOBINLINE), splice
+        // returns 0 at it for as long as it is there.
+        rustix::net::send(&tx, b"!", rustix::net::SendFlags::OOB).expect("send urgent");
+        tx.write_all(&second).expect("send");
+        tx.write_all(b"NEXT").expect("send");
+        let (mut pr, pw) = test_pipe();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            pr.read_to_end(&mut got).map(|_| got)
+        });
+        let mut s = Splicer::new(pw.as_fd()).expect("pipe");
+        let mut n = first.len() + second.len();
+        s.transfer(rx.as_fd(), &mut n)
+            .expect("a zero from splice is not the end of the stream");
+        assert_eq!(n, 0);
+        drop(s);
+        drop(pw);
+        let got = reader.join().expect("reader").expect("read");
+        assert_eq!(got.len(), first.len() + second.len());
+        assert!(got[..first.len()] == first[..] && got[first.len()..] == second[..]);
+        let mut next = [0u8; 4];
+        (&rx)
+            .read_exact(&mut next)
+            .expect("the rest stays in the socket");
+        assert_eq!(&next, b"NEXT");
     }
 
     /// Appending files and terminals keep the ordinary path.

@@ -61,7 +61,16 @@ pub enum Moved {
     PipeClosed,
     /// The client ended its stream in the middle of the frame.
     Ended,
+    /// splice would not take the bytes the socket holds (it stops at an
+    /// urgent mark, for one, where a read steps over it), so this many
+    /// were read into the caller's buffer instead: they are the command's
+    /// next bytes, to be queued before the rest.
+    Read(usize),
 }
+
+/// Most bytes read instead of spliced at a time ([`Moved::Read`]): they are
+/// copied, so a little, and splicing is tried again right after.
+const READ_INSTEAD_MAX: usize = 4 * 1024;
 
 /// Splices up to `len` bytes from `sock` into `pipe`, without blocking on
 /// either: the bytes moved, or what stopped it.
@@ -69,16 +78,22 @@ pub enum Moved {
 /// `EAGAIN` does not say which side would block. The pipe is asked with a
 /// zero-timeout poll, which tests exactly what wakes a writer when the
 /// reader makes room: so "full" here means an event will come. Otherwise
-/// it was the socket; but the socket's own count cannot be trusted to say
-/// it was empty (bytes that arrived while splice held the socket's lock
-/// are queued only as it lets go), so bytes it claims are tried again, a
-/// few times, before waiting for its next event.
+/// it may have been the socket, but neither `EAGAIN` nor the socket's own
+/// count (`FIONREAD`) says for certain that it is empty: splice stops at an
+/// urgent mark, where `FIONREAD` counts 0 though bytes follow it, and
+/// bytes that arrived while splice held the socket's lock are queued only
+/// as it lets go. Waiting for an edge-triggered event when bytes are there
+/// waits forever (the client's window fills, nothing more arrives, and
+/// the frame times out). So a read has the last word: `EAGAIN` from it is
+/// an empty socket, 0 the end of the stream, and bytes it returns are left
+/// in `scratch` ([`Moved::Read`]) for the caller to queue.
 pub fn socket_to_pipe(
     sock: BorrowedFd<'_>,
     pipe: BorrowedFd<'_>,
     len: usize,
+    scratch: &mut [u8],
 ) -> io::Result<Result<usize, Moved>> {
-    let mut tries = 0;
+    let most = len.min(scratch.len()).min(READ_INSTEAD_MAX);
     loop {
         let moved = match rustix::pipe::splice(
             sock,
@@ -88,19 +103,31 @@ pub fn socket_to_pipe(
             len,
             SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
         ) {
-            Ok(0) => Err(Moved::Ended),
-            Ok(n) => Ok(n),
+            Ok(n) if n > 0 => Ok(n),
             Err(rustix::io::Errno::INTR) => continue,
             Err(rustix::io::Errno::AGAIN) if pipe_full(pipe)? => Err(Moved::PipeFull),
-            Err(rustix::io::Errno::AGAIN) if tries < 4 && crate::splice::pending(sock)? > 0 => {
-                tries += 1;
-                continue;
-            }
-            Err(rustix::io::Errno::AGAIN) => Err(Moved::SocketEmpty),
+            // 0 (tcp_splice_read's answer at an urgent mark when the socket
+            // blocks, as well as at the end) or EAGAIN with room in the pipe.
+            Ok(_) | Err(rustix::io::Errno::AGAIN) => read_instead(sock, &mut scratch[..most])?,
             Err(rustix::io::Errno::PIPE) => Err(Moved::PipeClosed),
             Err(e) => return Err(e.into()),
         };
         return Ok(moved);
+    }
+}
+
+/// Reads into `buf` the bytes a splice would not take: a read tells the
+/// end of the stream (0) and an empty socket (`EAGAIN`) for certain, and
+/// steps over an urgent mark.
+fn read_instead(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Result<usize, Moved>> {
+    loop {
+        return match rustix::io::read(sock, &mut *buf) {
+            Ok(0) => Ok(Err(Moved::Ended)),
+            Ok(n) => Ok(Err(Moved::Read(n))),
+            Err(rustix::io::Errno::AGAIN) => Ok(Err(Moved::SocketEmpty)),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => Err(e.into()),
+        };
     }
 }
 
@@ -112,7 +139,17 @@ fn pipe_full(pipe: BorrowedFd<'_>) -> io::Result<bool> {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    rustix::event::poll(&mut fds, Some(&zero))?;
+    // poll(2) is never restarted after a signal handler ran, SA_RESTART or
+    // not, even with a zero timeout: rexecd catches SIGCHLD, which arrives
+    // all the time under load, and an EINTR taken for an error here closed
+    // the connection in the middle of an upload.
+    loop {
+        match rustix::event::poll(&mut fds, Some(&zero)) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => break,
+        }
+    }
     // A pipe with no reader polls as writable (and errors): not "full".
     Ok(!fds[0].revents().intersects(PollFlags::OUT | PollFlags::ERR))
 }
@@ -131,16 +168,17 @@ mod tests {
         server.set_nonblocking(true).unwrap();
         let (mut rx, tx) = std::io::pipe().unwrap();
         rustix::fs::fcntl_setfl(&tx, rustix::fs::OFlags::NONBLOCK).unwrap();
+        let mut scratch = [0u8; 64];
 
         // Nothing sent yet.
         assert_eq!(
-            socket_to_pipe(server.as_fd(), tx.as_fd(), 10).unwrap(),
+            socket_to_pipe(server.as_fd(), tx.as_fd(), 10, &mut scratch).unwrap(),
             Err(Moved::SocketEmpty)
         );
         client.write_all(b"hello world").unwrap();
         let mut moved = 0;
         while moved < 5 {
-            match socket_to_pipe(server.as_fd(), tx.as_fd(), 5 - moved).unwrap() {
+            match socket_to_pipe(server.as_fd(), tx.as_fd(), 5 - moved, &mut scratch).unwrap() {
                 Ok(n) => moved += n,
                 Err(Moved::SocketEmpty) => std::thread::yield_now(),
                 Err(other) => panic!("{other:?}"),
@@ -162,14 +200,14 @@ mod tests {
             }
         }
         assert_eq!(
-            socket_to_pipe(server.as_fd(), tx.as_fd(), 6).unwrap(),
+            socket_to_pipe(server.as_fd(), tx.as_fd(), 6, &mut scratch).unwrap(),
             Err(Moved::PipeFull)
         );
 
         // The reader went away.
         drop(rx);
         assert_eq!(
-            socket_to_pipe(server.as_fd(), tx.as_fd(), 6).unwrap(),
+            socket_to_pipe(server.as_fd(), tx.as_fd(), 6, &mut scratch).unwrap(),
             Err(Moved::PipeClosed)
         );
 
@@ -186,10 +224,135 @@ mod tests {
         }
         drop(client);
         loop {
-            match socket_to_pipe(server.as_fd(), tx2.as_fd(), 6).unwrap() {
+            match socket_to_pipe(server.as_fd(), tx2.as_fd(), 6, &mut scratch).unwrap() {
                 Err(Moved::SocketEmpty) => std::thread::yield_now(),
                 other => break assert_eq!(other, Err(Moved::Ended)),
             }
+        }
+    }
+
+    /// At an urgent mark splice(2) moves nothing though bytes follow it:
+    /// `EAGAIN` on a non-blocking socket (with `FIONREAD` counting 0), 0 once
+    /// the stream has ended. Neither is the end, nor an empty socket: the
+    /// bytes come back read instead, in order, and the real end is still
+    /// told after them. Before, `EAGAIN` here meant waiting for an event
+    /// that never came (the connection's frame timed out).
+    #[test]
+    fn a_splice_that_stops_at_an_urgent_mark_falls_back_to_a_read() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let (mut rx, tx) = std::io::pipe().unwrap();
+        rustix::fs::fcntl_setfl(&tx, rustix::fs::OFlags::NONBLOCK).unwrap();
+        let mut scratch = [0u8; 64];
+        // One move of at most `left` bytes, waiting (boundedly) while the
+        // socket is empty for loopback to deliver: bytes that are there
+        // must come out.
+        let mut step = |left: usize| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                match socket_to_pipe(server.as_fd(), tx.as_fd(), left, &mut scratch).unwrap() {
+                    Err(Moved::SocketEmpty) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(1))
+                    }
+                    Err(Moved::Read(n)) => break Err((Moved::Read(n), scratch[..n].to_vec())),
+                    Err(m) => break Err((m, Vec::new())),
+                    Ok(n) => break Ok(n),
+                }
+            }
+        };
+        for end in [false, true] {
+            client.write_all(b"before").unwrap();
+            rustix::net::send(&client, b"!", rustix::net::SendFlags::OOB).unwrap();
+            client.write_all(b"after!").unwrap();
+            if end {
+                client.shutdown(std::net::Shutdown::Write).unwrap();
+            }
+            let (mut piped, mut read) = (Vec::new(), Vec::new());
+            let mut left = 12;
+            while left > 0 {
+                match step(left) {
+                    Ok(n) => {
+                        let mut got = vec![0u8; n];
+                        rx.read_exact(&mut got).unwrap();
+                        piped.extend_from_slice(&got);
+                        left -= n;
+                    }
+                    Err((Moved::Read(n), bytes)) => {
+                        read.extend_from_slice(&bytes);
+                        left -= n;
+                    }
+                    Err((other, _)) => panic!("{other:?} with {left} bytes to come (end {end})"),
+                }
+            }
+            assert_eq!(piped, b"before", "spliced up to the mark (end {end})");
+            assert_eq!(read, b"after!", "read past it (end {end})");
+        }
+        assert_eq!(
+            step(1),
+            Err((Moved::Ended, Vec::new())),
+            "the real end is still told"
+        );
+    }
+
+    /// poll(2) fails with `EINTR` when a signal handler runs during it,
+    /// with a zero timeout and `SA_RESTART` too, and rexecd catches
+    /// SIGCHLD, which arrives all the time under load: asking whether the
+    /// pipe is full must not fail then (it closed the connection in the
+    /// middle of an upload, the soak's lost stdin).
+    #[test]
+    fn a_signal_during_the_pipe_check_is_not_an_error() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::time::{Duration, Instant};
+        let (_rx, tx) = std::io::pipe().unwrap();
+        rustix::fs::fcntl_setfl(&tx, rustix::fs::OFlags::NONBLOCK).unwrap();
+        while rustix::io::write(&tx, &[0u8; 4096]).is_ok() {}
+        let handled = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&handled);
+        // SAFETY: the handler only increments an atomic (async-signal-safe).
+        let handler = unsafe {
+            signal_hook::low_level::register(signal_hook::consts::SIGUSR2, move || {
+                counter.fetch_add(1, Ordering::Relaxed);
+            })
+        }
+        .unwrap();
+        // SAFETY: pthread_self has no preconditions; the thread it names
+        // (this one) outlives the sender, which is joined below.
+        let me = unsafe { libc::pthread_self() };
+        let stop = Arc::new(AtomicBool::new(false));
+        let sender = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    // SAFETY: `me` is alive until this thread is joined.
+                    assert_eq!(unsafe { libc::pthread_kill(me, libc::SIGUSR2) }, 0);
+                }
+            })
+        };
+        // Checks while signals keep arriving: 20,000 of them and 2,000
+        // signals handled at least (without the retry, about a fifth of
+        // the checks failed here).
+        let mut checked = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while (checked.len() < 20_000 || handled.load(Ordering::Relaxed) < 2_000)
+            && Instant::now() < deadline
+        {
+            checked.push(pipe_full(tx.as_fd()));
+        }
+        stop.store(true, Ordering::Relaxed);
+        sender.join().unwrap();
+        signal_hook::low_level::unregister(handler);
+        assert!(
+            handled.load(Ordering::Relaxed) >= 2_000,
+            "signals were handled"
+        );
+        for r in checked {
+            assert!(
+                r.expect("a signal handled during poll is not an error"),
+                "the pipe is full"
+            );
         }
     }
 }

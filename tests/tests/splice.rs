@@ -233,3 +233,50 @@ fn stdin_spliced_into_a_command_that_reads_late_arrives_whole() {
         "{seen:?}"
     );
 }
+
+/// splice(2) from a socket can move nothing though bytes are waiting (it
+/// stops at an urgent mark, which a read steps over): rexecd must not take
+/// that for the client closing in the middle of a chunk. Here one urgent
+/// byte sits 768 KiB into a spliced `Stdin` chunk; every data byte around it
+/// must reach the command, in order.
+#[test]
+fn stdin_whose_splice_stops_short_still_arrives_whole() {
+    let d = Daemon::start(&[]);
+    let mut sock = TcpStream::connect(d.addr).expect("connect");
+    send(&mut sock, &hello());
+    send(
+        &mut sock,
+        &ClientMsg::Exec(Exec {
+            id: 1,
+            command: "sha256sum".into(),
+            stdin: true,
+            ..Exec::default()
+        }),
+    );
+    let data: Vec<u8> = (0..(1usize << 20) - 64)
+        .map(|j| (j * 31 / 7) as u8)
+        .collect();
+    let whole = rexec_tests::wire::frame(&ClientMsg::Stdin {
+        id: 1,
+        data: data.clone(),
+    });
+    // The frame's data ends it: the mark goes 256 KiB before its end, far
+    // past what one read of rexecd takes, so that rexecd is splicing there.
+    let split = whole.len() - (1 << 18);
+    {
+        use std::io::Write;
+        sock.write_all(&whole[..split]).expect("send");
+        rustix::net::send(&sock, b"!", rustix::net::SendFlags::OOB).expect("send urgent");
+        sock.write_all(&whole[split..]).expect("send");
+    }
+    send(&mut sock, &ClientMsg::StdinEof { id: 1 });
+    let mut dec = FrameDecoder::new();
+    let seen = read_until(&mut sock, &mut dec, |m| matches!(m, ServerMsg::Exited(_)));
+    let want = {
+        let dir = TempDir::new("splice-urgent");
+        let f = dir.path("want");
+        std::fs::write(&f, &data).expect("write");
+        String::from_utf8(sh(&format!("sha256sum < {}", f.display())).stdout).expect("text")
+    };
+    assert_eq!(String::from_utf8_lossy(&stdout_of(&seen)), want, "{seen:?}");
+}

@@ -45,7 +45,9 @@ impl Connection {
 
     /// Moves the rest of the chunk into `pipe` (or, with none, reads and
     /// discards it, so that framing can resume), until it is all moved or
-    /// something stops it.
+    /// something stops it. Bytes that could only be read, not spliced, are
+    /// left in `scratch` ([`Moved::Read`]) for the caller to queue before
+    /// the rest.
     pub fn move_inbound(
         &mut self,
         pipe: Option<BorrowedFd<'_>>,
@@ -57,7 +59,9 @@ impl Connection {
         };
         while inbound.remaining > 0 {
             let moved = match pipe {
-                Some(pipe) => socket_to_pipe(self.stream.as_fd(), pipe, inbound.remaining)?,
+                Some(pipe) => {
+                    socket_to_pipe(self.stream.as_fd(), pipe, inbound.remaining, scratch)?
+                }
                 None => {
                     let n = inbound.remaining.min(scratch.len());
                     match self.stream.read(&mut scratch[..n]) {
@@ -73,6 +77,12 @@ impl Connection {
                 Ok(n) => {
                     inbound.remaining -= n.min(inbound.remaining);
                     self.last_heard = now;
+                }
+                Err(Moved::Read(n)) => {
+                    // In `scratch`, for the caller to queue.
+                    inbound.remaining -= n.min(inbound.remaining);
+                    self.last_heard = now;
+                    return Ok(Moved::Read(n));
                 }
                 Err(stop) => return Ok(stop),
             }

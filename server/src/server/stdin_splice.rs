@@ -83,6 +83,13 @@ impl Server {
                 }
                 Flow::Again
             }
+            Ok(Moved::Read(n)) => {
+                // Queued like the chunk's start: written before the rest.
+                if let Some(p) = proc.and_then(|k| self.procs.get_mut(&k)) {
+                    self.budget.held += p.continue_stdin_splice(&self.scratch[..n]);
+                }
+                Flow::Again
+            }
             Ok(Moved::Ended) => {
                 log::warn!(
                     "{}: connection closed in the middle of a frame",
