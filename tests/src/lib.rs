@@ -283,17 +283,23 @@ pub fn runs_below(ancestor: i32, cmdline: &str) -> bool {
 }
 
 /// A `rexec` command with stdin from /dev/null unless the test sets it,
-/// isolated from the user's known-hosts file (an entry for a reused loopback
-/// port would turn TLS on) and from REXEC_TLS / REXEC_TOKEN.
+/// isolated from REXEC_TLS / REXEC_TOKEN and from every other command's
+/// known hosts: the user's, and those of the other commands of its test
+/// process, since a TLS daemon's port recorded there and given by the
+/// kernel to a later plaintext daemon would turn TLS on for that one (the
+/// client then rightly refuses it as a downgrade).
 pub fn rexec() -> Command {
+    static COMMANDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let mut c = Command::new(bin("rexec"));
-    let kh = std::env::temp_dir().join(format!("rexec-test-no-known-hosts-{}", std::process::id()));
     // No keys from the user running the tests: no agent, and a HOME with
     // no ~/.ssh (a test that wants keys sets its own).
     // One for every run (not one per test process, which would leave a
     // directory behind each time).
     let home = std::env::temp_dir().join("rexec-test-home");
     let _ = std::fs::create_dir_all(&home);
+    // Written only when the command trusts a TLS daemon.
+    let n = COMMANDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let kh = home.join(format!("known_hosts-{}-{n}", std::process::id()));
     c.stdin(Stdio::null())
         .env_remove("RUST_LOG")
         .env_remove("REXEC_TLS")
