@@ -107,8 +107,12 @@ pub fn socket_to_pipe(
             Err(rustix::io::Errno::INTR) => continue,
             Err(rustix::io::Errno::AGAIN) if pipe_full(pipe)? => Err(Moved::PipeFull),
             // 0 (tcp_splice_read's answer at an urgent mark when the socket
-            // blocks, as well as at the end) or EAGAIN with room in the pipe.
-            Ok(_) | Err(rustix::io::Errno::AGAIN) => read_instead(sock, &mut scratch[..most])?,
+            // blocks, as well as at the end) or EAGAIN with room in the pipe;
+            // or EINVAL, splice refusing `pipe` (not a pipe: callers do not
+            // splice into a terminal, and a read does the same, slower).
+            Ok(_) | Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INVAL) => {
+                read_instead(sock, &mut scratch[..most])?
+            }
             Err(rustix::io::Errno::PIPE) => Err(Moved::PipeClosed),
             Err(e) => return Err(e.into()),
         };
@@ -354,5 +358,29 @@ mod tests {
                 "the pipe is full"
             );
         }
+    }
+
+    /// splice(2) refuses a target that is not a pipe (EINVAL): the bytes
+    /// are read instead, not taken for an error that closes the connection.
+    #[test]
+    fn a_target_that_is_not_a_pipe_gets_the_bytes_read_instead() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let not_a_pipe = tempfile::tempfile().unwrap();
+        client.write_all(b"to a file").unwrap();
+        let mut scratch = [0u8; 64];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let moved = loop {
+            match socket_to_pipe(server.as_fd(), not_a_pipe.as_fd(), 9, &mut scratch) {
+                Ok(Err(Moved::SocketEmpty)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                other => break other.expect("not an error"),
+            }
+        };
+        assert_eq!(moved, Err(Moved::Read(9)));
+        assert_eq!(&scratch[..9], b"to a file");
     }
 }

@@ -280,3 +280,34 @@ fn stdin_whose_splice_stops_short_still_arrives_whole() {
     };
     assert_eq!(String::from_utf8_lossy(&stdout_of(&seen)), want, "{seen:?}");
 }
+
+/// A command on a terminal (`-tt` with stdin a file) gets large `Stdin`
+/// chunks too, but splice(2) cannot write into a pty's master (it needs a
+/// pipe at one end): those chunks are written as usual. Before, the splice
+/// failed (EINVAL) and rexecd dropped the connection: the client said
+/// "connection lost" and the command got a part of its input.
+#[test]
+fn large_stdin_for_a_command_on_a_terminal_arrives_whole() {
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("splice-pty");
+    // Text in lines, so that whatever the terminal does before `stty`
+    // takes effect (canonical mode, echo) changes nothing in the bytes.
+    let text: String = (0..6000)
+        .map(|i| format!("line {i:05} of the input\n"))
+        .collect();
+    let input = dir.path("input");
+    std::fs::write(&input, &text).expect("write the input");
+    let want = {
+        let f = dir.path("want");
+        std::fs::write(&f, &text.as_bytes()[..100_000]).expect("write");
+        let out = sh(&format!("sha256sum < {}", f.display())).stdout;
+        String::from_utf8(out).expect("text")[..64].to_string()
+    };
+    let r = run(rexec()
+        .arg("-tt")
+        .arg(d.host())
+        .arg("stty -echo -icanon; head -c 100000 | sha256sum")
+        .stdin(std::fs::File::open(&input).expect("open the input")));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.out().contains(&want), "{want} in {:?}", r.out());
+}

@@ -136,9 +136,14 @@ impl Proc {
     /// with its header; the rest is spliced from the socket straight into
     /// the pipe once the queue is written (splice_in.rs). For a transfer
     /// helper the chunk's data-frame header goes first. `None` when it has
-    /// no stdin, as for [`Proc::queue_stdin`].
+    /// no stdin, as for [`Proc::queue_stdin`], or when its stdin is a
+    /// terminal: splice(2) needs a pipe at one end, and a pty's master is
+    /// not one (the chunk is read and written as usual).
     pub(crate) fn begin_stdin_splice(&mut self, first: &[u8], total: usize) -> Option<usize> {
         self.stdin.as_ref()?;
+        if self.pty.is_some() {
+            return None;
+        }
         if self.transfer {
             HelperMsg::encode_data_header(total, self.stdin_queue.tail());
         }
