@@ -165,6 +165,9 @@ impl Writer {
 fn write_all_vectored(s: &mut TcpStream, parts: &[&[u8]]) -> io::Result<()> {
     let mut slices: Vec<io::IoSlice<'_>> = parts.iter().map(|p| io::IoSlice::new(p)).collect();
     let mut bufs = &mut slices[..];
+    // Advancing by 0 drops the leading empty parts: a write of only empty
+    // slices returns 0, which would read as WriteZero. (All empty: nothing
+    // to write, and the loop does not run.)
     io::IoSlice::advance_slices(&mut bufs, 0);
     while !bufs.is_empty() {
         match s.write_vectored(bufs) {
