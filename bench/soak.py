@@ -4,9 +4,10 @@
 For --minutes M, workers run side by side against one rexecd on 127.0.0.1:
 short commands (output and exit code checked), large streams (counted to
 the byte, every byte checked), slow readers (64 KiB every 50 ms), stdin round
-trips (SHA-256 both ways), copies up and down (SHA-256), ptys, time limits
-and clients killed mid-stream. Every few seconds it samples rexecd's RSS,
-descriptors, threads and zombie children.
+trips (SHA-256 both ways), copies up and down (SHA-256), ptys (and stdin for
+commands on one, SHA-256), time limits and clients killed mid-stream. Every
+few seconds it samples rexecd's RSS, descriptors, threads and zombie
+children.
 
 It fails (exit 1) on any wrong byte, count or exit status; on a zombie that
 is still there at the next sample; on RSS whose peak in the second half of
@@ -166,6 +167,7 @@ class Soak:
                     os.unlink(path)
 
     def ptys(self):
+        rnd = random.Random(13)
         i = 0
         while self.running():
             i += 1
@@ -175,6 +177,24 @@ class Soak:
                 self.fail("pty", f"#{i}: exit {r.returncode}, {r.stdout[:120]!r} {r.stderr[-200:]!r}")
             else:
                 self.ok("pty")
+            if i % 10 == 0:
+                self.pty_stdin(rnd)
+
+    def pty_stdin(self, rnd):
+        """Stdin for a command on a terminal (-tt, stdin not a terminal), in
+        chunks large enough to be spliced on a pipe; text in short lines, so
+        that the terminal's line editing before `stty` changes no byte."""
+        lines = rnd.randint(1000, 20000)
+        data = "".join(f"{rnd.getrandbits(128):032x}\n" for _ in range(lines)).encode()
+        n = len(data) // 2
+        want = hashlib.sha256(data[:n]).hexdigest().encode()
+        r = self.rexec("-tt", self.host, f"stty -echo -icanon; head -c {n} | sha256sum",
+                       input=data, capture_output=True, timeout=120)
+        if r.returncode != 0 or want not in r.stdout:
+            self.fail("pty stdin", f"exit {r.returncode}, {r.stdout[-120:]!r} (want {want.decode()}); "
+                                   f"{r.stderr[-300:]!r}")
+        else:
+            self.ok("pty stdin", n)
 
     def cut_short(self):
         """Time limits and clients killed mid-stream: nothing may be left."""
