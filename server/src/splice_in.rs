@@ -164,14 +164,27 @@ mod tests {
     use std::io::{Read, Write};
     use std::os::fd::AsFd;
 
-    #[test]
-    fn bytes_move_from_a_socket_into_a_pipe_and_each_stop_is_told() {
+    /// A loopback connection: (the client's end, rexecd's non-blocking end).
+    fn socket_pair() -> (std::net::TcpStream, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
         server.set_nonblocking(true).unwrap();
-        let (mut rx, tx) = std::io::pipe().unwrap();
+        (client, server)
+    }
+
+    /// A pipe whose write end (the command's stdin, as rexecd holds it)
+    /// does not block.
+    fn nonblocking_pipe() -> (std::io::PipeReader, std::io::PipeWriter) {
+        let (rx, tx) = std::io::pipe().unwrap();
         rustix::fs::fcntl_setfl(&tx, rustix::fs::OFlags::NONBLOCK).unwrap();
+        (rx, tx)
+    }
+
+    #[test]
+    fn bytes_move_from_a_socket_into_a_pipe_and_each_stop_is_told() {
+        let (mut client, server) = socket_pair();
+        let (mut rx, tx) = nonblocking_pipe();
         let mut scratch = [0u8; 64];
 
         // Nothing sent yet.
@@ -243,12 +256,8 @@ mod tests {
     /// that never came (the connection's frame timed out).
     #[test]
     fn a_splice_that_stops_at_an_urgent_mark_falls_back_to_a_read() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
-        let (mut rx, tx) = std::io::pipe().unwrap();
-        rustix::fs::fcntl_setfl(&tx, rustix::fs::OFlags::NONBLOCK).unwrap();
+        let (mut client, server) = socket_pair();
+        let (mut rx, tx) = nonblocking_pipe();
         let mut scratch = [0u8; 64];
         // One move of at most `left` bytes, waiting (boundedly) while the
         // socket is empty for loopback to deliver: bytes that are there
@@ -310,8 +319,7 @@ mod tests {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         use std::time::{Duration, Instant};
-        let (_rx, tx) = std::io::pipe().unwrap();
-        rustix::fs::fcntl_setfl(&tx, rustix::fs::OFlags::NONBLOCK).unwrap();
+        let (_rx, tx) = nonblocking_pipe();
         while rustix::io::write(&tx, &[0u8; 4096]).is_ok() {}
         let handled = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&handled);
@@ -364,10 +372,7 @@ mod tests {
     /// are read instead, not taken for an error that closes the connection.
     #[test]
     fn a_target_that_is_not_a_pipe_gets_the_bytes_read_instead() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
+        let (mut client, server) = socket_pair();
         let not_a_pipe = tempfile::tempfile().unwrap();
         client.write_all(b"to a file").unwrap();
         let mut scratch = [0u8; 64];
