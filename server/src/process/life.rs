@@ -151,18 +151,6 @@ impl Proc {
         Some(first.len())
     }
 
-    /// Bytes of a spliced chunk that had to be read instead (splice_in.rs),
-    /// queued after what is queued: they are the chunk's next bytes, so a
-    /// transfer helper's data header (already queued) covers them. The
-    /// bytes added to rexecd's memory.
-    pub(crate) fn continue_stdin_splice(&mut self, more: &[u8]) -> usize {
-        if self.stdin.is_none() {
-            return 0;
-        }
-        self.stdin_queue.tail().extend_from_slice(more);
-        more.len()
-    }
-
     /// Its stdin pipe, to splice into, while it has one.
     pub(crate) fn stdin_pipe(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         self.stdin

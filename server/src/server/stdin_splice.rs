@@ -84,9 +84,12 @@ impl Server {
                 Flow::Again
             }
             Ok(Moved::Read(n)) => {
-                // Queued like the chunk's start: written before the rest.
+                // Queued like the chunk's start, to be written before the
+                // rest; as they are (`as_is`): for a transfer helper they
+                // are the next bytes of the data frame whose header is
+                // already queued.
                 if let Some(p) = proc.and_then(|k| self.procs.get_mut(&k)) {
-                    self.budget.held += p.continue_stdin_splice(&self.scratch[..n]);
+                    self.budget.held += p.queue_stdin(&self.scratch[..n], false, true).unwrap_or(0);
                 }
                 Flow::Again
             }
