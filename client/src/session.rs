@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rexec_proto::{
-    ClientHello, ClientMsg, FrameDecoder, FrameError, KEEPALIVE_PROTOCOL, KEY_AUTH_PROTOCOL,
-    OLDEST_PROTOCOL, OUTPUT_HEADER_MAX, OutputStream, PROTOCOL_VERSION, SOFTWARE_VERSION,
-    ServerEvent, ServerHello, ServerMsg, encode_frame,
+    ADDRESS_BINDING_PROTOCOL, ClientHello, ClientMsg, FrameDecoder, FrameError, KEEPALIVE_PROTOCOL,
+    KEY_AUTH_PROTOCOL, OLDEST_PROTOCOL, OUTPUT_HEADER_MAX, OutputStream, PROTOCOL_VERSION,
+    SOFTWARE_VERSION, ServerEvent, ServerHello, ServerMsg, encode_frame,
 };
 
 use rexec_proto::auth::Token;
@@ -260,7 +260,7 @@ impl Session {
                 Some(Arc::new(Mutex::new(conn)))
             }
         };
-        let binding = tls_binding(tls.as_deref())?;
+        let binding = channel_binding(tls.as_deref(), &stream)?;
         let writer = Arc::new(Writer {
             stream: Mutex::new(stream.try_clone()?),
             tls,
@@ -349,6 +349,22 @@ impl Session {
                 self.server.protocol, self.server.software, PROTOCOL_VERSION, SOFTWARE_VERSION
             )));
         }
+        if self.server.challenge.is_some()
+            && opts.tls.is_none()
+            && self.server.protocol < ADDRESS_BINDING_PROTOCOL
+        {
+            return Err(ClientError::Server(ErrorMsg {
+                id: None,
+                kind: ErrorKind::Version,
+                message: format!(
+                    "{addr} (rexecd {}) speaks protocol {}, whose logins over plain TCP do not \
+                     name the server and could be relayed to another; not logging in: update \
+                     rexecd there, or use --tls",
+                    rexec_proto::text::clean(&self.server.software, 40),
+                    self.server.protocol
+                ),
+            }));
+        }
         match (&self.server.challenge, &opts.token) {
             (None, _) => not_used(
                 opts,
@@ -408,6 +424,12 @@ impl Session {
             }
             return Err(denied(why));
         }
+        if opts.tls.is_none() {
+            found.notes.push(format!(
+                "over plain TCP a key signs the address it reached ({addr}): a server that is not \
+                 at that address (behind NAT, a port forward or a relay) refuses it; use --tls there"
+            ));
+        }
         let explicit = opts.user.is_some();
         let user = opts.user.clone().unwrap_or_else(crate::keys::local_user);
         let data = rexec_proto::keyauth::signed_data(&user, explicit, binding, nonce);
@@ -433,12 +455,16 @@ impl Session {
                 ServerEvent::Msg(ServerMsg::KeyRefused { tries_left: 0 }) => break,
                 ServerEvent::Msg(ServerMsg::KeyRefused { .. }) => {}
                 ServerEvent::Msg(ServerMsg::Error(e)) => {
-                    return Err(denied(format!(
+                    let mut why = format!(
                         "{}: {addr} accepts none of your {} keys ({})",
                         e.message,
                         offered.len(),
                         offered.join(", ")
-                    )));
+                    );
+                    for n in &found.notes {
+                        why.push_str(&format!("\n  {n}"));
+                    }
+                    return Err(denied(why));
                 }
                 _ => {
                     return Err(ClientError::Protocol(format!(
@@ -736,11 +762,15 @@ fn open_socket(addr: SocketAddr, opts: &ConnectOptions) -> Result<TcpStream, Cli
     })
 }
 
-/// The TLS channel binding that the token's answer covers (empty without
-/// TLS).
-fn tls_binding(tls: Option<&Mutex<rustls::ClientConnection>>) -> Result<Vec<u8>, ClientError> {
+/// What binds the login to this connection: the TLS exporter value, or
+/// on plain TCP the server's address as this socket reached it (protocol 7;
+/// see `rexec_proto::auth::address_binding`).
+fn channel_binding(
+    tls: Option<&Mutex<rustls::ClientConnection>>,
+    stream: &TcpStream,
+) -> Result<Vec<u8>, ClientError> {
     Ok(match tls {
-        None => Vec::new(),
+        None => rexec_proto::auth::address_binding(stream.peer_addr()?),
         Some(t) => {
             let mut out = vec![0u8; 32];
             t.lock()

@@ -2,12 +2,24 @@
 //!
 //! The server sends a fresh random nonce in its hello. The client answers
 //! with `HMAC-SHA256(token, "rexec-auth-v1" ‖ 0 ‖ binding ‖ nonce)`, where
-//! `binding` ties the answer to the channel (empty on plain TCP; TLS will put
-//! its session's exporter value here). The token never crosses the wire, and
-//! since every connection has its own nonce, a recorded answer is useless on
-//! any other connection. The server checks in constant time.
+//! `binding` ties the answer to the channel: inside TLS the session's
+//! exporter value ([`TLS_EXPORTER_LABEL`]), on plain TCP the server's
+//! address as the client reached it ([`address_binding`], protocol 7). The
+//! token never crosses the wire, and since every connection has its own
+//! nonce, a recorded answer is useless on any other connection. The server
+//! checks in constant time.
+//!
+//! Why the address: a server the client connects to (a compromised lab
+//! machine, or anyone's process on another address) could otherwise pass
+//! the real server's challenge to the client and the client's answer back,
+//! and be let in there as the user. With the address in the signed bytes
+//! the answer names the relay, and the real server, whose own address it is
+//! not, refuses it. The price: over plain TCP a login only works where the
+//! client reaches the server's own address (not through NAT or a port
+//! forward); TLS has no such limit, since its exporter names the session.
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
@@ -28,6 +40,17 @@ const CONTEXT: &[u8] = b"rexec-auth-v1\0";
 /// channel binding of an authentication over TLS: an answer computed inside
 /// one TLS session is worthless in any other, so it cannot be relayed.
 pub const TLS_EXPORTER_LABEL: &[u8] = b"EXPORTER-rexec-auth-v1";
+
+/// The channel binding of a login over plain TCP (protocol 7): the text
+/// `tcp:` and the server's socket address as the client connected to it
+/// and the server accepted on (`tcp:127.0.0.1:7070`, `tcp:[::1]:7070`).
+/// An IPv4 address a dual-stack socket shows as `::ffff:a.b.c.d` is
+/// written as IPv4, and an IPv6 scope is left out, so both ends write the
+/// same bytes.
+pub fn address_binding(addr: SocketAddr) -> Vec<u8> {
+    let ip = addr.ip().to_canonical();
+    format!("tcp:{}", SocketAddr::new(ip, addr.port())).into_bytes()
+}
 
 /// A certificate's identity as rexec shows and pins it: `SHA256:` and the
 /// lowercase hex SHA-256 of its DER encoding.
@@ -178,6 +201,24 @@ mod tests {
         assert_eq!(hex, KNOWN);
     }
     const KNOWN: &str = "416ae5df66714ea3592cd293c3a4422b3eaef0420ed38c412d1b24cc93e017bd";
+
+    #[test]
+    fn the_address_binding_is_the_same_text_from_both_ends() {
+        let v4: SocketAddr = "127.0.0.2:7070".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.2]:7070".parse().unwrap();
+        let scoped: SocketAddr = "[fe80::1%2]:22".parse().unwrap();
+        assert_eq!(address_binding(v4), b"tcp:127.0.0.2:7070");
+        assert_eq!(address_binding(mapped), b"tcp:127.0.0.2:7070");
+        assert_eq!(address_binding(scoped), b"tcp:[fe80::1]:22");
+        assert_ne!(
+            address_binding(v4),
+            address_binding("127.0.0.1:7070".parse().unwrap())
+        );
+        assert_ne!(
+            address_binding(v4),
+            address_binding("127.0.0.2:7071".parse().unwrap())
+        );
+    }
 
     #[test]
     fn fingerprints_are_sha256_hex() {

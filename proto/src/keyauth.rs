@@ -16,9 +16,10 @@
 //! with its key, as an SSH signature (`ssh-ed25519`, `ecdsa-sha2-nistp*`,
 //! `rsa-sha2-256` or `rsa-sha2-512`; never SHA-1). `binding` is the TLS
 //! exporter value (see [`crate::auth::TLS_EXPORTER_LABEL`]) inside TLS and
-//! empty otherwise, so a signature is worthless on any other connection
-//! and in any other TLS session; the account name is signed too, so it
-//! cannot be changed on the way.
+//! the server's address ([`crate::auth::address_binding`]) on plain TCP,
+//! so a signature is worthless on any other connection, in any other TLS
+//! session and at any other server (a relay); the account name is signed
+//! too, so it cannot be changed on the way.
 
 use ssh_key::{PublicKey, Signature};
 

@@ -31,10 +31,10 @@ pub use frame::{
     encode_stdin_header, frame_header, parse_frame,
 };
 pub use message::{
-    ClientHello, ClientMsg, ErrorKind, ErrorMsg, Exec, ExecMode, ExitStatus, Exited,
-    GET_HEADER_LEN, JOBS_PROTOCOL, JobVerb, KEEPALIVE_PROTOCOL, KEY_AUTH_PROTOCOL, OLDEST_PROTOCOL,
-    OutputStream, PROTOCOL_VERSION, PUT_READY, PtyRequest, Put, PutWhat, ServerEvent, ServerHello,
-    ServerMsg,
+    ADDRESS_BINDING_PROTOCOL, ClientHello, ClientMsg, ErrorKind, ErrorMsg, Exec, ExecMode,
+    ExitStatus, Exited, GET_HEADER_LEN, JOBS_PROTOCOL, JobVerb, KEEPALIVE_PROTOCOL,
+    KEY_AUTH_PROTOCOL, OLDEST_PROTOCOL, OutputStream, PROTOCOL_VERSION, PUT_READY, PtyRequest, Put,
+    PutWhat, ServerEvent, ServerHello, ServerMsg,
 };
 pub use payload::DecodeError;
 

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 /// Protocol version spoken by this build; see `docs/PROTOCOL.md` for the
 /// rules. Version 4 added keepalive probes (`Ping`, `Pong`); version 5
 /// public-key authentication (`AuthKey`, `KeyRefused`, `KeyAccepted`);
-/// version 6 detached jobs (`Job`).
-pub const PROTOCOL_VERSION: u16 = 6;
+/// version 6 detached jobs (`Job`); version 7 binds a login over plain TCP
+/// to the server's address ([`crate::auth::address_binding`]).
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// The oldest version this build still speaks: a version-3 peer is served
 /// without keepalive probes. Older peers are refused with
@@ -27,6 +28,12 @@ pub const KEY_AUTH_PROTOCOL: u16 = 5;
 
 /// The first version with detached jobs.
 pub const JOBS_PROTOCOL: u16 = 6;
+
+/// The first version whose logins over plain TCP name the server's
+/// address, so that they cannot be relayed: a server of this version or
+/// later refuses an older client's login over plain TCP, and a client
+/// refuses to log in to an older server over plain TCP.
+pub const ADDRESS_BINDING_PROTOCOL: u16 = 7;
 
 /// Messages a client sends to the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -150,7 +150,7 @@ fn server_hello_example() {
     check(
         "server-hello",
         ServerMsg::Hello(ServerHello {
-            protocol: 6,
+            protocol: 7,
             software: "0.1.0".into(),
             challenge: None,
         }),
@@ -162,7 +162,7 @@ fn client_hello_example() {
     check(
         "client-hello",
         ClientMsg::Hello(ClientHello {
-            protocol: 6,
+            protocol: 7,
             software: "0.1.0".into(),
         }),
     );
@@ -201,12 +201,19 @@ fn variant_tables_match_indices() {
     }
 }
 
+/// The binding of the worked examples: plain TCP to 127.0.0.1:7070.
+fn example_binding() -> Vec<u8> {
+    let b = rexec_proto::auth::address_binding("127.0.0.1:7070".parse().unwrap());
+    assert!(DOC.contains(&format!("`{}`", String::from_utf8_lossy(&b))));
+    b
+}
+
 /// The worked authentication answer in the document is what the code computes.
 #[test]
 fn auth_example() {
     let t = rexec_proto::auth::Token::new("token").unwrap();
     let hex: String = t
-        .answer(b"", &[0u8; 32])
+        .answer(&example_binding(), &[0u8; 32])
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
@@ -228,7 +235,7 @@ fn key_auth_example() {
         "",
     )
     .unwrap();
-    let data = rexec_proto::keyauth::signed_data("alice", false, b"", &[0u8; 32]);
+    let data = rexec_proto::keyauth::signed_data("alice", false, &example_binding(), &[0u8; 32]);
     let sig = rexec_proto::keyauth::encode_signature(key.try_sign(&data).unwrap());
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let public = key.public_key().to_bytes().unwrap();

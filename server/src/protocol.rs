@@ -22,8 +22,8 @@
 
 use rexec_proto::auth::{NONCE_LEN, Token};
 use rexec_proto::{
-    ClientMsg, ErrorKind, Exec, KEEPALIVE_PROTOCOL, OLDEST_PROTOCOL, PROTOCOL_VERSION,
-    SOFTWARE_VERSION, ServerHello,
+    ADDRESS_BINDING_PROTOCOL, ClientMsg, ErrorKind, Exec, KEEPALIVE_PROTOCOL, OLDEST_PROTOCOL,
+    PROTOCOL_VERSION, SOFTWARE_VERSION, ServerHello,
 };
 
 /// Most environment variables one `Exec` may set.
@@ -113,6 +113,25 @@ pub enum Action {
     },
 }
 
+/// What ties a login (a token's answer, a key's signature) to this
+/// connection, so that it cannot be relayed from another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    /// Plain TCP: [`rexec_proto::auth::address_binding`] of the address
+    /// the client reached (protocol 7; older clients cannot log in).
+    Address(Vec<u8>),
+    /// TLS: the session's exporter value.
+    Tls(Vec<u8>),
+}
+
+impl Binding {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Binding::Address(b) | Binding::Tls(b) => b,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// Waiting for the client's hello.
@@ -131,8 +150,8 @@ pub struct ConnProtocol {
     phase: Phase,
     token: Option<Token>,
     nonce: [u8; NONCE_LEN],
-    /// Bytes that tie the auth answer to the channel (empty on plain TCP).
-    binding: Vec<u8>,
+    /// What ties the auth answer to the channel.
+    binding: Binding,
     /// The protocol version both speak: the client's, when it is older.
     version: u16,
     /// Whether keys may come in (`--authorized-keys` or `--login`).
@@ -151,7 +170,7 @@ impl ConnProtocol {
             phase: Phase::Hello,
             token,
             nonce,
-            binding: Vec::new(),
+            binding: Binding::Address(Vec::new()),
             version: PROTOCOL_VERSION,
             keys: false,
             keys_tried: 0,
@@ -169,9 +188,9 @@ impl ConnProtocol {
         self.token.is_some() || self.keys
     }
 
-    /// Ties authentication to the channel (the TLS exporter value); call
-    /// before the first message.
-    pub fn set_binding(&mut self, binding: Vec<u8>) {
+    /// Ties authentication to the channel (the server's address, or the
+    /// TLS exporter value); call before the first message.
+    pub fn set_binding(&mut self, binding: Binding) {
         self.binding = binding;
     }
 
@@ -214,6 +233,9 @@ impl ConnProtocol {
                     };
                 }
                 self.version = h.protocol;
+                if let Some(refused) = self.unbound_login() {
+                    return refused;
+                }
                 let open = !self.auth_required();
                 self.phase = if open { Phase::Running } else { Phase::Auth };
                 Action::SendHello { open }
@@ -231,7 +253,7 @@ impl ConnProtocol {
                 let ok = self
                     .token
                     .as_ref()
-                    .is_some_and(|t| t.verify(&self.binding, &self.nonce, &answer));
+                    .is_some_and(|t| t.verify(self.binding.bytes(), &self.nonce, &answer));
                 if !ok {
                     return Action::Fail {
                         kind: ErrorKind::Auth,
@@ -295,6 +317,24 @@ impl ConnProtocol {
 }
 
 impl ConnProtocol {
+    /// A client older than protocol 7 on plain TCP signs its login over
+    /// nothing that names this server, so a server it connected to could
+    /// have relayed it here: when a login is required, it is refused.
+    fn unbound_login(&self) -> Option<Action> {
+        let plain = matches!(self.binding, Binding::Address(_));
+        (plain && self.auth_required() && self.version < ADDRESS_BINDING_PROTOCOL).then(|| {
+            Action::Fail {
+                kind: ErrorKind::Version,
+                message: format!(
+                    "a client of protocol {} signs its login over plain TCP without naming the \
+                     server, so another server could relay it here; protocol \
+                     {ADDRESS_BINDING_PROTOCOL} names it: use rexec {SOFTWARE_VERSION}, or TLS",
+                    self.version
+                ),
+            }
+        })
+    }
+
     /// A key offered in the Auth phase: with a good signature (over this
     /// connection's challenge and the account named), the server checks
     /// whether the key is allowed in; otherwise it is refused with a few
@@ -314,7 +354,8 @@ impl ConnProtocol {
                     .into(),
             };
         }
-        let data = rexec_proto::keyauth::signed_data(&user, explicit, &self.binding, &self.nonce);
+        let data =
+            rexec_proto::keyauth::signed_data(&user, explicit, self.binding.bytes(), &self.nonce);
         let signed = rexec_proto::keyauth::public_key(public_key)
             .ok()
             .filter(|k| rexec_proto::keyauth::verify(k, &data, signature).is_ok());

@@ -58,7 +58,13 @@ impl Proxy {
     /// Listens on a free loopback port and forwards each connection to
     /// `upstream`, in `mode`.
     pub fn start(upstream: SocketAddr, mode: Mode) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        Self::start_on("127.0.0.1:0", upstream, mode)
+    }
+
+    /// The same, listening on `listen` (`127.0.0.2:0`: a relay on another
+    /// address than the server's).
+    pub fn start_on(listen: &str, upstream: SocketAddr, mode: Mode) -> Proxy {
+        let listener = TcpListener::bind(listen).expect("bind the proxy");
         let addr = listener.local_addr().expect("the proxy's address");
         let ctl = Arc::new(Control {
             mode: Mutex::new(mode),
@@ -87,7 +93,7 @@ impl Proxy {
         Proxy { addr, ctl }
     }
 
-    /// `127.0.0.1:PORT`, for the client's command line.
+    /// `ADDRESS:PORT`, for the client's command line.
     pub fn host(&self) -> String {
         self.addr.to_string()
     }

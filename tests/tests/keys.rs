@@ -376,6 +376,87 @@ fn a_key_works_inside_tls_where_the_signature_is_bound_to_the_session() {
     assert_eq!(r.out(), "in\n", "{}", r.stderr);
 }
 
+/// A relay: a server the user connects to (here a byte-for-byte proxy on
+/// 127.0.0.2, as a compromised lab machine would run) that passes the real
+/// server's challenge to the client and the client's signature back.
+/// Over plain TCP the signature names 127.0.0.2, so the real server
+/// refuses it and nothing runs; inside TLS the same proxy is only a tunnel
+/// (the session is end to end) and the login works.
+#[test]
+fn a_key_login_cannot_be_relayed_over_plain_tcp_but_tls_passes_a_tunnel() {
+    use rexec_tests::proxy::{Mode, Proxy};
+    let keys = Keys::new("keys-relay");
+    let key = keys.make("k", Algorithm::Ed25519);
+    let marker = keys.dir.path("relayed");
+    let d = Daemon::start(&["--authorized-keys", &keys.authorize(&[&key], "")]);
+    let direct = run(keys
+        .rexec()
+        .arg("-i")
+        .arg(&key)
+        .arg(d.host())
+        .arg("echo in"));
+    assert_eq!(direct.out(), "in\n", "{}", direct.stderr);
+
+    let relay = Proxy::start_on("127.0.0.2:0", d.addr, Mode::Pass);
+    let touch = format!("touch {}", marker.display());
+    let r = run(keys
+        .rexec()
+        .arg("-i")
+        .arg(&key)
+        .arg(relay.host())
+        .arg(&touch));
+    assert_eq!(r.code, Some(255), "{}", r.stderr);
+    assert!(r.stderr.contains("Permission denied"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("relay") && r.stderr.contains("--tls"),
+        "the client says why a key may be refused over plain TCP: {}",
+        r.stderr
+    );
+    assert!(!marker.exists(), "the relayed login ran a command");
+    assert!(d.wait_log("key refused", PATIENCE), "{}", d.log());
+
+    let state = keys.dir.path("state").display().to_string();
+    let t = Daemon::start(&[
+        "--tls",
+        "--state-dir",
+        &state,
+        "--authorized-keys",
+        &keys.authorize(&[&key], ""),
+    ]);
+    let fp = t.fingerprint.clone().expect("fingerprint");
+    let tunnel = Proxy::start_on("127.0.0.2:0", t.addr, Mode::Pass);
+    let r = run(keys
+        .rexec()
+        .args(["--fingerprint", &fp, "-i"])
+        .arg(&key)
+        .arg(tunnel.host())
+        .arg(&touch));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(marker.exists(), "TLS through a tunnel works");
+}
+
+/// The same for a token: over plain TCP its answer names the address the
+/// client reached, so a relay's is refused.
+#[test]
+fn a_token_login_cannot_be_relayed_over_plain_tcp() {
+    use rexec_tests::proxy::{Mode, Proxy};
+    let dir = TempDir::new("token-relay");
+    let token = dir.path("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let token = token.display().to_string();
+    let d = Daemon::start(&["--token-file", &token]);
+    let direct = run(rexec().args(["--token-file", &token, &d.host(), "echo in"]));
+    assert_eq!(direct.out(), "in\n", "{}", direct.stderr);
+    let relay = Proxy::start_on("127.0.0.2:0", d.addr, Mode::Pass);
+    let marker = dir.path("relayed");
+    let touch = format!("touch {}", marker.display());
+    let r = run(rexec().args(["--token-file", &token, &relay.host(), &touch]));
+    assert_eq!(r.code, Some(255), "{}", r.stderr);
+    assert!(!marker.exists(), "the relayed login ran a command");
+    assert!(d.wait_log("wrong token", PATIENCE), "{}", d.log());
+}
+
 #[test]
 fn a_named_account_must_be_the_servers_own() {
     // rexecd runs everything as its own account (no --login yet): a user

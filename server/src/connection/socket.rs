@@ -10,6 +10,7 @@ use rexec_proto::OutputStream;
 
 use super::{Connection, LINGER_MAX, Lingered, State, TLS_HANDSHAKE, Transport};
 use crate::out_queue::OutQueue;
+use crate::protocol::Binding;
 
 impl Connection {
     /// Splices `len` bytes of output from `pipe` onto the socket as one
@@ -175,22 +176,30 @@ impl Connection {
         Ok(n)
     }
 
-    /// The TLS channel binding for authentication, once the handshake is done.
-    pub fn channel_binding(&self) -> Vec<u8> {
+    /// What binds a login to this connection, once a TLS handshake is
+    /// done: the TLS exporter value, or on plain TCP the address the
+    /// client reached (this socket's own).
+    pub fn channel_binding(&self) -> Binding {
         match &self.transport {
-            Transport::Plain => Vec::new(),
+            Transport::Plain => Binding::Address(match self.stream.local_addr() {
+                Ok(addr) => rexec_proto::auth::address_binding(addr),
+                // An empty binding fails every answer a client computes.
+                Err(_) => Vec::new(),
+            }),
             Transport::Tls { tls, .. } => {
                 let mut out = vec![0u8; 32];
-                match tls.export_keying_material(
-                    &mut out[..],
-                    rexec_proto::auth::TLS_EXPORTER_LABEL,
-                    None,
-                ) {
-                    Ok(_) => out,
-                    // Not possible after the handshake; an empty binding then
-                    // fails every answer a TLS client computes.
-                    Err(_) => Vec::new(),
-                }
+                Binding::Tls(
+                    match tls.export_keying_material(
+                        &mut out[..],
+                        rexec_proto::auth::TLS_EXPORTER_LABEL,
+                        None,
+                    ) {
+                        Ok(_) => out,
+                        // Not possible after the handshake; an empty binding
+                        // then fails every answer a TLS client computes.
+                        Err(_) => Vec::new(),
+                    },
+                )
             }
         }
     }

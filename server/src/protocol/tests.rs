@@ -132,13 +132,13 @@ mod keys {
             signature: rexec_proto::keyauth::encode_signature(k.try_sign(&data).unwrap()),
         };
         let mut b = protocol();
-        b.set_binding(b"session-b".to_vec());
+        b.set_binding(Binding::Tls(b"session-b".to_vec()));
         assert_eq!(
             b.on_message(msg.clone()),
             Action::KeyRefused { tries_left: 5 }
         );
         let mut a = protocol();
-        a.set_binding(b"session-a".to_vec());
+        a.set_binding(Binding::Tls(b"session-a".to_vec()));
         assert!(matches!(a.on_message(msg), Action::CheckKey { .. }));
     }
 
@@ -241,7 +241,7 @@ fn answers_are_bound_to_the_tls_session() {
     let nonce = [3; NONCE_LEN];
     let session = |binding: &[u8]| {
         let mut p = ConnProtocol::new(Some(token.clone()), nonce);
-        p.set_binding(binding.to_vec());
+        p.set_binding(Binding::Tls(binding.to_vec()));
         p.on_message(hello());
         p
     };
@@ -283,7 +283,7 @@ fn huge_env_is_rejected_for_that_command() {
 fn version_mismatch_names_both_versions() {
     let mut p = ConnProtocol::new(None, [0; NONCE_LEN]);
     let m = ClientMsg::Hello(ClientHello {
-        protocol: 7,
+        protocol: PROTOCOL_VERSION + 1,
         software: "x".repeat(1000),
     });
     match p.on_message(m) {
@@ -292,7 +292,8 @@ fn version_mismatch_names_both_versions() {
             message,
         } => {
             assert!(
-                message.contains("protocol 7") && message.contains("speaks 3"),
+                message.contains(&format!("protocol {}", PROTOCOL_VERSION + 1))
+                    && message.contains("speaks 3"),
                 "{message}"
             );
             // The version names what it added, so the message is longer
@@ -311,4 +312,69 @@ impl Action {
             _ => None,
         }
     }
+}
+
+/// Over plain TCP a login names the server's address (protocol 7): an
+/// answer made for another address (a relay's) is refused, and a client
+/// too old to name it cannot log in at all. Inside TLS, and where no login
+/// is asked for, older clients are served as before.
+#[test]
+fn over_plain_tcp_logins_name_the_address_and_older_clients_cannot_log_in() {
+    let token = Token::new("secret").unwrap();
+    let nonce = [4; NONCE_LEN];
+    let here = rexec_proto::auth::address_binding("127.0.0.1:7070".parse().unwrap());
+    let relay = rexec_proto::auth::address_binding("127.0.0.2:7070".parse().unwrap());
+    let hello_v = |protocol| {
+        ClientMsg::Hello(ClientHello {
+            protocol,
+            software: "t".into(),
+        })
+    };
+    let plain = |token: Option<Token>, version| {
+        let mut p = ConnProtocol::new(token, nonce);
+        p.set_binding(Binding::Address(here.clone()));
+        let a = p.on_message(hello_v(version));
+        (p, a)
+    };
+    let (mut p, a) = plain(Some(token.clone()), PROTOCOL_VERSION);
+    assert_eq!(a, Action::SendHello { open: false });
+    assert_eq!(
+        p.on_message(auth(token.answer(&relay, &nonce).to_vec()))
+            .kind(),
+        Some(ErrorKind::Auth),
+        "an answer naming the relay's address"
+    );
+    let (mut p, _) = plain(Some(token.clone()), PROTOCOL_VERSION);
+    assert_eq!(
+        p.on_message(auth(token.answer(&here, &nonce).to_vec())),
+        Action::Authenticated
+    );
+    // A protocol-6 client's login over plain TCP names no server.
+    let (_, a) = plain(Some(token.clone()), 6);
+    match a {
+        Action::Fail {
+            kind: ErrorKind::Version,
+            message,
+        } => assert!(
+            message.contains("relay") && message.contains("TLS"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    let mut keys = ConnProtocol::new(None, nonce).with_keys(true);
+    keys.set_binding(Binding::Address(here.clone()));
+    assert_eq!(keys.on_message(hello_v(6)).kind(), Some(ErrorKind::Version));
+    // No login asked for: served. Inside TLS: served, bound to the session.
+    let (_, a) = plain(None, 6);
+    assert_eq!(a, Action::SendHello { open: true });
+    let mut tls = ConnProtocol::new(Some(token.clone()), nonce);
+    tls.set_binding(Binding::Tls(b"session".to_vec()));
+    assert_eq!(
+        tls.on_message(hello_v(6)),
+        Action::SendHello { open: false }
+    );
+    assert_eq!(
+        tls.on_message(auth(token.answer(b"session", &nonce).to_vec())),
+        Action::Authenticated
+    );
 }
