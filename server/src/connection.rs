@@ -251,6 +251,14 @@ impl Connection {
         }
     }
 
+    /// Where the native protocol's handshake is, if it is the native one.
+    pub fn protocol_phase(&self) -> Option<crate::protocol::Phase> {
+        match &self.wire {
+            Wire::Native(p) => Some(p.phase()),
+            Wire::Seed | Wire::Raw => None,
+        }
+    }
+
     /// Whether the hello (and auth, if required) is still to be completed.
     pub fn in_handshake(&self) -> bool {
         self.is_open()

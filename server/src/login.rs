@@ -3,26 +3,25 @@
 //!
 //! Looking an account up (the user database may be LDAP) and reading a
 //! file in its home (which may be NFS) can block, and the event loop never
-//! does; so one thread does it. The loop sends a [`Check`] and goes on; the
-//! [`Verdict`] comes back over a channel and wakes the loop.
-//!
-//! Who fills the queue: connections whose key's signature was good, at
-//! most one check each, and only connections still authenticating
-//! (`--max-startups` of them). The queue is bounded anyway; a check it has
-//! no room for is refused as a wrong key would be.
+//! does; so threads do it (pool.rs: one account's stuck home never delays
+//! another's login). The loop hands over a [`Check`] and goes on; the
+//! [`Verdict`] comes back over a channel and wakes the loop. The loop also
+//! gives up on a check that takes too long (the key is refused), so a
+//! client never waits on a stuck home for longer than that.
 //!
 //! An unknown account, root without `--permit-root-login`, a file that
-//! fails the StrictModes checks, a key not in it: all get the same answer
-//! as a wrong key, through the same thread (no telling which accounts
-//! exist), and the reason goes to the log only.
+//! fails the StrictModes checks or is not a regular file, a key not in it:
+//! all get the same answer as a wrong key, at the same time (keys.rs), and
+//! the reason goes to the log only.
+
+mod pool;
 
 use std::io::Read;
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use ssh_key::PublicKey;
 
@@ -31,8 +30,6 @@ use crate::grant::Grant;
 use crate::registry::ConnId;
 use crate::run_as::RunAs;
 
-/// Most checks waiting for the thread.
-const QUEUE: usize = 256;
 /// Longest account name looked up (Linux allows 32 bytes).
 const MAX_NAME: usize = 256;
 
@@ -40,9 +37,15 @@ const MAX_NAME: usize = 256;
 #[derive(Debug)]
 pub struct Check {
     pub conn: ConnId,
+    /// Which of the connection's keys this is (a late verdict for an
+    /// earlier one is not taken for this one's).
+    pub seq: u64,
     pub user: String,
     pub key: PublicKey,
     pub peer: IpAddr,
+    /// After this nobody waits for the answer: a check still waiting for a
+    /// thread then is dropped unrun.
+    pub expires: Instant,
 }
 
 /// What the check found: the connection's rights, or why not (for the
@@ -50,49 +53,33 @@ pub struct Check {
 #[derive(Debug)]
 pub struct Verdict {
     pub conn: ConnId,
+    pub seq: u64,
     pub result: Result<Grant, String>,
 }
 
-/// The loop's end of the login thread.
+/// The loop's end of the login threads.
 #[derive(Debug)]
 pub struct Logins {
-    checks: SyncSender<Check>,
-    verdicts: Receiver<Verdict>,
+    pool: pool::Pool,
 }
 
 impl Logins {
-    /// Starts the thread; `wake` is called after each verdict.
-    pub fn start(permit_root: bool, wake: impl Fn() + Send + 'static) -> std::io::Result<Logins> {
-        let (checks, todo) = mpsc::sync_channel::<Check>(QUEUE);
-        let (done, verdicts) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("login".into())
-            .spawn(move || {
-                for c in todo {
-                    let result = check(&c, permit_root, SystemTime::now());
-                    if done
-                        .send(Verdict {
-                            conn: c.conn,
-                            result,
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
-                    wake();
-                }
-            })?;
-        Ok(Logins { checks, verdicts })
+    /// Starts checking; `wake` is called after each verdict.
+    pub fn start(permit_root: bool, wake: impl Fn() + Send + Sync + 'static) -> Logins {
+        let judge = move |c: &Check| check(c, permit_root, SystemTime::now());
+        Logins {
+            pool: pool::Pool::new(Box::new(judge), Box::new(wake)),
+        }
     }
 
-    /// Hands `check` to the thread; false when its queue is full.
-    pub fn ask(&self, check: Check) -> bool {
-        self.checks.try_send(check).is_ok()
+    /// Hands `check` over; false when too many are waiting.
+    pub fn ask(&self, check: Check, now: Instant) -> bool {
+        self.pool.ask(check, now)
     }
 
-    /// A verdict the thread has reached, if any.
+    /// A verdict reached, if any.
     pub fn take(&self) -> Option<Verdict> {
-        self.verdicts.try_recv().ok()
+        self.pool.take()
     }
 }
 
@@ -127,11 +114,8 @@ pub fn read_strict(file: &Path, uid: u32, home: &Path) -> Result<String, String>
     let shown = file.display();
     let real = std::fs::canonicalize(file).map_err(|e| format!("{shown}: {e}"))?;
     let home = std::fs::canonicalize(home).unwrap_or_else(|_| PathBuf::from("/"));
-    let f = std::fs::File::open(&real).map_err(|e| format!("{shown}: {e}"))?;
+    let f = open_regular(&real).map_err(|e| format!("{shown}: {e}"))?;
     let meta = f.metadata().map_err(|e| format!("{shown}: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!("{shown} is not a regular file"));
-    }
     owned_safely(&real, &meta, uid)?;
     for dir in real.ancestors().skip(1) {
         let m = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -148,6 +132,45 @@ pub fn read_strict(file: &Path, uid: u32, home: &Path) -> Result<String, String>
         .read_to_string(&mut text)
         .map_err(|e| format!("{shown}: {e}"))?;
     Ok(text)
+}
+
+/// Opens `path` for reading only if it is a regular file, as sshd does:
+/// without blocking (a FIFO's open would wait for a writer for ever; a
+/// device's may too), without following a symlink put there since it was
+/// resolved, and checked on the open descriptor, not on the name.
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let file = std::fs::File::from(fd);
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(format!(
+            "not a regular file ({})",
+            kind_of(&meta)
+        )));
+    }
+    // Reads of a regular file never wait for a writer; the flag is only for
+    // the open.
+    rustix::fs::fcntl_setfl(&file, OFlags::empty())?;
+    Ok(file)
+}
+
+/// What kind of file `meta` describes, for messages.
+fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    match () {
+        _ if t.is_dir() => "a directory",
+        _ if t.is_fifo() => "a FIFO",
+        _ if t.is_socket() => "a socket",
+        _ if t.is_char_device() || t.is_block_device() => "a device",
+        _ if t.is_symlink() => "a symlink",
+        _ => "not a file",
+    }
 }
 
 /// StrictModes for one path: owned by `uid` or root, not writable by
@@ -196,9 +219,11 @@ mod tests {
         ] {
             let c = Check {
                 conn: ConnId(1),
+                seq: 1,
                 user,
                 key: key.clone(),
                 peer: IpAddr::from([127, 0, 0, 1]),
+                expires: Instant::now(),
             };
             let e = check(&c, false, SystemTime::now()).unwrap_err();
             assert_eq!(e, "not an account name");
@@ -239,5 +264,36 @@ mod tests {
         }
         let e = read_strict(&ssh.join("none"), me, &home).unwrap_err();
         assert!(e.contains("No such file"), "{e}");
+    }
+
+    /// A FIFO (which nobody writes), a directory or a symlink in the
+    /// file's place is refused at once, and nothing is left waiting.
+    #[test]
+    fn only_a_regular_file_is_read_and_a_fifo_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let e = open_regular(&fifo).unwrap_err().to_string();
+        assert!(e.contains("a FIFO"), "{e}");
+        let e = open_regular(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("a directory"), "{e}");
+        let file = dir.path().join("keys");
+        std::fs::write(&file, "k\n").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(open_regular(&link).is_err(), "a symlink is not followed");
+        let mut text = String::new();
+        open_regular(&file)
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "k\n");
     }
 }

@@ -141,8 +141,10 @@ struct Door {
     accept_failing: bool,
     /// Kept in reserve for refusing a connection when out of descriptors.
     spare_fd: Option<std::os::fd::OwnedFd>,
-    /// With `--login`: the thread that checks accounts' keys (login.rs).
+    /// With `--login`: the threads that check accounts' keys (login.rs).
     logins: Option<crate::login::Logins>,
+    /// Keys being decided, and refusals waiting for their time (keys.rs).
+    key_waits: keys::KeyWaits,
 }
 
 /// What the memory budget (`--max-buffer`) keeps track of.
@@ -236,7 +238,7 @@ impl Server {
                             log::error!("cannot wake the server for a login: {e}");
                         }
                     },
-                )?)
+                ))
             }
             false => None,
         };
@@ -279,6 +281,7 @@ impl Server {
                 accept_failing: false,
                 spare_fd: accept::spare_descriptor(),
                 logins,
+                key_waits: keys::KeyWaits::default(),
             },
             budget: Budget {
                 held: 0,
@@ -403,6 +406,8 @@ impl Server {
                 Timer::Keepalive(id) => self.check_keepalive(id, now),
                 Timer::SendHello(id) => self.send_hello(id),
                 Timer::Handshake(id) => self.check_handshake(id, now),
+                Timer::KeyCheck { conn, seq } => self.key_check_due(conn, seq),
+                Timer::KeyAnswer(id) => self.answer_refusal(id),
                 Timer::ConnCloseDeadline(id) => self.close_if_closing(id),
                 Timer::FrameDeadline(id) => self.check_frame(id, now),
                 Timer::AcceptRetry => self.accept(),

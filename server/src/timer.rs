@@ -30,6 +30,10 @@ pub enum Timer {
     Handshake(ConnId),
     /// Send a delayed hello (the peer's address failed to authenticate before).
     SendHello(ConnId),
+    /// A key check (`seq`, the connection's count) must be decided by now.
+    KeyCheck { conn: ConnId, seq: u64 },
+    /// A refused key's answer is due (keys.rs: refusals take the same time).
+    KeyAnswer(ConnId),
     /// A connection that is closing after an error gets this long to flush.
     ConnCloseDeadline(ConnId),
     /// A frame that began to arrive must be complete by now.

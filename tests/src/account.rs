@@ -12,6 +12,12 @@ pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// The name of the account the tests run as.
+pub fn current_user() -> String {
+    let out = Command::new("id").arg("-un").output().expect("id -un");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Returns from the test, saying it is skipped, unless it runs as root.
 #[macro_export]
 macro_rules! needs_root {

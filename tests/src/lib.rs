@@ -561,6 +561,35 @@ pub mod wire {
         }
     }
 
+    /// Logs in by hand with `key` as `user` on a fresh connection to
+    /// `addr` (plain TCP), the signature made by `signer` (another key
+    /// than `key` makes a bad one): the server's answer, and how long
+    /// after the key was sent it came.
+    pub fn offer_key(
+        addr: std::net::SocketAddr,
+        key: &ssh_key::PrivateKey,
+        signer: &ssh_key::PrivateKey,
+        user: &str,
+    ) -> (ServerMsg, Duration) {
+        use signature::Signer;
+        let mut sock = TcpStream::connect(addr).expect("connect");
+        let challenge = first_hello(&mut sock).challenge.expect("a challenge");
+        let binding = rexec_proto::auth::address_binding(addr);
+        let data = rexec_proto::keyauth::signed_data(user, true, &binding, &challenge);
+        let signature = signer.try_sign(&data).expect("sign");
+        let msg = ClientMsg::AuthKey {
+            user: user.into(),
+            explicit: true,
+            public_key: key.public_key().to_bytes().expect("public key"),
+            signature: rexec_proto::keyauth::encode_signature(signature),
+        };
+        let sent = std::time::Instant::now();
+        send(&mut sock, &msg);
+        let mut dec = FrameDecoder::new();
+        let answer = read_until(&mut sock, &mut dec, |_| true).remove(0);
+        (answer, sent.elapsed())
+    }
+
     /// Sends the client's hello and returns the server's (up to
     /// [`crate::PATIENCE`]).
     pub fn first_hello(sock: &mut TcpStream) -> rexec_proto::ServerHello {

@@ -457,6 +457,37 @@ fn a_token_login_cannot_be_relayed_over_plain_tcp() {
     assert!(d.wait_log("wrong token", PATIENCE), "{}", d.log());
 }
 
+/// A refused key is answered at the same time whatever the reason (here:
+/// a key not listed, a bad signature, another account than the server's),
+/// never at once: the refusal comes at least 50 ms after the key (the
+/// floor in server/src/server/keys.rs), where it took a fraction of a
+/// millisecond and told the reasons apart.
+#[test]
+fn every_refused_key_is_answered_no_sooner_than_the_floor() {
+    use rexec_proto::ServerMsg;
+    let keys = Keys::new("keys-timing");
+    let listed = keys.make("listed", Algorithm::Ed25519);
+    let stranger = keys.make("stranger", Algorithm::Ed25519);
+    let d = Daemon::start(&["--authorized-keys", &keys.authorize(&[&listed], "")]);
+    let load = |p: &Path| PrivateKey::read_openssh_file(p).unwrap();
+    let (listed, stranger) = (load(&listed), load(&stranger));
+    let me = rexec_tests::account::current_user();
+    for (why, key, signer, user) in [
+        ("not listed", &stranger, &stranger, me.as_str()),
+        ("bad signature", &listed, &stranger, me.as_str()),
+        ("another account", &listed, &listed, "rxt-nobody"),
+    ] {
+        let (answer, took) = rexec_tests::wire::offer_key(d.addr, key, signer, user);
+        assert_eq!(answer, ServerMsg::KeyRefused { tries_left: 5 }, "{why}");
+        assert!(
+            took >= std::time::Duration::from_millis(50),
+            "{why}: refused after {took:?}"
+        );
+    }
+    let (answer, _) = rexec_tests::wire::offer_key(d.addr, &listed, &listed, &me);
+    assert_eq!(answer, ServerMsg::KeyAccepted);
+}
+
 #[test]
 fn a_named_account_must_be_the_servers_own() {
     // rexecd runs everything as its own account (no --login yet): a user

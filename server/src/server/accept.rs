@@ -295,11 +295,16 @@ impl Server {
         } else {
             ErrorKind::Protocol
         };
-        self.fail_conn(
-            id,
-            kind,
-            format!("no hello within {} s", self.cfg.handshake_timeout.as_secs()),
-        );
+        let secs = self.cfg.handshake_timeout.as_secs();
+        let phase = conn.protocol_phase();
+        let message = if self.door.key_waits.busy(id) {
+            format!("the check of your key was not done within {secs} s of the hello")
+        } else if phase == Some(crate::protocol::Phase::Auth) {
+            format!("no login (token or key) within {secs} s of the hello")
+        } else {
+            format!("no hello within {secs} s")
+        };
+        self.fail_conn(id, kind, message);
     }
 }
 

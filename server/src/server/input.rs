@@ -235,6 +235,19 @@ impl Server {
             return;
         };
         let peer = conn.peer();
+        if self.door.key_waits.busy(id) {
+            // Its key is being decided or its refusal waits for its time:
+            // the client must wait for the answer.
+            let message = format!("got {} before the answer to its key", msg.kind_name());
+            self.fail_conn(id, ErrorKind::Protocol, message);
+            return;
+        }
+        if matches!(msg, ClientMsg::AuthKey { .. }) {
+            self.key_arrived(id, Instant::now());
+        }
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
         let Some(proto) = conn.protocol() else {
             return;
         };
@@ -258,11 +271,18 @@ impl Server {
                 explicit,
                 key,
             } => self.check_key(id, peer, user, explicit, *key),
-            Action::KeyRefused { tries_left } => {
-                self.refuse_key(id, peer, tries_left, "the signature is not good".into());
+            refusal @ Action::KeyRefused { .. } => {
+                log::info!("{peer}: key refused (the signature is not good)");
+                self.refuse_key(id, refusal);
             }
             // Only from `key_checked`, in keys.rs.
             Action::KeyAccepted => {}
+            // The last of the tries was a bad signature: answered as every
+            // refused key is.
+            refusal @ Action::Fail { .. } if self.door.key_waits.busy(id) => {
+                log::info!("{peer}: key refused (the signature is not good)");
+                self.refuse_key(id, refusal);
+            }
             Action::Fail { kind, message } => {
                 if kind == ErrorKind::Auth {
                     self.door.auth_failures.failed(peer.ip(), Instant::now());
@@ -373,6 +393,7 @@ impl Server {
     /// Forgets the connection; everything it started stops with it.
     pub(super) fn close_conn(&mut self, id: ConnId) {
         self.left_startup(id);
+        self.door.key_waits.forget(id);
         let Some(mut conn) = self.conns.remove(&id) else {
             return;
         };
@@ -417,7 +438,9 @@ impl Server {
             | Timer::Handshake(c)
             | Timer::SendHello(c)
             | Timer::ConnCloseDeadline(c)
-            | Timer::FrameDeadline(c) => conns.contains_key(c),
+            | Timer::FrameDeadline(c)
+            | Timer::KeyAnswer(c)
+            | Timer::KeyCheck { conn: c, .. } => conns.contains_key(c),
             Timer::ProcTimeout(p) | Timer::PipeGrace(p) => procs.contains_key(p),
             Timer::KillGroup(_)
             | Timer::GroupDeadline { .. }
