@@ -227,6 +227,13 @@ pub struct Args {
     #[arg(long, value_name = "TIME", default_value = "7d", value_parser = parse_duration)]
     pub job_keep: u64,
 
+    /// Disk one account's detached jobs may take for their kept output:
+    /// each running job counts as --job-output-max, each finished one as
+    /// what it kept. A start that would pass it is refused (rexec jobs
+    /// --clean removes finished jobs' records). K, M, G suffixes.
+    #[arg(long, value_name = "BYTES", default_value = "4G", value_parser = rexec_proto::limits::parse_size)]
+    pub job_disk_max: u64,
+
     /// Most detached jobs running at once per account.
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub max_jobs: usize,
@@ -260,6 +267,7 @@ impl Args {
             keep_secs: self.job_keep,
             max: self.max_jobs.max(1),
             max_total: self.max_jobs_total.max(1),
+            disk_max: self.job_disk_max,
         }))
     }
 

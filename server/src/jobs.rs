@@ -42,6 +42,8 @@ pub struct Settings {
     pub max: usize,
     /// `--max-jobs-total`: jobs running at once in all.
     pub max_total: usize,
+    /// `--job-disk-max`: disk one account's kept output may take.
+    pub disk_max: u64,
 }
 
 impl Settings {
@@ -56,6 +58,7 @@ impl Settings {
             n(self.max as u64),
             n(self.max_total as u64),
             n(self.output_max),
+            n(self.disk_max),
         ]
     }
 }

@@ -90,6 +90,7 @@ pub(crate) mod process;
 pub(crate) mod protocol;
 pub(crate) mod pty;
 pub(crate) mod registry;
+pub(crate) mod regular_file;
 pub(crate) mod run_as;
 pub(crate) mod server;
 pub(crate) mod spawner;

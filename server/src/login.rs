@@ -114,7 +114,7 @@ pub fn read_strict(file: &Path, uid: u32, home: &Path) -> Result<String, String>
     let shown = file.display();
     let real = std::fs::canonicalize(file).map_err(|e| format!("{shown}: {e}"))?;
     let home = std::fs::canonicalize(home).unwrap_or_else(|_| PathBuf::from("/"));
-    let f = open_regular(&real).map_err(|e| format!("{shown}: {e}"))?;
+    let f = crate::regular_file::open_regular(&real).map_err(|e| format!("{shown}: {e}"))?;
     let meta = f.metadata().map_err(|e| format!("{shown}: {e}"))?;
     owned_safely(&real, &meta, uid)?;
     for dir in real.ancestors().skip(1) {
@@ -132,45 +132,6 @@ pub fn read_strict(file: &Path, uid: u32, home: &Path) -> Result<String, String>
         .read_to_string(&mut text)
         .map_err(|e| format!("{shown}: {e}"))?;
     Ok(text)
-}
-
-/// Opens `path` for reading only if it is a regular file, as sshd does:
-/// without blocking (a FIFO's open would wait for a writer for ever; a
-/// device's may too), without following a symlink put there since it was
-/// resolved, and checked on the open descriptor, not on the name.
-pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
-    use rustix::fs::{Mode, OFlags};
-    let fd = rustix::fs::open(
-        path,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let file = std::fs::File::from(fd);
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(std::io::Error::other(format!(
-            "not a regular file ({})",
-            kind_of(&meta)
-        )));
-    }
-    // Reads of a regular file never wait for a writer; the flag is only for
-    // the open.
-    rustix::fs::fcntl_setfl(&file, OFlags::empty())?;
-    Ok(file)
-}
-
-/// What kind of file `meta` describes, for messages.
-fn kind_of(meta: &std::fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let t = meta.file_type();
-    match () {
-        _ if t.is_dir() => "a directory",
-        _ if t.is_fifo() => "a FIFO",
-        _ if t.is_socket() => "a socket",
-        _ if t.is_char_device() || t.is_block_device() => "a device",
-        _ if t.is_symlink() => "a symlink",
-        _ => "not a file",
-    }
 }
 
 /// StrictModes for one path: owned by `uid` or root, not writable by
@@ -264,36 +225,5 @@ mod tests {
         }
         let e = read_strict(&ssh.join("none"), me, &home).unwrap_err();
         assert!(e.contains("No such file"), "{e}");
-    }
-
-    /// A FIFO (which nobody writes), a directory or a symlink in the
-    /// file's place is refused at once, and nothing is left waiting.
-    #[test]
-    fn only_a_regular_file_is_read_and_a_fifo_never_blocks() {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("fifo");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &fifo,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .unwrap();
-        let e = open_regular(&fifo).unwrap_err().to_string();
-        assert!(e.contains("a FIFO"), "{e}");
-        let e = open_regular(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("a directory"), "{e}");
-        let file = dir.path().join("keys");
-        std::fs::write(&file, "k\n").unwrap();
-        let link = dir.path().join("link");
-        std::os::unix::fs::symlink(&file, &link).unwrap();
-        assert!(open_regular(&link).is_err(), "a symlink is not followed");
-        let mut text = String::new();
-        open_regular(&file)
-            .unwrap()
-            .read_to_string(&mut text)
-            .unwrap();
-        assert_eq!(text, "k\n");
     }
 }

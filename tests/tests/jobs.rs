@@ -404,3 +404,83 @@ fn a_job_keeps_the_servers_time_limit_and_needs_a_command() {
     assert_eq!(r.code, Some(2));
     assert!(r.stderr.contains("-d needs a command"), "{}", r.stderr);
 }
+
+/// Records planted in the shared jobs directory (anyone may write it
+/// under `--login`): a FIFO as `meta.json`, and a symlink to a FIFO.
+/// `jobs`, `-d` and `kill` must
+/// neither wait on them nor believe them: they opened every record with a
+/// blocking open, and a FIFO there hung every account's job commands.
+#[test]
+fn records_that_are_fifos_or_symlinks_delay_no_job_command() {
+    let lab = Lab::new("jobs-planted", &[]);
+    let id = lab.detach(&gated(&lab.gate()));
+    let jobs = lab.state().join("jobs");
+    let fifo = |p: &Path| {
+        let ok = Command::new("mkfifo").arg(p).status().unwrap();
+        assert!(ok.success());
+    };
+    for planted in ["999001", "999002"] {
+        std::fs::create_dir(jobs.join(planted)).unwrap();
+    }
+    fifo(&jobs.join("999001/meta.json"));
+    let elsewhere = lab.dir.path("fifo");
+    fifo(&elsewhere);
+    std::os::unix::fs::symlink(&elsewhere, jobs.join("999002/meta.json")).unwrap();
+    let limit = std::time::Duration::from_secs(30);
+    let r = run_for(&mut lab.rexec(&["jobs", "@"]), limit);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.out().contains(&id.to_string()), "{}", r.out());
+    assert!(!r.out().contains("99900"), "{}", r.out());
+    assert!(
+        r.stderr
+            .contains("999001/meta.json skipped: not a regular file (a FIFO)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("999002/meta.json skipped"),
+        "{}",
+        r.stderr
+    );
+    let r = run_for(&mut lab.rexec(&["-d", "@", "true"]), limit);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    for planted in ["999001", "999002"] {
+        let r = run_for(&mut lab.rexec(&["kill", "@", planted]), limit);
+        assert_eq!(r.code, Some(2), "{}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!("no job {planted}")),
+            "{}",
+            r.stderr
+        );
+    }
+    let r = run_for(&mut lab.rexec(&["kill", "@", &id.to_string()]), limit);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+}
+
+/// An account's jobs may keep only so much output on disk: each running
+/// job counts as --job-output-max, each finished one as what it kept; a
+/// start past --job-disk-max is refused, saying how to make room.
+#[test]
+fn kept_output_per_account_is_capped_with_a_clear_refusal() {
+    let lab = Lab::new(
+        "jobs-disk",
+        &["--job-output-max", "64K", "--job-disk-max", "160K"],
+    );
+    for _ in 0..2 {
+        let id = lab.detach("head -c 200000 /dev/zero");
+        lab.wait_state(id, "exited");
+    }
+    let r = run(&mut lab.rexec(&["-d", "@", "true"]));
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("another would pass rexecd's --job-disk-max of 160 KiB"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("rexec jobs --clean"), "{}", r.stderr);
+    let r = run(&mut lab.rexec(&["jobs", "--clean", "@"]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let id = lab.detach("true");
+    lab.wait_state(id, "exited");
+}

@@ -102,37 +102,59 @@ impl Job {
     pub fn output(&self) -> u64 {
         match &self.state {
             State::Ended(e) => e.output,
-            _ => crate::jobs::spool::written(&self.dir),
+            _ => crate::jobs::spool::written(&self.dir, self.uid),
         }
     }
 }
 
+/// Reads the job in `dir` if it is `uid`'s (any account's: `None`): whose
+/// it is, is known before anything in it is opened.
+pub fn read_of(dir: &Path, uid: Option<u32>) -> Option<Job> {
+    let owned = uid
+        .is_none_or(|u| std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == u));
+    owned.then(|| read(dir)).flatten()
+}
+
 /// Reads the job in `dir`, if it is one (a real directory, with its meta).
+/// Its files must be regular files of the directory's owner, opened
+/// without blocking (regular_file.rs): the jobs directory is everyone's
+/// (1777 under `--login`), and a FIFO planted as `meta.json` hung every
+/// account's listing. A record that fails this is skipped, and said so on
+/// stderr (the verb's client sees it).
 pub fn read(dir: &Path) -> Option<Job> {
     let m = std::fs::symlink_metadata(dir).ok()?;
     if !m.is_dir() {
         return None;
     }
-    let meta: Meta = serde_json::from_slice(&read_small(&dir.join(META))?).ok()?;
-    let state = match read_small(&dir.join(STATUS)) {
+    let owner = m.uid();
+    let small = |name: &str| match read_small(&dir.join(name), owner) {
+        Ok(bytes) => Ok(bytes),
+        Err(why) => {
+            eprintln!("rexec: job record {}/{name} skipped: {why}", dir.display());
+            Err(())
+        }
+    };
+    let meta: Meta = serde_json::from_slice(&small(META).ok()??).ok()?;
+    let state = match small(STATUS).ok()? {
         Some(b) => State::Ended(serde_json::from_slice(&b).ok()?),
         None if alive(&meta, dir) => State::Running,
         // The supervisor may have written its status just now.
-        None => match read_small(&dir.join(STATUS)) {
+        None => match small(STATUS).ok()? {
             Some(b) => State::Ended(serde_json::from_slice(&b).ok()?),
             None => State::Lost,
         },
     };
     Some(Job {
         dir: dir.to_path_buf(),
-        uid: m.uid(),
+        uid: owner,
         meta,
         state,
     })
 }
 
 /// The jobs in `root`: those owned by `uid`, or all of them (`None`),
-/// by id.
+/// by id. Another account's records are never opened for a listing of
+/// one's own.
 pub fn list(root: &Path, uid: Option<u32>) -> Vec<Job> {
     let Ok(entries) = std::fs::read_dir(root) else {
         return Vec::new();
@@ -140,8 +162,7 @@ pub fn list(root: &Path, uid: Option<u32>) -> Vec<Job> {
     let mut jobs: Vec<Job> = entries
         .flatten()
         .filter(|e| e.file_name().to_str().is_some_and(is_id))
-        .filter_map(|e| read(&e.path()))
-        .filter(|j| uid.is_none_or(|u| j.uid == u))
+        .filter_map(|e| read_of(&e.path(), uid))
         .collect();
     jobs.sort_by_key(|j| j.meta.id);
     jobs
@@ -211,16 +232,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// A small file (a record's JSON), or `None`; never more than 256 KiB.
-fn read_small(path: &Path) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let mut buf = Vec::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(256 << 10)
-        .read_to_end(&mut buf)
-        .ok()?;
-    Some(buf)
+/// A small file of a record (its JSON, never more than 256 KiB) owned by
+/// `owner`; `None` when there is none; why, when it is not to be read.
+fn read_small(path: &Path, owner: u32) -> Result<Option<Vec<u8>>, String> {
+    match crate::regular_file::read_owned(path, owner, 256 << 10) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[cfg(test)]

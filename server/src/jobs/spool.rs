@@ -138,11 +138,12 @@ fn open_new(path: &Path) -> io::Result<File> {
 
 /// Output bytes written so far, read from the files (for a running job's
 /// listing): what is kept, less record headers, plus what was dropped.
-pub fn written(dir: &Path) -> u64 {
+/// Only regular files of `owner` (the record's) are read (regular_file.rs).
+pub fn written(dir: &Path, owner: u32) -> u64 {
     let mut payload = 0;
     for i in segments(dir) {
-        let Ok(f) = File::open(segment(dir, i)) else {
-            continue; // removed meanwhile
+        let Ok(f) = open_segment(dir, i, owner) else {
+            continue; // removed meanwhile, or not a file to read
         };
         let mut off = 0u64;
         let mut header = [0u8; HEADER];
@@ -154,27 +155,39 @@ pub fn written(dir: &Path) -> u64 {
             off += HEADER as u64 + len;
         }
     }
-    payload + dropped(dir)
+    payload + dropped(dir, owner)
 }
 
-fn dropped(dir: &Path) -> u64 {
-    std::fs::read_to_string(dir.join(DROPPED))
+/// Bytes the job's kept output takes on disk (its `out.N` files), from
+/// their sizes: nothing is opened.
+pub fn kept(dir: &Path) -> u64 {
+    segments(dir)
+        .into_iter()
+        .filter_map(|i| std::fs::symlink_metadata(segment(dir, i)).ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn dropped(dir: &Path, owner: u32) -> u64 {
+    crate::regular_file::read_owned(&dir.join(DROPPED), owner, 32)
         .ok()
-        .and_then(|s| s.trim().parse().ok())
+        .and_then(|b| String::from_utf8_lossy(&b).trim().parse().ok())
         .unwrap_or(0)
 }
 
-/// Copies the kept output of the job in `dir` to `out` and `err`, from
-/// the beginning, and goes on as it grows until `ended()` says the job
-/// has ended (checked when there is nothing more to read).
+/// Copies the kept output of the job in `dir` (owned by `owner`) to `out`
+/// and `err`, from the beginning, and goes on as it grows until `ended()`
+/// says the job has ended (checked when there is nothing more to read).
 pub fn follow(
     dir: &Path,
+    owner: u32,
     out: BorrowedFd<'_>,
     err: BorrowedFd<'_>,
     ended: &dyn Fn() -> bool,
 ) -> io::Result<()> {
     let mut index = 0;
-    let mut file = open_segment(dir, index)?;
+    let mut file = open_segment(dir, index, owner)?;
     let mut off = 0u64;
     let mut pause = Duration::from_millis(2);
     let mut last_look = false;
@@ -198,12 +211,12 @@ pub fn follow(
             if next > index + 1 {
                 let note = format!(
                     "rexec: [{} bytes of the job's output were dropped here: it wrote more than rexecd's --job-output-max]\n",
-                    dropped(dir)
+                    dropped(dir, owner)
                 );
                 write_all(err, note.as_bytes())?;
             }
             index = next;
-            file = open_segment(dir, index)?;
+            file = open_segment(dir, index, owner)?;
             off = 0;
             continue;
         }
@@ -220,8 +233,10 @@ pub fn follow(
     }
 }
 
-fn open_segment(dir: &Path, i: u64) -> io::Result<File> {
-    File::open(segment(dir, i))
+/// A segment, if it is a regular file of the record's owner: a FIFO put
+/// in its place must not hang an attach (root's included).
+fn open_segment(dir: &Path, i: u64, owner: u32) -> io::Result<File> {
+    crate::regular_file::open_owned(&segment(dir, i), owner)
 }
 
 /// The first segment after `i` that exists, if any (however many were
@@ -299,7 +314,8 @@ mod tests {
         }
         assert_eq!(s.total, 10_000);
         assert!(s.dropped > 0 && s.dropped < 10_000, "{}", s.dropped);
-        assert_eq!(written(dir.path()), 10_000);
+        let me = rustix::process::geteuid().as_raw();
+        assert_eq!(written(dir.path(), me), 10_000);
         let (mut out_r, out_w) = std::io::pipe().unwrap();
         let (mut err_r, err_w) = std::io::pipe().unwrap();
         let reader = std::thread::spawn(move || {
@@ -312,7 +328,7 @@ mod tests {
             err_r.read_to_string(&mut e).unwrap();
             e
         });
-        follow(dir.path(), out_w.as_fd(), err_w.as_fd(), &|| true).unwrap();
+        follow(dir.path(), me, out_w.as_fd(), err_w.as_fd(), &|| true).unwrap();
         drop((out_w, err_w));
         let out = reader.join().unwrap();
         let err = err_reader.join().unwrap();

@@ -1,6 +1,6 @@
 //! The job verbs a client asks for, each run as `rexecd __job VERB DIR
-//! KEEP MAX MAX_TOTAL CAP ...` under the connection's account: what they
-//! print is the answer, their exit status the verb's.
+//! KEEP MAX MAX_TOTAL CAP DISK_MAX ...` under the connection's account:
+//! what they print is the answer, their exit status the verb's.
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -30,6 +30,7 @@ pub struct Common {
     max: usize,
     max_total: usize,
     cap: u64,
+    disk_max: u64,
     rest: Vec<OsString>,
 }
 
@@ -42,7 +43,8 @@ impl Common {
             max: num(args.get(2))? as usize,
             max_total: num(args.get(3))? as usize,
             cap: num(args.get(4))?,
-            rest: args.get(5..)?.to_vec(),
+            disk_max: num(args.get(5))?,
+            rest: args.get(6..)?.to_vec(),
         })
     }
 }
@@ -83,6 +85,10 @@ fn start(c: &Common, me: u32) -> i32 {
              wait for one to end, or end one with rexec kill",
             if flag == "--max-jobs" { " for you" } else { "" }
         );
+        return 1;
+    }
+    if let Some(refusal) = over_disk(c, me) {
+        eprintln!("{refusal}");
         return 1;
     }
     let (id, dir) = match allocate(&c.dir) {
@@ -137,6 +143,43 @@ fn start(c: &Common, me: u32) -> i32 {
     }
     println!("{id}");
     0
+}
+
+/// Why one more job of `me`'s would pass `--job-disk-max`, if it would:
+/// each running job may yet keep `--job-output-max`, a finished one keeps
+/// what it kept.
+fn over_disk(c: &Common, me: u32) -> Option<String> {
+    let (mut running, mut finished, mut committed) = (0, 0u64, 0u64);
+    for j in record::list(&c.dir, Some(me)) {
+        let kept = super::spool::kept(&j.dir);
+        if j.state == State::Running {
+            running += 1;
+            committed += kept.max(c.cap);
+        } else {
+            finished += kept;
+            committed += kept;
+        }
+    }
+    (committed.saturating_add(c.cap) > c.disk_max).then(|| {
+        format!(
+            "rexec: your jobs may keep {} of output ({running} running at up to {} each, {} \
+             kept by finished ones); another would pass rexecd's --job-disk-max of {}: remove \
+             finished jobs' records with rexec jobs --clean HOST, or end one with rexec kill",
+            size(committed),
+            size(c.cap),
+            size(finished),
+            size(c.disk_max)
+        )
+    })
+}
+
+/// Bytes for a message, in KiB from 1 KiB and MiB from 1 MiB up.
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
+    }
 }
 
 /// The command as listed: at most [`SHOWN`] bytes of it.
@@ -237,9 +280,8 @@ fn list(c: &Common, whose: Option<u32>) -> i32 {
 fn with_job(c: &Common, whose: Option<u32>, verb: fn(&Job) -> i32) -> i32 {
     let id = c.rest.first().and_then(|a| a.to_str()).unwrap_or("");
     let job = record::is_id(id)
-        .then(|| record::read(&c.dir.join(id)))
-        .flatten()
-        .filter(|j| whose.is_none_or(|u| j.uid == u));
+        .then(|| record::read_of(&c.dir.join(id), whose))
+        .flatten();
     match job {
         Some(j) => verb(&j),
         None => {
@@ -258,7 +300,7 @@ fn attach(job: &Job) -> i32 {
     let status = job.dir.join(record::STATUS);
     let ended = || status.exists() || !job.alive();
     let (out, err) = (std::io::stdout(), std::io::stderr());
-    if let Err(e) = super::spool::follow(&job.dir, out.as_fd(), err.as_fd(), &ended) {
+    if let Err(e) = super::spool::follow(&job.dir, job.uid, out.as_fd(), err.as_fd(), &ended) {
         eprintln!("rexec: job {}: {e}", job.meta.id);
         return 255;
     }
