@@ -271,6 +271,7 @@ impl Outcome {
     /// The signal that killed it, if any.
     pub fn signal(&self) -> Option<i32> {
         match self.exited.as_ref()?.status {
+            s if !s.is_possible() => None,
             ExitStatus::Signal(s) => Some(s),
             ExitStatus::Code(_) => None,
         }
@@ -299,6 +300,7 @@ impl Outcome {
             // the kill and the command's own exit gave.
             exit_code: x.and_then(|x| match x.status {
                 _ if x.truncated || self.cut => Some(EXIT_TRUNCATED),
+                s if !s.is_possible() => Some(s.shell_code()),
                 ExitStatus::Code(c) => Some(c),
                 ExitStatus::Signal(_) => None,
             }),
@@ -325,6 +327,12 @@ impl Outcome {
             eprintln!("rexec: {}: {}", e.kind, e.message);
         }
         if let Some(x) = &self.exited {
+            if !x.status.is_possible() {
+                eprintln!(
+                    "rexec: the server reported {:?}, which no process can end with; exiting 255",
+                    x.status
+                );
+            }
             if x.timed_out {
                 eprintln!("rexec: the command timed out and was killed");
             }

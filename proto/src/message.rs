@@ -285,11 +285,23 @@ pub enum ExitStatus {
 }
 
 impl ExitStatus {
-    /// The exit code a shell would report: the code itself, or 128 + signal.
+    /// The exit code a shell would report: the code itself, or 128 +
+    /// signal; 255 for a status no process can have (a code outside
+    /// 0-255, a signal outside 1-127), which a lying or broken server may
+    /// send: `exit(256)` would be 0, success.
     pub fn shell_code(self) -> i32 {
         match self {
+            _ if !self.is_possible() => 255,
             ExitStatus::Code(c) => c,
             ExitStatus::Signal(s) => 128 + s,
+        }
+    }
+
+    /// Whether a process can end this way (see [`ExitStatus::shell_code`]).
+    pub fn is_possible(self) -> bool {
+        match self {
+            ExitStatus::Code(c) => (0..=255).contains(&c),
+            ExitStatus::Signal(s) => (1..=127).contains(&s),
         }
     }
 }
@@ -433,4 +445,29 @@ pub enum ServerEvent<'a> {
         data: &'a [u8],
     },
     Msg(ServerMsg),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExitStatus::{Code, Signal};
+
+    #[test]
+    fn impossible_statuses_are_255_never_success() {
+        for (status, code) in [
+            (Code(0), 0),
+            (Code(255), 255),
+            (Signal(9), 137),
+            (Signal(127), 255),
+            (Code(256), 255),
+            (Code(512), 255),
+            (Code(-1), 255),
+            (Code(i32::MIN), 255),
+            (Signal(0), 255),
+            (Signal(128), 255),
+            (Signal(i32::MIN), 255),
+            (Signal(i32::MAX), 255),
+        ] {
+            assert_eq!(status.shell_code(), code, "{status:?}");
+        }
+    }
 }

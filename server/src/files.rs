@@ -202,8 +202,11 @@ fn set_metadata(
     mtime: Option<i64>,
     preserve: bool,
 ) -> Result<(), TransferError> {
-    // Mode: the source's as it is (-p); else the replaced file's own; else
-    // the source's under our umask (as scp does). Never a special bit.
+    // Mode: the source's as it is (-p); else the replaced file's own plain
+    // permission bits; else the source's under our umask (as scp does).
+    // Never a special bit: neither from the wire nor from the file it
+    // replaces (a setuid file overwritten with the uploader's bytes must
+    // not stay setuid).
     let old = rustix::fs::statat(dir, file_name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
         .ok()
         .filter(|st| {
@@ -212,7 +215,7 @@ fn set_metadata(
     let source = mode.map(|m| m & 0o777);
     let mode = match (preserve, source, old) {
         (true, Some(m), _) => m,
-        (_, _, Some(st)) => st.st_mode & 0o7777,
+        (_, _, Some(st)) => st.st_mode & 0o777,
         (_, Some(m), None) => m & !umask(),
         (_, None, None) => 0o644 & !umask(),
     };

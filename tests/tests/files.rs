@@ -504,6 +504,17 @@ fn an_upload_keeps_the_permission_bits_as_scp_does() {
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     let mode = std::fs::metadata(&there).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o751, "exact, without the setuid bit");
+    // A setuid and setgid file replaced without -p keeps its plain bits
+    // only: the uploader's bytes never become a setuid program.
+    std::fs::set_permissions(&there, std::fs::Permissions::from_mode(0o6755)).unwrap();
+    std::fs::set_permissions(&job, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = run(rexec()
+        .arg("cp")
+        .arg(&job)
+        .arg(format!("{}:{}", d.host(), there.display())));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let mode = std::fs::metadata(&there).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o755, "the replaced file's 6000 bits are gone");
 }
 
 #[test]

@@ -267,3 +267,44 @@ fn nothing_a_server_says_reaches_the_terminal_raw() {
     let r = run(rexec().args([&liar.host(), "echo"]));
     assert_eq!(r.stdout, b"x\rgood1: forged\n\x1b[31mred\x1b[0m\n");
 }
+
+/// An exit status no process can have (256 is 0 to exit(2); a signal of
+/// -2^31 overflowed 128 + N) makes rexec exit 255 and say so, never 0.
+#[test]
+fn impossible_exit_statuses_exit_255_never_success() {
+    use rexec_proto::{ExitStatus, Exited};
+    for status in [
+        ExitStatus::Code(256),
+        ExitStatus::Code(i32::MIN),
+        ExitStatus::Signal(i32::MIN),
+        ExitStatus::Signal(128),
+    ] {
+        let liar = Liar::start("rexecd 0.1.0", move |msg| match msg {
+            ClientMsg::Exec(e) => vec![
+                Reply::Msg(ServerMsg::Started {
+                    id: e.id,
+                    pid: 4242,
+                }),
+                Reply::Msg(ServerMsg::Exited(Exited {
+                    id: e.id,
+                    status,
+                    timed_out: false,
+                    truncated: false,
+                    duration_ms: 1,
+                    bytes_out: 0,
+                })),
+            ],
+            _ => vec![],
+        });
+        let r = run(rexec().args([&liar.host(), "true"]));
+        assert_eq!(r.code, Some(255), "{status:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("which no process can end with"),
+            "{status:?}: {}",
+            r.stderr
+        );
+        let r = run(rexec().args(["--json", &liar.host(), "true"]));
+        assert_eq!(r.code, Some(255), "{status:?}: {}", r.stderr);
+        assert!(r.out().contains("\"exit_code\":255"), "{}", r.out());
+    }
+}
