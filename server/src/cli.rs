@@ -147,16 +147,12 @@ pub struct Args {
     )]
     pub allow: Option<Vec<String>>,
 
-    /// With --no-shell, also let clients set these environment variables
-    /// (comma-separated names; NAME_* for a prefix). Always allowed: LANG,
-    /// LC_*, TZ, TERM. Others are refused, because variables such as
-    /// LD_PRELOAD make an allowed program run code of the client's choosing.
-    #[arg(
-        long,
-        value_name = "NAME[,NAME...]",
-        value_delimiter = ',',
-        requires = "no_shell"
-    )]
+    /// With --no-shell or --login, also let clients set these environment
+    /// variables (comma-separated names; NAME_* for a prefix), as sshd's
+    /// AcceptEnv. Always allowed: LANG, LC_*, TZ, TERM. Others are refused:
+    /// variables such as LD_PRELOAD make an allowed program run code of
+    /// the client's choosing, and a login's environment is the account's.
+    #[arg(long, value_name = "NAME[,NAME...]", value_delimiter = ',')]
     pub allow_env: Vec<String>,
 
     /// Run each command under a supervisor that, when the command ends
@@ -314,6 +310,9 @@ impl Args {
         };
         if self.login && !nix::unistd::geteuid().is_root() {
             return Err(ConfigError::LoginNeedsRoot);
+        }
+        if !self.allow_env.is_empty() && !self.no_shell && !self.login {
+            return Err(ConfigError::AllowEnvUnused);
         }
         let authorized_keys = self.authorized_keys(run_as.as_ref())?;
         let tls = match (&self.cert, &self.key, self.tls) {

@@ -40,6 +40,11 @@ pub enum ConfigError {
     )]
     LoginNeedsRoot,
     #[error(
+        "--allow-env has no effect without --no-shell or --login: otherwise a client may set \
+         any variable"
+    )]
+    AllowEnvUnused,
+    #[error(
         "--login with the {0} protocol: it has no authentication, so everyone would run \
          commands as root; use --protocol native"
     )]

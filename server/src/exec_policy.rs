@@ -117,9 +117,13 @@ impl ExecPolicy {
         }
     }
 
-    /// Whether a client may set `name` under this policy.
-    pub fn env_allowed(&self, name: &str) -> bool {
-        !self.no_shell || self.safe_env(name)
+    /// Whether a client may set `name` under this policy, for a
+    /// connection granted `grant`: anything with a shell as rexecd's own
+    /// account (the command could set it anyway); otherwise, without a
+    /// shell or logged in to an account (`--login`, as sshd's AcceptEnv),
+    /// only [`SAFE_ENV`] and `--allow-env`'s.
+    pub fn env_allowed(&self, name: &str, grant: &Grant) -> bool {
+        (!self.no_shell && grant.account.is_none()) || self.safe_env(name)
     }
 
     /// Whether `name` is one of [`SAFE_ENV`] or `--allow-env`'s: all a
@@ -396,14 +400,14 @@ pub(crate) fn set_environment(
         }
         let allowed = match forced {
             true => policy.safe_env(k),
-            false => policy.env_allowed(k),
+            false => policy.env_allowed(k, grant),
         };
         if !allowed {
             return Err(CommandError::new(
                 ErrorKind::Forbidden,
                 format!(
-                    "environment variable {} may not be set on this server (with --no-shell \
-                     or a forced command, clients may set {} and what --allow-env names)",
+                    "environment variable {} may not be set on this server (with --no-shell, \
+                     --login or a forced command, clients may set {} and what --allow-env names)",
                     echo(k),
                     SAFE_ENV.join(", ")
                 ),
@@ -464,8 +468,9 @@ mod tests {
             no_shell: true,
             ..ExecPolicy::default()
         };
+        let own = Grant::default();
         for ok in ["LANG", "LC_ALL", "LC_TIME", "TZ", "TERM"] {
-            assert!(policy.env_allowed(ok), "{ok}");
+            assert!(policy.env_allowed(ok, &own), "{ok}");
         }
         for bad in [
             "LD_PRELOAD",
@@ -475,12 +480,29 @@ mod tests {
             "PATH",
             "LANGX",
         ] {
-            assert!(!policy.env_allowed(bad), "{bad}");
+            assert!(!policy.env_allowed(bad, &own), "{bad}");
         }
         policy.allow_env = vec!["MY_*".into(), "DEBUG".into()];
-        assert!(policy.env_allowed("MY_SETTING") && policy.env_allowed("DEBUG"));
-        assert!(!policy.env_allowed("DEBUGX"));
+        assert!(policy.env_allowed("MY_SETTING", &own) && policy.env_allowed("DEBUG", &own));
+        assert!(!policy.env_allowed("DEBUGX", &own));
         // With a shell the client can set anything in the command anyway.
-        assert!(ExecPolicy::default().env_allowed("LD_PRELOAD"));
+        assert!(ExecPolicy::default().env_allowed("LD_PRELOAD", &own));
+        // Logged in to an account (--login), as sshd's AcceptEnv: only the
+        // safe ones and --allow-env's, shell or not.
+        let login = Grant {
+            account: Some(std::sync::Arc::new(RunAs {
+                name: "alice".into(),
+                uid: 1000,
+                gid: 1000,
+                groups: vec![],
+                home: "/home/alice".into(),
+                shell: "/bin/sh".into(),
+            })),
+            ..Grant::default()
+        };
+        policy.no_shell = false;
+        assert!(!policy.env_allowed("LD_PRELOAD", &login));
+        assert!(!policy.env_allowed("HISTFILE", &login));
+        assert!(policy.env_allowed("LANG", &login) && policy.env_allowed("MY_X", &login));
     }
 }

@@ -68,6 +68,7 @@
 // Internal rooms: `pub(crate)`, so that the compiler reports what nothing
 // uses. What other crates need is re-exported below.
 pub(crate) mod authorized;
+pub(crate) mod clean_start;
 pub(crate) mod cli;
 pub(crate) mod coalesce;
 pub(crate) mod config;
@@ -99,6 +100,7 @@ pub(crate) mod splice_in;
 pub(crate) mod timer;
 pub(crate) mod tls;
 
+pub use clean_start::adopt_ignored_signals;
 pub use cli::Args;
 pub use config::{Config, Protocol};
 pub use error::{ConfigError, TlsError};

@@ -5,6 +5,9 @@ use clap::Parser;
 use rexec_server::{Args, Server};
 
 fn main() -> ExitCode {
+    // Before anything else, in rexecd and in every helper: nothing they
+    // start inherits an ignored or blocked signal (clean_start.rs).
+    rexec_server::adopt_ignored_signals();
     // `rexecd __contain ...`, `rexecd __files`: a helper (lib.rs).
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Some(code) = rexec_server::helper_mode(&args) {

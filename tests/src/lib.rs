@@ -53,7 +53,22 @@ impl Daemon {
 
     /// Starts `rexecd --listen LISTEN ARGS...` (`[::1]:0` for IPv6).
     pub fn start_at(listen: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let mut child = Command::new(bin("rexecd"))
+        Self::start_from(Command::new(bin("rexecd")), listen, args, env)
+    }
+
+    /// Starts rexecd with `signals` (shell names: `HUP INT QUIT`) ignored,
+    /// as `nohup` or `&` in a script leave them: through `sh -c 'trap ""
+    /// ...; exec rexecd ...'`, so the daemon's pid is rexecd's.
+    pub fn start_ignoring(signals: &str, args: &[&str]) -> Daemon {
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(format!("trap '' {signals}; exec \"$0\" \"$@\""))
+            .arg(bin("rexecd"));
+        Self::start_from(sh, "127.0.0.1:0", args, &[])
+    }
+
+    fn start_from(mut cmd: Command, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut child = cmd
             .args(["--listen", listen])
             .args(args)
             .env("RUST_LOG", "debug")

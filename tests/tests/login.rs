@@ -323,3 +323,32 @@ fn refusals_for_unknown_and_existing_accounts_take_the_same_time() {
     let (answer, _) = rexec_tests::wire::offer_key(d.addr, &other, &other, &bob.name);
     assert_eq!(answer, ServerMsg::KeyAccepted);
 }
+
+/// A login's environment is the account's, as sshd's: the client may set
+/// only LANG, LC_*, TZ, TERM and what --allow-env names (AcceptEnv), never
+/// LD_PRELOAD and the like.
+#[test]
+fn a_login_takes_from_the_client_only_the_variables_allow_env_names() {
+    needs_root!();
+    let dir = TempDir::new("login-env");
+    let (k, public) = key(&dir, "k");
+    let alice = Account::new("/bin/sh");
+    alice.authorize(&public);
+    let d = Daemon::start(&["--login", "--allow-env", "MY_*"]);
+    let at = format!("{}@{}", alice.name, d.host());
+    let r = run(rexec_with(&k)
+        .args(["--env", "LANG=C.UTF-8", "--env", "MY_SETTING=1"])
+        .arg(&at)
+        .arg("echo $LANG $MY_SETTING"));
+    assert_eq!(r.out(), "C.UTF-8 1\n", "{}", r.stderr);
+    for var in ["LD_PRELOAD=/tmp/x.so", "BASH_ENV=/tmp/x", "OTHER=1"] {
+        let r = run(rexec_with(&k).args(["--env", var]).arg(&at).arg("echo ran"));
+        assert_ne!(r.code, Some(0), "{var}");
+        assert_eq!(r.out(), "", "{var}");
+        assert!(
+            r.stderr.contains("may not be set on this server"),
+            "{}",
+            r.stderr
+        );
+    }
+}

@@ -236,3 +236,58 @@ fn escapes_and_ctrl_c_work_without_a_pty_as_with_ssh() {
     assert_eq!(t.exits(), Some(130), "{:?}", t.screen());
     assert!(wait_until(PATIENCE, || !runs_below(d.pid(), "sleep 31")));
 }
+
+/// A rexecd started with SIGHUP, SIGINT and SIGQUIT ignored (as `nohup`
+/// or `&` in a script leave them) hands none of that to a command, a
+/// detached job or a terminal's login shell: each starts with no signal
+/// ignored or blocked, as under sshd. rexecd itself still ignores them.
+#[test]
+fn what_rexecd_runs_starts_with_no_signal_ignored_or_blocked() {
+    let dir = TempDir::new("clean-signals");
+    let state = dir.path("state").display().to_string();
+    let d = Daemon::start_ignoring("HUP INT QUIT", &["--state-dir", &state]);
+    let show = "grep -E '^Sig(Blk|Ign)' /proc/self/status";
+    let r = run(rexec().args([&d.host(), show]));
+    assert_eq!(masks(&r.out()), Some((0, 0)), "{}{}", r.out(), r.stderr);
+    // A detached job.
+    let out = dir.path("job.out");
+    let r = run(rexec().args(["-d", &d.host(), &format!("{show} > {}", out.display())]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let job = || std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(wait_until(PATIENCE, || job().lines().count() == 2));
+    assert_eq!(masks(&job()), Some((0, 0)), "{}", job());
+    // A command run by the login shell on a terminal.
+    let mut t = rexec_on_pty(&["--env", "HISTFILE=", &d.host()]);
+    t.type_(&format!("{show}\r"));
+    assert!(
+        wait_until(PATIENCE, || masks(&t.screen()).is_some()),
+        "{:?}",
+        t.screen()
+    );
+    assert_eq!(masks(&t.screen()), Some((0, 0)), "{:?}", t.screen());
+    t.type_("exit 0\r");
+    assert_eq!(t.exits(), Some(0), "{:?}", t.screen());
+    // rexecd kept ignoring them: a hang-up does not end it.
+    d.signal(libc::SIGHUP);
+    let r = run(rexec().args([&d.host(), "echo still serving"]));
+    assert_eq!(r.out(), "still serving\n", "{}", r.stderr);
+}
+
+/// The blocked and ignored signal masks in `text` (lines of
+/// /proc/PID/status), less signals 32 and 33: the C library's own, which
+/// no program may use, and which glibc's posix_spawn leaves ignored in
+/// every child whatever its parent did.
+fn masks(text: &str) -> Option<(u64, u64)> {
+    let mask = |name: &str| {
+        let after = &text[text.rfind(name)? + name.len()..];
+        let hex: String = after
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_hexdigit)
+            .collect();
+        u64::from_str_radix(&hex, 16)
+            .ok()
+            .map(|m| m & !0x1_8000_0000)
+    };
+    Some((mask("SigBlk:")?, mask("SigIgn:")?))
+}
