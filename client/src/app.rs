@@ -243,9 +243,14 @@ fn fan_out(args: &RunArgs, cfg: &Config, list: &str) -> i32 {
 }
 
 /// `@lab`, `lab[1-2]` or `a,b` where one host was expected (a bracketed
-/// IPv6 address, `[::1]:7070`, is a host).
-fn looks_like_host_list(host: &str) -> bool {
-    host.starts_with('@') || host.contains(',') || (host.contains('[') && !host.starts_with('['))
+/// IPv6 address, `[::1]:7070`, is a host, also after an account:
+/// `alice@[::1]:7070`).
+fn looks_like_host_list(spec: &str) -> bool {
+    if spec.starts_with('@') {
+        return true;
+    }
+    let host = spec.split_once('@').map_or(spec, |(_, host)| host);
+    host.contains(',') || (host.contains('[') && !host.starts_with('['))
 }
 
 /// The command line to send: the words given, or for none a login shell
@@ -402,4 +407,26 @@ fn run_piped(
         return Ok(EXIT_INTERRUPTED);
     }
     Ok(outcome.exit_code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bracketed_ipv6_addresses_are_hosts_with_or_without_an_account() {
+        for host in [
+            "[::1]",
+            "[::1]:7000",
+            "alice@[::1]",
+            "alice@[::1]:7000",
+            "lab1",
+            "a@lab1",
+        ] {
+            assert!(!looks_like_host_list(host), "{host}");
+        }
+        for list in ["@lab", "lab[1-2]", "a,b", "alice@lab[1-2]", "alice@a,b"] {
+            assert!(looks_like_host_list(list), "{list}");
+        }
+    }
 }
