@@ -234,11 +234,14 @@ mod tests {
         let mut got: Vec<u64> = (0..2).map(|_| verdict(&p, &woken).conn.0).collect();
         got.sort();
         assert_eq!(got, [4, 5]);
-        assert_eq!(
-            lock(&p.shared.state).threads,
-            1,
-            "only the stuck one is left"
-        );
+        // The others' threads end just after their verdicts: only the
+        // stuck one is left.
+        let threads = || lock(&p.shared.state).threads;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while threads() != 1 && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert_eq!(threads(), 1, "only the stuck one is left");
         // Once its home answers, its other logins are checked in turn.
         for _ in 0..3 {
             release.send(()).unwrap();
