@@ -18,7 +18,7 @@ use rexec_proto::{ExecMode, JobVerb};
 
 /// The whole program; returns the process exit code.
 pub fn main_entry() -> i32 {
-    let cli = Cli::parse_from(crate::argv::subcommand_first(std::env::args_os().collect()));
+    let cli = Cli::parse_from(crate::argv::normalize(std::env::args_os().collect()));
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let error_fd = match &cli.sub {
         Some(crate::cli::Sub::Cp(c)) => c.conn.error_fd,

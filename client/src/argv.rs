@@ -1,11 +1,19 @@
-//! Global options before a subcommand: `rexec --token-file T cp a H:b`.
+//! The command line before clap reads it: two things clap cannot express.
 //!
-//! clap reads a subcommand only as the first word, and with options before
-//! it the word `cp` became the host to run on, and was looked up in DNS.
-//! Here the subcommand's name is moved to the front before clap parses, so
-//! options work before or after it (as the Ansible plugin writes them), and
-//! a subcommand's name is never taken for a host. Which options take a
-//! value is read from the clap definitions, not written down twice.
+//! - Global options before a subcommand: `rexec --token-file T cp a H:b`.
+//!   clap reads a subcommand only as the first word, and with options
+//!   before it the word `cp` became the host to run on, and was looked up
+//!   in DNS. Here the subcommand's name is moved to the front, so options
+//!   work before or after it (as the Ansible plugin writes them), and a
+//!   subcommand's name is never taken for a host.
+//! - With `-w`, every word from the first positional one on is command,
+//!   as with clush and pdsh: `rexec -w @lab wc -l` runs `wc -l`. clap took
+//!   the first word for the host and read `-l` as rexec's own `--user`
+//!   (the command only begins at the second positional word); a `--` is
+//!   put before the first positional word instead.
+//!
+//! Which options take a value is read from the clap definitions, not
+//! written down twice.
 
 use std::ffi::OsString;
 
@@ -13,11 +21,42 @@ use clap::CommandFactory;
 
 use crate::cli::Cli;
 
-/// `args` (with the program name first) with the subcommand, if one is the
-/// first word that is neither an option nor an option's value, moved to
-/// just after the program name.
-pub fn subcommand_first(mut args: Vec<OsString>) -> Vec<OsString> {
+/// `args` (with the program name first) as clap should read them: a
+/// subcommand moved to just after the program name, or with `-w` a `--`
+/// before the command's first word.
+pub fn normalize(mut args: Vec<OsString>) -> Vec<OsString> {
     let cmd = Cli::command();
+    let is_sub = |w: &str| {
+        cmd.get_subcommands()
+            .any(|s| s.get_name() == w || s.get_all_aliases().any(|a| a == w))
+    };
+    let Some(scan) = scan(&args, &cmd) else {
+        return args;
+    };
+    let word = args[scan.first].to_str().unwrap_or("");
+    if is_sub(word) {
+        if scan.first > 1 {
+            let sub = args.remove(scan.first);
+            args.insert(1, sub);
+        }
+    } else if scan.hosts {
+        args.insert(scan.first, "--".into());
+    }
+    args
+}
+
+/// What the options before the first positional word say.
+struct Scan {
+    /// The index of the first positional word.
+    first: usize,
+    /// `-w`/`--hosts` came before it.
+    hosts: bool,
+}
+
+/// Finds the first word that is neither an option nor an option's value;
+/// `None` when there is none, or a `--` or a word that is not UTF-8 comes
+/// first (nothing to move).
+fn scan(args: &[OsString], cmd: &clap::Command) -> Option<Scan> {
     let takes_value = |long: Option<&str>, short: Option<char>| {
         cmd.get_arguments().any(|a| {
             a.get_action().takes_values()
@@ -26,23 +65,19 @@ pub fn subcommand_first(mut args: Vec<OsString>) -> Vec<OsString> {
                     || (short.is_some() && a.get_short() == short))
         })
     };
-    let is_sub = |w: &str| {
-        cmd.get_subcommands()
-            .any(|s| s.get_name() == w || s.get_all_aliases().any(|a| a == w))
-    };
+    let mut hosts = false;
     let mut i = 1;
     while i < args.len() {
-        let Some(word) = args[i].to_str() else {
-            return args; // not UTF-8: no option or subcommand of ours
-        };
-        if word == "--" || !word.starts_with('-') || word == "-" {
-            if word != "--" && is_sub(word) && i > 1 {
-                let sub = args.remove(i);
-                args.insert(1, sub);
-            }
-            return args;
+        let word = args[i].to_str()?;
+        if word == "--" {
+            return None;
+        }
+        if !word.starts_with('-') || word == "-" {
+            return Some(Scan { first: i, hosts });
         }
         if let Some(long) = word.strip_prefix("--") {
+            let name = long.split_once('=').map_or(long, |(n, _)| n);
+            hosts |= name == "hosts";
             let needs_next = !long.contains('=') && takes_value(Some(long), None);
             i += if needs_next { 2 } else { 1 };
             continue;
@@ -53,6 +88,7 @@ pub fn subcommand_first(mut args: Vec<OsString>) -> Vec<OsString> {
         let mut skip = 1;
         for (k, c) in shorts.iter().enumerate() {
             if takes_value(None, Some(*c)) {
+                hosts |= *c == 'w';
                 if k + 1 == shorts.len() {
                     skip = 2;
                 }
@@ -61,7 +97,7 @@ pub fn subcommand_first(mut args: Vec<OsString>) -> Vec<OsString> {
         }
         i += skip;
     }
-    args
+    None
 }
 
 #[cfg(test)]
@@ -73,7 +109,7 @@ mod tests {
             .chain(words.split(' '))
             .map(OsString::from)
             .collect();
-        subcommand_first(args)
+        normalize(args)
             .iter()
             .skip(1)
             .map(|w| w.to_string_lossy().into_owned())
@@ -101,5 +137,24 @@ mod tests {
         assert_eq!(order("--cwd cp lab1 ls"), "--cwd cp lab1 ls");
         assert_eq!(order("-- cp"), "-- cp");
         assert_eq!(order("-tt lab1"), "-tt lab1");
+    }
+
+    #[test]
+    fn with_hosts_every_word_from_the_first_is_command() {
+        assert_eq!(order("-w @lab wc -l"), "-w @lab -- wc -l");
+        assert_eq!(
+            order("--hosts=@lab head -n 1 f"),
+            "--hosts=@lab -- head -n 1 f"
+        );
+        assert_eq!(order("-n -w@lab grep -n x"), "-n -w@lab -- grep -n x");
+        assert_eq!(order("-w a -w b ls -l -i"), "-w a -w b -- ls -l -i");
+        assert_eq!(order("-bw @lab uptime"), "-bw @lab -- uptime");
+        // Already separated, or a subcommand: as they are.
+        assert_eq!(order("-w @lab -- wc -l"), "-w @lab -- wc -l");
+        assert_eq!(order("-w @lab cp a b"), "cp -w @lab a b");
+        assert_eq!(order("-w @lab jobs"), "jobs -w @lab");
+        // Without -w the host comes first, and clap starts the command at
+        // the second word.
+        assert_eq!(order("lab1 wc -l"), "lab1 wc -l");
     }
 }

@@ -169,6 +169,14 @@ pub fn main(args: &CpArgs) -> i32 {
             return 2;
         }
     };
+    // Several sources go into a directory, which must exist (as with cp
+    // and scp): `DEST/` says so to the server, which refuses anything else
+    // before a byte is written.
+    let several = sources.len() > 1;
+    let dest_path = match several && !dest_path.as_bytes().ends_with(b"/") {
+        true => OsString::from_vec([dest_path.as_bytes(), b"/"].concat()),
+        false => dest_path,
+    };
     let uploads = match plan(sources, &dest_path, args.recursive) {
         Ok(u) => u,
         Err(e) => {
@@ -188,7 +196,7 @@ pub fn main(args: &CpArgs) -> i32 {
                     } else {
                         String::new()
                     };
-                    finish_on(&prefix, upload_all(args, cfg, host, uploads))
+                    finish_on(&prefix, upload_all(args, cfg, host, uploads, several))
                 })
             })
             .collect();
@@ -233,7 +241,7 @@ fn finish_on(prefix: &str, r: Result<(), CopyError>) -> i32 {
             crate::error::report_to_error_fd(&e);
             EXIT_CONNECTION
         }
-        Err(CopyError::Failed(m)) => {
+        Err(CopyError::Failed(m) | CopyError::Refused(m)) => {
             eprintln!("{prefix}rexec cp: {m}");
             1
         }
@@ -246,6 +254,19 @@ enum CopyError {
     Connect(ClientError),
     /// This copy failed (the reason says why); others may go on.
     Failed(String),
+    /// The server refused the destination before any data went.
+    Refused(String),
+}
+
+impl CopyError {
+    /// A failure of the server's answer to a `Put`, before any data: the
+    /// destination was refused.
+    fn refused(self) -> CopyError {
+        match self {
+            CopyError::Failed(m) => CopyError::Refused(m),
+            other => other,
+        }
+    }
 }
 
 impl From<ClientError> for CopyError {
@@ -383,7 +404,7 @@ fn ready(session: &mut Session, id: u32, what: &str) -> Result<(), CopyError> {
     if said_ready {
         return Ok(());
     }
-    check(status, &stderr, what)?;
+    check(status, &stderr, what).map_err(CopyError::refused)?;
     Err(CopyError::Failed(format!(
         "{what}: the server ended the copy before it began"
     )))

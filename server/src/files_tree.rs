@@ -41,7 +41,9 @@ pub(crate) fn put_dir(
 
 /// The top of an uploaded tree, as `cp -r SRC DEST` makes it: DEST/NAME
 /// when DEST is a directory, else DEST itself (its parent must exist);
-/// writes the path made on stdout.
+/// writes the path made on stdout. `DEST/` must be a directory, as for a
+/// file (the client writes it so for several sources, which cannot all
+/// become DEST).
 pub(crate) fn put_tree_top(
     root: &Root,
     dest: &OsStr,
@@ -49,10 +51,12 @@ pub(crate) fn put_tree_top(
     mode: Option<u32>,
     preserve: bool,
 ) -> Result<(), TransferError> {
+    let must_be_dir = dest.as_bytes().len() > 1 && dest.as_bytes().ends_with(b"/");
     let mut bytes = dest.as_bytes();
     while bytes.len() > 1 && bytes.ends_with(b"/") {
         bytes = &bytes[..bytes.len() - 1];
     }
+    let shown = dest;
     let dest = OsStr::from_bytes(bytes);
     let (parent, dir_name, made): (OsString, OsString, OsString) = match root.dir(dest) {
         Ok(_) => (
@@ -60,6 +64,7 @@ pub(crate) fn put_tree_top(
             name.to_os_string(),
             Path::new(dest).join(name).into_os_string(),
         ),
+        Err(e) if must_be_dir => return Err(at(shown)(e)),
         Err(_) => {
             let p = Path::new(dest);
             let leaf = p

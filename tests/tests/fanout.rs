@@ -250,3 +250,43 @@ fn w_may_be_given_more_than_once() {
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(r.stderr.contains("3 ok"), "{}", r.stderr);
 }
+
+/// With -w every word from the command on is the command's, options too,
+/// as with clush and pdsh: `wc -l` (the README's example, which failed with
+/// "a value is required for '--user'"), `head -n 1` (ran `head 1`, -n read
+/// as rexec's --no-stdin), `grep -n` (silently lost -n), `-l` and `-i`.
+#[test]
+fn options_after_the_command_are_the_commands() {
+    let lab = Lab::new();
+    let dir = TempDir::new("fanout-words");
+    let file = dir.path("f.txt");
+    std::fs::write(&file, "first\nsecond\n").unwrap();
+    let f = file.display().to_string();
+    let per_host = |r: &Ran, text: &str| {
+        for h in ["lab1", "lab2"] {
+            assert!(
+                r.out().contains(&format!("{h}: {text}\n")),
+                "{h}: {text:?} in {}{}",
+                r.out(),
+                r.stderr
+            );
+        }
+    };
+    let r = run(lab
+        .rexec()
+        .args(["-w", "lab[1-2]", "wc", "-l"])
+        .stdin(std::fs::File::open(&file).unwrap()));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    per_host(&r, "2");
+    let r = run(lab.rexec().args(["-w", "lab[1-2]", "head", "-n", "1", &f]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    per_host(&r, "first");
+    let r = run(lab
+        .rexec()
+        .args(["-w", "lab[1-2]", "grep", "-n", "second", &f]));
+    per_host(&r, "2:second");
+    let r = run(lab
+        .rexec()
+        .args(["-w", "lab[1-2]", "grep", "-i", "-l", "FIRST", &f]));
+    per_host(&r, &f);
+}

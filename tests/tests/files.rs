@@ -699,3 +699,59 @@ fn file_names_are_bytes_and_arrive_exactly() {
         b"latin-1"
     );
 }
+
+/// Several sources go into a directory, as with cp and scp: onto a name
+/// that does not exist there, or a file, they are refused with nothing
+/// written (the last source used to end up under the new name, exit 0).
+#[test]
+fn several_sources_need_a_directory_and_nothing_is_written_otherwise() {
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("cp-several");
+    let (a, run_sh, tree) = (dir.path("a.txt"), dir.path("run.sh"), dir.path("tree"));
+    std::fs::write(&a, "a\n").unwrap();
+    std::fs::write(&run_sh, "echo run\n").unwrap();
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("in.txt"), "in\n").unwrap();
+    let cp = |sources: &[&std::path::PathBuf], dest: &std::path::Path| {
+        run(rexec().args(["cp", "-r"]).args(sources).arg(format!(
+            "{}:{}",
+            d.host(),
+            dest.display()
+        )))
+    };
+    let brandnew = dir.path("brandnew");
+    let file = dir.path("file");
+    std::fs::write(&file, "old\n").unwrap();
+    for sources in [&[&a, &run_sh][..], &[&tree, &a][..], &[&a, &tree][..]] {
+        for dest in [&brandnew, &file] {
+            let r = cp(sources, dest);
+            assert_eq!(r.code, Some(1), "{sources:?} {dest:?}: {}", r.stderr);
+            assert!(
+                r.stderr.contains("several sources go into a directory")
+                    && r.stderr.contains("nothing was copied"),
+                "{}",
+                r.stderr
+            );
+            assert_eq!(r.stderr.lines().count(), 1, "one message: {}", r.stderr);
+            assert!(!brandnew.exists(), "{sources:?} made {brandnew:?}");
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), "old\n");
+        }
+    }
+    let into = dir.path("into");
+    std::fs::create_dir(&into).unwrap();
+    let r = cp(&[&a, &run_sh, &tree], &into);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(into.join("a.txt")).unwrap(), "a\n");
+    assert_eq!(
+        std::fs::read_to_string(into.join("run.sh")).unwrap(),
+        "echo run\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(into.join("tree/in.txt")).unwrap(),
+        "in\n"
+    );
+    // One tree onto a new name is still made as that name, as cp -r does.
+    let r = cp(&[&tree], &dir.path("copy"));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(dir.path("copy/in.txt").exists());
+}

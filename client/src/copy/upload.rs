@@ -4,26 +4,40 @@
 
 use super::*;
 
+/// Sends `uploads` to `host`. With `several` sources the first refusal
+/// ends it: the destination is not a directory there, and every other
+/// source would be refused the same way.
 pub(super) fn upload_all(
     args: &CpArgs,
     cfg: &Config,
     host: &str,
     uploads: &[Upload],
+    several: bool,
 ) -> Result<(), CopyError> {
     let mut session = connect(args, cfg, host)?;
     let mut failed = None;
+    // The reason to go on to the next source, or the end of them all.
+    let next = |i: usize, e: CopyError| match (e, several, i, uploads.first()) {
+        (CopyError::Refused(m), true, 0, Some(u)) => Err(CopyError::Failed(format!(
+            "several sources go into a directory, and {} is not one on {host} ({m}); nothing \
+             was copied",
+            lossy(&u.dest)
+        ))),
+        (CopyError::Failed(m) | CopyError::Refused(m), ..) => Ok(m),
+        (e, ..) => Err(e),
+    };
     // Where each tree's top went on this host: (planned, made).
     let mut tops: Vec<(OsString, OsString)> = Vec::new();
-    for u in uploads {
+    for (i, u) in uploads.iter().enumerate() {
         if u.what == PutWhat::TreeTop {
             let planned = join_dest(&u.dest, &u.name);
             match tree_top(args, &mut session, u) {
                 Ok(made) => tops.push((planned, made)),
-                Err(CopyError::Failed(m)) => {
+                Err(e) => {
+                    let m = next(i, e)?;
                     eprintln!("rexec cp: {m}");
                     failed = Some(m);
                 }
-                Err(e) => return Err(e),
             }
             continue;
         }
@@ -46,13 +60,10 @@ pub(super) fn upload_all(
             }
             None => u,
         };
-        match upload(args, &mut session, u) {
-            Ok(()) => {}
-            Err(CopyError::Failed(m)) => {
-                eprintln!("rexec cp: {m}");
-                failed = Some(m);
-            }
-            Err(e) => return Err(e),
+        if let Err(e) = upload(args, &mut session, u) {
+            let m = next(i, e)?;
+            eprintln!("rexec cp: {m}");
+            failed = Some(m);
         }
     }
     match failed {
@@ -173,7 +184,8 @@ pub(super) fn upload_entry(
         said.extend_from_slice(data);
         Ok(())
     })?;
-    check(status, &stderr, &format!("{shown} -> {}", lossy(&u.dest)))?;
+    check(status, &stderr, &format!("{shown} -> {}", lossy(&u.dest)))
+        .map_err(CopyError::refused)?;
     Ok(said)
 }
 
