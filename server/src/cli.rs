@@ -256,14 +256,24 @@ impl Args {
         else {
             return Ok(None);
         };
+        let dir = state.join("jobs");
+        // With commands run as other accounts, their helpers must reach
+        // the jobs directory: a --state-dir that does not let them is
+        // refused; the default one (in root's home) is warned about.
+        let others = nix::unistd::geteuid().is_root() && (self.login || self.user.is_some());
+        let unreachable = others.then(|| crate::jobs::unreachable(&dir)).flatten();
+        if let (Some(why), Some(_)) = (&unreachable, &self.state_dir) {
+            return Err(ConfigError::JobsUnreachable(why.clone()));
+        }
         Ok(Some(crate::jobs::Settings {
             exe: own_executable("jobs")?,
-            dir: state.join("jobs"),
+            dir,
             output_max: self.job_output_max.max(4096),
             keep_secs: self.job_keep,
             max: self.max_jobs.max(1),
             max_total: self.max_jobs_total.max(1),
             disk_max: self.job_disk_max,
+            unreachable,
         }))
     }
 

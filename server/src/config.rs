@@ -179,6 +179,12 @@ impl Config {
                 ));
             }
         }
+        if let Some(why) = self.exec.jobs.as_ref().and_then(|j| j.unreachable.as_ref()) {
+            warnings.push(format!(
+                "detached jobs are off for the accounts commands run as: {why}; give \
+                 --state-dir /var/lib/rexec (or any directory they can reach)"
+            ));
+        }
         if self.protocol != Protocol::Native && self.token.is_some() {
             warnings.push(
                 "the seed and raw protocols have no authentication: the token is not checked"

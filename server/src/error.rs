@@ -45,6 +45,11 @@ pub enum ConfigError {
     )]
     AllowEnvUnused,
     #[error(
+        "--state-dir: {0}; detached jobs of the accounts commands run as would all fail: \
+         run chmod o+x on it, or give a --state-dir they can reach (/var/lib/rexec)"
+    )]
+    JobsUnreachable(String),
+    #[error(
         "--login with the {0} protocol: it has no authentication, so everyone would run \
          commands as root; use --protocol native"
     )]

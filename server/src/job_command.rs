@@ -27,6 +27,17 @@ pub fn job_command(
             "jobs are off on this server (rexecd has no state directory for them)",
         ));
     };
+    if let Some(why) = &jobs.unreachable
+        && policy.account(grant).is_some_and(|a| a.uid != 0)
+    {
+        return Err(CommandError::new(
+            ErrorKind::Forbidden,
+            format!(
+                "jobs are off for this account here: {why} (rexecd's administrator can give \
+                 it --state-dir /var/lib/rexec)"
+            ),
+        ));
+    }
     let helper = |verb: &str, rest: &[String]| {
         helper_command(
             policy,

@@ -22,7 +22,7 @@ mod text;
 mod verbs;
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The first argument that selects a job helper in rexecd's `main`.
 pub const ARG: &str = "__job";
@@ -44,6 +44,9 @@ pub struct Settings {
     pub max_total: usize,
     /// `--job-disk-max`: disk one account's kept output may take.
     pub disk_max: u64,
+    /// Why the accounts commands run as cannot reach `dir`, when rexecd
+    /// found at start that they cannot (see [`unreachable`]).
+    pub unreachable: Option<String>,
 }
 
 impl Settings {
@@ -63,6 +66,28 @@ impl Settings {
     }
 }
 
+/// Why other accounts cannot reach `dir` (the jobs directory), if they
+/// cannot: an existing directory on its way that others may not pass
+/// through (no `x` for others), as a state directory in root's home, or
+/// one made 0700, is. Their job helpers, run as them, must make their job
+/// directories there.
+pub fn unreachable(dir: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut ancestors: Vec<&Path> = dir.ancestors().collect();
+    ancestors.reverse();
+    ancestors.into_iter().find_map(|d| {
+        let mode = std::fs::metadata(d).ok()?.permissions().mode();
+        (mode & 0o001 == 0).then(|| {
+            format!(
+                "{} is mode {:03o}: other accounts cannot pass through it to {}",
+                d.display(),
+                mode & 0o777,
+                dir.display()
+            )
+        })
+    })
+}
+
 /// Runs the job helper `args` (after `__job`) names; its exit code.
 pub fn main(args: &[OsString]) -> i32 {
     let Some((verb, rest)) = args.split_first() else {
@@ -77,4 +102,28 @@ pub fn main(args: &[OsString]) -> i32 {
         return 2;
     };
     verbs::main(verb.to_str().unwrap_or(""), &common)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_directory_others_cannot_pass_through_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir(&state).unwrap();
+        let set = |mode| std::fs::set_permissions(&state, std::fs::Permissions::from_mode(mode));
+        set(0o711).unwrap();
+        let jobs = state.join("jobs");
+        // The temp directory's own parents let everyone through.
+        assert_eq!(unreachable(&jobs), None);
+        set(0o700).unwrap();
+        let why = unreachable(&jobs).expect("0700 blocks");
+        assert!(
+            why.starts_with(&format!("{} is mode 700", state.display())),
+            "{why}"
+        );
+    }
 }

@@ -79,7 +79,9 @@ fn generate(dir: &Path, cert: &Path, key: &Path) -> Result<(), TlsError> {
         path: dir.to_path_buf(),
         source,
     })?;
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    // Others may pass through (not list): with --login their job helpers
+    // reach STATE/jobs; the key itself is 0600.
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711));
     let names = vec!["localhost".to_string(), "rexecd".to_string()];
     let pair = rcgen::generate_simple_self_signed(names)?;
     let write = |path: &Path, text: &str| -> Result<(), TlsError> {

@@ -352,3 +352,42 @@ fn a_login_takes_from_the_client_only_the_variables_allow_env_names() {
         );
     }
 }
+
+/// The README's lab setup with a --state-dir that rexecd makes itself
+/// (with its TLS identity in it): accounts' detached jobs work (the
+/// directory was made 0700, and every account's `rexec -d` failed with
+/// "Permission denied"). A --state-dir the accounts cannot reach keeps
+/// rexecd from starting, saying why.
+#[test]
+fn login_jobs_work_in_a_state_dir_rexecd_made_and_an_unreachable_one_is_refused() {
+    needs_root!();
+    let dir = TempDir::new("login-state");
+    let (k, public) = key(&dir, "k");
+    let alice = Account::new("/bin/sh");
+    alice.authorize(&public);
+    let state = dir.path("state").display().to_string();
+    let d = Daemon::start(&["--login", "--tls", "--state-dir", &state]);
+    let fp = d.fingerprint.clone().expect("fingerprint");
+    let at = format!("{}@{}", alice.name, d.host());
+    let r = run(rexec_with(&k).args(["--fingerprint", &fp, "-d", &at, "echo from a job"]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let id = r.out().trim().to_string();
+    let r = run(rexec_with(&k).args(["--fingerprint", &fp, "attach", &at, &id]));
+    assert_eq!(r.out(), "from a job\n", "{}", r.stderr);
+    // A state directory inside one only root may pass through.
+    let locked = dir.path("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = Command::new(bin("rexecd"))
+        .args(["--listen", "127.0.0.1:0", "--login", "--state-dir"])
+        .arg(locked.join("state"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("mode 700: other accounts cannot pass through it")
+            && err.contains("chmod o+x"),
+        "{err}"
+    );
+}
