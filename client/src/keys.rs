@@ -118,6 +118,12 @@ pub fn find(files: &[PathBuf]) -> Found {
                     found.keys.push(Identity::File(path, Box::new(key)));
                 }
             }
+            // A key file named with -i that cannot be used is said at once,
+            // as ssh warns, not only when every key was refused.
+            Err(e) if asked => {
+                eprintln!("rexec: warning: {e}; it is not offered");
+                found.notes.push(e);
+            }
             Err(e) => found.notes.push(e),
         }
     }

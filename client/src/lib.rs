@@ -36,6 +36,7 @@ pub(crate) mod splice;
 pub(crate) mod terminal;
 pub(crate) mod tls;
 pub(crate) mod trace;
+pub(crate) mod way_in;
 
 pub use app::main_entry;
 pub use copy::decode_untrusted;

@@ -71,6 +71,9 @@ impl ConnArgs {
                 .chain(target.identity.clone())
                 .collect(),
             user: self.user.clone().or_else(|| target.user.clone()),
+            token_from_config: self.token_file.is_none()
+                && target.token_file.is_some()
+                && std::env::var_os(rexec_proto::auth::TOKEN_ENV).is_none(),
             token: rexec_proto::auth::Token::load(token_file)
                 .map_err(|e| ClientError::Usage(e.to_string()))?,
         })

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rexec_proto::{
-    ADDRESS_BINDING_PROTOCOL, ClientHello, ClientMsg, FrameDecoder, FrameError, KEEPALIVE_PROTOCOL,
-    KEY_AUTH_PROTOCOL, OLDEST_PROTOCOL, OUTPUT_HEADER_MAX, OutputStream, PROTOCOL_VERSION,
-    SOFTWARE_VERSION, ServerEvent, ServerHello, ServerMsg, encode_frame,
+    ADDRESS_BINDING_PROTOCOL, AUTH_METHODS_PROTOCOL, ClientHello, ClientMsg, FrameDecoder,
+    FrameError, KEEPALIVE_PROTOCOL, OLDEST_PROTOCOL, OUTPUT_HEADER_MAX, OutputStream,
+    PROTOCOL_VERSION, SOFTWARE_VERSION, ServerEvent, ServerHello, ServerMsg, encode_frame,
 };
 
 use rexec_proto::auth::Token;
@@ -41,6 +41,10 @@ pub struct ConnectOptions {
     pub trace: bool,
     /// The shared secret, for servers that ask for it.
     pub token: Option<Token>,
+    /// The token came from the config file, not from the command line or
+    /// `REXEC_TOKEN`: with an account named, keys go first where the
+    /// server takes both (way_in.rs).
+    pub token_from_config: bool,
     /// Key files given with `-i`, offered after the agent's keys and before
     /// the default ones.
     pub identities: Vec<std::path::PathBuf>,
@@ -312,7 +316,10 @@ impl Session {
                 ) =>
             {
                 ClientError::Protocol(format!(
-                    "{addr} sent no rexec hello (is it rexecd with --protocol native?)"
+                    "{addr} took the connection but said nothing within {} s: the machine may \
+                     be hung or overloaded, or what listens there is not rexecd (rexecd answers \
+                     at once, unless started with --protocol seed or raw)",
+                    opts.connect_timeout.unwrap_or(HELLO_TIMEOUT).as_secs()
                 ))
             }
             ClientError::Protocol(m) => {
@@ -365,26 +372,27 @@ impl Session {
                 ),
             }));
         }
-        match (&self.server.challenge, &opts.token) {
-            (None, _) => not_used(
+        let Some(nonce) = self.server.challenge.as_ref().map(|c| c.to_vec()) else {
+            not_used(
                 opts,
                 addr,
                 "asks for no key: it runs commands as its own account",
-            ),
-            (Some(nonce), Some(token)) => {
+            );
+            return Ok(());
+        };
+        let methods = self.auth_methods()?;
+        match crate::way_in::way_in(methods, opts, self.server.protocol) {
+            crate::way_in::WayIn::Token(token) => {
                 not_used(
                     opts,
                     addr,
                     "takes the token, which runs commands as rexecd's own account",
                 );
-                let answer = token.answer(binding, nonce).to_vec();
+                let answer = token.answer(binding, &nonce).to_vec();
                 self.send(&ClientMsg::Auth { answer })?;
             }
-            (Some(nonce), None) if self.server.protocol >= KEY_AUTH_PROTOCOL => {
-                let nonce = nonce.to_vec();
-                self.authenticate_with_keys(opts, binding, &nonce)?;
-            }
-            (Some(_), None) => {
+            crate::way_in::WayIn::Keys => self.authenticate_with_keys(opts, binding, &nonce)?,
+            crate::way_in::WayIn::NeedsToken => {
                 return Err(ClientError::Server(ErrorMsg {
                     id: None,
                     kind: ErrorKind::Auth,
@@ -395,6 +403,22 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// What a server of protocol 7 or later says it takes, right after its
+    /// hello with a challenge: (token, keys); `None` from an older one.
+    fn auth_methods(&mut self) -> Result<crate::way_in::Methods, ClientError> {
+        if self.server.protocol < AUTH_METHODS_PROTOCOL {
+            return Ok(None);
+        }
+        let addr = self.addr;
+        match self.next_event()? {
+            ServerEvent::Msg(ServerMsg::AuthMethods { token, keys }) => Ok(Some((token, keys))),
+            ServerEvent::Msg(ServerMsg::Error(e)) => Err(ClientError::Server(e)),
+            _ => Err(ClientError::Protocol(format!(
+                "{addr} did not say how to log in after its hello"
+            ))),
+        }
     }
 
     /// Offers our keys one at a time, as ssh does, until the server takes
@@ -473,11 +497,13 @@ impl Session {
                 }
             }
         }
-        let mut why = format!(
-            "Permission denied (publickey): {addr} accepts none of your {} keys ({})",
-            offered.len(),
-            offered.join(", ")
-        );
+        let mut why = match offered.len() {
+            0 => format!("Permission denied (publickey): no key could be offered to {addr}"),
+            n => format!(
+                "Permission denied (publickey): {addr} accepts none of your {n} keys ({})",
+                offered.join(", ")
+            ),
+        };
         for n in &found.notes {
             why.push_str(&format!("\n  {n}"));
         }

@@ -31,8 +31,8 @@ pub use frame::{
     encode_stdin_header, frame_header, parse_frame,
 };
 pub use message::{
-    ADDRESS_BINDING_PROTOCOL, ClientHello, ClientMsg, ErrorKind, ErrorMsg, Exec, ExecMode,
-    ExitStatus, Exited, GET_HEADER_LEN, JOBS_PROTOCOL, JobVerb, KEEPALIVE_PROTOCOL,
+    ADDRESS_BINDING_PROTOCOL, AUTH_METHODS_PROTOCOL, ClientHello, ClientMsg, ErrorKind, ErrorMsg,
+    Exec, ExecMode, ExitStatus, Exited, GET_HEADER_LEN, JOBS_PROTOCOL, JobVerb, KEEPALIVE_PROTOCOL,
     KEY_AUTH_PROTOCOL, OLDEST_PROTOCOL, OutputStream, PROTOCOL_VERSION, PUT_READY, PtyRequest, Put,
     PutWhat, ServerEvent, ServerHello, ServerMsg,
 };

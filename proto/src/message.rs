@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 /// rules. Version 4 added keepalive probes (`Ping`, `Pong`); version 5
 /// public-key authentication (`AuthKey`, `KeyRefused`, `KeyAccepted`);
 /// version 6 detached jobs (`Job`); version 7 binds a login over plain TCP
-/// to the server's address ([`crate::auth::address_binding`]).
+/// to the server's address ([`crate::auth::address_binding`]) and says
+/// which ways in a server takes (`AuthMethods`).
 pub const PROTOCOL_VERSION: u16 = 7;
 
 /// The oldest version this build still speaks: a version-3 peer is served
@@ -34,6 +35,10 @@ pub const JOBS_PROTOCOL: u16 = 6;
 /// later refuses an older client's login over plain TCP, and a client
 /// refuses to log in to an older server over plain TCP.
 pub const ADDRESS_BINDING_PROTOCOL: u16 = 7;
+
+/// The first version whose server says which ways in it takes
+/// ([`ServerMsg::AuthMethods`]).
+pub const AUTH_METHODS_PROTOCOL: u16 = 7;
 
 /// Messages a client sends to the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,6 +221,10 @@ pub enum ServerMsg {
     KeyRefused { tries_left: u8 },
     /// The key was accepted (protocol 5): the connection is running.
     KeyAccepted,
+    /// Right after a hello with a challenge (protocol 7): the ways in this
+    /// server takes, so that a client with a token and keys offers the
+    /// right one.
+    AuthMethods { token: bool, keys: bool },
 }
 
 /// The server's greeting.
@@ -409,6 +418,7 @@ impl ServerMsg {
             ServerMsg::Pong { .. } => "Pong",
             ServerMsg::KeyRefused { .. } => "KeyRefused",
             ServerMsg::KeyAccepted => "KeyAccepted",
+            ServerMsg::AuthMethods { .. } => "AuthMethods",
         }
     }
 }

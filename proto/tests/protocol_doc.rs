@@ -140,6 +140,17 @@ fn exited_example() {
 }
 
 #[test]
+fn auth_methods_example() {
+    check(
+        "auth-methods",
+        ServerMsg::AuthMethods {
+            token: false,
+            keys: true,
+        },
+    );
+}
+
+#[test]
 fn keepalive_examples() {
     check("ping", ClientMsg::Ping { seq: 1 });
     check("pong", ServerMsg::Pong { seq: 1 });

@@ -22,8 +22,9 @@
 
 use rexec_proto::auth::{NONCE_LEN, Token};
 use rexec_proto::{
-    ADDRESS_BINDING_PROTOCOL, ClientMsg, ErrorKind, Exec, KEEPALIVE_PROTOCOL, OLDEST_PROTOCOL,
-    PROTOCOL_VERSION, SOFTWARE_VERSION, ServerHello,
+    ADDRESS_BINDING_PROTOCOL, AUTH_METHODS_PROTOCOL, ClientMsg, ErrorKind, Exec,
+    KEEPALIVE_PROTOCOL, OLDEST_PROTOCOL, PROTOCOL_VERSION, SOFTWARE_VERSION, ServerHello,
+    ServerMsg,
 };
 
 /// Most environment variables one `Exec` may set.
@@ -201,6 +202,17 @@ impl ConnProtocol {
     /// Whether the client speaks keepalive probes (protocol 4 and later).
     pub fn has_keepalive(&self) -> bool {
         self.version >= KEEPALIVE_PROTOCOL
+    }
+
+    /// What follows the hello for a client of protocol 7 or later that
+    /// must log in: the ways in this server takes.
+    pub fn auth_methods(&self) -> Option<ServerMsg> {
+        (self.auth_required() && self.version >= AUTH_METHODS_PROTOCOL).then_some(
+            ServerMsg::AuthMethods {
+                token: self.token.is_some(),
+                keys: self.keys,
+            },
+        )
     }
 
     /// The server's hello, with a challenge when a token is required.

@@ -567,3 +567,93 @@ fn an_encrypted_key_asks_for_its_passphrase_on_the_terminal() {
     assert_eq!(t.exits(), Some(255), "{:?}", t.screen());
     assert!(t.shows("no right passphrase", 1), "{:?}", t.screen());
 }
+
+/// A token in the config file's `[defaults]` does not keep keys from being
+/// tried on a server that takes only keys: it answered "this server does
+/// not accept tokens; it wants a key" and no key was ever offered. (The
+/// server says which ways in it takes, protocol 7.)
+#[test]
+fn a_token_in_the_config_defaults_does_not_block_keys() {
+    let keys = Keys::new("keys-defaults-token");
+    let key = keys.make("k", Algorithm::Ed25519);
+    let d = Daemon::start(&["--authorized-keys", &keys.authorize(&[&key], "")]);
+    let token = keys.dir.path("token");
+    std::fs::write(&token, "a lab token\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = keys.dir.path("config.toml");
+    std::fs::write(
+        &config,
+        format!("[defaults]\ntoken_file = \"{}\"\n", token.display()),
+    )
+    .unwrap();
+    let me = rexec_tests::account::current_user();
+    let r = run(keys
+        .rexec()
+        .env("REXEC_CONFIG", &config)
+        .arg("-i")
+        .arg(&key)
+        .arg(format!("{me}@{}", d.host()))
+        .arg("echo in"));
+    assert_eq!(r.out(), "in\n", "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("token"),
+        "no word of a token: {}",
+        r.stderr
+    );
+}
+
+/// A key file named with -i that cannot be read is said at once, as ssh
+/// warns (it was silently skipped for the default key); and when no key
+/// at all could be offered (an encrypted one, no terminal, no agent) the
+/// message says so, not "none of your 0 keys ()".
+#[test]
+fn keys_that_cannot_be_used_are_said_plainly() {
+    let keys = Keys::new("keys-unusable");
+    let listed = keys.make("listed", Algorithm::Ed25519);
+    std::fs::copy(&listed, keys.dir.path(".ssh/id_ed25519")).unwrap();
+    std::fs::set_permissions(
+        keys.dir.path(".ssh/id_ed25519"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let d = Daemon::start(&["--authorized-keys", &keys.authorize(&[&listed], "")]);
+    let missing = keys.dir.path("no-such-key");
+    let r = run(keys
+        .rexec()
+        .arg("-i")
+        .arg(&missing)
+        .arg(d.host())
+        .arg("echo in"));
+    assert_eq!(r.out(), "in\n", "the default key still works: {}", r.stderr);
+    assert!(
+        r.stderr.contains("warning") && r.stderr.contains("no-such-key"),
+        "{}",
+        r.stderr
+    );
+    let locked = keys.dir.path("locked");
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "open sesame", "-f"])
+        .arg(&locked)
+        .status()
+        .expect("ssh-keygen (openssh-client)");
+    assert!(ok.success());
+    std::fs::remove_file(keys.dir.path(".ssh/id_ed25519")).unwrap();
+    let mut c = keys.rexec();
+    c.arg("-i").arg(&locked).arg(d.host()).arg("echo in");
+    // No terminal to ask on, even when the tests run in one: a session of
+    // its own has no controlling terminal.
+    // SAFETY: setsid is async-signal-safe and touches no memory of ours.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+            rustix::process::setsid()?;
+            Ok(())
+        });
+    }
+    let r = run(&mut c);
+    assert_eq!(r.code, Some(255), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no key could be offered") && r.stderr.contains("ssh-add"),
+        "{}",
+        r.stderr
+    );
+}

@@ -644,14 +644,19 @@ fn seed_protocol_works_with_the_tutorial_client() {
     let mut header = [0u8; 4];
     sock.read_exact(&mut header).unwrap();
     assert_eq!(i32::from_le_bytes(header), 3000);
+}
 
-    // The tutorial's client (contrib/tutorial, written to behave as the
-    // tutorials' own), where python3 exists; the tutorials' own copy in
-    // ../shared/peers too when it is there, as a cross-check.
-    if !have_python() {
-        eprintln!("skipping the Python tutorial client: no python3");
-        return;
-    }
+/// The tutorial's client (contrib/tutorial, written to behave as the
+/// tutorials' own) reads rexecd's seed replies; the tutorials' own copy in
+/// ../shared/peers too when it is there, as a cross-check.
+#[test]
+#[ignore = "needs python3 (the tutorial's programs): cargo test --test server -- --ignored"]
+fn the_tutorial_client_in_contrib_reads_rexecd_seed_replies() {
+    assert!(
+        have_python(),
+        "this test runs the tutorial's Python client: no python3 here"
+    );
+    let d = Daemon::start(&["--protocol", "seed"]);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let ours = root.join("contrib/tutorial/tutorial_client.py");
     let theirs = root.join("../shared/peers/seed_client.py");
@@ -683,11 +688,12 @@ fn have_python() -> bool {
 }
 
 #[test]
+#[ignore = "needs python3 (the tutorial's programs): cargo test --test server -- --ignored"]
 fn the_tutorial_server_in_contrib_answers_as_rexecd_seed_does() {
-    if !have_python() {
-        eprintln!("skipping the Python tutorial server: no python3");
-        return;
-    }
+    assert!(
+        have_python(),
+        "this test runs the tutorial's Python server: no python3 here"
+    );
     let server = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../contrib/tutorial/tutorial_server.py");
     let mut child = std::process::Command::new("python3")

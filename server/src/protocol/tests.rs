@@ -378,3 +378,32 @@ fn over_plain_tcp_logins_name_the_address_and_older_clients_cannot_log_in() {
         Action::Authenticated
     );
 }
+
+/// A client of protocol 7 that must log in is told which ways in the
+/// server takes; an older one, or one that need not log in, is not.
+#[test]
+fn the_ways_in_follow_the_hello_from_protocol_7() {
+    let hello_v = |protocol| {
+        ClientMsg::Hello(ClientHello {
+            protocol,
+            software: "t".into(),
+        })
+    };
+    let token = Some(Token::new("secret").unwrap());
+    for (token, keys, version, want) in [
+        (token.clone(), false, 7, Some((true, false))),
+        (None, true, 7, Some((false, true))),
+        (token.clone(), true, 7, Some((true, true))),
+        (None, false, 7, None),
+        (None, true, 6, None),
+    ] {
+        let mut p = ConnProtocol::new(token, [1; NONCE_LEN]).with_keys(keys);
+        p.set_binding(Binding::Tls(b"s".to_vec()));
+        p.on_message(hello_v(version));
+        let got = p.auth_methods().map(|m| match m {
+            ServerMsg::AuthMethods { token, keys } => (token, keys),
+            other => panic!("{other:?}"),
+        });
+        assert_eq!(got, want, "version {version}");
+    }
+}

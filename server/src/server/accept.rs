@@ -271,7 +271,11 @@ impl Server {
         };
         if let Some(proto) = conn.protocol() {
             let hello = ServerMsg::Hello(proto.hello());
+            let methods = proto.auth_methods();
             conn.queue(&hello);
+            if let Some(m) = methods {
+                conn.queue(&m);
+            }
             conn.flush();
             if let Some(due) = conn.extend_startup(Instant::now() + timeout) {
                 self.timers.at(due, Timer::Handshake(id));

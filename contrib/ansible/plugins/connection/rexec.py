@@ -116,8 +116,10 @@ options:
     vars:
       - name: ansible_rexec_accept_new
   rexec_path:
-    description: The rexec client to run.
-    type: path
+    description: >-
+      The rexec client to run: a name without a slash is looked up on PATH
+      (as a shell would), a path is used as it is.
+    type: str
     default: rexec
     vars:
       - name: ansible_rexec_path
