@@ -184,7 +184,7 @@ pub fn main(args: &CpArgs) -> i32 {
             return 1;
         }
     };
-    let many = hosts.len() > 1;
+    let many = hosts_list.is_some();
     let (uploads, cfg) = (&uploads, &cfg);
     let statuses: Vec<i32> = std::thread::scope(|scope| {
         let workers: Vec<_> = hosts
@@ -196,7 +196,8 @@ pub fn main(args: &CpArgs) -> i32 {
                     } else {
                         String::new()
                     };
-                    finish_on(&prefix, upload_all(args, cfg, host, uploads, several))
+                    let copied = upload_all(args, cfg, host, uploads, several, &prefix);
+                    finish_on(&prefix, copied)
                 })
             })
             .collect();
@@ -205,7 +206,38 @@ pub fn main(args: &CpArgs) -> i32 {
             .map(|w| w.join().unwrap_or(EXIT_CONNECTION))
             .collect()
     });
+    if many {
+        eprintln!("{}", summary(&hosts, &statuses));
+    }
     statuses.into_iter().max().unwrap_or(0)
+}
+
+/// The line after a copy to many hosts, as after `rexec -w`: how many
+/// copied, and which failed or could not be reached (folded lists).
+fn summary(hosts: &[String], statuses: &[i32]) -> String {
+    let with = |want: fn(i32) -> bool| -> Vec<String> {
+        hosts
+            .iter()
+            .zip(statuses)
+            .filter(|(_, s)| want(**s))
+            .map(|(h, _)| h.clone())
+            .collect()
+    };
+    let ok = with(|s| s == 0).len();
+    let mut line = format!("rexec cp: {ok} ok");
+    for (how, hosts) in [
+        ("failed", with(|s| s != 0 && s != EXIT_CONNECTION)),
+        ("unreachable", with(|s| s == EXIT_CONNECTION)),
+    ] {
+        if !hosts.is_empty() {
+            line.push_str(&format!(
+                ", {} {how} ({})",
+                hosts.len(),
+                crate::hosts::fold(&hosts)
+            ));
+        }
+    }
+    line
 }
 
 /// Why a copy with a remote source other than "one source down" is

@@ -284,6 +284,25 @@ fn copying_to_three_hosts_at_once() {
         std::fs::read_to_string(dir.path("n2/again")).unwrap(),
         "to all"
     );
+    assert!(r.stderr.contains("rexec cp: 3 ok"), "{}", r.stderr);
+    // A destination missing on every host: each error line says its host,
+    // and a summary follows, as after rexec -w (a line had no prefix).
+    let missing = dir.path("missing/").display().to_string() + "/";
+    let r = run(rexec()
+        .env("REXEC_CONFIG", dir.path("config.toml"))
+        .args(["cp", "-w", "n[1-3]"])
+        .arg(dir.path("f"))
+        .arg(&missing));
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    let (per_host, last) = r.stderr.trim_end().rsplit_once('\n').expect("lines");
+    assert_eq!(last, "rexec cp: 0 ok, 3 failed (n[1-3])", "{}", r.stderr);
+    for line in per_host.lines() {
+        assert!(
+            ["n1: ", "n2: ", "n3: "].iter().any(|p| line.starts_with(p)),
+            "{line:?} in {}",
+            r.stderr
+        );
+    }
 }
 
 #[test]

@@ -13,6 +13,7 @@ pub(super) fn upload_all(
     host: &str,
     uploads: &[Upload],
     several: bool,
+    prefix: &str,
 ) -> Result<(), CopyError> {
     let mut session = connect(args, cfg, host)?;
     let mut failed = None;
@@ -35,7 +36,7 @@ pub(super) fn upload_all(
                 Ok(made) => tops.push((planned, made)),
                 Err(e) => {
                     let m = next(i, e)?;
-                    eprintln!("rexec cp: {m}");
+                    eprintln!("{prefix}rexec cp: {m}");
                     failed = Some(m);
                 }
             }
@@ -62,7 +63,7 @@ pub(super) fn upload_all(
         };
         if let Err(e) = upload(args, &mut session, u) {
             let m = next(i, e)?;
-            eprintln!("rexec cp: {m}");
+            eprintln!("{prefix}rexec cp: {m}");
             failed = Some(m);
         }
     }
