@@ -119,6 +119,8 @@ fn man(page: ManPage) -> i32 {
         .render(&mut io::stdout())
     {
         Ok(()) => 0,
+        // `rexec man | head`: the reader has what it wanted.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => crate::run::EXIT_BROKEN_PIPE,
         Err(e) => {
             eprintln!("rexec: writing the man page: {e}");
             1

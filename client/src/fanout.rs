@@ -70,6 +70,11 @@ pub fn run(
     if args.gather && !args.json {
         print_gathered(&results);
     }
+    if run::stdout_broken() {
+        // `rexec -w ... | head`: the reader has what it wanted; the hosts'
+        // commands were stopped. Quietly, as a local writer would end.
+        return run::EXIT_BROKEN_PIPE;
+    }
     summary(&results)
 }
 
@@ -145,16 +150,20 @@ fn print_gathered(results: &BTreeMap<usize, (String, HostResult)>) {
     }
     let mut out = std::io::stdout().lock();
     for ((stdout, stderr), hosts) in groups {
-        let _ = writeln!(
+        let shown = writeln!(
             out,
             "---------------\n{} ({})\n---------------",
             fold(&hosts),
             hosts.len()
-        );
+        )
         // Many hosts' output on one screen: no escape sequences (see
         // run::write_lines).
-        let _ = out.write_all(&escape_controls(&stdout));
-        let _ = out.flush();
+        .and_then(|()| out.write_all(&escape_controls(&stdout)))
+        .and_then(|()| out.flush());
+        if shown.is_err() {
+            run::note_stdout_broken();
+            return;
+        }
         let _ = std::io::stderr().write_all(&escape_controls(&stderr));
     }
 }

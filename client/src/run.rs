@@ -25,6 +25,10 @@ pub const EXIT_SPAWN: i32 = 127;
 /// the command itself ended (as a writer whose reader went away: 128 +
 /// SIGPIPE). A cut output never looks like success.
 pub const EXIT_TRUNCATED: i32 = 141;
+/// Exit code when this process's stdout went away (`rexec HOST yes |
+/// head -1`): what a local writer killed by SIGPIPE gives its shell, as
+/// ssh's does; quietly, the remote command stopped.
+pub const EXIT_BROKEN_PIPE: i32 = 141;
 
 /// Where output goes.
 #[derive(Debug)]
@@ -92,6 +96,16 @@ impl Sinks {
     /// Whether output was dropped at the capture limit.
     pub fn was_cut(&self) -> bool {
         matches!(self, Sinks::Capture { cut: true, .. })
+    }
+
+    /// Whether this process's stdout went away while output was written to
+    /// it.
+    pub fn stdout_went_away(&self) -> bool {
+        match self {
+            Sinks::Terminal { stdout_broken, .. } => *stdout_broken,
+            Sinks::Prefixed { .. } => stdout_broken(),
+            Sinks::Capture { .. } => false,
+        }
     }
 
     /// Lines prefixed with `name: `.
@@ -232,6 +246,11 @@ fn write_lines(prefix: &str, buf: &mut Vec<u8>, to_stderr: bool) {
 /// Local stdout broke while hosts wrote to it (`rexec -w ... | head`).
 static STDOUT_BROKEN: AtomicBool = AtomicBool::new(false);
 
+/// Says this process's stdout went away (a write to it failed).
+pub fn note_stdout_broken() {
+    STDOUT_BROKEN.store(true, Ordering::SeqCst);
+}
+
 /// Whether this process's stdout broke under `-w`: every host's command is
 /// then stopped and no further host is started.
 pub fn stdout_broken() -> bool {
@@ -250,6 +269,8 @@ pub struct Outcome {
     pub duration: Duration,
     /// rexec dropped output at its capture limit (`--capture-limit`).
     pub cut: bool,
+    /// This process's stdout went away, so the command was stopped.
+    pub stdout_broken: bool,
 }
 
 impl Outcome {
@@ -259,6 +280,7 @@ impl Outcome {
     /// refusals.
     pub fn exit_code(&self) -> i32 {
         match (&self.exited, &self.error) {
+            _ if self.stdout_broken => EXIT_BROKEN_PIPE,
             _ if self.cut => EXIT_TRUNCATED,
             (Some(x), _) if x.timed_out => EXIT_TIMED_OUT,
             (Some(x), _) if x.truncated => EXIT_TRUNCATED,
@@ -390,7 +412,11 @@ fn print_json_object(r: JsonResult<'_>) {
                 .into();
         }
     }
-    println!("{obj}");
+    let mut out = io::stdout().lock();
+    if writeln!(out, "{obj}").and_then(|()| out.flush()).is_err() {
+        // `rexec --json ... | head -c 10`: the reader has what it wanted.
+        std::process::exit(EXIT_BROKEN_PIPE);
+    }
 }
 
 /// The `--json` line for a command that never ran or whose connection
@@ -567,6 +593,7 @@ fn wait(
         error: None,
         duration: Duration::ZERO,
         cut: false,
+        stdout_broken: false,
     };
     let mut cancelled = false;
     // Output that arrived after the cancel.
@@ -628,6 +655,7 @@ fn wait(
     }
     outcome.duration = started.elapsed();
     outcome.cut = sinks.was_cut();
+    outcome.stdout_broken = sinks.stdout_went_away();
     Ok(outcome)
 }
 

@@ -290,3 +290,56 @@ fn options_after_the_command_are_the_commands() {
         .args(["-w", "lab[1-2]", "grep", "-i", "-l", "FIRST", &f]));
     per_host(&r, &f);
 }
+
+/// Runs `cmd` with its stdout read up to the first newline and then closed
+/// (as `| head -1`): its exit code and its stderr.
+fn head_1(cmd: &mut std::process::Command) -> (Option<i32>, String) {
+    use std::io::{BufRead, Read};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("a line");
+    assert!(!line.is_empty(), "no output");
+    drop(out);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("stderr");
+    (child.wait().expect("wait").code(), err)
+}
+
+/// `rexec ... yes | head -1` ends as ssh's does: exit 141 (a writer whose
+/// reader went away), quietly, the remote commands stopped. It exited 143
+/// with "0 ok, 4 failed (lab[1-4]: 143)".
+#[test]
+fn a_reader_that_goes_away_ends_rexec_quietly_with_141() {
+    let lab = Lab::new();
+    let (code, err) = head_1(lab.rexec().args(["-w", "lab[1-2]", "yes"]));
+    assert_eq!((code, err.as_str()), (Some(141), ""));
+    let (code, err) = head_1(lab.rexec().args(["-w", "lab[1-2]", "-b", "seq 200000"]));
+    assert_eq!((code, err.as_str()), (Some(141), ""));
+    let (code, err) = head_1(lab.rexec().args(["lab1", "yes"]));
+    assert_eq!((code, err.as_str()), (Some(141), ""));
+    // A second host's JSON line (1.3 MB each) meets a closed pipe.
+    let (code, err) = head_1(lab.rexec().args(["--json", "-w", "lab[1-2]", "seq 200000"]));
+    assert_eq!((code, err.as_str()), (Some(141), ""));
+    // The man page is small enough to be written whole before a reader
+    // could go away: its stdout is a pipe nobody reads from the start.
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = lab
+        .rexec()
+        .arg("man")
+        .stdout(writer)
+        .output()
+        .expect("rexec man");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!((out.status.code(), err.as_ref()), (Some(141), ""));
+}
