@@ -1,0 +1,165 @@
+//! The README's examples stay true: the Quick start is exactly the two
+//! commands a fresh machine runs, and every option an example gives to
+//! `rexec` or `rexecd` (README.md, docs/TEACHING.md) is one their `--help`
+//! knows, for the subcommand it is given to.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use rexec_tests::*;
+
+fn doc(path: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The lines of every ```sh block of `text`.
+fn shell_lines(text: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line.starts_with("```") {
+            inside = line == "```sh";
+            continue;
+        }
+        if inside {
+            lines.push(line.to_string());
+        }
+    }
+    lines
+}
+
+/// The `rexec`/`rexecd` invocations on a shell line (after `|`, `&&`, `;`
+/// too): the program, and its words up to the end of that command.
+fn invocations(line: &str) -> Vec<(String, Vec<String>)> {
+    let code = line.split(" # ").next().unwrap_or("");
+    let mut found = Vec::new();
+    for part in code.split(['|', ';', '&']) {
+        let words: Vec<&str> = part.split_whitespace().collect();
+        let Some(at) = words.iter().position(|w| {
+            let name = w.rsplit('/').next().unwrap_or(w);
+            name == "rexec" || name == "rexecd"
+        }) else {
+            continue;
+        };
+        let program = words[at].rsplit('/').next().unwrap_or("").to_string();
+        let rest = words[at + 1..].iter().map(|w| w.to_string()).collect();
+        found.push((program, rest));
+    }
+    found
+}
+
+/// What `PROGRAM [SUB] --help` says.
+fn help(program: &str, sub: Option<&str>) -> String {
+    let out = Command::new(bin(program))
+        .args(sub)
+        .arg("--help")
+        .output()
+        .expect("--help");
+    assert!(out.status.success(), "{program} {sub:?} --help");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_quick_start_is_the_two_commands() {
+    let readme = doc("README.md");
+    let start = readme.find("## Quick start").expect("a Quick start");
+    let block = shell_lines(&readme[start..]);
+    assert_eq!(
+        block.iter().take(2).cloned().collect::<Vec<_>>(),
+        ["cargo run --bin rexec -- demo", "cargo test --workspace"]
+    );
+    let first_block = &readme[start..];
+    let end = first_block[3..].find("```\n").expect("its end");
+    assert_eq!(
+        first_block[..end + 3].matches('\n').count(),
+        5,
+        "exactly two commands in the Quick start's block"
+    );
+}
+
+#[test]
+fn every_option_in_the_examples_is_one_the_program_knows() {
+    let subcommands = [
+        "cp",
+        "hosts",
+        "completions",
+        "man",
+        "jobs",
+        "attach",
+        "kill",
+        "forget",
+        "demo",
+    ];
+    let mut checked = BTreeSet::new();
+    let mut unknown = Vec::new();
+    for file in ["README.md", "docs/TEACHING.md"] {
+        for line in shell_lines(&doc(file)) {
+            for (program, words) in invocations(&line) {
+                let sub = (program == "rexec")
+                    .then(|| words.iter().find(|w| !w.starts_with('-')))
+                    .flatten()
+                    .filter(|w| subcommands.contains(&w.as_str()))
+                    .cloned();
+                let text = help(&program, sub.as_deref());
+                for w in words.iter().filter(|w| w.starts_with("--") && w.len() > 2) {
+                    let flag = w.split('=').next().unwrap_or(w);
+                    checked.insert(format!("{program} {flag}"));
+                    if !text.contains(flag) {
+                        unknown.push(format!(
+                            "{file}: {program} {}: {flag}",
+                            sub.as_deref().unwrap_or("")
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "options the programs do not know: {unknown:#?}"
+    );
+    assert!(checked.len() > 10, "the examples were read: {checked:?}");
+}
+
+/// docs/ARCHITECTURE.md names every file of the server (its table was 22
+/// files short of the 58 there were).
+#[test]
+fn the_architecture_names_every_server_file() {
+    let text = doc("docs/ARCHITECTURE.md");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../server/src");
+    let mut missing = Vec::new();
+    let mut dirs = vec![src.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("server/src").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let rel = path
+                .strip_prefix(&src)
+                .expect("below src")
+                .display()
+                .to_string();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == "tests.rs" {
+                continue; // unit tests beside the module they test
+            }
+            // `server/keys.rs` by its path; a file alone in its name by it.
+            let named = text.contains(&format!("`{rel}`"))
+                || (!rel.contains('/') && text.contains(&format!("`{name}`")))
+                || text.contains(&format!("`{}`", rel.rsplit('/').next().unwrap_or("")))
+                    && text.contains(&format!("`{}/`", rel.split('/').next().unwrap_or("")));
+            if !named {
+                missing.push(rel);
+            }
+        }
+    }
+    missing.sort();
+    assert!(
+        missing.is_empty(),
+        "not in docs/ARCHITECTURE.md: {missing:?}"
+    );
+}
