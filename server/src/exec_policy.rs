@@ -121,7 +121,7 @@ impl ExecPolicy {
     /// connection granted `grant`: anything with a shell as rexecd's own
     /// account (the command could set it anyway); otherwise, without a
     /// shell or logged in to an account (`--login`, as sshd's AcceptEnv),
-    /// only [`SAFE_ENV`] and `--allow-env`'s.
+    /// only `SAFE_ENV` and `--allow-env`'s.
     pub fn env_allowed(&self, name: &str, grant: &Grant) -> bool {
         (!self.no_shell && grant.account.is_none()) || self.safe_env(name)
     }
