@@ -381,7 +381,12 @@ impl Session {
             return Ok(());
         };
         let methods = self.auth_methods()?;
-        match crate::way_in::way_in(methods, opts, self.server.protocol) {
+        let given = crate::way_in::Given {
+            token: opts.token.as_ref(),
+            token_from_config: opts.token_from_config,
+            account_named: opts.user.is_some(),
+        };
+        match crate::way_in::way_in(methods, given, self.server.protocol) {
             crate::way_in::WayIn::Token(token) => {
                 not_used(
                     opts,

@@ -5,10 +5,19 @@
 use rexec_proto::KEY_AUTH_PROTOCOL;
 use rexec_proto::auth::Token;
 
-use crate::session::ConnectOptions;
-
 /// The ways in a server takes: token, keys (protocol 7 and later).
 pub type Methods = Option<(bool, bool)>;
+
+/// What the user gave to log in with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Given<'a> {
+    pub token: Option<&'a Token>,
+    /// The token came from the config file, not the command line or
+    /// `REXEC_TOKEN`.
+    pub token_from_config: bool,
+    /// An account was named (`user@host`, `-l`, `user =`).
+    pub account_named: bool,
+}
 
 /// What to answer the server's challenge with.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,16 +39,15 @@ pub enum WayIn<'a> {
 ///   never as the one named) and the token came from the config file.
 /// - An older server, which does not say: the token if there is one, else
 ///   keys (protocol 5 and later).
-pub fn way_in(methods: Methods, opts: &ConnectOptions, protocol: u16) -> WayIn<'_> {
-    let token = opts.token.as_ref();
-    match (methods, token) {
+pub fn way_in(methods: Methods, given: Given<'_>, protocol: u16) -> WayIn<'_> {
+    match (methods, given.token) {
         (None, Some(t)) => WayIn::Token(t),
         (None, None) if protocol >= KEY_AUTH_PROTOCOL => WayIn::Keys,
         (None, None) => WayIn::NeedsToken,
         (Some((true, false)), Some(t)) => WayIn::Token(t),
         (Some((true, false)), None) => WayIn::NeedsToken,
         (Some((_, true)), None) => WayIn::Keys,
-        (Some((true, true)), Some(t)) if !opts.token_from_config || opts.user.is_none() => {
+        (Some((true, true)), Some(t)) if !given.token_from_config || !given.account_named => {
             WayIn::Token(t)
         }
         (Some((_, true)), Some(_)) => WayIn::Keys,
@@ -52,17 +60,19 @@ pub fn way_in(methods: Methods, opts: &ConnectOptions, protocol: u16) -> WayIn<'
 mod tests {
     use super::*;
 
-    fn opts(token: bool, from_config: bool, user: bool) -> ConnectOptions {
-        ConnectOptions {
-            token: token.then(|| Token::new("t").unwrap()),
+    static TOKEN: std::sync::LazyLock<Token> =
+        std::sync::LazyLock::new(|| Token::new("t").unwrap());
+
+    fn opts(token: bool, from_config: bool, user: bool) -> Given<'static> {
+        Given {
+            token: token.then(|| &*TOKEN),
             token_from_config: from_config,
-            user: user.then(|| "alice".into()),
-            ..ConnectOptions::default()
+            account_named: user,
         }
     }
 
-    fn way(methods: Methods, o: &ConnectOptions) -> &'static str {
-        match way_in(methods, o, 7) {
+    fn way(methods: Methods, o: &Given<'_>) -> &'static str {
+        match way_in(methods, *o, 7) {
             WayIn::Token(_) => "token",
             WayIn::Keys => "keys",
             WayIn::NeedsToken => "needs a token",
@@ -88,7 +98,7 @@ mod tests {
         assert_eq!(way(None, &opts(true, true, true)), "token");
         assert_eq!(way(None, &opts(false, false, true)), "keys");
         assert!(matches!(
-            way_in(None, &opts(false, false, false), 4),
+            way_in(None, opts(false, false, false), 4),
             WayIn::NeedsToken
         ));
     }
