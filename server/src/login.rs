@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use ssh_key::PublicKey;
 
@@ -43,9 +43,8 @@ pub struct Check {
     pub user: String,
     pub key: PublicKey,
     pub peer: IpAddr,
-    /// After this nobody waits for the answer: a check still waiting for a
-    /// thread then is dropped unrun.
-    pub expires: Instant,
+    /// The wall-clock time the key arrived (for `expiry-time=`).
+    pub wall: SystemTime,
 }
 
 /// What the check found: the connection's rights, or why not (for the
@@ -66,15 +65,20 @@ pub struct Logins {
 impl Logins {
     /// Starts checking; `wake` is called after each verdict.
     pub fn start(permit_root: bool, wake: impl Fn() + Send + Sync + 'static) -> Logins {
-        let judge = move |c: &Check| check(c, permit_root, SystemTime::now());
+        let judge = move |c: &Check| check(c, permit_root, c.wall);
         Logins {
             pool: pool::Pool::new(Box::new(judge), Box::new(wake)),
         }
     }
 
     /// Hands `check` over; false when too many are waiting.
-    pub fn ask(&self, check: Check, now: Instant) -> bool {
-        self.pool.ask(check, now)
+    pub fn ask(&self, check: Check) -> bool {
+        self.pool.ask(check)
+    }
+
+    /// Nobody waits for `conn`'s check any more.
+    pub fn cancel(&self, conn: ConnId) {
+        self.pool.cancel(conn);
     }
 
     /// A verdict reached, if any.
@@ -184,7 +188,7 @@ mod tests {
                 user,
                 key: key.clone(),
                 peer: IpAddr::from([127, 0, 0, 1]),
-                expires: Instant::now(),
+                wall: SystemTime::now(),
             };
             let e = check(&c, false, SystemTime::now()).unwrap_err();
             assert_eq!(e, "not an account name");

@@ -41,7 +41,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use std::os::fd::AsRawFd;
 
@@ -125,6 +125,12 @@ pub struct Server {
     ids: Ids,
     /// Signals, the stop handle, and the shutdown's progress (shutdown.rs).
     stop: Stop,
+    /// The time of this loop turn: the clock is read once per turn, after
+    /// the poll, and everything decided in the turn is decided at it.
+    now: Instant,
+    /// The wall clock at `started` (an instant): `now`'s wall time is
+    /// derived from them (an `authorized_keys` expiry-time).
+    wall: (Instant, SystemTime),
 }
 
 /// The way in: the listener, and what admission keeps track of.
@@ -220,6 +226,7 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Binds the listening socket. Nothing is accepted until [`Server::run`].
     pub fn bind(cfg: Config) -> io::Result<Server> {
+        let started = Instant::now();
         crate::process::keep_inherited_from_commands();
         let registry = Registry::new(FIRST_DYNAMIC)?;
         let mut listener = TcpListener::bind(cfg.listen)?;
@@ -285,7 +292,7 @@ impl Server {
             },
             budget: Budget {
                 held: 0,
-                checked: Instant::now(),
+                checked: started,
                 waiting: false,
                 big_pipes: 0,
             },
@@ -305,6 +312,8 @@ impl Server {
                 begun: false,
                 deadline: None,
             },
+            now: started,
+            wall: (started, SystemTime::now()),
         })
     }
 
@@ -322,17 +331,22 @@ impl Server {
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
+            // (The time of the last turn: a timer may fire as late as that
+            // turn took.)
             let timeout = if !self.backlog.is_empty() {
                 Some(Duration::ZERO) // deferred input: look at events, then serve it
             } else if self.budget.waiting {
                 // Connections wait for memory: look again soon even if
                 // nothing happens (check_budget).
-                let t = self.timers.timeout(Instant::now());
+                let t = self.timers.timeout(self.now);
                 Some(t.map_or(BUDGET_LOOK, |t| t.min(BUDGET_LOOK)))
             } else {
-                self.timers.timeout(Instant::now())
+                self.timers.timeout(self.now)
             };
-            if let Err(e) = self.registry.poll(&mut events, timeout) {
+            let polled = self.registry.poll(&mut events, timeout);
+            // The one reading of the clock in the loop.
+            self.now = Instant::now();
+            if let Err(e) = polled {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -346,7 +360,7 @@ impl Server {
             // turn later (a turn is long when a client floods us).
             self.take_spawned();
             self.fire_timers();
-            self.check_budget(Instant::now());
+            self.check_budget(self.now);
             if self.stop.begun && self.shutdown_done() {
                 log::info!("shut down");
                 return Ok(());
@@ -393,9 +407,14 @@ impl Server {
         }
     }
 
+    /// The wall clock's time now (derived from the turn's instant).
+    pub(super) fn wall_now(&self) -> SystemTime {
+        self.wall.1 + self.now.saturating_duration_since(self.wall.0)
+    }
+
     /// Timers are never cancelled: each handler checks that it still applies.
     fn fire_timers(&mut self) {
-        let now = Instant::now();
+        let now = self.now;
         while let Some(t) = self.timers.pop_due(now) {
             match t {
                 Timer::ProcTimeout(proc) => self.time_out(proc),

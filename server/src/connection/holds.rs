@@ -48,12 +48,13 @@ impl Connection {
         self.holds.add(h)
     }
 
-    pub fn release(&mut self, h: Hold) -> bool {
+    /// Ends hold `h` at `now`; true if it was held.
+    pub fn release(&mut self, h: Hold, now: std::time::Instant) -> bool {
         let released = self.holds.remove(h);
         if released && matches!(h, Hold::StdinFull | Hold::Memory) && self.partial_since.is_some() {
             // A frame we stopped reading: its time held was not the
             // client's (deadlines.rs).
-            self.partial_since = Some(std::time::Instant::now());
+            self.partial_since = Some(now);
         }
         released
     }

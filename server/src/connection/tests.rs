@@ -107,7 +107,7 @@ fn a_frame_we_stopped_reading_is_not_timed_while_we_hold_it() {
     );
     // Held because the client reads no replies: that is the client's
     // doing, and the clock runs.
-    conn.release(Hold::StdinFull);
+    conn.release(Hold::StdinFull, t0 + limit / 4);
     conn.hold(Hold::RepliesUnread);
     assert!(
         matches!(conn.frame_deadline(t0 + limit / 2, limit), Deadline::At(due) if due > t0 + limit),
@@ -145,10 +145,10 @@ fn any_hold_stops_input_until_every_hold_is_released() {
     assert!(!conn.hold(Hold::StdinFull), "already held");
     assert!(conn.hold(Hold::Memory));
     assert!(!conn.may_read());
-    assert!(conn.release(Hold::StdinFull));
+    assert!(conn.release(Hold::StdinFull, Instant::now()));
     assert!(!conn.may_read(), "still held for memory");
-    assert!(conn.release(Hold::Memory));
-    assert!(!conn.release(Hold::Memory));
+    assert!(conn.release(Hold::Memory, Instant::now()));
+    assert!(!conn.release(Hold::Memory, Instant::now()));
     assert!(conn.may_read());
 }
 
@@ -173,7 +173,7 @@ fn output_waits_over_the_queue_limit_or_for_memory() {
     conn.hold(Hold::Memory);
     assert!(conn.output_blocked(limit, false, false), "held for memory");
     assert!(conn.pipes_to_resume(limit).is_empty());
-    conn.release(Hold::Memory);
+    conn.release(Hold::Memory, Instant::now());
     assert_eq!(
         conn.pipes_to_resume(limit),
         [(ProcId(1), OutputStream::Stdout)],
@@ -288,7 +288,7 @@ fn a_client_whose_input_we_hold_is_not_silent() {
         },
         "probed (so that it hears from us), never given up"
     );
-    conn.release(Hold::StdinFull);
+    conn.release(Hold::StdinFull, Instant::now());
     assert_eq!(
         conn.keepalive(late + 3 * every, every),
         Keepalive::Gone(3 * every),

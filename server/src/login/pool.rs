@@ -13,9 +13,12 @@
 //! - at most [`MAX_THREADS`] threads exist: a stuck one is counted until it
 //!   comes back, so only that many *different* stuck accounts could make
 //!   others wait;
-//! - every check carries the time after which nobody wants its answer
-//!   (the event loop has refused the key by then): a waiting check past it
-//!   is dropped unrun, so a stuck account cannot fill the queue either.
+//! - a check nobody waits for any more (the event loop refused the key
+//!   after its time limit, or the connection went) is cancelled by the
+//!   loop and dropped unrun, so a stuck account cannot fill the queue
+//!   either.
+//!
+//! Nothing here reads the clock: the loop decides when a check is too old.
 //!
 //! Who fills the queue: connections whose key's signature was good, one
 //! check at a time each, and only while authenticating (`--max-startups`).
@@ -25,10 +28,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
 use super::{Check, Verdict};
 use crate::grant::Grant;
+use crate::registry::ConnId;
 
 /// Most checks waiting for a thread.
 pub const QUEUE: usize = 256;
@@ -67,9 +70,8 @@ struct State {
 
 impl State {
     /// The first waiting check that may run now (its account is not being
-    /// checked), dropping those nobody waits for any more.
-    fn next(&mut self, now: Instant) -> Option<Check> {
-        self.waiting.retain(|c| c.expires > now);
+    /// checked).
+    fn next(&mut self) -> Option<Check> {
         let i = self
             .waiting
             .iter()
@@ -96,15 +98,14 @@ impl Pool {
     }
 
     /// Queues `check`; false when the queue is full.
-    pub fn ask(&self, check: Check, now: Instant) -> bool {
+    pub fn ask(&self, check: Check) -> bool {
         let mut st = lock(&self.shared.state);
-        st.waiting.retain(|c| c.expires > now);
         if st.waiting.len() >= QUEUE {
             return false;
         }
         st.waiting.push_back(check);
         while st.threads < MAX_THREADS {
-            let Some(next) = st.next(now) else { break };
+            let Some(next) = st.next() else { break };
             let shared = self.shared.clone();
             let user = next.user.clone();
             let spawned = std::thread::Builder::new()
@@ -128,6 +129,12 @@ impl Pool {
     pub fn take(&self) -> Option<Verdict> {
         self.verdicts.try_recv().ok()
     }
+
+    /// Nobody waits for `conn`'s check any more: dropped if it has not
+    /// begun (one that runs is let finish; its verdict is not taken).
+    pub fn cancel(&self, conn: ConnId) {
+        lock(&self.shared.state).waiting.retain(|c| c.conn != conn);
+    }
 }
 
 /// One thread: checks `first`, then whatever may run next, until nothing
@@ -146,7 +153,7 @@ fn work(shared: Arc<Shared>, first: Check) {
         }
         let mut st = lock(&shared.state);
         st.busy.remove(&check.user);
-        match st.next(Instant::now()) {
+        match st.next() {
             Some(next) => check = next,
             None => {
                 st.threads -= 1;
@@ -163,12 +170,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::ConnId;
     use std::net::IpAddr;
     use std::sync::mpsc::RecvTimeoutError;
-    use std::time::Duration;
+    use std::time::{Duration, Instant, SystemTime};
 
-    fn check(conn: u64, user: &str, expires: Instant) -> Check {
+    fn check(conn: u64, user: &str) -> Check {
         let key = ssh_key::PrivateKey::new(
             ssh_key::private::KeypairData::Ed25519(ssh_key::private::Ed25519Keypair::from_seed(
                 &[1; 32],
@@ -184,12 +190,11 @@ mod tests {
             user: user.into(),
             key,
             peer: IpAddr::from([127, 0, 0, 1]),
-            expires,
+            wall: SystemTime::now(),
         }
     }
 
-    /// A pool whose checks of `stuck` block until the test lets them go,
-    /// and whose verdicts are also sent to the returned channel.
+    /// A pool whose checks of `stuck` block until the test lets them go.
     fn pool() -> (Pool, Sender<()>, Receiver<u64>) {
         let (release, released) = mpsc::channel::<()>();
         let released = Mutex::new(released);
@@ -223,14 +228,13 @@ mod tests {
     #[test]
     fn a_stuck_account_delays_no_other_account() {
         let (p, release, woken) = pool();
-        let later = Instant::now() + Duration::from_secs(3600);
         // Three logins of the stuck account: one runs (and hangs), two wait
         // behind it; none of them holds up alice or bob.
         for conn in 1..=3 {
-            assert!(p.ask(check(conn, "stuck", later), Instant::now()));
+            assert!(p.ask(check(conn, "stuck")));
         }
-        assert!(p.ask(check(4, "alice", later), Instant::now()));
-        assert!(p.ask(check(5, "bob", later), Instant::now()));
+        assert!(p.ask(check(4, "alice")));
+        assert!(p.ask(check(5, "bob")));
         let mut got: Vec<u64> = (0..2).map(|_| verdict(&p, &woken).conn.0).collect();
         got.sort();
         assert_eq!(got, [4, 5]);
@@ -252,20 +256,19 @@ mod tests {
     }
 
     #[test]
-    fn checks_nobody_waits_for_are_dropped_and_the_queue_is_bounded() {
+    fn cancelled_checks_are_dropped_and_the_queue_is_bounded() {
         let (p, release, woken) = pool();
-        let now = Instant::now();
-        let soon = now + Duration::from_millis(1);
-        assert!(p.ask(check(1, "stuck", now + Duration::from_secs(3600)), now));
+        assert!(p.ask(check(1, "stuck")));
         // A full queue of the stuck account's logins refuses the next...
         for conn in 0..QUEUE as u64 {
-            assert!(p.ask(check(100 + conn, "stuck", soon), now));
+            assert!(p.ask(check(100 + conn, "stuck")));
         }
-        assert!(!p.ask(check(2, "alice", soon), now), "the queue is full");
-        // ...until their time is up: then they are dropped unrun, and the
-        // queue has room again.
-        let after = soon + Duration::from_millis(1);
-        assert!(p.ask(check(3, "alice", after + Duration::from_secs(3600)), after));
+        assert!(!p.ask(check(2, "alice")), "the queue is full");
+        // ...until the loop gives up on them: dropped unrun, room again.
+        for conn in 0..QUEUE as u64 {
+            p.cancel(ConnId(100 + conn));
+        }
+        assert!(p.ask(check(3, "alice")));
         assert_eq!(verdict(&p, &woken).conn.0, 3);
         assert_eq!(lock(&p.shared.state).waiting.len(), 0);
         release.send(()).unwrap();

@@ -71,7 +71,7 @@ impl Server {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                         _ => {
                             self.timers
-                                .after(Instant::now(), ACCEPT_BACKOFF, Timer::AcceptRetry);
+                                .after(self.now, ACCEPT_BACKOFF, Timer::AcceptRetry);
                             return;
                         }
                     }
@@ -87,7 +87,7 @@ impl Server {
                         self.door.accept_failing = true;
                     }
                     self.timers
-                        .after(Instant::now(), ACCEPT_BACKOFF, Timer::AcceptRetry);
+                        .after(self.now, ACCEPT_BACKOFF, Timer::AcceptRetry);
                     return;
                 }
             }
@@ -153,7 +153,7 @@ impl Server {
         if native && self.door.startups >= self.cfg.max_startups && !self.make_room_for_startup() {
             // Everyone waiting is in the middle of a handshake: the newcomer
             // is the one refused, never a client about to get in.
-            let now = Instant::now();
+            let now = self.now;
             let mut conn = Connection::new(stream, token, peer, wire, self.cfg.max_frame, tls, now);
             conn.fail(
                 ErrorKind::Limit,
@@ -166,7 +166,7 @@ impl Server {
             conn.deregister(&mut self.registry);
             return;
         }
-        let now = Instant::now();
+        let now = self.now;
         let mut conn = Connection::new(stream, token, peer, wire, self.cfg.max_frame, tls, now);
         log::debug!("{peer}: connected");
         if native {
@@ -183,7 +183,7 @@ impl Server {
         }
         self.conns.insert(id, conn);
         if let Some(idle) = self.cfg.idle_timeout {
-            self.timers.after(Instant::now(), idle, Timer::ConnIdle(id));
+            self.timers.after(self.now, idle, Timer::ConnIdle(id));
         }
         self.check_close(id);
     }
@@ -199,7 +199,7 @@ impl Server {
             .iter()
             .filter(|(_, c)| c.in_startup())
             .map(|(id, c)| (*id, c.peer().ip(), c.accepted(), c.state() != State::New));
-        let Some(id) = startup_victim(waiting, Instant::now(), STARTUP_GRACE) else {
+        let Some(id) = startup_victim(waiting, self.now, STARTUP_GRACE) else {
             return false;
         };
         log::info!(
@@ -239,15 +239,11 @@ impl Server {
             self.left_startup(id); // running from here on
             return self.send_hello(id);
         }
-        match self
-            .door
-            .auth_failures
-            .hello_delay(peer.ip(), Instant::now())
-        {
+        match self.door.auth_failures.hello_delay(peer.ip(), self.now) {
             HelloDelay::Now => self.send_hello(id),
             HelloDelay::After(d) => {
                 log::debug!("{peer}: hello held back {d:?} after failed authentication");
-                self.timers.after(Instant::now(), d, Timer::SendHello(id));
+                self.timers.after(self.now, d, Timer::SendHello(id));
             }
             HelloDelay::Refuse(d) => self.fail_conn(
                 id,
@@ -277,7 +273,7 @@ impl Server {
                 conn.queue(&m);
             }
             conn.flush();
-            if let Some(due) = conn.extend_startup(Instant::now() + timeout) {
+            if let Some(due) = conn.extend_startup(self.now + timeout) {
                 self.timers.at(due, Timer::Handshake(id));
             }
         }

@@ -94,7 +94,7 @@ impl Server {
                 .collect();
             for (id, was_held) in waiting {
                 if was_held && let Some(c) = self.conns.get_mut(&id) {
-                    c.release(Hold::Memory);
+                    c.release(Hold::Memory, self.now);
                     log::debug!("{}: released", c.peer());
                 }
                 self.resume_pipes(id);

@@ -2,7 +2,7 @@
 //! stdin from the client is queued to the child; cancel and time limits
 //! stop its process group.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::event::Source;
 use mio::{Interest, Token};
@@ -203,7 +203,7 @@ impl Server {
         let stdin = prepared
             .stdin
             .and_then(|s| watch(r, s, Interest::WRITABLE, Slot::Stdin(proc)));
-        let now = Instant::now();
+        let now = self.now;
         let limit = match (self.cfg.timeout, exec.timeout_ms.map(Duration::from_millis)) {
             _ if !timed => None,
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -276,13 +276,12 @@ impl Server {
             )
         });
         if pidfd.is_none() {
-            self.timers
-                .after(Instant::now(), REAP_SWEEP, Timer::ReapSweep);
+            self.timers.after(self.now, REAP_SWEEP, Timer::ReapSweep);
         }
         let notice = p.spawned(child, pidfd);
         if p.is_stopping() {
             // Asked to stop while it was being started.
-            p.stop(&mut self.timers, Instant::now(), self.cfg.kill_grace);
+            p.stop(&mut self.timers, self.now, self.cfg.kill_grace);
         }
         let id = p.id();
         log::debug!("{}: command {id} started as pid {pid}", p.peer());
@@ -386,7 +385,7 @@ impl Server {
                     .is_none_or(|p| p.stdin_queued() <= self.cfg.queue_limit)
             })
         {
-            conn.release(Hold::StdinFull);
+            conn.release(Hold::StdinFull, self.now);
             self.service_input(conn_id);
             self.check_close(conn_id);
         }
@@ -412,7 +411,7 @@ impl Server {
         };
         if let Some(p) = self.procs.get_mut(&proc) {
             log::debug!("{}: cancel {id}", p.peer());
-            p.stop(&mut self.timers, Instant::now(), self.cfg.kill_grace);
+            p.stop(&mut self.timers, self.now, self.cfg.kill_grace);
         }
     }
 
@@ -431,7 +430,7 @@ impl Server {
     /// A command's time limit passed.
     pub(super) fn time_out(&mut self, proc: ProcId) {
         if let Some(p) = self.procs.get_mut(&proc) {
-            p.time_out(&mut self.timers, Instant::now(), self.cfg.kill_grace);
+            p.time_out(&mut self.timers, self.now, self.cfg.kill_grace);
         }
     }
 }

@@ -4,7 +4,7 @@
 //! idleness, a stalled frame).
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mio::event::Event;
 use rexec_proto::{ClientMsg, ErrorKind, FrameError, OutputStream, ServerMsg, encode_output_frame};
@@ -72,7 +72,7 @@ impl Server {
                 if self.over_budget() {
                     // Memory is short: the largest holders, this one
                     // perhaps, are held back before anything more is read.
-                    self.check_budget(Instant::now());
+                    self.check_budget(self.now);
                 }
                 let Some(conn) = self.conns.get_mut(&id) else {
                     return;
@@ -96,7 +96,7 @@ impl Server {
                 {
                     return self.fail_conn(id, ErrorKind::Protocol, reason);
                 }
-                match conn.next_message(Instant::now()) {
+                match conn.next_message(self.now) {
                     Ok(Some(msg)) => {
                         budget -= 1;
                         decoded = true;
@@ -125,7 +125,7 @@ impl Server {
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
             };
-            match conn.read_input(&mut self.scratch, Instant::now()) {
+            match conn.read_input(&mut self.scratch, self.now) {
                 Ok(0) => {
                     match conn.finish_input() {
                         Ok(()) => log::debug!("{}: client finished sending", conn.peer()),
@@ -171,11 +171,11 @@ impl Server {
     /// Reading was stopped while our replies piled up; resume once the
     /// client has read them.
     fn resume_input(&mut self, id: ConnId) {
-        let reply_limit = self.reply_limit();
+        let (reply_limit, now) = (self.reply_limit(), self.now);
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        if conn.queued() < reply_limit && conn.release(Hold::RepliesUnread) {
+        if conn.queued() < reply_limit && conn.release(Hold::RepliesUnread, now) {
             self.service_input(id);
         }
     }
@@ -186,12 +186,9 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        if conn.track_partial_frame(decoded, Instant::now()) {
-            self.timers.after(
-                Instant::now(),
-                self.cfg.frame_timeout,
-                Timer::FrameDeadline(id),
-            );
+        if conn.track_partial_frame(decoded, self.now) {
+            self.timers
+                .after(self.now, self.cfg.frame_timeout, Timer::FrameDeadline(id));
         }
     }
 
@@ -243,7 +240,7 @@ impl Server {
             return;
         }
         if matches!(msg, ClientMsg::AuthKey { .. }) {
-            self.key_arrived(id, Instant::now());
+            self.key_arrived(id, self.now);
         }
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
@@ -285,7 +282,7 @@ impl Server {
             }
             Action::Fail { kind, message } => {
                 if kind == ErrorKind::Auth {
-                    self.door.auth_failures.failed(peer.ip(), Instant::now());
+                    self.door.auth_failures.failed(peer.ip(), self.now);
                 }
                 self.fail_conn(id, kind, message);
             }
@@ -374,7 +371,7 @@ impl Server {
         conn.fail(kind, message);
         conn.flush();
         self.timers
-            .after(Instant::now(), CLOSE_DEADLINE, Timer::ConnCloseDeadline(id));
+            .after(self.now, CLOSE_DEADLINE, Timer::ConnCloseDeadline(id));
         self.check_close(id);
     }
 
@@ -394,6 +391,9 @@ impl Server {
     pub(super) fn close_conn(&mut self, id: ConnId) {
         self.left_startup(id);
         self.door.key_waits.forget(id);
+        if let Some(logins) = &self.door.logins {
+            logins.cancel(id);
+        }
         let Some(mut conn) = self.conns.remove(&id) else {
             return;
         };
@@ -408,7 +408,7 @@ impl Server {
             self.close_stdin(proc);
             if let Some(p) = self.procs.get_mut(&proc) {
                 p.orphan();
-                p.stop(&mut self.timers, Instant::now(), self.cfg.kill_grace);
+                p.stop(&mut self.timers, self.now, self.cfg.kill_grace);
             }
             self.maybe_finish(proc);
         }

@@ -123,12 +123,12 @@ impl Server {
                 user: user.clone(),
                 key,
                 peer: peer.ip(),
-                expires: due,
+                wall: self.wall.1 + wait.asked.saturating_duration_since(self.wall.0),
             };
             if let Some(conn) = self.conns.get_mut(&id) {
                 conn.set_who(format!("{} by key {fingerprint}", clip(&user)));
             }
-            wait.checking = logins.ask(check, wait.asked);
+            wait.checking = logins.ask(check);
             if wait.checking {
                 self.timers.at(due, Timer::KeyCheck { conn: id, seq });
             } else {
@@ -136,8 +136,9 @@ impl Server {
             }
             return;
         }
+        let wall = self.wall_now();
         let verdict = match &self.cfg.authorized_keys {
-            Some(file) => from_file(file, &key, &user, explicit, peer),
+            Some(file) => from_file(file, &key, &user, explicit, peer, wall),
             None => Err("no keys are accepted".into()),
         };
         if let (Some(conn), Some(file)) = (self.conns.get_mut(&id), &self.cfg.authorized_keys) {
@@ -160,6 +161,9 @@ impl Server {
     pub(super) fn key_check_due(&mut self, id: ConnId, seq: u64) {
         let current = self.door.key_waits.0.get(&id);
         if current.is_some_and(|w| w.seq == seq && w.checking) {
+            if let Some(logins) = &self.door.logins {
+                logins.cancel(id);
+            }
             let secs = check_limit(self.cfg.handshake_timeout).as_secs_f32();
             self.key_verdict(
                 id,
@@ -210,7 +214,7 @@ impl Server {
     /// last try): counted against its address now, answered at the time
     /// [`refusal_due`] says.
     pub(super) fn refuse_key(&mut self, id: ConnId, refusal: Action) {
-        let now = Instant::now();
+        let now = self.now;
         let Some(wait) = self.door.key_waits.0.get_mut(&id) else {
             return;
         };
@@ -248,6 +252,7 @@ fn from_file(
     user: &str,
     explicit: bool,
     peer: SocketAddr,
+    wall: SystemTime,
 ) -> Result<Grant, String> {
     let line = file
         .find(key)
@@ -259,7 +264,7 @@ fn from_file(
             file.account
         ));
     }
-    line.options.admits(peer.ip(), SystemTime::now())?;
+    line.options.admits(peer.ip(), wall)?;
     Ok(Grant {
         account: None,
         forced: line.options.command.clone(),

@@ -25,7 +25,7 @@ impl Server {
     fn pump_from(&mut self, proc: ProcId, stream: OutputStream, may_wait: bool) {
         // One clock reading per drain, not per chunk: the budget is
         // recounted at most every 10 ms anyway.
-        let now = Instant::now();
+        let now = self.now;
         if may_wait && self.hold_back(proc, stream, now) {
             return;
         }
@@ -69,7 +69,7 @@ impl Server {
                     return self.maybe_finish(proc);
                 }
                 Pumped::Cut => {
-                    p.stop(&mut self.timers, Instant::now(), self.cfg.kill_grace);
+                    p.stop(&mut self.timers, self.now, self.cfg.kill_grace);
                     self.close_output(proc);
                     self.maybe_finish(proc);
                     return self.check_close(conn_id);

@@ -24,13 +24,13 @@ impl Server {
         if now < at {
             let next = LEFTOVER_CHECK.min(at - now);
             self.timers
-                .after(Instant::now(), next, Timer::GroupDeadline { pgid, at });
+                .after(self.now, next, Timer::GroupDeadline { pgid, at });
             return;
         }
         log::info!("process group {pgid}: time limit reached; stopping what is left");
         process::kill_group(pgid, crate::process::Signal::TERM);
         self.timers
-            .after(Instant::now(), self.cfg.kill_grace, Timer::KillGroup(pgid));
+            .after(self.now, self.cfg.kill_grace, Timer::KillGroup(pgid));
     }
 
     /// A stopped group's grace is over: SIGKILL. The group's leader may
@@ -77,8 +77,7 @@ impl Server {
     pub(super) fn reap_sweep(&mut self) {
         self.sweep_children();
         if self.procs.values().any(Proc::needs_sweep) {
-            self.timers
-                .after(Instant::now(), REAP_SWEEP, Timer::ReapSweep);
+            self.timers.after(self.now, REAP_SWEEP, Timer::ReapSweep);
         }
     }
 
@@ -95,9 +94,9 @@ impl Server {
             // Output still to come: its last bytes (still in the pipes while
             // a slow client catches up), or a grandchild holding the pipes
             // open. The grace period tells the two apart (PipeGrace).
-            if p.begin_grace(Instant::now()) {
+            if p.begin_grace(self.now) {
                 self.timers
-                    .after(Instant::now(), self.cfg.pipe_grace, Timer::PipeGrace(proc));
+                    .after(self.now, self.cfg.pipe_grace, Timer::PipeGrace(proc));
             }
             return;
         }
@@ -121,10 +120,10 @@ impl Server {
             return self.maybe_finish(proc);
         };
         let paused = self.conns.get(&conn).is_some_and(|c| c.pauses(proc));
-        match p.check_grace(Instant::now(), paused, self.cfg.pipe_grace) {
+        match p.check_grace(self.now, paused, self.cfg.pipe_grace) {
             None => {}
             Some(GraceVerdict::Wait(d)) => {
-                self.timers.after(Instant::now(), d, Timer::PipeGrace(proc));
+                self.timers.after(self.now, d, Timer::PipeGrace(proc));
             }
             Some(GraceVerdict::Cut) => {
                 log::debug!(
@@ -148,7 +147,7 @@ impl Server {
         if let Some((mut fd, t)) = p.take_pidfd() {
             self.registry.remove(&mut fd, t);
         }
-        let now = Instant::now();
+        let now = self.now;
         p.audit(now);
         if let Some(at) = p.deadline() {
             // Background jobs of the command are in its process group: the

@@ -5,8 +5,6 @@ use std::time::Duration;
 
 use rexec_proto::ErrorKind;
 
-use std::time::Instant;
-
 use super::Server;
 use crate::process;
 use crate::registry::ConnId;
@@ -25,10 +23,10 @@ impl Server {
             let _ = self.registry.mio().deregister(&mut l);
         }
         for p in self.procs.values_mut() {
-            p.stop(&mut self.timers, Instant::now(), self.cfg.kill_grace);
+            p.stop(&mut self.timers, self.now, self.cfg.kill_grace);
         }
         self.timers.after(
-            Instant::now(),
+            self.now,
             self.cfg.kill_grace + SHUTDOWN_FLUSH,
             Timer::ShutdownDeadline,
         );

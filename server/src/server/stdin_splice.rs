@@ -6,8 +6,6 @@
 //! way (`write_stdin`); a command that closed its stdin gets nothing, and
 //! the chunk's bytes are read and dropped so that framing resumes.
 
-use std::time::Instant;
-
 use super::Server;
 use crate::connection::Hold;
 use crate::process::StdinStep;
@@ -70,7 +68,7 @@ impl Server {
             conn.hold(Hold::StdinFull);
             return Flow::Stop;
         }
-        match conn.move_inbound(pipe, &mut self.scratch, Instant::now()) {
+        match conn.move_inbound(pipe, &mut self.scratch, self.now) {
             Ok(Moved::Done) => Flow::Again,
             Ok(Moved::SocketEmpty) => Flow::Stop,
             Ok(Moved::PipeFull) => {

@@ -2,8 +2,6 @@
 //! raw: no header at all). One read of up to 1024 bytes is one command, run
 //! one at a time, as the tutorials' server does.
 
-use std::time::Instant;
-
 use rexec_proto::Exec;
 use rexec_proto::tutorial::{SEED_READ_SIZE, seed_command};
 
@@ -24,7 +22,7 @@ impl Server {
             if conn.has_commands() || !conn.is_open() {
                 return;
             }
-            let Some(n) = conn.read_tutorial(&mut buf, Instant::now()) else {
+            let Some(n) = conn.read_tutorial(&mut buf, self.now) else {
                 return;
             };
             self.ids.tutorial = self.ids.tutorial.wrapping_add(1);
