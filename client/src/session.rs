@@ -356,6 +356,13 @@ impl Session {
                 self.server.protocol, self.server.software, PROTOCOL_VERSION, SOFTWARE_VERSION
             )));
         }
+        self.log_in(opts, binding)
+    }
+
+    /// Answers the server's challenge, if its hello had one: with the
+    /// token or keys, whichever the server takes and the user meant.
+    fn log_in(&mut self, opts: &ConnectOptions, binding: &[u8]) -> Result<(), ClientError> {
+        let addr = self.addr;
         if self.server.challenge.is_some()
             && opts.tls.is_none()
             && self.server.protocol < ADDRESS_BINDING_PROTOCOL
