@@ -12,10 +12,10 @@ use clap::Parser;
 use rexec_proto::DEFAULT_PORT;
 use rexec_proto::auth::Token;
 
+use crate::auth::run_as::RunAs;
 use crate::config::{Config, Protocol};
 use crate::error::ConfigError;
 use crate::exec_policy::{Allowed, ExecPolicy};
-use crate::run_as::RunAs;
 
 /// rexecd: run commands for rexec clients and stream their output back.
 ///
@@ -248,7 +248,7 @@ impl Args {
     /// Detached jobs: their records live in `STATE/jobs` (--state-dir).
     /// With --login, every account must be able to reach that directory:
     /// give a --state-dir outside root's home.
-    fn jobs(&self) -> Result<Option<crate::jobs::Settings>, ConfigError> {
+    fn jobs(&self) -> Result<Option<crate::helpers::jobs::Settings>, ConfigError> {
         let Some(state) = self
             .state_dir
             .clone()
@@ -261,11 +261,13 @@ impl Args {
         // the jobs directory: a --state-dir that does not let them is
         // refused; the default one (in root's home) is warned about.
         let others = nix::unistd::geteuid().is_root() && (self.login || self.user.is_some());
-        let unreachable = others.then(|| crate::jobs::unreachable(&dir)).flatten();
+        let unreachable = others
+            .then(|| crate::helpers::jobs::unreachable(&dir))
+            .flatten();
         if let (Some(why), Some(_)) = (&unreachable, &self.state_dir) {
             return Err(ConfigError::JobsUnreachable(why.clone()));
         }
-        Ok(Some(crate::jobs::Settings {
+        Ok(Some(crate::helpers::jobs::Settings {
             exe: own_executable("jobs")?,
             dir,
             output_max: self.job_output_max.max(4096),
@@ -281,7 +283,7 @@ impl Args {
     fn authorized_keys(
         &self,
         run_as: Option<&RunAs>,
-    ) -> Result<Option<std::sync::Arc<crate::authorized::AuthorizedKeys>>, ConfigError> {
+    ) -> Result<Option<std::sync::Arc<crate::auth::authorized::AuthorizedKeys>>, ConfigError> {
         let Some(path) = &self.authorized_keys else {
             return Ok(None);
         };
@@ -293,7 +295,7 @@ impl Args {
                 .map(|u| u.name)
                 .unwrap_or_default(),
         };
-        let keys = crate::authorized::AuthorizedKeys::load(path, account)?;
+        let keys = crate::auth::authorized::AuthorizedKeys::load(path, account)?;
         Ok(Some(std::sync::Arc::new(keys)))
     }
 

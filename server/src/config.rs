@@ -65,7 +65,7 @@ pub struct Config {
     /// (unless `authorized_keys` is set).
     pub token: Option<Token>,
     /// Public keys that may come in instead of the token (`--authorized-keys`).
-    pub authorized_keys: Option<std::sync::Arc<crate::authorized::AuthorizedKeys>>,
+    pub authorized_keys: Option<std::sync::Arc<crate::auth::authorized::AuthorizedKeys>>,
     /// `--login`: a client names an account, and its key must be in that
     /// account's `~/.ssh/authorized_keys` (login.rs).
     pub login: bool,

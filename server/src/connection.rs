@@ -141,7 +141,7 @@ pub struct Connection {
     /// Who authenticated, and how (the audit line): `token`, or the account and key.
     who: Option<std::sync::Arc<str>>,
     /// What it may do, and as whom: decided when it authenticated.
-    grant: std::sync::Arc<crate::grant::Grant>,
+    grant: std::sync::Arc<crate::auth::grant::Grant>,
 }
 
 impl Connection {
@@ -206,12 +206,12 @@ impl Connection {
     }
 
     /// Records what its key's line (and its account) allows.
-    pub fn set_grant(&mut self, grant: crate::grant::Grant) {
+    pub fn set_grant(&mut self, grant: crate::auth::grant::Grant) {
         self.grant = std::sync::Arc::new(grant);
     }
 
     /// What this connection may do, and as whom.
-    pub fn grant(&self) -> std::sync::Arc<crate::grant::Grant> {
+    pub fn grant(&self) -> std::sync::Arc<crate::auth::grant::Grant> {
         self.grant.clone()
     }
 

@@ -10,9 +10,9 @@ use std::process::Command;
 
 use rexec_proto::{ErrorKind, Exec, ExecMode};
 
-use crate::grant::Grant;
+use crate::auth::grant::Grant;
+use crate::auth::run_as::RunAs;
 use crate::process::CommandError;
-use crate::run_as::RunAs;
 use rexec_proto::text::echo;
 
 /// The PATH commands run with.
@@ -88,7 +88,7 @@ pub struct ExecPolicy {
     /// database (looked up once at start); `None`: `$HOME`.
     pub own_home: Option<PathBuf>,
     /// Detached jobs (jobs.rs), or `None` when they are off.
-    pub jobs: Option<crate::jobs::Settings>,
+    pub jobs: Option<crate::helpers::jobs::Settings>,
 }
 
 /// Variables a client may always set, even with `no_shell`: they choose a
@@ -160,7 +160,12 @@ pub fn transfer_command(policy: &ExecPolicy, grant: &Grant) -> Result<Command, C
             "file transfers are off with --no-shell unless rexecd has --files-root DIR",
         ));
     }
-    Ok(helper_command(policy, grant, exe, [crate::files::FILES]))
+    Ok(helper_command(
+        policy,
+        grant,
+        exe,
+        [crate::helpers::files::FILES],
+    ))
 }
 
 /// One of rexecd's helpers (`exe ARGS...`) for a connection: as its
@@ -228,7 +233,9 @@ pub fn command_for(
         // started (see contain.rs).
         Some(exe) => {
             let mut c = Command::new(exe);
-            c.arg(crate::contain::ARG).arg(&program).args(&args);
+            c.arg(crate::helpers::contain::ARG)
+                .arg(&program)
+                .args(&args);
             c
         }
         None => {
@@ -389,7 +396,7 @@ pub(crate) fn set_environment(
     }
     let (_, forced) = grant.command(exec);
     if forced {
-        cmd.env(crate::grant::ORIGINAL_COMMAND, &exec.command);
+        cmd.env(crate::auth::grant::ORIGINAL_COMMAND, &exec.command);
     }
     for (k, v) in &exec.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {

@@ -6,9 +6,9 @@
 use rexec_proto::{ErrorKind, Exec, JobVerb};
 use std::process::Command;
 
+use crate::auth::grant::Grant;
 use crate::exec_policy::{ExecPolicy, helper_command, set_environment, start_dir, what_to_run};
-use crate::grant::Grant;
-use crate::jobs::Settings;
+use crate::helpers::jobs::Settings;
 use crate::process::CommandError;
 
 /// The command that carries out `verb`; `timeout` (seconds, 0 for none)

@@ -67,24 +67,16 @@
 
 // Internal rooms: `pub(crate)`, so that the compiler reports what nothing
 // uses. What other crates need is re-exported below.
-pub(crate) mod authorized;
+pub(crate) mod auth;
 pub(crate) mod clean_start;
 pub(crate) mod cli;
 pub(crate) mod coalesce;
 pub(crate) mod config;
 pub(crate) mod connection;
-pub(crate) mod contain;
 pub(crate) mod error;
 pub(crate) mod exec_policy;
-pub(crate) mod files;
-pub(crate) mod files_path;
-pub(crate) mod files_request;
-pub(crate) mod files_tree;
-pub(crate) mod grant;
+pub(crate) mod helpers;
 pub(crate) mod job_command;
-pub(crate) mod jobs;
-pub(crate) mod key_options;
-pub(crate) mod login;
 pub(crate) mod out_queue;
 pub(crate) mod proc_stat;
 pub(crate) mod process;
@@ -92,7 +84,6 @@ pub(crate) mod protocol;
 pub(crate) mod pty;
 pub(crate) mod registry;
 pub(crate) mod regular_file;
-pub(crate) mod run_as;
 pub(crate) mod server;
 pub(crate) mod spawner;
 pub(crate) mod splice;
@@ -117,11 +108,11 @@ pub use tls::TlsSetup;
 /// jobs, jobs.rs).
 pub fn helper_mode(args: &[std::ffi::OsString]) -> Option<i32> {
     let mode = args.get(1)?.to_str()?;
-    if mode == contain::ARG {
-        return Some(contain::supervise(&args[2..]));
+    if mode == helpers::contain::ARG {
+        return Some(helpers::contain::supervise(&args[2..]));
     }
-    if mode == jobs::ARG {
-        return Some(jobs::main(&args[2..]));
+    if mode == helpers::jobs::ARG {
+        return Some(helpers::jobs::main(&args[2..]));
     }
-    (mode == files::FILES).then(files::helper)
+    (mode == helpers::files::FILES).then(helpers::files::helper)
 }

@@ -148,7 +148,7 @@ struct Door {
     /// Kept in reserve for refusing a connection when out of descriptors.
     spare_fd: Option<std::os::fd::OwnedFd>,
     /// With `--login`: the threads that check accounts' keys (login.rs).
-    logins: Option<crate::login::Logins>,
+    logins: Option<crate::auth::login::Logins>,
     /// Keys being decided, and refusals waiting for their time (keys.rs).
     key_waits: keys::KeyWaits,
 }
@@ -238,7 +238,7 @@ impl Server {
         let logins = match cfg.login {
             true => {
                 let waker = waker.clone();
-                Some(crate::login::Logins::start(
+                Some(crate::auth::login::Logins::start(
                     cfg.permit_root_login,
                     move || {
                         if let Err(e) = waker.wake() {

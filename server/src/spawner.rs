@@ -20,7 +20,7 @@
 //! the loop with a byte on the same socket, which the loop polls.
 //!
 //! Who fills the queues: `Exec`s, each of which already counts against
-//! `--max-procs` (its `Proc` exists while it starts). A job the socket has
+//! `--max-procs` (its `Proc` exists while it starts). A start the socket has
 //! no room for is started on the loop thread instead, slowly but correctly.
 
 use std::collections::HashMap;
@@ -43,7 +43,7 @@ use crate::registry::ProcId;
 
 /// A command to start, for the loop's `Proc` `proc`.
 #[derive(Debug)]
-pub struct Job {
+pub struct Launch {
     pub proc: ProcId,
     pub cmd: Command,
     pub fds: ChildFds,
@@ -59,12 +59,12 @@ pub struct Done {
 /// Commands handed over, by the `Proc` they are for.
 type Commands = Arc<Mutex<HashMap<ProcId, Command>>>;
 
-/// The bytes of a job message: the `Proc` id and which descriptors follow.
+/// The bytes of a start's message: the `Proc` id and which descriptors follow.
 const JOB_LEN: usize = 9;
 
 /// The spawner threads, the loop's end of their socket, and their results.
 pub struct Spawner {
-    /// The loop's end: jobs out, wake-up bytes in. Non-blocking.
+    /// The loop's end: starts out, wake-up bytes in. Non-blocking.
     sock: Option<OwnedFd>,
     /// The threads' end, kept here only when a thread could not get a
     /// table of its own (then the threads share ours).
@@ -152,8 +152,8 @@ impl Spawner {
     /// would cost more than it saves: two wake-ups across CPUs (about 0.1 ms
     /// on a virtual machine) against blocking a caller nobody is waiting on
     /// while one child execs.
-    pub fn submit(&self, job: Job, here: bool) -> Option<Done> {
-        let Job { proc, cmd, fds } = job;
+    pub fn submit(&self, launch: Launch, here: bool) -> Option<Done> {
+        let Launch { proc, cmd, fds } = launch;
         let sock = match &self.sock {
             Some(sock) if !here || self.in_flight.get() > 0 => sock,
             _ => return Some(spawn_on_this_thread(proc, cmd, Ok(fds))),
@@ -320,7 +320,7 @@ fn run(
     }
 }
 
-/// Reads the next job: its `Proc` and its descriptors. `None` at the end.
+/// Reads the next start: its `Proc` and its descriptors. `None` at the end.
 fn receive(sock: BorrowedFd<'_>) -> Option<(ProcId, io::Result<ChildFds>)> {
     loop {
         let mut msg = [0u8; JOB_LEN];
@@ -346,7 +346,7 @@ fn receive(sock: BorrowedFd<'_>) -> Option<(ProcId, io::Result<ChildFds>)> {
             }
         }
         if got.bytes != JOB_LEN {
-            continue; // not a job of ours; its descriptors close here
+            continue; // not a start of ours; its descriptors close here
         }
         let mut id = [0u8; 8];
         id.copy_from_slice(&msg[..8]);
@@ -412,7 +412,7 @@ mod tests {
                 Ok(())
             });
         }
-        let job = Job {
+        let launch = Launch {
             proc: ProcId(1),
             cmd,
             fds: no_output(),
@@ -431,7 +431,7 @@ mod tests {
             })
         };
         assert!(
-            spawner.submit(job, false).is_none(),
+            spawner.submit(launch, false).is_none(),
             "started on the caller"
         );
         assert!(

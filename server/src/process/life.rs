@@ -13,7 +13,7 @@ use mio::unix::pipe::{Receiver, Sender};
 use rexec_proto::{ExitStatus, Exited, OutputStream};
 
 use super::{GraceVerdict, Pidfd, PipeGrace, Proc, exit_status};
-use crate::files_request::HelperMsg;
+use crate::helpers::files_request::HelperMsg;
 use crate::out_queue::OutQueue;
 use crate::registry::ConnId;
 use crate::timer::Timers;

@@ -12,7 +12,7 @@ use super::Server;
 use crate::connection::Hold;
 use crate::process::{self, CommandError, Pipes, Proc, StdinStep};
 use crate::registry::{ConnId, ProcId, Registry, Slot};
-use crate::spawner::{Done, Job};
+use crate::spawner::{Done, Launch};
 use crate::timer::Timer;
 use rexec_proto::text::echo;
 
@@ -107,7 +107,7 @@ impl Server {
                 .map(Proc::pgid)
                 .filter(|&g| g > 1)
                 .collect();
-            let running = self.procs.len() + crate::contain::descendants(&roots).len();
+            let running = self.procs.len() + crate::helpers::contain::descendants(&roots).len();
             if running >= self.cfg.max_procs {
                 return Err(CommandError::new(
                     ErrorKind::Limit,
@@ -222,7 +222,7 @@ impl Server {
         let mut p = Proc::new(conn_id, exec.id, exec.command, conn.peer(), pipes, now);
         p.set_up(limit.map(|l| now + l), notice, conn.who());
         self.procs.insert(proc, p);
-        let job = Job {
+        let launch = Launch {
             proc,
             cmd,
             fds: prepared.child,
@@ -235,7 +235,7 @@ impl Server {
         // for one).
         let here = (self.procs.len() == 1 || !self.backlog.is_empty())
             && self.conns.len() <= INLINE_START_CONNS;
-        if let Some(done) = self.spawner.submit(job, here) {
+        if let Some(done) = self.spawner.submit(launch, here) {
             self.on_spawned(done);
         }
         Ok(())

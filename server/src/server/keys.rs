@@ -22,9 +22,9 @@ use rexec_proto::ServerMsg;
 use ssh_key::PublicKey;
 
 use super::Server;
-use crate::authorized::{self, AuthorizedKeys};
-use crate::grant::Grant;
-use crate::login::Check;
+use crate::auth::authorized::{self, AuthorizedKeys};
+use crate::auth::grant::Grant;
+use crate::auth::login::Check;
 use crate::protocol::Action;
 use crate::registry::ConnId;
 use crate::timer::Timer;

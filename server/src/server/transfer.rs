@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use rexec_proto::{ErrorKind, Exec};
 
 use super::Server;
-use crate::files_request::{HelperMsg, Request};
+use crate::helpers::files_request::{HelperMsg, Request};
 use crate::registry::ConnId;
 
 impl Server {

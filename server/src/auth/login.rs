@@ -25,10 +25,10 @@ use std::time::SystemTime;
 
 use ssh_key::PublicKey;
 
-use crate::authorized::{self, MAX_FILE};
-use crate::grant::Grant;
+use crate::auth::authorized::{self, MAX_FILE};
+use crate::auth::grant::Grant;
+use crate::auth::run_as::RunAs;
 use crate::registry::ConnId;
-use crate::run_as::RunAs;
 
 /// Longest account name looked up (Linux allows 32 bytes).
 const MAX_NAME: usize = 256;

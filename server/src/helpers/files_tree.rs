@@ -11,7 +11,9 @@ use std::path::Path;
 
 use rustix::fs::{Mode, OFlags};
 
-use crate::files_path::{Root, TransferError, at, plain_name, shown, shown_dir, temp_name};
+use crate::helpers::files_path::{
+    Root, TransferError, at, plain_name, shown, shown_dir, temp_name,
+};
 
 /// A directory of an uploaded tree: made when missing; with -p, given the
 /// source's mode (never a special bit).

@@ -38,8 +38,10 @@ use rexec_proto::{Put, PutWhat};
 use rustix::fs::{CWD, Mode, OFlags};
 use sha2::{Digest, Sha256};
 
-use crate::files_path::{Root, TransferError, at, plain_name, shown, shown_dir, temp_name};
-use crate::files_request::{HelperInput, HelperMsg, Incoming, Request};
+use crate::helpers::files_path::{
+    Root, TransferError, at, plain_name, shown, shown_dir, temp_name,
+};
+use crate::helpers::files_request::{HelperInput, HelperMsg, Incoming, Request};
 
 /// The first argument that makes `rexecd` a transfer helper.
 pub const FILES: &str = "__files";
@@ -52,7 +54,9 @@ pub fn helper() -> i32 {
         match request {
             Request::Put(p) => put(&root, &p, &mut input),
             Request::Get(path) => get(&root, OsStr::from_bytes(&path)),
-            Request::List(path) => crate::files_tree::list(&root, OsStr::from_bytes(&path)),
+            Request::List(path) => {
+                crate::helpers::files_tree::list(&root, OsStr::from_bytes(&path))
+            }
         }
     });
     match res {
@@ -70,7 +74,7 @@ fn put(root: &Root, put: &Put, input: &mut HelperInput) -> Result<(), TransferEr
     // DEST is a directory (then NAME goes inside), or a file to write; with
     // MKDIRS it is a directory, made if missing.
     if put.what == PutWhat::TreeTop {
-        return crate::files_tree::put_tree_top(root, dest, name, put.mode, put.preserve);
+        return crate::helpers::files_tree::put_tree_top(root, dest, name, put.mode, put.preserve);
     }
     if put.mkdirs {
         make_dirs(root, dest)?;
@@ -78,10 +82,14 @@ fn put(root: &Root, put: &Put, input: &mut HelperInput) -> Result<(), TransferEr
     let (dir, dir_path, file_name) = put_target(root, dest, name)?;
     match &put.what {
         PutWhat::Dir => {
-            return crate::files_tree::put_dir(&dir, &file_name, put.mode, put.preserve);
+            return crate::helpers::files_tree::put_dir(&dir, &file_name, put.mode, put.preserve);
         }
         PutWhat::Symlink(target) => {
-            return crate::files_tree::put_symlink(&dir, &file_name, OsStr::from_bytes(target));
+            return crate::helpers::files_tree::put_symlink(
+                &dir,
+                &file_name,
+                OsStr::from_bytes(target),
+            );
         }
         PutWhat::File | PutWhat::TreeTop => {}
     }

@@ -143,7 +143,7 @@ pub fn run(args: &[OsString]) -> i32 {
     println!("ok");
     let _ = std::io::stdout().flush();
     // The start helper has its answer.
-    crate::contain::close_stdio();
+    crate::helpers::contain::close_stdio();
     if let Some(t) = plan.timeout {
         alarm_after(t);
     }
@@ -205,13 +205,13 @@ fn watch(leader: Pid, waited: &SigSet, done: &mpsc::Receiver<()>) -> End {
 /// Ends everything below us: SIGTERM, then SIGKILL after [`GRACE`];
 /// reaps them all (noting the program's status if it is among them).
 fn stop_everything(leader: Pid, end: &mut End) {
-    crate::contain::kill_descendants(Signal::SIGTERM);
+    crate::helpers::contain::kill_descendants(Signal::SIGTERM);
     let deadline = Instant::now() + GRACE;
     loop {
         match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => {
                 if Instant::now() >= deadline {
-                    crate::contain::kill_descendants(Signal::SIGKILL);
+                    crate::helpers::contain::kill_descendants(Signal::SIGKILL);
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }

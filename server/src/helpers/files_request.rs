@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStringExt;
 
 use rexec_proto::{FrameDecoder, MAX_FRAME_LIMIT, Put};
 
-use crate::files_path::TransferError;
+use crate::helpers::files_path::TransferError;
 use serde::{Deserialize, Serialize};
 
 /// What a helper is asked to do.

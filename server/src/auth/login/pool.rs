@@ -30,7 +30,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Check, Verdict};
-use crate::grant::Grant;
+use crate::auth::grant::Grant;
 use crate::registry::ConnId;
 
 /// Most checks waiting for a thread.

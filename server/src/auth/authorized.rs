@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use ssh_key::PublicKey;
 
+use crate::auth::key_options::KeyOptions;
 use crate::error::ConfigError;
-use crate::key_options::KeyOptions;
 
 /// Largest authorized_keys file read (sshd has no limit; rexecd keeps
 /// every read bounded: a user's own file is theirs to fill).

@@ -102,7 +102,7 @@ impl Job {
     pub fn output(&self) -> u64 {
         match &self.state {
             State::Ended(e) => e.output,
-            _ => crate::jobs::spool::written(&self.dir, self.uid),
+            _ => crate::helpers::jobs::spool::written(&self.dir, self.uid),
         }
     }
 }
@@ -191,7 +191,7 @@ fn supervises(pid: i32, dir: &Path) -> bool {
         return false;
     };
     let mut args = cmdline.split(|&b| b == 0).skip(1);
-    args.next() == Some(crate::jobs::ARG.as_bytes())
+    args.next() == Some(crate::helpers::jobs::ARG.as_bytes())
         && args.next() == Some(b"run")
         && args.next() == Some(dir.as_os_str().as_bytes())
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use rexec_proto::{ErrorKind, Exec};
 
+use crate::auth::run_as::RunAs;
 use crate::process::CommandError;
-use crate::run_as::RunAs;
 
 /// The variable a forced command finds the client's command in.
 pub const ORIGINAL_COMMAND: &str = "REXEC_ORIGINAL_COMMAND";
