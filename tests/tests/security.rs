@@ -57,9 +57,11 @@ fn only_token_holders_run_commands() {
         .arg(d.host())
         .arg("echo in"));
     assert_eq!(r.code, Some(255));
-    // (Since protocol 5 a key would do too: the message says both.)
+    // (Since protocol 7 the server says it takes a token only, and the
+    // message says just that; it said "a key or a token" when it could
+    // not know.)
     assert!(
-        r.stderr.contains("requires a key or a token"),
+        r.stderr.contains("requires a token: give --token-file"),
         "{}",
         r.stderr
     );
