@@ -443,6 +443,22 @@ pub struct PipeGrace {
     bytes_out: u64,
 }
 
+/// Why an exited command's output may still be to come: each restarts its
+/// pipe grace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Waiting {
+    /// Its pipes are not read for now: their client's queue is full.
+    pub paused: bool,
+    /// Bytes wait in a pipe.
+    pub in_pipes: bool,
+}
+
+impl Waiting {
+    fn any(self) -> bool {
+        self.paused || self.in_pipes
+    }
+}
+
 /// What [`PipeGrace::check`] decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GraceVerdict {
@@ -463,16 +479,15 @@ impl PipeGrace {
     }
 
     /// Decides at `now`, given the command's output count so far and
-    /// whether output is waiting (bytes in a pipe, or pipes paused for a
-    /// slow client).
+    /// what may hold output back.
     pub fn check(
         &mut self,
         now: Instant,
         bytes_out: u64,
-        waiting: bool,
+        waiting: Waiting,
         grace: Duration,
     ) -> GraceVerdict {
-        if waiting || bytes_out != self.bytes_out {
+        if waiting.any() || bytes_out != self.bytes_out {
             *self = PipeGrace::begin(now, bytes_out);
             return GraceVerdict::Wait(grace);
         }

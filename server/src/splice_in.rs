@@ -14,11 +14,65 @@
 //! exactly those the copying path would have written.
 //!
 //! Used on plain native connections only (TLS decrypts in user space).
+//!
+//! The system calls go through [`Kernel`], so that the simulation
+//! (sim/inbound.rs) can run this very code against a kernel whose every
+//! answer comes from a seed: partial moves, `EAGAIN`, `EINTR`, urgent
+//! marks, a pipe that fills, a client that goes.
 
 use std::io;
 use std::os::fd::BorrowedFd;
 
+use rustix::event::PollFlags;
+use rustix::io::Errno;
 use rustix::pipe::SpliceFlags;
+
+/// The system calls zero-copy input makes, on descriptors of type `F`.
+pub trait Kernel<F: Copy> {
+    /// splice(2) of up to `len` bytes, `SPLICE_F_MOVE | SPLICE_F_NONBLOCK`.
+    fn splice(&mut self, from: F, to: F, len: usize) -> Result<usize, Errno>;
+    /// read(2).
+    fn read(&mut self, fd: F, buf: &mut [u8]) -> Result<usize, Errno>;
+    /// poll(2) for `POLLOUT` with a zero timeout: the events returned.
+    fn poll_out(&mut self, fd: F) -> Result<PollFlags, Errno>;
+}
+
+/// The real kernel.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Os;
+
+impl<'a> Kernel<BorrowedFd<'a>> for Os {
+    fn splice(
+        &mut self,
+        from: BorrowedFd<'a>,
+        to: BorrowedFd<'a>,
+        len: usize,
+    ) -> Result<usize, Errno> {
+        rustix::pipe::splice(
+            from,
+            None,
+            to,
+            None,
+            len,
+            SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
+        )
+    }
+
+    fn read(&mut self, fd: BorrowedFd<'a>, buf: &mut [u8]) -> Result<usize, Errno> {
+        rustix::io::read(fd, buf)
+    }
+
+    fn poll_out(&mut self, fd: BorrowedFd<'a>) -> Result<PollFlags, Errno> {
+        use rustix::event::{PollFd, Timespec};
+        let mut fds = [PollFd::new(&fd, PollFlags::OUT)];
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        rustix::event::poll(&mut fds, Some(&zero))?;
+        Ok(fds[0].revents())
+    }
+}
 
 /// A chunk whose missing data is at least this large is spliced; a smaller
 /// one is read as usual (a splice costs more than copying a few KiB).
@@ -87,75 +141,111 @@ const READ_INSTEAD_MAX: usize = 4 * 1024;
 /// the frame times out). So a read has the last word: `EAGAIN` from it is
 /// an empty socket, 0 the end of the stream, and bytes it returns are left
 /// in `scratch` ([`Moved::Read`]) for the caller to queue.
-pub fn socket_to_pipe(
-    sock: BorrowedFd<'_>,
-    pipe: BorrowedFd<'_>,
+pub fn socket_to_pipe<F: Copy>(
+    k: &mut impl Kernel<F>,
+    sock: F,
+    pipe: F,
     len: usize,
     scratch: &mut [u8],
 ) -> io::Result<Result<usize, Moved>> {
     let most = len.min(scratch.len()).min(READ_INSTEAD_MAX);
     loop {
-        let moved = match rustix::pipe::splice(
-            sock,
-            None,
-            pipe,
-            None,
-            len,
-            SpliceFlags::MOVE | SpliceFlags::NONBLOCK,
-        ) {
+        let moved = match k.splice(sock, pipe, len) {
             Ok(n) if n > 0 => Ok(n),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(rustix::io::Errno::AGAIN) if pipe_full(pipe)? => Err(Moved::PipeFull),
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) if pipe_full(k, pipe)? => Err(Moved::PipeFull),
             // 0 (tcp_splice_read's answer at an urgent mark when the socket
             // blocks, as well as at the end) or EAGAIN with room in the pipe;
             // or EINVAL, splice refusing `pipe` (not a pipe: callers do not
             // splice into a terminal, and a read does the same, slower).
-            Ok(_) | Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INVAL) => {
-                read_instead(sock, &mut scratch[..most])?
+            Ok(_) | Err(Errno::AGAIN | Errno::INVAL) => {
+                read_instead(k, sock, &mut scratch[..most])?
             }
-            Err(rustix::io::Errno::PIPE) => Err(Moved::PipeClosed),
+            Err(Errno::PIPE) => Err(Moved::PipeClosed),
             Err(e) => return Err(e.into()),
         };
         return Ok(moved);
     }
 }
 
+/// Moves the rest of `chunk` from `sock` into `pipe` (or, with none, reads
+/// and drops it, so that framing can resume), until it is all moved or
+/// something stops it; `chunk.remaining` counts down as bytes go. Bytes
+/// that could only be read, not spliced, are left in `scratch`
+/// ([`Moved::Read`]) for the caller to queue before the rest. Also says
+/// whether any byte came from the client (liveness).
+pub fn move_chunk<F: Copy>(
+    k: &mut impl Kernel<F>,
+    chunk: &mut Inbound,
+    sock: F,
+    pipe: Option<F>,
+    scratch: &mut [u8],
+) -> io::Result<(Moved, bool)> {
+    let mut heard = false;
+    while chunk.remaining > 0 {
+        let moved = match pipe {
+            Some(pipe) => socket_to_pipe(k, sock, pipe, chunk.remaining, scratch)?,
+            None => {
+                let n = chunk.remaining.min(scratch.len());
+                match k.read(sock, &mut scratch[..n]) {
+                    Ok(0) => Err(Moved::Ended),
+                    Ok(n) => Ok(n),
+                    Err(Errno::AGAIN) => Err(Moved::SocketEmpty),
+                    Err(Errno::INTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        match moved {
+            Ok(n) => {
+                chunk.remaining -= n.min(chunk.remaining);
+                heard = true;
+            }
+            Err(Moved::Read(n)) => {
+                // In `scratch`, for the caller to queue.
+                chunk.remaining -= n.min(chunk.remaining);
+                return Ok((Moved::Read(n), true));
+            }
+            Err(stop) => return Ok((stop, heard)),
+        }
+    }
+    Ok((Moved::Done, heard))
+}
+
 /// Reads into `buf` the bytes a splice would not take: a read tells the
 /// end of the stream (0) and an empty socket (`EAGAIN`) for certain, and
 /// steps over an urgent mark.
-fn read_instead(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Result<usize, Moved>> {
+fn read_instead<F: Copy>(
+    k: &mut impl Kernel<F>,
+    sock: F,
+    buf: &mut [u8],
+) -> io::Result<Result<usize, Moved>> {
     loop {
-        return match rustix::io::read(sock, &mut *buf) {
+        return match k.read(sock, &mut *buf) {
             Ok(0) => Ok(Err(Moved::Ended)),
             Ok(n) => Ok(Err(Moved::Read(n))),
-            Err(rustix::io::Errno::AGAIN) => Ok(Err(Moved::SocketEmpty)),
-            Err(rustix::io::Errno::INTR) => continue,
+            Err(Errno::AGAIN) => Ok(Err(Moved::SocketEmpty)),
+            Err(Errno::INTR) => continue,
             Err(e) => Err(e.into()),
         };
     }
 }
 
 /// Whether a writer would block on `pipe` (no room: a read will wake it).
-fn pipe_full(pipe: BorrowedFd<'_>) -> io::Result<bool> {
-    use rustix::event::{PollFd, PollFlags, Timespec};
-    let mut fds = [PollFd::new(&pipe, PollFlags::OUT)];
-    let zero = Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+fn pipe_full<F: Copy>(k: &mut impl Kernel<F>, pipe: F) -> io::Result<bool> {
     // poll(2) is never restarted after a signal handler ran, SA_RESTART or
     // not, even with a zero timeout: rexecd catches SIGCHLD, which arrives
     // all the time under load, and an EINTR taken for an error here closed
     // the connection in the middle of an upload.
-    loop {
-        match rustix::event::poll(&mut fds, Some(&zero)) {
-            Err(rustix::io::Errno::INTR) => continue,
+    let revents = loop {
+        match k.poll_out(pipe) {
+            Err(Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
-            Ok(_) => break,
+            Ok(r) => break r,
         }
-    }
+    };
     // A pipe with no reader polls as writable (and errors): not "full".
-    Ok(!fds[0].revents().intersects(PollFlags::OUT | PollFlags::ERR))
+    Ok(!revents.intersects(PollFlags::OUT | PollFlags::ERR))
 }
 
 #[cfg(test)]
@@ -189,13 +279,15 @@ mod tests {
 
         // Nothing sent yet.
         assert_eq!(
-            socket_to_pipe(server.as_fd(), tx.as_fd(), 10, &mut scratch).unwrap(),
+            socket_to_pipe(&mut Os, server.as_fd(), tx.as_fd(), 10, &mut scratch).unwrap(),
             Err(Moved::SocketEmpty)
         );
         client.write_all(b"hello world").unwrap();
         let mut moved = 0;
         while moved < 5 {
-            match socket_to_pipe(server.as_fd(), tx.as_fd(), 5 - moved, &mut scratch).unwrap() {
+            match socket_to_pipe(&mut Os, server.as_fd(), tx.as_fd(), 5 - moved, &mut scratch)
+                .unwrap()
+            {
                 Ok(n) => moved += n,
                 Err(Moved::SocketEmpty) => std::thread::yield_now(),
                 Err(other) => panic!("{other:?}"),
@@ -217,14 +309,14 @@ mod tests {
             }
         }
         assert_eq!(
-            socket_to_pipe(server.as_fd(), tx.as_fd(), 6, &mut scratch).unwrap(),
+            socket_to_pipe(&mut Os, server.as_fd(), tx.as_fd(), 6, &mut scratch).unwrap(),
             Err(Moved::PipeFull)
         );
 
         // The reader went away.
         drop(rx);
         assert_eq!(
-            socket_to_pipe(server.as_fd(), tx.as_fd(), 6, &mut scratch).unwrap(),
+            socket_to_pipe(&mut Os, server.as_fd(), tx.as_fd(), 6, &mut scratch).unwrap(),
             Err(Moved::PipeClosed)
         );
 
@@ -241,7 +333,7 @@ mod tests {
         }
         drop(client);
         loop {
-            match socket_to_pipe(server.as_fd(), tx2.as_fd(), 6, &mut scratch).unwrap() {
+            match socket_to_pipe(&mut Os, server.as_fd(), tx2.as_fd(), 6, &mut scratch).unwrap() {
                 Err(Moved::SocketEmpty) => std::thread::yield_now(),
                 other => break assert_eq!(other, Err(Moved::Ended)),
             }
@@ -265,7 +357,9 @@ mod tests {
         let mut step = |left: usize| {
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             loop {
-                match socket_to_pipe(server.as_fd(), tx.as_fd(), left, &mut scratch).unwrap() {
+                match socket_to_pipe(&mut Os, server.as_fd(), tx.as_fd(), left, &mut scratch)
+                    .unwrap()
+                {
                     Err(Moved::SocketEmpty) if std::time::Instant::now() < deadline => {
                         std::thread::sleep(std::time::Duration::from_millis(1))
                     }
@@ -351,7 +445,7 @@ mod tests {
         while (checked.len() < 20_000 || handled.load(Ordering::Relaxed) < 2_000)
             && Instant::now() < deadline
         {
-            checked.push(pipe_full(tx.as_fd()));
+            checked.push(pipe_full(&mut Os, tx.as_fd()));
         }
         stop.store(true, Ordering::Relaxed);
         sender.join().unwrap();
@@ -378,7 +472,7 @@ mod tests {
         let mut scratch = [0u8; 64];
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let moved = loop {
-            match socket_to_pipe(server.as_fd(), not_a_pipe.as_fd(), 9, &mut scratch) {
+            match socket_to_pipe(&mut Os, server.as_fd(), not_a_pipe.as_fd(), 9, &mut scratch) {
                 Ok(Err(Moved::SocketEmpty)) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(1))
                 }

@@ -271,7 +271,10 @@ impl Proc {
         paused: bool,
         grace: Duration,
     ) -> Option<GraceVerdict> {
-        let waiting = paused || self.pipes_hold_output();
+        let waiting = super::Waiting {
+            paused,
+            in_pipes: self.pipes_hold_output(),
+        };
         let bytes_out = self.bytes_out;
         Some(self.grace.as_mut()?.check(now, bytes_out, waiting, grace))
     }

@@ -43,15 +43,24 @@ fn a_started_command_gets_sigterm_once_and_sigkill_scheduled() {
     assert_eq!(status.signal(), Some(15), "{status:?}");
 }
 
+/// Bytes wait in a pipe for a slow reader.
+const WAITING: Waiting = Waiting {
+    paused: true,
+    in_pipes: true,
+};
+
 #[test]
 fn quiet_empty_pipes_are_cut_after_the_grace() {
     let t0 = Instant::now();
     let mut g = PipeGrace::begin(t0, 100);
     assert_eq!(
-        g.check(t0 + GRACE / 2, 100, false, GRACE),
+        g.check(t0 + GRACE / 2, 100, Waiting::default(), GRACE),
         GraceVerdict::Wait(GRACE / 2)
     );
-    assert_eq!(g.check(t0 + GRACE, 100, false, GRACE), GraceVerdict::Cut);
+    assert_eq!(
+        g.check(t0 + GRACE, 100, Waiting::default(), GRACE),
+        GraceVerdict::Cut
+    );
 }
 
 #[test]
@@ -61,17 +70,17 @@ fn output_waiting_for_a_slow_reader_never_lets_the_grace_run_out() {
     // An hour of a full pipe that the client does not read: always wait.
     for s in 1..3600 {
         let now = t0 + Duration::from_secs(s);
-        assert_eq!(g.check(now, 100, true, GRACE), GraceVerdict::Wait(GRACE));
+        assert_eq!(g.check(now, 100, WAITING, GRACE), GraceVerdict::Wait(GRACE));
     }
     // Then the client reads and the pipe is drained (100 more bytes
     // sent): a whole grace period from there.
     let drained = t0 + Duration::from_secs(3600);
     assert_eq!(
-        g.check(drained, 200, false, GRACE),
+        g.check(drained, 200, Waiting::default(), GRACE),
         GraceVerdict::Wait(GRACE)
     );
     assert_eq!(
-        g.check(drained + GRACE, 200, false, GRACE),
+        g.check(drained + GRACE, 200, Waiting::default(), GRACE),
         GraceVerdict::Cut
     );
 }
@@ -82,15 +91,15 @@ fn bytes_that_arrived_restart_the_grace() {
     let mut g = PipeGrace::begin(t0, 100);
     // Nothing waits at the check, but 5 bytes were read since.
     assert_eq!(
-        g.check(t0 + GRACE, 105, false, GRACE),
+        g.check(t0 + GRACE, 105, Waiting::default(), GRACE),
         GraceVerdict::Wait(GRACE)
     );
     assert_eq!(
-        g.check(t0 + GRACE + GRACE / 5, 105, false, GRACE),
+        g.check(t0 + GRACE + GRACE / 5, 105, Waiting::default(), GRACE),
         GraceVerdict::Wait(GRACE - GRACE / 5)
     );
     assert_eq!(
-        g.check(t0 + 2 * GRACE, 105, false, GRACE),
+        g.check(t0 + 2 * GRACE, 105, Waiting::default(), GRACE),
         GraceVerdict::Cut
     );
 }
