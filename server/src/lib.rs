@@ -50,12 +50,15 @@
 //!
 //! # `unsafe`
 //!
-//! Nine blocks, each with its SAFETY comment, where no safe call exists:
-//! `pre_exec` closures (the pty's session, `--user`'s credentials, a test's
-//! gate), borrowing descriptor numbers from `/proc` listings (marking
-//! inherited ones close-on-exec, closing a spawner thread's copies),
-//! `unshare(CLONE_FILES)` for the spawner threads, `sigaction` in the
-//! `--contain` supervisor, and scrubbing the token from `environ`.
+//! Nine blocks outside tests, each with its SAFETY comment, where no safe
+//! call exists: five in `sys.rs`, behind safe functions (what a child does
+//! between fork and exec, from a fixed set of async-signal-safe steps;
+//! turning inherited ignored signals into caught ones; a supervisor dying
+//! of its program's signal; `mktime`; scrubbing the token from
+//! `environ`), and four about descriptors: borrowing numbers from `/proc`
+//! listings (marking inherited ones close-on-exec, closing a spawner
+//! thread's copies), `unshare(CLONE_FILES)` for the spawner threads, and a
+//! spawner thread's end of its socket.
 //!
 //! ```no_run
 //! use rexec_server::{Config, Server};
@@ -68,7 +71,6 @@
 // Internal rooms: `pub(crate)`, so that the compiler reports what nothing
 // uses. What other crates need is re-exported below.
 pub(crate) mod auth;
-pub(crate) mod clean_start;
 pub(crate) mod cli;
 pub(crate) mod coalesce;
 pub(crate) mod config;
@@ -90,16 +92,17 @@ mod sim;
 pub(crate) mod spawner;
 pub(crate) mod splice;
 pub(crate) mod splice_in;
+pub(crate) mod sys;
 pub(crate) mod timer;
 pub(crate) mod tls;
 
-pub use clean_start::adopt_ignored_signals;
 pub use cli::Args;
 pub use config::{Config, Protocol};
 pub use error::{ConfigError, TlsError};
 pub use exec_policy::ExecPolicy;
 pub use protocol::{Action, ConnProtocol};
 pub use server::{Server, ServerHandle};
+pub use sys::{adopt_ignored_signals, scrub_environ};
 pub use tls::TlsSetup;
 
 /// Runs one of rexecd's helper modes when `args` (the whole command line)

@@ -6,7 +6,7 @@ use rexec_server::{Args, Server};
 
 fn main() -> ExitCode {
     // Before anything else, in rexecd and in every helper: nothing they
-    // start inherits an ignored or blocked signal (clean_start.rs).
+    // start inherits an ignored or blocked signal (sys.rs).
     rexec_server::adopt_ignored_signals();
     // `rexecd __contain ...`, `rexecd __files`: a helper (lib.rs).
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -24,7 +24,7 @@ fn main() -> ExitCode {
     // Children never inherit the server's environment, but drop the secret
     // from our own too: from the process's environment, and from the memory
     // /proc/PID/environ shows, which remove_var leaves as it was.
-    scrub_environ(rexec_proto::auth::TOKEN_ENV);
+    rexec_server::scrub_environ(rexec_proto::auth::TOKEN_ENV);
     match config.check() {
         Ok(warnings) => warnings.iter().for_each(|w| log::warn!("{w}")),
         Err(e) => {
@@ -61,28 +61,5 @@ fn main() -> ExitCode {
             eprintln!("rexecd: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Removes `name` from the environment and overwrites its value where the
-/// kernel keeps the process's original environment, so that a command run
-/// as the same user cannot read it from `/proc/<rexecd's pid>/environ`.
-fn scrub_environ(name: &str) {
-    let prefix = format!("{name}=");
-    // SAFETY: rexecd is single-threaded here (nothing else reads or writes
-    // the environment). environ is a NULL-terminated array of pointers to
-    // NUL-terminated strings; we only overwrite bytes inside one of them,
-    // up to (not including) its terminating NUL.
-    unsafe {
-        let mut entry = libc::environ;
-        while !entry.is_null() && !(*entry).is_null() {
-            let bytes = std::ffi::CStr::from_ptr(*entry).to_bytes();
-            if bytes.starts_with(prefix.as_bytes()) {
-                let value = (*entry).add(prefix.len());
-                std::ptr::write_bytes(value, 0, bytes.len() - prefix.len());
-            }
-            entry = entry.add(1);
-        }
-        std::env::remove_var(name);
     }
 }

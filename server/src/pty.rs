@@ -6,7 +6,6 @@
 
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use mio::unix::pipe::{Receiver, Sender};
@@ -54,16 +53,8 @@ pub fn prepare(cmd: &mut Command, req: &PtyRequest, owner: Option<u32>) -> io::R
     if !req.term.is_empty() {
         cmd.env("TERM", &req.term);
     }
-    // SAFETY: pre_exec runs the closure in the forked child, where only
-    // async-signal-safe calls are allowed: setsid and ioctl(TIOCSCTTY) are
-    // plain system calls on the child's own stdin, and nothing allocates.
-    unsafe {
-        cmd.pre_exec(|| {
-            rustix::process::setsid()?;
-            rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
-            Ok(())
-        });
-    }
+    // Its own session, the terminal its controlling one.
+    crate::sys::in_child(cmd, crate::sys::InChild::TerminalSession);
     let stdout = Receiver::from(master.try_clone()?);
     stdout.set_nonblocking(true)?;
     let stdin = Sender::from(master.try_clone()?);

@@ -192,7 +192,7 @@ fn parse_expiry(v: &str) -> Result<SystemTime, String> {
         let days = days_from_civil(year, month, day);
         days * 86_400 + hour * 3600 + minute * 60 + second
     } else {
-        local_time(fields).ok_or_else(bad)?
+        crate::sys::local_time(fields).ok_or_else(bad)?
     };
     let secs = u64::try_from(secs).map_err(|_| bad())?;
     Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
@@ -208,28 +208,6 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
-}
-
-/// Seconds since the epoch of a local date and time (the C library's
-/// `mktime`, which knows the machine's time zone and its summer time).
-fn local_time([year, month, day, hour, minute, second]: [i64; 6]) -> Option<i64> {
-    let int = |v: i64| libc::c_int::try_from(v).ok();
-    // SAFETY: `tm` is plain data, zeroed is a valid value; every field
-    // mktime reads is set below.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    tm.tm_year = int(year - 1900)?;
-    tm.tm_mon = int(month - 1)?;
-    tm.tm_mday = int(day)?;
-    tm.tm_hour = int(hour)?;
-    tm.tm_min = int(minute)?;
-    tm.tm_sec = int(second)?;
-    tm.tm_isdst = -1;
-    // SAFETY: mktime reads and normalises the `tm` it is given, a valid
-    // exclusive reference for the call.
-    let t = unsafe { libc::mktime(&mut tm) };
-    // time_t is 32 bits on some targets.
-    #[allow(clippy::useless_conversion)]
-    (t != -1).then_some(i64::from(t))
 }
 
 fn clip(s: &str) -> String {

@@ -2,7 +2,6 @@
 //! (with `--login`) the one a client logged in as. Looked up in the user
 //! database; applied to a command between fork and exec.
 
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -47,24 +46,10 @@ impl RunAs {
 
     /// Makes `cmd` run as this account, with its HOME, USER and LOGNAME.
     pub(crate) fn apply(&self, cmd: &mut Command) {
-        use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
         cmd.env("HOME", &self.home)
             .env("USER", &self.name)
             .env("LOGNAME", &self.name);
-        let uid = Uid::from_raw(self.uid);
-        let gid = Gid::from_raw(self.gid);
-        let groups: Vec<Gid> = self.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-        // SAFETY: the closure runs in the child between fork and exec and
-        // only makes the setgroups, setgid and setuid system calls (in that
-        // order: groups and gid while still root) on data prepared before
-        // the fork; it allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                setgroups(&groups)?;
-                setgid(gid)?;
-                setuid(uid)?;
-                Ok(())
-            });
-        }
+        let step = crate::sys::InChild::credentials(&self.groups, self.gid, self.uid);
+        crate::sys::in_child(cmd, step);
     }
 }

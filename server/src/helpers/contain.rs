@@ -19,7 +19,7 @@ use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::signal::{self, SigSet, Signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
@@ -112,14 +112,8 @@ pub fn supervise(args: &[OsString]) -> i32 {
     let _ = waited.thread_unblock();
     match status {
         Some(Ok(code)) => code,
-        Some(Err(sig)) => {
-            // Die of the same signal, so rexecd reports it as the program's.
-            let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-            // SAFETY: restoring the default disposition.
-            let _ = unsafe { signal::sigaction(sig, &default) };
-            let _ = signal::raise(sig);
-            128 + sig as i32
-        }
+        // Die of the same signal, so rexecd reports it as the program's.
+        Some(Err(sig)) => crate::sys::die_of(sig),
         None => 128 + Signal::SIGTERM as i32,
     }
 }

@@ -115,15 +115,7 @@ pub fn run(args: &[OsString]) -> i32 {
     // The signals blocked here for sigwait must not stay blocked in the
     // job: a job was seen with them blocked (a shell in `wait` that never
     // ended on SIGTERM), so they are cleared here, whatever std does.
-    // SAFETY: sigprocmask is async-signal-safe; the set is made before the
-    // fork and only read.
-    unsafe {
-        let none = SigSet::empty();
-        cmd.pre_exec(move || {
-            none.thread_set_mask()?;
-            Ok(())
-        });
-    }
+    crate::sys::in_child(&mut cmd, crate::sys::InChild::NoSignalBlocked);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {

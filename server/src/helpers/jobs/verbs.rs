@@ -7,7 +7,6 @@ use std::io::Read;
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -107,10 +106,7 @@ fn start(c: &Common, me: u32) -> i32 {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe and touches no memory of ours.
-    unsafe {
-        cmd.pre_exec(|| rustix::process::setsid().map(|_| ()).map_err(Into::into));
-    }
+    crate::sys::in_child(&mut cmd, crate::sys::InChild::Session);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return give_up(&dir, &format!("cannot start the job's supervisor: {e}")),

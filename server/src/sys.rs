@@ -1,0 +1,192 @@
+//! The system calls that need `unsafe`, or the raw `libc`, outside the
+//! handling of descriptors: every one of them is here, each behind a safe
+//! function whose comment says why it is sound. (rustix covers the rest.)
+//!
+//! - [`in_child`]: what a command does between fork and exec, from a fixed
+//!   set of async-signal-safe steps;
+//! - [`adopt_ignored_signals`]: nothing rexecd starts inherits an ignored
+//!   or blocked signal (sshd and systemd start sessions so);
+//! - [`die_of`]: a supervisor ends of the signal its program ended of;
+//! - [`local_time`]: a local date and time as seconds, with the machine's
+//!   time zone (`authorized_keys`' `expiry-time`);
+//! - [`scrub_environ`]: a secret wiped from `/proc/PID/environ` too.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use nix::sys::signal::SigSet;
+use nix::unistd::{Gid, Uid};
+
+/// What a child does between fork and exec. Each step is made of plain
+/// system calls on data prepared before the fork, and allocates nothing:
+/// all a child of a threaded process may do.
+#[derive(Debug, Clone)]
+pub enum InChild {
+    /// A session (and process group) of its own.
+    Session,
+    /// A session of its own whose controlling terminal is its stdin (a
+    /// pty's slave side).
+    TerminalSession,
+    /// These supplementary groups, group and user, in that order (groups
+    /// and group while still root).
+    Credentials {
+        groups: Vec<Gid>,
+        gid: Gid,
+        uid: Uid,
+    },
+    /// No signal blocked, whatever its parent blocked.
+    NoSignalBlocked,
+}
+
+impl InChild {
+    /// The credentials of an account: `groups`, `gid`, `uid`.
+    pub fn credentials(groups: &[u32], gid: u32, uid: u32) -> InChild {
+        InChild::Credentials {
+            groups: groups.iter().map(|g| Gid::from_raw(*g)).collect(),
+            gid: Gid::from_raw(gid),
+            uid: Uid::from_raw(uid),
+        }
+    }
+
+    fn run(&self) -> io::Result<()> {
+        match self {
+            InChild::Session => {
+                rustix::process::setsid()?;
+            }
+            InChild::TerminalSession => {
+                rustix::process::setsid()?;
+                rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
+            }
+            InChild::Credentials { groups, gid, uid } => {
+                nix::unistd::setgroups(groups)?;
+                nix::unistd::setgid(*gid)?;
+                nix::unistd::setuid(*uid)?;
+            }
+            InChild::NoSignalBlocked => SigSet::empty().thread_set_mask()?,
+        }
+        Ok(())
+    }
+}
+
+/// Has `cmd`'s child take `step` between fork and exec (after any step
+/// given before).
+pub fn in_child(cmd: &mut Command, step: InChild) {
+    // SAFETY: the closure runs in the forked child, where only
+    // async-signal-safe calls are allowed: every step of `InChild` is
+    // setsid, ioctl(TIOCSCTTY), setgroups/setgid/setuid or sigprocmask on
+    // values made before the fork (moved in, only read), and nothing in
+    // them allocates or takes a lock.
+    unsafe {
+        cmd.pre_exec(move || step.run());
+    }
+}
+
+/// Does nothing: the signal is taken and dropped, as if ignored.
+extern "C" fn taken_and_dropped(_: libc::c_int) {}
+
+/// Turns every signal this process finds ignored into one caught by a
+/// handler that does nothing, and unblocks every signal; call first thing,
+/// before other threads (clean start: see lib.rs's `adopt_ignored_signals`).
+///
+/// A signal that is *ignored* stays ignored across `exec`, so a rexecd
+/// started under `nohup` (SIGHUP ignored) or with `&` from a script
+/// (SIGINT, SIGQUIT ignored) handed that on to every command, job and
+/// terminal session. A *caught* one is reset to its default by `exec`:
+/// rexecd itself still ignores it, and nothing it starts inherits that.
+/// SIGPIPE is left as the Rust runtime set it (ignored, so that a write to
+/// a closed socket is an error); std resets it in every child.
+pub fn adopt_ignored_signals() {
+    // SAFETY: sigaction and sigprocmask with structures made here; the
+    // handler is async-signal-safe (it does nothing). Signals the C
+    // library keeps for itself (32, 33) refuse and are left alone.
+    unsafe {
+        for sig in 1..=libc::SIGRTMAX() {
+            if [libc::SIGKILL, libc::SIGSTOP, libc::SIGPIPE].contains(&sig) {
+                continue;
+            }
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) != 0
+                || old.sa_sigaction != libc::SIG_IGN
+            {
+                continue;
+            }
+            let mut caught: libc::sigaction = std::mem::zeroed();
+            caught.sa_sigaction = taken_and_dropped as *const () as libc::sighandler_t;
+            caught.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut caught.sa_mask);
+            libc::sigaction(sig, &caught, std::ptr::null_mut());
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
+}
+
+/// Ends this process of `sig` (its default action), so that whoever
+/// waits for it sees that signal; what it returns if the signal does not
+/// end it (one whose default is to be ignored).
+pub fn die_of(sig: nix::sys::signal::Signal) -> i32 {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    // SAFETY: installing the default disposition, which runs no code of
+    // ours.
+    let _ = unsafe { nix::sys::signal::sigaction(sig, &default) };
+    let _ = nix::sys::signal::raise(sig);
+    128 + sig as i32
+}
+
+/// Seconds since the epoch of a local date and time (the C library's
+/// `mktime`, which knows the machine's time zone and its summer time).
+pub fn local_time([year, month, day, hour, minute, second]: [i64; 6]) -> Option<i64> {
+    let int = |v: i64| libc::c_int::try_from(v).ok();
+    let fields = [
+        int(year - 1900)?,
+        int(month - 1)?,
+        int(day)?,
+        int(hour)?,
+        int(minute)?,
+        int(second)?,
+    ];
+    // SAFETY: `tm` is plain data for which all zeroes is a valid value;
+    // every field mktime reads is set, and mktime gets an exclusive
+    // reference for the call only.
+    let t = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        tm.tm_year = fields[0];
+        tm.tm_mon = fields[1];
+        tm.tm_mday = fields[2];
+        tm.tm_hour = fields[3];
+        tm.tm_min = fields[4];
+        tm.tm_sec = fields[5];
+        tm.tm_isdst = -1;
+        libc::mktime(&mut tm)
+    };
+    // time_t is 32 bits on some targets.
+    #[allow(clippy::useless_conversion)]
+    (t != -1).then_some(i64::from(t))
+}
+
+/// Removes `name` from the environment and overwrites its value where the
+/// kernel keeps the process's original environment, so that a command run
+/// as the same user cannot read it from `/proc/<rexecd's pid>/environ`.
+/// Call before other threads.
+pub fn scrub_environ(name: &str) {
+    let prefix = format!("{name}=");
+    // SAFETY: no other thread runs yet (nothing else reads or writes the
+    // environment). environ is a NULL-terminated array of pointers to
+    // NUL-terminated strings; only bytes inside one of them are
+    // overwritten, up to (not including) its terminating NUL.
+    unsafe {
+        let mut entry = libc::environ;
+        while !entry.is_null() && !(*entry).is_null() {
+            let bytes = std::ffi::CStr::from_ptr(*entry).to_bytes();
+            if bytes.starts_with(prefix.as_bytes()) {
+                let value = (*entry).add(prefix.len());
+                std::ptr::write_bytes(value, 0, bytes.len() - prefix.len());
+            }
+            entry = entry.add(1);
+        }
+        std::env::remove_var(name);
+    }
+}
