@@ -25,6 +25,8 @@ mod accept;
 mod budget;
 mod command;
 mod deadlines;
+mod ending;
+mod held;
 mod input;
 mod jobs;
 mod keys;
@@ -128,9 +130,9 @@ pub struct Server {
     /// The time of this loop turn: the clock is read once per turn, after
     /// the poll, and everything decided in the turn is decided at it.
     now: Instant,
-    /// The wall clock at `started` (an instant): `now`'s wall time is
-    /// derived from them (an `authorized_keys` expiry-time).
-    wall: (Instant, SystemTime),
+    /// The wall clock, read at start: `now`'s wall time is derived from it
+    /// (an `authorized_keys` expiry-time).
+    wall: crate::timer::Wall,
 }
 
 /// The way in: the listener, and what admission keeps track of.
@@ -313,7 +315,7 @@ impl Server {
                 deadline: None,
             },
             now: started,
-            wall: (started, SystemTime::now()),
+            wall: crate::timer::Wall::new(started, SystemTime::now()),
         })
     }
 
@@ -405,11 +407,6 @@ impl Server {
                 }
             }
         }
-    }
-
-    /// The wall clock's time now (derived from the turn's instant).
-    pub(super) fn wall_now(&self) -> SystemTime {
-        self.wall.1 + self.now.saturating_duration_since(self.wall.0)
     }
 
     /// Timers are never cancelled: each handler checks that it still applies.

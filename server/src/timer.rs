@@ -46,6 +46,26 @@ pub enum Timer {
     ShutdownDeadline,
 }
 
+/// The wall clock as known at one instant: a later instant's wall time
+/// is derived from it, so the loop reads the wall clock once, at start.
+#[derive(Debug, Clone, Copy)]
+pub struct Wall {
+    at: Instant,
+    time: std::time::SystemTime,
+}
+
+impl Wall {
+    /// The wall clock read at `at`.
+    pub fn new(at: Instant, time: std::time::SystemTime) -> Wall {
+        Wall { at, time }
+    }
+
+    /// The wall time at `then`.
+    pub fn at(&self, then: Instant) -> std::time::SystemTime {
+        self.time + then.saturating_duration_since(self.at)
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Timers {
     heap: BinaryHeap<Reverse<(Instant, u64, Timer)>>,

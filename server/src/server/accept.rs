@@ -222,16 +222,6 @@ impl Server {
         true
     }
 
-    /// The connection no longer waits to authenticate (it did, or it is
-    /// closing): it stops counting against --max-startups.
-    pub(super) fn left_startup(&mut self, id: ConnId) {
-        if let Some(c) = self.conns.get_mut(&id)
-            && c.leave_startup()
-        {
-            self.door.startups -= 1;
-        }
-    }
-
     /// The client's hello was accepted: answer now, or later if its address
     /// failed to authenticate before. Guessing gets slow; nobody else waits.
     pub(super) fn hello_accepted(&mut self, id: ConnId, peer: SocketAddr) {

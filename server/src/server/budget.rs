@@ -6,48 +6,15 @@
 //! and their clients wait (TCP and pipe backpressure) while the rest go on.
 //! Below three quarters of it, everyone is released.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::Server;
-use crate::connection::{Connection, Hold};
-use crate::process::Proc;
+use crate::connection::Hold;
 use crate::registry::ConnId;
 
-/// How often the total is recounted when nothing forces it.
-const RECOUNT: Duration = Duration::from_millis(10);
+use super::held::RECOUNT;
 
 impl Server {
-    /// Bytes held on behalf of one connection.
-    fn held_by(&self, conn: &Connection) -> usize {
-        let commands: usize = conn
-            .procs()
-            .filter_map(|p| self.procs.get(&p))
-            .map(Proc::held_bytes)
-            .sum();
-        conn.held_bytes() + commands
-    }
-
-    /// Whether the running estimate of held bytes is over the budget.
-    pub(super) fn over_budget(&self) -> bool {
-        self.budget.held > self.cfg.max_buffer
-    }
-
-    /// Recounts what is held, when the running estimate (which counts what
-    /// was queued, not what was written since) says the budget is spent:
-    /// a connection is only paused for memory that is really in use.
-    /// A recount visits every connection, so it happens at most every 10 ms;
-    /// in between, the last count (plus what was queued since) stands.
-    pub(super) fn confirm_over_budget(&mut self, now: Instant) -> bool {
-        if !self.over_budget() {
-            return false;
-        }
-        if now >= self.budget.checked + RECOUNT {
-            self.budget.held = self.conns.values().map(|c| self.held_by(c)).sum();
-            self.budget.checked = now;
-        }
-        self.over_budget()
-    }
-
     /// Recounts what is held and holds back or releases connections: when
     /// the running estimate says the budget is spent, and every 10 ms while
     /// a connection waits for memory. Otherwise nothing is done: a recount
@@ -99,7 +66,8 @@ impl Server {
                 }
                 self.resume_pipes(id);
                 if was_held {
-                    self.service_input(id);
+                    // Its input is read again this turn (input.rs).
+                    self.backlog.push(id);
                 }
                 self.check_close(id);
             }

@@ -320,8 +320,9 @@ impl Server {
             self.command_error(conn_id, p.id(), e.kind, e.message);
         } else {
             self.tutorial_error(conn_id, &e);
-            // The tutorial server reads its next command only now.
-            self.tutorial_input(conn_id);
+            // The tutorial server reads its next command only now (input.rs,
+            // from the backlog, this turn).
+            self.backlog.push(conn_id);
         }
         self.check_close(conn_id);
     }
@@ -386,21 +387,10 @@ impl Server {
             })
         {
             conn.release(Hold::StdinFull, self.now);
-            self.service_input(conn_id);
+            // Its input is read again this turn (input.rs, from the
+            // backlog).
+            self.backlog.push(conn_id);
             self.check_close(conn_id);
-        }
-    }
-
-    pub(super) fn close_stdin(&mut self, proc: ProcId) {
-        let Some(p) = self.procs.get_mut(&proc) else {
-            return;
-        };
-        let (pipe, was_grown) = p.take_stdin();
-        if was_grown {
-            self.budget.big_pipes -= 1;
-        }
-        if let Some((mut tx, t)) = pipe {
-            self.registry.remove(&mut tx, t);
         }
     }
 

@@ -4,21 +4,17 @@
 //! idleness, a stalled frame).
 
 use std::io;
-use std::time::Duration;
 
 use mio::event::Event;
 use rexec_proto::{ClientMsg, ErrorKind, FrameError, OutputStream, ServerMsg, encode_output_frame};
 
 use super::Server;
 use super::stdin_splice::Flow;
-use crate::connection::{Hold, Lingered, State};
+use crate::connection::{Hold, State};
 use crate::protocol::Action;
 use crate::registry::ConnId;
 use crate::timer::Timer;
 
-/// How long a connection closing after an error may take to flush (and to
-/// linger for the client's close).
-const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 /// Most messages handled for one connection before the others get a turn;
 /// the rest wait for the next loop turn.
 const MESSAGES_PER_TURN: usize = 64;
@@ -121,6 +117,7 @@ impl Server {
                     continue;
                 }
                 Flow::Stop => return,
+                Flow::Ended => return self.input_ended(id),
             }
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
@@ -313,145 +310,5 @@ impl Server {
             Action::Get { id: cmd, path } => self.get(id, cmd, path),
             Action::List { id: cmd, path } => self.list(id, cmd, path),
         }
-    }
-
-    /// Whether a command error should be logged: the first few of each
-    /// connection are, then one line says the rest are not.
-    pub(super) fn log_error_quota(&mut self, id: ConnId) -> bool {
-        self.conns
-            .get_mut(&id)
-            .is_some_and(|conn| conn.log_error_quota())
-    }
-
-    /// Closes the connection if it is dead or has nothing more to do; a
-    /// connection that sent its error lingers first.
-    pub(super) fn check_close(&mut self, id: ConnId) {
-        let Some(c) = self.conns.get(&id) else {
-            return;
-        };
-        if c.is_dead() {
-            return self.close_conn(id);
-        }
-        if c.finished() {
-            if c.state() == State::Closing && !self.stop.begun {
-                return self.start_linger(id);
-            }
-            self.close_conn(id);
-        }
-    }
-
-    /// The error is sent: shut our side (the client reads it, then end of
-    /// stream) and discard what the client still sends until it closes.
-    fn start_linger(&mut self, id: ConnId) {
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        if conn.start_linger(&mut self.scratch) == Lingered::Done {
-            self.close_conn(id);
-        }
-    }
-
-    fn linger(&mut self, id: ConnId) {
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        if conn.linger(&mut self.scratch) == Lingered::Done {
-            self.close_conn(id);
-        }
-    }
-
-    /// Queues a connection-level error; the connection closes once it is sent
-    /// (or after a deadline).
-    pub(super) fn fail_conn(&mut self, id: ConnId, kind: ErrorKind, message: String) {
-        self.left_startup(id);
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        log::warn!("{}: {kind}: {message}", conn.peer());
-        conn.fail(kind, message);
-        conn.flush();
-        self.timers
-            .after(self.now, CLOSE_DEADLINE, Timer::ConnCloseDeadline(id));
-        self.check_close(id);
-    }
-
-    /// The close deadline passed: close even if the error is not all sent,
-    /// or the client has not closed its side.
-    pub(super) fn close_if_closing(&mut self, id: ConnId) {
-        if self
-            .conns
-            .get(&id)
-            .is_some_and(|c| matches!(c.state(), State::Closing | State::Lingering))
-        {
-            self.close_conn(id);
-        }
-    }
-
-    /// Forgets the connection; everything it started stops with it.
-    pub(super) fn close_conn(&mut self, id: ConnId) {
-        self.left_startup(id);
-        self.door.key_waits.forget(id);
-        if let Some(logins) = &self.door.logins {
-            logins.cancel(id);
-        }
-        let Some(mut conn) = self.conns.remove(&id) else {
-            return;
-        };
-        conn.deregister(&mut self.registry);
-        for proc in conn.take_commands() {
-            // A terminal session is hung up first, as sshd does when its
-            // client goes: with every master descriptor closed the kernel
-            // sends SIGHUP to the session (an interactive shell ignores the
-            // SIGTERM below, and passes SIGHUP on to its background jobs,
-            // which live in process groups of their own).
-            self.close_output(proc);
-            self.close_stdin(proc);
-            if let Some(p) = self.procs.get_mut(&proc) {
-                p.orphan();
-                p.stop(&mut self.timers, self.now, self.cfg.kill_grace);
-            }
-            self.maybe_finish(proc);
-        }
-        if let Some((all, unlogged)) = conn.errors_not_logged() {
-            log::warn!(
-                "{}: {all} command errors in all, {unlogged} not logged",
-                conn.peer()
-            );
-        }
-        log::debug!("{}: closed", conn.peer());
-        self.forget_stale_timers();
-    }
-
-    /// Timers are not cancelled when what they are for goes away; once they
-    /// far outnumber the live connections and commands, the stale ones are
-    /// dropped, so connect/close churn cannot grow the heap.
-    fn forget_stale_timers(&mut self) {
-        let live = 8 * (self.conns.len() + self.procs.len()) + 1024;
-        if self.timers.len() <= live {
-            return;
-        }
-        let (conns, procs) = (&self.conns, &self.procs);
-        let pending = self.timers.len();
-        self.timers.retain(|t| match t {
-            Timer::ConnIdle(c)
-            | Timer::Keepalive(c)
-            | Timer::Handshake(c)
-            | Timer::SendHello(c)
-            | Timer::ConnCloseDeadline(c)
-            | Timer::FrameDeadline(c)
-            | Timer::KeyAnswer(c)
-            | Timer::KeyCheck { conn: c, .. } => conns.contains_key(c),
-            Timer::ProcTimeout(p) | Timer::PipeGrace(p) => procs.contains_key(p),
-            Timer::KillGroup(_)
-            | Timer::GroupDeadline { .. }
-            | Timer::AcceptRetry
-            | Timer::ReapSweep
-            | Timer::ShutdownDeadline => true,
-        });
-        log::debug!(
-            "{} stale timers dropped, {} left",
-            pending - self.timers.len(),
-            self.timers.len()
-        );
     }
 }

@@ -123,7 +123,7 @@ impl Server {
                 user: user.clone(),
                 key,
                 peer: peer.ip(),
-                wall: self.wall.1 + wait.asked.saturating_duration_since(self.wall.0),
+                wall: self.wall.at(wait.asked),
             };
             if let Some(conn) = self.conns.get_mut(&id) {
                 conn.set_who(format!("{} by key {fingerprint}", clip(&user)));
@@ -136,7 +136,7 @@ impl Server {
             }
             return;
         }
-        let wall = self.wall_now();
+        let wall = self.wall.at(self.now);
         let verdict = match &self.cfg.authorized_keys {
             Some(file) => from_file(file, &key, &user, explicit, peer, wall),
             None => Err("no keys are accepted".into()),

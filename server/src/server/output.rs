@@ -140,23 +140,4 @@ impl Server {
             self.pump(proc, stream);
         }
     }
-
-    pub(super) fn close_pipe(&mut self, proc: ProcId, stream: OutputStream) {
-        let Some(p) = self.procs.get_mut(&proc) else {
-            return;
-        };
-        let (pipe, was_grown) = p.take_pipe(stream);
-        if was_grown {
-            self.budget.big_pipes -= 1;
-        }
-        if let Some((mut rx, t)) = pipe {
-            self.registry.remove(&mut rx, t);
-        }
-    }
-
-    /// Stops reading both of a command's output pipes.
-    pub(super) fn close_output(&mut self, proc: ProcId) {
-        self.close_pipe(proc, OutputStream::Stdout);
-        self.close_pipe(proc, OutputStream::Stderr);
-    }
 }

@@ -1,19 +1,16 @@
 //! Child exits: reap the process (pidfd event, SIGCHLD or a sweep), wait
 //! for its output to end, then report `Exited` and write the audit line.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use rexec_proto::{ErrorKind, OutputStream, ServerMsg};
+use rexec_proto::OutputStream;
 
 use super::Server;
 use super::command::REAP_SWEEP;
+use super::ending::LEFTOVER_CHECK;
 use crate::process::{self, GraceVerdict, Proc};
 use crate::registry::ProcId;
 use crate::timer::Timer;
-
-/// How often the process group a finished command left behind is looked at
-/// (once it is empty, its number is never signalled again).
-const LEFTOVER_CHECK: Duration = Duration::from_secs(1);
 
 impl Server {
     /// A finished command's process group at its time limit: gone, or killed.
@@ -81,28 +78,6 @@ impl Server {
         }
     }
 
-    /// Finishes a command whose child was reaped, once its output ended (or
-    /// the pipe grace time ran out).
-    pub(super) fn maybe_finish(&mut self, proc: ProcId) {
-        let Some(p) = self.procs.get_mut(&proc) else {
-            return;
-        };
-        if !p.has_exited() {
-            return;
-        }
-        if !p.output_done() {
-            // Output still to come: its last bytes (still in the pipes while
-            // a slow client catches up), or a grandchild holding the pipes
-            // open. The grace period tells the two apart (PipeGrace).
-            if p.begin_grace(self.now) {
-                self.timers
-                    .after(self.now, self.cfg.pipe_grace, Timer::PipeGrace(proc));
-            }
-            return;
-        }
-        self.finish(proc);
-    }
-
     /// The pipe grace timer: stop reading the pipes of a command whose
     /// process exited only if they stayed empty for the whole grace period
     /// (a grandchild holds them); output still waiting in them is the
@@ -137,62 +112,5 @@ impl Server {
                 self.maybe_finish(proc);
             }
         }
-    }
-
-    fn finish(&mut self, proc: ProcId) {
-        self.close_stdin(proc);
-        let Some(mut p) = self.procs.remove(&proc) else {
-            return;
-        };
-        if let Some((mut fd, t)) = p.take_pidfd() {
-            self.registry.remove(&mut fd, t);
-        }
-        let now = self.now;
-        p.audit(now);
-        if let Some(at) = p.deadline() {
-            // Background jobs of the command are in its process group: the
-            // time limit bounds them too, not only the command.
-            let pgid = p.pgid();
-            if process::group_alive(pgid) {
-                log::info!(
-                    "{}: command {} left processes in group {pgid}; they end at its time limit",
-                    p.peer(),
-                    p.id(),
-                );
-                self.timers.after(
-                    now,
-                    LEFTOVER_CHECK.min(at.saturating_duration_since(now)),
-                    Timer::GroupDeadline { pgid, at },
-                );
-            }
-        }
-        let Some(conn_id) = p.conn() else {
-            return;
-        };
-        let Some(conn) = self.conns.get_mut(&conn_id) else {
-            return;
-        };
-        conn.remove_command(p.id(), proc);
-        if self.stop.begun && conn.is_native() {
-            // Say why the command ended before its Exited: the client
-            // reports this, not a bare signal.
-            conn.fail(
-                ErrorKind::Shutdown,
-                format!("rexecd stopped command {} on its way down", p.id()),
-            );
-        }
-        if conn.is_native() {
-            conn.queue(&ServerMsg::Exited(p.exited(now)));
-        } else {
-            let (stdout, stderr) = p.tutorial_reply();
-            conn.queue_tutorial_reply(stdout, stderr);
-        }
-        conn.flush();
-        conn.shrink_if_idle();
-        if !conn.is_native() {
-            // The tutorial server reads its next command only now.
-            self.tutorial_input(conn_id);
-        }
-        self.check_close(conn_id);
     }
 }

@@ -19,8 +19,10 @@ pub(super) enum Flow {
     Read,
     /// A chunk was moved (or its command closed stdin): go on.
     Again,
-    /// Wait for an event (the socket, or the pipe), or the connection ended.
+    /// Wait for an event (the socket, or the pipe), or the connection died.
     Stop,
+    /// The client ended its stream (in the middle of the chunk).
+    Ended,
 }
 
 impl Server {
@@ -96,8 +98,7 @@ impl Server {
                     "{}: connection closed in the middle of a frame",
                     conn.peer()
                 );
-                self.input_ended(id);
-                Flow::Stop
+                Flow::Ended
             }
             Err(e) => {
                 log::debug!("{}: splicing stdin failed: {e}", conn.peer());

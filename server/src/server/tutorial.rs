@@ -6,7 +6,6 @@ use rexec_proto::Exec;
 use rexec_proto::tutorial::{SEED_READ_SIZE, seed_command};
 
 use super::Server;
-use crate::process::CommandError;
 use crate::registry::ConnId;
 
 impl Server {
@@ -35,16 +34,5 @@ impl Server {
                 self.tutorial_error(id, &e);
             }
         }
-    }
-
-    /// A command could not start: the tutorial protocols have no error
-    /// message, so the reply carries the error text as output.
-    pub(super) fn tutorial_error(&mut self, id: ConnId, e: &CommandError) {
-        let text = format!("rexecd: {e}\n");
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        conn.queue_tutorial_reply(b"", text.as_bytes());
-        conn.flush();
     }
 }
