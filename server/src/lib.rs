@@ -87,12 +87,12 @@ pub(crate) mod pty;
 pub(crate) mod registry;
 pub(crate) mod regular_file;
 pub(crate) mod server;
-#[cfg(test)]
-mod sim;
 pub(crate) mod spawner;
 pub(crate) mod splice;
 pub(crate) mod splice_in;
 pub(crate) mod sys;
+#[cfg(test)]
+mod tests;
 pub(crate) mod timer;
 pub(crate) mod tls;
 
