@@ -64,6 +64,18 @@ impl Keys {
         path.display().to_string()
     }
 
+    /// A TLS rexecd (its identity in this directory) that lets `key` in.
+    fn tls_daemon(&self, key: &Path) -> Daemon {
+        let state = self.dir.path("state").display().to_string();
+        Daemon::start(&[
+            "--tls",
+            "--state-dir",
+            &state,
+            "--authorized-keys",
+            &self.authorize(&[key], ""),
+        ])
+    }
+
     /// rexec with this directory as HOME and no agent.
     fn rexec(&self) -> Command {
         let mut c = rexec();
@@ -358,14 +370,7 @@ fn keys_in_the_agent_are_used_first_and_need_no_file() {
 fn a_key_works_inside_tls_where_the_signature_is_bound_to_the_session() {
     let keys = Keys::new("keys-tls");
     let key = keys.make("k", Algorithm::Ed25519);
-    let state = keys.dir.path("state").display().to_string();
-    let d = Daemon::start(&[
-        "--tls",
-        "--state-dir",
-        &state,
-        "--authorized-keys",
-        &keys.authorize(&[&key], ""),
-    ]);
+    let d = keys.tls_daemon(&key);
     let fp = d.fingerprint.clone().expect("fingerprint");
     let r = run(keys
         .rexec()
@@ -415,14 +420,7 @@ fn a_key_login_cannot_be_relayed_over_plain_tcp_but_tls_passes_a_tunnel() {
     assert!(!marker.exists(), "the relayed login ran a command");
     assert!(d.wait_log("key refused", PATIENCE), "{}", d.log());
 
-    let state = keys.dir.path("state").display().to_string();
-    let t = Daemon::start(&[
-        "--tls",
-        "--state-dir",
-        &state,
-        "--authorized-keys",
-        &keys.authorize(&[&key], ""),
-    ]);
+    let t = keys.tls_daemon(&key);
     let fp = t.fingerprint.clone().expect("fingerprint");
     let tunnel = Proxy::start_on("127.0.0.2:0", t.addr, Mode::Pass);
     let r = run(keys

@@ -1,8 +1,9 @@
 use super::*;
 use std::os::unix::fs::PermissionsExt;
 
-#[test]
-fn names_no_account_can_have_are_not_looked_up() {
+/// A check of the Ed25519 key whose seed is 32 bytes of 1, for `user` on
+/// connection `conn` (its key number too), from 127.0.0.1.
+pub(super) fn check_for(conn: u64, user: &str) -> Check {
     let key = ssh_key::PrivateKey::new(
         ssh_key::private::KeypairData::Ed25519(ssh_key::private::Ed25519Keypair::from_seed(
             &[1; 32],
@@ -12,21 +13,25 @@ fn names_no_account_can_have_are_not_looked_up() {
     .unwrap()
     .public_key()
     .clone();
+    Check {
+        conn: ConnId(conn),
+        seq: conn,
+        user: user.into(),
+        key,
+        peer: IpAddr::from([127, 0, 0, 1]),
+        wall: SystemTime::now(),
+    }
+}
+
+#[test]
+fn names_no_account_can_have_are_not_looked_up() {
     for user in [
         String::new(),
         "a/b".into(),
         "a\0b".into(),
         "x".repeat(MAX_NAME + 1),
     ] {
-        let c = Check {
-            conn: ConnId(1),
-            seq: 1,
-            user,
-            key: key.clone(),
-            peer: IpAddr::from([127, 0, 0, 1]),
-            wall: SystemTime::now(),
-        };
-        let e = check(&c, false, SystemTime::now()).unwrap_err();
+        let e = check(&check_for(1, &user), false, SystemTime::now()).unwrap_err();
         assert_eq!(e, "not an account name");
     }
 }

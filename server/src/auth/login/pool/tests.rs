@@ -1,26 +1,9 @@
 use super::*;
-use std::net::IpAddr;
 use std::sync::mpsc::RecvTimeoutError;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 fn check(conn: u64, user: &str) -> Check {
-    let key = ssh_key::PrivateKey::new(
-        ssh_key::private::KeypairData::Ed25519(ssh_key::private::Ed25519Keypair::from_seed(
-            &[1; 32],
-        )),
-        "",
-    )
-    .unwrap()
-    .public_key()
-    .clone();
-    Check {
-        conn: ConnId(conn),
-        seq: conn,
-        user: user.into(),
-        key,
-        peer: IpAddr::from([127, 0, 0, 1]),
-        wall: SystemTime::now(),
-    }
+    crate::auth::login::tests::check_for(conn, user)
 }
 
 /// A pool whose checks of `stuck` block until the test lets them go.
