@@ -260,7 +260,7 @@ impl Args {
         // With commands run as other accounts, their helpers must reach
         // the jobs directory: a --state-dir that does not let them is
         // refused; the default one (in root's home) is warned about.
-        let others = nix::unistd::geteuid().is_root() && (self.login || self.user.is_some());
+        let others = crate::sys::is_root() && (self.login || self.user.is_some());
         let unreachable = others
             .then(|| crate::helpers::jobs::unreachable(&dir))
             .flatten();
@@ -289,9 +289,7 @@ impl Args {
         };
         let account = match run_as {
             Some(u) => u.name.clone(),
-            None => nix::unistd::User::from_uid(nix::unistd::getuid())
-                .ok()
-                .flatten()
+            None => crate::sys::Account::own()
                 .map(|u| u.name)
                 .unwrap_or_default(),
         };
@@ -315,12 +313,12 @@ impl Args {
         };
         let run_as = match &self.user {
             None => None,
-            Some(_) if !nix::unistd::geteuid().is_root() => {
+            Some(_) if !crate::sys::is_root() => {
                 return Err(ConfigError::UserNeedsRoot);
             }
             Some(name) => Some(RunAs::lookup(name)?),
         };
-        if self.login && !nix::unistd::geteuid().is_root() {
+        if self.login && !crate::sys::is_root() {
             return Err(ConfigError::LoginNeedsRoot);
         }
         if !self.allow_env.is_empty() && !self.no_shell && !self.login {
@@ -379,10 +377,7 @@ impl Args {
                         )
                     }
                 },
-                own_home: nix::unistd::User::from_uid(nix::unistd::getuid())
-                    .ok()
-                    .flatten()
-                    .map(|u| u.dir),
+                own_home: crate::sys::Account::own().map(|u| u.home),
                 contain: match self.contain {
                     false => None,
                     true => Some(own_executable("--contain")?),

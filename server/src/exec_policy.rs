@@ -205,10 +205,7 @@ where
 fn login_shell(user: Option<&RunAs>) -> PathBuf {
     let shell = match user {
         Some(u) => Some(u.shell.clone()),
-        None => nix::unistd::User::from_uid(nix::unistd::geteuid())
-            .ok()
-            .flatten()
-            .map(|u| u.shell),
+        None => crate::sys::Account::own().map(|u| u.shell),
     };
     shell
         .filter(|s| s.is_file())

@@ -9,14 +9,68 @@
 //! - [`die_of`]: a supervisor ends of the signal its program ended of;
 //! - [`local_time`]: a local date and time as seconds, with the machine's
 //!   time zone (`authorized_keys`' `expiry-time`);
-//! - [`scrub_environ`]: a secret wiped from `/proc/PID/environ` too.
+//! - [`scrub_environ`]: a secret wiped from `/proc/PID/environ` too;
+//! - [`Account`]: the user database (getpwnam, getpwuid, getgrouplist),
+//!   which may be NSS or LDAP and block: not to be asked in the loop but
+//!   where it already is (at start, on the login threads, and a command's
+//!   login shell, lib.rs says).
 
 use std::io;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::Command;
 
 use nix::sys::signal::SigSet;
 use nix::unistd::{Gid, Uid};
+
+/// An account as the user database has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+    pub shell: PathBuf,
+}
+
+impl Account {
+    fn from_nix(u: nix::unistd::User) -> Account {
+        Account {
+            name: u.name,
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+            home: u.dir,
+            shell: u.shell,
+        }
+    }
+
+    /// The account named `name`, if there is one.
+    pub fn named(name: &str) -> io::Result<Option<Account>> {
+        Ok(nix::unistd::User::from_name(name)?.map(Account::from_nix))
+    }
+
+    /// The account rexecd runs as (its real uid), if the database has it.
+    pub fn own() -> Option<Account> {
+        let me = nix::unistd::getuid();
+        nix::unistd::User::from_uid(me)
+            .ok()
+            .flatten()
+            .map(Account::from_nix)
+    }
+
+    /// Its groups: its own and the supplementary ones the database gives.
+    pub fn groups(&self) -> io::Result<Vec<u32>> {
+        let name = std::ffi::CString::new(self.name.as_str())
+            .map_err(|_| io::Error::other("a NUL in the name"))?;
+        let groups = nix::unistd::getgrouplist(&name, Gid::from_raw(self.gid))?;
+        Ok(groups.iter().map(|g| g.as_raw()).collect())
+    }
+}
+
+/// Whether rexecd runs as root (its effective uid).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
 
 /// What a child does between fork and exec. Each step is made of plain
 /// system calls on data prepared before the fork, and allocates nothing:

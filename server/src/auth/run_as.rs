@@ -23,23 +23,22 @@ pub struct RunAs {
 impl RunAs {
     /// Looks `name` up in the user database.
     pub fn lookup(name: &str) -> Result<RunAs, ConfigError> {
-        use nix::unistd::{User, getgrouplist};
         let fail = |why: String| ConfigError::User {
             name: name.to_string(),
             why,
         };
-        let user = User::from_name(name)
+        let user = crate::sys::Account::named(name)
             .map_err(|e| fail(e.to_string()))?
             .ok_or_else(|| fail("no such user".into()))?;
-        let cname = std::ffi::CString::new(name).map_err(|_| fail("bad name".into()))?;
-        let groups =
-            getgrouplist(&cname, user.gid).map_err(|e| fail(format!("its groups: {e}")))?;
+        let groups = user
+            .groups()
+            .map_err(|e| fail(format!("its groups: {e}")))?;
         Ok(RunAs {
             name: name.to_string(),
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
-            groups: groups.iter().map(|g| g.as_raw()).collect(),
-            home: user.dir,
+            uid: user.uid,
+            gid: user.gid,
+            groups,
+            home: user.home,
             shell: user.shell,
         })
     }
