@@ -4,12 +4,14 @@
 //! touch, and outside the event loop, so it may block.
 //!
 //! - contain.rs: the `--contain` supervisor, which ends all a command
-//!   started when it ends;
+//!   started when it ends; family.rs: what it and a job's supervisor share
+//!   (the processes below them: reaping, ending them all);
 //! - files*.rs: file transfers (`rexec cp`), their typed requests and what
 //!   they share;
 //! - jobs.rs and jobs/: detached jobs, their supervisor and their verbs.
 
 pub(crate) mod contain;
+pub(crate) mod family;
 pub(crate) mod files;
 pub(crate) mod files_path;
 pub(crate) mod files_request;

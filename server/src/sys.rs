@@ -177,17 +177,49 @@ pub fn adopt_ignored_signals() {
     }
 }
 
-/// Ends this process of `sig` (its default action), so that whoever
-/// waits for it sees that signal; what it returns if the signal does not
-/// end it (one whose default is to be ignored).
-pub fn die_of(sig: nix::sys::signal::Signal) -> i32 {
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler};
-    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    // SAFETY: installing the default disposition, which runs no code of
-    // ours.
-    let _ = unsafe { nix::sys::signal::sigaction(sig, &default) };
-    let _ = nix::sys::signal::raise(sig);
-    128 + sig as i32
+/// Ends this process of signal `sig` (its default action), so that
+/// whoever waits for it sees that signal; what it returns if the signal
+/// does not end it (one whose default is to be ignored, or not a signal).
+pub fn die_of(sig: i32) -> i32 {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, Signal};
+    if let Ok(sig) = Signal::try_from(sig) {
+        let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+        // SAFETY: installing the default disposition, which runs no code
+        // of ours.
+        let _ = unsafe { nix::sys::signal::sigaction(sig, &default) };
+        let _ = nix::sys::signal::raise(sig);
+    }
+    128 + sig
+}
+
+/// Signals taken one at a time with sigwait, never by a handler (no race
+/// between looking for a stop and going to sleep): blocked in this thread,
+/// and so in the threads it starts after.
+#[derive(Debug)]
+pub struct Waited(SigSet);
+
+impl Waited {
+    /// Blocks `signals`, to be taken with [`Waited::next`].
+    pub fn block(signals: &[rustix::process::Signal]) -> io::Result<Waited> {
+        let mut set = SigSet::empty();
+        for sig in signals {
+            set.add(nix::sys::signal::Signal::try_from(sig.as_raw())?);
+        }
+        set.thread_block()?;
+        Ok(Waited(set))
+    }
+
+    /// Waits for the next of them.
+    pub fn next(&self) -> io::Result<rustix::process::Signal> {
+        let sig = self.0.wait()?;
+        rustix::process::Signal::from_named_raw(sig as i32)
+            .ok_or_else(|| io::Error::other("an unknown signal"))
+    }
+
+    /// Unblocks them again.
+    pub fn unblock(&self) {
+        let _ = self.0.thread_unblock();
+    }
 }
 
 /// Seconds since the epoch of a local date and time (the C library's

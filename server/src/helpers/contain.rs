@@ -13,15 +13,14 @@
 //! This runs in its own process and may block; nothing here runs inside
 //! rexecd's event loop.
 
-use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::errno::Errno;
-use nix::sys::signal::{self, SigSet, Signal};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::Pid;
+use rustix::process::{Pid, Signal};
+
+use super::family::{self, Ending};
+use crate::sys::Waited;
 
 /// The first argument that selects the supervisor in `rexecd`'s `main`.
 pub const ARG: &str = "__contain";
@@ -37,27 +36,19 @@ pub fn supervise(args: &[OsString]) -> i32 {
         eprintln!("rexecd {ARG}: no program");
         return 127;
     };
-    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+    if let Err(e) = family::adopt_orphans() {
         eprintln!("rexecd {ARG}: cannot become a subreaper: {e}");
         return 127;
     }
     // If rexecd dies (even of SIGKILL), we get SIGTERM and clean up.
-    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
-    // Signals are taken with sigwait, never by a handler: no race between
-    // checking for a stop and going to sleep.
-    let mut waited = SigSet::empty();
-    for sig in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGCHLD,
-    ] {
-        waited.add(sig);
-    }
-    if let Err(e) = waited.thread_block() {
-        eprintln!("rexecd {ARG}: cannot block signals: {e}");
-        return 127;
-    }
+    let _ = rustix::process::set_parent_process_death_signal(Some(Signal::TERM));
+    let waited = match Waited::block(&[Signal::TERM, Signal::INT, Signal::HUP, Signal::CHILD]) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("rexecd {ARG}: cannot block signals: {e}");
+            return 127;
+        }
+    };
     // The program gets its own process group, so that rexecd's signals to
     // the command's group reach only us, and we decide (std resets the
     // signal mask in the child); on a pty it shares ours.
@@ -68,8 +59,9 @@ pub fn supervise(args: &[OsString]) -> i32 {
     if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         cmd.process_group(0);
     }
-    let leader = match cmd.spawn() {
-        Ok(c) => Pid::from_raw(c.id() as i32),
+    let leader = match cmd.spawn().map(|c| Pid::from_raw(c.id() as i32)) {
+        Ok(Some(pid)) => pid,
+        Ok(None) => return 127,
         Err(e) => {
             eprintln!("rexecd: cannot start {}: {e}", program.to_string_lossy());
             return if e.kind() == std::io::ErrorKind::PermissionDenied {
@@ -81,102 +73,25 @@ pub fn supervise(args: &[OsString]) -> i32 {
     };
     // Our copies of the pipes must not keep them open: their end is the end
     // of the command's output.
-    close_stdio();
-    let mut status = None;
+    family::close_stdio();
+    let mut ending = None;
     loop {
-        reap(leader, &mut status);
-        if status.is_some() {
+        ending = family::reap(leader).or(ending);
+        if ending.is_some() {
             break;
         }
-        match waited.wait() {
-            Ok(Signal::SIGCHLD) => {}
+        match waited.next() {
+            Ok(Signal::CHILD) => {}
             _ => break, // told to stop (or cannot wait): clean up now
         }
     }
     // Everything below us goes: politely, then not.
-    kill_descendants(Signal::SIGTERM);
-    let deadline = Instant::now() + GRACE;
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => {
-                if Instant::now() >= deadline {
-                    kill_descendants(Signal::SIGKILL);
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Ok(st) => note(leader, st, &mut status),
-            Err(Errno::EINTR) => {}
-            Err(_) => break, // ECHILD: nothing left
-        }
-    }
-    let _ = waited.thread_unblock();
-    match status {
-        Some(Ok(code)) => code,
+    ending = family::end_all(leader, GRACE).or(ending);
+    waited.unblock();
+    match ending {
+        Some(Ending::Code(code)) => code,
         // Die of the same signal, so rexecd reports it as the program's.
-        Some(Err(sig)) => crate::sys::die_of(sig),
-        None => 128 + Signal::SIGTERM as i32,
+        Some(Ending::Signal(sig)) => crate::sys::die_of(sig),
+        None => 128 + Signal::TERM.as_raw(),
     }
-}
-
-/// Reaps every child that has exited, noting the program's status.
-fn reap(leader: Pid, status: &mut Option<Result<i32, Signal>>) {
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
-            Ok(st) => note(leader, st, status),
-            Err(Errno::EINTR) => {}
-            Err(_) => return,
-        }
-    }
-}
-
-fn note(leader: Pid, st: WaitStatus, status: &mut Option<Result<i32, Signal>>) {
-    match st {
-        WaitStatus::Exited(pid, code) if pid == leader => *status = Some(Ok(code)),
-        WaitStatus::Signaled(pid, sig, _) if pid == leader => *status = Some(Err(sig)),
-        _ => {}
-    }
-}
-
-/// Points fds 0, 1 and 2 at /dev/null.
-pub(crate) fn close_stdio() {
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        let _ = rustix::stdio::dup2_stdin(&null);
-        let _ = rustix::stdio::dup2_stdout(&null);
-        let _ = rustix::stdio::dup2_stderr(&null);
-    }
-}
-
-/// Sends `sig` to every process below this one. Orphans are our children
-/// (we are their subreaper); the rest hang below them.
-pub(crate) fn kill_descendants(sig: Signal) {
-    for pid in descendants(&[std::process::id() as i32]) {
-        let _ = signal::kill(Pid::from_raw(pid), sig);
-    }
-}
-
-/// Every process below the given ones (not themselves), from one scan of
-/// /proc. Under --contain a command's processes all stay below its
-/// supervisor, so rexecd counts them with this against --max-procs.
-pub fn descendants(roots: &[i32]) -> Vec<i32> {
-    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-    for (pid, stat) in crate::proc_stat::all() {
-        children.entry(stat.ppid).or_default().push(pid);
-    }
-    let mut seen = HashSet::new();
-    let mut found = Vec::new();
-    let mut todo = roots.to_vec();
-    while let Some(p) = todo.pop() {
-        for &c in children.get(&p).into_iter().flatten() {
-            if seen.insert(c) {
-                found.push(c);
-                todo.push(c);
-            }
-        }
-    }
-    found
 }

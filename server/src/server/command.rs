@@ -107,7 +107,7 @@ impl Server {
                 .map(Proc::pgid)
                 .filter(|&g| g > 1)
                 .collect();
-            let running = self.procs.len() + crate::helpers::contain::descendants(&roots).len();
+            let running = self.procs.len() + crate::helpers::family::descendants(&roots).len();
             if running >= self.cfg.max_procs {
                 return Err(CommandError::new(
                     ErrorKind::Limit,

@@ -38,7 +38,7 @@ fn names_no_account_can_have_are_not_looked_up() {
 
 #[test]
 fn strict_modes_refuse_files_and_directories_others_may_write() {
-    let me = nix::unistd::getuid().as_raw();
+    let me = rustix::process::getuid().as_raw();
     let dir = tempfile::tempdir().unwrap();
     // The temp directory's parents (/tmp is world-writable) are above
     // "home", so only home, .ssh and the file are looked at.

@@ -298,8 +298,9 @@ mod tests {
         meta.pid_start = start_time(me).unwrap();
         put(&meta).unwrap();
         assert_eq!(read(&job).unwrap().state, State::Lost);
-        let group = nix::unistd::Pid::from_raw(pid);
-        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        if let Some(group) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
         let _ = sup.wait();
         let ended = Ended {
             signal: Some(9),

@@ -23,14 +23,14 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::sys::signal::{self, SigSet, Signal};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::Pid;
+use rustix::process::{Pid, Signal};
 
 use super::record::{self, Ended, STATUS};
 use super::spool::{self, Spool};
+use crate::helpers::family::{self, Ending};
+use crate::sys::Waited;
 
 /// How long output may still come after the program exited (from what it
 /// left in the background) before that is ended.
@@ -79,21 +79,20 @@ pub fn run(args: &[OsString]) -> i32 {
         println!("rexecd __job run: bad arguments");
         return 2;
     };
-    let _ = nix::sys::prctl::set_child_subreaper(true);
-    let mut waited = SigSet::empty();
-    for sig in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGCHLD,
-        Signal::SIGALRM,
-    ] {
-        waited.add(sig);
-    }
-    if let Err(e) = waited.thread_block() {
-        println!("cannot block signals: {e}");
-        return 2;
-    }
+    let _ = family::adopt_orphans();
+    let waited = match Waited::block(&[
+        Signal::TERM,
+        Signal::INT,
+        Signal::HUP,
+        Signal::CHILD,
+        Signal::ALARM,
+    ]) {
+        Ok(w) => w,
+        Err(e) => {
+            println!("cannot block signals: {e}");
+            return 2;
+        }
+    };
     let spool = match Spool::create(&plan.dir, plan.cap) {
         Ok(s) => s,
         Err(e) => {
@@ -123,7 +122,10 @@ pub fn run(args: &[OsString]) -> i32 {
             return 127;
         }
     };
-    let leader = Pid::from_raw(child.id() as i32);
+    let Some(leader) = Pid::from_raw(child.id() as i32) else {
+        println!("cannot start {}: no pid", plan.program.to_string_lossy());
+        return 127;
+    };
     let (out, err) = (child.stdout.take(), child.stderr.take());
     let (done_tx, done) = mpsc::channel();
     let reader = std::thread::spawn(move || {
@@ -135,7 +137,7 @@ pub fn run(args: &[OsString]) -> i32 {
     println!("ok");
     let _ = std::io::stdout().flush();
     // The start helper has its answer.
-    crate::helpers::contain::close_stdio();
+    family::close_stdio();
     if let Some(t) = plan.timeout {
         alarm_after(t);
     }
@@ -168,13 +170,18 @@ struct End {
 
 /// Waits for the program's end (or a stop), then for what it left
 /// behind; returns once nothing is left below us.
-fn watch(leader: Pid, waited: &SigSet, done: &mpsc::Receiver<()>) -> End {
+fn watch(leader: Pid, waited: &Waited, done: &mpsc::Receiver<()>) -> End {
     let mut end = End::default();
     let mut exited = false;
     while !exited {
-        match waited.wait() {
-            Ok(Signal::SIGCHLD) => exited = reap(leader, &mut end),
-            Ok(Signal::SIGALRM) => {
+        match waited.next() {
+            Ok(Signal::CHILD) => {
+                if let Some(ending) = family::reap(leader) {
+                    end.note(ending);
+                    exited = true;
+                }
+            }
+            Ok(Signal::ALARM) => {
                 end.timed_out = true;
                 break;
             }
@@ -189,53 +196,21 @@ fn watch(leader: Pid, waited: &SigSet, done: &mpsc::Receiver<()>) -> End {
     if exited && done.recv_timeout(LINGER).is_ok() {
         return end;
     }
-    stop_everything(leader, &mut end);
+    // Everything below us goes: politely, then not.
+    if let Some(ending) = family::end_all(leader, GRACE) {
+        end.note(ending);
+    }
     let _ = done.recv_timeout(GRACE);
     end
 }
 
-/// Ends everything below us: SIGTERM, then SIGKILL after [`GRACE`];
-/// reaps them all (noting the program's status if it is among them).
-fn stop_everything(leader: Pid, end: &mut End) {
-    crate::helpers::contain::kill_descendants(Signal::SIGTERM);
-    let deadline = Instant::now() + GRACE;
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => {
-                if Instant::now() >= deadline {
-                    crate::helpers::contain::kill_descendants(Signal::SIGKILL);
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Ok(st) => {
-                note(leader, st, end);
-            }
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => return, // nothing left
+impl End {
+    fn note(&mut self, ending: Ending) {
+        match ending {
+            Ending::Code(c) => self.code = Some(c),
+            Ending::Signal(s) => self.signal = Some(s),
         }
     }
-}
-
-/// Reaps what has exited; whether the program has.
-fn reap(leader: Pid, end: &mut End) -> bool {
-    let mut exited = false;
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => return exited,
-            Ok(st) => exited |= note(leader, st, end),
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => return exited,
-        }
-    }
-}
-
-fn note(leader: Pid, st: WaitStatus, end: &mut End) -> bool {
-    match st {
-        WaitStatus::Exited(pid, code) if pid == leader => end.code = Some(code),
-        WaitStatus::Signaled(pid, sig, _) if pid == leader => end.signal = Some(sig as i32),
-        _ => return false,
-    }
-    true
 }
 
 /// Reads the program's stdout and stderr as they come, into the spool,
@@ -296,7 +271,7 @@ impl ReadFd for std::process::ChildStderr {
 fn alarm_after(t: Duration) {
     std::thread::spawn(move || {
         std::thread::sleep(t);
-        let _ = signal::kill(Pid::this(), Signal::SIGALRM);
+        let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::ALARM);
     });
 }
 
