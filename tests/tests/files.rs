@@ -505,35 +505,31 @@ fn an_upload_keeps_the_permission_bits_as_scp_does() {
     assert_eq!(mode & 0o111, 0o111, "executable: {mode:o}");
     let r = run(rexec().arg(d.host()).arg(there.display().to_string()));
     assert_eq!(r.out(), "ran\n", "{}", r.stderr);
+    // The mode `there` has after a copy of `job` onto it (with -p or not).
+    let copied_mode = |preserve: bool| {
+        let mut c = rexec();
+        c.arg("cp");
+        if preserve {
+            c.arg("-p");
+        }
+        let r = run(c.arg(&job).arg(format!("{}:{}", d.host(), there.display())));
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        std::fs::metadata(&there).unwrap().permissions().mode() & 0o7777
+    };
     // A file it replaces keeps its own mode; -p sets the source's exactly.
     std::fs::set_permissions(&there, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let r = run(rexec()
-        .arg("cp")
-        .arg(&job)
-        .arg(format!("{}:{}", d.host(), there.display())));
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let mode = std::fs::metadata(&there).unwrap().permissions().mode() & 0o7777;
-    assert_eq!(mode, 0o700);
+    assert_eq!(copied_mode(false), 0o700);
     std::fs::set_permissions(&job, std::fs::Permissions::from_mode(0o4751)).unwrap();
-    let r =
-        run(rexec()
-            .args(["cp", "-p"])
-            .arg(&job)
-            .arg(format!("{}:{}", d.host(), there.display())));
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let mode = std::fs::metadata(&there).unwrap().permissions().mode() & 0o7777;
-    assert_eq!(mode, 0o751, "exact, without the setuid bit");
+    assert_eq!(copied_mode(true), 0o751, "exact, without the setuid bit");
     // A setuid and setgid file replaced without -p keeps its plain bits
     // only: the uploader's bytes never become a setuid program.
     std::fs::set_permissions(&there, std::fs::Permissions::from_mode(0o6755)).unwrap();
     std::fs::set_permissions(&job, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let r = run(rexec()
-        .arg("cp")
-        .arg(&job)
-        .arg(format!("{}:{}", d.host(), there.display())));
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
-    let mode = std::fs::metadata(&there).unwrap().permissions().mode() & 0o7777;
-    assert_eq!(mode, 0o755, "the replaced file's 6000 bits are gone");
+    assert_eq!(
+        copied_mode(false),
+        0o755,
+        "the replaced file's 6000 bits are gone"
+    );
 }
 
 #[test]
