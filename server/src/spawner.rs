@@ -228,7 +228,14 @@ impl Spawner {
 
 impl Drop for Spawner {
     fn drop(&mut self) {
-        self.sock = None; // the threads read the end of the socket and return
+        // The threads read the end of the socket and return. Shut down, not
+        // only closed: a spawner started later in this process (another
+        // `Server` of a program that embeds rexecd, or a test) holds a copy
+        // of this end in its threads' tables, and a close alone would leave
+        // the socket open there, and this join waiting for ever.
+        if let Some(sock) = self.sock.take() {
+            let _ = rustix::net::shutdown(&sock, rustix::net::Shutdown::Both);
+        }
         self.shared_end = None;
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -452,6 +459,26 @@ mod tests {
         let mut child = done.result.expect("started");
         assert!(child.wait().expect("wait").success());
         drop(watchdog); // detached: it only ever opens the gate late
+    }
+
+    /// A spawner ends when dropped even while one started after it lives:
+    /// the later one's threads hold a copy of the earlier one's end of its
+    /// socket (their tables are copies of the process's), so closing that
+    /// end used to end nothing, and the drop waited for ever.
+    #[test]
+    fn a_spawner_ends_while_a_later_one_holds_a_copy_of_its_socket() {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        let first = Spawner::new(1, &[]).expect("threads");
+        let later = Spawner::new(1, &[]).expect("threads");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            drop(first);
+            let _ = tx.send(());
+        });
+        // (A hang is the failure; the bound only turns it into one.)
+        let ended = rx.recv_timeout(Duration::from_secs(60));
+        drop(later);
+        assert!(ended.is_ok(), "the first spawner's drop never returned");
     }
 
     /// A spawner thread's descriptor table does not grow with the rest of

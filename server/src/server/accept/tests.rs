@@ -28,27 +28,6 @@ fn young_handshakes_are_never_evicted_and_the_oldest_goes_first() {
     assert_eq!(startup_victim(mixed.into_iter(), t, grace), Some(ConnId(1)));
 }
 
-/// A server for a router test, alone in this process while it lives: a
-/// spawner thread's descriptor table is a copy of the process's when it
-/// starts, so a second server's spawners would hold the first's socket
-/// ends open, and the first's could never be told to end (its drop would
-/// wait for ever).
-struct Router {
-    server: Server,
-    _alone: std::sync::MutexGuard<'static, ()>,
-}
-
-impl Router {
-    fn bind(cfg: crate::config::Config) -> Router {
-        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-        Router {
-            server: Server::bind(cfg).unwrap(),
-            _alone: alone,
-        }
-    }
-}
-
 /// The router itself, with time moved by hand (`Server::now`), not slept
 /// through: a client in the middle of its login is never closed for a
 /// newcomer while it is young, and is once it is past the grace, however
@@ -65,8 +44,7 @@ fn logins_in_progress_make_room_only_once_past_the_grace_by_the_servers_clock() 
         handle_signals: false,
         ..crate::config::Config::default()
     };
-    let mut router = Router::bind(cfg);
-    let s = &mut router.server;
+    let s = &mut Server::bind(cfg).unwrap();
     let addr = s.local_addr();
     // A client that said its hello and is now to answer the challenge.
     let mut hello = Vec::new();
@@ -140,8 +118,7 @@ fn a_silent_connection_is_told_at_the_handshake_deadline_by_the_servers_clock() 
         ..crate::config::Config::default()
     };
     let timeout = cfg.handshake_timeout;
-    let mut router = Router::bind(cfg);
-    let s = &mut router.server;
+    let s = &mut Server::bind(cfg).unwrap();
     let mut c = TcpStream::connect(s.local_addr()).unwrap();
     s.accept();
     let id = *s.conns.keys().next().expect("admitted");
