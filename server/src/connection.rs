@@ -20,6 +20,7 @@ use crate::splice::Owed;
 mod deadlines;
 mod holds;
 mod inbound;
+mod sink;
 mod socket;
 
 pub use deadlines::{Deadline, Keepalive};

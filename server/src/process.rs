@@ -25,11 +25,13 @@ mod grace;
 mod hangup;
 mod life;
 mod pump;
+mod sink;
 
 pub use grace::{GraceVerdict, PipeGrace, Waiting};
 pub(crate) use hangup::kill_after_grace;
 pub(crate) use life::StdinStep;
 pub(crate) use pump::{PumpIo, Pumped};
+pub(crate) use sink::Sink;
 
 /// Why a command could not be started; becomes an `Error` for its id.
 #[derive(Debug, thiserror::Error)]

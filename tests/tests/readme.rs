@@ -224,6 +224,85 @@ fn the_routers_rooms_call_only_downwards() {
     assert!(circle.is_none(), "rooms that call each other: {circle:?}");
 }
 
+/// No crate's modules use each other in a circle: a module is a file of
+/// src/ (with the directory of its submodules), and it uses another when
+/// its code outside tests names `crate::OTHER`, alone or in a
+/// `crate::{..}` group. The server's connection, auth and process were one
+/// (a process pumped into a `Connection`; it now pumps into a `Sink`).
+#[test]
+fn no_modules_use_each_other_in_a_circle() {
+    for krate in ["proto", "server", "client"] {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(krate)
+            .join("src");
+        let top: BTreeSet<String> = std::fs::read_dir(&src)
+            .expect("src")
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".rs").map(str::to_string)
+            })
+            .filter(|m| !["lib", "main", "tests"].contains(&m.as_str()))
+            .collect();
+        let mut uses: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
+        let mut files = vec![src.clone()];
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                files.extend(
+                    std::fs::read_dir(&path)
+                        .expect("dir")
+                        .flatten()
+                        .map(|e| e.path()),
+                );
+                continue;
+            }
+            let rel = path
+                .strip_prefix(&src)
+                .expect("below src")
+                .to_string_lossy()
+                .into_owned();
+            let module = rel
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .trim_end_matches(".rs")
+                .to_string();
+            if !top.contains(&module) || rel.ends_with("tests.rs") || rel.contains("/tests/") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("source");
+            let code = text.split("#[cfg(test)]").next().unwrap_or("");
+            let mut named = words_after(code, "crate::");
+            for (i, _) in code.match_indices("crate::{") {
+                let group = &code[i + 8..];
+                let group = &group[..group.find('}').unwrap_or(group.len())];
+                named.extend(group.split(',').map(|w| {
+                    w.trim()
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect()
+                }));
+            }
+            for other in named
+                .into_iter()
+                .filter(|m| top.contains(m) && *m != module)
+            {
+                uses.entry(module.clone()).or_default().insert(other);
+            }
+        }
+        assert!(
+            uses.values().map(BTreeSet::len).sum::<usize>() > 0 || krate == "proto",
+            "{krate}: no uses found; is the test reading the right files?"
+        );
+        let circle = first_circle(&uses);
+        assert!(
+            circle.is_none(),
+            "{krate}: modules that use each other: {circle:?}"
+        );
+    }
+}
+
 /// The identifiers that follow `prefix` in `text`.
 fn words_after(text: &str, prefix: &str) -> BTreeSet<String> {
     text.match_indices(prefix)

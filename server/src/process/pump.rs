@@ -1,7 +1,7 @@
 //! A command's output, one chunk at a time: read from its pipe (or spliced
-//! from it) and framed onto its connection's queue. The command owns its
-//! pipes and its counts; it answers what happened, and the server routes
-//! that (server/output.rs).
+//! from it) and framed onto a [`Sink`] it does not own (its connection).
+//! The command owns its pipes and its counts; it answers what happened,
+//! and the server routes that (server/output.rs).
 
 use std::io::{self, Read};
 use std::os::fd::AsFd;
@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 use rexec_proto::{OutputStream, encode_output_frame};
 
 use super::Proc;
-use crate::connection::Connection;
+use super::sink::Sink;
 use crate::splice::{self, Sent};
 
 /// Queued output is written to the socket once it reaches this much (or
@@ -73,7 +73,7 @@ impl Proc {
     pub(crate) fn pump(
         &mut self,
         stream: OutputStream,
-        conn: &mut Connection,
+        conn: &mut impl Sink,
         io: &mut PumpIo<'_>,
     ) -> Pumped {
         if self.child.is_none() {
@@ -111,7 +111,7 @@ impl Proc {
     fn splice_chunk(
         &mut self,
         stream: OutputStream,
-        conn: &mut Connection,
+        conn: &mut impl Sink,
         io: &mut PumpIo<'_>,
     ) -> Option<Pumped> {
         let slot = stream as usize;
@@ -154,7 +154,7 @@ impl Proc {
     fn copy_chunk(
         &mut self,
         stream: OutputStream,
-        conn: &mut Connection,
+        conn: &mut impl Sink,
         io: &mut PumpIo<'_>,
     ) -> Pumped {
         let tutorial_held = self.tutorial_out.len() + self.tutorial_err.len();
@@ -162,7 +162,7 @@ impl Proc {
         // holding their pipes back would never free anything: over the
         // budget, a large reply is cut instead.
         let cut_tutorial = !conn.is_native()
-            && (conn.is_held(crate::connection::Hold::Memory) || io.over_budget)
+            && (conn.memory_held() || io.over_budget)
             && tutorial_held >= FLUSH_BATCH;
         let is_pty = self.pty.is_some();
         let Some((rx, _)) = self.pipe(stream) else {
@@ -283,3 +283,6 @@ impl Proc {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
