@@ -430,5 +430,21 @@ impl Proc {
     }
 }
 
+/// A command already started whose stdout is `rx` and nothing else: the
+/// pump's unit tests and the simulation (tests/sim/output.rs).
+#[cfg(test)]
+pub(crate) fn started_with_stdout(rx: Receiver, child: Child) -> Proc {
+    let pipes = Pipes {
+        stdout: Some((rx, Token(3))),
+        stderr: None,
+        stdin: None,
+        pty: None,
+    };
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+    let mut p = Proc::new(ConnId(1), 7, "cat".into(), peer, pipes, Instant::now());
+    p.child = Some(child);
+    p
+}
+
 #[cfg(test)]
 mod tests;

@@ -87,12 +87,21 @@ impl Proc {
         // Where output is spliced, what a copying read queued is written
         // before more is read: the pipe, not rexecd, holds the rest.
         let zero_copy = io.splice && conn.zero_copy() && self.pty.is_none();
-        if conn.queued() >= FLUSH_BATCH || (zero_copy && conn.queued() > 0) {
+        let flushed = conn.queued() >= FLUSH_BATCH || (zero_copy && conn.queued() > 0);
+        if flushed {
             conn.flush();
         }
         if conn.output_blocked(io.queue_limit, zero_copy, io.over_budget) {
             // Backpressure: leave the bytes in the pipe and come back when
-            // the socket drains, or when the server has memory again.
+            // the socket drains, or when the server has memory again. What
+            // is queued is written first, batch or not: the socket tells
+            // when it drains only after a write it could not take, so a
+            // queue never written would hold the pipe for ever (found by
+            // the output simulation under a queue limit below a batch;
+            // over the memory budget it would wait for the recount).
+            if !flushed {
+                conn.flush();
+            }
             return Pumped::Paused;
         }
         if io.splice

@@ -15,10 +15,14 @@
 //! - inbound.rs: zero-copy input (splice_in.rs) against a kernel whose
 //!   socket and pipe answer with partial moves, `EAGAIN`, `EINTR`, urgent
 //!   marks, a closed reader, a vanishing client;
+//! - output.rs: a command's output (process/pump.rs) from a real pipe into
+//!   a connection whose socket takes any part or nothing, edge-triggered,
+//!   with an output limit and a peer that may vanish;
 //! - grace.rs: the pipe grace of an exited command (process.rs's
 //!   `PipeGrace`) against a slow client, a silent grandchild holding the
 //!   pipe, and time that jumps.
 
 mod grace;
 mod inbound;
+mod output;
 mod world;

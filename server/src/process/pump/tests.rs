@@ -3,13 +3,11 @@
 
 use std::io::Write;
 use std::os::fd::BorrowedFd;
-use std::time::Instant;
 
 use rexec_proto::{FrameDecoder, OutputStream, ServerMsg};
 
-use super::super::{Pipes, Proc};
+use super::super::Proc;
 use super::*;
-use crate::registry::ConnId;
 
 /// A sink that records what it is given and answers as told.
 #[derive(Default)]
@@ -73,16 +71,8 @@ impl Sink for Fake {
 /// pipe the test writes into.
 fn started() -> (Proc, mio::unix::pipe::Sender) {
     let (tx, rx) = mio::unix::pipe::new().expect("a pipe");
-    let pipes = Pipes {
-        stdout: Some((rx, mio::Token(3))),
-        stderr: None,
-        stdin: None,
-        pty: None,
-    };
-    let peer = "127.0.0.1:1".parse().expect("an address");
-    let mut p = Proc::new(ConnId(1), 7, "cat".into(), peer, pipes, Instant::now());
-    p.child = Some(std::process::Command::new("true").spawn().expect("true"));
-    (p, tx)
+    let child = std::process::Command::new("true").spawn().expect("true");
+    (super::super::started_with_stdout(rx, child), tx)
 }
 
 /// Pumps stdout until it says something other than `More`.
@@ -162,6 +152,43 @@ fn a_blocked_sink_leaves_the_bytes_in_the_pipe() {
     sink.blocked = false;
     assert_eq!(pump_until_not_more(&mut p, &mut sink, None), Pumped::Idle);
     assert_eq!(stdout_frames(&sink.sent), vec![(7, b"waits".to_vec())]);
+}
+
+#[test]
+fn what_was_read_is_written_before_the_pipe_waits() {
+    // The sink blocks once it holds anything (as a connection over the
+    // memory budget, or under a queue limit below one batch): the chunk
+    // read before that is written now, not left for a writable event that
+    // a socket never written to will not send.
+    let (mut p, mut tx) = started();
+    let mut sink = Fake::default();
+    tx.write_all(b"read, then blocked").unwrap();
+    let mut scratch = vec![0u8; 4096];
+    let (mut big, mut held) = (0, 0);
+    let mut io = PumpIo {
+        splice: false,
+        queue_limit: 1 << 20,
+        out_limit: None,
+        over_budget: false,
+        scratch: &mut scratch,
+        big_pipes: &mut big,
+        held: &mut held,
+    };
+    assert_eq!(
+        p.pump(OutputStream::Stdout, &mut sink, &mut io),
+        Pumped::More
+    );
+    assert!(!sink.frames.is_empty() && sink.flushes == 0, "batched");
+    sink.blocked = true;
+    assert_eq!(
+        p.pump(OutputStream::Stdout, &mut sink, &mut io),
+        Pumped::Paused
+    );
+    assert_eq!(sink.flushes, 1, "written before the pause");
+    assert_eq!(
+        stdout_frames(&sink.sent),
+        vec![(7, b"read, then blocked".to_vec())]
+    );
 }
 
 #[test]
