@@ -430,10 +430,10 @@ impl Proc {
     }
 }
 
-/// A command already started whose stdout is `rx` and nothing else: the
-/// pump's unit tests and the simulation (tests/sim/output.rs).
+/// A command already started (at `now`) whose stdout is `rx` and nothing
+/// else: the pump's unit tests and the simulation (tests/sim/output.rs).
 #[cfg(test)]
-pub(crate) fn started_with_stdout(rx: Receiver, child: Child) -> Proc {
+pub(crate) fn started_with_stdout(rx: Receiver, child: Child, now: Instant) -> Proc {
     let pipes = Pipes {
         stdout: Some((rx, Token(3))),
         stderr: None,
@@ -441,7 +441,7 @@ pub(crate) fn started_with_stdout(rx: Receiver, child: Child) -> Proc {
         pty: None,
     };
     let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
-    let mut p = Proc::new(ConnId(1), 7, "cat".into(), peer, pipes, Instant::now());
+    let mut p = Proc::new(ConnId(1), 7, "cat".into(), peer, pipes, now);
     p.child = Some(child);
     p
 }

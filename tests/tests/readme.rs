@@ -140,36 +140,19 @@ fn the_architecture_names_every_source_file() {
 /// The files of `crate_dir`/src that docs/ARCHITECTURE.md does not name.
 fn unlisted(crate_dir: &str) -> Vec<String> {
     let text = doc("docs/ARCHITECTURE.md");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(crate_dir)
-        .join("src");
     let mut missing = Vec::new();
-    let mut dirs = vec![src.clone()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).expect("server/src").flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-                continue;
-            }
-            let rel = path
-                .strip_prefix(&src)
-                .expect("below src")
-                .display()
-                .to_string();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name == "tests.rs" {
-                continue; // unit tests beside the module they test
-            }
-            // `server/keys.rs` by its path; a file alone in its name by it.
-            let named = text.contains(&format!("`{rel}`"))
-                || (!rel.contains('/') && text.contains(&format!("`{name}`")))
-                || text.contains(&format!("`{}`", rel.rsplit('/').next().unwrap_or("")))
-                    && text.contains(&format!("`{}/`", rel.split('/').next().unwrap_or("")));
-            if !named {
-                missing.push(format!("{crate_dir}/src/{rel}"));
-            }
+    for (rel, _) in source_files(crate_dir) {
+        let name = rel.rsplit('/').next().unwrap_or("");
+        if name == "tests.rs" {
+            continue; // unit tests beside the module they test
+        }
+        // `server/keys.rs` by its path; a file alone in its name by it.
+        let named = text.contains(&format!("`{rel}`"))
+            || (!rel.contains('/') && text.contains(&format!("`{name}`")))
+            || text.contains(&format!("`{name}`"))
+                && text.contains(&format!("`{}/`", rel.split('/').next().unwrap_or("")));
+        if !named {
+            missing.push(format!("{crate_dir}/src/{rel}"));
         }
     }
     missing.sort();
@@ -246,22 +229,7 @@ fn no_modules_use_each_other_in_a_circle() {
             .filter(|m| !["lib", "main", "tests"].contains(&m.as_str()))
             .collect();
         let mut uses: std::collections::BTreeMap<String, BTreeSet<String>> = Default::default();
-        let mut files = vec![src.clone()];
-        while let Some(path) = files.pop() {
-            if path.is_dir() {
-                files.extend(
-                    std::fs::read_dir(&path)
-                        .expect("dir")
-                        .flatten()
-                        .map(|e| e.path()),
-                );
-                continue;
-            }
-            let rel = path
-                .strip_prefix(&src)
-                .expect("below src")
-                .to_string_lossy()
-                .into_owned();
+        for (rel, path) in source_files(krate) {
             let module = rel
                 .split('/')
                 .next()
@@ -301,6 +269,65 @@ fn no_modules_use_each_other_in_a_circle() {
             "{krate}: modules that use each other: {circle:?}"
         );
     }
+}
+
+/// The server reads the clock in three places outside its helper processes
+/// and its tests: the start's monotonic and wall readings, and once per
+/// loop turn (`Server::now`, passed to everything that decides). It read
+/// it about 60 times, so nothing could be tested at a chosen time. An
+/// `elapsed()` reads the clock too.
+#[test]
+fn the_server_reads_the_clock_at_most_three_times() {
+    let mut reads = Vec::new();
+    for (rel, path) in source_files("server") {
+        if rel.starts_with("helpers") || rel.ends_with("tests.rs") || rel.contains("tests/") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("source");
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for (no, line) in code.lines().enumerate() {
+            let read = ["Instant::now(", "SystemTime::now(", ".elapsed()"]
+                .iter()
+                .any(|r| line.contains(r));
+            if read && !line.trim_start().starts_with("//") {
+                reads.push(format!("{rel}:{}", no + 1));
+            }
+        }
+    }
+    assert!(
+        reads.len() <= 3,
+        "the clock read in {} places: {reads:?}",
+        reads.len()
+    );
+    assert!(
+        reads.iter().any(|r| r.starts_with("server.rs")),
+        "the loop's own reading not found: is the test reading server/src?"
+    );
+}
+
+/// The `.rs` files below `krate`/src: each path relative to src, and in
+/// full.
+fn source_files(krate: &str) -> Vec<(String, std::path::PathBuf)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(krate)
+        .join("src");
+    let mut found = Vec::new();
+    let mut todo = vec![src.clone()];
+    while let Some(path) = todo.pop() {
+        if path.is_dir() {
+            todo.extend(
+                std::fs::read_dir(&path)
+                    .expect("a source directory")
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        } else if path.extension().is_some_and(|x| x == "rs") {
+            let rel = path.strip_prefix(&src).expect("below src");
+            found.push((rel.to_string_lossy().into_owned(), path));
+        }
+    }
+    found
 }
 
 /// The identifiers that follow `prefix` in `text`.

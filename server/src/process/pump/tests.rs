@@ -72,7 +72,8 @@ impl Sink for Fake {
 fn started() -> (Proc, mio::unix::pipe::Sender) {
     let (tx, rx) = mio::unix::pipe::new().expect("a pipe");
     let child = std::process::Command::new("true").spawn().expect("true");
-    (super::super::started_with_stdout(rx, child), tx)
+    let now = std::time::Instant::now();
+    (super::super::started_with_stdout(rx, child, now), tx)
 }
 
 /// Pumps stdout until it says something other than `More`.

@@ -165,7 +165,7 @@ impl Run {
         Ok(Run {
             rng,
             conn,
-            proc: crate::process::started_with_stdout(rx, child),
+            proc: crate::process::started_with_stdout(rx, child, std::time::Instant::now()),
             writer: Some(tx),
             written: 0,
             decoder: FrameDecoder::new(),
