@@ -20,11 +20,13 @@ use crate::splice::Owed;
 mod deadlines;
 mod holds;
 mod inbound;
+mod ready;
 mod sink;
 mod socket;
 
 pub use deadlines::{Deadline, Keepalive};
 pub use holds::{Hold, Holds};
+pub use ready::{Heard, Incoming};
 
 /// How bytes cross the socket.
 #[derive(Debug)]
@@ -359,7 +361,7 @@ impl Connection {
 
     /// The next whole message from what was read, if any. The first one
     /// opens the connection (and fixes the TLS channel binding).
-    pub fn next_message(
+    fn next_message(
         &mut self,
         now: Instant,
     ) -> Result<Option<rexec_proto::ClientMsg>, rexec_proto::FrameError> {
@@ -385,12 +387,12 @@ impl Connection {
     }
 
     /// The client's stream ended: whether it ended between frames.
-    pub fn finish_input(&mut self) -> Result<(), rexec_proto::FrameError> {
+    fn finish_input(&mut self) -> Result<(), rexec_proto::FrameError> {
         self.decoder.finish()
     }
 
     /// Nothing more to read for now: a large decode buffer is let go.
-    pub fn input_drained(&mut self) {
+    fn input_drained(&mut self) {
         self.decoder.shrink_if_idle();
     }
 

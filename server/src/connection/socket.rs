@@ -89,7 +89,7 @@ impl Connection {
     /// Whether the client's first bytes show it expects the other transport:
     /// a TLS ClientHello on a plaintext port, or plaintext on a TLS port.
     /// Either way the client gets a plain `Error` frame it can read and show.
-    pub fn wrong_transport(&mut self) -> Option<String> {
+    pub(super) fn wrong_transport(&mut self) -> Option<String> {
         match &mut self.transport {
             Transport::Plain => {
                 let b = self.decoder.buffered_bytes();
@@ -130,7 +130,7 @@ impl Connection {
     /// arrived is copied into the decoder: a connection that said a few
     /// bytes holds a few bytes, not a 64 KiB read buffer (20,000 idle
     /// connections were 229 MiB that way, 19 MiB this way).
-    pub fn read_input(&mut self, scratch: &mut [u8], now: Instant) -> io::Result<usize> {
+    pub(super) fn read_input(&mut self, scratch: &mut [u8], now: Instant) -> io::Result<usize> {
         let tls = match &mut self.transport {
             Transport::Plain => {
                 // Just after a spliced chunk, read little: the next is

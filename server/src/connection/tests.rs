@@ -403,3 +403,107 @@ fn a_large_stdin_chunk_is_moved_or_dropped_and_framing_resumes_after_it() {
         Some(ClientMsg::Cancel { id: 6 })
     );
 }
+
+/// Reads until `hear` says something other than `Bytes`, waiting with a
+/// poll (not a guess) for loopback bytes on their way.
+fn hear_until_not_bytes(conn: &mut Connection, scratch: &mut [u8]) -> Heard {
+    loop {
+        match conn.hear(scratch, Instant::now()) {
+            Heard::Bytes => continue,
+            other => return other,
+        }
+    }
+}
+
+#[test]
+fn buffered_input_comes_as_messages_then_a_need_for_bytes() {
+    use rexec_proto::ClientMsg;
+    let t0 = Instant::now();
+    let (mut conn, mut client) = pair(t0);
+    let mut wire = Vec::new();
+    encode_frame(&ClientMsg::Ping { seq: 1 }, &mut wire);
+    encode_frame(&ClientMsg::Ping { seq: 2 }, &mut wire);
+    wire.extend_from_slice(&[0, 0]); // half of a header
+    client.write_all(&wire).unwrap();
+    read_all(&mut conn, wire.len());
+    assert!(matches!(
+        conn.next_input(t0, 1 << 20, false),
+        Incoming::Defer
+    ));
+    assert!(matches!(
+        conn.next_input(t0, 1 << 20, true),
+        Incoming::Message(ClientMsg::Ping { seq: 1 })
+    ));
+    assert_eq!(conn.state(), State::Open, "its first frame opened it");
+    assert!(matches!(
+        conn.next_input(t0, 1 << 20, true),
+        Incoming::Message(ClientMsg::Ping { seq: 2 })
+    ));
+    assert!(matches!(
+        conn.next_input(t0, 1 << 20, true),
+        Incoming::NeedBytes
+    ));
+}
+
+#[test]
+fn a_client_that_does_not_read_our_replies_is_not_read() {
+    let t0 = Instant::now();
+    let (mut conn, _client) = pair(t0);
+    conn.frames().extend_from_slice(&[0; 2048]);
+    assert!(matches!(conn.next_input(t0, 2048, true), Incoming::Wait));
+    assert!(conn.is_held(Hold::RepliesUnread));
+    // Held, it waits whatever the queue, until the router releases it.
+    assert!(matches!(conn.next_input(t0, 1 << 20, true), Incoming::Wait));
+    assert!(conn.release(Hold::RepliesUnread, t0));
+    assert!(matches!(
+        conn.next_input(t0, 1 << 20, true),
+        Incoming::NeedBytes
+    ));
+}
+
+#[test]
+fn bad_input_fails_with_its_reason() {
+    let t0 = Instant::now();
+    // A TLS ClientHello on a plaintext port.
+    let (mut conn, mut client) = pair(t0);
+    client.write_all(&[0x16, 3, 1, 0, 5]).unwrap();
+    read_all(&mut conn, 5);
+    match conn.next_input(t0, 1 << 20, true) {
+        Incoming::Fail(rexec_proto::ErrorKind::Protocol, why) => {
+            assert!(why.contains("started TLS"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // A frame over the limit: a limit, not a protocol error.
+    let (mut conn, mut client) = pair(t0);
+    client.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    read_all(&mut conn, 4);
+    assert!(matches!(
+        conn.next_input(t0, 1 << 20, true),
+        Incoming::Fail(rexec_proto::ErrorKind::Limit, _)
+    ));
+}
+
+#[test]
+fn a_read_says_drained_then_ended_when_the_client_stops_sending() {
+    let (mut conn, mut client) = pair(Instant::now());
+    let mut scratch = vec![0; 1024];
+    assert_eq!(
+        conn.hear(&mut scratch, Instant::now()),
+        Heard::Drained,
+        "nothing sent yet"
+    );
+    client.write_all(b"x").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut end = hear_until_not_bytes(&mut conn, &mut scratch);
+    while end == Heard::Drained {
+        wait_ready(conn.stream.as_fd(), rustix::event::PollFlags::IN);
+        end = hear_until_not_bytes(&mut conn, &mut scratch);
+    }
+    assert_eq!(end, Heard::Ended);
+    assert_eq!(
+        conn.decoder.buffered(),
+        1,
+        "the byte before the end was kept"
+    );
+}

@@ -3,14 +3,12 @@
 //! ways a connection ends (an error sent, the client done, the peer gone,
 //! idleness, a stalled frame).
 
-use std::io;
-
 use mio::event::Event;
-use rexec_proto::{ClientMsg, ErrorKind, FrameError, OutputStream, ServerMsg, encode_output_frame};
+use rexec_proto::{ClientMsg, ErrorKind, OutputStream, ServerMsg, encode_output_frame};
 
 use super::Server;
 use super::stdin_splice::Flow;
-use crate::connection::{Hold, State};
+use crate::connection::{Heard, Hold, Incoming, State};
 use crate::protocol::Action;
 use crate::registry::ConnId;
 use crate::timer::Timer;
@@ -73,39 +71,16 @@ impl Server {
                 let Some(conn) = self.conns.get_mut(&id) else {
                     return;
                 };
-                if !conn.may_read() {
-                    return;
-                }
-                if conn.queued() >= reply_limit {
-                    // The client is not reading our replies: stop reading
-                    // its requests until it does. (Command output alone
-                    // stays under the queue limit, which is half of this,
-                    // so streaming output never holds up a Cancel.)
-                    conn.hold(Hold::RepliesUnread);
-                    return;
-                }
-                if budget == 0 {
-                    return self.defer(id);
-                }
-                if conn.state() == State::New
-                    && let Some(reason) = conn.wrong_transport()
-                {
-                    return self.fail_conn(id, ErrorKind::Protocol, reason);
-                }
-                match conn.next_message(self.now) {
-                    Ok(Some(msg)) => {
+                match conn.next_input(self.now, reply_limit, budget > 0) {
+                    Incoming::Message(msg) => {
                         budget -= 1;
                         decoded = true;
                         self.on_message(id, msg)
                     }
-                    Ok(None) => break,
-                    Err(e) => {
-                        let kind = match e {
-                            FrameError::TooLarge { .. } => ErrorKind::Limit,
-                            _ => ErrorKind::Protocol,
-                        };
-                        return self.fail_conn(id, kind, e.to_string());
-                    }
+                    Incoming::NeedBytes => break,
+                    Incoming::Wait => return,
+                    Incoming::Defer => return self.defer(id),
+                    Incoming::Fail(kind, reason) => return self.fail_conn(id, kind, reason),
                 }
             }
             self.track_partial_frame(id, decoded);
@@ -122,25 +97,10 @@ impl Server {
             let Some(conn) = self.conns.get_mut(&id) else {
                 return;
             };
-            match conn.read_input(&mut self.scratch, self.now) {
-                Ok(0) => {
-                    match conn.finish_input() {
-                        Ok(()) => log::debug!("{}: client finished sending", conn.peer()),
-                        Err(e) => log::warn!("{}: {e}", conn.peer()),
-                    }
-                    return self.input_ended(id);
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    conn.input_drained();
-                    return;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    log::debug!("{}: read failed: {e}", conn.peer());
-                    conn.set_dead();
-                    return;
-                }
+            match conn.hear(&mut self.scratch, self.now) {
+                Heard::Bytes => {}
+                Heard::Drained | Heard::Dead => return,
+                Heard::Ended => return self.input_ended(id),
             }
         }
     }
