@@ -430,13 +430,19 @@ impl Proc {
     }
 }
 
-/// A command already started (at `now`) whose stdout is `rx` and nothing
-/// else: the pump's unit tests and the simulation (tests/sim/output.rs).
+/// A command already started (at `now`) whose output is `stdout` and
+/// perhaps `stderr`, and nothing else: the pump's unit tests and the
+/// simulation (tests/sim/output.rs).
 #[cfg(test)]
-pub(crate) fn started_with_stdout(rx: Receiver, child: Child, now: Instant) -> Proc {
+pub(crate) fn started_with(
+    stdout: Receiver,
+    stderr: Option<Receiver>,
+    child: Child,
+    now: Instant,
+) -> Proc {
     let pipes = Pipes {
-        stdout: Some((rx, Token(3))),
-        stderr: None,
+        stdout: Some((stdout, Token(3))),
+        stderr: stderr.map(|rx| (rx, Token(4))),
         stdin: None,
         pty: None,
     };

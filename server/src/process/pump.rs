@@ -3,14 +3,15 @@
 //! The command owns its pipes and its counts; it answers what happened,
 //! and the server routes that (server/output.rs).
 
-use std::io::{self, Read};
-use std::os::fd::AsFd;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use rexec_proto::{OutputStream, encode_output_frame};
 
 use super::Proc;
 use super::sink::Sink;
 use crate::splice::{self, Sent};
+use crate::splice_in::Kernel;
 
 /// Queued output is written to the socket once it reaches this much (or
 /// when the pipe has nothing more for now).
@@ -26,8 +27,8 @@ const SPLICE_MIN: usize = 16 * 1024;
 pub(crate) const MAX_BIG_PIPES: usize = 64;
 
 /// What a pump needs from the server besides the command and its
-/// connection: limits, the memory budget's word, and shared counters.
-#[derive(Debug)]
+/// connection: limits, the memory budget's word, shared counters, and the
+/// kernel its pipes are read through.
 pub(crate) struct PumpIo<'a> {
     /// Splice busy pipes into plain sockets (`--no-splice` turns it off).
     pub splice: bool,
@@ -43,6 +44,10 @@ pub(crate) struct PumpIo<'a> {
     pub big_pipes: &'a mut usize,
     /// Bytes held in queues, all connections together (an estimate).
     pub held: &'a mut usize,
+    /// What reads a pipe: the real kernel (`splice_in::Os`), or a
+    /// simulated one that interrupts and shortens reads
+    /// (tests/sim/output.rs).
+    pub kernel: &'a mut dyn for<'f> Kernel<BorrowedFd<'f>>,
 }
 
 /// What one step of [`Proc::pump`] came to.
@@ -177,7 +182,11 @@ impl Proc {
         let Some((rx, _)) = self.pipe(stream) else {
             return Pumped::Idle;
         };
-        let n = match rx.read(io.scratch) {
+        let n = match io
+            .kernel
+            .read(rx.as_fd(), io.scratch)
+            .map_err(io::Error::from)
+        {
             Ok(n) if n > 0 => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Pumped::More,
             end => {

@@ -9,6 +9,7 @@ use std::time::Instant;
 use super::Server;
 use crate::process::{PumpIo, Pumped};
 use crate::registry::{ConnId, ProcId};
+use crate::splice_in::Os;
 
 impl Server {
     /// Reads a child's pipe and forwards what it produced, until the pipe
@@ -48,6 +49,7 @@ impl Server {
                 scratch: &mut self.scratch,
                 big_pipes: &mut self.budget.big_pipes,
                 held: &mut self.budget.held,
+                kernel: &mut Os,
             };
             match p.pump(stream, conn, &mut io) {
                 Pumped::More => {

@@ -73,7 +73,7 @@ fn started() -> (Proc, mio::unix::pipe::Sender) {
     let (tx, rx) = mio::unix::pipe::new().expect("a pipe");
     let child = std::process::Command::new("true").spawn().expect("true");
     let now = std::time::Instant::now();
-    (super::super::started_with_stdout(rx, child, now), tx)
+    (super::super::started_with(rx, None, child, now), tx)
 }
 
 /// Pumps stdout until it says something other than `More`.
@@ -88,6 +88,7 @@ fn pump_until_not_more(p: &mut Proc, sink: &mut Fake, out_limit: Option<u64>) ->
         scratch: &mut scratch,
         big_pipes: &mut big,
         held: &mut held,
+        kernel: &mut crate::splice_in::Os,
     };
     loop {
         match p.pump(OutputStream::Stdout, sink, &mut io) {
@@ -174,6 +175,7 @@ fn what_was_read_is_written_before_the_pipe_waits() {
         scratch: &mut scratch,
         big_pipes: &mut big,
         held: &mut held,
+        kernel: &mut crate::splice_in::Os,
     };
     assert_eq!(
         p.pump(OutputStream::Stdout, &mut sink, &mut io),
