@@ -5,11 +5,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::time::Instant;
 
 use mio::Token;
-use mio::net::TcpStream;
 use rexec_proto::{ErrorKind, ErrorMsg, FrameDecoder, OutputStream, ServerMsg, encode_frame};
 
 use crate::out_queue::OutQueue;
@@ -23,10 +21,14 @@ mod inbound;
 mod ready;
 mod sink;
 mod socket;
+mod stream;
 
 pub use deadlines::{Deadline, Keepalive};
 pub use holds::{Hold, Holds};
-pub use ready::{Heard, Incoming};
+pub use ready::{Heard, Incoming, Ready};
+#[cfg(test)]
+pub use stream::Played;
+pub use stream::Stream;
 
 /// How bytes cross the socket.
 #[derive(Debug)]
@@ -97,7 +99,7 @@ const ERRORS_LOGGED: u32 = 10;
 /// what it returns.
 #[derive(Debug)]
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     /// The socket's poll registration.
     token: Token,
     transport: Transport,
@@ -149,7 +151,7 @@ pub struct Connection {
 
 impl Connection {
     pub fn new(
-        stream: TcpStream,
+        stream: Stream,
         token: Token,
         peer: SocketAddr,
         wire: Wire,
@@ -226,9 +228,9 @@ impl Connection {
         self.accepted
     }
 
-    /// The socket, for socket options.
-    pub fn socket(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.stream.as_fd()
+    /// The socket, for socket options (none for a played client).
+    pub fn socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.stream.fd()
     }
 
     /// Takes the socket out of the poll.

@@ -32,6 +32,8 @@ mod jobs;
 mod keys;
 mod output;
 mod penalty;
+#[cfg(test)]
+mod played;
 mod reap;
 mod shutdown;
 mod stdin_splice;
@@ -228,14 +230,28 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Binds the listening socket. Nothing is accepted until [`Server::run`].
     pub fn bind(cfg: Config) -> io::Result<Server> {
+        let listener = TcpListener::bind(cfg.listen)?;
+        Server::serving(cfg, Some(listener))
+    }
+
+    /// A server with no listener, for the router's unit tests: its
+    /// clients are played in memory and admitted by hand (played.rs).
+    #[cfg(test)]
+    pub(crate) fn unbound(cfg: Config) -> io::Result<Server> {
+        Server::serving(cfg, None)
+    }
+
+    fn serving(cfg: Config, mut listener: Option<TcpListener>) -> io::Result<Server> {
         let started = Instant::now();
         crate::process::keep_inherited_from_commands();
         let registry = Registry::new(FIRST_DYNAMIC)?;
-        let mut listener = TcpListener::bind(cfg.listen)?;
-        let local_addr = listener.local_addr()?;
-        registry
-            .mio()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let local_addr = match listener.as_mut() {
+            Some(l) => {
+                registry.mio().register(l, LISTENER, Interest::READABLE)?;
+                l.local_addr()?
+            }
+            None => cfg.listen,
+        };
         let waker = Arc::new(Waker::new(registry.mio(), WAKER)?);
         let logins = match cfg.login {
             true => {
@@ -261,7 +277,8 @@ impl Server {
             None
         };
         // After the signal handlers: see Spawner::new.
-        let spawner = Spawner::new(SPAWNER_THREADS, &[listener.as_raw_fd()])?;
+        let listening: Vec<_> = listener.iter().map(AsRawFd::as_raw_fd).collect();
+        let spawner = Spawner::new(SPAWNER_THREADS, &listening)?;
         if let Some(fd) = spawner.fd() {
             registry
                 .mio()
@@ -282,7 +299,7 @@ impl Server {
             backlog: Backlog::default(),
             scratch: vec![0; PIPE_CHUNK].into_boxed_slice(),
             door: Door {
-                listener: Some(listener),
+                listener,
                 local_addr,
                 random: rustls::crypto::ring::default_provider().secure_random,
                 auth_failures: AuthFailures::default(),
@@ -384,7 +401,7 @@ impl Server {
                 }
             }
             token => match self.registry.slot(token) {
-                Some(Slot::Conn(id)) => self.on_conn_event(id, ev),
+                Some(Slot::Conn(id)) => self.on_conn_event(id, ev.into()),
                 Some(Slot::Pipe(proc, stream)) => self.pump(proc, stream),
                 Some(Slot::Stdin(proc)) => self.write_stdin(proc),
                 Some(Slot::Pidfd(proc)) => self.reap(proc),

@@ -3,7 +3,7 @@
 //! bytes of its stream are that chunk's, and reads frames again after them.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::time::Instant;
 
 use rexec_proto::PartialStdin;
@@ -22,6 +22,7 @@ impl Connection {
             || self.state != State::Open
             || !matches!(self.transport, Transport::Plain)
             || self.inbound.is_some()
+            || self.stream.fd().is_none()
         {
             return None;
         }
@@ -57,7 +58,10 @@ impl Connection {
         let Some(chunk) = self.inbound.as_mut() else {
             return Ok(Moved::Done);
         };
-        let (moved, heard) = move_chunk(&mut Os, chunk, self.stream.as_fd(), pipe, scratch)?;
+        let Some(sock) = self.stream.fd() else {
+            return Err(io::Error::other("no socket to splice from"));
+        };
+        let (moved, heard) = move_chunk(&mut Os, chunk, sock, pipe, scratch)?;
         if heard {
             self.last_heard = now;
         }

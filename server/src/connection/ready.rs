@@ -12,6 +12,44 @@ use rexec_proto::{ClientMsg, ErrorKind, FrameError};
 
 use super::{Connection, Hold, State};
 
+/// What the poll said of a connection's socket: the loop's one use of a
+/// mio event, so that everything after it can be driven without one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Ready {
+    pub readable: bool,
+    pub writable: bool,
+    /// The client shut down its sending side (or is gone).
+    pub read_closed: bool,
+    pub error: bool,
+}
+
+#[cfg(test)]
+impl Ready {
+    pub const READABLE: Ready = Ready {
+        readable: true,
+        writable: false,
+        read_closed: false,
+        error: false,
+    };
+    pub const WRITABLE: Ready = Ready {
+        readable: false,
+        writable: true,
+        read_closed: false,
+        error: false,
+    };
+}
+
+impl From<&mio::event::Event> for Ready {
+    fn from(ev: &mio::event::Event) -> Ready {
+        Ready {
+            readable: ev.is_readable(),
+            writable: ev.is_writable(),
+            read_closed: ev.is_read_closed(),
+            error: ev.is_error(),
+        }
+    }
+}
+
 /// What the input already buffered comes to.
 #[derive(Debug)]
 pub enum Incoming {

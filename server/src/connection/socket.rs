@@ -3,7 +3,6 @@
 //! protocols' reads, and lingering after an error.
 
 use std::io::{self, Read, Write};
-use std::os::fd::AsFd;
 use std::time::Instant;
 
 use rexec_proto::OutputStream;
@@ -22,7 +21,10 @@ impl Connection {
         id: u32,
         len: usize,
     ) -> io::Result<crate::splice::Sent> {
-        let sent = crate::splice::send_chunk(pipe, self.stream.as_fd(), stream, id, len)?;
+        let Some(sock) = self.stream.fd() else {
+            return Err(io::Error::other("no socket to splice onto"));
+        };
+        let sent = crate::splice::send_chunk(pipe, sock, stream, id, len)?;
         if let crate::splice::Sent::Owed(owed) = sent {
             self.spliced = Some(owed);
             return Ok(crate::splice::Sent::All);
@@ -59,7 +61,7 @@ impl Connection {
     /// The error is sent: shut our side (the client reads it, then end of
     /// stream) and discard what the client still sends until it closes.
     pub fn start_linger(&mut self, scratch: &mut [u8]) -> Lingered {
-        if let Err(e) = self.stream.shutdown(std::net::Shutdown::Write) {
+        if let Err(e) = self.stream.shutdown_write() {
             log::debug!("{}: shutdown: {e}", self.peer);
             return Lingered::Done;
         }
@@ -217,6 +219,7 @@ impl Connection {
         matches!(self.transport, Transport::Plain)
             && self.is_native()
             && matches!(self.state, State::Open | State::InputClosed)
+            && self.stream.fd().is_some()
     }
 
     /// Writes what is queued, as far as the socket takes it. A write error
@@ -227,7 +230,8 @@ impl Connection {
         }
         let res = match &mut self.transport {
             Transport::Plain => match &mut self.spliced {
-                Some(owed) => match owed.resume(self.stream.as_fd()) {
+                // (Only a socket can be owed a spliced frame's rest.)
+                Some(owed) => match self.stream.fd().map_or(Ok(true), |sock| owed.resume(sock)) {
                     Ok(true) => {
                         self.spliced = None;
                         self.out.write_to(&mut self.stream)

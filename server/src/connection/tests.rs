@@ -16,7 +16,7 @@ fn pair(now: Instant) -> (Connection, std::net::TcpStream) {
     let (server, peer) = listener.accept().expect("accept");
     server.set_nonblocking(true).expect("nonblocking");
     let wire = Wire::Native(ConnProtocol::new(None, [0; NONCE_LEN]));
-    let stream = TcpStream::from_std(server);
+    let stream = Stream::Tcp(mio::net::TcpStream::from_std(server));
     let conn = Connection::new(stream, Token(9), peer, wire, 1 << 20, None, now);
     (conn, client)
 }
@@ -34,7 +34,7 @@ fn read_all(conn: &mut Connection, want: usize) {
                 // with a poll, not a guess.
                 tries += 1;
                 assert!(tries < 1000, "the client's bytes never arrived");
-                let fd = conn.stream.as_fd();
+                let fd = conn.stream.fd().expect("a socket");
                 let mut pfd = [rustix::event::PollFd::new(
                     &fd,
                     rustix::event::PollFlags::IN,
@@ -192,7 +192,12 @@ fn lingering_shuts_our_side_and_reads_until_the_client_closes() {
     let mut buf = [0u8; 8];
     assert_eq!(client.read(&mut buf).unwrap(), 0);
     drop(client);
-    let fd = conn.stream.as_fd().try_clone_to_owned().unwrap();
+    let fd = conn
+        .stream
+        .fd()
+        .expect("a socket")
+        .try_clone_to_owned()
+        .unwrap();
     while step == Lingered::Waiting {
         let mut pfd = [rustix::event::PollFd::new(
             &fd,
@@ -257,7 +262,7 @@ fn a_silent_client_is_probed_then_given_up_after_three_periods() {
         match conn.read_input(&mut scratch, t1) {
             Ok(n) if n > 0 => break,
             _ => {
-                let fd = conn.stream.as_fd();
+                let fd = conn.stream.fd().expect("a socket");
                 let mut pfd = [rustix::event::PollFd::new(
                     &fd,
                     rustix::event::PollFlags::IN,
@@ -363,7 +368,9 @@ fn a_large_stdin_chunk_is_moved_or_dropped_and_framing_resumes_after_it() {
     loop {
         match conn.move_inbound(Some(tx.as_fd()), &mut scratch, Instant::now()) {
             Ok(Moved::Done) => break,
-            Ok(Moved::SocketEmpty) => wait_ready(conn.stream.as_fd(), PollFlags::IN),
+            Ok(Moved::SocketEmpty) => {
+                wait_ready(conn.stream.fd().expect("a socket"), PollFlags::IN)
+            }
             Ok(Moved::PipeFull) => wait_ready(tx.as_fd(), PollFlags::OUT),
             other => panic!("{other:?}"),
         }
@@ -392,7 +399,9 @@ fn a_large_stdin_chunk_is_moved_or_dropped_and_framing_resumes_after_it() {
     loop {
         match conn.move_inbound(None, &mut scratch, Instant::now()) {
             Ok(Moved::Done) => break,
-            Ok(Moved::SocketEmpty) => wait_ready(conn.stream.as_fd(), PollFlags::IN),
+            Ok(Moved::SocketEmpty) => {
+                wait_ready(conn.stream.fd().expect("a socket"), PollFlags::IN)
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -497,7 +506,10 @@ fn a_read_says_drained_then_ended_when_the_client_stops_sending() {
     client.shutdown(std::net::Shutdown::Write).unwrap();
     let mut end = hear_until_not_bytes(&mut conn, &mut scratch);
     while end == Heard::Drained {
-        wait_ready(conn.stream.as_fd(), rustix::event::PollFlags::IN);
+        wait_ready(
+            conn.stream.fd().expect("a socket"),
+            rustix::event::PollFlags::IN,
+        );
         end = hear_until_not_bytes(&mut conn, &mut scratch);
     }
     assert_eq!(end, Heard::Ended);

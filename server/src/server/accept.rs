@@ -7,14 +7,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mio::Interest;
-use mio::net::TcpStream;
 use rexec_proto::auth::NONCE_LEN;
 use rexec_proto::{ErrorKind, ErrorMsg, ServerMsg, encode_frame};
 
 use super::Server;
 use super::penalty::HelloDelay;
 use crate::config::Protocol;
-use crate::connection::{Connection, Deadline, State, Wire};
+use crate::connection::{Connection, Deadline, State, Stream, Wire};
 use crate::protocol::ConnProtocol;
 use crate::registry::{ConnId, Slot};
 use crate::timer::Timer;
@@ -33,7 +32,10 @@ impl Server {
                     if std::mem::take(&mut self.door.accept_failing) {
                         log::warn!("accepting connections again");
                     }
-                    self.admit(stream, peer)
+                    if let Err(e) = stream.set_nodelay(true) {
+                        log::debug!("{peer}: cannot set TCP_NODELAY: {e}");
+                    }
+                    self.admit(Stream::Tcp(stream), peer)
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
@@ -95,7 +97,7 @@ impl Server {
     }
 
     /// Takes a new connection in, or refuses it over `max_conns`.
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+    pub(super) fn admit(&mut self, mut stream: Stream, peer: SocketAddr) {
         if self.conns.len() >= self.cfg.max_conns {
             log::warn!("{peer}: refused, {} connections already", self.conns.len());
             refuse(
@@ -107,9 +109,6 @@ impl Server {
                 ),
             );
             return;
-        }
-        if let Err(e) = stream.set_nodelay(true) {
-            log::debug!("{peer}: cannot set TCP_NODELAY: {e}");
         }
         let wire = match self.cfg.protocol {
             Protocol::Native => {
@@ -176,7 +175,9 @@ impl Server {
             self.timers.at(due, Timer::Handshake(id));
         }
         if let Some(every) = self.cfg.keepalive {
-            tcp_keepalive(conn.socket(), every);
+            if let Some(sock) = conn.socket() {
+                tcp_keepalive(sock, every);
+            }
             if native {
                 self.timers.at(now + every, Timer::Keepalive(id));
             }
@@ -313,7 +314,7 @@ fn tcp_keepalive(sock: std::os::fd::BorrowedFd<'_>, every: Duration) {
 
 /// Tells a connection that is not taken in why (native protocol only), and
 /// drops it.
-fn refuse(stream: &mut TcpStream, protocol: Protocol, message: String) {
+fn refuse(stream: &mut impl Write, protocol: Protocol, message: String) {
     if protocol != Protocol::Native {
         return;
     }

@@ -3,12 +3,11 @@
 //! ways a connection ends (an error sent, the client done, the peer gone,
 //! idleness, a stalled frame).
 
-use mio::event::Event;
 use rexec_proto::{ClientMsg, ErrorKind, OutputStream, ServerMsg, encode_output_frame};
 
 use super::Server;
 use super::stdin_splice::Flow;
-use crate::connection::{Heard, Hold, Incoming, State};
+use crate::connection::{Heard, Hold, Incoming, Ready, State};
 use crate::protocol::Action;
 use crate::registry::ConnId;
 use crate::timer::Timer;
@@ -18,26 +17,26 @@ use crate::timer::Timer;
 const MESSAGES_PER_TURN: usize = 64;
 
 impl Server {
-    pub(super) fn on_conn_event(&mut self, id: ConnId, ev: &Event) {
+    pub(super) fn on_conn_event(&mut self, id: ConnId, ev: Ready) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        if ev.is_error() {
+        if ev.error {
             conn.set_dead();
         }
-        if ev.is_writable() {
+        if ev.writable {
             conn.flush();
             self.resume_input(id);
             self.resume_pipes(id);
         }
-        if ev.is_readable() || ev.is_read_closed() {
+        if ev.readable || ev.read_closed {
             match self
                 .conns
                 .get(&id)
                 .map(|c| (c.state(), c.is_held(Hold::StdinFull)))
             {
                 Some((State::Lingering, _)) => self.linger(id),
-                Some((_, true)) if ev.is_read_closed() => {
+                Some((_, true)) if ev.read_closed => {
                     // Input is paused (stdin backpressure), so the end of
                     // stream will not be read for now: ask whether the
                     // client is still there at all.

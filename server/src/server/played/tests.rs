@@ -1,0 +1,191 @@
+//! The router driven by played clients and the server's own clock: each
+//! test sends what a client would, says what the poll would, moves `now`
+//! by hand, and reads what the client got. No socket, no sleep.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rexec_proto::{ClientHello, ClientMsg, ErrorKind, FrameDecoder, ServerMsg, encode_frame};
+
+use super::super::Server;
+use crate::config::Config;
+use crate::connection::{Hold, Played, Ready};
+use crate::registry::ConnId;
+
+fn server(cfg: Config) -> Server {
+    Server::unbound(Config {
+        handle_signals: false,
+        ..cfg
+    })
+    .expect("a server")
+}
+
+fn peer(n: u8) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, n], 40_000))
+}
+
+fn frame(msg: &ClientMsg) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    encode_frame(msg, &mut bytes);
+    bytes
+}
+
+fn hello() -> ClientMsg {
+    ClientMsg::Hello(ClientHello {
+        protocol: rexec_proto::PROTOCOL_VERSION,
+        software: "t".into(),
+    })
+}
+
+/// What the client got since the last look: whole frames, nothing cut.
+fn replies(c: &Played) -> Vec<ServerMsg> {
+    let mut dec = FrameDecoder::new();
+    dec.feed(&c.received());
+    let mut got = Vec::new();
+    while let Some(msg) = dec.next_message::<ServerMsg>().expect("frames") {
+        got.push(msg);
+    }
+    assert_eq!(dec.buffered(), 0, "a frame cut short");
+    got
+}
+
+/// The one error the client was told, as (kind, message).
+fn told(c: &Played) -> (ErrorKind, String) {
+    match replies(c).as_slice() {
+        [ServerMsg::Error(e)] => (e.kind, e.message.clone()),
+        other => panic!("not one error: {other:?}"),
+    }
+}
+
+/// A client let in, its hello answered.
+fn greeted(s: &mut Server) -> (Played, ConnId) {
+    let (c, id) = s.admit_played(peer(2));
+    let id = id.expect("admitted");
+    c.send(&frame(&hello()));
+    s.poll_says(id, Ready::READABLE);
+    let got = replies(&c);
+    assert!(matches!(got.as_slice(), [ServerMsg::Hello(_)]), "{got:?}");
+    (c, id)
+}
+
+#[test]
+fn a_hello_is_answered_and_every_ping_ponged_in_order() {
+    let s = &mut server(Config::default());
+    let (c, id) = greeted(s);
+    let mut pings = Vec::new();
+    for seq in 0..3 {
+        pings.extend(frame(&ClientMsg::Ping { seq }));
+    }
+    c.send(&pings);
+    s.poll_says(id, Ready::READABLE);
+    assert_eq!(
+        replies(&c),
+        (0..3)
+            .map(|seq| ServerMsg::Pong { seq })
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_frame_that_never_completes_is_cut_off_at_the_frame_timeout_and_not_before() {
+    let cfg = Config {
+        keepalive: None, // no probes in what the client is told
+        ..Config::default()
+    };
+    let timeout = cfg.frame_timeout;
+    let s = &mut server(cfg);
+    let (c, id) = greeted(s);
+    c.send(&[0, 0, 0, 9, 1]); // 1 byte of a 9-byte frame, and no more
+    s.poll_says(id, Ready::READABLE);
+    s.later(timeout - Duration::from_millis(1));
+    assert!(replies(&c).is_empty(), "not yet");
+    s.later(Duration::from_millis(1));
+    let (kind, why) = told(&c);
+    assert_eq!(kind, ErrorKind::Idle);
+    assert!(why.contains("not complete"), "{why}");
+    // The error sent, the server shuts its side and waits for the client
+    // to close before it lets go.
+    assert!(c.server_finished_sending());
+    assert!(s.conns.contains_key(&id), "lingering");
+    c.finish();
+    s.poll_says(id, Ready::READABLE);
+    assert!(!s.conns.contains_key(&id) && c.closed_by_server());
+}
+
+#[test]
+fn an_idle_connection_is_told_at_the_idle_timeout_by_the_servers_clock() {
+    let idle = Duration::from_secs(60);
+    let s = &mut server(Config {
+        idle_timeout: Some(idle),
+        keepalive: None,
+        ..Config::default()
+    });
+    let (c, _id) = greeted(s);
+    s.later(idle - Duration::from_millis(1));
+    assert!(replies(&c).is_empty(), "not yet");
+    s.later(Duration::from_millis(1));
+    let (kind, why) = told(&c);
+    assert_eq!(kind, ErrorKind::Idle);
+    assert!(why.contains("60 s without a command"), "{why}");
+}
+
+#[test]
+fn a_client_that_reads_no_replies_is_not_read_until_it_does() {
+    let s = &mut server(Config {
+        queue_limit: 64, // replies held at 128 bytes unread
+        ..Config::default()
+    });
+    let (c, id) = greeted(s);
+    c.set_room(Some(0)); // its socket takes nothing more
+    let mut pings = Vec::new();
+    for seq in 0..100 {
+        pings.extend(frame(&ClientMsg::Ping { seq }));
+    }
+    c.send(&pings);
+    s.poll_says(id, Ready::READABLE);
+    assert!(
+        s.conns[&id].queued() >= 128 && s.conns[&id].queued() < 256,
+        "queued {}",
+        s.conns[&id].queued()
+    );
+    assert!(s.conns[&id].is_held(Hold::RepliesUnread));
+    // It reads: its socket drains, and the rest is read and answered.
+    c.set_room(None);
+    s.poll_says(id, Ready::WRITABLE);
+    assert!(!s.conns[&id].is_held(Hold::RepliesUnread));
+    assert_eq!(
+        replies(&c),
+        (0..100)
+            .map(|seq| ServerMsg::Pong { seq })
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_tls_hello_on_a_plain_port_is_told_in_plain_words() {
+    let s = &mut server(Config::default());
+    let (c, id) = s.admit_played(peer(2));
+    let id = id.expect("admitted");
+    c.send(&[0x16, 3, 1, 0, 200, 1]);
+    s.poll_says(id, Ready::READABLE);
+    let (kind, why) = told(&c);
+    assert_eq!(kind, ErrorKind::Protocol);
+    assert!(why.contains("connect without --tls"), "{why}");
+}
+
+#[test]
+fn a_client_that_vanishes_is_let_go_at_once() {
+    let s = &mut server(Config::default());
+    let (c, id) = greeted(s);
+    c.reset();
+    s.poll_says(
+        id,
+        Ready {
+            readable: true,
+            read_closed: true,
+            error: true,
+            ..Ready::default()
+        },
+    );
+    assert!(!s.conns.contains_key(&id) && c.closed_by_server());
+}
