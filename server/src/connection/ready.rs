@@ -106,7 +106,13 @@ impl Connection {
             return Incoming::Fail(ErrorKind::Protocol, reason);
         }
         match self.next_message(now) {
-            Ok(Some(msg)) => Incoming::Message(msg),
+            Ok(Some(msg)) => {
+                // Heard now, as far as keepalive goes: a message that waited
+                // in our decoder (a turn's share used, the loop stalled) is
+                // not the client's silence.
+                self.last_heard = now;
+                Incoming::Message(msg)
+            }
             Ok(None) => Incoming::NeedBytes,
             Err(e) => {
                 let kind = match e {

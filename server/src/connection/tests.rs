@@ -519,3 +519,26 @@ fn a_read_says_drained_then_ended_when_the_client_stops_sending() {
         "the byte before the end was kept"
     );
 }
+
+#[test]
+fn messages_still_in_our_decoder_are_not_the_clients_silence() {
+    use rexec_proto::ClientMsg;
+    let t0 = Instant::now();
+    let every = Duration::from_secs(30);
+    let (mut conn, mut client) = pair(t0);
+    say_hello(&mut conn, rexec_proto::PROTOCOL_VERSION);
+    let mut wire = Vec::new();
+    for seq in 0..3 {
+        encode_frame(&ClientMsg::Ping { seq }, &mut wire);
+    }
+    client.write_all(&wire).unwrap();
+    read_all(&mut conn, wire.len());
+    // Read at once, acted on later (a turn's share used, the loop held up
+    // for three periods): what it sent was heard when it is acted on.
+    let late = t0 + 3 * every;
+    assert!(matches!(
+        conn.next_input(late, 1 << 20, true),
+        Incoming::Message(ClientMsg::Ping { seq: 0 })
+    ));
+    assert_eq!(conn.keepalive(late, every), Keepalive::Later(late + every));
+}

@@ -13,24 +13,57 @@ use crate::registry::ConnId;
 impl Server {
     /// Admits a client from `peer` that the test plays: its handle, and its
     /// connection's id if it was let in.
-    pub(super) fn admit_played(&mut self, peer: SocketAddr) -> (Played, Option<ConnId>) {
+    pub(crate) fn admit_played(&mut self, peer: SocketAddr) -> (Played, Option<ConnId>) {
         let client = Played::default();
         let id = ConnId(self.ids.conn);
         self.admit(Stream::Played(client.clone()), peer);
         (client, self.conns.contains_key(&id).then_some(id))
     }
 
-    /// What the loop does when the poll says `id` is readable (or writable)
-    /// and the connection is still there afterwards.
-    pub(super) fn poll_says(&mut self, id: ConnId, ready: Ready) {
+    /// What the loop does when the poll says `id` is ready: the event, then
+    /// the input it deferred to the end of the turn.
+    pub(crate) fn poll_says(&mut self, id: ConnId, ready: Ready) {
         self.on_conn_event(id, ready);
         self.run_backlog();
     }
 
     /// The server's clock moves on by `by`, and the timers due fire.
-    pub(super) fn later(&mut self, by: Duration) {
+    pub(crate) fn later(&mut self, by: Duration) {
         self.now += by;
         self.fire_timers();
+    }
+
+    /// One turn of the loop as `run` takes it: the clock moves on by `by`
+    /// (as the poll returns), the poll's `events` are handled in order,
+    /// then the input deferred in the turn, the timers due, the budget.
+    pub(crate) fn turn(&mut self, by: Duration, events: &[(ConnId, Ready)]) {
+        self.now += by;
+        for (id, ready) in events {
+            self.on_conn_event(*id, *ready);
+        }
+        self.run_backlog();
+        self.fire_timers();
+        self.check_budget(self.now);
+    }
+
+    /// How long until the next timer is due, as the loop's poll would wait.
+    pub(crate) fn next_timer(&self) -> Option<Duration> {
+        self.timers.timeout(self.now)
+    }
+
+    /// The server's clock.
+    pub(crate) fn clock(&self) -> std::time::Instant {
+        self.now
+    }
+
+    /// Bytes queued for connection `id`, while it is open.
+    pub(crate) fn queued_for(&self, id: ConnId) -> Option<usize> {
+        self.conns.get(&id).map(|c| c.queued())
+    }
+
+    /// Open connections.
+    pub(crate) fn connections(&self) -> usize {
+        self.conns.len()
     }
 }
 

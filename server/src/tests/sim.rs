@@ -18,6 +18,9 @@
 //! - output.rs: a command's output (process/pump.rs) from a real pipe into
 //!   a connection whose socket takes any part or nothing, edge-triggered,
 //!   with an output limit and a peer that may vanish;
+//! - router.rs: whole connections through the real router, with clients
+//!   played in memory that come, speak, stall, break the protocol, finish
+//!   or vanish, and a clock that jumps;
 //! - grace.rs: the pipe grace of an exited command (process.rs's
 //!   `PipeGrace`) against a slow client, a silent grandchild holding the
 //!   pipe, and time that jumps.
@@ -25,4 +28,5 @@
 mod grace;
 mod inbound;
 mod output;
+mod router;
 mod world;
