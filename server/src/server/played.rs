@@ -46,6 +46,22 @@ impl Server {
         self.check_budget(self.now);
     }
 
+    /// A turn for what is not played: waits (up to `most` of real time) for
+    /// the poll's next events, a start finished by a spawner thread, a
+    /// pipe, a child's exit, and handles them as `run` does. The server's
+    /// clock stays where the test put it.
+    pub(crate) fn process_turn(&mut self, most: Duration) -> std::io::Result<()> {
+        let mut events = mio::Events::with_capacity(64);
+        self.registry.poll(&mut events, Some(most))?;
+        for ev in events.iter() {
+            self.on_event(ev);
+        }
+        self.run_backlog();
+        self.take_spawned();
+        self.fire_timers();
+        Ok(())
+    }
+
     /// How long until the next timer is due, as the loop's poll would wait.
     pub(crate) fn next_timer(&self) -> Option<Duration> {
         self.timers.timeout(self.now)

@@ -68,6 +68,20 @@ fn greeted(s: &mut Server) -> (Played, ConnId) {
     (c, id)
 }
 
+/// The client goes with a reset, and the poll says so.
+fn vanishes(s: &mut Server, c: &Played, id: ConnId) {
+    c.reset();
+    s.poll_says(
+        id,
+        Ready {
+            readable: true,
+            read_closed: true,
+            error: true,
+            ..Ready::default()
+        },
+    );
+}
+
 #[test]
 fn a_hello_is_answered_and_every_ping_ponged_in_order() {
     let s = &mut server(Config::default());
@@ -177,15 +191,89 @@ fn a_tls_hello_on_a_plain_port_is_told_in_plain_words() {
 fn a_client_that_vanishes_is_let_go_at_once() {
     let s = &mut server(Config::default());
     let (c, id) = greeted(s);
-    c.reset();
-    s.poll_says(
-        id,
-        Ready {
-            readable: true,
-            read_closed: true,
-            error: true,
-            ..Ready::default()
-        },
-    );
+    vanishes(s, &c, id);
     assert!(!s.conns.contains_key(&id) && c.closed_by_server());
+}
+
+/// Takes process turns until the client got what `done` looks for (at
+/// most a minute of real time: a child to start, write and exit), and
+/// returns all it got.
+fn until(s: &mut Server, c: &Played, done: impl Fn(&[ServerMsg]) -> bool) -> Vec<ServerMsg> {
+    let mut got = Vec::new();
+    for _ in 0..600 {
+        s.process_turn(Duration::from_millis(100)).expect("a poll");
+        got.extend(replies(c));
+        if done(&got) {
+            return got;
+        }
+    }
+    panic!("not there after a minute: {got:?}");
+}
+
+fn exec(id: u32, command: &str) -> ClientMsg {
+    ClientMsg::Exec(rexec_proto::Exec {
+        id,
+        command: command.into(),
+        mode: rexec_proto::ExecMode::Shell,
+        cwd: None,
+        env: Vec::new(),
+        timeout_ms: None,
+        stdin: false,
+        pty: None,
+    })
+}
+
+#[test]
+fn a_command_is_started_its_output_sent_and_its_exit_said_last() {
+    let s = &mut server(Config::default());
+    let (c, id) = greeted(s);
+    c.send(&frame(&exec(1, "echo out; echo err >&2; exit 3")));
+    s.poll_says(id, Ready::READABLE);
+    let got = until(s, &c, |m| matches!(m.last(), Some(ServerMsg::Exited(_))));
+    assert!(
+        matches!(got.first(), Some(ServerMsg::Started { id: 1, .. })),
+        "{got:?}"
+    );
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    for m in &got[1..got.len() - 1] {
+        match m {
+            ServerMsg::Stdout { id: 1, data } => out.extend(data),
+            ServerMsg::Stderr { id: 1, data } => err.extend(data),
+            other => panic!("{other:?} between Started and Exited"),
+        }
+    }
+    assert_eq!((&out[..], &err[..]), (&b"out\n"[..], &b"err\n"[..]));
+    match got.last() {
+        Some(ServerMsg::Exited(e)) => {
+            assert_eq!((e.id, e.status), (1, rexec_proto::ExitStatus::Code(3)));
+            assert_eq!(e.bytes_out, 8);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_client_that_vanishes_mid_command_leaves_nothing_running() {
+    let s = &mut server(Config::default());
+    let (c, id) = greeted(s);
+    c.send(&frame(&exec(1, "sleep 600")));
+    s.poll_says(id, Ready::READABLE);
+    let got = until(s, &c, |m| {
+        m.iter().any(|m| matches!(m, ServerMsg::Started { .. }))
+    });
+    let pid = match got.first() {
+        Some(ServerMsg::Started { pid, .. }) => *pid,
+        other => panic!("{other:?}"),
+    };
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("a pid");
+    vanishes(s, &c, id);
+    assert!(!s.conns.contains_key(&id));
+    // Stopped and reaped: no such process (not even a zombie) is left.
+    for _ in 0..600 {
+        if rustix::process::test_kill_process(pid).is_err() {
+            return;
+        }
+        s.process_turn(Duration::from_millis(100)).expect("a poll");
+    }
+    panic!("{pid:?} still there after a minute");
 }
