@@ -117,8 +117,13 @@ impl Connection {
             // We are not reading what it sends (its command's stdin is
             // full, its replies unread, memory short): its silence is ours,
             // and its probes wait unread. A probe from us tells it we are
-            // still here.
+            // still here, unless what we sent before still waits for it
+            // to read: another would only grow the queue, one probe a
+            // period for as long as the client does not read.
             self.last_heard = now;
+            if !self.out.is_empty() || self.spliced.is_some() {
+                return Keepalive::Later(now + every);
+            }
             self.probes = self.probes.wrapping_add(1);
             return Keepalive::Probe {
                 seq: self.probes,

@@ -302,6 +302,22 @@ fn a_client_whose_input_we_hold_is_not_silent() {
 }
 
 #[test]
+fn no_probe_piles_up_behind_replies_a_client_does_not_read() {
+    let t0 = Instant::now();
+    let every = Duration::from_secs(30);
+    let (mut conn, _client) = pair(t0);
+    say_hello(&mut conn, rexec_proto::PROTOCOL_VERSION);
+    conn.hold(Hold::RepliesUnread);
+    conn.frames().extend_from_slice(b"replies it does not read");
+    let queued = conn.queued();
+    for n in 1..100 {
+        let at = t0 + n * every;
+        assert_eq!(conn.keepalive(at, every), Keepalive::Later(at + every));
+    }
+    assert_eq!(conn.queued(), queued, "nothing added for it to read");
+}
+
+#[test]
 fn a_version_3_client_is_never_probed() {
     let t0 = Instant::now();
     let (mut conn, _client) = pair(t0);

@@ -1,6 +1,7 @@
 //! Whole connections through the real router (server/), under a simulated
 //! world: clients played in memory (connection/stream/played.rs) come and
-//! go, say their hello or nothing, send pings in bursts, frames in pieces
+//! go from a few addresses, say their hello or nothing, answer a token
+//! server's challenge with the token or (guessers) without it, send pings in bursts, frames in pieces
 //! or broken ones, stop reading our replies and start again, finish or
 //! vanish; keepalive probes are answered; the poll reports what a socket
 //! would (readable after bytes came, writable after room came, an error
@@ -10,7 +11,8 @@
 //! from the seed too.
 //!
 //! After every step, for every client: what it received decodes as whole
-//! frames; its pongs answer its pings in order, none twice, none skipped;
+//! frames; a challenge comes exactly when a token is asked for; the right
+//! token is never refused and a guesser's ping never answered; its pongs answer its pings in order, none twice, none skipped;
 //! nothing follows an error; while it reads everything, its pings are
 //! answered within a few turns; a connection is closed only after telling the
 //! client why, or because the client ended it, or because keepalive gave
@@ -42,6 +44,11 @@ struct Client {
     admitted: Instant,
     sent_anything: bool,
     said_hello: bool,
+    /// With a token server: the challenge it was sent, and whether it
+    /// answered; a guesser answers with the wrong token.
+    challenge: Option<Vec<u8>>,
+    answered: bool,
+    guesser: bool,
     /// The rest of a frame it sent in part (always a ping's).
     rest: Vec<u8>,
     /// It finished in the middle of a ping: that one is owed nothing.
@@ -93,6 +100,51 @@ impl Client {
         encode_frame(msg, &mut bytes);
         self.send(&bytes);
     }
+
+    /// Reads what the server sent it, checking each message.
+    fn read(&mut self, k: usize, asks_token: bool) -> Result<(), String> {
+        self.decoder.feed(&self.played.received());
+        loop {
+            let msg = match self.decoder.next_message::<ServerMsg>() {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => return Err(format!("client {k}: undecodable: {e}")),
+            };
+            if let Some(why) = &self.told {
+                return Err(format!("client {k}: {msg:?} after its error ({why})"));
+            }
+            match msg {
+                ServerMsg::Hello(h) if self.said_hello => {
+                    self.challenge = h.challenge.map(|b| b.into_vec());
+                    if self.challenge.is_some() != asks_token {
+                        return Err(format!("client {k}: a challenge {:?}", self.challenge));
+                    }
+                }
+                ServerMsg::AuthMethods {
+                    token: true,
+                    keys: false,
+                } if asks_token => {}
+                ServerMsg::Pong { .. } if self.guesser => {
+                    return Err(format!("client {k}: a guesser's ping answered"));
+                }
+                ServerMsg::Pong { seq } if seq == self.pongs && seq < self.pings => self.pongs += 1,
+                ServerMsg::Ping { seq } => self.probes.push(seq),
+                ServerMsg::Error(e) => {
+                    if e.message == "wrong token" && !self.guesser {
+                        return Err(format!("client {k}: the right token refused: {e:?}"));
+                    }
+                    self.told = Some(e.message)
+                }
+                other => {
+                    return Err(format!(
+                        "client {k}: {other:?} unasked (pings {}, pongs {})",
+                        self.pings, self.pongs
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 struct World {
@@ -101,6 +153,10 @@ struct World {
     cfg: Config,
     clients: Vec<Client>,
 }
+
+/// The token of a server that asks for one, and a guesser's.
+const TOKEN: &str = "s3cret-token";
+const GUESS: &str = "not-the-token";
 
 impl World {
     fn new(seed: u64) -> std::io::Result<World> {
@@ -114,6 +170,9 @@ impl World {
             idle_timeout: rng.one_in(2).then(|| secs(&mut rng, 5, 120)),
             keepalive: rng.one_in(2).then(|| secs(&mut rng, 5, 60)),
             handshake_timeout: secs(&mut rng, 1, 20),
+            token: rng
+                .one_in(2)
+                .then(|| rexec_proto::auth::Token::new(TOKEN).expect("a token")),
             frame_timeout: secs(&mut rng, 1, 60),
             ..Config::default()
         };
@@ -126,7 +185,11 @@ impl World {
     }
 
     fn admit(&mut self) {
-        let peer = std::net::SocketAddr::from(([127, 0, 0, 2], 40_000));
+        // A few addresses, so that one's failed logins (held back hellos)
+        // meet another's logins.
+        let ip = 2 + self.rng.below(3) as u8;
+        let peer = std::net::SocketAddr::from(([127, 0, 0, ip], 40_000));
+        let guesser = self.cfg.token.is_some() && self.rng.one_in(4);
         let (played, id) = self.server.admit_played(peer);
         self.clients.push(Client {
             played,
@@ -134,6 +197,9 @@ impl World {
             admitted: self.server.clock(),
             sent_anything: false,
             said_hello: false,
+            challenge: None,
+            answered: false,
+            guesser,
             rest: Vec::new(),
             cut_short: false,
             pings: 0,
@@ -156,6 +222,7 @@ impl World {
 
     /// One client does one thing.
     fn act(&mut self, k: usize) {
+        let asks_token = self.cfg.token.is_some();
         let rng = &mut self.rng;
         let c = &mut self.clients[k];
         if !c.open() || c.finished || c.reset {
@@ -163,6 +230,22 @@ impl World {
         }
         for seq in std::mem::take(&mut c.probes) {
             c.send_msg(&ClientMsg::Pong { seq });
+        }
+        if let Some(nonce) = c.challenge.as_ref().filter(|_| !c.answered) {
+            // The answer binds the address the client reached.
+            let binding = rexec_proto::auth::address_binding(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                rexec_proto::DEFAULT_PORT,
+            )));
+            let token = if c.guesser { GUESS } else { TOKEN };
+            let answer = rexec_proto::auth::Token::new(token)
+                .expect("a token")
+                .answer(&binding, nonce);
+            c.answered = true;
+            c.send_msg(&ClientMsg::Auth {
+                answer: answer.to_vec(),
+            });
+            return;
         }
         match rng.below(40) {
             0 if !c.said_hello => {}
@@ -173,7 +256,8 @@ impl World {
                     software: "sim".into(),
                 }));
             }
-            10..=19 => {
+            // Pings once let in (now and then before: a protocol error).
+            10..=19 if !asks_token || c.answered || rng.one_in(10) => {
                 for _ in 0..rng.between(1, 64) {
                     let seq = c.pings;
                     c.pings += 1;
@@ -267,29 +351,7 @@ impl World {
         let now = self.server.clock();
         let mut open = 0;
         for (k, c) in self.clients.iter_mut().enumerate() {
-            c.decoder.feed(&c.played.received());
-            loop {
-                let msg = match c.decoder.next_message::<ServerMsg>() {
-                    Ok(Some(m)) => m,
-                    Ok(None) => break,
-                    Err(e) => return Err(format!("client {k}: undecodable: {e}")),
-                };
-                if let Some(why) = &c.told {
-                    return Err(format!("client {k}: {msg:?} after its error ({why})"));
-                }
-                match msg {
-                    ServerMsg::Hello(_) if c.said_hello => {}
-                    ServerMsg::Pong { seq } if seq == c.pongs && seq < c.pings => c.pongs += 1,
-                    ServerMsg::Ping { seq } => c.probes.push(seq),
-                    ServerMsg::Error(e) => c.told = Some(e.message),
-                    other => {
-                        return Err(format!(
-                            "client {k}: {other:?} unasked (pings {}, pongs {})",
-                            c.pings, c.pongs
-                        ));
-                    }
-                }
-            }
+            c.read(k, self.cfg.token.is_some())?;
             let Some(id) = c.id else {
                 if c.told.is_none() {
                     return Err(format!("client {k}: refused without a word"));
