@@ -96,17 +96,21 @@ impl Proc {
         if flushed {
             conn.flush();
         }
-        if conn.output_blocked(io.queue_limit, zero_copy, io.over_budget) {
+        let mut blocked = conn.output_blocked(io.queue_limit, zero_copy, io.over_budget);
+        if blocked && !flushed {
+            // What is queued is written before the pipe waits, batch or
+            // not: the socket tells when it drains only after a write it
+            // could not take all of, so a queue never written would hold
+            // the pipe for ever; and if the socket took it all, there is
+            // nothing to wait for (found by the output simulation under a
+            // queue limit below a batch; over the memory budget it would
+            // wait for the recount).
+            conn.flush();
+            blocked = conn.output_blocked(io.queue_limit, zero_copy, io.over_budget);
+        }
+        if blocked {
             // Backpressure: leave the bytes in the pipe and come back when
-            // the socket drains, or when the server has memory again. What
-            // is queued is written first, batch or not: the socket tells
-            // when it drains only after a write it could not take, so a
-            // queue never written would hold the pipe for ever (found by
-            // the output simulation under a queue limit below a batch;
-            // over the memory budget it would wait for the recount).
-            if !flushed {
-                conn.flush();
-            }
+            // the socket drains, or when the server has memory again.
             return Pumped::Paused;
         }
         if io.splice

@@ -17,6 +17,8 @@ struct Fake {
     flushes: usize,
     dead: bool,
     blocked: bool,
+    /// Blocked while it holds anything (a queue over its limit).
+    blocked_while_holding: bool,
     tutorial: bool,
     memory_held: bool,
 }
@@ -45,7 +47,7 @@ impl Sink for Fake {
         self.sent.append(&mut self.frames);
     }
     fn output_blocked(&self, _: usize, _: bool, _: bool) -> bool {
-        self.blocked
+        self.blocked || (self.blocked_while_holding && !self.frames.is_empty())
     }
     fn memory_held(&self) -> bool {
         self.memory_held
@@ -76,20 +78,45 @@ fn started() -> (Proc, mio::unix::pipe::Sender) {
     (super::super::started_with(rx, None, child, now), tx)
 }
 
+/// What a `PumpIo` borrows, owned by the test.
+struct Parts {
+    scratch: Vec<u8>,
+    big: usize,
+    held: usize,
+    os: crate::splice_in::Os,
+}
+
+impl Default for Parts {
+    fn default() -> Parts {
+        Parts {
+            scratch: vec![0u8; 4096],
+            big: 0,
+            held: 0,
+            os: crate::splice_in::Os,
+        }
+    }
+}
+
+impl Parts {
+    /// A pump's view of the server: a 1 MiB queue limit, memory to spare.
+    fn io(&mut self, out_limit: Option<u64>) -> PumpIo<'_> {
+        PumpIo {
+            splice: false,
+            queue_limit: 1 << 20,
+            out_limit,
+            over_budget: false,
+            scratch: &mut self.scratch,
+            big_pipes: &mut self.big,
+            held: &mut self.held,
+            kernel: &mut self.os,
+        }
+    }
+}
+
 /// Pumps stdout until it says something other than `More`.
 fn pump_until_not_more(p: &mut Proc, sink: &mut Fake, out_limit: Option<u64>) -> Pumped {
-    let mut scratch = vec![0u8; 4096];
-    let (mut big, mut held) = (0, 0);
-    let mut io = PumpIo {
-        splice: false,
-        queue_limit: 1 << 20,
-        out_limit,
-        over_budget: false,
-        scratch: &mut scratch,
-        big_pipes: &mut big,
-        held: &mut held,
-        kernel: &mut crate::splice_in::Os,
-    };
+    let mut parts = Parts::default();
+    let mut io = parts.io(out_limit);
     loop {
         match p.pump(OutputStream::Stdout, sink, &mut io) {
             Pumped::More => continue,
@@ -165,18 +192,8 @@ fn what_was_read_is_written_before_the_pipe_waits() {
     let (mut p, mut tx) = started();
     let mut sink = Fake::default();
     tx.write_all(b"read, then blocked").unwrap();
-    let mut scratch = vec![0u8; 4096];
-    let (mut big, mut held) = (0, 0);
-    let mut io = PumpIo {
-        splice: false,
-        queue_limit: 1 << 20,
-        out_limit: None,
-        over_budget: false,
-        scratch: &mut scratch,
-        big_pipes: &mut big,
-        held: &mut held,
-        kernel: &mut crate::splice_in::Os,
-    };
+    let mut parts = Parts::default();
+    let mut io = parts.io(None);
     assert_eq!(
         p.pump(OutputStream::Stdout, &mut sink, &mut io),
         Pumped::More
@@ -192,6 +209,35 @@ fn what_was_read_is_written_before_the_pipe_waits() {
         stdout_frames(&sink.sent),
         vec![(7, b"read, then blocked".to_vec())]
     );
+}
+
+#[test]
+fn a_pipe_waits_only_while_its_socket_holds_something_back() {
+    // Over its limit until written, and the socket takes it all: nothing
+    // to wait for (no writable event would come for a socket never full),
+    // so the pump reads on.
+    let (mut p, mut tx) = started();
+    let mut sink = Fake::default();
+    let mut parts = Parts::default();
+    let mut io = parts.io(None);
+    tx.write_all(b"first ").unwrap();
+    assert_eq!(
+        p.pump(OutputStream::Stdout, &mut sink, &mut io),
+        Pumped::More
+    );
+    sink.blocked_while_holding = true;
+    tx.write_all(b"second").unwrap();
+    assert_eq!(
+        p.pump(OutputStream::Stdout, &mut sink, &mut io),
+        Pumped::More
+    );
+    assert_eq!(sink.flushes, 1);
+    let data: Vec<u8> = stdout_frames(&sink.sent)
+        .into_iter()
+        .flat_map(|(_, d)| d)
+        .collect();
+    assert_eq!(data, b"first ");
+    assert_eq!(stdout_frames(&sink.frames), vec![(7, b"second".to_vec())]);
 }
 
 #[test]

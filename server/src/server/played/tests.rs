@@ -207,7 +207,15 @@ fn until(s: &mut Server, c: &Played, done: impl Fn(&[ServerMsg]) -> bool) -> Vec
             return got;
         }
     }
-    panic!("not there after a minute: {got:?}");
+    let kinds: Vec<String> = got
+        .iter()
+        .map(|m| match m {
+            ServerMsg::Stdout { data, .. } => format!("Stdout({})", data.len()),
+            ServerMsg::Stderr { data, .. } => format!("Stderr({})", data.len()),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    panic!("not there after a minute: {kinds:?}");
 }
 
 fn exec(id: u32, command: &str) -> ClientMsg {
@@ -258,9 +266,7 @@ fn a_client_that_vanishes_mid_command_leaves_nothing_running() {
     let (c, id) = greeted(s);
     c.send(&frame(&exec(1, "sleep 600")));
     s.poll_says(id, Ready::READABLE);
-    let got = until(s, &c, |m| {
-        m.iter().any(|m| matches!(m, ServerMsg::Started { .. }))
-    });
+    let got = until(s, &c, started);
     let pid = match got.first() {
         Some(ServerMsg::Started { pid, .. }) => *pid,
         other => panic!("{other:?}"),
@@ -276,4 +282,126 @@ fn a_client_that_vanishes_mid_command_leaves_nothing_running() {
         s.process_turn(Duration::from_millis(100)).expect("a poll");
     }
     panic!("{pid:?} still there after a minute");
+}
+
+/// Whether the client was told its command started.
+fn started(got: &[ServerMsg]) -> bool {
+    got.iter().any(|m| matches!(m, ServerMsg::Started { .. }))
+}
+
+/// All of command `id`'s stdout in `got`, and its exit.
+fn stdout_and_exit(got: &[ServerMsg], id: u32) -> (Vec<u8>, Option<rexec_proto::Exited>) {
+    let mut out = Vec::new();
+    let mut exit = None;
+    for m in got {
+        match m {
+            ServerMsg::Stdout { id: i, data } if *i == id => {
+                assert!(exit.is_none(), "output after the exit");
+                out.extend(data);
+            }
+            ServerMsg::Exited(e) if e.id == id => exit = Some(e.clone()),
+            _ => {}
+        }
+    }
+    (out, exit)
+}
+
+#[test]
+fn what_the_client_sends_is_the_commands_stdin_and_its_end_ends_it() {
+    let s = &mut server(Config::default());
+    let (c, id) = greeted(s);
+    let mut cat = exec(1, "cat");
+    if let ClientMsg::Exec(e) = &mut cat {
+        e.stdin = true;
+    }
+    let mut wire = frame(&cat);
+    wire.extend(frame(&ClientMsg::Stdin {
+        id: 1,
+        data: b"typed ".to_vec(),
+    }));
+    wire.extend(frame(&ClientMsg::Stdin {
+        id: 1,
+        data: b"and sent\n".to_vec(),
+    }));
+    wire.extend(frame(&ClientMsg::StdinEof { id: 1 }));
+    c.send(&wire);
+    s.poll_says(id, Ready::READABLE);
+    let got = until(s, &c, |m| matches!(m.last(), Some(ServerMsg::Exited(_))));
+    let (out, exit) = stdout_and_exit(&got, 1);
+    assert_eq!(out, b"typed and sent\n");
+    assert_eq!(
+        exit.map(|e| e.status),
+        Some(rexec_proto::ExitStatus::Code(0))
+    );
+}
+
+#[test]
+fn a_cancelled_command_is_stopped_and_says_by_which_signal() {
+    let s = &mut server(Config::default());
+    let (c, id) = greeted(s);
+    c.send(&frame(&exec(1, "sleep 600")));
+    s.poll_says(id, Ready::READABLE);
+    until(s, &c, started);
+    c.send(&frame(&ClientMsg::Cancel { id: 1 }));
+    s.poll_says(id, Ready::READABLE);
+    let got = until(s, &c, |m| matches!(m.last(), Some(ServerMsg::Exited(_))));
+    let (_, exit) = stdout_and_exit(&got, 1);
+    assert!(
+        matches!(
+            exit.map(|e| e.status),
+            Some(rexec_proto::ExitStatus::Signal(_))
+        ),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn output_waits_for_a_client_that_stopped_reading_and_none_is_lost() {
+    // A queue of 64 KiB: what the server holds and what the pipe holds
+    // together take all the command writes, so it exits while most of its
+    // output still waits, in our queue and in its pipe: none of it may be
+    // lost to the pipe grace or any timer, however long the server's
+    // clock says the client took.
+    let s = &mut server(Config {
+        queue_limit: 64 << 10,
+        keepalive: None, // an hour of a client not reading is not the point
+        ..Config::default()
+    });
+    let (c, id) = greeted(s);
+    c.set_room(Some(0));
+    c.send(&frame(&exec(1, "head -c 100000 /dev/zero; echo end")));
+    s.poll_says(id, Ready::READABLE);
+    for _ in 0..600 {
+        s.process_turn(Duration::from_millis(100)).expect("a poll");
+        if !s.procs.is_empty() && s.procs.values().all(|p| p.has_exited()) {
+            break;
+        }
+    }
+    assert!(
+        s.procs.values().all(|p| p.has_exited()),
+        "the command exited"
+    );
+    let queued = s.conns[&id].queued();
+    assert!(
+        (64 << 10..(64 << 10) + 70_000).contains(&queued),
+        "queued {queued}"
+    );
+    // Nothing is lost while it waits, however long the server's clock
+    // says that was: the pipe grace cuts only a pipe that stayed empty.
+    for _ in 0..60 {
+        s.later(Duration::from_secs(60));
+    }
+    c.set_room(None);
+    s.poll_says(id, Ready::WRITABLE);
+    let got = until(s, &c, |m| {
+        m.iter().any(|m| matches!(m, ServerMsg::Exited(_)))
+    });
+    let (out, exit) = stdout_and_exit(&got, 1);
+    assert_eq!(out.len(), 100_004);
+    assert!(out.ends_with(b"end\n"));
+    let exit = exit.expect("an exit");
+    assert_eq!(
+        (exit.status, exit.bytes_out),
+        (rexec_proto::ExitStatus::Code(0), 100_004)
+    );
 }

@@ -5,8 +5,9 @@
 //!
 //! The world: the command writes chunks of any size on either stream when
 //! its pipe has room, and closes each in its own time; the connection's
-//! socket takes any part of what is queued, or nothing (full), and says so
-//! only when it becomes writable again after it was full (epoll's edge);
+//! socket has room for any amount each turn, or none, takes as much of
+//! the queue as it has room for, and once a write filled it says so only
+//! when it becomes writable again (epoll's edge);
 //! a read of a pipe may be interrupted (`EINTR`) or short; the peer may
 //! vanish; an output limit may apply. The server pumps a pipe
 //! when it is readable (the two in either order), stops it at `Paused`
@@ -46,7 +47,6 @@ const ID: u32 = 7;
 /// The simulated connection: a queue of frames in front of a socket that
 /// takes what the world lets it.
 struct Conn {
-    rng: Rng,
     frames: Vec<u8>,
     /// What the socket took: the client's side of the byte stream.
     taken: Vec<u8>,
@@ -82,10 +82,15 @@ impl Sink for Conn {
         if self.dead || self.frames.is_empty() {
             return;
         }
-        // The socket takes any part of the queue it has room for.
-        let n = self.rng.between(0, self.open_for.min(self.frames.len()));
+        // The socket takes all the queue it has room for (the world decides
+        // how much room there is); a write it cannot take all of leaves it
+        // full, and only then does it say when it is writable again.
+        let n = self.open_for.min(self.frames.len());
         self.taken.extend(self.frames.drain(..n));
         self.open_for -= n;
+        if !self.frames.is_empty() {
+            self.open_for = 0;
+        }
         self.owes_writable = !self.frames.is_empty();
     }
     fn output_blocked(&self, queue_limit: usize, _zero_copy: bool, over_budget: bool) -> bool {
@@ -239,8 +244,10 @@ struct Run {
     decoder: FrameDecoder,
     out_limit: Option<u64>,
     /// The server's memory budget is spent (budget.rs): pipes with
-    /// anything queued wait until it is not.
+    /// anything queued wait until it is not; `budget_waiting`: a pipe
+    /// paused while it was (budget.rs looks again, and resumes).
     over_budget: bool,
+    budget_waiting: bool,
     scratch: Vec<u8>,
     reads: Reads,
     /// How the command's output ended: both pipes `Ended`, or `Cut`, or
@@ -255,7 +262,6 @@ impl Run {
         let (err_tx, err_rx) = mio::unix::pipe::new()?;
         let child = std::process::Command::new("true").spawn()?;
         let conn = Conn {
-            rng: Rng::new(rng.next()),
             frames: Vec::new(),
             taken: Vec::new(),
             owes_writable: false,
@@ -280,6 +286,7 @@ impl Run {
             decoder: FrameDecoder::new(),
             out_limit,
             over_budget: false,
+            budget_waiting: false,
             scratch,
             reads,
             end: None,
@@ -295,14 +302,21 @@ impl Run {
             self.end = Some(Pumped::Dead);
             return Ok(());
         }
-        if self.conn.owes_writable && self.conn.open_for > 0 {
+        // What resumes a paused pipe, and nothing else does: the socket's
+        // writable event (after it was full), or the budget's look once
+        // memory is no longer short (server/output.rs's `resume_pipes`,
+        // budget.rs's `check_budget`).
+        let writable = self.conn.owes_writable && self.conn.open_for > 0;
+        if writable {
             self.conn.owes_writable = false;
             self.conn.flush();
         }
+        let budget_look = self.budget_waiting && !self.over_budget;
+        self.budget_waiting &= !budget_look;
         let first = self.rng.between(0, 1);
         for k in [first, 1 - first] {
             if self.end.is_none() {
-                self.serve_pipe(k)?;
+                self.serve_pipe(k, writable || budget_look)?;
             }
         }
         if self.end.is_none() && self.pipes.iter().all(|p| p.ended) {
@@ -311,11 +325,12 @@ impl Run {
         Ok(())
     }
 
-    /// Pumps pipe `k` as server/output.rs does, if anything wakes it.
-    fn serve_pipe(&mut self, k: usize) -> Result<(), String> {
+    /// Pumps pipe `k` as server/output.rs does, if anything wakes it
+    /// (`resume`: what resumes paused pipes happened).
+    fn serve_pipe(&mut self, k: usize, resume: bool) -> Result<(), String> {
         let pipe = &mut self.pipes[k];
         let mut resumed = false;
-        if pipe.paused && self.conn.frames.len() < self.conn.queue_limit && !self.over_budget {
+        if pipe.paused && resume && self.conn.frames.len() < self.conn.queue_limit {
             pipe.paused = false;
             resumed = true;
         }
@@ -338,6 +353,7 @@ impl Run {
                 Pumped::More => continue,
                 Pumped::Paused | Pumped::SocketFull => {
                     pipe.paused = true;
+                    self.budget_waiting |= self.over_budget;
                     return Ok(());
                 }
                 Pumped::Idle => {
