@@ -9,7 +9,8 @@ use clap::{CommandFactory, Parser};
 use crate::addr::{hostport, parse_host};
 use crate::cli::{Cli, ForgetArgs, ManPage, RunArgs};
 use crate::error::ClientError;
-use crate::hosts::Config;
+use crate::forward::spec::{Spec, Way};
+use crate::hosts::{Config, Target};
 use crate::options::command_from_words;
 use crate::run::{self, EXIT_CONNECTION, EXIT_INTERRUPTED, Sinks};
 use crate::tls;
@@ -276,13 +277,17 @@ fn one_shot_or_interactive(mut args: RunArgs) -> i32 {
     if args.detach {
         args.job = Some(JobVerb::Start);
     }
-    let cfg = match Config::load(args.conn.config.as_deref()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("rexec: {e}");
-            return 2;
-        }
-    };
+    let cfg =
+        match check_forward_args(&args).and_then(|()| Config::load(args.conn.config.as_deref())) {
+            Ok(mut c) => {
+                c.jump = args.conn.jump.clone();
+                c
+            }
+            Err(e) => {
+                eprintln!("rexec: {e}");
+                return 2;
+            }
+        };
     if let Err(e) = run::install_ctrl_c() {
         eprintln!("rexec: cannot handle Ctrl-C: {e}");
     }
@@ -306,6 +311,14 @@ fn one_shot_or_interactive(mut args: RunArgs) -> i32 {
         return crate::jobs::one(&args, &cfg, &host, verb);
     }
     let target = cfg.target(&host);
+    let specs = match forward_specs(&args, &target) {
+        Ok(s) if args.no_command => return forward_only(&args, &target, &s),
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rexec: {e}");
+            return 2;
+        }
+    };
     let stdin_tty = io::stdin().is_terminal();
     if args.command.is_empty() && args.prompt {
         return interactive::main(&target, &args);
@@ -337,7 +350,7 @@ fn one_shot_or_interactive(mut args: RunArgs) -> i32 {
         }
         EXIT_CONNECTION
     };
-    let mut session = match args.connect(&target) {
+    let mut session = match connect_forwarding(&args, &target, &specs) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
@@ -363,6 +376,83 @@ fn one_shot_or_interactive(mut args: RunArgs) -> i32 {
     ) {
         Ok(code) => code,
         Err(e) => fail(e),
+    }
+}
+
+/// `-L`, `-R` and `-N` go with one host and its command.
+fn check_forward_args(args: &RunArgs) -> Result<(), String> {
+    let forwarding = !args.local_forward.is_empty() || !args.remote_forward.is_empty();
+    if (forwarding || args.no_command) && (!args.hosts.is_empty() || args.job.is_some()) {
+        return Err(
+            "-L, -R and -N forward ports for one host and its command: not with -w, \
+                    -d or a job verb"
+                .into(),
+        );
+    }
+    if args.no_command && !args.command.is_empty() {
+        return Err("-N runs no command; drop -N to run one with the ports forwarded".into());
+    }
+    Ok(())
+}
+
+/// The forwards asked for: `-L` and `-R`, then the host's `forward`
+/// entries in the config file.
+fn forward_specs(args: &RunArgs, target: &Target) -> Result<Vec<Spec>, String> {
+    let mut specs = Vec::new();
+    for s in &args.local_forward {
+        specs.push(Spec::parse(Way::Local, s)?);
+    }
+    for s in &args.remote_forward {
+        specs.push(Spec::parse(Way::Remote, s)?);
+    }
+    for s in &target.forward {
+        specs.push(Spec::parse_config(s)?);
+    }
+    Ok(specs)
+}
+
+/// Connects, and starts forwarding `specs` (if any).
+fn connect_forwarding(
+    args: &RunArgs,
+    target: &Target,
+    specs: &[Spec],
+) -> Result<crate::Session, ClientError> {
+    let mut session = args.connect(target)?;
+    if !specs.is_empty() {
+        crate::forward::start(&mut session, specs)?;
+    }
+    Ok(session)
+}
+
+/// `-N`: forwards ports until the connection ends (or Ctrl-C, which
+/// exits 130); exits 255 when the connection is lost, as ssh -N.
+fn forward_only(args: &RunArgs, target: &Target, specs: &[Spec]) -> i32 {
+    if specs.is_empty() {
+        eprintln!("rexec: -N with nothing to forward: give -L or -R");
+        return 2;
+    }
+    let fail = |e: ClientError| {
+        eprintln!("rexec: {e}");
+        crate::error::report_to_error_fd(&e);
+        EXIT_CONNECTION
+    };
+    let mut session = match args.connect(target) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = crate::forward::start(&mut session, specs) {
+        return fail(e);
+    }
+    loop {
+        match session.next_event() {
+            Ok(rexec_proto::ServerEvent::Msg(rexec_proto::ServerMsg::Error(e)))
+                if e.id.is_none() =>
+            {
+                return fail(ClientError::Server(e));
+            }
+            Ok(_) => {}
+            Err(e) => return fail(e),
+        }
     }
 }
 

@@ -302,6 +302,26 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = rexec_proto::limits::parse_size)]
     pub capture_limit: u64,
 
+    /// Forward a local port: connections to [BIND:]PORT here (loopback
+    /// unless BIND says otherwise) go to HOST:HOSTPORT as the server sees
+    /// it, as ssh -L (Jupyter on the lab machine: -L 8888:localhost:8888).
+    /// Repeatable; also `forward = ["L ..."]` in the config file.
+    #[arg(short = 'L', value_name = "[BIND:]PORT:HOST:HOSTPORT", action = clap::ArgAction::Append)]
+    pub local_forward: Vec<String>,
+
+    /// Forward a remote port: the server listens on [BIND:]PORT (its
+    /// loopback unless it allows more) and each connection comes to
+    /// HOST:HOSTPORT as this machine sees it, as ssh -R. PORT 0: the
+    /// server picks one and rexec says which. Repeatable.
+    #[arg(short = 'R', value_name = "[BIND:]PORT:HOST:HOSTPORT", action = clap::ArgAction::Append)]
+    pub remote_forward: Vec<String>,
+
+    /// Run no command: only forward ports (-L, -R) until Ctrl-C or the
+    /// connection ends, as ssh -N. With a command, the ports are forwarded
+    /// for as long as it runs.
+    #[arg(short = 'N', conflicts_with_all = ["tty", "detach", "prompt"])]
+    pub no_command: bool,
+
     #[command(flatten)]
     pub conn: ConnArgs,
 }
@@ -317,6 +337,13 @@ pub struct ConnArgs {
     /// failures from a command that exits 255.
     #[arg(long, value_name = "FD")]
     pub error_fd: Option<i32>,
+
+    /// Reach the host through the rexecd on GATEWAY (HOST[:PORT], or a
+    /// name in the config file), as ssh -J: the gateway connects on and
+    /// carries the bytes; TLS and the login are between you and the host.
+    /// [default: the host's `jump` in the config file]
+    #[arg(short = 'J', long = "jump", value_name = "GATEWAY")]
+    pub jump: Option<String>,
 
     /// Give up connecting after this many seconds.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]

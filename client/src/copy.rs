@@ -116,13 +116,14 @@ struct Upload {
 /// The whole command; returns the exit status: 0 all copied, 1 a copy
 /// failed, 255 a host could not be reached.
 pub fn main(args: &CpArgs) -> i32 {
-    let cfg = match Config::load(args.conn.config.as_deref()) {
+    let mut cfg = match Config::load(args.conn.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("rexec: {e}");
             return 2;
         }
     };
+    cfg.jump = args.conn.jump.clone();
     let Some((dest, sources)) = args.paths.split_last() else {
         eprintln!("rexec cp: give SOURCE... DEST");
         return 2;

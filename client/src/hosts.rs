@@ -36,6 +36,12 @@ pub struct HostEntry {
     pub user: Option<String>,
     /// A private key file to offer, after the agent's keys.
     pub identity: Option<String>,
+    /// Reach this host through that one (a rexecd there connects on),
+    /// as ssh's ProxyJump: `jump = "gateway"`.
+    pub jump: Option<String>,
+    /// Ports forwarded whenever this host is used for a command:
+    /// `forward = ["L 8888:localhost:8888", "R 9000:127.0.0.1:9000"]`.
+    pub forward: Option<Vec<String>>,
 }
 
 /// The config file.
@@ -51,6 +57,9 @@ pub struct Config {
     /// Where it was read from, for messages.
     #[serde(skip)]
     pub file: Option<PathBuf>,
+    /// `-J` on the command line: every target goes through it.
+    #[serde(skip)]
+    pub jump: Option<String>,
 }
 
 /// A host to connect to: the name the user gave and how to reach it.
@@ -68,6 +77,11 @@ pub struct Target {
     pub user: Option<String>,
     /// A key file from the file's `identity`.
     pub identity: Option<PathBuf>,
+    /// The gateway to go through (`-J`, else the file's `jump`); its own
+    /// `jump` is not followed (one gateway).
+    pub jump: Option<Box<Target>>,
+    /// The file's `forward` entries for this host.
+    pub forward: Vec<String>,
 }
 
 /// `~/x` and `~` in paths from the file.
@@ -122,11 +136,32 @@ impl Config {
     /// How to reach `name`: its entry if the file has one, else `name` is
     /// an address as it is; `[defaults]` fill what the entry leaves out.
     pub fn target(&self, name: &str) -> Target {
+        let mut t = self.direct_target(name);
+        let gateway = self.jump.clone().or_else(|| {
+            let host = name.split_once('@').map_or(name, |(_, h)| h);
+            let entry = self.hosts.get(host).or_else(|| {
+                let base = host.rsplit_once(':').map_or(host, |(b, _)| b);
+                self.hosts.get(base)
+            });
+            entry
+                .and_then(|e| e.jump.clone())
+                .or_else(|| self.defaults.jump.clone())
+        });
+        // "none" turns the defaults' gateway off for a host (the gateway
+        // itself, say).
+        if let Some(g) = gateway.filter(|g| g != "none" && g != name) {
+            t.jump = Some(Box::new(self.direct_target(&g)));
+        }
+        t
+    }
+
+    /// The target `name` names, gateway aside.
+    fn direct_target(&self, name: &str) -> Target {
         // `alice@lab1`: lab1, as alice (a host name never has an `@`).
         if let Some((user, host)) = name.split_once('@')
             && !user.is_empty()
         {
-            let mut t = self.target(host);
+            let mut t = self.direct_target(host);
             t.user = Some(user.to_string());
             return t;
         }
@@ -138,7 +173,7 @@ impl Config {
             if let (Some(entry), Some(port)) = (self.hosts.get(base), port) {
                 let address = entry.address.clone().unwrap_or_else(|| base.to_string());
                 let host = crate::addr::parse_host(&address).map_or(address, |(h, _)| h);
-                let mut t = self.target(base);
+                let mut t = self.direct_target(base);
                 t.address = crate::addr::hostport(&host, port);
                 t.name = name.to_string();
                 return t;
@@ -165,6 +200,8 @@ impl Config {
             keepalive: entry.and_then(|e| e.keepalive).or(self.defaults.keepalive),
             user: pick(|e| e.user.as_ref()),
             identity: pick(|e| e.identity.as_ref()).map(|t| expand_tilde(&t)),
+            jump: None,
+            forward: entry.and_then(|e| e.forward.clone()).unwrap_or_default(),
         }
     }
 

@@ -76,12 +76,30 @@ impl ConnArgs {
                 && std::env::var_os(rexec_proto::auth::TOKEN_ENV).is_none(),
             token: rexec_proto::auth::Token::load(token_file)
                 .map_err(|e| ClientError::Usage(e.to_string()))?,
+            jump: match &target.jump {
+                None => None,
+                Some(gateway) => {
+                    let mut opts = self.connect_options(gateway)?;
+                    // -l names the account on the host, not on the
+                    // gateway (as ssh's -l).
+                    opts.user = gateway.user.clone();
+                    Some(crate::session::Jump {
+                        address: gateway.address.clone(),
+                        opts: Box::new(opts),
+                    })
+                }
+            },
         })
     }
 
     /// Connects to `target` with this invocation's options.
+    /// Through its gateway, if it has one (`-J`, `jump`).
     pub fn connect(&self, target: &Target) -> Result<Session, ClientError> {
-        Session::connect(&target.address, &self.connect_options(target)?)
+        let opts = self.connect_options(target)?;
+        match &opts.jump {
+            Some(jump) => crate::forward::jump::connect(&target.address, &opts, jump),
+            None => Session::connect(&target.address, &opts),
+        }
     }
 }
 

@@ -53,6 +53,15 @@ pub struct ConnectOptions {
     pub user: Option<String>,
     /// Speak TLS, trusting as these say.
     pub tls: Option<TlsOptions>,
+    /// Reach the server through this gateway rexecd (`-J`, `jump =`).
+    pub jump: Option<Jump>,
+}
+
+/// A gateway to go through (`-J`): its address and how to log in there.
+#[derive(Debug, Clone)]
+pub struct Jump {
+    pub address: String,
+    pub opts: Box<ConnectOptions>,
 }
 
 /// The sending half, shared with the stdin-forwarding thread and the Ctrl-C
@@ -105,6 +114,22 @@ impl Writer {
         }
         let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
         self.write_parts_locked(&mut s, &[&head, data])
+    }
+
+    /// Sends `data` as a `ChannelData` for channel `id`, copied once into
+    /// its frame.
+    pub fn send_channel_data(&self, id: u32, data: &[u8]) -> io::Result<()> {
+        let mut frame = Vec::with_capacity(data.len() + rexec_proto::OUTPUT_HEADER_MAX);
+        let len = rexec_proto::encode_channel_data_frame(false, id, data, &mut frame);
+        if self.trace {
+            let msg = ClientMsg::ChannelData {
+                id,
+                data: data.to_vec(),
+            };
+            trace::emit(&trace::sent(&msg, len));
+        }
+        let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        self.write_locked(&mut s, &frame)
     }
 
     /// Writes frames on the locked socket (through TLS if in use).
@@ -192,6 +217,12 @@ fn drain_tls(t: &mut rustls::ClientConnection) -> io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// What takes a session's channel messages (port forwarding): it must
+/// never block, as the session's reader calls it.
+pub trait Channels: Send + Sync + std::fmt::Debug {
+    fn on_message(&self, msg: ServerMsg);
+}
+
 #[derive(Debug)]
 pub struct Session {
     reader: TcpStream,
@@ -216,10 +247,13 @@ pub struct Session {
     last_heard: Instant,
     /// Probes sent.
     probes: u32,
+    /// Where channel messages go (port forwarding), once there is one.
+    forwarder: Option<Arc<dyn Channels>>,
 }
 
 impl Session {
-    /// Connects to `HOST[:PORT]` and exchanges hellos.
+    /// Connects to `HOST[:PORT]` and exchanges hellos, directly
+    /// (`opts.jump` is forward/jump.rs's to follow).
     pub fn connect(spec: &str, opts: &ConnectOptions) -> Result<Session, ClientError> {
         let (host, port) = parse_host(spec).map_err(ClientError::Usage)?;
         let addrs: Vec<SocketAddr> = (host.as_str(), port)
@@ -254,7 +288,20 @@ impl Session {
         hostport: &str,
         opts: &ConnectOptions,
     ) -> Result<Session, ClientError> {
-        let mut stream = open_socket(addr, opts)?;
+        let stream = open_socket(addr, opts)?;
+        Self::over(stream, addr, host, hostport, opts)
+    }
+
+    /// Speaks rexec over `stream`, which reaches the server at `addr`
+    /// (what a login over plain TCP names): a socket connected there, or
+    /// one end of a channel through a gateway (`-J`).
+    pub(crate) fn over(
+        mut stream: TcpStream,
+        addr: SocketAddr,
+        host: &str,
+        hostport: &str,
+        opts: &ConnectOptions,
+    ) -> Result<Session, ClientError> {
         stream.set_nodelay(true)?;
         let tls = match &opts.tls {
             None => None,
@@ -264,7 +311,7 @@ impl Session {
                 Some(Arc::new(Mutex::new(conn)))
             }
         };
-        let binding = channel_binding(tls.as_deref(), &stream)?;
+        let binding = channel_binding(tls.as_deref(), addr)?;
         let writer = Arc::new(Writer {
             stream: Mutex::new(stream.try_clone()?),
             tls,
@@ -294,6 +341,7 @@ impl Session {
             keepalive: None,
             last_heard: Instant::now(),
             probes: 0,
+            forwarder: None,
         };
         session.handshake(opts, &binding)?;
         Ok(session)
@@ -522,6 +570,12 @@ impl Session {
         Err(denied(why))
     }
 
+    /// From now on channel messages go to `f` (forward.rs), never to the
+    /// caller.
+    pub fn set_forwarder(&mut self, f: Arc<dyn Channels>) {
+        self.forwarder = Some(f);
+    }
+
     /// The sending half, for other threads.
     pub fn writer(&self) -> Arc<Writer> {
         self.writer.clone()
@@ -557,6 +611,17 @@ impl Session {
                         // Never waits behind a blocked write (stdin the
                         // server is not reading): then it is not needed.
                         self.writer.try_send(&ClientMsg::Pong { seq })?;
+                    }
+                    continue;
+                }
+                // Channels are the forwarder's business, never a
+                // caller's (and a server's without one are ignored).
+                if let Some(msg) = self.decoder.next_channel_msg().map_err(proto)? {
+                    if self.trace {
+                        trace::emit(&trace::received(&ServerEvent::Msg(msg.clone()), len));
+                    }
+                    if let Some(f) = &self.forwarder {
+                        f.on_message(msg);
                     }
                     continue;
                 }
@@ -801,14 +866,15 @@ fn open_socket(addr: SocketAddr, opts: &ConnectOptions) -> Result<TcpStream, Cli
 }
 
 /// What binds the login to this connection: the TLS exporter value, or
-/// on plain TCP the server's address as this socket reached it (protocol 7;
-/// see `rexec_proto::auth::address_binding`).
+/// on plain TCP the server's address as we reached it (protocol 7; see
+/// `rexec_proto::auth::address_binding`): the socket's peer, or through a
+/// gateway the address the gateway connected to.
 fn channel_binding(
     tls: Option<&Mutex<rustls::ClientConnection>>,
-    stream: &TcpStream,
+    addr: SocketAddr,
 ) -> Result<Vec<u8>, ClientError> {
     Ok(match tls {
-        None => rexec_proto::auth::address_binding(stream.peer_addr()?),
+        None => rexec_proto::auth::address_binding(addr),
         Some(t) => {
             let mut out = vec![0u8; 32];
             t.lock()

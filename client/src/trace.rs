@@ -56,6 +56,16 @@ pub fn sent(msg: &ClientMsg, payload_len: usize) -> String {
         } => {
             format!("AuthKey user={user} key={} bytes", public_key.len())
         }
+        ClientMsg::Open { id, host, port } => format!("Open id={id} to={host}:{port}"),
+        ClientMsg::Listen { id, bind, port } => format!("Listen id={id} on={bind}:{port}"),
+        ClientMsg::ChannelData { id, data } => {
+            format!("ChannelData id={id} data={} bytes", data.len())
+        }
+        ClientMsg::ChannelAck { id, bytes } => format!("ChannelAck id={id} bytes={bytes}"),
+        ClientMsg::ChannelEof { id } | ClientMsg::Opened { id } => {
+            format!("{} id={id}", msg.kind_name())
+        }
+        ClientMsg::ChannelClose { id, .. } => format!("ChannelClose id={id}"),
     };
     line("send", payload_len, &what)
 }

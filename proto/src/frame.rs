@@ -48,6 +48,24 @@ pub fn encode_output_frame(stream: OutputStream, id: u32, data: &[u8], out: &mut
     len
 }
 
+/// Appends a `ChannelData` frame for `data` (the server's when
+/// `from_server`), copying `data` once; the bytes [`encode_frame`] would
+/// write for the message. Returns the payload length.
+pub fn encode_channel_data_frame(
+    from_server: bool,
+    id: u32,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> usize {
+    let start = out.len();
+    out.reserve(HEADER_LEN + 16 + data.len());
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    payload::encode_channel_data_into(from_server, id, data, out);
+    let len = out.len() - start - HEADER_LEN;
+    out[start..start + HEADER_LEN].copy_from_slice(&frame_header(len));
+    len
+}
+
 /// Appends the frame header and the start of a `Stdout` / `Stderr` payload
 /// for `len` bytes of data that the caller sends next by other means (the
 /// server splices them from a pipe straight into the socket). The header
@@ -393,11 +411,26 @@ impl FrameDecoder {
     /// `Pong`): a client answers those itself, before any caller sees a
     /// frame (and so without holding a borrow of the buffer).
     pub fn next_probe(&mut self) -> Result<Option<ServerMsg>, FrameError> {
+        self.next_server_msg_if(payload::is_probe)
+    }
+
+    /// Takes out the next frame if it is about a forwarded channel
+    /// (protocol 8): a client hands those to its forwarder, as it answers
+    /// probes, before any caller sees a frame.
+    pub fn next_channel_msg(&mut self) -> Result<Option<ServerMsg>, FrameError> {
+        self.next_server_msg_if(payload::is_channel)
+    }
+
+    /// Takes out and decodes the next frame if its payload passes `kind`.
+    fn next_server_msg_if(
+        &mut self,
+        kind: fn(&[u8]) -> bool,
+    ) -> Result<Option<ServerMsg>, FrameError> {
         let Some((_, used)) = parse_frame(&self.buf[self.pos..self.end], self.max_frame)? else {
             return Ok(None);
         };
         let payload = &self.buf[self.pos + HEADER_LEN..self.pos + used];
-        if !payload::is_probe(payload) {
+        if !kind(payload) {
             return Ok(None);
         }
         let msg = payload::decode::<ServerMsg>(payload)?;

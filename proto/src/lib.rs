@@ -27,14 +27,15 @@ pub mod tutorial;
 
 pub use frame::{
     DEFAULT_MAX_FRAME, FrameDecoder, FrameError, HEADER_LEN, MAX_FRAME_LIMIT, OUTPUT_HEADER_MAX,
-    PartialOutput, PartialStdin, encode_frame, encode_output_frame, encode_output_header,
-    encode_stdin_header, frame_header, parse_frame,
+    PartialOutput, PartialStdin, encode_channel_data_frame, encode_frame, encode_output_frame,
+    encode_output_header, encode_stdin_header, frame_header, parse_frame,
 };
 pub use message::{
-    ADDRESS_BINDING_PROTOCOL, AUTH_METHODS_PROTOCOL, ClientHello, ClientMsg, ErrorKind, ErrorMsg,
-    Exec, ExecMode, ExitStatus, Exited, GET_HEADER_LEN, JOBS_PROTOCOL, JobVerb, KEEPALIVE_PROTOCOL,
-    KEY_AUTH_PROTOCOL, OLDEST_PROTOCOL, OutputStream, PROTOCOL_VERSION, PUT_READY, PtyRequest, Put,
-    PutWhat, ServerEvent, ServerHello, ServerMsg,
+    ADDRESS_BINDING_PROTOCOL, AUTH_METHODS_PROTOCOL, CHANNEL_CHUNK, CHANNEL_WINDOW, ClientHello,
+    ClientMsg, ErrorKind, ErrorMsg, Exec, ExecMode, ExitStatus, Exited, FORWARDING_PROTOCOL,
+    GET_HEADER_LEN, JOBS_PROTOCOL, JobVerb, KEEPALIVE_PROTOCOL, KEY_AUTH_PROTOCOL, OLDEST_PROTOCOL,
+    OutputStream, PROTOCOL_VERSION, PUT_READY, PtyRequest, Put, PutWhat, SERVER_CHANNEL,
+    ServerEvent, ServerHello, ServerMsg,
 };
 pub use payload::DecodeError;
 

@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 /// public-key authentication (`AuthKey`, `KeyRefused`, `KeyAccepted`);
 /// version 6 detached jobs (`Job`); version 7 binds a login over plain TCP
 /// to the server's address ([`crate::auth::address_binding`]) and says
-/// which ways in a server takes (`AuthMethods`).
-pub const PROTOCOL_VERSION: u16 = 7;
+/// which ways in a server takes (`AuthMethods`); version 8 forwards TCP
+/// ports over channels (`Open`, `Listen` and the `Channel*` messages).
+pub const PROTOCOL_VERSION: u16 = 8;
 
 /// The oldest version this build still speaks: a version-3 peer is served
 /// without keepalive probes. Older peers are refused with
@@ -39,6 +40,25 @@ pub const ADDRESS_BINDING_PROTOCOL: u16 = 7;
 /// The first version whose server says which ways in it takes
 /// ([`ServerMsg::AuthMethods`]).
 pub const AUTH_METHODS_PROTOCOL: u16 = 7;
+
+/// The first version with port forwarding: channels (`Open`, `Listen`,
+/// `Accepted`, `Opened` and the `Channel*` messages). An older server would
+/// fail to decode them and close the connection, so a client checks the
+/// server's version before it sends one.
+pub const FORWARDING_PROTOCOL: u16 = 8;
+
+/// Bytes either side may send on a channel before the other acknowledges
+/// them (`ChannelAck`): each side's buffer for a channel stays below it, so
+/// a stalled channel holds at most this much and stalls nothing else.
+pub const CHANNEL_WINDOW: u32 = 512 * 1024;
+
+/// The largest `ChannelData` chunk either side sends.
+pub const CHANNEL_CHUNK: usize = 64 * 1024;
+
+/// Channel ids with this bit set are opened by the server (a connection to
+/// a port it listens on for the client, `Listen`); the client opens the
+/// others (`Open`). The two never collide.
+pub const SERVER_CHANNEL: u32 = 0x8000_0000;
 
 /// Messages a client sends to the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +139,32 @@ pub enum ClientMsg {
     /// `exec.id`: `Started`, output, then `Exited`. For `Start`, `exec` is
     /// the command to run as a job; for the others only its `id` counts.
     Job { exec: Exec, verb: JobVerb },
+    /// Open channel `id` (protocol 8): the server connects to `host:port`
+    /// from its side (`rexec -L`) and answers `Opened`, or `ChannelClose`
+    /// with the reason. Data may follow at once, within the window.
+    Open { id: u32, host: String, port: u16 },
+    /// Listen on `bind:port` on the server's side (protocol 8, `rexec
+    /// -R`); answered with `Listening`. Each connection to it comes to the
+    /// client as `Accepted`. `port` 0: one the kernel picks.
+    Listen { id: u32, bind: String, port: u16 },
+    /// Bytes for channel `id` (protocol 8), within the window the server
+    /// has left the client.
+    ChannelData {
+        id: u32,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// `bytes` more of the server's data on channel `id` were delivered:
+    /// the server may send that many more.
+    ChannelAck { id: u32, bytes: u32 },
+    /// The client's side of channel `id` sends nothing more (half-close).
+    ChannelEof { id: u32 },
+    /// Channel `id` is over (an error, or the client gave up on it); no
+    /// answer comes, and messages for it still in flight are ignored.
+    ChannelClose { id: u32, error: Option<String> },
+    /// The client reached its target for channel `id`, which the server
+    /// opened with `Accepted`: the server starts reading the connection.
+    Opened { id: u32 },
 }
 
 /// What a `Job` message asks for (protocol 6).
@@ -225,6 +271,32 @@ pub enum ServerMsg {
     /// server takes, so that a client with a token and keys offers the
     /// right one.
     AuthMethods { token: bool, keys: bool },
+    /// Channel `id` reached its target (protocol 8), at the address `peer`
+    /// (`IP:PORT`, as the server connected to it).
+    Opened { id: u32, peer: String },
+    /// The answer to `Listen` `id` (protocol 8): the port listened on, or
+    /// why not.
+    Listening {
+        id: u32,
+        result: Result<u16, String>,
+    },
+    /// A connection came to the port of `Listen` `listen` (protocol 8) from
+    /// `from`: it is channel `id` (with [`SERVER_CHANNEL`] set). The client
+    /// connects to its target and answers `Opened`, or `ChannelClose`.
+    Accepted { listen: u32, id: u32, from: String },
+    /// Bytes from channel `id`'s far end, within the client's window.
+    ChannelData {
+        id: u32,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// `bytes` more of the client's data on channel `id` were delivered.
+    ChannelAck { id: u32, bytes: u32 },
+    /// Channel `id`'s far end sends nothing more (half-close).
+    ChannelEof { id: u32 },
+    /// Channel `id` is over: refused, unreachable, reset, or forbidden
+    /// (`error` says which), or simply done.
+    ChannelClose { id: u32, error: Option<String> },
 }
 
 /// The server's greeting.
@@ -419,6 +491,13 @@ impl ServerMsg {
             ServerMsg::KeyRefused { .. } => "KeyRefused",
             ServerMsg::KeyAccepted => "KeyAccepted",
             ServerMsg::AuthMethods { .. } => "AuthMethods",
+            ServerMsg::Opened { .. } => "Opened",
+            ServerMsg::Listening { .. } => "Listening",
+            ServerMsg::Accepted { .. } => "Accepted",
+            ServerMsg::ChannelData { .. } => "ChannelData",
+            ServerMsg::ChannelAck { .. } => "ChannelAck",
+            ServerMsg::ChannelEof { .. } => "ChannelEof",
+            ServerMsg::ChannelClose { .. } => "ChannelClose",
         }
     }
 }
@@ -442,6 +521,13 @@ impl ClientMsg {
             ClientMsg::Pong { .. } => "Pong",
             ClientMsg::AuthKey { .. } => "AuthKey",
             ClientMsg::Job { .. } => "Job",
+            ClientMsg::Open { .. } => "Open",
+            ClientMsg::Listen { .. } => "Listen",
+            ClientMsg::ChannelData { .. } => "ChannelData",
+            ClientMsg::ChannelAck { .. } => "ChannelAck",
+            ClientMsg::ChannelEof { .. } => "ChannelEof",
+            ClientMsg::ChannelClose { .. } => "ChannelClose",
+            ClientMsg::Opened { .. } => "Opened",
         }
     }
 }

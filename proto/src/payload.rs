@@ -80,6 +80,18 @@ pub fn is_probe(payload: &[u8]) -> bool {
     payload.first().is_some_and(|b| PROBE_VARIANTS.contains(b))
 }
 
+/// The variant indexes of the server's channel messages (protocol 8):
+/// `Opened` to `ChannelClose`.
+const CHANNEL_VARIANTS: std::ops::RangeInclusive<u8> = 11..=17;
+
+/// Whether a server payload is about a forwarded channel, told by its
+/// first byte.
+pub fn is_channel(payload: &[u8]) -> bool {
+    payload
+        .first()
+        .is_some_and(|b| CHANNEL_VARIANTS.contains(b))
+}
+
 /// Appends the payload of `ServerMsg::Stdout { id, data }` (or `Stderr`)
 /// without building the message first, so an output chunk is copied once,
 /// straight from the read buffer into `out`.
@@ -117,6 +129,22 @@ pub fn encode_output_prefix(stream: OutputStream, id: u32, len: usize, out: &mut
 /// copy of it).
 pub fn encode_stdin_prefix(id: u32, len: usize, out: &mut Vec<u8>) {
     encode_data_prefix(u32::from(STDIN_VARIANT), id, len, out);
+}
+
+/// Variant indices of `ServerMsg::ChannelData` and `ClientMsg::ChannelData`.
+const SERVER_CHANNEL_DATA: u32 = 14;
+const CLIENT_CHANNEL_DATA: u32 = 17;
+
+/// Appends the payload of a `ChannelData { id, data }` (the server's when
+/// `from_server`, else the client's) straight from `data`, as
+/// [`encode_output_into`] does for output: a forwarded chunk is copied
+/// once, from the read buffer into the queue.
+pub fn encode_channel_data_into(from_server: bool, id: u32, data: &[u8], out: &mut Vec<u8>) {
+    let variant = match from_server {
+        true => SERVER_CHANNEL_DATA,
+        false => CLIENT_CHANNEL_DATA,
+    };
+    encode_into(&(variant, id, serde_bytes::Bytes::new(data)), out);
 }
 
 /// `(variant, id, data length)`: how a data message starts.
@@ -188,6 +216,36 @@ mod tests {
         };
         assert!(is_probe(&bytes(&ServerMsg::Ping { seq: 300 })));
         assert!(is_probe(&bytes(&ServerMsg::Pong { seq: 1 })));
+        for m in [
+            ServerMsg::Opened {
+                id: 1,
+                peer: "x".into(),
+            },
+            ServerMsg::Listening {
+                id: 1,
+                result: Ok(1),
+            },
+            ServerMsg::Accepted {
+                listen: 1,
+                id: 2,
+                from: "y".into(),
+            },
+            ServerMsg::ChannelData {
+                id: 1,
+                data: vec![1],
+            },
+            ServerMsg::ChannelAck { id: 1, bytes: 2 },
+            ServerMsg::ChannelEof { id: 1 },
+            ServerMsg::ChannelClose { id: 1, error: None },
+        ] {
+            assert!(is_channel(&bytes(&m)), "{m:?}");
+            assert!(!is_probe(&bytes(&m)), "{m:?}");
+        }
+        assert!(!is_channel(&bytes(&ServerMsg::KeyAccepted)));
+        assert!(!is_channel(&bytes(&ServerMsg::AuthMethods {
+            token: true,
+            keys: true
+        })));
         let others = [
             ServerMsg::Started { id: 6, pid: 7 },
             ServerMsg::Stdout {
@@ -228,6 +286,36 @@ mod tests {
         let mut other = Vec::new();
         encode_into(&ClientMsg::StdinEof { id: 1 }, &mut other);
         assert_eq!(decode_stdin_prefix(&other), None);
+    }
+
+    #[test]
+    fn channel_data_encoded_from_where_it_is_is_the_message() {
+        use crate::message::ClientMsg;
+        for (id, n) in [(1u32, 0usize), (0x8000_0001, 250), (70_000, 64 * 1024)] {
+            let data = vec![5u8; n];
+            let mut server = Vec::new();
+            encode_into(
+                &ServerMsg::ChannelData {
+                    id,
+                    data: data.clone(),
+                },
+                &mut server,
+            );
+            let mut fast = Vec::new();
+            encode_channel_data_into(true, id, &data, &mut fast);
+            assert_eq!(fast, server);
+            let mut client = Vec::new();
+            encode_into(
+                &ClientMsg::ChannelData {
+                    id,
+                    data: data.clone(),
+                },
+                &mut client,
+            );
+            fast.clear();
+            encode_channel_data_into(false, id, &data, &mut fast);
+            assert_eq!(fast, client);
+        }
     }
 
     #[test]

@@ -164,6 +164,21 @@ pub struct Args {
     #[arg(long)]
     pub contain: bool,
 
+    /// Which port forwarding clients may ask for, as sshd's
+    /// AllowTcpForwarding: yes (both), no, local (rexec -L: rexecd
+    /// connects to a target for the client) or remote (rexec -R: rexecd
+    /// listens for the client). Keys may forward less: no-port-forwarding,
+    /// permitopen, permitlisten and restrict in authorized_keys.
+    #[arg(long, value_name = "yes|no|local|remote", default_value = "yes",
+          value_parser = crate::forward::permit::Allow::parse)]
+    pub forwarding: crate::forward::permit::Allow,
+
+    /// Let rexec -R listen on addresses other than loopback (0.0.0.0, or a
+    /// given address), as sshd's GatewayPorts: other machines can then
+    /// reach the client's service through this one.
+    #[arg(long)]
+    pub gateway_ports: bool,
+
     /// Turn file transfers (rexec cp) off.
     #[arg(long)]
     pub no_files: bool,
@@ -356,6 +371,8 @@ impl Args {
             login: self.login,
             permit_root_login: self.permit_root_login,
             handshake_timeout: Duration::from_secs(self.handshake_timeout.max(1)),
+            forwarding: self.forwarding,
+            gateway_ports: self.gateway_ports,
             exec: ExecPolicy {
                 jobs: self.jobs()?,
                 no_shell: self.no_shell,

@@ -84,6 +84,10 @@ pub struct Config {
     /// Splice busy pipes into plain sockets (zero-copy output); off, all
     /// output is copied through rexecd's memory.
     pub splice: bool,
+    /// Which ways ports are forwarded (`--forwarding`).
+    pub forwarding: crate::forward::permit::Allow,
+    /// `-R` ports may listen on other addresses than loopback.
+    pub gateway_ports: bool,
 }
 
 /// The output limit that always applies to the tutorial protocols, whose
@@ -118,6 +122,8 @@ impl Default for Config {
             insecure: false,
             tls: None,
             splice: true,
+            forwarding: crate::forward::permit::Allow::Yes,
+            gateway_ports: false,
         }
     }
 }

@@ -147,6 +147,9 @@ pub struct Connection {
     who: Option<std::sync::Arc<str>>,
     /// What it may do, and as whom: decided when it authenticated.
     grant: std::sync::Arc<crate::auth::grant::Grant>,
+    /// Forwarded channels and ports open (server/forward.rs): like a
+    /// running command, they keep an idle connection open.
+    tunnels: usize,
 }
 
 impl Connection {
@@ -193,6 +196,7 @@ impl Connection {
             probes: 0,
             who: None,
             grant: std::sync::Arc::default(),
+            tunnels: 0,
         }
     }
 
@@ -300,6 +304,16 @@ impl Connection {
     /// The client's ids of its running commands.
     pub fn command_ids(&self) -> Vec<u32> {
         self.commands.keys().copied().collect()
+    }
+
+    /// A channel or a listening port was opened for this connection.
+    pub fn tunnel_opened(&mut self) {
+        self.tunnels += 1;
+    }
+
+    /// One closed.
+    pub fn tunnel_closed(&mut self) {
+        self.tunnels = self.tunnels.saturating_sub(1);
     }
 
     pub fn procs(&self) -> impl Iterator<Item = ProcId> + '_ {

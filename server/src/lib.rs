@@ -77,6 +77,7 @@ pub(crate) mod config;
 pub(crate) mod connection;
 pub(crate) mod error;
 pub(crate) mod exec_policy;
+pub(crate) mod forward;
 pub(crate) mod helpers;
 pub(crate) mod job_command;
 pub(crate) mod out_queue;

@@ -101,6 +101,8 @@ pub enum Action {
     /// The client answered a probe (liveness is counted from its bytes;
     /// nothing more to do).
     Pong,
+    /// A port forwarding message (protocol 8): server/forward.rs.
+    Forward(crate::forward::Request),
     /// Refuse one command; the connection stays usable.
     Reject {
         id: u32,
@@ -324,6 +326,7 @@ impl ConnProtocol {
             (Phase::Running, ClientMsg::List { id, path }) => Action::List { id, path },
             (Phase::Running, ClientMsg::Ping { seq }) => Action::Ping { seq },
             (Phase::Running, ClientMsg::Pong { .. }) => Action::Pong,
+            (Phase::Running, msg) => forward_request(msg),
         }
     }
 }
@@ -421,6 +424,26 @@ impl ConnProtocol {
 }
 
 /// Refuses an `Exec` with more than [`MAX_ENV`] variables.
+/// The forwarding messages, passed on as they are.
+fn forward_request(msg: ClientMsg) -> Action {
+    use crate::forward::Request;
+    Action::Forward(match msg {
+        ClientMsg::Open { id, host, port } => Request::Open { id, host, port },
+        ClientMsg::Listen { id, bind, port } => Request::Listen { id, bind, port },
+        ClientMsg::ChannelData { id, data } => Request::Data { id, data },
+        ClientMsg::ChannelAck { id, bytes } => Request::Ack { id, bytes },
+        ClientMsg::ChannelEof { id } => Request::Eof { id },
+        ClientMsg::ChannelClose { id, error } => Request::Close { id, error },
+        ClientMsg::Opened { id } => Request::Opened { id },
+        other => {
+            return Action::Fail {
+                kind: ErrorKind::Protocol,
+                message: format!("unexpected {}", other.kind_name()),
+            };
+        }
+    })
+}
+
 fn too_many_env(e: &Exec) -> Option<Action> {
     (e.env.len() > MAX_ENV).then(|| Action::Reject {
         id: e.id,

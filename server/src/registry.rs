@@ -22,6 +22,15 @@ pub struct ConnId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProcId(pub u64);
 
+/// A forwarded connection (a channel's far end), as the server's tables
+/// know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChanId(pub u64);
+
+/// A port listened on for a client (`rexec -R`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenId(pub u64);
+
 /// What a registered token stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot {
@@ -32,6 +41,10 @@ pub enum Slot {
     Stdin(ProcId),
     /// A command's pidfd (readable: the child exited).
     Pidfd(ProcId),
+    /// A channel's socket (connected, readable, writable).
+    Channel(ChanId),
+    /// A port listened on for a client (a connection to accept).
+    Listener(ListenId),
 }
 
 /// The loop's [`Poll`] and the meaning of each dynamic token.

@@ -15,6 +15,7 @@
 //! | `command` | Exec → spawn; stdin to the child; cancel; time limits |
 //! | `transfer` | Put, Get, List → a transfer helper and its typed request |
 //! | `jobs` | Job → a job helper (start, list, attach, kill, clean) |
+//! | `forward` | Open, Listen, channel data → forwarded connections |
 //! | `deadlines` | a connection's timers: frame, idle, keepalive |
 //! | `output` | child pipes → frames → socket; backpressure |
 //! | `reap` | child exit → `Exited`; the audit line |
@@ -26,6 +27,7 @@ mod budget;
 mod command;
 mod deadlines;
 mod ending;
+mod forward;
 mod held;
 mod input;
 mod jobs;
@@ -126,6 +128,10 @@ pub struct Server {
     spawner: Spawner,
     /// Fast commands' pipes left to fill a moment (coalesce.rs).
     coalesce: crate::coalesce::Coalesce,
+    /// Forwarded ports: channels and listeners (forward.rs).
+    forwards: crate::forward::Forwards,
+    /// Forwarding targets' names, looked up off the loop.
+    resolver: crate::forward::resolve::Resolver,
     ids: Ids,
     /// Signals, the stop handle, and the shutdown's progress (shutdown.rs).
     stop: Stop,
@@ -215,6 +221,15 @@ impl Backlog {
     }
 }
 
+/// The lookups of forwarding targets' names, answered through `waker`.
+fn resolver_waking(waker: Arc<Waker>) -> crate::forward::resolve::Resolver {
+    crate::forward::resolve::Resolver::new(Arc::new(move || {
+        if let Err(e) = waker.wake() {
+            log::error!("cannot wake the server for a name looked up: {e}");
+        }
+    }))
+}
+
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
@@ -284,6 +299,7 @@ impl Server {
                 .mio()
                 .register(&mut SourceFd(&fd.as_raw_fd()), SPAWNED, Interest::READABLE)?;
         }
+        let resolver = resolver_waking(waker.clone());
         let coalesce = crate::coalesce::Coalesce::new()?;
         registry.mio().register(
             &mut SourceFd(&coalesce.fd().as_raw_fd()),
@@ -317,6 +333,8 @@ impl Server {
             },
             spawner,
             coalesce,
+            forwards: crate::forward::Forwards::default(),
+            resolver,
             ids: Ids {
                 conn: 1,
                 proc: 1,
@@ -394,8 +412,10 @@ impl Server {
             SPAWNED => self.take_spawned(),
             COALESCE => self.release_pipes(),
             WAKER => {
-                // A login checked (keys.rs), or a stop asked for.
+                // A login checked (keys.rs), a name looked up
+                // (forward.rs), or a stop asked for.
                 self.take_logins();
+                self.take_resolved();
                 if self.stop.handle.stop.load(Ordering::SeqCst) {
                     self.begin_shutdown();
                 }
@@ -405,6 +425,8 @@ impl Server {
                 Some(Slot::Pipe(proc, stream)) => self.pump(proc, stream),
                 Some(Slot::Stdin(proc)) => self.write_stdin(proc),
                 Some(Slot::Pidfd(proc)) => self.reap(proc),
+                Some(Slot::Channel(ch)) => self.on_channel_event(ch),
+                Some(Slot::Listener(l)) => self.accept_forwarded(l),
                 None => {} // a source closed since this event was queued
             },
         }
@@ -446,6 +468,7 @@ impl Server {
                 Timer::AcceptRetry => self.accept(),
                 Timer::ReapSweep => self.reap_sweep(),
                 Timer::ShutdownDeadline => self.stop.deadline = Some(now),
+                Timer::ChannelConnect(ch) => self.channel_connect_due(ch),
             }
         }
     }

@@ -44,6 +44,8 @@ pub enum Timer {
     ReapSweep,
     /// Give up flushing at shutdown.
     ShutdownDeadline,
+    /// A channel's connection to its target must be made by now.
+    ChannelConnect(crate::registry::ChanId),
 }
 
 /// The wall clock as known at one instant: a later instant's wall time

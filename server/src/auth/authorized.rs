@@ -188,7 +188,7 @@ mod tests {
     fn unreadable_lines_and_unknown_options_leave_only_that_key_out() {
         let text = format!(
             "ssh-ed25519 AAAAnot-base64\n\
-             permitopen=\"host:22\" {k1}\n\
+             tunnel=\"1\" {k1}\n\
              command=\"unbalanced {k2}\n\
              environment=\"LD_PRELOAD=/x\" {k2}\n\
              {k3}\n",

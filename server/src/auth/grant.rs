@@ -24,6 +24,9 @@ pub struct Grant {
     pub forced: Option<String>,
     /// `no-pty` (or `restrict`) on the key's line.
     pub no_pty: bool,
+    /// What the key's line lets it forward (`no-port-forwarding`,
+    /// `permitopen`, `permitlisten`, `restrict`).
+    pub forwarding: crate::forward::permit::Permits,
 }
 
 impl Grant {

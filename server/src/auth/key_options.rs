@@ -3,14 +3,19 @@
 //!
 //! Honoured: `from="PATTERNS"` (the client's address; rexecd does not look
 //! names up, as sshd's default `UseDNS no`), `command="..."` (a forced
-//! command), `no-pty`, `restrict` (no pty unless `pty` follows), and
-//! `expiry-time="YYYYMMDD[HHMM[SS]][Z]"`. Options that only forbid what
-//! rexec never does (forwarding, `~/.ssh/rc`) are accepted as they are.
+//! command), `no-pty`, `restrict` (no pty and no port forwarding, unless
+//! `pty` or `port-forwarding` follows), `no-port-forwarding`,
+//! `permitopen="host:port"`, `permitlisten="[host:]port"` (each may be
+//! given more than once) and `expiry-time="YYYYMMDD[HHMM[SS]][Z]"`.
+//! Options that only forbid what rexec never does (agent and X11
+//! forwarding, `~/.ssh/rc`) are accepted as they are.
 //! Anything else refuses the key: a key is never let in with less than its
 //! line asks for.
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
+
+use crate::forward::permit::{HostPort, Permits};
 
 /// What a key's line allows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,15 +28,12 @@ pub struct KeyOptions {
     pub no_pty: bool,
     /// `expiry-time=`: the key is refused from then on.
     pub expires: Option<SystemTime>,
+    /// `no-port-forwarding`, `permitopen=`, `permitlisten=`.
+    pub forwarding: Permits,
 }
 
 /// Options that only forbid what rexec does not do anyway.
-const NOTHING_TO_FORBID: [&str; 4] = [
-    "no-port-forwarding",
-    "no-agent-forwarding",
-    "no-x11-forwarding",
-    "no-user-rc",
-];
+const NOTHING_TO_FORBID: [&str; 3] = ["no-agent-forwarding", "no-x11-forwarding", "no-user-rc"];
 
 impl KeyOptions {
     /// Parses the options field (`opt,opt="value",...`).
@@ -47,8 +49,16 @@ impl KeyOptions {
                 ("command", Some(v)) => o.command = Some(v),
                 ("expiry-time", Some(v)) => o.expires = Some(parse_expiry(&v)?),
                 // In order, as sshd: `restrict,pty` allows a pty.
-                ("no-pty" | "restrict", None) => o.no_pty = true,
+                ("restrict", None) => {
+                    o.no_pty = true;
+                    o.forwarding.off = true;
+                }
+                ("no-pty", None) => o.no_pty = true,
                 ("pty", None) => o.no_pty = false,
+                ("no-port-forwarding", None) => o.forwarding.off = true,
+                ("port-forwarding", None) => o.forwarding.off = false,
+                ("permitopen", Some(v)) => o.forwarding.open.push(HostPort::parse_open(&v)?),
+                ("permitlisten", Some(v)) => o.forwarding.listen.push(HostPort::parse_listen(&v)?),
                 (n, None) if NOTHING_TO_FORBID.contains(&n) => {}
                 (n, _) => return Err(format!("option \"{}\" is not supported", clip(n))),
             }

@@ -107,6 +107,7 @@ fn check(c: &Check, permit_root: bool, now: SystemTime) -> Result<Grant, String>
         account: Some(Arc::new(user)),
         forced: line.options.command.clone(),
         no_pty: line.options.no_pty,
+        forwarding: line.options.forwarding.clone(),
     })
 }
 

@@ -151,9 +151,10 @@ impl Connection {
     /// message for `idle`, the connection is idle; otherwise the next look.
     pub fn idle_deadline(&self, now: Instant, idle: Duration) -> Deadline {
         let quiet = now.saturating_duration_since(self.last_activity);
-        if self.commands.is_empty() && quiet >= idle {
+        let busy = !self.commands.is_empty() || self.tunnels > 0;
+        if !busy && quiet >= idle {
             Deadline::Expired
-        } else if self.commands.is_empty() {
+        } else if !busy {
             Deadline::At(now + (idle - quiet))
         } else {
             Deadline::At(now + idle)

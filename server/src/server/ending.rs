@@ -108,6 +108,10 @@ impl Server {
             return;
         };
         conn.deregister(&mut self.registry);
+        let channels = self.forwards.close_conn(id, &mut self.registry);
+        if channels > 0 {
+            log::info!("{}: {channels} channels closed with it", conn.peer());
+        }
         for proc in conn.take_commands() {
             // A terminal session is hung up first, as sshd does when its
             // client goes: with every master descriptor closed the kernel
@@ -136,11 +140,11 @@ impl Server {
     /// far outnumber the live connections and commands, the stale ones are
     /// dropped, so connect/close churn cannot grow the heap.
     pub(super) fn forget_stale_timers(&mut self) {
-        let live = 8 * (self.conns.len() + self.procs.len()) + 1024;
+        let live = 8 * (self.conns.len() + self.procs.len()) + self.forwards.chans.len() + 1024;
         if self.timers.len() <= live {
             return;
         }
-        let (conns, procs) = (&self.conns, &self.procs);
+        let (conns, procs, chans) = (&self.conns, &self.procs, &self.forwards.chans);
         let pending = self.timers.len();
         self.timers.retain(|t| match t {
             Timer::ConnIdle(c)
@@ -152,6 +156,7 @@ impl Server {
             | Timer::KeyAnswer(c)
             | Timer::KeyCheck { conn: c, .. } => conns.contains_key(c),
             Timer::ProcTimeout(p) | Timer::PipeGrace(p) => procs.contains_key(p),
+            Timer::ChannelConnect(ch) => chans.contains_key(ch),
             Timer::KillGroup(_)
             | Timer::GroupDeadline { .. }
             | Timer::AcceptRetry

@@ -28,6 +28,7 @@ impl Server {
             conn.flush();
             self.resume_input(id);
             self.resume_pipes(id);
+            self.resume_channels(id);
         }
         if ev.readable || ev.read_closed {
             match self
@@ -268,6 +269,7 @@ impl Server {
             Action::PutEnd { id: cmd, sha256 } => self.put_end(id, cmd, &sha256),
             Action::Get { id: cmd, path } => self.get(id, cmd, path),
             Action::List { id: cmd, path } => self.list(id, cmd, path),
+            Action::Forward(req) => self.forward(id, req),
         }
     }
 }

@@ -269,6 +269,7 @@ fn from_file(
         account: None,
         forced: line.options.command.clone(),
         no_pty: line.options.no_pty,
+        forwarding: line.options.forwarding.clone(),
     })
 }
 

@@ -62,7 +62,11 @@ fn expiry_time_is_utc_with_z_and_refuses_from_then_on() {
 #[test]
 fn what_is_not_understood_refuses_the_key() {
     for bad in [
-        "permitopen=\"h:1\"",
+        // (permitopen is honoured since port forwarding came; one without
+        // a port still refuses the key.)
+        "permitopen=\"h\"",
+        "permitlisten=\"h:x\"",
+        "tunnel=\"1\"",
         "environment=\"A=b\"",
         "cert-authority",
         "no-touch-required",
@@ -72,8 +76,23 @@ fn what_is_not_understood_refuses_the_key() {
     ] {
         assert!(KeyOptions::parse(bad).is_err(), "{bad}");
     }
-    let ok =
-        KeyOptions::parse("no-port-forwarding,No-Agent-Forwarding,no-X11-forwarding,no-user-rc")
-            .unwrap();
+    let ok = KeyOptions::parse("No-Agent-Forwarding,no-X11-forwarding,no-user-rc").unwrap();
     assert_eq!(ok, KeyOptions::default());
+}
+
+#[test]
+fn forwarding_options_are_honoured_in_order() {
+    let off = KeyOptions::parse("no-port-forwarding").unwrap();
+    assert!(off.forwarding.off && !off.no_pty);
+    let restrict = KeyOptions::parse("restrict").unwrap();
+    assert!(restrict.forwarding.off && restrict.no_pty);
+    let back = KeyOptions::parse("restrict,port-forwarding").unwrap();
+    assert!(!back.forwarding.off && back.no_pty);
+    let open = KeyOptions::parse("permitopen=\"localhost:8888\",permitopen=\"*:22\"").unwrap();
+    assert!(open.forwarding.may_open("localhost", 8888).is_ok());
+    assert!(open.forwarding.may_open("db", 22).is_ok());
+    assert!(open.forwarding.may_open("localhost", 8889).is_err());
+    let listen = KeyOptions::parse("permitlisten=\"9000\"").unwrap();
+    assert!(listen.forwarding.may_listen("", 9000).is_ok());
+    assert!(listen.forwarding.may_listen("", 9001).is_err());
 }

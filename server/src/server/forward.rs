@@ -1,0 +1,475 @@
+//! Port forwarding's room (protocol 8): a client's `Open`, `Listen` and
+//! channel messages, the events of the sockets at the channels' far ends
+//! and of the ports listened on, and the names looked up for them. The
+//! channels themselves are forward/channel.rs; who may forward what is
+//! forward/permit.rs.
+//!
+//! Every channel reads its far end only while the client has room for it
+//! (its window) and the connection's queue is under its limit, so a
+//! channel whose local end stalls stops alone: other channels and the
+//! connection's commands go on.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use mio::Interest;
+use mio::net::{TcpListener, TcpStream};
+use rexec_proto::{CHANNEL_CHUNK, ErrorKind, SERVER_CHANNEL, ServerMsg, encode_channel_data_frame};
+
+use super::Server;
+use crate::forward::channel::{Channel, Got, Phase};
+use crate::forward::permit::listen_address;
+use crate::forward::{Listener, MAX_CHANNELS, MAX_LISTENERS, Request};
+use crate::registry::{ChanId, ConnId, ListenId, Slot};
+use crate::timer::Timer;
+
+/// How long a connection to a target may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Server {
+    /// A forwarding message from connection `id`.
+    pub(super) fn forward(&mut self, id: ConnId, req: Request) {
+        let find = |s: &Self, wire| s.forwards.find(id, wire);
+        match req {
+            Request::Open {
+                id: wire,
+                host,
+                port,
+            } => self.open_channel(id, wire, host, port),
+            Request::Listen {
+                id: wire,
+                bind,
+                port,
+            } => self.listen_for(id, wire, bind, port),
+            Request::Data { id: wire, data } => {
+                let Some(ch) = find(self, wire) else {
+                    return; // closed while this was on its way
+                };
+                let took = match self.forwards.chans.get_mut(&ch) {
+                    Some(chan) => chan.take_from_client(&data),
+                    None => return,
+                };
+                match took {
+                    Ok(()) => self.channel_write(ch),
+                    Err(e) => self.fail_conn(id, ErrorKind::Protocol, e),
+                }
+            }
+            Request::Ack { id: wire, bytes } => {
+                if let Some(ch) = find(self, wire) {
+                    if let Some(chan) = self.forwards.chans.get_mut(&ch) {
+                        chan.acked(bytes);
+                    }
+                    self.channel_read(ch);
+                }
+            }
+            Request::Eof { id: wire } => {
+                if let Some(ch) = find(self, wire) {
+                    if let Some(chan) = self.forwards.chans.get_mut(&ch) {
+                        chan.client_ended();
+                    }
+                    self.channel_write(ch);
+                }
+            }
+            Request::Close { id: wire, .. } => {
+                if let Some(ch) = find(self, wire) {
+                    self.drop_channel(ch, None, false);
+                }
+            }
+            Request::Opened { id: wire } => {
+                let Some(ch) = find(self, wire) else {
+                    return;
+                };
+                if let Some(chan) = self.forwards.chans.get_mut(&ch)
+                    && chan.phase() == Phase::Waiting
+                {
+                    chan.set_phase(Phase::Open);
+                }
+                self.channel_write(ch);
+                self.channel_read(ch);
+            }
+        }
+    }
+
+    /// `Open`: connect to `host:port` for the client, if it may.
+    fn open_channel(&mut self, id: ConnId, wire: u32, host: String, port: u16) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if wire & SERVER_CHANNEL != 0 || self.forwards.find(id, wire).is_some() {
+            let message = format!("channel id {wire} is in use or not the client's to choose");
+            return self.fail_conn(id, ErrorKind::Protocol, message);
+        }
+        let host = host.trim_matches(['[', ']']).to_string();
+        let grant = conn.grant();
+        let refused = self
+            .cfg
+            .forwarding
+            .check_open()
+            .and_then(|()| grant.forwarding.may_open(&host, port))
+            .and_then(|()| match self.forwards.count(id) >= MAX_CHANNELS {
+                true => Err(format!(
+                    "{MAX_CHANNELS} channels are open on this connection already"
+                )),
+                false => Ok(()),
+            });
+        let target = match host.contains(':') {
+            true => format!("[{host}]:{port}"),
+            false => format!("{host}:{port}"),
+        };
+        let who = who(conn.who());
+        if let Err(why) = refused {
+            log::info!(
+                "{}{who}: channel {wire} to {target} refused: {why}",
+                conn.peer()
+            );
+            conn.queue(&ServerMsg::ChannelClose {
+                id: wire,
+                error: Some(why),
+            });
+            conn.flush();
+            return;
+        }
+        log::info!("{}{who}: channel {wire} to {target}", conn.peer());
+        conn.tunnel_opened();
+        let ch = self
+            .forwards
+            .add(Channel::new(id, wire, target, Phase::Resolving));
+        match host.parse::<IpAddr>() {
+            Ok(ip) => self.connect_channel(ch, vec![SocketAddr::new(ip, port)]),
+            Err(_) => {
+                if let Err(e) = self.resolver.ask(ch, host, port) {
+                    self.drop_channel(ch, Some(e), true);
+                }
+            }
+        }
+    }
+
+    /// Names looked up (the loop was woken): connect the channels that
+    /// waited for them.
+    pub(super) fn take_resolved(&mut self) {
+        for (ch, found) in self.resolver.answers() {
+            let waiting = self
+                .forwards
+                .chans
+                .get(&ch)
+                .is_some_and(|c| c.phase() == Phase::Resolving);
+            match (waiting, found) {
+                (false, _) => {}
+                (true, Ok(addrs)) if !addrs.is_empty() => self.connect_channel(ch, addrs),
+                (true, Ok(_)) => self.drop_channel(ch, Some("no address".into()), true),
+                (true, Err(e)) => self.drop_channel(ch, Some(e), true),
+            }
+        }
+    }
+
+    /// Starts connecting to the first of `addrs`; the others are tried in
+    /// turn if it fails.
+    fn connect_channel(&mut self, ch: ChanId, mut addrs: Vec<SocketAddr>) {
+        let mut last = String::from("no address");
+        while !addrs.is_empty() {
+            let addr = addrs.remove(0);
+            let Some(chan) = self.forwards.chans.get_mut(&ch) else {
+                return;
+            };
+            let mut sock = match TcpStream::connect(addr) {
+                Ok(s) => s,
+                Err(e) => {
+                    last = format!("connect to {}: {e}", chan.target);
+                    continue;
+                }
+            };
+            if let Some((old, token)) = chan.socket() {
+                self.registry.remove(old, token);
+            }
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            match self.registry.add(&mut sock, interest, Slot::Channel(ch)) {
+                Ok(token) => {
+                    chan.set_socket(sock, token);
+                    chan.set_phase(Phase::Connecting);
+                    chan.set_addrs(addrs);
+                    self.timers
+                        .after(self.now, CONNECT_TIMEOUT, Timer::ChannelConnect(ch));
+                    return;
+                }
+                Err(e) => last = format!("cannot watch a socket: {e}"),
+            }
+        }
+        self.drop_channel(ch, Some(last), true);
+    }
+
+    /// The connect timer fired: a channel still connecting gives up.
+    pub(super) fn channel_connect_due(&mut self, ch: ChanId) {
+        let Some(chan) = self.forwards.chans.get_mut(&ch) else {
+            return;
+        };
+        if chan.phase() != Phase::Connecting {
+            return;
+        }
+        let why = format!(
+            "connect to {}: no answer in {} s",
+            chan.target,
+            CONNECT_TIMEOUT.as_secs()
+        );
+        match chan.take_addrs() {
+            rest if rest.is_empty() => self.drop_channel(ch, Some(why), true),
+            rest => self.connect_channel(ch, rest),
+        }
+    }
+
+    /// What the poll said of a channel's socket.
+    pub(super) fn on_channel_event(&mut self, ch: ChanId) {
+        let Some(chan) = self.forwards.chans.get_mut(&ch) else {
+            return;
+        };
+        if chan.phase() == Phase::Connecting {
+            match chan.connected() {
+                None => return,
+                Some(Err(e)) => {
+                    let why = format!("connect to {}: {e}", chan.target);
+                    return match chan.take_addrs() {
+                        rest if rest.is_empty() => self.drop_channel(ch, Some(why), true),
+                        rest => self.connect_channel(ch, rest),
+                    };
+                }
+                Some(Ok(peer)) => {
+                    chan.set_phase(Phase::Open);
+                    let msg = ServerMsg::Opened {
+                        id: chan.wire,
+                        peer,
+                    };
+                    if let Some(conn) = self.conns.get_mut(&chan.conn) {
+                        conn.queue(&msg);
+                    }
+                }
+            }
+        }
+        self.channel_write(ch);
+        self.channel_read(ch);
+    }
+
+    /// Writes what the client sent to the far end, acknowledges what it
+    /// took, and forgets a channel that is done.
+    fn channel_write(&mut self, ch: ChanId) {
+        let Some(chan) = self.forwards.chans.get_mut(&ch) else {
+            return;
+        };
+        if let Err(e) = chan.write_out() {
+            let why = format!("{}: {e}", chan.target);
+            return self.drop_channel(ch, Some(why), true);
+        }
+        let ack = chan.take_ack().map(|bytes| ServerMsg::ChannelAck {
+            id: chan.wire,
+            bytes,
+        });
+        let (conn_id, finished) = (chan.conn, chan.finished());
+        if let Some(conn) = self.conns.get_mut(&conn_id) {
+            if let Some(ack) = ack {
+                conn.queue(&ack);
+            }
+            conn.flush();
+        }
+        if finished {
+            self.drop_channel(ch, None, false);
+        }
+    }
+
+    /// Reads the far end while the client has room and the connection's
+    /// queue is under its limit; a channel stopped by the queue is read
+    /// again when it drains ([`Server::resume_channels`]).
+    fn channel_read(&mut self, ch: ChanId) {
+        let over_budget = self.over_budget();
+        let Some(chan) = self.forwards.chans.get_mut(&ch) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&chan.conn) else {
+            return;
+        };
+        let mut paused = false;
+        let failed = loop {
+            if conn.output_blocked(self.cfg.queue_limit, false, over_budget) {
+                paused = true;
+                break None;
+            }
+            match chan.read_in(&mut self.scratch[..CHANNEL_CHUNK]) {
+                Got::Data(n) => {
+                    encode_channel_data_frame(true, chan.wire, &self.scratch[..n], conn.frames());
+                }
+                Got::Nothing => break None,
+                Got::Eof => {
+                    conn.queue(&ServerMsg::ChannelEof { id: chan.wire });
+                    break None;
+                }
+                Got::Failed(e) => break Some(format!("{}: {e}", chan.target)),
+            }
+        };
+        conn.flush();
+        let (finished, conn_id) = (chan.finished(), chan.conn);
+        if paused {
+            self.forwards.pause(conn_id, ch);
+        }
+        if failed.is_some() || finished {
+            let tell = failed.is_some();
+            self.drop_channel(ch, failed, tell);
+        }
+    }
+
+    /// The connection's queue drained: its paused channels read again.
+    pub(super) fn resume_channels(&mut self, id: ConnId) {
+        for ch in self.forwards.take_paused(id) {
+            self.channel_read(ch);
+        }
+    }
+
+    /// Forgets a channel and closes its socket; with `tell`, the client
+    /// hears `ChannelClose` with `error`.
+    fn drop_channel(&mut self, ch: ChanId, error: Option<String>, tell: bool) {
+        let Some(chan) = self.forwards.remove(ch, &mut self.registry) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(&chan.conn) else {
+            return;
+        };
+        conn.tunnel_closed();
+        if let Some(e) = &error {
+            log::info!("{}: channel {}: {e}", conn.peer(), chan.wire);
+        }
+        if tell {
+            conn.queue(&ServerMsg::ChannelClose {
+                id: chan.wire,
+                error,
+            });
+            conn.flush();
+        }
+    }
+
+    /// `Listen`: a port on this side whose connections come to the client.
+    fn listen_for(&mut self, id: ConnId, wire: u32, bind: String, port: u16) {
+        let Some(conn) = self.conns.get(&id) else {
+            return;
+        };
+        let (grant, peer, who) = (conn.grant(), conn.peer(), who(conn.who()));
+        let privileged = |port: u16| {
+            let account = grant.account.as_ref().filter(|a| a.uid != 0);
+            match account {
+                Some(a) if (1..1024).contains(&port) => Err(format!(
+                    "port {port} is privileged: account {} may not listen on it",
+                    a.name
+                )),
+                _ => Ok(()),
+            }
+        };
+        let addr = self
+            .cfg
+            .forwarding
+            .check_listen()
+            .and_then(|()| grant.forwarding.may_listen(&bind, port))
+            .and_then(|()| privileged(port))
+            .and_then(|()| match self.forwards.listening(id) >= MAX_LISTENERS {
+                true => Err(format!(
+                    "{MAX_LISTENERS} ports are listened on for this connection"
+                )),
+                false => Ok(()),
+            })
+            .and_then(|()| listen_address(&bind, self.cfg.gateway_ports))
+            .map(|ip| SocketAddr::new(ip, port));
+        let lid = self.forwards.listener_id();
+        let bound = addr.and_then(|addr| {
+            let mut sock =
+                TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let local = sock.local_addr().map_err(|e| e.to_string())?;
+            let token = self
+                .registry
+                .add(&mut sock, Interest::READABLE, Slot::Listener(lid))
+                .map_err(|e| format!("cannot watch {addr}: {e}"))?;
+            Ok((sock, token, local))
+        });
+        let result = match bound {
+            Ok((sock, token, local)) => {
+                log::info!("{peer}{who}: listening on {local} for the client (-R {wire})");
+                self.forwards.listeners.insert(
+                    lid,
+                    Listener {
+                        conn: id,
+                        wire,
+                        sock,
+                        token,
+                    },
+                );
+                Ok(local.port())
+            }
+            Err(why) => {
+                log::info!("{peer}{who}: -R {bind}:{port} refused: {why}");
+                Err(why)
+            }
+        };
+        if let Some(conn) = self.conns.get_mut(&id) {
+            if result.is_ok() {
+                conn.tunnel_opened();
+            }
+            conn.queue(&ServerMsg::Listening { id: wire, result });
+            conn.flush();
+        }
+    }
+
+    /// Connections came to a port listened on for a client: each becomes
+    /// a channel, which the client opens at its end (`Accepted`).
+    pub(super) fn accept_forwarded(&mut self, lid: ListenId) {
+        loop {
+            let Some(l) = self.forwards.listeners.get_mut(&lid) else {
+                return;
+            };
+            let (conn_id, listen_wire) = (l.conn, l.wire);
+            let (mut sock, from) = match l.sock.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("accept on a forwarded port: {e}");
+                    return;
+                }
+            };
+            let local = sock.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            if self.forwards.count(conn_id) >= MAX_CHANNELS {
+                log::warn!("{from} to {local}: {MAX_CHANNELS} channels open; refused");
+                continue; // dropped: closed
+            }
+            let wire = self.forwards.server_wire();
+            let target = format!("{local} from {from}");
+            let ch = self
+                .forwards
+                .add(Channel::new(conn_id, wire, target, Phase::Waiting));
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            let token = match self.registry.add(&mut sock, interest, Slot::Channel(ch)) {
+                Ok(t) => t,
+                Err(e) => {
+                    log::warn!("cannot watch a forwarded connection: {e}");
+                    self.forwards.remove(ch, &mut self.registry);
+                    continue;
+                }
+            };
+            if let Some(chan) = self.forwards.chans.get_mut(&ch) {
+                chan.set_socket(sock, token);
+            }
+            let Some(conn) = self.conns.get_mut(&conn_id) else {
+                return;
+            };
+            log::info!(
+                "{}{}: channel {wire} from {from} on {local} (-R {listen_wire})",
+                conn.peer(),
+                who(conn.who())
+            );
+            conn.tunnel_opened();
+            conn.queue(&ServerMsg::Accepted {
+                listen: listen_wire,
+                id: wire,
+                from: from.to_string(),
+            });
+            conn.flush();
+        }
+    }
+}
+
+/// ` (who)` for the audit line, or nothing.
+fn who(w: Option<std::sync::Arc<str>>) -> String {
+    w.map(|w| format!(" ({w})")).unwrap_or_default()
+}
