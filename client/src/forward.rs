@@ -5,7 +5,7 @@
 //! (jump.rs).
 //!
 //! The session's reader hands every channel message to the
-//! [`Forwarder`] ([`Forwarder::on_message`]), which never blocks: each
+//! [`Forwarder`] (through the session's `Channels`), which never blocks: each
 //! channel has its own two threads (channel.rs) and its own window, so a
 //! stalled channel never holds up the others or the command.
 
@@ -131,30 +131,9 @@ impl Forwarder {
     }
 
     /// Opens a channel to `host:port` from the server's side, carrying
-    /// `sock`; its errors are said on stderr, once each.
+    /// `sock`; its errors are said on stderr, once each, unless `quiet`
+    /// (a caller that reports them itself: `-J`).
     pub fn open(
-        self: &Arc<Self>,
-        sock: TcpStream,
-        host: &str,
-        port: u16,
-        label: String,
-    ) -> Result<Arc<Chan>, ClientError> {
-        self.open_as(sock, host, port, label, false)
-    }
-
-    /// [`Forwarder::open`] for a caller that reports the channel's
-    /// failure itself (`-J`).
-    pub fn open_quiet(
-        self: &Arc<Self>,
-        sock: TcpStream,
-        host: &str,
-        port: u16,
-        label: String,
-    ) -> Result<Arc<Chan>, ClientError> {
-        self.open_as(sock, host, port, label, true)
-    }
-
-    fn open_as(
         self: &Arc<Self>,
         sock: TcpStream,
         host: &str,
@@ -333,7 +312,7 @@ fn accept_loop(listener: TcpListener, fwd: Weak<Forwarder>, spec: Spec) {
         };
         match conn {
             Ok(sock) => {
-                if let Err(e) = f.open(sock, &spec.host, spec.host_port, label.clone()) {
+                if let Err(e) = f.open(sock, &spec.host, spec.host_port, label.clone(), false) {
                     eprintln!("rexec: {label}: {e}");
                 }
             }

@@ -1,5 +1,6 @@
 //! What the client decodes from a server, which may be hostile: frames
-//! split anywhere, a `Get`'s header, bytes and checksum, a `List` answer,
+//! split anywhere (probes and channel messages taken out first, as the
+//! session does, then the rest), a `Get`'s header, bytes and checksum, a `List` answer,
 //! and server text made safe for the terminal. Properties: no panic, no
 //! unbounded allocation; no listed path that climbs or is absolute passes
 //! the download's check (asserted inside `decode_untrusted`); escaped text
@@ -17,6 +18,14 @@ fuzz_target!(|data: &[u8]| {
     'frames: for chunk in data.chunks(step) {
         dec.feed(chunk);
         loop {
+            match dec.next_probe().and_then(|p| match p {
+                Some(_) => Ok(true),
+                None => dec.next_channel_msg().map(|c| c.is_some()),
+            }) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(_) => break 'frames,
+            }
             match dec.next_server_event() {
                 Ok(Some(_)) => {}
                 Ok(None) => break,

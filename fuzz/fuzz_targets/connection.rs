@@ -2,7 +2,8 @@
 //! streams, without sockets or processes: bytes -> FrameDecoder ->
 //! ClientMsg -> ConnProtocol -> Action. Properties: no panic; no command,
 //! stdin or cancel is acted on before the hello was accepted; with a token,
-//! the hello is never accepted (the fuzzer cannot know the HMAC); no key is
+//! the hello is never accepted (the fuzzer cannot know the HMAC); no
+//! port forwarding message (protocol 8) is passed on before it either; no key is
 //! handled by a server that takes none; nothing is processed after a
 //! connection-level failure.
 #![no_main]
@@ -46,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
                 Action::CheckKey { .. } | Action::KeyAccepted | Action::KeyRefused { .. } => {
                     panic!("a key handled by a server that takes none")
                 }
-                Action::Exec(_) | Action::Job { .. } | Action::Stdin { .. } | Action::StdinEof { .. } | Action::Cancel { .. } | Action::Resize { .. } | Action::Put(_) | Action::PutEnd { .. } | Action::Get { .. } | Action::List { .. } | Action::Ping { .. } | Action::Pong | Action::Reject { .. } => {
+                Action::Exec(_) | Action::Job { .. } | Action::Stdin { .. } | Action::StdinEof { .. } | Action::Cancel { .. } | Action::Resize { .. } | Action::Put(_) | Action::PutEnd { .. } | Action::Get { .. } | Action::List { .. } | Action::Ping { .. } | Action::Pong | Action::Reject { .. } | Action::Forward(_) => {
                     assert!(authenticated, "acted on a request before the hello");
                 }
             }

@@ -285,3 +285,71 @@ fn job_examples() {
         },
     );
 }
+
+#[test]
+fn forwarding_examples() {
+    check(
+        "open",
+        ClientMsg::Open {
+            id: 1,
+            host: "localhost".into(),
+            port: 8888,
+        },
+    );
+    check(
+        "opened",
+        ServerMsg::Opened {
+            id: 1,
+            peer: "127.0.0.1:8888".into(),
+        },
+    );
+    check(
+        "channel-data",
+        ClientMsg::ChannelData {
+            id: 1,
+            data: b"hi\n".to_vec(),
+        },
+    );
+    check("channel-ack", ServerMsg::ChannelAck { id: 1, bytes: 3 });
+    check("channel-eof", ClientMsg::ChannelEof { id: 1 });
+    check(
+        "channel-close",
+        ServerMsg::ChannelClose {
+            id: 2,
+            error: Some("refused".into()),
+        },
+    );
+    check(
+        "listen",
+        ClientMsg::Listen {
+            id: 1,
+            bind: String::new(),
+            port: 0,
+        },
+    );
+    check(
+        "listening",
+        ServerMsg::Listening {
+            id: 1,
+            result: Ok(40000),
+        },
+    );
+    check(
+        "accepted",
+        ServerMsg::Accepted {
+            listen: 1,
+            id: SERVER_CHANNEL | 1,
+            from: "127.0.0.1:5000".into(),
+        },
+    );
+    check(
+        "client-opened",
+        ClientMsg::Opened {
+            id: SERVER_CHANNEL | 1,
+        },
+    );
+    // The one-copy encoder writes what the message would.
+    let mut fast = Vec::new();
+    encode_channel_data_frame(false, 1, b"hi\n", &mut fast);
+    assert_eq!(fast, example("channel-data"));
+}

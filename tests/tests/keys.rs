@@ -269,7 +269,9 @@ fn from_expiry_no_pty_and_unknown_options_are_honoured() {
         line(&elsewhere, "from=\"10.0.0.0/8\" "),
         line(&negated, "from=\"127.0.0.*,!127.0.0.1\" "),
         line(&expired, "expiry-time=\"20000101\" "),
-        line(&unknown, "permitopen=\"127.0.0.1:22\" "),
+        // (permitopen is honoured since port forwarding came: an option
+        // still unknown stands in for it.)
+        line(&unknown, "environment=\"A=b\" "),
         line(&no_pty, "restrict "),
         line(&here, "from=\"127.0.0.0/8\",expiry-time=\"29991231Z\" "),
     ]
@@ -277,7 +279,7 @@ fn from_expiry_no_pty_and_unknown_options_are_honoured() {
     let d = Daemon::start(&["--authorized-keys", &authorized(&keys, &text)]);
     // A line with an option rexecd does not know is left out, and said.
     assert!(
-        d.wait_log("line 4: option \"permitopen\" is not supported", PATIENCE),
+        d.wait_log("line 4: option \"environment\" is not supported", PATIENCE),
         "{}",
         d.log()
     );

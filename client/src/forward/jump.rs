@@ -29,7 +29,7 @@ pub fn connect(spec: &str, opts: &ConnectOptions, jump: &Jump) -> Result<Session
     let fwd = super::attach(&mut gateway);
     let (near, far) = loopback_pair()?;
     let label = format!("-J {}", jump.address);
-    let chan = fwd.open_quiet(far, &host, port, label)?;
+    let chan = fwd.open(far, &host, port, label, true)?;
     // The gateway's session is read on a thread of its own from now on:
     // its channel messages go to the forwarder; when it ends, so does
     // the channel, and the target's session sees its end.

@@ -266,14 +266,21 @@ mod tests {
         );
     }
 
-    #[test]
-    fn credit_bounds_reads_and_acks_restore_it_up_to_the_window() {
+    /// A channel whose socket is one end of a loopback connection; the
+    /// other end is the target.
+    fn with_socket(phase: Phase) -> (Channel, std::net::TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let near = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (mut far, _) = listener.accept().unwrap();
+        let (far, _) = listener.accept().unwrap();
         near.set_nonblocking(true).unwrap();
-        let mut c = Channel::new(ConnId(1), 3, "t:1".into(), Phase::Open);
+        let mut c = Channel::new(ConnId(1), 3, "t:1".into(), phase);
         c.set_socket(TcpStream::from_std(near), Token(9));
+        (c, far)
+    }
+
+    #[test]
+    fn credit_bounds_reads_and_acks_restore_it_up_to_the_window() {
+        let (mut c, mut far) = with_socket(Phase::Open);
         far.write_all(&vec![7u8; 100_000]).unwrap();
         c.credit = 1000;
         let mut buf = vec![0u8; 64 * 1024];
@@ -297,12 +304,7 @@ mod tests {
 
     #[test]
     fn what_the_target_takes_is_acked_and_the_end_shuts_its_side() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let near = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (mut far, _) = listener.accept().unwrap();
-        near.set_nonblocking(true).unwrap();
-        let mut c = Channel::new(ConnId(1), 3, "t:1".into(), Phase::Connecting);
-        c.set_socket(TcpStream::from_std(near), Token(9));
+        let (mut c, mut far) = with_socket(Phase::Connecting);
         c.take_from_client(b"hello").unwrap();
         c.write_out().unwrap();
         assert_eq!(c.take_ack(), None, "nothing is written before it is open");

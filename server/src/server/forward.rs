@@ -473,3 +473,6 @@ impl Server {
 fn who(w: Option<std::sync::Arc<str>>) -> String {
     w.map(|w| format!(" ({w})")).unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests;

@@ -52,7 +52,11 @@ impl Server {
     /// clock stays where the test put it.
     pub(crate) fn process_turn(&mut self, most: Duration) -> std::io::Result<()> {
         let mut events = mio::Events::with_capacity(64);
-        self.registry.poll(&mut events, Some(most))?;
+        match self.registry.poll(&mut events, Some(most)) {
+            // A signal (another test's child): as the loop, look again.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(()),
+            other => other?,
+        }
         for ev in events.iter() {
             self.on_event(ev);
         }
@@ -80,6 +84,11 @@ impl Server {
     /// Open connections.
     pub(crate) fn connections(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Forwarded channels open, all connections together.
+    pub(crate) fn channels(&self) -> usize {
+        self.forwards.chans.len()
     }
 }
 

@@ -21,10 +21,14 @@
 //! - router.rs: whole connections through the real router, with clients
 //!   played in memory that come, speak, stall, break the protocol, finish
 //!   or vanish, and a clock that jumps;
+//! - channels.rs: port forwarding's channels (server/forward.rs) between
+//!   a played client and real loopback targets that send, stall,
+//!   acknowledge late and half-close;
 //! - grace.rs: the pipe grace of an exited command (process.rs's
 //!   `PipeGrace`) against a slow client, a silent grandchild holding the
 //!   pipe, and time that jumps.
 
+mod channels;
 mod grace;
 mod inbound;
 mod output;

@@ -62,11 +62,23 @@ pub fn run(name: &str, scenario: impl Fn(u64) -> Result<(), Broken>) -> u64 {
         None => (1, env("REXEC_SIM_SCHEDULES").unwrap_or(DEFAULT_SCHEDULES)),
     };
     for seed in first..first + count {
-        if let Err(b) = scenario(seed) {
-            panic!(
-                "sim {name}: seed {seed}, step {}: {}\n  replay: REXEC_SIM_SEED={seed} cargo test -p rexec-server sim_{name}",
+        // A panic in the code under test names its seed too.
+        let played = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(seed)));
+        let replay = format!("replay: REXEC_SIM_SEED={seed} cargo test -p rexec-server sim_{name}");
+        match played {
+            Ok(Ok(())) => {}
+            Ok(Err(b)) => panic!(
+                "sim {name}: seed {seed}, step {}: {}\n  {replay}",
                 b.step, b.what
-            );
+            ),
+            Err(p) => {
+                let what = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                panic!("sim {name}: seed {seed} panicked: {what}\n  {replay}");
+            }
         }
     }
     println!("sim {name}: {count} schedules");
