@@ -423,6 +423,93 @@ def fmt_ratio(x, ref, higher_is_better=True):
     return f"{r:.2f}x" if r >= 0.1 else f"{r:.3g}x"
 
 
+TUNNEL = os.path.join(ROOT, "bench", "tunnel.py")
+
+
+def start_tunnel(argv, port):
+    """Starts a tunnel (rexec -N -L, ssh -N -L) to be used on `port`."""
+    p = start(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+              preexec_fn=lambda: raise_nofile(50000))
+    wait_listening(port, timeout=20)
+    return p
+
+
+def t13(a, ssh, md, targets):
+    """T13: bytes through -L against a direct loopback stream and ssh -L;
+    the memory of 1,000 idle channels."""
+    n = a.size * MiB
+    log(f"T13: {a.size} MiB through a tunnel")
+    sink = start([sys.executable, TUNNEL, "sink"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                 preexec_fn=lambda: raise_nofile(50000))
+    sport = int(listening_line(sink))
+    d13, addr13 = start_rexecd("--max-conns", "100")
+    lport = free_port()
+    tun = start_tunnel([REXEC, "-N", "-L", f"{lport}:127.0.0.1:{sport}", addr13], lport)
+    peers = [
+        ("direct loopback TCP stream", lambda: wall(f"python3 {TUNNEL} send {n} {sport}")),
+        ("rexec -L", lambda: wall(f"python3 {TUNNEL} send {n} {lport}")),
+    ]
+    sshp = None
+    if ssh:
+        sport_ssh = free_port()
+        try:
+            sshp = start_tunnel(ssh.base("aes128-gcm@openssh.com").split()
+                                + ["-N", "-L", f"{sport_ssh}:127.0.0.1:{sport}", f"{ssh.user}@127.0.0.1"],
+                                sport_ssh)
+            peers.append(("ssh -L aes128-gcm", lambda: wall(f"python3 {TUNNEL} send {n} {sport_ssh}")))
+        except RuntimeError as e:
+            log(f"ssh -L could not run: {e}")
+    med, err = rounds(a.rounds, peers)
+    md.append(f"### T13 tunnels: {a.size} MiB through a forwarded port, and 1,000 idle channels\n")
+    md.append("The sender writes 1 MiB at a time and shuts down its side; the sink counts and answers "
+              "the count, so each time is to the last byte delivered end to end.\n")
+    md.append("| way | MB/s | rexec -L vs it |")
+    md.append("|---|---|---|")
+    rl = med.get("rexec -L")
+    for name, _ in peers:
+        v = med.get(name)
+        if v:
+            md.append(f"| {name} | {n / v / 1e6:.0f} | {fmt_ratio(n / rl, n / v) if rl else '-'} |")
+        else:
+            md.append(f"| {name} | could not run: {err.get(name)} | - |")
+    md.append("")
+    direct = med.get("direct loopback TCP stream")
+    if rl and direct:
+        targets.append(("T13 rexec -L >= 0.8x a direct loopback stream", direct / rl >= 0.8,
+                        f"{direct / rl:.2f}x"))
+    sl = med.get("ssh -L aes128-gcm")
+    if rl and sl:
+        targets.append(("T13 rexec -L >= 2x ssh -L aes128-gcm", sl / rl >= 2, f"{sl / rl:.2f}x"))
+        compare("T13 -L", [("ssh -L aes128-gcm", n / rl, n / sl)])
+    # 1,000 idle channels on one connection.
+    count = 1000
+    log(f"T13: {count} idle channels")
+    before = (vm(d13.pid, "VmRSS"), vm(tun.pid, "VmRSS"))
+    holder = start([sys.executable, TUNNEL, "hold", str(count), str(lport)], stdin=subprocess.PIPE,
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=lambda: raise_nofile(50000))
+    line = holder.stdout.readline().decode().strip()
+    if line == "ready":
+        after = (vm(d13.pid, "VmRSS"), vm(tun.pid, "VmRSS"))
+        md.append(f"| {count} idle channels | rexecd | rexec |")
+        md.append("|---|---|---|")
+        md.append(f"| RSS before | {before[0] / MiB:.1f} MiB | {before[1] / MiB:.1f} MiB |")
+        md.append(f"| RSS with {count} open | {after[0] / MiB:.1f} MiB | {after[1] / MiB:.1f} MiB |")
+        md.append("")
+        md.append("rexecd holds a channel as a socket and two empty buffers in its loop; rexec gives each "
+                  "two threads (small stacks) that wait on the local socket and the window.\n")
+        targets.append((f"T13 rexecd RSS < 64 MiB with {count} idle channels", after[0] < 64 * MiB,
+                        f"{after[0] / MiB:.1f} MiB"))
+    else:
+        err_text = holder.stderr.read().decode(errors="replace")[-300:]
+        md.append(f"{count} idle channels could not be held: {line!r} {err_text}\n")
+    holder.stdin.close()
+    holder.wait()
+    for p in (tun, sshp, d13, sink):
+        if p and p.poll() is None:
+            p.terminate()
+            p.wait()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -1030,6 +1117,9 @@ def main():
         targets.append((f"T11 attach to a {mb11} MiB spool at >= 1 GB/s", mb11 * MiB / ra >= 1e9,
                         f"{mb11 * MiB / ra / 1e6:.0f} MB/s"))
     jobsd.terminate()
+
+    # ---- T13 tunnels -----------------------------------------------------------
+    t13(a, ssh, md, targets)
 
     # ---- T10 Ansible -----------------------------------------------------------
     venv_bin = os.path.join(ROOT, "target", "ansible-venv", "bin")

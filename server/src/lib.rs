@@ -50,12 +50,13 @@
 //!
 //! # `unsafe`
 //!
-//! Nine blocks outside tests, each with its SAFETY comment, where no safe
-//! call exists: five in `sys.rs`, behind safe functions (what a child does
+//! Eleven blocks outside tests, each with its SAFETY comment, where no safe
+//! call exists: seven in `sys.rs`, behind safe functions (what a child does
 //! between fork and exec, from a fixed set of async-signal-safe steps;
 //! turning inherited ignored signals into caught ones; a supervisor dying
 //! of its program's signal; `mktime`; scrubbing the token from
-//! `environ`), and four about descriptors: borrowing numbers from `/proc`
+//! `environ`; the filesystem ids a forwarded socket is made under, set and
+//! put back), and four about descriptors: borrowing numbers from `/proc`
 //! listings (marking inherited ones close-on-exec, closing a spawner
 //! thread's copies), `unshare(CLONE_FILES)` for the spawner threads, and a
 //! spawner thread's end of its socket.

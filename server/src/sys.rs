@@ -10,6 +10,8 @@
 //! - [`local_time`]: a local date and time as seconds, with the machine's
 //!   time zone (`authorized_keys`' `expiry-time`);
 //! - [`scrub_environ`]: a secret wiped from `/proc/PID/environ` too;
+//! - [`as_account`]: a socket made for an account (port forwarding under
+//!   `--login`) is the account's, as if it had made it;
 //! - [`Account`]: the user database (getpwnam, getpwuid, getgrouplist),
 //!   which may be NSS or LDAP and block: not to be asked in the loop but
 //!   where it already is (at start, on the login threads, and a command's
@@ -65,6 +67,31 @@ impl Account {
         let groups = nix::unistd::getgrouplist(&name, Gid::from_raw(self.gid))?;
         Ok(groups.iter().map(|g| g.as_raw()).collect())
     }
+}
+
+/// Runs `f` with this thread's filesystem ids set to `uid` and `gid`, then
+/// puts them back: a socket `f` makes is the account's (the kernel records
+/// the fsuid as its owner, which firewall owner matches, `ss -e` and
+/// `/proc/net/tcp` see), as if the account had made it. Only root may; for
+/// anyone else the ids stay as they are (the socket is then rexecd's own
+/// account's, which is the account commands run as).
+pub fn as_account<T>(uid: u32, gid: u32, f: impl FnOnce() -> T) -> T {
+    if !is_root() {
+        return f();
+    }
+    // SAFETY: setfsgid and setfsuid change only this thread's ids for
+    // filesystem and socket ownership checks; they touch no memory. They
+    // return the previous ids, which are put back after `f` (from a
+    // non-zero fsuid back to 0, the kernel raises the filesystem
+    // capabilities it dropped).
+    let (old_gid, old_uid) = unsafe { (libc::setfsgid(gid), libc::setfsuid(uid)) };
+    let out = f();
+    // SAFETY: as above.
+    unsafe {
+        libc::setfsuid(old_uid as libc::uid_t);
+        libc::setfsgid(old_gid as libc::gid_t);
+    }
+    out
 }
 
 /// Whether rexecd runs as root (its effective uid).

@@ -495,3 +495,49 @@ fn an_older_server_is_told_plainly_it_does_not_forward() {
     );
     assert!(ran.stderr.contains("protocol 7"), "{}", ran.stderr);
 }
+
+/// The uid that owns the loopback socket whose local port is `local` and
+/// remote port `remote`, from /proc/net/tcp.
+fn socket_owner(local: u16, remote: u16) -> Option<u32> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let port = |a: &str| u16::from_str_radix(a.rsplit(':').next()?, 16).ok();
+        (port(f.get(1)?)? == local && port(f.get(2)?)? == remote)
+            .then(|| f.get(7)?.parse().ok())
+            .flatten()
+    })
+}
+
+#[test]
+fn under_login_the_sockets_are_the_accounts_and_low_ports_are_refused() {
+    needs_root!();
+    use rexec_tests::account::{Account, ed25519_key};
+    let dir = TempDir::new("fwd-login");
+    let (key, public) = ed25519_key(&dir, "k");
+    let alice = Account::new("/bin/sh");
+    alice.authorize(&public);
+    let d = Daemon::start(&["--login"]);
+    let at = format!("{}@{}", alice.name, d.host());
+    let target = TcpListener::bind("127.0.0.1:0").unwrap();
+    let tport = target.local_addr().unwrap().port();
+    let port = free_port();
+    let mut cmd = rexec();
+    cmd.env_remove("SSH_AUTH_SOCK").arg("-i").arg(&key);
+    cmd.args([
+        "-N",
+        "-L",
+        &format!("{port}:127.0.0.1:{tport}"),
+        "-R",
+        "80:127.0.0.1:1",
+        &at,
+    ]);
+    let t = Tunnel::start(cmd);
+    let _local = connect_when_up(port);
+    let (_far, from) = target.accept().unwrap();
+    // The connection rexecd made for alice is alice's socket.
+    assert_eq!(socket_owner(from.port(), tport), Some(alice.uid));
+    // And alice may not listen below 1024, though rexecd runs as root.
+    assert!(t.says("port 80 is privileged"), "{}", t.stderr());
+    assert!(t.stderr().contains(&alice.name), "{}", t.stderr());
+}

@@ -72,6 +72,8 @@ pub struct Channel {
     target_eof: bool,
     /// The target's other addresses, tried in turn if a connect fails.
     addrs: Vec<std::net::SocketAddr>,
+    /// Under `--login`, the account (uid, gid) whose socket it is.
+    pub owner: Option<(u32, u32)>,
 }
 
 impl Channel {
@@ -90,6 +92,7 @@ impl Channel {
             shut: false,
             target_eof: false,
             addrs: Vec::new(),
+            owner: None,
         }
     }
 

@@ -131,9 +131,9 @@ impl Server {
         }
         log::info!("{}{who}: channel {wire} to {target}", conn.peer());
         conn.tunnel_opened();
-        let ch = self
-            .forwards
-            .add(Channel::new(id, wire, target, Phase::Resolving));
+        let mut chan = Channel::new(id, wire, target, Phase::Resolving);
+        chan.owner = grant.account.as_ref().map(|a| (a.uid, a.gid));
+        let ch = self.forwards.add(chan);
         match host.parse::<IpAddr>() {
             Ok(ip) => self.connect_channel(ch, vec![SocketAddr::new(ip, port)]),
             Err(_) => {
@@ -171,7 +171,13 @@ impl Server {
             let Some(chan) = self.forwards.chans.get_mut(&ch) else {
                 return;
             };
-            let mut sock = match TcpStream::connect(addr) {
+            // Under --login the account's socket, not root's.
+            let connect = || TcpStream::connect(addr);
+            let made = match chan.owner {
+                Some((uid, gid)) => crate::sys::as_account(uid, gid, connect),
+                None => connect(),
+            };
+            let mut sock = match made {
                 Ok(s) => s,
                 Err(e) => {
                     last = format!("connect to {}: {e}", chan.target);
@@ -373,9 +379,15 @@ impl Server {
             .and_then(|()| listen_address(&bind, self.cfg.gateway_ports))
             .map(|ip| SocketAddr::new(ip, port));
         let lid = self.forwards.listener_id();
+        let owner = grant.account.as_ref().map(|a| (a.uid, a.gid));
         let bound = addr.and_then(|addr| {
-            let mut sock =
-                TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            // Under --login the account's port, not root's.
+            let bind = || TcpListener::bind(addr);
+            let made = match owner {
+                Some((uid, gid)) => crate::sys::as_account(uid, gid, bind),
+                None => bind(),
+            };
+            let mut sock = made.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             let local = sock.local_addr().map_err(|e| e.to_string())?;
             let token = self
                 .registry
