@@ -116,11 +116,12 @@ impl Writer {
         self.write_parts_locked(&mut s, &[&head, data])
     }
 
-    /// Sends `data` as a `ChannelData` for channel `id`, copied once into
-    /// its frame.
+    /// Sends `data` as a `ChannelData` for channel `id` from where it is:
+    /// the frame's header, then the data (one vectored write), as
+    /// [`Writer::send_stdin`] does.
     pub fn send_channel_data(&self, id: u32, data: &[u8]) -> io::Result<()> {
-        let mut frame = Vec::with_capacity(data.len() + rexec_proto::OUTPUT_HEADER_MAX);
-        let len = rexec_proto::encode_channel_data_frame(false, id, data, &mut frame);
+        let mut head = Vec::with_capacity(rexec_proto::OUTPUT_HEADER_MAX);
+        let len = rexec_proto::encode_channel_data_header(false, id, data.len(), &mut head);
         if self.trace {
             let msg = ClientMsg::ChannelData {
                 id,
@@ -129,7 +130,7 @@ impl Writer {
             trace::emit(&trace::sent(&msg, len));
         }
         let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
-        self.write_locked(&mut s, &frame)
+        self.write_parts_locked(&mut s, &[&head, data])
     }
 
     /// Writes frames on the locked socket (through TLS if in use).

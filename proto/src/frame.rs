@@ -66,6 +66,21 @@ pub fn encode_channel_data_frame(
     len
 }
 
+/// Appends the frame header and the start of a `ChannelData` payload for
+/// `len` bytes of data the caller writes next from where they are; the
+/// two together are what [`encode_channel_data_frame`] writes. Returns the
+/// payload length.
+pub fn encode_channel_data_header(
+    from_server: bool,
+    id: u32,
+    len: usize,
+    out: &mut Vec<u8>,
+) -> usize {
+    data_header(len, out, |out| {
+        payload::encode_channel_data_prefix(from_server, id, len, out)
+    })
+}
+
 /// Appends the frame header and the start of a `Stdout` / `Stderr` payload
 /// for `len` bytes of data that the caller sends next by other means (the
 /// server splices them from a pipe straight into the socket). The header

@@ -27,8 +27,9 @@ pub mod tutorial;
 
 pub use frame::{
     DEFAULT_MAX_FRAME, FrameDecoder, FrameError, HEADER_LEN, MAX_FRAME_LIMIT, OUTPUT_HEADER_MAX,
-    PartialOutput, PartialStdin, encode_channel_data_frame, encode_frame, encode_output_frame,
-    encode_output_header, encode_stdin_header, frame_header, parse_frame,
+    PartialOutput, PartialStdin, encode_channel_data_frame, encode_channel_data_header,
+    encode_frame, encode_output_frame, encode_output_header, encode_stdin_header, frame_header,
+    parse_frame,
 };
 pub use message::{
     ADDRESS_BINDING_PROTOCOL, AUTH_METHODS_PROTOCOL, CHANNEL_CHUNK, CHANNEL_WINDOW, ClientHello,

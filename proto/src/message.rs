@@ -53,7 +53,7 @@ pub const FORWARDING_PROTOCOL: u16 = 8;
 pub const CHANNEL_WINDOW: u32 = 512 * 1024;
 
 /// The largest `ChannelData` chunk either side sends.
-pub const CHANNEL_CHUNK: usize = 64 * 1024;
+pub const CHANNEL_CHUNK: usize = 256 * 1024;
 
 /// Channel ids with this bit set are opened by the server (a connection to
 /// a port it listens on for the client, `Listen`); the client opens the

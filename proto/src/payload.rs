@@ -147,6 +147,16 @@ pub fn encode_channel_data_into(from_server: bool, id: u32, data: &[u8], out: &m
     encode_into(&(variant, id, serde_bytes::Bytes::new(data)), out);
 }
 
+/// What [`encode_channel_data_into`] writes before the data of a
+/// `len`-byte chunk, for data sent from where it is (a vectored write).
+pub fn encode_channel_data_prefix(from_server: bool, id: u32, len: usize, out: &mut Vec<u8>) {
+    let variant = match from_server {
+        true => SERVER_CHANNEL_DATA,
+        false => CLIENT_CHANNEL_DATA,
+    };
+    encode_data_prefix(variant, id, len, out);
+}
+
 /// `(variant, id, data length)`: how a data message starts.
 fn encode_data_prefix(variant: u32, id: u32, len: usize, out: &mut Vec<u8>) {
     encode_into(&(variant, id, len as u64), out);

@@ -352,4 +352,9 @@ fn forwarding_examples() {
     let mut fast = Vec::new();
     encode_channel_data_frame(false, 1, b"hi\n", &mut fast);
     assert_eq!(fast, example("channel-data"));
+    // And its header, with the data sent from where it is.
+    let mut parts = Vec::new();
+    encode_channel_data_header(false, 1, 3, &mut parts);
+    parts.extend_from_slice(b"hi\n");
+    assert_eq!(parts, example("channel-data"));
 }

@@ -72,8 +72,11 @@ pub struct Listener {
 }
 
 /// Every channel and listening port, and which connection's id names each.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Forwards {
+    /// Where a far end's bytes are read into (one chunk), before they are
+    /// framed onto the connection's queue.
+    pub buf: Box<[u8]>,
     pub chans: HashMap<ChanId, Channel>,
     wires: HashMap<(ConnId, u32), ChanId>,
     pub listeners: HashMap<ListenId, Listener>,
@@ -84,6 +87,18 @@ pub struct Forwards {
 }
 
 impl Forwards {
+    pub fn new() -> Forwards {
+        Forwards {
+            // Zeroed pages: not resident until a channel carries data.
+            buf: vec![0; rexec_proto::CHANNEL_CHUNK].into_boxed_slice(),
+            chans: HashMap::new(),
+            wires: HashMap::new(),
+            listeners: HashMap::new(),
+            next: 0,
+            paused: HashMap::new(),
+        }
+    }
+
     /// The channel a connection's id names.
     pub fn find(&self, conn: ConnId, wire: u32) -> Option<ChanId> {
         self.wires.get(&(conn, wire)).copied()

@@ -333,7 +333,7 @@ impl Server {
             },
             spawner,
             coalesce,
-            forwards: crate::forward::Forwards::default(),
+            forwards: crate::forward::Forwards::new(),
             resolver,
             ids: Ids {
                 conn: 1,

@@ -139,8 +139,11 @@ impl Chan {
         }
     }
 
-    /// The server's bytes to the local socket, acknowledged once written.
+    /// The server's bytes to the local socket, acknowledged once written:
+    /// every quarter window (the server, with three quarters of its window
+    /// left, never waits for a smaller one).
     fn pump_down(&self, mut sock: TcpStream) {
+        let mut written = 0u32;
         loop {
             let next = {
                 let mut s = self.lock();
@@ -173,9 +176,13 @@ impl Chan {
                 self.close(Some(Some(e.to_string())));
                 continue;
             }
+            written += chunk.len() as u32;
+            if written < CHANNEL_WINDOW / 4 {
+                continue;
+            }
             let ack = ClientMsg::ChannelAck {
                 id: self.id,
-                bytes: chunk.len() as u32,
+                bytes: std::mem::take(&mut written),
             };
             if self.writer.send(&ack).is_err() {
                 return self.close(None);

@@ -142,8 +142,20 @@ impl Connection {
                 } else {
                     scratch.len()
                 };
-                let n = self.stream.read(&mut scratch[..want])?;
-                self.decoder.feed(&scratch[..n]);
+                let n = match self.decoder.missing() {
+                    // A large frame under way (forwarded data, say): the
+                    // decoder holds it whole anyway, so its bytes go
+                    // straight there, up to its end and no further (the
+                    // next frame's start is not moved about after it).
+                    Some(m) if m >= scratch.len() && want == scratch.len() => {
+                        self.decoder.read_from_at_most(&mut self.stream, m)?
+                    }
+                    _ => {
+                        let n = self.stream.read(&mut scratch[..want])?;
+                        self.decoder.feed(&scratch[..n]);
+                        n
+                    }
+                };
                 if n > 0 {
                     self.last_heard = now;
                 }

@@ -136,9 +136,10 @@ impl Channel {
         }
     }
 
-    /// Bytes the client sent: kept and written as the target takes them.
-    /// Past the window the client broke the protocol.
-    pub fn take_from_client(&mut self, data: &[u8]) -> Result<(), String> {
+    /// Bytes the client sent: kept and written as the target takes them
+    /// (taken as they are when nothing else waits: no copy). Past the
+    /// window the client broke the protocol.
+    pub fn take_from_client(&mut self, data: Vec<u8>) -> Result<(), String> {
         if self.client_eof {
             return Err(format!("channel {}: data after its end", self.wire));
         }
@@ -150,11 +151,12 @@ impl Channel {
                 pending + data.len() - CHANNEL_WINDOW as usize
             ));
         }
-        if self.written == self.to_target.len() {
-            self.to_target.clear();
+        if pending == 0 {
+            self.to_target = data;
             self.written = 0;
+        } else {
+            self.to_target.extend_from_slice(&data);
         }
-        self.to_target.extend_from_slice(data);
         Ok(())
     }
 
@@ -186,6 +188,7 @@ impl Channel {
                 Err(e) => return Err(e.to_string()),
             }
         }
+        // Drained: a large buffer is let go (an idle channel holds none).
         self.to_target = Vec::new();
         self.written = 0;
         if self.client_eof && !self.shut {
@@ -196,11 +199,11 @@ impl Channel {
         Ok(())
     }
 
-    /// Bytes to acknowledge to the client now: all that was written once
-    /// nothing waits, else every quarter window.
+    /// Bytes to acknowledge to the client now: every quarter window
+    /// written (the client, with three quarters of its window left, never
+    /// waits for a smaller one), and what is left once its end is written.
     pub fn take_ack(&mut self) -> Option<u32> {
-        let drained = self.written == self.to_target.len();
-        let due = self.unacked > 0 && (drained || self.unacked >= CHANNEL_WINDOW / 4);
+        let due = self.unacked >= CHANNEL_WINDOW / 4 || (self.unacked > 0 && self.shut);
         due.then(|| std::mem::take(&mut self.unacked))
     }
 
@@ -257,13 +260,13 @@ mod tests {
     fn the_client_may_not_send_past_its_window() {
         let mut c = Channel::new(ConnId(1), 3, "t:1".into(), Phase::Connecting);
         let half = vec![0u8; CHANNEL_WINDOW as usize / 2];
-        c.take_from_client(&half).unwrap();
-        c.take_from_client(&half).unwrap();
-        let e = c.take_from_client(&[1]).unwrap_err();
+        c.take_from_client(half.clone()).unwrap();
+        c.take_from_client(half).unwrap();
+        let e = c.take_from_client(vec![1]).unwrap_err();
         assert!(e.contains("past its window"), "{e}");
         c.client_ended();
         assert!(
-            c.take_from_client(&[])
+            c.take_from_client(vec![])
                 .unwrap_err()
                 .contains("after its end")
         );
@@ -308,17 +311,44 @@ mod tests {
     #[test]
     fn what_the_target_takes_is_acked_and_the_end_shuts_its_side() {
         let (mut c, mut far) = with_socket(Phase::Connecting);
-        c.take_from_client(b"hello").unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            far.read_to_end(&mut got).unwrap();
+            got
+        });
+        // Writes until the target took everything (it reads meanwhile).
+        let drain = |c: &mut Channel| {
+            for _ in 0..1_000_000 {
+                c.write_out().unwrap();
+                if c.written == c.to_target.len() {
+                    return;
+                }
+                std::thread::yield_now();
+            }
+            panic!("the target never took it all");
+        };
+        c.take_from_client(b"hello".to_vec()).unwrap();
         c.write_out().unwrap();
         assert_eq!(c.take_ack(), None, "nothing is written before it is open");
         c.set_phase(Phase::Open);
+        drain(&mut c);
+        assert_eq!(c.take_ack(), None, "a few bytes wait for more, or the end");
+        let quarter = CHANNEL_WINDOW as usize / 4;
+        c.take_from_client(vec![1u8; quarter]).unwrap();
+        drain(&mut c);
+        assert_eq!(
+            c.take_ack(),
+            Some(5 + quarter as u32),
+            "a quarter window is acknowledged"
+        );
+        c.take_from_client(b"end".to_vec()).unwrap();
         c.client_ended();
-        c.write_out().unwrap();
-        assert_eq!(c.take_ack(), Some(5));
+        drain(&mut c);
+        assert_eq!(c.take_ack(), Some(3), "and the rest at the end");
         assert_eq!(c.take_ack(), None);
-        let mut got = Vec::new();
-        far.read_to_end(&mut got).unwrap();
-        assert_eq!(got, b"hello", "and then the end of the stream");
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), 5 + quarter + 3, "and then the end of the stream");
+        assert!(got.starts_with(b"hello") && got.ends_with(b"end"));
         assert!(!c.finished(), "the target has not ended yet");
     }
 }

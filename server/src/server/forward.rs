@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use mio::Interest;
 use mio::net::{TcpListener, TcpStream};
-use rexec_proto::{CHANNEL_CHUNK, ErrorKind, SERVER_CHANNEL, ServerMsg, encode_channel_data_frame};
+use rexec_proto::{ErrorKind, SERVER_CHANNEL, ServerMsg, encode_channel_data_frame};
 
 use super::Server;
 use crate::forward::channel::{Channel, Got, Phase};
@@ -46,7 +46,7 @@ impl Server {
                     return; // closed while this was on its way
                 };
                 let took = match self.forwards.chans.get_mut(&ch) {
-                    Some(chan) => chan.take_from_client(&data),
+                    Some(chan) => chan.take_from_client(data),
                     None => return,
                 };
                 match took {
@@ -296,9 +296,14 @@ impl Server {
                 paused = true;
                 break None;
             }
-            match chan.read_in(&mut self.scratch[..CHANNEL_CHUNK]) {
+            match chan.read_in(&mut self.forwards.buf) {
                 Got::Data(n) => {
-                    encode_channel_data_frame(true, chan.wire, &self.scratch[..n], conn.frames());
+                    encode_channel_data_frame(
+                        true,
+                        chan.wire,
+                        &self.forwards.buf[..n],
+                        conn.frames(),
+                    );
                 }
                 Got::Nothing => break None,
                 Got::Eof => {
