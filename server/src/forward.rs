@@ -84,6 +84,10 @@ pub struct Forwards {
     /// Channels that stopped reading because their connection's queue was
     /// full: read again when it drains (no new event would come).
     paused: HashMap<ConnId, Vec<ChanId>>,
+    /// Bytes each connection's channels hold for their far ends (the
+    /// memory budget counts them: a client that fills many windows toward
+    /// targets that do not read is held back like any other big holder).
+    held: HashMap<ConnId, usize>,
 }
 
 impl Forwards {
@@ -96,6 +100,21 @@ impl Forwards {
             listeners: HashMap::new(),
             next: 0,
             paused: HashMap::new(),
+            held: HashMap::new(),
+        }
+    }
+
+    /// Bytes `conn`'s channels hold.
+    pub fn held_by(&self, conn: ConnId) -> usize {
+        self.held.get(&conn).copied().unwrap_or(0)
+    }
+
+    /// A channel of `conn` went from holding `before` bytes to `after`.
+    pub fn count_held(&mut self, conn: ConnId, before: usize, after: usize) {
+        let n = self.held.entry(conn).or_default();
+        *n = (*n + after).saturating_sub(before);
+        if *n == 0 {
+            self.held.remove(&conn);
         }
     }
 
@@ -134,6 +153,7 @@ impl Forwards {
     pub fn remove(&mut self, id: ChanId, registry: &mut Registry) -> Option<Channel> {
         let mut chan = self.chans.remove(&id)?;
         self.wires.remove(&(chan.conn, chan.wire));
+        self.count_held(chan.conn, chan.pending(), 0);
         if let Some((sock, token)) = chan.socket() {
             registry.remove(sock, token);
         }
@@ -182,6 +202,7 @@ impl Forwards {
             }
         }
         self.paused.remove(&conn);
+        self.held.remove(&conn);
         chans.len()
     }
 }

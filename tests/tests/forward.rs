@@ -541,3 +541,132 @@ fn under_login_the_sockets_are_the_accounts_and_low_ports_are_refused() {
     assert!(t.says("port 80 is privileged"), "{}", t.stderr());
     assert!(t.stderr().contains(&alice.name), "{}", t.stderr());
 }
+
+#[test]
+fn cp_goes_through_a_gateway_too() {
+    let gateway = Daemon::start(&[]);
+    let target = Daemon::start(&[]);
+    let dir = TempDir::new("fwd-cp-jump");
+    let src = dir.path("data.bin");
+    std::fs::write(&src, pattern(3 << 20, 5)).unwrap();
+    let dest = dir.path("copied.bin");
+    let ran = run(rexec()
+        .args(["cp", "-J", &gateway.host()])
+        .arg(&src)
+        .arg(format!("{}:{}", target.host(), dest.display())));
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert!(std::fs::read(&dest).unwrap() == pattern(3 << 20, 5));
+    assert!(
+        gateway.wait_log(&format!("to {}", target.host()), PATIENCE),
+        "{}",
+        gateway.log()
+    );
+}
+
+#[test]
+fn a_hosts_jump_and_forwards_come_from_the_config_file() {
+    let gateway = Daemon::start(&[]);
+    let target = Daemon::start(&[]);
+    let echo = echo_server();
+    let port = free_port();
+    let dir = TempDir::new("fwd-config");
+    let config = dir.path("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            // Names under .invalid, mapped here: never a name to look up.
+            "[hosts.\"gw.invalid\"]\naddress = \"{}\"\n\n[hosts.\"lab.invalid\"]\naddress = \"{}\"\n\
+             jump = \"gw.invalid\"\nforward = [\"L {port}:{echo}\"]\n",
+            gateway.host(),
+            target.host()
+        ),
+    )
+    .unwrap();
+    let mut child = rexec()
+        .env("REXEC_CONFIG", &config)
+        .args(["lab.invalid", "read line; echo got $line"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The forward works while the command runs...
+    let sock = connect_when_up(port);
+    let got = round_trip(sock, pattern(1 << 20, 7)).join().unwrap();
+    assert!(got == pattern(1 << 20, 7), "{} bytes came back", got.len());
+    // ...and the command went through the gateway.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"x\n").unwrap();
+    drop(stdin);
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert_eq!(out, "got x\n");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(
+        gateway.wait_log(&format!("to {}", target.host()), PATIENCE),
+        "{}",
+        gateway.log()
+    );
+}
+
+#[test]
+fn forwarding_with_many_hosts_or_nothing_to_forward_is_refused_plainly() {
+    let ran = run(rexec().args(["-w", "127.0.0.1,127.0.0.2", "-L", "1:127.0.0.1:1", "true"]));
+    assert_eq!(ran.code, Some(2));
+    assert!(ran.stderr.contains("not with -w"), "{}", ran.stderr);
+    let ran = run(rexec().args(["-N", "127.0.0.1:1"]));
+    assert_eq!(ran.code, Some(2));
+    assert!(ran.stderr.contains("give -L or -R"), "{}", ran.stderr);
+    let ran = run(rexec().args(["-N", "-L", "1:127.0.0.1:1", "127.0.0.1:1", "ls"]));
+    assert_eq!(ran.code, Some(2));
+    assert!(ran.stderr.contains("-N runs no command"), "{}", ran.stderr);
+    let ran = run(rexec().args(["-N", "-L", "8888:localhost", "127.0.0.1:1"]));
+    assert_eq!(ran.code, Some(2));
+    assert!(
+        ran.stderr.contains("[BIND:]PORT:HOST:HOSTPORT"),
+        "{}",
+        ran.stderr
+    );
+}
+
+#[test]
+fn dash_w_goes_through_one_gateway() {
+    let gateway = Daemon::start(&[]);
+    let (a, b) = (Daemon::start(&[]), Daemon::start(&[]));
+    // A host list has no ports: the hosts are named in a config file of
+    // the test's own, under .invalid (never a name to look up).
+    let dir = TempDir::new("fwd-w-jump");
+    let config = dir.path("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[hosts.\"gw.invalid\"]\naddress = \"{}\"\n[hosts.\"a.invalid\"]\naddress = \"{}\"\n\
+             [hosts.\"b.invalid\"]\naddress = \"{}\"\n",
+            gateway.host(),
+            a.host(),
+            b.host()
+        ),
+    )
+    .unwrap();
+    let ran = run(rexec().env("REXEC_CONFIG", &config).args([
+        "-J",
+        "gw.invalid",
+        "-w",
+        "a.invalid,b.invalid",
+        "echo hi",
+    ]));
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    assert_eq!(ran.out().matches("hi").count(), 2, "{}", ran.out());
+    for d in [&a, &b] {
+        assert!(
+            gateway.wait_log(&format!("to {}", d.host()), PATIENCE),
+            "{}",
+            gateway.log()
+        );
+    }
+}

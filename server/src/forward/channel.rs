@@ -160,6 +160,11 @@ impl Channel {
         Ok(())
     }
 
+    /// The client's bytes the far end has not taken yet.
+    pub fn pending(&self) -> usize {
+        self.to_target.len() - self.written
+    }
+
     /// The client sends nothing more: the target's sending side is shut
     /// once what it sent is written.
     pub fn client_ended(&mut self) {

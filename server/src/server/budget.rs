@@ -28,7 +28,7 @@ impl Server {
         let sizes: Vec<(usize, ConnId)> = self
             .conns
             .iter()
-            .map(|(id, c)| (self.held_by(c), *id))
+            .map(|(id, c)| (self.held_by(*id, c), *id))
             .collect();
         self.budget.held = sizes.iter().map(|(n, _)| n).sum();
         let budget = self.cfg.max_buffer;

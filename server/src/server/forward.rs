@@ -45,10 +45,16 @@ impl Server {
                 let Some(ch) = find(self, wire) else {
                     return; // closed while this was on its way
                 };
-                let took = match self.forwards.chans.get_mut(&ch) {
-                    Some(chan) => chan.take_from_client(data),
+                let (took, before, after) = match self.forwards.chans.get_mut(&ch) {
+                    Some(chan) => {
+                        let before = chan.pending();
+                        (chan.take_from_client(data), before, chan.pending())
+                    }
                     None => return,
                 };
+                self.forwards.count_held(id, before, after);
+                // The running estimate of the memory budget (held.rs).
+                self.budget.held += after.saturating_sub(before);
                 match took {
                     Ok(()) => self.channel_write(ch),
                     Err(e) => self.fail_conn(id, ErrorKind::Protocol, e),
@@ -259,10 +265,18 @@ impl Server {
         let Some(chan) = self.forwards.chans.get_mut(&ch) else {
             return;
         };
-        if let Err(e) = chan.write_out() {
-            let why = format!("{}: {e}", chan.target);
+        let before = chan.pending();
+        let wrote = chan
+            .write_out()
+            .map_err(|e| format!("{}: {e}", chan.target));
+        let (conn_id, after) = (chan.conn, chan.pending());
+        self.forwards.count_held(conn_id, before, after);
+        if let Err(why) = wrote {
             return self.drop_channel(ch, Some(why), true);
         }
+        let Some(chan) = self.forwards.chans.get_mut(&ch) else {
+            return;
+        };
         let ack = chan.take_ack().map(|bytes| ServerMsg::ChannelAck {
             id: chan.wire,
             bytes,

@@ -1,5 +1,7 @@
 //! What is held against the memory budget (`--max-buffer`): the running
-//! count, and the recount that confirms it before anyone is held back.
+//! count, and the recount that confirms it before anyone is held back
+//! (queues, partly received frames, stdin waiting for a command, and what
+//! channels hold for their far ends).
 //! Asked by the rooms that queue bytes (output.rs) and by the budget's
 //! enforcement (budget.rs).
 
@@ -8,19 +10,20 @@ use std::time::{Duration, Instant};
 use super::Server;
 use crate::connection::Connection;
 use crate::process::Proc;
+use crate::registry::ConnId;
 
 /// How often the total is recounted when nothing forces it.
 pub(super) const RECOUNT: Duration = Duration::from_millis(10);
 
 impl Server {
     /// Bytes held on behalf of one connection.
-    pub(super) fn held_by(&self, conn: &Connection) -> usize {
+    pub(super) fn held_by(&self, id: ConnId, conn: &Connection) -> usize {
         let commands: usize = conn
             .procs()
             .filter_map(|p| self.procs.get(&p))
             .map(Proc::held_bytes)
             .sum();
-        conn.held_bytes() + commands
+        conn.held_bytes() + commands + self.forwards.held_by(id)
     }
 
     /// Whether the running estimate of held bytes is over the budget.
@@ -38,7 +41,7 @@ impl Server {
             return false;
         }
         if now >= self.budget.checked + RECOUNT {
-            self.budget.held = self.conns.values().map(|c| self.held_by(c)).sum();
+            self.budget.held = self.conns.iter().map(|(id, c)| self.held_by(*id, c)).sum();
             self.budget.checked = now;
         }
         self.over_budget()

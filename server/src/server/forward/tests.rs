@@ -114,3 +114,61 @@ fn a_channel_stopped_by_a_full_queue_reads_again_when_the_queue_drains() {
     }
     assert_eq!(got, b"x", "channel 1 was never read again");
 }
+
+#[test]
+fn what_channels_hold_for_their_far_ends_counts_against_the_memory_budget() {
+    let mut s = Server::unbound(Config {
+        handle_signals: false,
+        max_buffer: 600_000,
+        ..Config::default()
+    })
+    .unwrap();
+    let (c, id) = s.admit_played(SocketAddr::from(([127, 0, 0, 1], 40_000)));
+    let id = id.unwrap();
+    say(
+        &mut s,
+        &c,
+        id,
+        &ClientMsg::Hello(ClientHello {
+            protocol: rexec_proto::PROTOCOL_VERSION,
+            software: "t".into(),
+        }),
+    );
+    // Two channels still connecting (the loop has not seen them connect):
+    // what the client sends for them waits in rexecd, within each window.
+    let targets = [
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+    ];
+    for (n, l) in (1..).zip(&targets) {
+        let port = l.local_addr().unwrap().port();
+        say(
+            &mut s,
+            &c,
+            id,
+            &ClientMsg::Open {
+                id: n,
+                host: "127.0.0.1".into(),
+                port,
+            },
+        );
+        say(
+            &mut s,
+            &c,
+            id,
+            &ClientMsg::ChannelData {
+                id: n,
+                data: vec![n as u8; 400_000],
+            },
+        );
+    }
+    s.turn(Duration::from_millis(20), &[]);
+    let held = s
+        .conns
+        .get(&id)
+        .is_some_and(|c| c.is_held(crate::connection::Hold::Memory));
+    assert!(
+        held,
+        "800,000 bytes held for channels, a budget of 600,000, and not held back"
+    );
+}
