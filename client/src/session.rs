@@ -133,6 +133,41 @@ impl Writer {
         self.write_parts_locked(&mut s, &[&head, data])
     }
 
+    /// Whether [`Writer::send_channel_data_from_pipe`] may be used: plain
+    /// TCP, and no `--trace` (which shows every frame's bytes).
+    pub fn can_splice(&self) -> bool {
+        self.tls.is_none() && !self.trace
+    }
+
+    /// Sends the `n` bytes waiting in the pipe `from` as a `ChannelData`
+    /// for channel `id`: the frame's header, then the bytes spliced from
+    /// the pipe into the socket, never through this process's memory.
+    /// Only where [`Writer::can_splice`] says so. An error leaves the
+    /// connection mid-frame: it is broken.
+    pub fn send_channel_data_from_pipe(
+        &self,
+        id: u32,
+        from: std::os::fd::BorrowedFd<'_>,
+        n: usize,
+    ) -> io::Result<()> {
+        let mut head = Vec::with_capacity(rexec_proto::OUTPUT_HEADER_MAX);
+        rexec_proto::encode_channel_data_header(false, id, n, &mut head);
+        let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        s.write_all(&head)?;
+        let mut left = n;
+        while left > 0 {
+            let flags = rustix::pipe::SpliceFlags::MOVE;
+            match rustix::pipe::splice(from, None, &*s, None, left, flags) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(k) => left -= k.min(left),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        *self.last_sent.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        Ok(())
+    }
+
     /// Writes frames on the locked socket (through TLS if in use).
     fn write_locked(&self, s: &mut TcpStream, frames: &[u8]) -> io::Result<()> {
         self.write_parts_locked(s, &[frames])

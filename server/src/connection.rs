@@ -290,8 +290,10 @@ impl Connection {
         self.paused_pipes.retain(|(k, _)| *k != proc);
     }
 
-    /// With no command running, the output queue lets its memory go.
+    /// After a quiet period: a large decode buffer is let go, and with no
+    /// command running, the output queue's memory too.
     pub fn shrink_if_idle(&mut self) {
+        self.decoder.shrink_if_idle();
         if self.commands.is_empty() {
             self.out.shrink();
         }
@@ -407,9 +409,16 @@ impl Connection {
         self.decoder.finish()
     }
 
-    /// Nothing more to read for now: a large decode buffer is let go.
+    /// Nothing more to read for now: a large decode buffer is let go,
+    /// unless a command or a tunnel is open. A stream of large frames
+    /// (forwarded data) would otherwise free, allocate and zero a buffer
+    /// for every frame, which cost more than the copy it holds; a busy
+    /// connection's buffer (at most a frame and a read) is let go at the
+    /// keepalive probe after a quiet period ([`Connection::shrink_if_idle`]).
     fn input_drained(&mut self) {
-        self.decoder.shrink_if_idle();
+        if self.commands.is_empty() && self.tunnels == 0 {
+            self.decoder.shrink_if_idle();
+        }
     }
 
     /// Queues a tutorial protocol's whole reply. The output limit keeps a

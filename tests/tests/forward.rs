@@ -670,3 +670,48 @@ fn dash_w_goes_through_one_gateway() {
         );
     }
 }
+
+#[test]
+fn dash_l_over_tls_and_with_trace_copies_byte_exact() {
+    // Over TLS (and with --trace) a channel's bytes are copied, not
+    // spliced: the other way through the same code.
+    let dir = TempDir::new("fwd-tls");
+    let state = dir.path("state").display().to_string();
+    let d = Daemon::start(&["--tls", "--state-dir", &state]);
+    let fp = d.fingerprint.clone().unwrap();
+    let target = echo_server();
+    for trace in [false, true] {
+        let port = free_port();
+        let mut cmd = rexec();
+        cmd.args([
+            "--fingerprint",
+            &fp,
+            "-N",
+            "-L",
+            &format!("{port}:{target}"),
+            &d.host(),
+        ]);
+        if trace {
+            cmd.arg("--trace");
+        }
+        let _t = Tunnel::start(cmd);
+        let runs: Vec<_> = (0..3u8)
+            .map(|seed| {
+                let sock = if seed == 0 {
+                    connect_when_up(port)
+                } else {
+                    TcpStream::connect(("127.0.0.1", port)).unwrap()
+                };
+                round_trip(sock, pattern(FOUR_MIB, seed + 20))
+            })
+            .collect();
+        for (seed, run) in runs.into_iter().enumerate() {
+            let got = run.join().unwrap();
+            assert!(
+                got == pattern(FOUR_MIB, seed as u8 + 20),
+                "trace {trace}: {} bytes",
+                got.len()
+            );
+        }
+    }
+}

@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use rexec_proto::{CHANNEL_CHUNK, CHANNEL_WINDOW, ClientMsg};
@@ -16,6 +17,15 @@ use crate::session::Writer;
 
 /// A channel's stack: its threads only copy between a socket and a queue.
 const STACK: usize = 128 * 1024;
+
+/// A pipe for splicing a channel's local bytes on (read end, write end),
+/// as large as a chunk where the system allows; `None` if none can be made
+/// (then the bytes are copied).
+fn via_pipe() -> Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).ok()?;
+    let _ = rustix::pipe::fcntl_setpipe_size(&r, CHANNEL_CHUNK);
+    Some((r, w))
+}
 
 #[derive(Debug, Default)]
 struct State {
@@ -106,9 +116,14 @@ impl Chan {
         }
     }
 
-    /// Local bytes to the server, no more than its window allows.
+    /// Local bytes to the server, no more than its window allows: spliced
+    /// from the local socket into a pipe of the channel's own and on into
+    /// the server's socket behind the frame's header, where the session is
+    /// plain TCP (no copy through this process); read and written
+    /// otherwise.
     fn pump_up(&self, mut sock: TcpStream) {
-        let mut buf = vec![0u8; CHANNEL_CHUNK];
+        let mut via = self.writer.can_splice().then(via_pipe).flatten();
+        let mut buf = Vec::new();
         loop {
             let room = {
                 let mut s = self.lock();
@@ -118,8 +133,32 @@ impl Chan {
                 if s.closed {
                     return;
                 }
-                (s.credit as usize).min(buf.len())
+                (s.credit as usize).min(CHANNEL_CHUNK)
             };
+            if let Some((r, w)) = &via {
+                let flags = rustix::pipe::SpliceFlags::MOVE;
+                match rustix::pipe::splice(&sock, None, w, None, room, flags) {
+                    Ok(n) if n > 0 => {
+                        self.lock().credit -= n as u32;
+                        if self
+                            .writer
+                            .send_channel_data_from_pipe(self.id, r.as_fd(), n)
+                            .is_err()
+                        {
+                            return self.close(None);
+                        }
+                        continue;
+                    }
+                    // Not necessarily the end (an urgent mark stops a
+                    // splice too): a read below tells.
+                    Ok(_) => {}
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(_) => via = None,
+                }
+            }
+            if buf.is_empty() {
+                buf = vec![0u8; CHANNEL_CHUNK];
+            }
             match sock.read(&mut buf[..room]) {
                 Ok(0) => {
                     if !self.lock().closed {
