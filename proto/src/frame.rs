@@ -414,6 +414,21 @@ impl FrameDecoder {
         Ok(Some(&self.buf[start..self.pos]))
     }
 
+    /// The next whole frame, if it is a client's `ChannelData`: its channel
+    /// and its data, borrowed where they are (left in the buffer; see
+    /// [`FrameDecoder::skip_frame`]).
+    pub fn front_channel_data(&self) -> Option<(u32, &[u8])> {
+        let (_, used) = parse_frame(&self.buf[self.pos..self.end], self.max_frame).ok()??;
+        payload::decode_client_channel_data(&self.buf[self.pos + HEADER_LEN..self.pos + used])
+    }
+
+    /// Drops the next whole frame, if one is buffered.
+    pub fn skip_frame(&mut self) {
+        if let Ok(Some((_, used))) = parse_frame(&self.buf[self.pos..self.end], self.max_frame) {
+            self.pos += used;
+        }
+    }
+
     /// Takes out and decodes the next whole message, if one is buffered.
     pub fn next_message<M: DeserializeOwned>(&mut self) -> Result<Option<M>, FrameError> {
         match self.next_payload()? {

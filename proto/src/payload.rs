@@ -157,6 +157,18 @@ pub fn encode_channel_data_prefix(from_server: bool, id: u32, len: usize, out: &
     encode_data_prefix(variant, id, len, out);
 }
 
+/// Reads a whole `ClientMsg::ChannelData` payload without copying its
+/// data: the channel's id and the data, borrowed. `None` for any other
+/// message, or one whose length does not add up.
+pub fn decode_client_channel_data(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    if bytes.first() != Some(&(CLIENT_CHANNEL_DATA as u8)) {
+        return None;
+    }
+    let (id, len, used) = decode_data_prefix(bytes)?;
+    let data = bytes.get(used..)?;
+    (data.len() as u64 == len).then_some((id, data))
+}
+
 /// `(variant, id, data length)`: how a data message starts.
 fn encode_data_prefix(variant: u32, id: u32, len: usize, out: &mut Vec<u8>) {
     encode_into(&(variant, id, len as u64), out);
@@ -325,6 +337,39 @@ mod tests {
             fast.clear();
             encode_channel_data_into(false, id, &data, &mut fast);
             assert_eq!(fast, client);
+        }
+    }
+
+    #[test]
+    fn channel_data_is_read_in_place_and_nothing_else_is() {
+        use crate::message::ClientMsg;
+        for (id, n) in [(1u32, 0usize), (300, 250), (0x7fff_ffff, 256 * 1024)] {
+            let mut v = Vec::new();
+            encode_into(
+                &ClientMsg::ChannelData {
+                    id,
+                    data: vec![4; n],
+                },
+                &mut v,
+            );
+            let (got, data) = decode_client_channel_data(&v).unwrap();
+            assert_eq!((got, data.len()), (id, n));
+            assert!(data.iter().all(|&b| b == 4));
+            assert_eq!(
+                decode_client_channel_data(&v[..v.len() - 1]).filter(|_| n > 0),
+                None
+            );
+        }
+        for other in [
+            ClientMsg::ChannelEof { id: 1 },
+            ClientMsg::Stdin {
+                id: 1,
+                data: vec![1],
+            },
+        ] {
+            let mut v = Vec::new();
+            encode_into(&other, &mut v);
+            assert_eq!(decode_client_channel_data(&v), None, "{other:?}");
         }
     }
 

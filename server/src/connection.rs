@@ -404,6 +404,27 @@ impl Connection {
         Ok(Some(msg))
     }
 
+    /// The data of the `ChannelData` that [`Incoming::ChannelData`] said
+    /// is next, where it is.
+    pub fn front_channel_data(&self) -> &[u8] {
+        self.decoder.front_channel_data().map_or(&[], |(_, d)| d)
+    }
+
+    /// That `ChannelData` was passed on: it is dropped, and counts as the
+    /// client's activity (as a message taken out does).
+    pub fn skip_channel_data(&mut self, now: Instant) {
+        self.decoder.skip_frame();
+        self.last_activity = now;
+        self.last_heard = now;
+    }
+
+    /// That `ChannelData` taken out as a message after all (a channel that
+    /// cannot take it in place).
+    pub fn take_message(&mut self, now: Instant) -> Option<rexec_proto::ClientMsg> {
+        self.last_heard = now;
+        self.next_message(now).ok().flatten()
+    }
+
     /// The client's stream ended: whether it ended between frames.
     fn finish_input(&mut self) -> Result<(), rexec_proto::FrameError> {
         self.decoder.finish()

@@ -63,6 +63,11 @@ pub enum Incoming {
     Wait,
     /// This connection had its share of the loop turn: come back next turn.
     Defer,
+    /// A whole `ChannelData` for this channel, left where it is in the
+    /// decoder: the router writes it on from there
+    /// ([`Connection::front_channel_data`]) and then drops it
+    /// ([`Connection::skip_channel_data`]), or takes it as a message.
+    ChannelData(u32),
     /// The client broke the protocol: tell it why and close.
     Fail(ErrorKind, String),
 }
@@ -104,6 +109,13 @@ impl Connection {
             && let Some(reason) = self.wrong_transport()
         {
             return Incoming::Fail(ErrorKind::Protocol, reason);
+        }
+        // Forwarded data, once running: passed on from where it is.
+        if self.state != State::New
+            && self.protocol_phase() == Some(crate::protocol::Phase::Running)
+            && let Some((id, _)) = self.decoder.front_channel_data()
+        {
+            return Incoming::ChannelData(id);
         }
         match self.next_message(now) {
             Ok(Some(msg)) => {

@@ -160,6 +160,46 @@ impl Channel {
         Ok(())
     }
 
+    /// Whether bytes from the client may be written on from where they
+    /// are: open, nothing waiting before them, not ended.
+    pub fn writes_through(&self) -> bool {
+        self.phase == Phase::Open && self.written == self.to_target.len() && !self.client_eof
+    }
+
+    /// Bytes from the client written on from where they are (only when
+    /// [`Channel::writes_through`]): what the far end does not take now is
+    /// kept, within the window. An error: the far end is gone, or the
+    /// client sent past its window (`Err(true)`).
+    pub fn write_through(&mut self, data: &[u8]) -> Result<(), (bool, String)> {
+        if data.len() > CHANNEL_WINDOW as usize {
+            let why = format!(
+                "channel {}: {} bytes sent past its window",
+                self.wire,
+                data.len()
+            );
+            return Err((true, why));
+        }
+        let Some((sock, _)) = self.sock.as_mut() else {
+            return Err((false, "no socket".into()));
+        };
+        let mut done = 0;
+        while done < data.len() {
+            match sock.write(&data[done..]) {
+                Ok(0) => return Err((false, "the target took no more bytes".into())),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err((false, e.to_string())),
+            }
+        }
+        self.unacked = self.unacked.saturating_add(done as u32);
+        if done < data.len() {
+            self.to_target = data[done..].to_vec();
+            self.written = 0;
+        }
+        Ok(())
+    }
+
     /// The client's bytes the far end has not taken yet.
     pub fn pending(&self) -> usize {
         self.to_target.len() - self.written

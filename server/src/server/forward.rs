@@ -96,6 +96,41 @@ impl Server {
         }
     }
 
+    /// A `ChannelData` next in connection `id`'s decoder: written on to its
+    /// channel's far end from where it is when nothing waits before it
+    /// (the common case: no copy). `false`: it was not, and is the
+    /// caller's to take out as a message.
+    pub(super) fn channel_data_in_place(&mut self, id: ConnId, wire: u32) -> bool {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return true;
+        };
+        let Some(ch) = self.forwards.find(id, wire) else {
+            return false;
+        };
+        let Some(chan) = self
+            .forwards
+            .chans
+            .get_mut(&ch)
+            .filter(|c| c.writes_through())
+        else {
+            return false;
+        };
+        let wrote = chan
+            .write_through(conn.front_channel_data())
+            .map_err(|(lied, why)| (lied, format!("{}: {why}", chan.target)));
+        conn.skip_channel_data(self.now);
+        let after = chan.pending();
+        self.forwards.count_held(id, 0, after);
+        self.budget.held += after;
+        match wrote {
+            Err((true, why)) => self.fail_conn(id, ErrorKind::Protocol, why),
+            Err((false, why)) => self.drop_channel(ch, Some(why), true),
+            // The ack, if one is due (and the rest, as channel_write does).
+            Ok(()) => self.channel_write(ch),
+        }
+        true
+    }
+
     /// `Open`: connect to `host:port` for the client, if it may.
     fn open_channel(&mut self, id: ConnId, wire: u32, host: String, port: u16) {
         let Some(conn) = self.conns.get_mut(&id) else {

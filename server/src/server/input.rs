@@ -77,6 +77,19 @@ impl Server {
                         decoded = true;
                         self.on_message(id, msg)
                     }
+                    Incoming::ChannelData(wire) => {
+                        budget -= 1;
+                        decoded = true;
+                        if !self.channel_data_in_place(id, wire) {
+                            // Not in place: as any other message.
+                            let now = self.now;
+                            if let Some(msg) =
+                                self.conns.get_mut(&id).and_then(|c| c.take_message(now))
+                            {
+                                self.on_message(id, msg);
+                            }
+                        }
+                    }
                     Incoming::NeedBytes => break,
                     Incoming::Wait => return,
                     Incoming::Defer => return self.defer(id),
