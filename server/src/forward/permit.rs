@@ -152,6 +152,21 @@ impl Permits {
 const KEY_OFF: &str =
     "port forwarding is off for this key (no-port-forwarding or restrict in authorized_keys)";
 
+/// Whether `host` can be a target: a name (letters, digits, `-`, `_`,
+/// `.`) or an address (IPv6 with its zone), at most 255 bytes. Anything
+/// else (control characters for the log, a name no resolver takes) is
+/// refused before it is logged or looked up.
+pub fn check_host(host: &str) -> Result<(), String> {
+    let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '%');
+    if host.is_empty() || host.len() > 255 || !host.chars().all(fits) {
+        return Err(format!(
+            "{:?} is not a host name or address",
+            rexec_proto::text::clean(host, 80)
+        ));
+    }
+    Ok(())
+}
+
 /// Where a `-R` listens: loopback for an empty bind or `localhost`; any
 /// other address only with `--gateway-ports` (sshd's `GatewayPorts`),
 /// and never a name to look up.
@@ -159,9 +174,10 @@ pub fn listen_address(bind: &str, gateway_ports: bool) -> Result<IpAddr, String>
     let ip = match bind.trim_matches(['[', ']']) {
         "" | "localhost" => return Ok(IpAddr::from([127, 0, 0, 1])),
         "*" => IpAddr::from([0, 0, 0, 0]),
-        other => other
-            .parse::<IpAddr>()
-            .map_err(|_| format!("listen address {other:?}: give an IP address (no names)"))?,
+        other => other.parse::<IpAddr>().map_err(|_| {
+            let shown = rexec_proto::text::clean(other, 80);
+            format!("listen address {shown:?}: give an IP address (no names)")
+        })?,
     };
     if !ip.is_loopback() && !gateway_ports {
         return Err(format!(
@@ -219,6 +235,26 @@ mod tests {
         assert!(HostPort::parse_open("nohost").is_err());
         assert!(HostPort::parse_open("h:99999").is_err());
         assert!(HostPort::parse_listen("x").is_err());
+    }
+
+    #[test]
+    fn a_target_is_a_name_or_an_address_and_nothing_else() {
+        for ok in [
+            "localhost",
+            "lab-1.example",
+            "10.0.0.5",
+            "::1",
+            "fe80::1%eth0",
+            "db_1",
+        ] {
+            assert!(check_host(ok).is_ok(), "{ok}");
+        }
+        let long = "a".repeat(256);
+        for bad in ["", "a b", "x\u{1b}[2J", "h/p", long.as_str()] {
+            let e = check_host(bad).unwrap_err();
+            assert!(e.contains("not a host name"), "{e}");
+            assert!(!e.contains('\u{1b}'), "escaped for the log: {e}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use rexec_proto::{ErrorKind, SERVER_CHANNEL, ServerMsg, encode_channel_data_fram
 
 use super::Server;
 use crate::forward::channel::{Channel, Got, Phase};
-use crate::forward::permit::listen_address;
+use crate::forward::permit::{check_host, listen_address};
 use crate::forward::{Listener, MAX_CHANNELS, MAX_LISTENERS, Request};
 use crate::registry::{ChanId, ConnId, ListenId, Slot};
 use crate::timer::Timer;
@@ -142,10 +142,8 @@ impl Server {
         }
         let host = host.trim_matches(['[', ']']).to_string();
         let grant = conn.grant();
-        let refused = self
-            .cfg
-            .forwarding
-            .check_open()
+        let refused = check_host(&host)
+            .and_then(|()| self.cfg.forwarding.check_open())
             .and_then(|()| grant.forwarding.may_open(&host, port))
             .and_then(|()| match self.forwards.count(id) >= MAX_CHANNELS {
                 true => Err(format!(
@@ -153,9 +151,11 @@ impl Server {
                 )),
                 false => Ok(()),
             });
-        let target = match host.contains(':') {
-            true => format!("[{host}]:{port}"),
-            false => format!("{host}:{port}"),
+        // (Shown escaped: a refused host may hold anything.)
+        let shown = rexec_proto::text::clean(&host, 80);
+        let target = match shown.contains(':') {
+            true => format!("[{shown}]:{port}"),
+            false => format!("{shown}:{port}"),
         };
         let who = who(conn.who());
         if let Err(why) = refused {
