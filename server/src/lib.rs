@@ -71,6 +71,7 @@
 
 // Internal rooms: `pub(crate)`, so that the compiler reports what nothing
 // uses. What other crates need is re-exported below.
+pub(crate) mod activation;
 pub(crate) mod auth;
 pub(crate) mod cli;
 pub(crate) mod coalesce;
@@ -98,6 +99,7 @@ mod tests;
 pub(crate) mod timer;
 pub(crate) mod tls;
 
+pub use activation::inherited_listener;
 pub use cli::Args;
 pub use config::{Config, Protocol};
 pub use error::{ConfigError, TlsError};

@@ -14,13 +14,26 @@ fn main() -> ExitCode {
         std::process::exit(code);
     }
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let config = match Args::parse().into_config() {
+    let mut config = match Args::parse().into_config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("rexecd: {e}");
             return ExitCode::from(2);
         }
     };
+    // Started by a systemd socket unit: its socket, not --listen.
+    let inherited = match rexec_server::inherited_listener() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("rexecd: socket activation: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(addr) = inherited.as_ref().and_then(|l| l.local_addr().ok()) {
+        log::info!("serving on the socket systemd passed ({addr}); --listen is not used");
+        // What the checks below judge (loopback or not) is this address.
+        config.listen = addr;
+    }
     // Children never inherit the server's environment, but drop the secret
     // from our own too: from the process's environment, and from the memory
     // /proc/PID/environ shows, which remove_var leaves as it was.
@@ -32,7 +45,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let server = match Server::bind(config.clone()) {
+    let served = match inherited {
+        Some(l) => Server::from_listener(config.clone(), l),
+        None => Server::bind(config.clone()),
+    };
+    let server = match served {
         Ok(s) => s,
         Err(e) => {
             eprintln!("rexecd: cannot listen on {}: {e}", config.listen);

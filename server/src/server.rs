@@ -249,6 +249,13 @@ impl Server {
         Server::serving(cfg, Some(listener))
     }
 
+    /// Serves on a socket already listening: the one systemd passed
+    /// (socket activation, activation.rs).
+    pub fn from_listener(cfg: Config, listener: std::net::TcpListener) -> io::Result<Server> {
+        listener.set_nonblocking(true)?;
+        Server::serving(cfg, Some(TcpListener::from_std(listener)))
+    }
+
     /// A server with no listener, for the router's unit tests: its
     /// clients are played in memory and admitted by hand (played.rs).
     #[cfg(test)]
