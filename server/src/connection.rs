@@ -15,6 +15,7 @@ use crate::protocol::ConnProtocol;
 use crate::registry::ProcId;
 use crate::splice::Owed;
 
+mod backpressure;
 mod deadlines;
 mod holds;
 mod inbound;
@@ -22,6 +23,7 @@ mod ready;
 mod sink;
 mod socket;
 mod stream;
+mod tunnels;
 
 pub use deadlines::{Deadline, Keepalive};
 pub use holds::{Hold, Holds};
@@ -308,71 +310,8 @@ impl Connection {
         self.commands.keys().copied().collect()
     }
 
-    /// A channel or a listening port was opened for this connection.
-    pub fn tunnel_opened(&mut self) {
-        self.tunnels += 1;
-    }
-
-    /// One closed.
-    pub fn tunnel_closed(&mut self) {
-        self.tunnels = self.tunnels.saturating_sub(1);
-    }
-
     pub fn procs(&self) -> impl Iterator<Item = ProcId> + '_ {
         self.commands.values().copied()
-    }
-
-    // --- output backpressure ---
-
-    /// Bytes queued for the socket.
-    pub fn queued(&self) -> usize {
-        self.out.len()
-    }
-
-    /// Bytes this connection holds itself: queued output and a partly
-    /// received frame (the memory budget counts them).
-    pub fn held_bytes(&self) -> usize {
-        self.out.len() + self.decoder.buffered()
-    }
-
-    /// The buffer frames are encoded onto; flushed by [`Connection::flush`].
-    pub fn frames(&mut self) -> &mut Vec<u8> {
-        self.out.tail()
-    }
-
-    /// Remembers a pipe left unread until the socket drains.
-    pub fn pause_pipe(&mut self, proc: ProcId, stream: OutputStream) {
-        if !self.paused_pipes.contains(&(proc, stream)) {
-            self.paused_pipes.push((proc, stream));
-        }
-    }
-
-    pub fn has_paused_pipes(&self) -> bool {
-        !self.paused_pipes.is_empty()
-    }
-
-    pub fn pauses(&self, proc: ProcId) -> bool {
-        self.paused_pipes.iter().any(|(k, _)| *k == proc)
-    }
-
-    /// The paused pipes, if the queue has drained enough to read them again.
-    pub fn pipes_to_resume(&mut self, queue_limit: usize) -> Vec<(ProcId, OutputStream)> {
-        if self.holds.has(Hold::Memory) || self.spliced.is_some() || self.out.len() >= queue_limit {
-            return Vec::new();
-        }
-        std::mem::take(&mut self.paused_pipes)
-    }
-
-    /// Whether output must wait before more is read from a pipe: the queue
-    /// is over its limit, a spliced frame is owed, what was copied must go
-    /// out first (zero-copy), or memory is short.
-    pub fn output_blocked(&self, queue_limit: usize, zero_copy: bool, over_budget: bool) -> bool {
-        self.is_native()
-            && (self.out.len() >= queue_limit
-                || self.spliced.is_some()
-                || (zero_copy && !self.out.is_empty())
-                || self.holds.has(Hold::Memory)
-                || (over_budget && !self.out.is_empty()))
     }
 
     // --- decoding ---
@@ -402,27 +341,6 @@ impl Connection {
             }
         }
         Ok(Some(msg))
-    }
-
-    /// The data of the `ChannelData` that [`Incoming::ChannelData`] said
-    /// is next, where it is.
-    pub fn front_channel_data(&self) -> &[u8] {
-        self.decoder.front_channel_data().map_or(&[], |(_, d)| d)
-    }
-
-    /// That `ChannelData` was passed on: it is dropped, and counts as the
-    /// client's activity (as a message taken out does).
-    pub fn skip_channel_data(&mut self, now: Instant) {
-        self.decoder.skip_frame();
-        self.last_activity = now;
-        self.last_heard = now;
-    }
-
-    /// That `ChannelData` taken out as a message after all (a channel that
-    /// cannot take it in place).
-    pub fn take_message(&mut self, now: Instant) -> Option<rexec_proto::ClientMsg> {
-        self.last_heard = now;
-        self.next_message(now).ok().flatten()
     }
 
     /// The client's stream ended: whether it ended between frames.

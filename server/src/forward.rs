@@ -88,6 +88,9 @@ pub struct Forwards {
     /// memory budget counts them: a client that fills many windows toward
     /// targets that do not read is held back like any other big holder).
     held: HashMap<ConnId, usize>,
+    /// Channels open on each connection (its limit is checked at every
+    /// `Open`: counted here, not by walking every channel).
+    open: HashMap<ConnId, usize>,
 }
 
 impl Forwards {
@@ -101,6 +104,7 @@ impl Forwards {
             next: 0,
             paused: HashMap::new(),
             held: HashMap::new(),
+            open: HashMap::new(),
         }
     }
 
@@ -125,7 +129,7 @@ impl Forwards {
 
     /// Channels open on `conn`.
     pub fn count(&self, conn: ConnId) -> usize {
-        self.wires.keys().filter(|(c, _)| *c == conn).count()
+        self.open.get(&conn).copied().unwrap_or(0)
     }
 
     /// Adds a channel; its id is the caller's to register its socket under.
@@ -133,6 +137,7 @@ impl Forwards {
         self.next += 1;
         let id = ChanId(self.next);
         self.wires.insert((chan.conn, chan.wire), id);
+        *self.open.entry(chan.conn).or_default() += 1;
         self.chans.insert(id, chan);
         id
     }
@@ -153,6 +158,12 @@ impl Forwards {
     pub fn remove(&mut self, id: ChanId, registry: &mut Registry) -> Option<Channel> {
         let mut chan = self.chans.remove(&id)?;
         self.wires.remove(&(chan.conn, chan.wire));
+        if let Some(n) = self.open.get_mut(&chan.conn) {
+            *n -= 1;
+            if *n == 0 {
+                self.open.remove(&chan.conn);
+            }
+        }
         self.count_held(chan.conn, chan.pending(), 0);
         if let Some((sock, token)) = chan.socket() {
             registry.remove(sock, token);

@@ -123,6 +123,18 @@ fn round_trip(sock: TcpStream, data: Vec<u8>) -> JoinHandle<Vec<u8>> {
 
 const FOUR_MIB: usize = 4 << 20;
 
+/// Gives a running `read line; echo got $line` its line: what it printed,
+/// and how it exited.
+fn answer(child: &mut Child, line: &str) -> (String, Option<i32>) {
+    let mut stdin = child.stdin.take().expect("stdin piped");
+    stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+    drop(stdin);
+    let mut out = String::new();
+    let mut stdout = child.stdout.take().expect("stdout piped");
+    stdout.read_to_string(&mut out).unwrap();
+    (out, child.wait().unwrap().code())
+}
+
 #[test]
 fn dash_l_carries_eight_connections_of_four_mib_byte_exact() {
     let d = Daemon::start(&[]);
@@ -265,18 +277,7 @@ fn a_stalled_channel_slows_neither_another_channel_nor_the_command() {
     let got = round_trip(other, pattern(FOUR_MIB, 9)).join().unwrap();
     assert!(got == pattern(FOUR_MIB, 9), "{} bytes came back", got.len());
     // ...and the command on the same connection still hears us.
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"hello\n").unwrap();
-    drop(stdin);
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    assert_eq!(out, "got hello\n");
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(answer(&mut child, "hello"), ("got hello\n".into(), Some(0)));
     // The stalled channel held at most its buffers: nothing was read
     // from the flood beyond what they hold (two windows, a few sockets).
     assert!(
@@ -595,18 +596,7 @@ fn a_hosts_jump_and_forwards_come_from_the_config_file() {
     let got = round_trip(sock, pattern(1 << 20, 7)).join().unwrap();
     assert!(got == pattern(1 << 20, 7), "{} bytes came back", got.len());
     // ...and the command went through the gateway.
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"x\n").unwrap();
-    drop(stdin);
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    assert_eq!(out, "got x\n");
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(answer(&mut child, "x"), ("got x\n".into(), Some(0)));
     assert!(
         gateway.wait_log(&format!("to {}", target.host()), PATIENCE),
         "{}",

@@ -20,6 +20,23 @@ fn say(s: &mut Server, c: &Played, id: ConnId, msg: &ClientMsg) {
     s.poll_says(id, Ready::READABLE);
 }
 
+/// A server with no listener and a played client whose hello it took.
+fn greeted(cfg: Config) -> (Server, Played, ConnId) {
+    let mut s = Server::unbound(Config {
+        handle_signals: false,
+        ..cfg
+    })
+    .unwrap();
+    let (c, id) = s.admit_played(SocketAddr::from(([127, 0, 0, 1], 40_000)));
+    let id = id.unwrap();
+    let hello = ClientMsg::Hello(ClientHello {
+        protocol: rexec_proto::PROTOCOL_VERSION,
+        software: "t".into(),
+    });
+    say(&mut s, &c, id, &hello);
+    (s, c, id)
+}
+
 /// Channel data the client got, by channel, from `dec` fed with what came.
 fn data_for(dec: &mut FrameDecoder, c: &Played, channel: u32) -> Vec<u8> {
     dec.feed(&c.received());
@@ -49,23 +66,10 @@ fn accepted(s: &mut Server, l: &TcpListener) -> TcpStream {
 
 #[test]
 fn a_channel_stopped_by_a_full_queue_reads_again_when_the_queue_drains() {
-    let mut s = Server::unbound(Config {
-        handle_signals: false,
+    let (mut s, c, id) = greeted(Config {
         queue_limit: 4096,
         ..Config::default()
-    })
-    .unwrap();
-    let (c, id) = s.admit_played(SocketAddr::from(([127, 0, 0, 1], 40_000)));
-    let id = id.unwrap();
-    say(
-        &mut s,
-        &c,
-        id,
-        &ClientMsg::Hello(ClientHello {
-            protocol: rexec_proto::PROTOCOL_VERSION,
-            software: "t".into(),
-        }),
-    );
+    });
     let (quiet, busy) = (
         TcpListener::bind("127.0.0.1:0").unwrap(),
         TcpListener::bind("127.0.0.1:0").unwrap(),
@@ -117,23 +121,10 @@ fn a_channel_stopped_by_a_full_queue_reads_again_when_the_queue_drains() {
 
 #[test]
 fn what_channels_hold_for_their_far_ends_counts_against_the_memory_budget() {
-    let mut s = Server::unbound(Config {
-        handle_signals: false,
+    let (mut s, c, id) = greeted(Config {
         max_buffer: 600_000,
         ..Config::default()
-    })
-    .unwrap();
-    let (c, id) = s.admit_played(SocketAddr::from(([127, 0, 0, 1], 40_000)));
-    let id = id.unwrap();
-    say(
-        &mut s,
-        &c,
-        id,
-        &ClientMsg::Hello(ClientHello {
-            protocol: rexec_proto::PROTOCOL_VERSION,
-            software: "t".into(),
-        }),
-    );
+    });
     // Two channels still connecting (the loop has not seen them connect):
     // what the client sends for them waits in rexecd, within each window.
     let targets = [
