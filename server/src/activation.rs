@@ -1,25 +1,36 @@
 //! systemd's socket activation: started by a `.socket` unit, rexecd finds
-//! its listening socket already open as descriptor 3, with `LISTEN_FDS=1`
-//! and `LISTEN_PID` set to its own pid (`sd_listen_fds(3)`), and serves on
-//! it instead of binding `--listen`. The `listenfd` crate reads the
+//! its listening sockets already open from descriptor 3 on, with
+//! `LISTEN_FDS=N` and `LISTEN_PID` set to its own pid (`sd_listen_fds(3)`),
+//! and serves on them instead of binding `--listen`. The `listenfd` crate reads the
 //! variables, checks that the descriptor is a TCP socket, marks it
 //! close-on-exec and removes the variables, so that nothing rexecd starts
 //! sees them.
 
 use std::net::TcpListener;
 
-/// The listening socket systemd passed, if it passed one. Call before any
-/// thread starts: the variables are removed from the environment.
-pub fn inherited_listener() -> Result<Option<TcpListener>, String> {
+/// The listening sockets systemd passed (one per `ListenStream`), if it
+/// passed any. Call before any thread starts: the variables are removed
+/// from the environment.
+pub fn inherited_listeners() -> Result<Vec<TcpListener>, String> {
     let mut fds = listenfd::ListenFd::from_env();
-    match fds.len() {
-        0 => Ok(None),
-        1 => fds
-            .take_tcp_listener(0)
-            .map_err(|e| format!("the socket passed as descriptor 3 (LISTEN_FDS=1): {e}")),
-        n => Err(format!(
-            "{n} sockets passed (LISTEN_FDS={n}); rexecd serves on one: give its socket \
-             unit one ListenStream"
-        )),
+    let n = fds.len();
+    if n > crate::server::MAX_LISTENERS {
+        return Err(format!(
+            "{n} sockets passed (LISTEN_FDS={n}); rexecd serves on at most {}",
+            crate::server::MAX_LISTENERS
+        ));
     }
+    (0..n)
+        .map(|i| match fds.take_tcp_listener(i) {
+            Ok(Some(l)) => Ok(l),
+            Ok(None) => Err(format!(
+                "descriptor {} (LISTEN_FDS={n}): already taken",
+                3 + i
+            )),
+            Err(e) => Err(format!(
+                "the socket passed as descriptor {} (LISTEN_FDS={n}): {e}",
+                3 + i
+            )),
+        })
+        .collect()
 }

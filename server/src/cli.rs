@@ -4,18 +4,21 @@
 // `[::1]:PORT` is not a link.
 #![allow(rustdoc::broken_intra_doc_links)]
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use rexec_proto::DEFAULT_PORT;
 use rexec_proto::auth::Token;
 
 use crate::auth::run_as::RunAs;
 use crate::config::{Config, Protocol};
 use crate::error::ConfigError;
 use crate::exec_policy::{Allowed, ExecPolicy};
+
+mod parse;
+pub use parse::parse_addr;
+use parse::parse_duration;
 
 /// rexecd: run commands for rexec clients and stream their output back.
 ///
@@ -27,11 +30,28 @@ use crate::exec_policy::{Allowed, ExecPolicy};
 #[derive(Debug, Parser)]
 #[command(name = "rexecd", version, about, long_about, max_term_width = 100)]
 pub struct Args {
+    /// Read settings from FILE (TOML): each long flag is a key, as in
+    /// `timeout = 600`, `login = true`, `listen = ["0.0.0.0:7070",
+    /// "[::]:7070"]`. A flag on the command line wins over the file.
+    /// Without --config, /etc/rexec/rexecd.toml is read when it exists.
+    /// The file must not be writable by group or others. SIGHUP reads it
+    /// again (with the token, keys and certificate files it names).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Read and check every setting (the configuration file, the token,
+    /// keys and certificate files, the accounts), print the settings that
+    /// would be used and where each comes from, and exit: 0 when rexecd
+    /// would start, 2 with the reason when not (as sshd -t).
+    #[arg(long)]
+    pub check_config: bool,
+
     /// Address to listen on, HOST:PORT, or HOST for port 7070. Port 0 picks
     /// a free port (the real one is printed on the first line, for scripts
-    /// and tests). Use [::1]:PORT for IPv6.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070", value_parser = parse_addr)]
-    pub listen: SocketAddr,
+    /// and tests). Use [::1]:PORT for IPv6. Repeat it to listen on several
+    /// addresses, each with its own socket.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070", value_parser = parse_addr, action = clap::ArgAction::Append)]
+    pub listen: Vec<SocketAddr>,
 
     /// Protocol spoken on the port: `native` is rexec's framed protocol;
     /// `seed` and `raw` are the socket tutorials' protocols (with and
@@ -253,6 +273,21 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_jobs_total: usize,
 
+    /// On SIGTERM (systemctl stop or restart), give running commands this
+    /// many seconds to finish before they are stopped: no new connection
+    /// or command is taken meanwhile, and each client is told when its
+    /// connection closes. Detached jobs (rexec -d) are not touched: they
+    /// outlive rexecd. 0 stops commands at once.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub stop_grace: u64,
+
+    /// How log lines look: `text` (without timestamps when stderr is
+    /// the journal, which stamps its own), or `json`, one object per line
+    /// with the audit lines' facts (event, peer, account, command, status)
+    /// as keys.
+    #[arg(long, value_enum, value_name = "text|json", default_value_t = crate::logging::LogFormat::Text)]
+    pub log_format: crate::logging::LogFormat,
+
     /// Where the self-signed TLS identity is kept [default:
     /// $XDG_STATE_HOME/rexec or ~/.local/state/rexec].
     #[arg(long, value_name = "DIR")]
@@ -354,7 +389,9 @@ impl Args {
         };
         Ok(Config {
             tls,
-            listen: self.listen,
+            listen: self.listen[0],
+            also_listen: self.listen[1..].to_vec(),
+            stop_grace: Duration::from_secs(self.stop_grace),
             protocol: self.protocol,
             timeout: secs(self.timeout),
             max_output: (self.max_output > 0).then_some(self.max_output),
@@ -411,85 +448,4 @@ impl Args {
 /// rexecd's own executable, which runs as the helper for `what`.
 fn own_executable(what: &'static str) -> Result<PathBuf, ConfigError> {
     std::env::current_exe().map_err(|source| ConfigError::OwnExecutable { what, source })
-}
-
-/// Parses `HOST:PORT` or `HOST` (port 7070), resolving a host name such as
-/// `localhost`.
-pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(a) = s.parse() {
-        return Ok(a);
-    }
-    // An address without a port listens on the default one, as the client
-    // assumes for a host without a port.
-    if let Ok(ip) = s
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<std::net::IpAddr>()
-    {
-        return Ok(SocketAddr::new(ip, DEFAULT_PORT));
-    }
-    if !s.contains(':') {
-        return parse_addr(&format!("{s}:{DEFAULT_PORT}"));
-    }
-    let mut addrs = s
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {s:?} as HOST:PORT: {e}"))?;
-    addrs
-        .next()
-        .ok_or_else(|| format!("{s:?} resolves to no address"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_parse_and_resolve() {
-        assert_eq!(
-            parse_addr("127.0.0.1:0"),
-            Ok(SocketAddr::from(([127, 0, 0, 1], 0)))
-        );
-        assert_eq!(parse_addr("[::1]:7070").map(|a| a.is_ipv6()), Ok(true));
-        assert_eq!(parse_addr("localhost:7070").map(|a| a.port()), Ok(7070));
-        assert!(parse_addr("127.0.0.1:notaport").is_err());
-        // No port: the default one.
-        assert_eq!(
-            parse_addr("127.0.0.1"),
-            Ok(SocketAddr::from(([127, 0, 0, 1], 7070)))
-        );
-        assert_eq!(parse_addr("::1").map(|a| a.port()), Ok(7070));
-        assert_eq!(parse_addr("[::1]").map(|a| a.port()), Ok(7070));
-        assert_eq!(parse_addr("localhost").map(|a| a.port()), Ok(7070));
-    }
-}
-
-/// A duration in seconds: `SECS`, or a number with `s`, `m`, `h` or `d`.
-fn parse_duration(s: &str) -> Result<u64, String> {
-    let (num, unit) = match s.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c),
-        _ => (s, 's'),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration (SECS, or 30m, 12h, 7d)"))?;
-    let scale = match unit {
-        's' => 1,
-        'm' => 60,
-        'h' => 3600,
-        'd' => 86_400,
-        _ => return Err(format!("{s:?}: the unit is s, m, h or d")),
-    };
-    Ok(n.saturating_mul(scale))
-}
-
-#[cfg(test)]
-mod duration_tests {
-    #[test]
-    fn durations_take_a_unit() {
-        use super::parse_duration as p;
-        assert_eq!(p("90"), Ok(90));
-        assert_eq!(p("30m"), Ok(1800));
-        assert_eq!(p("7d"), Ok(604_800));
-        assert!(p("7w").is_err() && p("d").is_err() && p("").is_err());
-    }
 }

@@ -31,6 +31,8 @@ pub enum Protocol {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// More addresses to listen on, each with its own socket.
+    pub also_listen: Vec<SocketAddr>,
     pub protocol: Protocol,
     /// Longest a command may run; `None` for no limit.
     pub timeout: Option<Duration>,
@@ -54,6 +56,9 @@ pub struct Config {
     pub max_buffer: usize,
     /// Largest frame accepted from a client.
     pub max_frame: usize,
+    /// On shutdown, how long running commands may go on before they are
+    /// stopped (`--stop-grace`; zero for an embedded server).
+    pub stop_grace: Duration,
     /// Time between SIGTERM and SIGKILL when a command is stopped.
     pub kill_grace: Duration,
     /// How long to wait for the pipes of a command whose process has exited
@@ -98,6 +103,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            also_listen: Vec::new(),
+            stop_grace: Duration::ZERO,
             protocol: Protocol::Native,
             timeout: None,
             max_output: None,
@@ -134,6 +141,11 @@ impl Config {
         self.token.is_some() || self.authorized_keys.is_some() || self.login
     }
 
+    /// Every address to listen on, the first first.
+    pub fn addresses(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        std::iter::once(self.listen).chain(self.also_listen.iter().copied())
+    }
+
     /// Refuses unsafe settings; returns warnings to log for allowed ones.
     pub fn check(&self) -> Result<Vec<String>, ConfigError> {
         let mut warnings = Vec::new();
@@ -150,7 +162,8 @@ impl Config {
                 return Err(ConfigError::LoginTokenIsRoot);
             }
         }
-        if !self.listen.ip().is_loopback() {
+        // Every address counts: one exposed socket exposes rexecd.
+        if let Some(listen) = self.addresses().find(|a| !a.ip().is_loopback()) {
             let mut missing = Vec::new();
             if self.tls.is_none() {
                 missing.push("TLS (--tls)");
@@ -163,7 +176,7 @@ impl Config {
             }
             if !missing.is_empty() && !self.insecure {
                 return Err(ConfigError::Exposed {
-                    listen: self.listen,
+                    listen,
                     missing: missing.join(" and "),
                     could: if open {
                         "run commands as this user"
@@ -175,13 +188,13 @@ impl Config {
             if self.tls.is_none() {
                 warnings.push(format!(
                     "INSECURE: listening on {} in plaintext: commands and output can be read on the network",
-                    self.listen
+                    listen
                 ));
             }
             if open {
                 warnings.push(format!(
                     "INSECURE: listening on {} without a token: anyone who can connect can run commands as this user",
-                    self.listen
+                    listen
                 ));
             }
         }

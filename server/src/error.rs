@@ -93,6 +93,13 @@ pub enum TlsError {
     Setup(rustls::Error),
     #[error("TLS certificate and key: {0}")]
     Pair(rustls::Error),
+    #[error(
+        "certificate {} and key {} do not match: the key is not the one the certificate \
+         was made for",
+        cert.display(),
+        key.display()
+    )]
+    Mismatch { cert: PathBuf, key: PathBuf },
 }
 
 #[cfg(test)]

@@ -20,7 +20,8 @@
 //! | `output` | child pipes → frames → socket; backpressure |
 //! | `reap` | child exit → `Exited`; the audit line |
 //! | `tutorial` | the seed/raw protocols' reads and replies |
-//! | `shutdown` | SIGTERM: stop commands, flush, return |
+//! //! | `reload` | SIGHUP: the settings read again and swapped in |
+//! | `shutdown` | SIGTERM: a grace for commands, then stop, flush, return |
 
 mod accept;
 mod budget;
@@ -37,7 +38,10 @@ mod penalty;
 #[cfg(test)]
 mod played;
 mod reap;
+mod reload;
 mod shutdown;
+
+pub use reload::Loader;
 mod stdin_splice;
 mod transfer;
 mod tutorial;
@@ -56,7 +60,7 @@ use mio::net::TcpListener;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token, Waker};
 use rustls::crypto::SecureRandom;
-use signal_hook::consts::{SIGCHLD, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
@@ -68,14 +72,18 @@ use crate::timer::{Timer, Timers};
 
 use penalty::AuthFailures;
 
-const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const WAKER: Token = Token(2);
 /// A spawner thread finished starting a command.
 const SPAWNED: Token = Token(3);
 /// Pipes left to fill are read again (coalesce.rs).
 const COALESCE: Token = Token(4);
-const FIRST_DYNAMIC: usize = 5;
+/// The listening sockets: one per address (`--listen`, or the sockets
+/// systemd passed), with the tokens from here on.
+const FIRST_LISTENER: usize = 5;
+/// Most listening sockets.
+pub const MAX_LISTENERS: usize = 16;
+const FIRST_DYNAMIC: usize = FIRST_LISTENER + MAX_LISTENERS;
 
 /// How soon the loop looks at the memory budget again while connections
 /// wait for it.
@@ -135,6 +143,8 @@ pub struct Server {
     ids: Ids,
     /// Signals, the stop handle, and the shutdown's progress (shutdown.rs).
     stop: Stop,
+    /// SIGHUP's reading of the settings (reload.rs).
+    reloads: reload::Reloads,
     /// The time of this loop turn: the clock is read once per turn, after
     /// the poll, and everything decided in the turn is decided at it.
     now: Instant,
@@ -145,9 +155,9 @@ pub struct Server {
 
 /// The way in: the listener, and what admission keeps track of.
 struct Door {
-    /// `None` once shutdown began.
-    listener: Option<TcpListener>,
-    local_addr: SocketAddr,
+    /// One per address; empty once shutdown began.
+    listeners: Vec<TcpListener>,
+    local_addrs: Vec<SocketAddr>,
     /// The source of auth challenges (the TLS provider's, from the kernel).
     random: &'static dyn SecureRandom,
     auth_failures: AuthFailures,
@@ -192,6 +202,8 @@ struct Stop {
     signals: Option<Signals>,
     handle: ServerHandle,
     begun: bool,
+    /// The running commands were told to stop (the grace is over).
+    stopping: bool,
     /// Set when shutdown stops waiting for commands and flushes.
     deadline: Option<Instant>,
 }
@@ -221,6 +233,33 @@ impl Backlog {
     }
 }
 
+/// Registers each listening socket with its token; returns their
+/// addresses (`listen` for a server with none, played in tests).
+fn watch_listeners(
+    registry: &Registry,
+    listeners: &mut [TcpListener],
+    listen: SocketAddr,
+) -> io::Result<Vec<SocketAddr>> {
+    if listeners.len() > MAX_LISTENERS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} sockets to listen on; at most {MAX_LISTENERS}",
+                listeners.len()
+            ),
+        ));
+    }
+    for (i, l) in listeners.iter_mut().enumerate() {
+        registry
+            .mio()
+            .register(l, Token(FIRST_LISTENER + i), Interest::READABLE)?;
+    }
+    match listeners.is_empty() {
+        true => Ok(vec![listen]),
+        false => listeners.iter().map(TcpListener::local_addr).collect(),
+    }
+}
+
 /// The lookups of forwarding targets' names, answered through `waker`.
 fn resolver_waking(waker: Arc<Waker>) -> crate::forward::resolve::Resolver {
     crate::forward::resolve::Resolver::new(Arc::new(move || {
@@ -233,7 +272,7 @@ fn resolver_waking(waker: Arc<Waker>) -> crate::forward::resolve::Resolver {
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("local_addr", &self.door.local_addr)
+            .field("local_addrs", &self.door.local_addrs)
             .field("connections", &self.conns.len())
             .field("commands", &self.procs.len())
             .field("registered", &self.registry.len())
@@ -243,37 +282,44 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Binds the listening socket. Nothing is accepted until [`Server::run`].
+    /// Binds a listening socket for each address. Nothing is accepted
+    /// until [`Server::run`]. An address that cannot be bound is an error
+    /// naming it.
     pub fn bind(cfg: Config) -> io::Result<Server> {
-        let listener = TcpListener::bind(cfg.listen)?;
-        Server::serving(cfg, Some(listener))
+        let listeners = cfg
+            .addresses()
+            .map(|a| {
+                TcpListener::bind(a).map_err(|e| io::Error::new(e.kind(), format!("{a}: {e}")))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Server::serving(cfg, listeners)
     }
 
-    /// Serves on a socket already listening: the one systemd passed
+    /// Serves on sockets already listening: the ones systemd passed
     /// (socket activation, activation.rs).
-    pub fn from_listener(cfg: Config, listener: std::net::TcpListener) -> io::Result<Server> {
-        listener.set_nonblocking(true)?;
-        Server::serving(cfg, Some(TcpListener::from_std(listener)))
+    pub fn from_listeners(
+        cfg: Config,
+        listeners: Vec<std::net::TcpListener>,
+    ) -> io::Result<Server> {
+        let listeners = listeners
+            .into_iter()
+            .map(|l| l.set_nonblocking(true).map(|()| TcpListener::from_std(l)))
+            .collect::<io::Result<Vec<_>>>()?;
+        Server::serving(cfg, listeners)
     }
 
     /// A server with no listener, for the router's unit tests: its
     /// clients are played in memory and admitted by hand (played.rs).
     #[cfg(test)]
     pub(crate) fn unbound(cfg: Config) -> io::Result<Server> {
-        Server::serving(cfg, None)
+        Server::serving(cfg, Vec::new())
     }
 
-    fn serving(cfg: Config, mut listener: Option<TcpListener>) -> io::Result<Server> {
+    fn serving(cfg: Config, mut listeners: Vec<TcpListener>) -> io::Result<Server> {
         let started = Instant::now();
         crate::process::keep_inherited_from_commands();
         let registry = Registry::new(FIRST_DYNAMIC)?;
-        let local_addr = match listener.as_mut() {
-            Some(l) => {
-                registry.mio().register(l, LISTENER, Interest::READABLE)?;
-                l.local_addr()?
-            }
-            None => cfg.listen,
-        };
+        let local_addrs = watch_listeners(&registry, &mut listeners, cfg.listen)?;
         let waker = Arc::new(Waker::new(registry.mio(), WAKER)?);
         let logins = match cfg.login {
             true => {
@@ -290,7 +336,7 @@ impl Server {
             false => None,
         };
         let signals = if cfg.handle_signals {
-            let mut s = Signals::new([SIGINT, SIGTERM, SIGCHLD])?;
+            let mut s = Signals::new([SIGINT, SIGTERM, SIGCHLD, SIGHUP])?;
             registry
                 .mio()
                 .register(&mut s, SIGNALS, Interest::READABLE)?;
@@ -299,7 +345,7 @@ impl Server {
             None
         };
         // After the signal handlers: see Spawner::new.
-        let listening: Vec<_> = listener.iter().map(AsRawFd::as_raw_fd).collect();
+        let listening: Vec<_> = listeners.iter().map(AsRawFd::as_raw_fd).collect();
         let spawner = Spawner::new(SPAWNER_THREADS, &listening)?;
         if let Some(fd) = spawner.fd() {
             registry
@@ -322,8 +368,8 @@ impl Server {
             backlog: Backlog::default(),
             scratch: vec![0; PIPE_CHUNK].into_boxed_slice(),
             door: Door {
-                listener,
-                local_addr,
+                listeners,
+                local_addrs,
                 random: rustls::crypto::ring::default_provider().secure_random,
                 auth_failures: AuthFailures::default(),
                 startups: 0,
@@ -354,16 +400,24 @@ impl Server {
                     stop: Arc::new(AtomicBool::new(false)),
                 },
                 begun: false,
+                stopping: false,
                 deadline: None,
             },
+            reloads: reload::Reloads::new(),
             now: started,
             wall: crate::timer::Wall::new(started, SystemTime::now()),
         })
     }
 
-    /// The address actually bound (with the real port when 0 was asked).
+    /// The address actually bound (with the real port when 0 was asked);
+    /// the first, when there are several.
     pub fn local_addr(&self) -> SocketAddr {
-        self.door.local_addr
+        self.door.local_addrs[0]
+    }
+
+    /// Every address listened on, in the order given.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.door.local_addrs
     }
 
     /// A handle that stops the server from another thread.
@@ -414,16 +468,20 @@ impl Server {
 
     fn on_event(&mut self, ev: &Event) {
         match ev.token() {
-            LISTENER => self.accept(),
+            Token(t) if (FIRST_LISTENER..FIRST_DYNAMIC).contains(&t) => {
+                self.accept(t - FIRST_LISTENER)
+            }
             SIGNALS => self.on_signals(),
             SPAWNED => self.take_spawned(),
             COALESCE => self.release_pipes(),
             WAKER => {
                 // A login checked (keys.rs), a name looked up
-                // (forward.rs), or a stop asked for.
+                // (forward.rs), settings read again (reload.rs), or a
+                // stop asked for.
                 self.take_logins();
                 self.take_resolved();
-                if self.stop.handle.stop.load(Ordering::SeqCst) {
+                self.take_reloaded();
+                if self.stop.handle.stop.load(Ordering::SeqCst) && !self.stop.begun {
                     self.begin_shutdown();
                 }
             }
@@ -447,6 +505,7 @@ impl Server {
         for sig in pending {
             match sig {
                 SIGCHLD => self.sweep_children(),
+                SIGHUP => self.begin_reload(),
                 _ => {
                     log::info!("signal {sig}: shutting down");
                     self.begin_shutdown();
@@ -472,8 +531,9 @@ impl Server {
                 Timer::KeyAnswer(id) => self.answer_refusal(id),
                 Timer::ConnCloseDeadline(id) => self.close_if_closing(id),
                 Timer::FrameDeadline(id) => self.check_frame(id, now),
-                Timer::AcceptRetry => self.accept(),
+                Timer::AcceptRetry => self.accept_all(),
                 Timer::ReapSweep => self.reap_sweep(),
+                Timer::StopGrace => self.stop_commands(),
                 Timer::ShutdownDeadline => self.stop.deadline = Some(now),
                 Timer::ChannelConnect(ch) => self.channel_connect_due(ch),
             }

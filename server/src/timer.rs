@@ -42,6 +42,8 @@ pub enum Timer {
     AcceptRetry,
     /// Look for exited children that have no pidfd.
     ReapSweep,
+    /// Shutdown's grace for running commands (--stop-grace) is over.
+    StopGrace,
     /// Give up flushing at shutdown.
     ShutdownDeadline,
     /// A channel's connection to its target must be made by now.

@@ -44,11 +44,17 @@ pub fn from_files(cert: &Path, key: &Path) -> Result<TlsSetup, TlsError> {
     if certs.is_empty() {
         return Err(bad_cert("no CERTIFICATE in it".into()));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
         path: key.to_path_buf(),
         why: e.to_string(),
     })?;
-    build(certs, key, format!("{}", cert.display()))
+    build(certs, key_der, format!("{}", cert.display())).map_err(|e| match e {
+        TlsError::Pair(rustls::Error::InconsistentKeys(_)) => TlsError::Mismatch {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        },
+        other => other,
+    })
 }
 
 /// Loads the self-signed pair from `dir`, generating it on first use.

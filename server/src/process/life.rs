@@ -318,15 +318,24 @@ impl Proc {
             .as_deref()
             .map(|w| format!(" ({w})"))
             .unwrap_or_default();
+        let command = rexec_proto::text::clean(&self.command, AUDIT_COMMAND_MAX);
+        let status = match self.status.unwrap_or(ExitStatus::Code(-1)) {
+            ExitStatus::Code(c) => format!("exit {c}"),
+            ExitStatus::Signal(s) => format!("signal {s}"),
+        };
+        let ms = u64::try_from(self.ran_for(now).as_millis()).unwrap_or(u64::MAX);
+        // The same facts as fields, for --log-format json (logging.rs).
         log::info!(
-            "{}{who} ran \"{}\": {} in {} ms, {} bytes out{flags}",
+            event = "command",
+            peer:% = self.peer,
+            account = self.who.as_deref().unwrap_or_default(),
+            command = command.as_str(),
+            status = status.as_str(),
+            ms = ms,
+            bytes_out = self.bytes_out,
+            ended = flags.trim_start_matches(", ");
+            "{}{who} ran \"{command}\": {status} in {ms} ms, {} bytes out{flags}",
             self.peer,
-            rexec_proto::text::clean(&self.command, AUDIT_COMMAND_MAX),
-            match self.status.unwrap_or(ExitStatus::Code(-1)) {
-                ExitStatus::Code(c) => format!("exit {c}"),
-                ExitStatus::Signal(s) => format!("signal {s}"),
-            },
-            self.ran_for(now).as_millis(),
             self.bytes_out,
         );
     }

@@ -21,10 +21,17 @@ use crate::timer::Timer;
 /// How long to wait before accepting again after running out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 impl Server {
-    /// Accepts every pending connection.
-    pub(super) fn accept(&mut self) {
+    /// Accepts every pending connection on every socket.
+    pub(super) fn accept_all(&mut self) {
+        for i in 0..self.door.listeners.len() {
+            self.accept(i);
+        }
+    }
+
+    /// Accepts every pending connection on listening socket `i`.
+    pub(super) fn accept(&mut self, i: usize) {
         loop {
-            let Some(listener) = self.door.listener.as_ref() else {
+            let Some(listener) = self.door.listeners.get(i) else {
                 return;
             };
             match listener.accept() {

@@ -161,6 +161,7 @@ impl Server {
             | Timer::GroupDeadline { .. }
             | Timer::AcceptRetry
             | Timer::ReapSweep
+            | Timer::StopGrace
             | Timer::ShutdownDeadline => true,
         });
         log::debug!(
@@ -268,8 +269,9 @@ impl Server {
             return;
         };
         conn.remove_command(p.id(), proc);
-        if self.stop.begun && conn.is_native() {
-            // Say why the command ended before its Exited: the client
+        if self.stop.stopping && conn.is_native() {
+            // Stopped by the shutdown (not ended within its grace): say
+            // why the command ended before its Exited: the client
             // reports this, not a bare signal.
             conn.fail(
                 ErrorKind::Shutdown,

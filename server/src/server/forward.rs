@@ -170,7 +170,14 @@ impl Server {
             conn.flush();
             return;
         }
-        log::info!("{}{who}: channel {wire} to {target}", conn.peer());
+        log::info!(
+            event = "channel",
+            peer:% = conn.peer(),
+            account = conn.who().as_deref().unwrap_or_default(),
+            target = target.as_str();
+            "{}{who}: channel {wire} to {target}",
+            conn.peer()
+        );
         conn.tunnel_opened();
         let mut chan = Channel::new(id, wire, target, Phase::Resolving);
         chan.owner = grant.account.as_ref().map(|a| (a.uid, a.gid));
@@ -451,7 +458,13 @@ impl Server {
         });
         let result = match bound {
             Ok((sock, token, local)) => {
-                log::info!("{peer}{who}: listening on {local} for the client (-R {wire})");
+                log::info!(
+                    event = "listen",
+                    peer:% = peer,
+                    account = who.trim_start_matches(" (").trim_end_matches(')'),
+                    address:% = local;
+                    "{peer}{who}: listening on {local} for the client (-R {wire})"
+                );
                 self.forwards.listeners.insert(
                     lid,
                     Listener {

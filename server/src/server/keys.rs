@@ -194,7 +194,12 @@ impl Server {
         let action = proto.key_checked(verdict.is_ok());
         match (action, verdict) {
             (Action::KeyAccepted, Ok(grant)) => {
-                log::info!("{peer}: authenticated: {who}");
+                log::info!(
+                    event = "login",
+                    peer:% = peer,
+                    account = &*who;
+                    "{peer}: authenticated: {who}"
+                );
                 conn.set_grant(grant);
                 conn.queue(&ServerMsg::KeyAccepted);
                 conn.flush();
@@ -203,7 +208,13 @@ impl Server {
                 self.left_startup(id);
             }
             (refusal, Err(why)) => {
-                log::info!("{peer}: key refused ({who}: {why})");
+                log::info!(
+                    event = "refused",
+                    peer:% = peer,
+                    account = &*who,
+                    why = why.as_str();
+                    "{peer}: key refused ({who}: {why})"
+                );
                 self.refuse_key(id, refusal);
             }
             (other, Ok(_)) => log::error!("{peer}: unexpected answer to a key check: {other:?}"),

@@ -1,5 +1,10 @@
 //! Shutdown (SIGINT, SIGTERM or `ServerHandle::shutdown`): stop accepting,
-//! stop every command, tell the clients, flush, and return from `run`.
+//! give running commands `--stop-grace` to finish (no new ones start),
+//! then stop them, tell the clients, flush, and return from `run`.
+//!
+//! Detached jobs are not rexecd's children to stop: each runs under its
+//! own helper, in its own session, and outlives a restart (with the unit's
+//! `KillMode=process`, systemd leaves them too).
 
 use std::time::Duration;
 
@@ -14,13 +19,36 @@ use crate::timer::Timer;
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
 
 impl Server {
+    /// Stop accepting, and start the grace. Asked again (a second
+    /// SIGTERM, or Ctrl-C twice), the grace ends at once.
     pub(super) fn begin_shutdown(&mut self) {
         if self.stop.begun {
-            return;
+            return self.stop_commands();
         }
         self.stop.begun = true;
-        if let Some(mut l) = self.door.listener.take() {
+        for mut l in std::mem::take(&mut self.door.listeners) {
             let _ = self.registry.mio().deregister(&mut l);
+        }
+        let grace = self.cfg.stop_grace;
+        if grace.is_zero() || self.procs.is_empty() {
+            return self.stop_commands();
+        }
+        log::info!(
+            "shutting down: {} commands have {}s to finish (--stop-grace); no new ones start",
+            self.procs.len(),
+            grace.as_secs_f64()
+        );
+        self.timers.after(self.now, grace, Timer::StopGrace);
+    }
+
+    /// The grace is over (or there is none): stop every command, and give
+    /// them and the flush a deadline.
+    pub(super) fn stop_commands(&mut self) {
+        if std::mem::replace(&mut self.stop.stopping, true) {
+            return;
+        }
+        if !self.procs.is_empty() {
+            log::info!("stopping {} commands", self.procs.len());
         }
         for p in self.procs.values_mut() {
             p.stop(&mut self.timers, self.now, self.cfg.kill_grace);
@@ -62,6 +90,9 @@ impl Server {
         if !self.procs.is_empty() {
             return false;
         }
+        // Every command ended within the grace: the flush gets its
+        // deadline now.
+        self.stop_commands();
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             if let Some(conn) = self.conns.get_mut(&id) {
