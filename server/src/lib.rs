@@ -84,6 +84,7 @@ pub(crate) mod forward;
 pub(crate) mod helpers;
 pub(crate) mod job_command;
 pub mod logging;
+pub mod notify;
 pub(crate) mod out_queue;
 pub(crate) mod proc_stat;
 pub(crate) mod process;

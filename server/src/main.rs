@@ -96,6 +96,9 @@ fn main() -> ExitCode {
         // stdout closed: keep serving, the line was only informative
     }
     drop(out);
+    // Under a unit of Type=notify: serving now (notify.rs).
+    let addrs: Vec<String> = server.local_addrs().iter().map(|a| a.to_string()).collect();
+    rexec_server::notify::ready(&format!("listening on {}", addrs.join(", ")));
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

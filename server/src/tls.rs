@@ -31,7 +31,8 @@ pub fn default_state_dir() -> Option<PathBuf> {
     Some(dirs::state_dir()?.join("rexec"))
 }
 
-/// Loads `cert` and `key` (PEM).
+/// Loads `cert` and `key` (PEM); the key must be readable by its owner
+/// only.
 pub fn from_files(cert: &Path, key: &Path) -> Result<TlsSetup, TlsError> {
     let bad_cert = |why: String| TlsError::Certificate {
         path: cert.to_path_buf(),
@@ -43,6 +44,21 @@ pub fn from_files(cert: &Path, key: &Path) -> Result<TlsSetup, TlsError> {
         .map_err(|e| bad_cert(e.to_string()))?;
     if certs.is_empty() {
         return Err(bad_cert("no CERTIFICATE in it".into()));
+    }
+    // As sshd refuses an unprotected host key: a key others can read is
+    // a server anyone on the machine can impersonate.
+    let mode = std::fs::metadata(key)
+        .map_err(|source| TlsError::File {
+            path: key.to_path_buf(),
+            source,
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(TlsError::KeyReadable {
+            path: key.to_path_buf(),
+            mode: mode & 0o777,
+        });
     }
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
         path: key.to_path_buf(),
@@ -63,19 +79,6 @@ pub fn self_signed(dir: &Path) -> Result<TlsSetup, TlsError> {
     let key = dir.join("tls-key.pem");
     if !cert.exists() || !key.exists() {
         generate(dir, &cert, &key)?;
-    }
-    let mode = std::fs::metadata(&key)
-        .map_err(|source| TlsError::File {
-            path: key.clone(),
-            source,
-        })?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        return Err(TlsError::KeyReadable {
-            path: key,
-            mode: mode & 0o777,
-        });
     }
     from_files(&cert, &key)
 }

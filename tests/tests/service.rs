@@ -170,6 +170,11 @@ fn check_config_refuses_a_certificate_and_key_that_do_not_match() {
     );
     let r = rexecd(&["--cert", &cert_a, "--key", &key_a, "--check-config"]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
+    // A key others can read is refused, as sshd refuses a host key.
+    std::fs::set_permissions(&key_a, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let r = rexecd(&["--cert", &cert_a, "--key", &key_a, "--check-config"]);
+    assert_eq!(r.code, Some(2), "{}", r.out());
+    assert!(r.stderr.contains("can be read by others"), "{}", r.stderr);
     let r = rexecd(&["--cert", &cert_a, "--key", &key_b, "--check-config"]);
     assert_eq!(r.code, Some(2), "{}", r.out());
     assert!(
@@ -413,4 +418,40 @@ fn under_the_journal_lines_carry_a_priority_and_no_time() {
     for l in text.lines() {
         assert!(l.starts_with('<') && !l.contains("Z INFO"), "{l}");
     }
+}
+
+#[test]
+fn systemd_is_told_when_rexecd_is_ready_reloading_and_stopping() {
+    let dir = TempDir::new("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(dir.path("notify")).unwrap();
+    sock.set_read_timeout(Some(PATIENCE)).unwrap();
+    let path = dir.path("notify").to_string_lossy().into_owned();
+    let mut d = Daemon::start_with_env(&[], &[("NOTIFY_SOCKET", &path)]);
+    let next = || {
+        let mut buf = [0u8; 1024];
+        let n = sock.recv(&mut buf).expect("a notification from rexecd");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = next();
+    assert!(ready.contains("READY=1"), "{ready}");
+    assert!(
+        ready.contains(&format!("STATUS=listening on {}", d.addr)),
+        "{ready}"
+    );
+    // The commands it runs do not see the socket.
+    let r = run(rexec().arg(d.host()).arg("echo ${NOTIFY_SOCKET:-none}"));
+    assert_eq!(r.out(), "none\n", "{}", r.stderr);
+    d.signal(libc::SIGHUP);
+    let reloading = next();
+    assert!(reloading.contains("RELOADING=1"), "{reloading}");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    let again = next();
+    assert!(
+        again.contains("READY=1") && again.contains("read again"),
+        "{again}"
+    );
+    d.signal(libc::SIGTERM);
+    let stopping = next();
+    assert!(stopping.contains("STOPPING=1"), "{stopping}");
+    assert!(d.wait_exit(PATIENCE).is_some_and(|s| s.success()));
 }

@@ -50,6 +50,8 @@ fn the_units_hold_what_a_lab_relies_on() {
     let account = keys(&unit("rexecd@.service"));
     for unit in [&service, &account] {
         assert_eq!(value(unit, "Restart"), "on-failure");
+        // rexecd tells systemd when it serves (notify.rs).
+        assert_eq!(value(unit, "Type"), "notify");
         // Detached jobs outlive a restart only if systemd stops rexecd alone.
         assert_eq!(value(unit, "KillMode"), "process");
         // A broken file stops a start, as sshd -t in sshd.service.

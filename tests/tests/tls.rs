@@ -179,6 +179,12 @@ fn ca_signed_certificates_are_checked_against_the_ca_file() {
     std::fs::write(dir.path("ca.pem"), ca_cert.pem()).unwrap();
     std::fs::write(dir.path("cert.pem"), leaf.pem()).unwrap();
     std::fs::write(dir.path("key.pem"), leaf_key.serialize_pem()).unwrap();
+    // rexecd refuses a key others can read.
+    std::fs::set_permissions(
+        dir.path("key.pem"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     // Another CA, which did not sign it.
     let other_key = KeyPair::generate().unwrap();
     let mut other = CertificateParams::new(Vec::<String>::new()).unwrap();

@@ -64,6 +64,7 @@ impl Server {
             return;
         }
         log::info!("SIGHUP: reading the settings again");
+        crate::notify::reloading();
         self.reloads.running = true;
         let tx = self.reloads.tx.clone();
         let waker = self.stop.handle.waker.clone();
@@ -78,6 +79,7 @@ impl Server {
         if let Err(e) = spawned {
             self.reloads.running = false;
             log::error!("reload failed, the old settings stay: no thread to read them: {e}");
+            crate::notify::ready("reload failed: no thread to read the settings");
         }
     }
 
@@ -94,8 +96,12 @@ impl Server {
                         self.conns.len(),
                         self.procs.len()
                     );
+                    crate::notify::ready("serving; the settings were read again");
                 }
-                Err(why) => log::error!("reload failed, the old settings stay: {why}"),
+                Err(why) => {
+                    log::error!("reload failed, the old settings stay: {why}");
+                    crate::notify::ready(&format!("serving; a reload failed: {why}"));
+                }
             }
             if std::mem::take(&mut self.reloads.again) {
                 self.begin_reload();

@@ -30,6 +30,7 @@ impl Server {
             let _ = self.registry.mio().deregister(&mut l);
         }
         let grace = self.cfg.stop_grace;
+        crate::notify::stopping(&format!("stopping: {} commands running", self.procs.len()));
         if grace.is_zero() || self.procs.is_empty() {
             return self.stop_commands();
         }
