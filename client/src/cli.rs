@@ -164,6 +164,9 @@ pub struct CpArgs {
     /// One JSON object per file copied, on stdout.
     #[arg(long)]
     pub json: bool,
+    /// No progress bar, whatever stderr is (the library's copies).
+    #[arg(skip)]
+    pub quiet: bool,
     #[command(flatten)]
     pub conn: ConnArgs,
 }

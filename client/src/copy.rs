@@ -31,10 +31,12 @@ use crate::run::EXIT_CONNECTION;
 use crate::session::Session;
 
 mod download;
+mod library;
 mod upload;
 
 pub use download::decode_untrusted;
 use download::*;
+pub(crate) use library::{fetch, send};
 use upload::*;
 
 /// Largest data chunk sent: well under the server's 1 MiB frame limit.
@@ -389,8 +391,8 @@ fn connect(args: &CpArgs, cfg: &Config, host: &str) -> Result<Session, ClientErr
     args.conn.connect(&cfg.target(host))
 }
 
-fn progress(label: &str, size: u64) -> indicatif::ProgressBar {
-    if !io::stderr().is_terminal() {
+fn progress(args: &CpArgs, label: &str, size: u64) -> indicatif::ProgressBar {
+    if args.quiet || !io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(size);

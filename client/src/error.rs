@@ -5,6 +5,8 @@ use std::io;
 
 use rexec_proto::{ErrorKind, ErrorMsg};
 
+/// Why the client could not do what it was asked (the program's error;
+/// the library's is [`crate::Error`]).
 #[derive(Debug)]
 pub enum ClientError {
     /// The host spec or name could not be resolved.

@@ -1,19 +1,22 @@
-//! rexec's client side, as a library: the `rexec` binary only parses
-//! arguments and prints; tests and benchmarks drive this directly.
+#![warn(missing_docs)]
+//! rexec's client side. For Rust programs and tests, [`Client`] (the
+//! [`api`] module) is the library: connect, run commands, stream them,
+//! copy files, manage jobs. The rest ([`Session`], [`run`], [`forward`])
+//! is the `rexec` program's own machinery, public for its tests, benches
+//! and fuzzers.
 //!
-//! ```no_run
-//! use rexec_client::{Session, ConnectOptions, run::{run, Sinks}};
-//! use rexec_proto::Exec;
-//! let mut s = Session::connect("127.0.0.1:7070", &ConnectOptions::default())?;
-//! let outcome = run(&mut s, Exec { id: 1, command: "uname -a".into(), ..Exec::default() },
-//!                   &mut Sinks::capture(), None)?;
-//! println!("exit code {}", outcome.exit_code());
-//! # Ok::<(), rexec_client::ClientError>(())
+//! ```
+//! # let server = rexec_server::EmbeddedServer::builder().start()?;
+//! # let addr = server.addr().to_string();
+//! let client = rexec_client::Client::connect(&addr)?;
+//! assert_eq!(client.run("echo hi")?.stdout, b"hi\n");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 // Internal modules are `pub(crate)`, so that the compiler reports what
 // nothing uses; what the binary, the tests and the fuzzers need is `pub`.
 pub(crate) mod addr;
+pub mod api;
 pub(crate) mod app;
 pub(crate) mod argv;
 pub(crate) mod cleanup;
@@ -39,6 +42,10 @@ pub(crate) mod tls;
 pub(crate) mod trace;
 pub(crate) mod way_in;
 
+pub use api::{
+    Builder, Child, ChildStderr, ChildStdin, ChildStdout, Client, Command, CopyOptions, Error,
+    ExitStatus, Output,
+};
 pub use app::main_entry;
 pub use copy::decode_untrusted;
 pub use error::ClientError;

@@ -37,7 +37,9 @@ pub enum Sinks {
     /// unbuffered write each (duplicates of fds 1 and 2: std's line-buffered
     /// stdout would split a chunk at its last newline into two writes).
     Terminal {
+        /// This process's stdout.
         stdout: std::fs::File,
+        /// This process's stderr.
         stderr: std::fs::File,
         /// Large stdout frames go to `stdout` through this, zero-copy, when
         /// stdout is a pipe or a file (splice.rs).
@@ -50,8 +52,11 @@ pub enum Sinks {
     /// Kept in memory (for `--json`, `-b`, the demo and tests), at most
     /// `limit` bytes of both together: a server could send without end.
     Capture {
+        /// The command's stdout so far.
         stdout: Vec<u8>,
+        /// Its stderr so far.
         stderr: Vec<u8>,
+        /// Most bytes kept, of both together.
         limit: usize,
         /// More arrived than `limit`: the rest was dropped, and the command
         /// is reported as truncated.
@@ -60,13 +65,17 @@ pub enum Sinks {
     /// Whole lines, each prefixed (`lab3: `), to this process's stdout and
     /// stderr; several hosts write at once without mixing within a line.
     Prefixed {
+        /// Put before each line (`lab3: `).
         prefix: String,
+        /// A partial stdout line, kept until its newline.
         stdout: Vec<u8>,
+        /// A partial stderr line.
         stderr: Vec<u8>,
     },
 }
 
 impl Sinks {
+    /// Straight to this process's stdout and stderr.
     pub fn terminal() -> io::Result<Self> {
         use std::os::fd::AsFd;
         Ok(Sinks::Terminal {
@@ -260,12 +269,15 @@ pub fn stdout_broken() -> bool {
 /// How a command ended, as far as the client knows.
 #[derive(Debug, Clone)]
 pub struct Outcome {
+    /// The command's number on its connection.
     pub id: u32,
+    /// Its process id on the server, once it started.
     pub pid: Option<u32>,
     /// `Exited`, unless the command could not start.
     pub exited: Option<Exited>,
     /// The `Error` for this command, when it could not start.
     pub error: Option<ErrorMsg>,
+    /// How long it took, as seen from here.
     pub duration: Duration,
     /// rexec dropped output at its capture limit (`--capture-limit`).
     pub cut: bool,

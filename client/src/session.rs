@@ -30,6 +30,7 @@ const SMALL_READ: usize = 256;
 /// How long to wait for the server's hello when no connect timeout is given.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How to connect and log in.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectOptions {
     /// Limit on the TCP connect and the server's hello.
@@ -60,7 +61,9 @@ pub struct ConnectOptions {
 /// A gateway to go through (`-J`): its address and how to log in there.
 #[derive(Debug, Clone)]
 pub struct Jump {
+    /// The gateway, `HOST[:PORT]`.
     pub address: String,
+    /// How to connect and log in there.
     pub opts: Box<ConnectOptions>,
 }
 
@@ -259,6 +262,8 @@ pub trait Channels: Send + Sync + std::fmt::Debug {
     fn on_message(&self, msg: ServerMsg);
 }
 
+/// A connection to a server, after the hellos and the login: frames in
+/// ([`Session::next_event`]), frames out ([`Session::writer`]).
 #[derive(Debug)]
 pub struct Session {
     reader: TcpStream,
@@ -269,7 +274,9 @@ pub struct Session {
     tls_closed: bool,
     decoder: FrameDecoder,
     writer: Arc<Writer>,
+    /// What the server said of itself.
     pub server: ServerHello,
+    /// Where it is.
     pub addr: SocketAddr,
     trace: bool,
     /// The last frame was spliced: read only a little next.
@@ -285,7 +292,13 @@ pub struct Session {
     probes: u32,
     /// Where channel messages go (port forwarding), once there is one.
     forwarder: Option<Arc<dyn Channels>>,
+    /// The answer to [`Session::confirm`]'s probe came.
+    confirmed: bool,
 }
+
+/// The sequence number of [`Session::confirm`]'s probe (keepalive probes
+/// count up from 1).
+const CONFIRM_SEQ: u32 = u32::MAX;
 
 impl Session {
     /// Connects to `HOST[:PORT]` and exchanges hellos, directly
@@ -378,6 +391,7 @@ impl Session {
             last_heard: Instant::now(),
             probes: 0,
             forwarder: None,
+            confirmed: false,
         };
         session.handshake(opts, &binding)?;
         Ok(session)
@@ -613,10 +627,18 @@ impl Session {
     }
 
     /// The sending half, for other threads.
+    /// Another handle on the connection's socket: shutting it down ends
+    /// the session (the library's client, when it goes).
+    pub fn socket(&self) -> io::Result<TcpStream> {
+        self.reader.try_clone()
+    }
+
+    /// The sending half, to share with other threads.
     pub fn writer(&self) -> Arc<Writer> {
         self.writer.clone()
     }
 
+    /// Sends one message as one frame.
     pub fn send(&self, msg: &ClientMsg) -> Result<(), ClientError> {
         Ok(self.writer.send(msg)?)
     }
@@ -635,18 +657,53 @@ impl Session {
 
     /// Like [`Session::next_event`], with the frame's payload length.
     pub fn next_frame(&mut self) -> Result<(usize, ServerEvent<'_>), ClientError> {
+        self.next_frame_unless(false)?
+            .ok_or_else(|| ClientError::Protocol("no frame".into()))
+    }
+
+    /// Makes sure the server let us in: a probe, and its answer, with
+    /// nothing before it (a wrong token is only said when the server
+    /// reads what follows the hello). One round trip; for servers that
+    /// probe (protocol 4), a no-op for older ones.
+    pub fn confirm(&mut self) -> Result<(), ClientError> {
+        if self.server.protocol < 4 {
+            return Ok(());
+        }
+        self.send(&ClientMsg::Ping { seq: CONFIRM_SEQ })?;
+        match self.next_frame_unless(true)? {
+            None => Ok(()),
+            Some((_, ServerEvent::Msg(ServerMsg::Error(e)))) => Err(ClientError::Server(e)),
+            Some(_) => Err(ClientError::Protocol(
+                "the server sent a frame before answering the first probe".into(),
+            )),
+        }
+    }
+
+    /// The next frame; with `until_pong`, `None` once the answer to
+    /// [`Session::confirm`]'s probe has come.
+    fn next_frame_unless(
+        &mut self,
+        until_pong: bool,
+    ) -> Result<Option<(usize, ServerEvent<'_>)>, ClientError> {
         let proto = |e: FrameError| ClientError::Protocol(e.to_string());
         loop {
+            if until_pong && self.confirmed {
+                return Ok(None);
+            }
             if let Some(len) = self.decoder.frame_ready().map_err(proto)? {
                 // Probes are the session's business, never a caller's.
                 if let Some(probe) = self.decoder.next_probe().map_err(proto)? {
                     if self.trace {
                         trace::emit(&trace::received(&ServerEvent::Msg(probe.clone()), len));
                     }
-                    if let ServerMsg::Ping { seq } = probe {
+                    match probe {
                         // Never waits behind a blocked write (stdin the
                         // server is not reading): then it is not needed.
-                        self.writer.try_send(&ClientMsg::Pong { seq })?;
+                        ServerMsg::Ping { seq } => {
+                            self.writer.try_send(&ClientMsg::Pong { seq })?
+                        }
+                        ServerMsg::Pong { seq: CONFIRM_SEQ } => self.confirmed = true,
+                        _ => {}
                     }
                     continue;
                 }
@@ -667,7 +724,7 @@ impl Session {
                 if self.trace {
                     trace::emit(&trace::received(&ev, len));
                 }
-                return Ok((len, ev));
+                return Ok(Some((len, ev)));
             }
             match self.read_more() {
                 Ok(0) => {

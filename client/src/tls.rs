@@ -304,7 +304,12 @@ pub fn check_trust(seen: &str, hostport: &str, opts: &TlsOptions) -> Result<(), 
     match &opts.trust {
         Trust::Ca(_) => Ok(()),
         Trust::Fingerprint(want) => {
-            if normalize_fingerprint(seen) == normalize_fingerprint(want) {
+            if normalize_fingerprint(seen) == normalize_fingerprint(want)
+                && file.as_os_str().is_empty()
+            {
+                // No known-hosts file (the library's pin): nothing to record.
+                Ok(())
+            } else if normalize_fingerprint(seen) == normalize_fingerprint(want) {
                 // Verified: remember the host, as --accept-new does, so that
                 // later connections use TLS and this pin by themselves.
                 match known_host(file, hostport)? {

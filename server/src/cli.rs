@@ -347,6 +347,8 @@ impl Args {
         Ok(Some(std::sync::Arc::new(keys)))
     }
 
+    /// The [`Config`] these flags describe, with the files they name read
+    /// and checked (token, keys, certificate, accounts).
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
         let token = Token::load(self.token_file.as_deref())?;

@@ -30,17 +30,21 @@ pub enum Protocol {
 /// server).
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The address to listen on (the first, when there are several).
     pub listen: SocketAddr,
     /// More addresses to listen on, each with its own socket.
     pub also_listen: Vec<SocketAddr>,
+    /// The protocol spoken.
     pub protocol: Protocol,
     /// Longest a command may run; `None` for no limit.
     pub timeout: Option<Duration>,
     /// Most output bytes (stdout + stderr) per command; `None` for no limit.
     pub max_output: Option<u64>,
+    /// Most client connections at once.
     pub max_conns: usize,
     /// Most connections waiting to authenticate (no hello, or no answer yet).
     pub max_startups: usize,
+    /// Most commands running at once.
     pub max_procs: usize,
     /// Close connections that send nothing and run nothing for this long.
     pub idle_timeout: Option<Duration>,

@@ -36,6 +36,7 @@ const NOT_KEYS: [&str; 4] = ["config", "check-config", "help", "version"];
 /// The settings rexecd starts with, and where each came from.
 #[derive(Debug)]
 pub struct Loaded {
+    /// The flags, the file's and the command line's together.
     pub args: Args,
     /// The file read, if any.
     pub file: Option<PathBuf>,

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! rexecd: one mio event loop that runs commands and streams their output
 //! back, with two spawner threads that only start processes.
 //!
@@ -78,6 +79,7 @@ pub(crate) mod coalesce;
 pub(crate) mod config;
 pub mod config_file;
 pub(crate) mod connection;
+pub mod embedded;
 pub(crate) mod error;
 pub(crate) mod exec_policy;
 pub(crate) mod forward;
@@ -106,8 +108,11 @@ pub(crate) mod tls;
 pub use activation::inherited_listeners;
 pub use cli::Args;
 pub use config::{Config, Protocol};
+pub use embedded::{EmbeddedServer, run_helper_if_asked};
 pub use error::{ConfigError, TlsError};
 pub use exec_policy::ExecPolicy;
+// The connection's state machine, public for the fuzz targets only.
+#[doc(hidden)]
 pub use protocol::{Action, ConnProtocol};
 pub use server::{Loader, Server, ServerHandle};
 pub use sys::{adopt_ignored_signals, scrub_environ};

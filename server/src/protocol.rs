@@ -32,6 +32,7 @@ pub const MAX_ENV: usize = 1024;
 
 /// What the event loop should do about a message.
 #[derive(Debug, PartialEq, Eq)]
+#[doc(hidden)]
 pub enum Action {
     /// Send the server's hello now. With `open` the connection is running
     /// (no token required); otherwise the client's `Auth` comes next.
@@ -149,6 +150,7 @@ pub enum Phase {
 
 /// The protocol state of one native connection.
 #[derive(Debug)]
+#[doc(hidden)]
 pub struct ConnProtocol {
     phase: Phase,
     token: Option<Token>,

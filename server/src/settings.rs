@@ -24,7 +24,9 @@ pub struct Kept {
 /// Checked settings, and warnings to log about the ones allowed.
 #[derive(Debug)]
 pub struct Settings {
+    /// The settings.
     pub config: Config,
+    /// What to warn about (an exposed address allowed by `--insecure`).
     pub warnings: Vec<String>,
 }
 

@@ -18,6 +18,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 /// A ready TLS configuration and the fingerprint clients should pin.
 #[derive(Debug, Clone)]
 pub struct TlsSetup {
+    /// rustls's settings for every connection.
     pub config: Arc<ServerConfig>,
     /// `SHA256:...` of the certificate clients see.
     pub fingerprint: String,

@@ -295,7 +295,7 @@ pub(super) fn fetch_into(
         state.feed(data, &mut file).map_err(|e| failed(&e))?;
         if state.header.len() == GET_HEADER_LEN {
             // The size is known once the header is in.
-            bar.get_or_insert_with(|| progress(&label, state.size))
+            bar.get_or_insert_with(|| progress(args, &label, state.size))
                 .set_position(state.written);
         }
         Ok(())

@@ -16,6 +16,18 @@ pub(super) fn upload_all(
     prefix: &str,
 ) -> Result<(), CopyError> {
     let mut session = connect(args, cfg, host)?;
+    upload_on(args, &mut session, host, uploads, several, prefix)
+}
+
+/// [`upload_all`] over a session already open.
+pub(super) fn upload_on(
+    args: &CpArgs,
+    session: &mut Session,
+    host: &str,
+    uploads: &[Upload],
+    several: bool,
+    prefix: &str,
+) -> Result<(), CopyError> {
     let mut failed = None;
     // The reason to go on to the next source, or the end of them all.
     let next = |i: usize, e: CopyError| match (e, several, i, uploads.first()) {
@@ -32,7 +44,7 @@ pub(super) fn upload_all(
     for (i, u) in uploads.iter().enumerate() {
         if u.what == PutWhat::TreeTop {
             let planned = join_dest(&u.dest, &u.name);
-            match tree_top(args, &mut session, u) {
+            match tree_top(args, session, u) {
                 Ok(made) => tops.push((planned, made)),
                 Err(e) => {
                     let m = next(i, e)?;
@@ -61,7 +73,7 @@ pub(super) fn upload_all(
             }
             None => u,
         };
-        if let Err(e) = upload(args, &mut session, u) {
+        if let Err(e) = upload(args, session, u) {
             let m = next(i, e)?;
             eprintln!("{prefix}rexec cp: {m}");
             failed = Some(m);
@@ -103,7 +115,7 @@ pub(super) fn upload(args: &CpArgs, session: &mut Session, u: &Upload) -> Result
     }))?;
     // Nothing is sent before the server says the destination is good.
     ready(session, id, &format!("{shown} -> {}", lossy(&u.dest)))?;
-    let bar = progress(&lossy(&u.name), meta.len());
+    let bar = progress(args, &lossy(&u.name), meta.len());
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     let mut sent = 0u64;

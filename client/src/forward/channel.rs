@@ -50,6 +50,7 @@ struct State {
 /// One channel.
 #[derive(Debug)]
 pub struct Chan {
+    /// The channel's number on the connection.
     pub id: u32,
     /// What the user asked for (`-L 8888:localhost:8888`), for messages.
     pub label: String,
@@ -62,6 +63,8 @@ pub struct Chan {
 }
 
 impl Chan {
+    /// Channel `id` between the local socket `sock` and the server
+    /// (through `writer`).
     pub fn new(id: u32, label: String, writer: Arc<Writer>, sock: TcpStream) -> Chan {
         Chan {
             id,

@@ -16,12 +16,15 @@ pub enum Way {
 /// One forward.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
+    /// `-L` or `-R`.
     pub way: Way,
     /// Where to listen: empty for loopback.
     pub bind: String,
+    /// The port listened on (0: one the system picks).
     pub port: u16,
     /// Where each connection goes.
     pub host: String,
+    /// The port it goes to there.
     pub host_port: u16,
 }
 
