@@ -180,7 +180,10 @@ impl Builder {
             Session::connect(addr, &self.opts).map_err(|e| Error::from_client(addr, e))?;
         // A wrong token shows only once the server reads past the hello:
         // make sure now, so that a bad login is connect's error.
-        session.confirm().map_err(|e| Error::from_client(addr, e))?;
+        let limit = self.opts.connect_timeout.unwrap_or(Duration::from_secs(10));
+        session
+            .confirm(limit)
+            .map_err(|e| Error::from_client(addr, e))?;
         let socket = session
             .socket()
             .map_err(|e| Error::from_client(addr, ClientError::Io(e)))?;
@@ -250,7 +253,7 @@ pub struct ExitStatus {
     code: Option<i32>,
     signal: Option<i32>,
     timed_out: bool,
-    truncated: bool,
+    pub(crate) truncated: bool,
 }
 
 impl ExitStatus {
@@ -287,7 +290,8 @@ impl ExitStatus {
         self.timed_out
     }
 
-    /// The server cut its output at its limit and stopped it.
+    /// Its output was cut at a limit (the server's, or
+    /// [`Command::output_limit`]) and it was stopped.
     pub fn truncated(&self) -> bool {
         self.truncated
     }

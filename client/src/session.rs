@@ -664,19 +664,30 @@ impl Session {
     /// Makes sure the server let us in: a probe, and its answer, with
     /// nothing before it (a wrong token is only said when the server
     /// reads what follows the hello). One round trip; for servers that
-    /// probe (protocol 4), a no-op for older ones.
-    pub fn confirm(&mut self) -> Result<(), ClientError> {
+    /// probe (protocol 4), a no-op for older ones. A server that does not
+    /// answer within `limit` is given up on.
+    pub fn confirm(&mut self, limit: Duration) -> Result<(), ClientError> {
         if self.server.protocol < 4 {
             return Ok(());
         }
         self.send(&ClientMsg::Ping { seq: CONFIRM_SEQ })?;
-        match self.next_frame_unless(true)? {
-            None => Ok(()),
-            Some((_, ServerEvent::Msg(ServerMsg::Error(e)))) => Err(ClientError::Server(e)),
-            Some(_) => Err(ClientError::Protocol(
+        // A read that waits past `limit` is an error (no keepalive meanwhile).
+        let keepalive = self.keepalive.take();
+        self.reader.set_read_timeout(Some(limit))?;
+        let answer = match self.next_frame_unless(true) {
+            Ok(None) => Ok(()),
+            Ok(Some((_, ServerEvent::Msg(ServerMsg::Error(e))))) => Err(ClientError::Server(e)),
+            Ok(Some(_)) => Err(ClientError::Protocol(
                 "the server sent a frame before answering the first probe".into(),
             )),
-        }
+            Err(ClientError::Io(e)) if timed_out(&e) => {
+                Err(ClientError::Timeout(self.addr.to_string()))
+            }
+            Err(e) => Err(e),
+        };
+        self.keepalive = keepalive;
+        self.reader.set_read_timeout(self.keepalive)?;
+        answer
     }
 
     /// The next frame; with `until_pong`, `None` once the answer to

@@ -34,6 +34,18 @@ fn a_command_gives_its_output_and_status() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from /\n");
     assert!(out.status.success(), "{}", out.status);
+    // Output past the caller's limit: cut there, the command stopped.
+    let out = c
+        .command("exec yes")
+        .output_limit(1 << 20)
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout.len(), 1 << 20);
+    assert!(
+        out.status.truncated() && !out.status.success(),
+        "{}",
+        out.status
+    );
     // A whole stdin, given up front.
     let out = c
         .command("tr a-z A-Z")
@@ -210,4 +222,108 @@ fn detached_jobs_from_the_library() {
     let long = c.start_job("exec sleep 600").unwrap();
     c.kill_job(long).unwrap();
     assert!(!c.attach(long).unwrap().status.success());
+}
+
+#[test]
+fn a_command_on_a_terminal_reads_and_writes_it() {
+    let s = server();
+    let c = Client::connect(&s.addr().to_string()).unwrap();
+    let out = c
+        .command("test -t 0 && test -t 1 && echo $TERM $(stty size)")
+        .pty("xterm-test", 33, 101)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", out.status);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "xterm-test 33 101"
+    );
+}
+
+#[test]
+fn handles_go_to_other_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Client>();
+    send_sync::<rexec_client::ExitStatus>();
+    send_sync::<Error>();
+    send::<rexec_client::Child>();
+    send::<rexec_client::ChildStdin>();
+    send::<rexec_client::ChildStdout>();
+    send::<EmbeddedServer>();
+    // And they work there: a command started on one thread, finished on
+    // another.
+    let s = server();
+    let c = Client::connect(&s.addr().to_string()).unwrap();
+    let child = c.command("echo moved").spawn().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut child = child;
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut text).unwrap();
+        (text, child.wait().unwrap())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(out.0, "moved\n");
+    assert!(out.1.success());
+}
+
+mod lying_server {
+    use super::*;
+    use rexec_proto::{ClientMsg, ServerMsg};
+    use rexec_tests::liar::{Liar, Reply, exited, stdout};
+    use std::time::Duration;
+
+    /// A liar that answers the login's probe, then `script` for commands.
+    fn liar(script: impl Fn(u32) -> Vec<Reply> + Send + 'static) -> Liar {
+        Liar::start("liar", move |msg| match msg {
+            ClientMsg::Ping { seq } => vec![Reply::Msg(ServerMsg::Pong { seq: *seq })],
+            ClientMsg::Exec(e) => script(e.id),
+            _ => vec![],
+        })
+    }
+
+    #[test]
+    fn output_for_other_commands_and_unasked_ends_are_ignored() {
+        let l = liar(|id| {
+            vec![
+                stdout(id + 100, b"not yours"),
+                exited(id + 100, 9),
+                stdout(id, b"yours"),
+                exited(id, 0),
+            ]
+        });
+        let c = Client::connect(&l.host()).unwrap();
+        let out = c.run("anything").unwrap();
+        assert_eq!(out.stdout, b"yours");
+        assert!(out.status.success());
+    }
+
+    #[test]
+    fn output_without_end_is_cut_at_the_limit_and_not_waited_on() {
+        let l = liar(|id| {
+            vec![Reply::Endless(ServerMsg::Stdout {
+                id,
+                data: vec![b'x'; 64 * 1024],
+            })]
+        });
+        let c = Client::connect(&l.host()).unwrap();
+        let out = c.command("anything").output_limit(1 << 20).output();
+        // The liar never says the command ended: the wait for it is
+        // bounded, and the error says so; nothing past the limit is kept.
+        match out {
+            Err(Error::Refused(why)) => assert!(why.contains("did not stop"), "{why}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_server_that_never_answers_the_login_probe_is_given_up_on() {
+        let l = Liar::start("silent", |_| vec![]);
+        let err = Client::builder()
+            .connect_timeout(Duration::from_millis(300))
+            .connect(&l.host())
+            .unwrap_err();
+        assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    }
 }

@@ -3,7 +3,9 @@
 //! has ended.
 
 use std::io::{self, Read, Write};
-use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use rexec_proto::{ClientMsg, Exec, ExecMode, PtyRequest};
@@ -21,7 +23,14 @@ pub struct Command {
     client: Client,
     exec: Exec,
     stdin: Option<Vec<u8>>,
+    output_limit: usize,
 }
+
+/// What [`Command::output`] keeps unless told otherwise.
+const OUTPUT_LIMIT: usize = 256 << 20;
+
+/// How long a command told to stop (past the output limit) is waited for.
+const STOP_WAIT: Duration = Duration::from_secs(10);
 
 impl Command {
     pub(super) fn new(client: &Client, command: String, mode: ExecMode) -> Command {
@@ -33,6 +42,7 @@ impl Command {
                 ..Exec::default()
             },
             stdin: None,
+            output_limit: OUTPUT_LIMIT,
         }
     }
 
@@ -134,7 +144,16 @@ impl Command {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn output(&self) -> Result<Output, Error> {
-        finish(self.spawn()?, self.stdin.as_deref())
+        finish(self.spawn()?, self.stdin.as_deref(), self.output_limit)
+    }
+
+    /// Keep at most this many bytes of output (stdout and stderr
+    /// together) in [`Command::output`]: past it the command is stopped
+    /// and its status says [`ExitStatus::truncated`]. 256 MiB unless set:
+    /// a server could send without end.
+    pub fn output_limit(&mut self, bytes: usize) -> &mut Command {
+        self.output_limit = bytes;
+        self
     }
 
     /// Runs the command to its end, its output dropped; its status.
@@ -181,37 +200,85 @@ pub(super) fn collect(
     id: u32,
     send: impl FnOnce(&Writer) -> io::Result<()>,
 ) -> Result<Output, Error> {
-    finish(start(client, id, send)?, None)
+    finish(start(client, id, send)?, None, OUTPUT_LIMIT)
 }
 
 /// Gives `child` its whole stdin, reads both its streams to their ends
-/// and waits for it.
-fn finish(mut child: Child, input: Option<&[u8]>) -> Result<Output, Error> {
+/// (at most `limit` bytes of both together) and waits for it.
+fn finish(mut child: Child, input: Option<&[u8]>, limit: usize) -> Result<Output, Error> {
     let mut stdin = child.stdin.take();
     if let (Some(pipe), Some(input)) = (stdin.as_mut(), input) {
         pipe.write_all(input)
             .map_err(|e| Error::disconnected(e.to_string()))?;
     }
     drop(stdin); // end of input
-    let mut err_pipe = child.stderr.take();
-    let errs = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        if let Some(p) = err_pipe.as_mut() {
-            let _ = p.read_to_end(&mut v);
-        }
-        v
-    });
-    let mut stdout = Vec::new();
-    if let Some(p) = child.stdout.as_mut() {
-        let _ = p.read_to_end(&mut stdout);
+    let cap = Cap {
+        taken: Arc::new(AtomicUsize::new(0)),
+        limit,
+        client: child.client.clone(),
+        id: child.id,
+    };
+    let err_pipe = child.stderr.take();
+    let err_cap = cap.clone();
+    let errs = std::thread::spawn(move || err_cap.read(err_pipe));
+    let (stdout, out_cut) = cap.read(child.stdout.take());
+    let (stderr, err_cut) = errs.join().unwrap_or_default();
+    if !(out_cut || err_cut) {
+        let status = child.wait()?;
+        return Ok(Output {
+            status,
+            stdout,
+            stderr,
+        });
     }
-    let stderr = errs.join().unwrap_or_default();
-    let status = child.wait()?;
+    // Past the limit: the command was told to stop, what more it sends is
+    // dropped, and a server that goes on without end is not waited for.
+    let mut status = child.wait_for(STOP_WAIT)?;
+    status.truncated = true;
     Ok(Output {
         status,
         stdout,
         stderr,
     })
+}
+
+/// The output limit of one [`Command::output`], shared by its two
+/// streams' readers.
+#[derive(Debug, Clone)]
+struct Cap {
+    taken: Arc<AtomicUsize>,
+    limit: usize,
+    client: Client,
+    id: u32,
+}
+
+impl Cap {
+    /// Reads `pipe` to its end while the bytes taken from both pipes stay
+    /// within the limit; whether it stopped at the limit. The first to
+    /// pass it tells the server to stop the command and ends both pipes.
+    fn read<R: Read>(&self, pipe: Option<R>) -> (Vec<u8>, bool) {
+        let mut v = Vec::new();
+        let Some(mut pipe) = pipe else {
+            return (v, false);
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match pipe.read(&mut buf) {
+                Ok(0) | Err(_) => return (v, self.taken.load(Ordering::Relaxed) > self.limit),
+                Ok(n) => {
+                    let before = self.taken.fetch_add(n, Ordering::Relaxed);
+                    let room = self.limit.saturating_sub(before);
+                    v.extend_from_slice(&buf[..n.min(room)]);
+                    if n > room {
+                        let inner = &self.client.inner;
+                        let _ = inner.writer.send(&ClientMsg::Cancel { id: self.id });
+                        inner.routes.mute(self.id);
+                        return (v, true);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A finished command: how it ended and all it wrote.
@@ -223,6 +290,15 @@ pub struct Output {
     pub stdout: Vec<u8>,
     /// All it wrote to stderr.
     pub stderr: Vec<u8>,
+}
+
+/// How a command's end became known.
+fn ended(end: End) -> Result<ExitStatus, Error> {
+    match end {
+        End::Exited(x) => Ok(ExitStatus::from_exited(&x)),
+        End::Refused(e) => Err(Error::from_refusal(e)),
+        End::Lost(why) => Err(Error::disconnected(why)),
+    }
 }
 
 /// A running remote command. Take its pipes out (as with
@@ -262,10 +338,27 @@ impl Child {
             return done.clone();
         }
         let done = match self.end.recv() {
-            Ok(End::Exited(x)) => Ok(ExitStatus::from_exited(&x)),
-            Ok(End::Refused(e)) => Err(Error::from_refusal(e)),
-            Ok(End::Lost(why)) => Err(Error::disconnected(why)),
+            Ok(end) => ended(end),
             Err(_) => Err(Error::disconnected("the connection's reader ended".into())),
+        };
+        self.ended = Some(done.clone());
+        done
+    }
+
+    /// [`Child::wait`], for at most `limit`: for a command told to stop,
+    /// from a server that might not.
+    fn wait_for(&mut self, limit: Duration) -> Result<ExitStatus, Error> {
+        drop(self.stdin.take());
+        let done = match self.end.recv_timeout(limit) {
+            Ok(end) => ended(end),
+            Err(RecvTimeoutError::Timeout) => Err(Error::Refused(format!(
+                "the server did not stop command {} within {}s of being told to",
+                self.id,
+                limit.as_secs()
+            ))),
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(Error::disconnected("the connection's reader ended".into()))
+            }
         };
         self.ended = Some(done.clone());
         done

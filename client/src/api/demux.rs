@@ -90,6 +90,15 @@ impl Routes {
         t.routes.remove(&id);
     }
 
+    /// Command `id`'s output is no longer wanted: its pipes end now (its
+    /// end is still told).
+    pub(crate) fn mute(&self, id: u32) {
+        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = t.routes.get_mut(&id) {
+            (r.stdout, r.stderr) = (None, None);
+        }
+    }
+
     /// A chunk of output for `id`; the queue's sender, so that the send
     /// (which may wait) happens without the table's lock.
     fn output(&self, id: u32, stream: OutputStream) -> Option<SyncSender<Vec<u8>>> {
