@@ -18,11 +18,11 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::UNIX_EPOCH;
 
+use rexec_proto::{Checksum, DIGEST_LEN, Hasher};
 use rexec_proto::{
     ClientMsg, ExitStatus, GET_HEADER_LEN, OutputStream, Put, PutWhat, ServerEvent, ServerMsg,
 };
 use rustix::fs::{Mode, OFlags, ResolveFlags};
-use sha2::{Digest, Sha256};
 
 use crate::cli::CpArgs;
 use crate::error::ClientError;
@@ -385,6 +385,12 @@ fn walk(dir: &Path, dest: &OsStr, out: &mut Vec<Upload>) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The hash that checks copies with this server: BLAKE3 from protocol 9,
+/// SHA-256 before (an older rexecd still copies).
+fn checksum(session: &Session) -> Checksum {
+    Checksum::between(rexec_proto::PROTOCOL_VERSION, session.server.protocol)
 }
 
 fn connect(args: &CpArgs, cfg: &Config, host: &str) -> Result<Session, ClientError> {

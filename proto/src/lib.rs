@@ -17,6 +17,7 @@
 //! teaching. `docs/PROTOCOL.md` is the byte-level specification.
 
 pub mod auth;
+pub mod checksum;
 pub mod frame;
 pub mod keyauth;
 pub mod limits;
@@ -25,6 +26,7 @@ pub mod payload;
 pub mod text;
 pub mod tutorial;
 
+pub use checksum::{BLAKE3_PROTOCOL, Checksum, DIGEST_LEN, Hasher};
 pub use frame::{
     DEFAULT_MAX_FRAME, FrameDecoder, FrameError, HEADER_LEN, MAX_FRAME_LIMIT, OUTPUT_HEADER_MAX,
     PartialOutput, PartialStdin, encode_channel_data_frame, encode_channel_data_header,

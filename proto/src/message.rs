@@ -14,8 +14,10 @@ use serde::{Deserialize, Serialize};
 /// version 6 detached jobs (`Job`); version 7 binds a login over plain TCP
 /// to the server's address ([`crate::auth::address_binding`]) and says
 /// which ways in a server takes (`AuthMethods`); version 8 forwards TCP
-/// ports over channels (`Open`, `Listen` and the `Channel*` messages).
-pub const PROTOCOL_VERSION: u16 = 8;
+/// ports over channels (`Open`, `Listen` and the `Channel*` messages);
+/// version 9 checks copies with BLAKE3 instead of SHA-256
+/// ([`crate::checksum`]).
+pub const PROTOCOL_VERSION: u16 = 9;
 
 /// The oldest version this build still speaks: a version-3 peer is served
 /// without keepalive probes. Older peers are refused with
@@ -86,19 +88,20 @@ pub enum ClientMsg {
     /// (Protocol 2.)
     Resize { id: u32, rows: u16, cols: u16 },
     /// Copy a file to the server (protocol 2): `size` bytes follow as
-    /// `Stdin` chunks, then `PutEnd` with their SHA-256. `dest` is a file
+    /// `Stdin` chunks, then `PutEnd` with their digest (SHA-256, or BLAKE3
+    /// when both ends speak protocol 9: [`crate::checksum`]). `dest` is a file
     /// path, or a directory to put `name` in.
     Put(Put),
-    /// The SHA-256 of all the bytes of a `Put`; the file is renamed into
-    /// place only if the server computed the same.
+    /// The digest of all the bytes of a `Put` (see `Put`); the file is
+    /// renamed into place only if the server computed the same.
     PutEnd {
         id: u32,
         #[serde(with = "serde_bytes")]
-        sha256: Vec<u8>,
+        digest: Vec<u8>,
     },
     /// Copy a file from the server (protocol 2): it arrives as `Stdout`:
     /// a 20-byte header (size u64, mode u32, mtime i64, big-endian), the
-    /// bytes, then their SHA-256.
+    /// bytes, then their digest (as a `Put`'s).
     Get {
         id: u32,
         /// A path is bytes, as on Linux: any name, UTF-8 or not (protocol 3).

@@ -255,6 +255,15 @@ impl Connection {
     }
 
     /// The rexec protocol's state machine, on a native connection.
+    /// The protocol version both ends speak (a tutorial connection: the
+    /// oldest).
+    pub fn version(&self) -> u16 {
+        match &self.wire {
+            Wire::Native(p) => p.version(),
+            Wire::Seed | Wire::Raw => rexec_proto::OLDEST_PROTOCOL,
+        }
+    }
+
     pub fn protocol(&mut self) -> Option<&mut ConnProtocol> {
         match &mut self.wire {
             Wire::Native(p) => Some(p),

@@ -69,7 +69,7 @@ pub enum Action {
     /// The checksum that ends a `Put`.
     PutEnd {
         id: u32,
-        sha256: Vec<u8>,
+        digest: Vec<u8>,
     },
     /// Send a file.
     Get {
@@ -169,6 +169,11 @@ pub struct ConnProtocol {
 pub const MAX_KEY_TRIES: u8 = 6;
 
 impl ConnProtocol {
+    /// The protocol version both ends speak.
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
     /// `nonce` must be fresh random bytes for every connection.
     pub fn new(token: Option<Token>, nonce: [u8; NONCE_LEN]) -> Self {
         ConnProtocol {
@@ -323,7 +328,7 @@ impl ConnProtocol {
                 Action::Resize { id, rows, cols }
             }
             (Phase::Running, ClientMsg::Put(p)) => Action::Put(p),
-            (Phase::Running, ClientMsg::PutEnd { id, sha256 }) => Action::PutEnd { id, sha256 },
+            (Phase::Running, ClientMsg::PutEnd { id, digest }) => Action::PutEnd { id, digest },
             (Phase::Running, ClientMsg::Get { id, path }) => Action::Get { id, path },
             (Phase::Running, ClientMsg::List { id, path }) => Action::List { id, path },
             (Phase::Running, ClientMsg::Ping { seq }) => Action::Ping { seq },

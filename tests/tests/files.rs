@@ -159,7 +159,7 @@ fn a_broken_copy_leaves_the_old_file_and_no_temporary() {
         &mut sock,
         &ClientMsg::PutEnd {
             id: 1,
-            sha256: vec![0; 32],
+            digest: vec![0; 32],
         },
     );
     let msgs = rexec_tests::wire::read_until(&mut sock, &mut FrameDecoder::new(), |m| {
@@ -769,4 +769,88 @@ fn several_sources_need_a_directory_and_nothing_is_written_otherwise() {
     let r = cp(&[&tree], &dir.path("copy"));
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(dir.path("copy/in.txt").exists());
+}
+
+/// The digest of `data` under `hash`.
+fn digest_of(hash: Checksum, data: &[u8]) -> Vec<u8> {
+    let mut h = hash.hasher();
+    h.update(data);
+    h.finalize().to_vec()
+}
+
+/// A raw connection that says it speaks `protocol`.
+fn speaking(d: &Daemon, protocol: u16) -> TcpStream {
+    let mut sock = TcpStream::connect(d.addr).unwrap();
+    let hello = ClientMsg::Hello(ClientHello {
+        protocol,
+        software: "a client of another version".into(),
+    });
+    send(&mut sock, &hello);
+    sock
+}
+
+#[test]
+fn each_protocol_checks_copies_with_its_own_hash() {
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("cphash");
+    // Protocol 8 and older: SHA-256; 9 on: BLAKE3. Each way, up and down.
+    for (protocol, hash, other) in [
+        (8, Checksum::Sha256, Checksum::Blake3),
+        (9, Checksum::Blake3, Checksum::Sha256),
+    ] {
+        let target = dir.path(&format!("up{protocol}"));
+        for (used, good) in [(other, false), (hash, true)] {
+            let mut sock = speaking(&d, protocol);
+            send(
+                &mut sock,
+                &ClientMsg::Put(Put {
+                    id: 1,
+                    dest: target.display().to_string().into_bytes(),
+                    name: b"x".to_vec(),
+                    size: 5,
+                    ..Put::default()
+                }),
+            );
+            let data = b"bytes".to_vec();
+            send(
+                &mut sock,
+                &ClientMsg::Stdin {
+                    id: 1,
+                    data: data.clone(),
+                },
+            );
+            let digest = digest_of(used, &data);
+            send(&mut sock, &ClientMsg::PutEnd { id: 1, digest });
+            let msgs = rexec_tests::wire::read_until(&mut sock, &mut FrameDecoder::new(), |m| {
+                matches!(m, ServerMsg::Exited(_))
+            });
+            let ok = msgs
+                .iter()
+                .any(|m| matches!(m, ServerMsg::Exited(x) if x.status == ExitStatus::Code(0)));
+            assert_eq!(ok, good, "protocol {protocol}, {}: {msgs:?}", used.name());
+            assert_eq!(
+                target.exists(),
+                good,
+                "protocol {protocol}, {}",
+                used.name()
+            );
+        }
+        // Down: the trailer is the digest under the protocol's hash.
+        let mut sock = speaking(&d, protocol);
+        send(
+            &mut sock,
+            &ClientMsg::Get {
+                id: 2,
+                path: target.display().to_string().into_bytes(),
+            },
+        );
+        let msgs = rexec_tests::wire::read_until(&mut sock, &mut FrameDecoder::new(), |m| {
+            matches!(m, ServerMsg::Exited(_))
+        });
+        let stream = rexec_tests::wire::stdout_of(&msgs);
+        assert_eq!(stream.len(), GET_HEADER_LEN + 5 + DIGEST_LEN, "{msgs:?}");
+        assert_eq!(&stream[GET_HEADER_LEN..GET_HEADER_LEN + 5], b"bytes");
+        assert_eq!(stream[GET_HEADER_LEN + 5..], digest_of(hash, b"bytes")[..]);
+        std::fs::remove_file(&target).unwrap();
+    }
 }

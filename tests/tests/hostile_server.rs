@@ -8,16 +8,18 @@ use std::os::unix::fs::PermissionsExt;
 use rexec_proto::{ClientMsg, ServerMsg};
 use rexec_tests::liar::{Liar, Reply, exited, stdout};
 use rexec_tests::*;
-use sha2::{Digest, Sha256};
 
-/// A Get's whole answer: header (size, mode, mtime), the bytes, SHA-256.
+/// A Get's whole answer: header (size, mode, mtime), the bytes, and their
+/// digest (BLAKE3: the liar speaks this build's protocol).
 fn get_reply(id: u32, data: &[u8], mode: u32) -> Vec<Reply> {
     let mut out = Vec::new();
     out.extend_from_slice(&(data.len() as u64).to_be_bytes());
     out.extend_from_slice(&mode.to_be_bytes());
     out.extend_from_slice(&1_000_000_000i64.to_be_bytes());
     out.extend_from_slice(data);
-    out.extend_from_slice(&Sha256::digest(data));
+    let mut hash = rexec_proto::Checksum::Blake3.hasher();
+    hash.update(data);
+    out.extend_from_slice(&hash.finalize());
     vec![
         Reply::Msg(ServerMsg::Started { id, pid: 4242 }),
         stdout(id, &out),

@@ -286,7 +286,10 @@ pub(super) fn fetch_into(
     // The disk writes while the data arrives (writeback/), not all at the
     // closing fsync.
     let mut file = rexec_writeback::WriteBehind::new(File::from(fd));
-    let mut state = GetState::default();
+    let mut state = GetState {
+        hash: checksum(session).hasher(),
+        ..GetState::default()
+    };
     let label = shown
         .file_name()
         .map_or(String::new(), |n| n.to_string_lossy().into_owned());
@@ -357,7 +360,7 @@ pub(super) struct GetState {
     mode: u32,
     mtime: i64,
     written: u64,
-    hash: Sha256,
+    hash: Hasher,
     trailer: Vec<u8>,
 }
 
@@ -388,13 +391,15 @@ impl GetState {
     }
 
     fn verify(&self) -> Result<(), CopyError> {
-        if self.written != self.size || self.trailer.len() != 32 {
+        if self.written != self.size || self.trailer.len() != DIGEST_LEN {
             return Err(CopyError::Failed("the copy ended early".into()));
         }
         if self.hash.clone().finalize().as_slice() != self.trailer.as_slice() {
-            return Err(CopyError::Failed(
-                "checksum mismatch: the data was damaged on the way, or the file changed while it was sent".into(),
-            ));
+            return Err(CopyError::Failed(format!(
+                "checksum ({}) mismatch: the data was damaged on the way, or the file changed \
+                 while it was sent",
+                self.hash.kind().name()
+            )));
         }
         Ok(())
     }

@@ -116,7 +116,7 @@ pub(super) fn upload(args: &CpArgs, session: &mut Session, u: &Upload) -> Result
     // Nothing is sent before the server says the destination is good.
     ready(session, id, &format!("{shown} -> {}", lossy(&u.dest)))?;
     let bar = progress(args, &lossy(&u.name), meta.len());
-    let mut hash = Sha256::new();
+    let mut hash = checksum(session).hasher();
     let mut buf = vec![0u8; CHUNK];
     let mut sent = 0u64;
     while sent < meta.len() {
@@ -136,9 +136,9 @@ pub(super) fn upload(args: &CpArgs, session: &mut Session, u: &Upload) -> Result
     let digest = if sent == meta.len() {
         hash.finalize().to_vec()
     } else {
-        vec![0; 32]
+        vec![0; DIGEST_LEN]
     };
-    session.send(&ClientMsg::PutEnd { id, sha256: digest })?;
+    session.send(&ClientMsg::PutEnd { id, digest })?;
     let (status, stderr) = wait(session, id, |_| Ok(()))?;
     progress_done(
         &bar,

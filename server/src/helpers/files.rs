@@ -34,9 +34,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 
+use rexec_proto::Hasher;
 use rexec_proto::{Put, PutWhat};
 use rustix::fs::{CWD, Mode, OFlags};
-use sha2::{Digest, Sha256};
 
 use crate::helpers::files_path::{
     Root, TransferError, at, plain_name, shown, shown_dir, temp_name,
@@ -49,11 +49,12 @@ pub const FILES: &str = "__files";
 /// Runs the helper; the exit code: 0 done, 1 failed (the reason on stderr).
 pub fn helper() -> i32 {
     let mut input = HelperInput::new();
-    let res = input.request().and_then(|(request, root)| {
-        let root = Root::new(root.as_deref())?;
-        match request {
-            Request::Put(p) => put(&root, &p, &mut input),
-            Request::Get(path) => get(&root, OsStr::from_bytes(&path)),
+    let res = input.request().and_then(|open| {
+        let root = Root::new(open.root.as_deref())?;
+        let hash = open.checksum.hasher();
+        match open.request {
+            Request::Put(p) => put(&root, &p, &mut input, hash),
+            Request::Get(path) => get(&root, OsStr::from_bytes(&path), hash),
             Request::List(path) => {
                 crate::helpers::files_tree::list(&root, OsStr::from_bytes(&path))
             }
@@ -69,7 +70,7 @@ pub fn helper() -> i32 {
     }
 }
 
-fn put(root: &Root, put: &Put, input: &mut HelperInput) -> Result<(), TransferError> {
+fn put(root: &Root, put: &Put, input: &mut HelperInput, hash: Hasher) -> Result<(), TransferError> {
     let (dest, name) = (OsStr::from_bytes(&put.dest), OsStr::from_bytes(&put.name));
     // DEST is a directory (then NAME goes inside), or a file to write; with
     // MKDIRS it is a directory, made if missing.
@@ -113,7 +114,7 @@ fn put(root: &Root, put: &Put, input: &mut HelperInput) -> Result<(), TransferEr
         })?;
     // The disk writes while the data arrives, not all at the closing fsync.
     let mut out = rexec_writeback::WriteBehind::new(std::fs::File::from(tmp));
-    receive(input, &mut out, put.size, &file_name)?;
+    receive(input, &mut out, put.size, &file_name, hash)?;
     let file = out.file();
     set_metadata(file, &dir, &file_name, put.mode, put.mtime, put.preserve)?;
     file.sync_all().map_err(at(&file_name))?;
@@ -162,14 +163,14 @@ fn put_target(
 }
 
 /// Takes exactly `size` bytes of data into `file`, then the client's
-/// SHA-256, and checks that they match.
+/// digest, and checks that it matches `hash`'s.
 fn receive(
     input: &mut HelperInput,
     file: &mut impl Write,
     size: u64,
     file_name: &OsStr,
+    mut hash: Hasher,
 ) -> Result<(), TransferError> {
-    let mut hash = Sha256::new();
     let mut got: u64 = 0;
     let expected = loop {
         let data = match input.next()? {
@@ -178,7 +179,7 @@ fn receive(
                 // (`next` hands data out borrowed; never built.)
                 return Err(TransferError::Request("data out of place".into()));
             }
-            Some(Incoming::Msg(HelperMsg::End { sha256 })) if got == size => break sha256,
+            Some(Incoming::Msg(HelperMsg::End { digest })) if got == size => break digest,
             Some(Incoming::Msg(HelperMsg::End { .. })) | None if got < size => {
                 return Err(TransferError::Short { got, size });
             }
@@ -317,7 +318,7 @@ fn umask() -> u32 {
         .unwrap_or(0o022)
 }
 
-fn get(root: &Root, path: &OsStr) -> Result<(), TransferError> {
+fn get(root: &Root, path: &OsStr, mut hash: Hasher) -> Result<(), TransferError> {
     // Non-blocking: opening a FIFO for reading would otherwise wait for a
     // writer forever. Anything but a regular file is refused below, at once.
     let fd = root
@@ -339,7 +340,6 @@ fn get(root: &Root, path: &OsStr) -> Result<(), TransferError> {
     };
     out.write_all(&header).map_err(fail)?;
     let file = std::fs::File::from(fd);
-    let mut hash = Sha256::new();
     let size = st.st_size as u64;
     out.flush().map_err(fail)?;
     let sent = send_data(&file, size, &mut out, &mut hash)
@@ -375,7 +375,7 @@ fn send_data(
     file: &std::fs::File,
     size: u64,
     out: &mut (impl Write + AsFd),
-    hash: &mut Sha256,
+    hash: &mut Hasher,
 ) -> io::Result<Sent> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut sent: u64 = 0;
@@ -434,6 +434,7 @@ fn send_data(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rexec_proto::Checksum;
     use std::io::Read;
 
     fn sample_file(len: usize) -> (tempfile::TempDir, std::fs::File, Vec<u8>) {
@@ -442,6 +443,13 @@ mod tests {
         std::fs::write(dir.path().join("src"), &data).unwrap();
         let file = std::fs::File::open(dir.path().join("src")).unwrap();
         (dir, file, data)
+    }
+
+    /// The BLAKE3 digest of `data`, computed whole.
+    fn digest(data: &[u8]) -> [u8; 32] {
+        let mut h = Checksum::Blake3.hasher();
+        h.update(data);
+        h.finalize()
     }
 
     #[test]
@@ -454,7 +462,7 @@ mod tests {
             got
         });
         let mut out = std::fs::File::from(OwnedFd::from(tx));
-        let mut hash = Sha256::new();
+        let mut hash = Checksum::Blake3.hasher();
         let sent = send_data(&file, data.len() as u64, &mut out, &mut hash).unwrap();
         drop(out);
         let bytes = data.len() as u64;
@@ -466,7 +474,7 @@ mod tests {
             }
         );
         assert!(reader.join().unwrap() == data, "the pipe got the file");
-        assert_eq!(hash.finalize(), Sha256::digest(&data));
+        assert_eq!(hash.finalize(), digest(&data));
     }
 
     #[test]
@@ -474,7 +482,7 @@ mod tests {
         // splice(2) needs a pipe at one end: a file gets the plain loop.
         let (dir, file, data) = sample_file(300 * 1024);
         let mut out = std::fs::File::create(dir.path().join("dst")).unwrap();
-        let mut hash = Sha256::new();
+        let mut hash = Checksum::Blake3.hasher();
         let sent = send_data(&file, data.len() as u64, &mut out, &mut hash).unwrap();
         let bytes = data.len() as u64;
         assert_eq!(
@@ -485,7 +493,7 @@ mod tests {
             }
         );
         assert!(std::fs::read(dir.path().join("dst")).unwrap() == data);
-        assert_eq!(hash.finalize(), Sha256::digest(&data));
+        assert_eq!(hash.finalize(), digest(&data));
     }
 
     #[test]
@@ -493,7 +501,7 @@ mod tests {
         let (_dir, file, data) = sample_file(1000);
         let (mut rx, tx) = std::io::pipe().unwrap();
         let mut out = std::fs::File::from(OwnedFd::from(tx));
-        let mut hash = Sha256::new();
+        let mut hash = Checksum::Blake3.hasher();
         let sent = send_data(&file, 5000, &mut out, &mut hash).unwrap();
         drop(out);
         let mut got = Vec::new();

@@ -26,6 +26,14 @@ pub(crate) enum Request {
     List(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
+/// What a helper is asked, as it opens.
+#[derive(Debug)]
+pub(crate) struct Opening {
+    pub request: Request,
+    pub root: Option<OsString>,
+    pub checksum: rexec_proto::Checksum,
+}
+
 /// One frame on a helper's stdin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum HelperMsg {
@@ -34,13 +42,15 @@ pub(crate) enum HelperMsg {
         request: Request,
         /// Where paths are resolved beneath (`--files-root`), if anywhere.
         root: Option<Vec<u8>>,
+        /// The hash that checks the copy (the client's protocol decides).
+        checksum: rexec_proto::Checksum,
     },
     /// A put's bytes, as the client sent them.
     Data(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// A put's end: the SHA-256 the client computed over its data.
+    /// A put's end: the digest the client computed over its data.
     End {
         #[serde(with = "serde_bytes")]
-        sha256: Vec<u8>,
+        digest: Vec<u8>,
     },
 }
 
@@ -147,12 +157,19 @@ impl<R: Read> HelperInput<R> {
             .map_err(|e| TransferError::Request(e.to_string()))
     }
 
-    /// The request that opens the stream, with the files root.
-    pub(crate) fn request(&mut self) -> Result<(Request, Option<OsString>), TransferError> {
+    /// The request that opens the stream, with the files root and the
+    /// hash.
+    pub(crate) fn request(&mut self) -> Result<Opening, TransferError> {
         match self.next()? {
-            Some(Incoming::Msg(HelperMsg::Request { request, root })) => {
-                Ok((request, root.map(OsString::from_vec)))
-            }
+            Some(Incoming::Msg(HelperMsg::Request {
+                request,
+                root,
+                checksum,
+            })) => Ok(Opening {
+                request,
+                root: root.map(OsString::from_vec),
+                checksum,
+            }),
             _ => Err(TransferError::Request("no request".into())),
         }
     }
@@ -179,10 +196,11 @@ mod tests {
             HelperMsg::Request {
                 request: Request::Put(put),
                 root: Some(b"/srv".to_vec()),
+                checksum: rexec_proto::Checksum::Blake3,
             },
             HelperMsg::Data(b"hello".to_vec()),
             HelperMsg::End {
-                sha256: vec![7; 32],
+                digest: vec![7; 32],
             },
         ];
         let mut wire = Vec::new();
@@ -222,7 +240,7 @@ mod tests {
         HelperMsg::Data(big.clone()).encode(&mut wire);
         HelperMsg::encode_data(b"tail", &mut wire);
         let end = HelperMsg::End {
-            sha256: vec![1; 32],
+            digest: vec![1; 32],
         };
         end.encode(&mut wire);
         for max in [1, 7, 4096, 1 << 20] {

@@ -279,7 +279,7 @@ impl Server {
                 cols,
             } => self.resize(id, cmd, rows, cols),
             Action::Put(put) => self.put(id, put),
-            Action::PutEnd { id: cmd, sha256 } => self.put_end(id, cmd, &sha256),
+            Action::PutEnd { id: cmd, digest } => self.put_end(id, cmd, &digest),
             Action::Get { id: cmd, path } => self.get(id, cmd, path),
             Action::List { id: cmd, path } => self.list(id, cmd, path),
             Action::Forward(req) => self.forward(id, req),

@@ -4,7 +4,7 @@
 
 use std::os::unix::ffi::OsStrExt;
 
-use rexec_proto::{ErrorKind, Exec};
+use rexec_proto::{Checksum, ErrorKind, Exec, PROTOCOL_VERSION};
 
 use super::Server;
 use crate::helpers::files_request::{HelperMsg, Request};
@@ -24,9 +24,9 @@ impl Server {
     }
 
     /// The end of a put: the client's checksum, then EOF.
-    pub(super) fn put_end(&mut self, conn_id: ConnId, id: u32, sha256: &[u8]) {
+    pub(super) fn put_end(&mut self, conn_id: ConnId, id: u32, digest: &[u8]) {
         let end = HelperMsg::End {
-            sha256: sha256.to_vec(),
+            digest: digest.to_vec(),
         };
         self.send_to_helper(conn_id, id, &end, true);
     }
@@ -83,9 +83,14 @@ impl Server {
         });
         if started.is_ok() {
             let root = self.cfg.exec.files_root.as_ref();
+            let theirs = self
+                .conns
+                .get(&conn_id)
+                .map_or(rexec_proto::OLDEST_PROTOCOL, |c| c.version());
             let msg = HelperMsg::Request {
                 request,
                 root: root.map(|r| r.as_os_str().as_bytes().to_vec()),
+                checksum: Checksum::between(PROTOCOL_VERSION, theirs),
             };
             self.send_to_helper(conn_id, id, &msg, done);
             // From here on, what the client sends for it is data.
