@@ -400,6 +400,74 @@ def placement_table(n, rounds_n, raw):
     return out
 
 
+def t12(a, ssh, raddr, targets, md):
+    """T12: rexec sync against rsync -a over ssh (aes128-gcm) on a tree of
+    3,000 small files: the first sync, a resync with no change, and a
+    resync after one file was edited. Each tool has its own copy of the
+    tree, so one's edit is not the other's change."""
+    files, dirs = 3000, 30
+    log(f"T12: syncing a tree of {files} files")
+    base = tempfile.mkdtemp(prefix="rexec-bench-sync-")
+    CLEANUP.append(lambda: shutil.rmtree(base, ignore_errors=True))
+    os.chmod(base, 0o777)  # the ssh bench user writes here too
+    srcs = {}
+    for tool in ("rexec", "rsync"):
+        src = os.path.join(base, f"src-{tool}")
+        for i in range(files):
+            d = os.path.join(src, f"d{i % dirs:02d}")
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, f"f{i:04d}"), "wb") as f:
+                f.write(os.urandom(4096))
+        subprocess.run(["chmod", "-R", "a+rX", src], check=True)
+        srcs[tool] = src
+    state = {"rexec": 0, "rsync": 0}
+
+    def dest(tool, new=False):
+        if new:
+            state[tool] += 1
+        return os.path.join(base, f"dst-{tool}-{state[tool]}")
+
+    def edit(tool):
+        # One file grows by a line: its size and time change.
+        with open(os.path.join(srcs[tool], "d07", "f0007"), "ab") as f:
+            f.write(b"one more line\n")
+
+    def rexec_sync(new=False):
+        return wall(f"{REXEC} sync {srcs['rexec']}/ {raddr}:{dest('rexec', new)}")
+
+    peers = [
+        ("rexec sync, first", lambda: rexec_sync(new=True)),
+        ("rexec sync, no change", rexec_sync),
+        ("rexec sync, one file edited", lambda: (edit("rexec"), rexec_sync())[1]),
+    ]
+    if ssh and shutil.which("rsync"):
+        rsh = ssh.base("aes128-gcm@openssh.com")
+
+        def rsync(new=False):
+            return wall(f"rsync -a -e '{rsh}' {srcs['rsync']}/ {ssh.user}@127.0.0.1:{dest('rsync', new)}")
+
+        peers += [
+            ("rsync -a over ssh, first", lambda: rsync(new=True)),
+            ("rsync -a over ssh, no change", rsync),
+            ("rsync -a over ssh, one file edited", lambda: (edit("rsync"), rsync())[1]),
+        ]
+    med, err = rounds(a.rounds, peers)
+    md.append(f"### T12 sync: a tree of {files} files of 4 KiB in {dirs} directories\n")
+    md.append("| way | seconds |")
+    md.append("|---|---|")
+    for n, _ in peers:
+        v = med[n]
+        md.append(f"| {n} | {v:.3f} |" if v else f"| {n} | could not run: {err.get(n, 'rsync or ssh missing')} |")
+    md.append("")
+    for phase in ("first", "no change", "one file edited"):
+        r, s = med.get(f"rexec sync, {phase}"), med.get(f"rsync -a over ssh, {phase}")
+        if r and s:
+            compare("T12 sync", [(f"rsync -a over ssh, {phase}", s, r)])
+    r, s = med.get("rexec sync, no change"), med.get("rsync -a over ssh, no change")
+    if r and s:
+        targets.append((f"T12 no-change resync of {files} files >= 5x rsync -a over ssh", s >= 5 * r, f"{s / r:.2f}x"))
+
+
 def rounds(n, peers):
     """Runs every peer's measurement n times, interleaved; returns medians.
     peers: list of (name, fn) where fn() returns a float or raises."""
@@ -1098,6 +1166,9 @@ def main():
                             f"{r / local9:.2f}x"))
         if r and sc:
             targets.append((f"T9 rexec cp {way} >= 3x scp", sc >= 3 * r, f"{sc / r:.2f}x"))
+
+    # ---- T12 sync ----------------------------------------------------------------
+    t12(a, ssh, raddr, targets, md)
 
     # ---- T11 jobs ----------------------------------------------------------------
     mb11 = 64

@@ -23,6 +23,7 @@ pub fn main_entry() -> i32 {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let error_fd = match &cli.sub {
         Some(crate::cli::Sub::Cp(c)) => c.conn.error_fd,
+        Some(crate::cli::Sub::Sync(s)) => s.conn.error_fd,
         Some(crate::cli::Sub::Jobs(j)) => j.conn.error_fd,
         Some(crate::cli::Sub::Attach(j) | crate::cli::Sub::Kill(j)) => j.conn.error_fd,
         _ => cli.run.conn.error_fd,
@@ -45,6 +46,7 @@ pub fn main_entry() -> i32 {
         }
         Some(crate::cli::Sub::Man { page }) => man(page),
         Some(crate::cli::Sub::Cp(c)) => crate::copy::main(&c),
+        Some(crate::cli::Sub::Sync(s)) => crate::copy::sync_main(&s),
         Some(crate::cli::Sub::Hosts { config }) => list_hosts(config.as_deref()),
         Some(crate::cli::Sub::Jobs(j)) => one_shot_or_interactive(crate::jobs::list_args(j)),
         Some(crate::cli::Sub::Attach(j)) => {

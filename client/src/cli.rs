@@ -58,12 +58,20 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Sub {
     /// Copy files to or from a server, as scp: `rexec cp FILE... HOST:DEST`,
-    /// `rexec cp HOST:PATH LOCAL` (HOST:PORT:PATH with a port). Checked with
-    /// SHA-256 and renamed into place only when complete.
+    /// `rexec cp HOST:PATH LOCAL` (HOST:PORT:PATH with a port). Checked end
+    /// to end (BLAKE3; SHA-256 with an older rexecd) and renamed into place
+    /// only when complete.
     #[command(
         override_usage = "rexec cp [OPTIONS] SOURCE... HOST:DEST\n       rexec cp [OPTIONS] HOST:PATH LOCAL"
     )]
     Cp(Box<CpArgs>),
+    /// Make HOST:DEST like the local SRC..., as `rsync -a`: only files whose
+    /// size, modification time or mode differ are sent (each checked and
+    /// renamed into place), and modes, times, symlinks, empty directories
+    /// and names byte for byte are kept. `SRC/` syncs SRC's contents into
+    /// DEST; `SRC` syncs SRC itself into DEST/SRC.
+    #[command(override_usage = "rexec sync [OPTIONS] SRC... HOST:DEST")]
+    Sync(Box<SyncArgs>),
     /// List the hosts and groups of the config file, groups expanded.
     Hosts {
         /// The config file [default: $REXEC_CONFIG, else
@@ -167,6 +175,23 @@ pub struct CpArgs {
     /// No progress bar, whatever stderr is (the library's copies).
     #[arg(skip)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// SRC... HOST:DEST: local files or directories, and where they go.
+    #[arg(value_name = "PATH", num_args = 2.., required = true)]
+    pub paths: Vec<std::ffi::OsString>,
+    /// Also remove what DEST has and SRC no longer does (only below the
+    /// directories synced).
+    #[arg(long)]
+    pub delete: bool,
+    /// Show what would change (one line each: `send`, `mkdir`, `link`,
+    /// `delete`), change nothing.
+    #[arg(short = 'n', long = "dry-run")]
+    pub dry_run: bool,
     #[command(flatten)]
     pub conn: ConnArgs,
 }

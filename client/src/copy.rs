@@ -32,11 +32,14 @@ use crate::session::Session;
 
 mod download;
 mod library;
+mod scan;
+mod sync;
 mod upload;
 
 pub use download::decode_untrusted;
 use download::*;
 pub(crate) use library::{fetch, send};
+pub(crate) use sync::main as sync_main;
 use upload::*;
 
 /// Largest data chunk sent: well under the server's 1 MiB frame limit.
@@ -118,14 +121,10 @@ struct Upload {
 /// The whole command; returns the exit status: 0 all copied, 1 a copy
 /// failed, 255 a host could not be reached.
 pub fn main(args: &CpArgs) -> i32 {
-    let mut cfg = match Config::load(args.conn.config.as_deref()) {
+    let cfg = match load_config(&args.conn) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("rexec: {e}");
-            return 2;
-        }
+        Err(code) => return code,
     };
-    cfg.jump = args.conn.jump.clone();
     let Some((dest, sources)) = args.paths.split_last() else {
         eprintln!("rexec cp: give SOURCE... DEST");
         return 2;
@@ -213,6 +212,17 @@ pub fn main(args: &CpArgs) -> i32 {
         eprintln!("{}", summary(&hosts, &statuses));
     }
     statuses.into_iter().max().unwrap_or(0)
+}
+
+/// The config file for `conn`, with its `-J`; the exit status (2) when
+/// it cannot be read, which it says.
+fn load_config(conn: &crate::cli::ConnArgs) -> Result<Config, i32> {
+    let mut cfg = Config::load(conn.config.as_deref()).map_err(|e| {
+        eprintln!("rexec: {e}");
+        2
+    })?;
+    cfg.jump = conn.jump.clone();
+    Ok(cfg)
 }
 
 /// The line after a copy to many hosts, as after `rexec -w`: how many

@@ -48,6 +48,9 @@ pub fn sent(msg: &ClientMsg, payload_len: usize) -> String {
         ClientMsg::PutEnd { id, .. } => format!("PutEnd id={id}"),
         ClientMsg::Get { id, path } => format!("Get id={id} path={} bytes", path.len()),
         ClientMsg::List { id, path } => format!("List id={id} path={} bytes", path.len()),
+        ClientMsg::Tree { id, path, op } => {
+            format!("Tree id={id} path={} bytes op={op:?}", path.len())
+        }
         ClientMsg::Ping { seq } | ClientMsg::Pong { seq } => {
             format!("{} seq={seq}", msg.kind_name())
         }

@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
                 Action::CheckKey { .. } | Action::KeyAccepted | Action::KeyRefused { .. } => {
                     panic!("a key handled by a server that takes none")
                 }
-                Action::Exec(_) | Action::Job { .. } | Action::Stdin { .. } | Action::StdinEof { .. } | Action::Cancel { .. } | Action::Resize { .. } | Action::Put(_) | Action::PutEnd { .. } | Action::Get { .. } | Action::List { .. } | Action::Ping { .. } | Action::Pong | Action::Reject { .. } | Action::Forward(_) => {
+                Action::Exec(_) | Action::Job { .. } | Action::Stdin { .. } | Action::StdinEof { .. } | Action::Cancel { .. } | Action::Resize { .. } | Action::Put(_) | Action::PutEnd { .. } | Action::Get { .. } | Action::List { .. } | Action::Tree { .. } | Action::Ping { .. } | Action::Pong | Action::Reject { .. } | Action::Forward(_) => {
                     assert!(authenticated, "acted on a request before the hello");
                 }
             }

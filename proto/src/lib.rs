@@ -38,7 +38,7 @@ pub use message::{
     ClientMsg, ErrorKind, ErrorMsg, Exec, ExecMode, ExitStatus, Exited, FORWARDING_PROTOCOL,
     GET_HEADER_LEN, JOBS_PROTOCOL, JobVerb, KEEPALIVE_PROTOCOL, KEY_AUTH_PROTOCOL, OLDEST_PROTOCOL,
     OutputStream, PROTOCOL_VERSION, PUT_READY, PtyRequest, Put, PutWhat, SERVER_CHANNEL,
-    ServerEvent, ServerHello, ServerMsg,
+    SYNC_PROTOCOL, ServerEvent, ServerHello, ServerMsg, TreeOp,
 };
 pub use payload::DecodeError;
 

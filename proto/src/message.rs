@@ -168,7 +168,35 @@ pub enum ClientMsg {
     /// The client reached its target for channel `id`, which the server
     /// opened with `Accepted`: the server starts reading the connection.
     Opened { id: u32 },
+    /// What `rexec sync` asks of a tree (protocol 9), confined like a
+    /// `Get`: see [`TreeOp`].
+    Tree {
+        id: u32,
+        #[serde(with = "serde_bytes")]
+        path: Vec<u8>,
+        op: TreeOp,
+    },
 }
+
+/// What a `Tree` request does (protocol 9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TreeOp {
+    /// Describe `path` and everything below it, following no symlink: its
+    /// `Stdout` is one entry after another, the first for `path` itself
+    /// (with an empty name), each a kind byte (`f` file, `d` directory,
+    /// `l` symlink, `o` anything else, `n` for a `path` that does not
+    /// exist), the name relative to `path` and a NUL, then for `f` its
+    /// size (u64), modification time (i64 seconds, u32 nanoseconds) and
+    /// permission bits (u32), for `d` its permission bits, for `l` its
+    /// target and a NUL (numbers big-endian).
+    Scan,
+    /// Remove the file or symlink `path`, or the directory `path` if it is
+    /// empty.
+    Remove,
+}
+
+/// The first version with `Tree` (`rexec sync`).
+pub const SYNC_PROTOCOL: u16 = 9;
 
 /// What a `Job` message asks for (protocol 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -520,6 +548,7 @@ impl ClientMsg {
             ClientMsg::PutEnd { .. } => "PutEnd",
             ClientMsg::Get { .. } => "Get",
             ClientMsg::List { .. } => "List",
+            ClientMsg::Tree { .. } => "Tree",
             ClientMsg::Ping { .. } => "Ping",
             ClientMsg::Pong { .. } => "Pong",
             ClientMsg::AuthKey { .. } => "AuthKey",

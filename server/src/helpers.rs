@@ -15,5 +15,6 @@ pub(crate) mod family;
 pub(crate) mod files;
 pub(crate) mod files_path;
 pub(crate) mod files_request;
+pub(crate) mod files_scan;
 pub(crate) mod files_tree;
 pub(crate) mod jobs;

@@ -81,6 +81,12 @@ pub enum Action {
         id: u32,
         path: Vec<u8>,
     },
+    /// Scan a tree, or remove an entry (`rexec sync`).
+    Tree {
+        id: u32,
+        path: Vec<u8>,
+        op: rexec_proto::TreeOp,
+    },
     /// A key's signature is good: is the key allowed in, for that account
     /// (`--authorized-keys`, or the account's file with `--login`)? The
     /// answer goes to [`ConnProtocol::key_checked`].
@@ -331,6 +337,7 @@ impl ConnProtocol {
             (Phase::Running, ClientMsg::PutEnd { id, digest }) => Action::PutEnd { id, digest },
             (Phase::Running, ClientMsg::Get { id, path }) => Action::Get { id, path },
             (Phase::Running, ClientMsg::List { id, path }) => Action::List { id, path },
+            (Phase::Running, ClientMsg::Tree { id, path, op }) => Action::Tree { id, path, op },
             (Phase::Running, ClientMsg::Ping { seq }) => Action::Ping { seq },
             (Phase::Running, ClientMsg::Pong { .. }) => Action::Pong,
             (Phase::Running, msg) => forward_request(msg),

@@ -83,6 +83,7 @@ fn the_quick_start_is_the_two_commands() {
 fn every_option_in_the_examples_is_one_the_program_knows() {
     let subcommands = [
         "cp",
+        "sync",
         "hosts",
         "completions",
         "man",

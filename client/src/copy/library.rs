@@ -6,7 +6,7 @@ use super::*;
 
 /// What the library's copies (api/files.rs) may do: as `rexec cp`, with
 /// `-r` and `-p` as asked, no progress bar and no JSON.
-fn library_args(recursive: bool, preserve: bool) -> Result<CpArgs, String> {
+pub(super) fn quiet_args(recursive: bool, preserve: bool) -> Result<CpArgs, String> {
     use clap::{Args, FromArgMatches};
     let cmd = CpArgs::augment_args(clap::Command::new("cp").no_binary_name(true));
     let m = cmd
@@ -20,7 +20,7 @@ fn library_args(recursive: bool, preserve: bool) -> Result<CpArgs, String> {
 }
 
 /// The reason a library copy failed.
-fn library_error(e: CopyError) -> String {
+pub(super) fn library_error(e: CopyError) -> String {
     match e {
         CopyError::Connect(e) => e.to_string(),
         CopyError::Failed(m) | CopyError::Refused(m) => m,
@@ -36,7 +36,7 @@ pub(crate) fn send(
     recursive: bool,
     preserve: bool,
 ) -> Result<(), String> {
-    let args = library_args(recursive, preserve)?;
+    let args = quiet_args(recursive, preserve)?;
     let uploads = plan(&[local.as_os_str().to_os_string()], dest, recursive)?;
     upload_on(&args, session, "the server", &uploads, false, "").map_err(library_error)
 }
@@ -50,7 +50,7 @@ pub(crate) fn fetch(
     recursive: bool,
     preserve: bool,
 ) -> Result<(), String> {
-    let args = library_args(recursive, preserve)?;
+    let args = quiet_args(recursive, preserve)?;
     let host = "the server";
     match recursive {
         true => download_tree(&args, session, host, remote, local),

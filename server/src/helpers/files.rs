@@ -58,6 +58,12 @@ pub fn helper() -> i32 {
             Request::List(path) => {
                 crate::helpers::files_tree::list(&root, OsStr::from_bytes(&path))
             }
+            Request::Scan(path) => {
+                crate::helpers::files_scan::scan(&root, OsStr::from_bytes(&path))
+            }
+            Request::Remove(path) => {
+                crate::helpers::files_scan::remove(&root, OsStr::from_bytes(&path))
+            }
         }
     });
     match res {

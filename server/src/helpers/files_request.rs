@@ -24,6 +24,10 @@ pub(crate) enum Request {
     Get(#[serde(with = "serde_bytes")] Vec<u8>),
     /// List a tree.
     List(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Describe a tree with sizes, times and modes (`rexec sync`).
+    Scan(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Remove one entry (`rexec sync --delete`).
+    Remove(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// What a helper is asked, as it opens.

@@ -282,6 +282,7 @@ impl Server {
             Action::PutEnd { id: cmd, digest } => self.put_end(id, cmd, &digest),
             Action::Get { id: cmd, path } => self.get(id, cmd, path),
             Action::List { id: cmd, path } => self.list(id, cmd, path),
+            Action::Tree { id: cmd, path, op } => self.tree(id, cmd, path, op),
             Action::Forward(req) => self.forward(id, req),
         }
     }

@@ -4,7 +4,7 @@
 
 use std::os::unix::ffi::OsStrExt;
 
-use rexec_proto::{Checksum, ErrorKind, Exec, PROTOCOL_VERSION};
+use rexec_proto::{Checksum, ErrorKind, Exec, PROTOCOL_VERSION, TreeOp};
 
 use super::Server;
 use crate::helpers::files_request::{HelperMsg, Request};
@@ -42,6 +42,17 @@ impl Server {
     pub(super) fn list(&mut self, conn_id: ConnId, id: u32, path: Vec<u8>) {
         let label = format!("list {}", String::from_utf8_lossy(&path));
         self.transfer(conn_id, id, label, Request::List(path), true);
+    }
+
+    /// `rexec sync` scans a tree or removes an entry: a transfer helper
+    /// does it, confined like a get.
+    pub(super) fn tree(&mut self, conn_id: ConnId, id: u32, path: Vec<u8>, op: TreeOp) {
+        let (label, request) = match op {
+            TreeOp::Scan => ("scan", Request::Scan(path.clone())),
+            TreeOp::Remove => ("remove", Request::Remove(path.clone())),
+        };
+        let label = format!("{label} {}", String::from_utf8_lossy(&path));
+        self.transfer(conn_id, id, label, request, true);
     }
 
     /// Queues a message for a transfer helper (a frame on its stdin).

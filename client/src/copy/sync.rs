@@ -1,0 +1,435 @@
+//! `rexec sync SRC... HOST:DEST`: make DEST like SRC, sending only what
+//! differs, as `rsync -a` does with its quick check.
+//!
+//! 1. The server scans what is there (`Tree` scan, scan.rs): every entry's
+//!    kind, size, modification time and mode, a symlink's target.
+//! 2. The local tree is walked the same way, following no symlink.
+//! 3. Each local entry is compared with the server's at the same path: a
+//!    file whose size, seconds of modification time and mode are the same
+//!    is left alone; anything else is sent as `rexec cp -p` sends it (a
+//!    `Put`, checked end to end and renamed into place, so a file is never
+//!    seen half written). A directory is made, or given its mode; a
+//!    symlink is made with its target as it is.
+//! 4. With `--delete`, what the server has below the synced top and the
+//!    local tree does not is removed, deepest first (`Tree` remove: a
+//!    file, a symlink, or an emptied directory; never followed).
+//!
+//! Paths are bytes end to end, so any name survives. The rules of a
+//! trailing slash are rsync's: `SRC/` is SRC's contents, put into DEST;
+//! `SRC` is SRC itself, put into DEST as DEST/NAME.
+
+use std::collections::BTreeSet;
+
+use super::scan::{Remote, Scan};
+use super::*;
+use crate::cli::SyncArgs;
+
+/// One local entry, by its path below the top (empty for the top).
+#[derive(Debug)]
+struct Local {
+    rel: Vec<u8>,
+    path: PathBuf,
+    what: Kind,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Kind {
+    File { size: u64, mtime: i64, mode: u32 },
+    Dir { mode: u32 },
+    Symlink { target: Vec<u8> },
+}
+
+/// What the sync does at one path.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Send the file, directory or symlink at this local index.
+    Send(usize),
+    /// Remove this remote path (and, for a directory, all below it).
+    Delete(Vec<u8>),
+}
+
+/// What a sync did, for its closing line.
+#[derive(Debug, Default)]
+struct Tally {
+    sent: usize,
+    bytes: u64,
+    same: usize,
+    deleted: usize,
+}
+
+/// The whole command; 0 in sync, 1 something failed, 2 usage, 255 the
+/// server could not be reached.
+pub(crate) fn main(args: &SyncArgs) -> i32 {
+    let Some((dest, sources)) = args.paths.split_last() else {
+        return 2;
+    };
+    let Some((host, dest)) = remote(dest) else {
+        eprintln!(
+            "rexec sync: DEST must be HOST:DEST (rexec sync sends local trees to a server; \
+             HOST:SRC LOCAL is not supported yet: rexec cp -r -p HOST:SRC LOCAL copies all)"
+        );
+        return 2;
+    };
+    if let Some(src) = sources.iter().find(|s| remote(s).is_some()) {
+        eprintln!(
+            "rexec sync: {} is remote: the sources are local paths",
+            lossy(src)
+        );
+        return 2;
+    }
+    let cfg = match load_config(&args.conn) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut session = match args.conn.connect(&cfg.target(&host)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("rexec: {e}");
+            return EXIT_CONNECTION;
+        }
+    };
+    if session.server.protocol < rexec_proto::SYNC_PROTOCOL {
+        eprintln!(
+            "rexec sync: {host} runs rexecd {} (protocol {}), which cannot scan a tree; sync \
+             needs protocol {} (rexec cp -r -p copies everything instead)",
+            rexec_proto::text::clean(&session.server.software, 40),
+            session.server.protocol,
+            rexec_proto::SYNC_PROTOCOL
+        );
+        return 1;
+    }
+    let mut tally = Tally::default();
+    let mut status = 0;
+    for src in sources {
+        if let Err(e) = sync_one(args, &mut session, &host, src, &dest, &mut tally) {
+            status = match e {
+                CopyError::Connect(_) => EXIT_CONNECTION,
+                _ => 1,
+            };
+            eprintln!("rexec sync: {}", super::library::library_error(e));
+            if status == EXIT_CONNECTION {
+                break;
+            }
+        }
+    }
+    let verb = if args.dry_run { "would send" } else { "sent" };
+    eprintln!(
+        "rexec sync: {verb} {} ({} bytes), {} unchanged, {} deleted",
+        tally.sent, tally.bytes, tally.same, tally.deleted
+    );
+    status
+}
+
+/// Syncs one SRC into DEST.
+fn sync_one(
+    args: &SyncArgs,
+    session: &mut Session,
+    host: &str,
+    src: &OsStr,
+    dest: &OsStr,
+    tally: &mut Tally,
+) -> Result<(), CopyError> {
+    let contents = src.as_bytes().len() > 1 && src.as_bytes().ends_with(b"/");
+    let top = Path::new(src);
+    let name = top
+        .file_name()
+        .filter(|_| !contents)
+        .map(OsStr::to_os_string);
+    // Where SRC's top lands: DEST itself for `SRC/`, else DEST/NAME.
+    let target = match &name {
+        Some(n) => join_dest(dest, n),
+        None => dest.to_os_string(),
+    };
+    let local = walk(top).map_err(|e| CopyError::Failed(format!("{}: {e}", lossy(src))))?;
+    let remote = super::scan::scan(session, host, &target)?;
+    let steps = plan(&local, &remote, args.delete);
+    tally.same += local.len() - steps.iter().filter(|s| matches!(s, Step::Send(_))).count();
+    for step in steps {
+        match step {
+            Step::Send(i) => {
+                let l = &local[i];
+                if let Kind::File { size, .. } = l.what {
+                    tally.bytes += size;
+                }
+                tally.sent += 1;
+                if args.dry_run {
+                    println!("{} {}", verb(&l.what), shown(&target, &l.rel));
+                    continue;
+                }
+                send(session, l, &target)?;
+            }
+            Step::Delete(rel) => {
+                let below: Vec<&Vec<u8>> = remote
+                    .below
+                    .keys()
+                    .filter(|k| k.starts_with(&rel) && k.get(rel.len()) == Some(&b'/'))
+                    .collect();
+                // Deepest first: a directory is empty when its turn comes.
+                for r in below.into_iter().rev().chain([&rel]) {
+                    tally.deleted += 1;
+                    let path = join_rel(&target, r);
+                    if args.dry_run {
+                        println!("delete {}", lossy(&path));
+                        continue;
+                    }
+                    super::scan::remove(session, host, &path)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `target/rel`, or `target` for the top.
+fn join_rel(target: &OsStr, rel: &[u8]) -> OsString {
+    match rel.is_empty() {
+        true => target.to_os_string(),
+        false => join_dest(target, OsStr::from_bytes(rel)),
+    }
+}
+
+fn shown(target: &OsStr, rel: &[u8]) -> String {
+    lossy(&join_rel(target, rel))
+}
+
+fn verb(k: &Kind) -> &'static str {
+    match k {
+        Kind::File { .. } => "send",
+        Kind::Dir { .. } => "mkdir",
+        Kind::Symlink { .. } => "link",
+    }
+}
+
+/// Sends one local entry to its place below `target`.
+fn send(session: &mut Session, l: &Local, target: &OsStr) -> Result<(), CopyError> {
+    let full = join_rel(target, &l.rel);
+    let path = Path::new(&full);
+    let (dest, name) = match (path.parent(), path.file_name()) {
+        (Some(d), Some(n)) => (d.as_os_str().to_os_string(), n.to_os_string()),
+        _ => {
+            return Err(CopyError::Failed(format!(
+                "{}: not a name to sync to",
+                lossy(&full)
+            )));
+        }
+    };
+    let args = super::library::quiet_args(false, true).map_err(CopyError::Failed)?;
+    let u = Upload {
+        local: l.path.clone(),
+        dest: if dest.is_empty() { ".".into() } else { dest },
+        name,
+        // Only the top's parents may be missing (DEST itself): the rest
+        // are made in order, parents first.
+        mkdirs: l.rel.is_empty(),
+        what: match &l.what {
+            Kind::File { .. } => PutWhat::File,
+            Kind::Dir { .. } => PutWhat::Dir,
+            Kind::Symlink { target } => PutWhat::Symlink(target.clone()),
+        },
+    };
+    upload(&args, session, &u)
+}
+
+/// What to do, in order: each local entry that differs from the server's
+/// (parents before children), and with `delete` what only the server has.
+fn plan(local: &[Local], remote: &Scan, delete: bool) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let mut deleted: Vec<Vec<u8>> = Vec::new();
+    for (i, l) in local.iter().enumerate() {
+        let there = match l.rel.is_empty() {
+            true => remote.top.as_ref(),
+            false => remote.below.get(&l.rel),
+        };
+        // Below a path being replaced, nothing of the server's counts.
+        let there = there.filter(|_| !deleted.iter().any(|d| under(&l.rel, d)));
+        match (&l.what, there) {
+            (
+                Kind::File { size, mtime, mode },
+                Some(Remote::File {
+                    size: s,
+                    mtime: m,
+                    mode: o,
+                }),
+            ) if (size, mtime, mode) == (s, m, o) => {}
+            (Kind::Dir { mode }, Some(Remote::Dir { mode: o })) if mode == o => {}
+            (Kind::Symlink { target }, Some(Remote::Symlink { target: t })) if target == t => {}
+            (Kind::Dir { .. }, Some(Remote::Dir { .. })) => steps.push(Step::Send(i)),
+            // A directory in the way of something else: its tree goes
+            // first (a put cannot rename over it).
+            (_, Some(Remote::Dir { .. })) | (Kind::Dir { .. }, Some(_)) => {
+                steps.push(Step::Delete(l.rel.clone()));
+                deleted.push(l.rel.clone());
+                steps.push(Step::Send(i));
+            }
+            _ => steps.push(Step::Send(i)),
+        }
+    }
+    if delete {
+        let ours: BTreeSet<&[u8]> = local.iter().map(|l| l.rel.as_slice()).collect();
+        let mut gone: Vec<&Vec<u8>> = Vec::new();
+        for rel in remote.below.keys() {
+            if ours.contains(rel.as_slice()) || gone.iter().any(|g| under(rel, g)) {
+                continue;
+            }
+            if deleted.iter().any(|d| under(rel, d) || d == rel) {
+                continue;
+            }
+            gone.push(rel);
+        }
+        steps.extend(gone.into_iter().map(|g| Step::Delete(g.clone())));
+    }
+    steps
+}
+
+/// Whether `rel` is below `dir`.
+fn under(rel: &[u8], dir: &[u8]) -> bool {
+    rel.starts_with(dir) && rel.get(dir.len()) == Some(&b'/')
+}
+
+/// The local tree at `top`, top first, then depth first in name order;
+/// nothing is followed (a symlink is sent as a symlink).
+fn walk(top: &Path) -> io::Result<Vec<Local>> {
+    let mut out = Vec::new();
+    walk_into(top, Vec::new(), &mut out, 0)?;
+    Ok(out)
+}
+
+fn walk_into(path: &Path, rel: Vec<u8>, out: &mut Vec<Local>, depth: usize) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    let ft = meta.file_type();
+    let what = if ft.is_dir() {
+        Kind::Dir {
+            mode: meta.mode() & 0o777,
+        }
+    } else if ft.is_symlink() {
+        Kind::Symlink {
+            target: std::fs::read_link(path)?.into_os_string().into_vec(),
+        }
+    } else if ft.is_file() {
+        Kind::File {
+            size: meta.len(),
+            mtime: meta.mtime(),
+            mode: meta.mode() & 0o777,
+        }
+    } else {
+        return Ok(()); // FIFOs, sockets, devices: not synced (as cp)
+    };
+    let is_dir = matches!(what, Kind::Dir { .. });
+    out.push(Local {
+        rel: rel.clone(),
+        path: path.to_path_buf(),
+        what,
+    });
+    if !is_dir {
+        return Ok(());
+    }
+    if depth > 256 {
+        return Err(io::Error::other("directories nest too deep"));
+    }
+    let mut names: Vec<OsString> = std::fs::read_dir(path)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()?;
+    names.sort();
+    for n in names {
+        let mut sub = rel.clone();
+        if !sub.is_empty() {
+            sub.push(b'/');
+        }
+        sub.extend_from_slice(n.as_bytes());
+        walk_into(&path.join(&n), sub, out, depth + 1)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(rel: &str, size: u64, mtime: i64) -> Local {
+        Local {
+            rel: rel.as_bytes().to_vec(),
+            path: PathBuf::from(rel),
+            what: Kind::File {
+                size,
+                mtime,
+                mode: 0o644,
+            },
+        }
+    }
+
+    fn dir(rel: &str) -> Local {
+        Local {
+            rel: rel.as_bytes().to_vec(),
+            path: PathBuf::from(rel),
+            what: Kind::Dir { mode: 0o755 },
+        }
+    }
+
+    fn scan(entries: &[(&str, Remote)]) -> Scan {
+        Scan {
+            top: Some(Remote::Dir { mode: 0o755 }),
+            below: entries
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.clone()))
+                .collect(),
+        }
+    }
+
+    fn rfile(size: u64, mtime: i64) -> Remote {
+        Remote::File {
+            size,
+            mtime,
+            mode: 0o644,
+        }
+    }
+
+    #[test]
+    fn only_what_differs_is_sent_and_only_with_delete_is_anything_removed() {
+        let local = vec![
+            dir(""),
+            file("a", 1, 10),
+            file("b", 2, 20),
+            dir("d"),
+            file("d/c", 3, 30),
+        ];
+        let remote = scan(&[
+            ("a", rfile(1, 10)),
+            ("b", rfile(2, 21)),
+            ("old", rfile(9, 9)),
+            ("gone", Remote::Dir { mode: 0o755 }),
+            ("gone/x", rfile(1, 1)),
+        ]);
+        // b's time differs; d and d/c are new; old and gone stay.
+        assert_eq!(
+            plan(&local, &remote, false),
+            vec![Step::Send(2), Step::Send(3), Step::Send(4)]
+        );
+        // With --delete: gone (its tree) and old, nothing else.
+        let steps = plan(&local, &remote, true);
+        assert_eq!(
+            &steps[3..],
+            &[
+                Step::Delete(b"gone".to_vec()),
+                Step::Delete(b"old".to_vec())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_directory_in_the_way_is_removed_before_its_replacement() {
+        let local = vec![dir(""), file("x", 1, 1)];
+        let remote = scan(&[("x", Remote::Dir { mode: 0o755 }), ("x/y", rfile(1, 1))]);
+        assert_eq!(
+            plan(&local, &remote, false),
+            vec![Step::Delete(b"x".to_vec()), Step::Send(1)]
+        );
+        // And a file where a directory goes.
+        let local = vec![dir(""), dir("x"), file("x/y", 1, 1)];
+        let remote = scan(&[("x", rfile(5, 5))]);
+        assert_eq!(
+            plan(&local, &remote, false),
+            vec![Step::Delete(b"x".to_vec()), Step::Send(1), Step::Send(2)]
+        );
+    }
+}

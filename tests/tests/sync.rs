@@ -1,0 +1,249 @@
+//! `rexec sync SRC... HOST:DEST` (issue 46): a tree made exactly, then
+//! only what changed sent again, `--delete` and `-n`, and a lying
+//! server's scan refused.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use rexec_tests::*;
+
+/// The tree every test starts from: modes, an old mtime, a symlink, an
+/// empty directory and a name that is not UTF-8.
+fn make_tree(dir: &TempDir) -> std::path::PathBuf {
+    let src = dir.path("src");
+    std::fs::create_dir_all(src.join("sub/deeper")).unwrap();
+    std::fs::create_dir_all(src.join("empty")).unwrap();
+    std::fs::write(src.join("a"), "alpha\n").unwrap();
+    std::fs::set_permissions(src.join("a"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(src.join("sub/run.sh"), "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(
+        src.join("sub/run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(src.join("sub/deeper/old"), "from 2001\n").unwrap();
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(src.join("sub/deeper/old"))
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    std::os::unix::fs::symlink("sub/run.sh", src.join("link")).unwrap();
+    std::fs::write(src.join(OsStr::from_bytes(b"bytes-\xff-name")), "odd\n").unwrap();
+    src
+}
+
+/// `rexec sync ARGS...` against `d`, with DEST on it.
+fn sync(d: &Daemon, args: &[&str], dest: &Path) -> Ran {
+    run(rexec()
+        .arg("sync")
+        .args(args)
+        .arg(format!("{}:{}", d.host(), dest.display())))
+}
+
+/// One entry: path, kind, mode, mtime, size, inode, symlink target.
+type Entry = (Vec<u8>, String, u32, i64, u64, u64, Vec<u8>);
+/// An entry without its inode.
+type Content = (Vec<u8>, String, u32, i64, u64, Vec<u8>);
+
+/// Every entry below `top`: its path, kind, mode, mtime, size, inode and
+/// (for a symlink) target.
+fn describe(top: &Path) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let mut stack = vec![top.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let e = e.unwrap();
+            let m = e.path().symlink_metadata().unwrap();
+            let rel = e
+                .path()
+                .strip_prefix(top)
+                .unwrap()
+                .as_os_str()
+                .as_bytes()
+                .to_vec();
+            let (kind, target) = if m.is_symlink() {
+                (
+                    "l",
+                    std::fs::read_link(e.path())
+                        .unwrap()
+                        .as_os_str()
+                        .as_bytes()
+                        .to_vec(),
+                )
+            } else if m.is_dir() {
+                stack.push(e.path());
+                ("d", Vec::new())
+            } else {
+                ("f", Vec::new())
+            };
+            // Directories' times are not kept; files' and sizes are.
+            let (mtime, size) = match kind {
+                "f" => (m.mtime(), m.len()),
+                _ => (0, 0),
+            };
+            let mode = if kind == "l" { 0 } else { m.mode() & 0o7777 };
+            out.push((rel, kind.to_string(), mode, mtime, size, m.ino(), target));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `describe` without the inodes: what a copy must equal.
+fn content(top: &Path) -> Vec<Content> {
+    describe(top)
+        .into_iter()
+        .map(|(r, k, m, t, s, _, l)| (r, k, m, t, s, l))
+        .collect()
+}
+
+fn inodes(top: &Path) -> Vec<(Vec<u8>, u64)> {
+    describe(top).into_iter().map(|e| (e.0, e.5)).collect()
+}
+
+#[test]
+fn a_tree_is_made_exactly_and_a_resync_rewrites_nothing() {
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("sync-exact");
+    let src = make_tree(&dir);
+    let dst = dir.path("dst");
+    let r = sync(&d, &[&src.display().to_string()], &dst);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(content(&dst.join("src")), content(&src));
+    // The same bytes too.
+    assert_eq!(
+        std::fs::read(dst.join("src").join(OsStr::from_bytes(b"bytes-\xff-name"))).unwrap(),
+        b"odd\n"
+    );
+    // Nothing changed: nothing is sent, and no file is rewritten.
+    let before = inodes(&dst);
+    let r = sync(&d, &[&src.display().to_string()], &dst);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("sent 0 (0 bytes)"), "{}", r.stderr);
+    assert_eq!(inodes(&dst), before);
+}
+
+#[test]
+fn an_edit_sends_that_file_only() {
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("sync-edit");
+    let src = make_tree(&dir);
+    let dst = dir.path("dst");
+    assert_eq!(sync(&d, &[&src.display().to_string()], &dst).code, Some(0));
+    let before = inodes(&dst);
+    std::fs::write(src.join("sub/run.sh"), "#!/bin/sh\necho changed\n").unwrap();
+    let r = sync(&d, &[&src.display().to_string()], &dst);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("sent 1 "), "{}", r.stderr);
+    assert_eq!(content(&dst.join("src")), content(&src));
+    let after = inodes(&dst);
+    for ((rel, was), (_, now)) in before.iter().zip(&after) {
+        let edited = rel.as_slice() == b"src/sub/run.sh";
+        assert_eq!(was != now, edited, "{}", String::from_utf8_lossy(rel));
+    }
+}
+
+#[test]
+fn delete_removes_what_went_away_and_nothing_else() {
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("sync-delete");
+    let src = make_tree(&dir);
+    let dst = dir.path("dst");
+    // `src/`: its contents straight into dst; a file of dst's own beside.
+    std::fs::create_dir_all(&dst).unwrap();
+    std::fs::write(dir.path("outside"), "keep").unwrap();
+    let contents = format!("{}/", src.display());
+    assert_eq!(sync(&d, &[&contents], &dst).code, Some(0));
+    assert!(dst.join("a").exists() && !dst.join("src").exists());
+    std::fs::remove_dir_all(src.join("sub")).unwrap();
+    std::fs::remove_file(src.join("a")).unwrap();
+    // Without --delete nothing goes.
+    assert_eq!(sync(&d, &[&contents], &dst).code, Some(0));
+    assert!(dst.join("a").exists() && dst.join("sub/deeper/old").exists());
+    // -n says what it would remove, and removes nothing.
+    let r = sync(&d, &["--delete", "-n", &contents], &dst);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.out()
+            .contains(&format!("delete {}", dst.join("sub/deeper/old").display())),
+        "{}",
+        r.out()
+    );
+    assert!(dst.join("a").exists() && dst.join("sub/deeper/old").exists());
+    // --delete: exactly what went away.
+    let r = sync(&d, &["--delete", &contents], &dst);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(!dst.join("a").exists() && !dst.join("sub").exists());
+    assert_eq!(content(&dst), content(&src));
+    assert_eq!(
+        std::fs::read_to_string(dir.path("outside")).unwrap(),
+        "keep"
+    );
+}
+
+#[test]
+fn a_dry_run_changes_nothing() {
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("sync-dry");
+    let src = make_tree(&dir);
+    let dst = dir.path("dst");
+    let r = sync(&d, &["-n", &src.display().to_string()], &dst);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(!dst.exists(), "a dry run made {}", dst.display());
+    assert!(
+        r.out()
+            .contains(&format!("send {}", dst.join("src/a").display())),
+        "{}",
+        r.out()
+    );
+    assert!(r.stderr.contains("would send"), "{}", r.stderr);
+}
+
+#[test]
+fn a_lying_scan_is_refused_before_anything_is_removed() {
+    use rexec_proto::{ClientMsg, ServerMsg, TreeOp};
+    use rexec_tests::liar::{Liar, Reply, exited, stdout};
+    use std::sync::{Arc, Mutex};
+    let removes = Arc::new(Mutex::new(0));
+    let seen = removes.clone();
+    let liar = Liar::start("rexecd 0.1.0", move |msg| match msg {
+        ClientMsg::Tree {
+            id,
+            op: TreeOp::Scan,
+            ..
+        } => {
+            // The top, then a name that climbs out of it.
+            let mut scan = b"d\0\x00\x00\x01\xed".to_vec();
+            scan.extend_from_slice(b"l../../etc/victim\0x\0");
+            vec![
+                Reply::Msg(ServerMsg::Started { id: *id, pid: 1 }),
+                stdout(*id, &scan),
+                exited(*id, 0),
+            ]
+        }
+        ClientMsg::Tree {
+            id,
+            op: TreeOp::Remove,
+            ..
+        } => {
+            *seen.lock().unwrap() += 1;
+            vec![exited(*id, 0)]
+        }
+        _ => vec![],
+    });
+    let dir = TempDir::new("sync-liar");
+    std::fs::create_dir_all(dir.path("src")).unwrap();
+    let r = run(rexec().args([
+        "sync",
+        "--delete",
+        &format!("{}/", dir.path("src").display()),
+        &format!("{}:/srv/dst", liar.host()),
+    ]));
+    assert_ne!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("broken scan"), "{}", r.stderr);
+    assert_eq!(*removes.lock().unwrap(), 0);
+}
