@@ -32,6 +32,7 @@ use crate::session::Session;
 
 mod download;
 mod library;
+mod pipeline;
 mod scan;
 mod sync;
 mod upload;

@@ -247,3 +247,30 @@ fn a_lying_scan_is_refused_before_anything_is_removed() {
     assert!(r.stderr.contains("broken scan"), "{}", r.stderr);
     assert_eq!(*removes.lock().unwrap(), 0);
 }
+
+#[test]
+fn many_small_files_go_many_at_once_and_arrive_whole() {
+    // More files than puts in flight (16), of many sizes, in a few
+    // directories: each must arrive byte for byte with its own time.
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("sync-many");
+    let src = dir.path("many");
+    for i in 0..200u32 {
+        let sub = src.join(format!("d{}", i % 7));
+        std::fs::create_dir_all(&sub).unwrap();
+        let data: Vec<u8> = (0..i * 97).map(|n| (n * 31 + i) as u8).collect();
+        std::fs::write(sub.join(format!("f{i}")), data).unwrap();
+    }
+    let dst = dir.path("dst");
+    let r = sync(&d, &[&src.display().to_string()], &dst);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(content(&dst.join("many")), content(&src));
+    for i in 0..200u32 {
+        let rel = format!("d{}/f{i}", i % 7);
+        assert_eq!(
+            std::fs::read(dst.join("many").join(&rel)).unwrap(),
+            std::fs::read(src.join(&rel)).unwrap(),
+            "{rel}"
+        );
+    }
+}

@@ -144,6 +144,10 @@ fn sync_one(
     let remote = super::scan::scan(session, host, &target)?;
     let steps = plan(&local, &remote, args.delete);
     tally.same += local.len() - steps.iter().filter(|s| matches!(s, Step::Send(_))).count();
+    // Small files go last, many at once (pipeline.rs): their directories
+    // are made by then. What only the server has goes after them.
+    let mut small = Vec::new();
+    let mut extras = Vec::new();
     for step in steps {
         match step {
             Step::Send(i) => {
@@ -156,26 +160,52 @@ fn sync_one(
                     println!("{} {}", verb(&l.what), shown(&target, &l.rel));
                     continue;
                 }
-                send(session, l, &target)?;
-            }
-            Step::Delete(rel) => {
-                let below: Vec<&Vec<u8>> = remote
-                    .below
-                    .keys()
-                    .filter(|k| k.starts_with(&rel) && k.get(rel.len()) == Some(&b'/'))
-                    .collect();
-                // Deepest first: a directory is empty when its turn comes.
-                for r in below.into_iter().rev().chain([&rel]) {
-                    tally.deleted += 1;
-                    let path = join_rel(&target, r);
-                    if args.dry_run {
-                        println!("delete {}", lossy(&path));
-                        continue;
+                match l.what {
+                    Kind::File { size, .. }
+                        if size <= super::pipeline::SMALL && !l.rel.is_empty() =>
+                    {
+                        small.push(upload_of(l, &target)?)
                     }
-                    super::scan::remove(session, host, &path)?;
+                    _ => send(session, l, &target)?,
                 }
             }
+            Step::Delete(rel) if !local.iter().any(|l| l.rel == rel) => extras.push(rel),
+            Step::Delete(rel) => delete(args, session, host, &remote, &target, &rel, tally)?,
         }
+    }
+    let refs: Vec<&Upload> = small.iter().collect();
+    super::pipeline::upload_small(session, &refs, true)?;
+    for rel in extras {
+        delete(args, session, host, &remote, &target, &rel, tally)?;
+    }
+    Ok(())
+}
+
+/// Removes `rel` on the server, and all below it, deepest first.
+fn delete(
+    args: &SyncArgs,
+    session: &mut Session,
+    host: &str,
+    remote: &Scan,
+    target: &OsStr,
+    rel: &[u8],
+    tally: &mut Tally,
+) -> Result<(), CopyError> {
+    let below: Vec<&[u8]> = remote
+        .below
+        .keys()
+        .filter(|k| under(k, rel))
+        .map(Vec::as_slice)
+        .collect();
+    // Deepest first: a directory is empty when its turn comes.
+    for r in below.into_iter().rev().chain([rel]) {
+        tally.deleted += 1;
+        let path = join_rel(target, r);
+        if args.dry_run {
+            println!("delete {}", lossy(&path));
+            continue;
+        }
+        super::scan::remove(session, host, &path)?;
     }
     Ok(())
 }
@@ -200,8 +230,14 @@ fn verb(k: &Kind) -> &'static str {
     }
 }
 
-/// Sends one local entry to its place below `target`.
+/// Sends one local entry to its place below `target`, on its own.
 fn send(session: &mut Session, l: &Local, target: &OsStr) -> Result<(), CopyError> {
+    let args = super::library::quiet_args(false, true).map_err(CopyError::Failed)?;
+    upload(&args, session, &upload_of(l, target)?)
+}
+
+/// The put that makes local entry `l` below `target`.
+fn upload_of(l: &Local, target: &OsStr) -> Result<Upload, CopyError> {
     let full = join_rel(target, &l.rel);
     let path = Path::new(&full);
     let (dest, name) = match (path.parent(), path.file_name()) {
@@ -213,8 +249,7 @@ fn send(session: &mut Session, l: &Local, target: &OsStr) -> Result<(), CopyErro
             )));
         }
     };
-    let args = super::library::quiet_args(false, true).map_err(CopyError::Failed)?;
-    let u = Upload {
+    Ok(Upload {
         local: l.path.clone(),
         dest: if dest.is_empty() { ".".into() } else { dest },
         name,
@@ -226,8 +261,7 @@ fn send(session: &mut Session, l: &Local, target: &OsStr) -> Result<(), CopyErro
             Kind::Dir { .. } => PutWhat::Dir,
             Kind::Symlink { target } => PutWhat::Symlink(target.clone()),
         },
-    };
-    upload(&args, session, &u)
+    })
 }
 
 /// What to do, in order: each local entry that differs from the server's
