@@ -65,12 +65,15 @@ pub enum Sub {
         override_usage = "rexec cp [OPTIONS] SOURCE... HOST:DEST\n       rexec cp [OPTIONS] HOST:PATH LOCAL"
     )]
     Cp(Box<CpArgs>),
-    /// Make HOST:DEST like the local SRC..., as `rsync -a`: only files whose
-    /// size, modification time or mode differ are sent (each checked and
-    /// renamed into place), and modes, times, symlinks, empty directories
-    /// and names byte for byte are kept. `SRC/` syncs SRC's contents into
-    /// DEST; `SRC` syncs SRC itself into DEST/SRC.
-    #[command(override_usage = "rexec sync [OPTIONS] SRC... HOST:DEST")]
+    /// Make HOST:DEST like the local SRC... (or LOCAL like HOST:SRC), as
+    /// `rsync -a`: only files whose size, modification time or mode differ
+    /// are sent (each checked and renamed into place), and modes, times,
+    /// symlinks, empty directories and names byte for byte are kept.
+    /// `SRC/` syncs SRC's contents into DEST; `SRC` syncs SRC itself into
+    /// DEST/SRC.
+    #[command(
+        override_usage = "rexec sync [OPTIONS] SRC... HOST:DEST\n       rexec sync [OPTIONS] HOST:SRC LOCAL"
+    )]
     Sync(Box<SyncArgs>),
     /// List the hosts and groups of the config file, groups expanded.
     Hosts {

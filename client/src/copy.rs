@@ -35,6 +35,7 @@ mod library;
 mod pipeline;
 mod scan;
 mod sync;
+mod sync_down;
 mod upload;
 
 pub use download::decode_untrusted;

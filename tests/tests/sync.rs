@@ -246,6 +246,20 @@ fn a_lying_scan_is_refused_before_anything_is_removed() {
     assert_ne!(r.code, Some(0), "{}", r.stderr);
     assert!(r.stderr.contains("broken scan"), "{}", r.stderr);
     assert_eq!(*removes.lock().unwrap(), 0);
+    // Down: the same lie, and nothing local is touched.
+    std::fs::write(dir.path("src/keep"), "mine").unwrap();
+    let r = run(rexec().args([
+        "sync",
+        "--delete",
+        &format!("{}:/srv/dst/", liar.host()),
+        &dir.path("src").display().to_string(),
+    ]));
+    assert_ne!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("broken scan"), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dir.path("src/keep")).unwrap(),
+        "mine"
+    );
 }
 
 #[test]
@@ -273,4 +287,73 @@ fn many_small_files_go_many_at_once_and_arrive_whole() {
             "{rel}"
         );
     }
+}
+
+/// `rexec sync ARGS... HOST:SRC LOCAL` against `d`.
+fn sync_down(d: &Daemon, args: &[&str], src: &str, local: &Path) -> Ran {
+    run(rexec()
+        .arg("sync")
+        .args(args)
+        .arg(format!("{}:{src}", d.host()))
+        .arg(local))
+}
+
+#[test]
+fn down_a_tree_is_made_exactly_and_only_changes_come_again() {
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("sync-down");
+    let src = make_tree(&dir);
+    let local = dir.path("local");
+    std::fs::create_dir_all(&local).unwrap();
+    let s = src.display().to_string();
+    let r = sync_down(&d, &[], &s, &local);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(content(&local.join("src")), content(&src));
+    // No change: nothing fetched, no inode rewritten.
+    let before = inodes(&local);
+    let r = sync_down(&d, &[], &s, &local);
+    assert!(r.stderr.contains("sent 0 (0 bytes)"), "{}", r.stderr);
+    assert_eq!(inodes(&local), before);
+    // One edit there: that file only.
+    std::fs::write(src.join("a"), "alpha, longer\n").unwrap();
+    let r = sync_down(&d, &[], &s, &local);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    let after = inodes(&local);
+    for ((rel, was), (_, now)) in before.iter().zip(&after) {
+        assert_eq!(
+            was != now,
+            rel.as_slice() == b"src/a",
+            "{}",
+            String::from_utf8_lossy(rel)
+        );
+    }
+    assert_eq!(content(&local.join("src")), content(&src));
+}
+
+#[test]
+fn down_delete_removes_only_what_went_away_and_follows_no_planted_link() {
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("sync-down-delete");
+    let src = make_tree(&dir);
+    let local = dir.path("local");
+    let contents = format!("{}/", src.display());
+    assert_eq!(sync_down(&d, &[], &contents, &local).code, Some(0));
+    assert!(local.join("a").exists());
+    // A link planted where the server has a directory, pointing outside.
+    let outside = dir.path("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::remove_dir_all(local.join("sub")).unwrap();
+    std::os::unix::fs::symlink(&outside, local.join("sub")).unwrap();
+    // And something only the local side has.
+    std::fs::write(local.join("mine"), "local only").unwrap();
+    let r = sync_down(&d, &["-n", "--delete"], &contents, &local);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(local.join("mine").exists(), "a dry run deleted");
+    let r = sync_down(&d, &["--delete"], &contents, &local);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    // The link was replaced by the directory; nothing went through it.
+    assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
+    assert!(!local.join("sub").symlink_metadata().unwrap().is_symlink());
+    assert!(!local.join("mine").exists());
+    assert_eq!(content(&local), content(&src));
 }

@@ -26,14 +26,14 @@ use crate::cli::SyncArgs;
 
 /// One local entry, by its path below the top (empty for the top).
 #[derive(Debug)]
-struct Local {
-    rel: Vec<u8>,
-    path: PathBuf,
-    what: Kind,
+pub(super) struct Local {
+    pub rel: Vec<u8>,
+    pub path: PathBuf,
+    pub what: Kind,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     File { size: u64, mtime: i64, mode: u32 },
     Dir { mode: u32 },
     Symlink { target: Vec<u8> },
@@ -50,11 +50,11 @@ enum Step {
 
 /// What a sync did, for its closing line.
 #[derive(Debug, Default)]
-struct Tally {
-    sent: usize,
-    bytes: u64,
-    same: usize,
-    deleted: usize,
+pub(super) struct Tally {
+    pub sent: usize,
+    pub bytes: u64,
+    pub same: usize,
+    pub deleted: usize,
 }
 
 /// The whole command; 0 in sync, 1 something failed, 2 usage, 255 the
@@ -63,16 +63,34 @@ pub(crate) fn main(args: &SyncArgs) -> i32 {
     let Some((dest, sources)) = args.paths.split_last() else {
         return 2;
     };
-    let Some((host, dest)) = remote(dest) else {
-        eprintln!(
-            "rexec sync: DEST must be HOST:DEST (rexec sync sends local trees to a server; \
-             HOST:SRC LOCAL is not supported yet: rexec cp -r -p HOST:SRC LOCAL copies all)"
-        );
-        return 2;
+    // Down: one remote source into a local directory.
+    let down = match (sources, remote(dest)) {
+        ([src], None) => match remote(src) {
+            Some(hs) => Some(hs),
+            None => {
+                eprintln!(
+                    "rexec sync: neither {} nor {} is HOST:PATH",
+                    lossy(src),
+                    lossy(dest)
+                );
+                return 2;
+            }
+        },
+        _ => None,
     };
-    if let Some(src) = sources.iter().find(|s| remote(s).is_some()) {
+    let (host, dest) = match (&down, remote(dest)) {
+        (Some((host, _)), None) => (host.clone(), dest.to_os_string()),
+        (None, Some(hd)) => hd,
+        _ => {
+            eprintln!("rexec sync: give SRC... HOST:DEST, or HOST:SRC LOCAL");
+            return 2;
+        }
+    };
+    if down.is_none()
+        && let Some(src) = sources.iter().find(|s| remote(s).is_some())
+    {
         eprintln!(
-            "rexec sync: {} is remote: the sources are local paths",
+            "rexec sync: {} is remote: syncing from one server to another is not supported",
             lossy(src)
         );
         return 2;
@@ -100,8 +118,30 @@ pub(crate) fn main(args: &SyncArgs) -> i32 {
     }
     let mut tally = Tally::default();
     let mut status = 0;
-    for src in sources {
-        if let Err(e) = sync_one(args, &mut session, &host, src, &dest, &mut tally) {
+    // Each source in turn (down: the one); a lost connection ends it all.
+    let mut work: Vec<Result<(), CopyError>> = Vec::new();
+    match &down {
+        Some((_, src)) => work.push(super::sync_down::sync_down(
+            args,
+            &mut session,
+            &host,
+            src,
+            Path::new(&dest),
+            &mut tally,
+        )),
+        None => {
+            for src in sources {
+                let done = sync_one(args, &mut session, &host, src, &dest, &mut tally);
+                let lost = matches!(done, Err(CopyError::Connect(_)));
+                work.push(done);
+                if lost {
+                    break;
+                }
+            }
+        }
+    }
+    for done in work {
+        if let Err(e) = done {
             status = match e {
                 CopyError::Connect(_) => EXIT_CONNECTION,
                 _ => 1,
@@ -316,23 +356,25 @@ fn plan(local: &[Local], remote: &Scan, delete: bool) -> Vec<Step> {
 }
 
 /// Whether `rel` is below `dir`.
-fn under(rel: &[u8], dir: &[u8]) -> bool {
+pub(super) fn under(rel: &[u8], dir: &[u8]) -> bool {
     rel.starts_with(dir) && rel.get(dir.len()) == Some(&b'/')
 }
 
 /// The local tree at `top`, top first, then depth first in name order;
 /// nothing is followed (a symlink is sent as a symlink).
-fn walk(top: &Path) -> io::Result<Vec<Local>> {
+pub(super) fn walk(top: &Path) -> io::Result<Vec<Local>> {
     let mut out = Vec::new();
     walk_into(top, Vec::new(), &mut out, 0)?;
     Ok(out)
 }
 
-fn walk_into(path: &Path, rel: Vec<u8>, out: &mut Vec<Local>, depth: usize) -> io::Result<()> {
+/// What is at `path`, never followed; `None` for a FIFO, socket or
+/// device, which sync leaves alone (as cp).
+pub(super) fn kind_at(path: &Path) -> io::Result<Option<Kind>> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(path)?;
     let ft = meta.file_type();
-    let what = if ft.is_dir() {
+    Ok(Some(if ft.is_dir() {
         Kind::Dir {
             mode: meta.mode() & 0o777,
         }
@@ -347,7 +389,13 @@ fn walk_into(path: &Path, rel: Vec<u8>, out: &mut Vec<Local>, depth: usize) -> i
             mode: meta.mode() & 0o777,
         }
     } else {
-        return Ok(()); // FIFOs, sockets, devices: not synced (as cp)
+        return Ok(None);
+    }))
+}
+
+fn walk_into(path: &Path, rel: Vec<u8>, out: &mut Vec<Local>, depth: usize) -> io::Result<()> {
+    let Some(what) = kind_at(path)? else {
+        return Ok(());
     };
     let is_dir = matches!(what, Kind::Dir { .. });
     out.push(Local {
