@@ -195,6 +195,10 @@ pub struct SyncArgs {
     /// `delete`), change nothing.
     #[arg(short = 'n', long = "dry-run")]
     pub dry_run: bool,
+    /// Sync the local SRC... to every host of LIST at once (DEST is then a
+    /// plain path on each); may be given more than once, as with pdsh.
+    #[arg(short = 'w', long = "hosts", value_name = "LIST", action = clap::ArgAction::Append)]
+    pub hosts: Vec<String>,
     #[command(flatten)]
     pub conn: ConnArgs,
 }

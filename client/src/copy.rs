@@ -211,7 +211,7 @@ pub fn main(args: &CpArgs) -> i32 {
             .collect()
     });
     if many {
-        eprintln!("{}", summary(&hosts, &statuses));
+        eprintln!("{}", summary("rexec cp", &hosts, &statuses));
     }
     statuses.into_iter().max().unwrap_or(0)
 }
@@ -229,7 +229,7 @@ fn load_config(conn: &crate::cli::ConnArgs) -> Result<Config, i32> {
 
 /// The line after a copy to many hosts, as after `rexec -w`: how many
 /// copied, and which failed or could not be reached (folded lists).
-fn summary(hosts: &[String], statuses: &[i32]) -> String {
+fn summary(what: &str, hosts: &[String], statuses: &[i32]) -> String {
     let with = |want: fn(i32) -> bool| -> Vec<String> {
         hosts
             .iter()
@@ -239,7 +239,7 @@ fn summary(hosts: &[String], statuses: &[i32]) -> String {
             .collect()
     };
     let ok = with(|s| s == 0).len();
-    let mut line = format!("rexec cp: {ok} ok");
+    let mut line = format!("{what}: {ok} ok");
     for (how, hosts) in [
         ("failed", with(|s| s != 0 && s != EXIT_CONNECTION)),
         ("unreachable", with(|s| s == EXIT_CONNECTION)),

@@ -357,3 +357,54 @@ fn down_delete_removes_only_what_went_away_and_follows_no_planted_link() {
     assert!(!local.join("mine").exists());
     assert_eq!(content(&local), content(&src));
 }
+
+#[test]
+fn to_every_host_of_a_list_at_once() {
+    // Two hosts, each confining its paths to a root of its own, so the
+    // same DEST is a different directory here.
+    let dir = TempDir::new("sync-many-hosts");
+    let src = make_tree(&dir);
+    let mut conf = String::new();
+    let mut daemons = Vec::new();
+    for i in 1..=2 {
+        let root = dir.path(&format!("root{i}"));
+        std::fs::create_dir_all(&root).unwrap();
+        let d = Daemon::start(&["--files-root", &root.display().to_string()]);
+        conf.push_str(&format!("[hosts.n{i}]\naddress = \"{}\"\n", d.host()));
+        daemons.push(d);
+    }
+    std::fs::write(dir.path("config.toml"), conf).unwrap();
+    let sync_all = |extra: &[&str]| {
+        run(rexec()
+            .env("REXEC_CONFIG", dir.path("config.toml"))
+            .args(["sync", "-w", "n[1-2]"])
+            .args(extra)
+            .arg(&src)
+            .arg("/dst"))
+    };
+    // A dry run: each line says its host.
+    let r = sync_all(&["-n"]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.out().contains("n1: send /dst/src/a"), "{}", r.out());
+    assert!(r.out().contains("n2: send /dst/src/a"), "{}", r.out());
+    assert!(!dir.path("root1/dst").exists());
+    let r = sync_all(&[]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(
+        r.stderr.trim_end().ends_with("rexec sync: 2 ok"),
+        "{}",
+        r.stderr
+    );
+    for i in 1..=2 {
+        assert_eq!(
+            content(&dir.path(&format!("root{i}/dst/src"))),
+            content(&src)
+        );
+    }
+    // With -w, DEST is a plain path.
+    let r = run(rexec()
+        .args(["sync", "-w", "127.0.0.1"])
+        .arg(&src)
+        .arg("127.0.0.1:1:/dst"));
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+}

@@ -57,59 +57,123 @@ pub(super) struct Tally {
     pub deleted: usize,
 }
 
-/// The whole command; 0 in sync, 1 something failed, 2 usage, 255 the
+/// Which way a sync goes, and between what.
+enum Way<'a> {
+    /// Local sources into DEST on the server.
+    Up {
+        sources: &'a [OsString],
+        dest: &'a OsStr,
+    },
+    /// SRC on the server into a local directory.
+    Down { src: &'a OsStr, dest: &'a Path },
+}
+
+/// The whole command; 0 in sync, 1 something failed, 2 usage, 255 a
 /// server could not be reached.
 pub(crate) fn main(args: &SyncArgs) -> i32 {
     let Some((dest, sources)) = args.paths.split_last() else {
         return 2;
     };
-    // Down: one remote source into a local directory.
-    let down = match (sources, remote(dest)) {
-        ([src], None) => match remote(src) {
-            Some(hs) => Some(hs),
-            None => {
-                eprintln!(
-                    "rexec sync: neither {} nor {} is HOST:PATH",
-                    lossy(src),
-                    lossy(dest)
-                );
-                return 2;
-            }
-        },
-        _ => None,
-    };
-    let (host, dest) = match (&down, remote(dest)) {
-        (Some((host, _)), None) => (host.clone(), dest.to_os_string()),
-        (None, Some(hd)) => hd,
-        _ => {
-            eprintln!("rexec sync: give SRC... HOST:DEST, or HOST:SRC LOCAL");
-            return 2;
-        }
-    };
-    if down.is_none()
-        && let Some(src) = sources.iter().find(|s| remote(s).is_some())
-    {
-        eprintln!(
-            "rexec sync: {} is remote: syncing from one server to another is not supported",
-            lossy(src)
-        );
-        return 2;
-    }
     let cfg = match load_config(&args.conn) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let mut session = match args.conn.connect(&cfg.target(&host)) {
-        Ok(s) => s,
+    if let Some(list) = crate::cli::host_list(&args.hosts) {
+        return to_every_host(args, &cfg, &list, sources, dest);
+    }
+    let bad = |why: String| {
+        eprintln!("rexec sync: {why}");
+        2
+    };
+    match (sources, remote(dest)) {
+        // Down: one remote source into a local directory.
+        ([src], None) => match remote(src) {
+            Some((host, src)) => {
+                let way = Way::Down {
+                    src: &src,
+                    dest: Path::new(dest),
+                };
+                sync_host(args, &cfg, &host, way, "")
+            }
+            None => bad(format!(
+                "neither {} nor {} is HOST:PATH",
+                lossy(src),
+                lossy(dest)
+            )),
+        },
+        (_, Some((host, dest))) => match sources.iter().find(|s| remote(s).is_some()) {
+            Some(src) => bad(format!(
+                "{} is remote: syncing from one server to another is not supported",
+                lossy(src)
+            )),
+            None => sync_host(
+                args,
+                &cfg,
+                &host,
+                Way::Up {
+                    sources,
+                    dest: &dest,
+                },
+                "",
+            ),
+        },
+        _ => bad("give SRC... HOST:DEST, or HOST:SRC LOCAL".into()),
+    }
+}
+
+/// `-w LIST`: the local sources to DEST (a plain path) on every host of
+/// LIST at once, each line of output prefixed with its host, then one
+/// line for all, as `rexec cp -w` ends.
+fn to_every_host(
+    args: &SyncArgs,
+    cfg: &Config,
+    list: &str,
+    sources: &[OsString],
+    dest: &OsStr,
+) -> i32 {
+    if remote(dest).is_some() || sources.iter().any(|s| remote(s).is_some()) {
+        eprintln!("rexec sync: with -w, the sources are local and DEST is a path on every host");
+        return 2;
+    }
+    let hosts = match cfg.expand(list, None) {
+        Ok(h) => h,
         Err(e) => {
             eprintln!("rexec: {e}");
+            return 2;
+        }
+    };
+    let statuses: Vec<i32> = std::thread::scope(|scope| {
+        let workers: Vec<_> = hosts
+            .iter()
+            .map(|host| {
+                scope.spawn(move || {
+                    let way = Way::Up { sources, dest };
+                    sync_host(args, cfg, host, way, &format!("{host}: "))
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or(EXIT_CONNECTION))
+            .collect()
+    });
+    eprintln!("{}", super::summary("rexec sync", &hosts, &statuses));
+    statuses.into_iter().max().unwrap_or(0)
+}
+
+/// One host's sync; its exit status. Messages start with `prefix`.
+fn sync_host(args: &SyncArgs, cfg: &Config, host: &str, way: Way<'_>, prefix: &str) -> i32 {
+    let mut session = match args.conn.connect(&cfg.target(host)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{prefix}rexec: {e}");
             return EXIT_CONNECTION;
         }
     };
     if session.server.protocol < rexec_proto::SYNC_PROTOCOL {
         eprintln!(
-            "rexec sync: {host} runs rexecd {} (protocol {}), which cannot scan a tree; sync \
-             needs protocol {} (rexec cp -r -p copies everything instead)",
+            "{prefix}rexec sync: {host} runs rexecd {} (protocol {}), which cannot scan a tree; \
+             sync needs protocol {} (rexec cp -r -p copies everything instead)",
             rexec_proto::text::clean(&session.server.software, 40),
             session.server.protocol,
             rexec_proto::SYNC_PROTOCOL
@@ -120,18 +184,18 @@ pub(crate) fn main(args: &SyncArgs) -> i32 {
     let mut status = 0;
     // Each source in turn (down: the one); a lost connection ends it all.
     let mut work: Vec<Result<(), CopyError>> = Vec::new();
-    match &down {
-        Some((_, src)) => work.push(super::sync_down::sync_down(
+    match way {
+        Way::Down { src, dest } => work.push(super::sync_down::sync_down(
             args,
             &mut session,
-            &host,
+            host,
             src,
-            Path::new(&dest),
+            dest,
             &mut tally,
         )),
-        None => {
+        Way::Up { sources, dest } => {
             for src in sources {
-                let done = sync_one(args, &mut session, &host, src, &dest, &mut tally);
+                let done = sync_one(args, &mut session, host, src, dest, &mut tally, prefix);
                 let lost = matches!(done, Err(CopyError::Connect(_)));
                 work.push(done);
                 if lost {
@@ -140,21 +204,16 @@ pub(crate) fn main(args: &SyncArgs) -> i32 {
             }
         }
     }
-    for done in work {
-        if let Err(e) = done {
-            status = match e {
-                CopyError::Connect(_) => EXIT_CONNECTION,
-                _ => 1,
-            };
-            eprintln!("rexec sync: {}", super::library::library_error(e));
-            if status == EXIT_CONNECTION {
-                break;
-            }
-        }
+    for e in work.into_iter().filter_map(Result::err) {
+        status = match e {
+            CopyError::Connect(_) => EXIT_CONNECTION,
+            _ => 1,
+        };
+        eprintln!("{prefix}rexec sync: {}", super::library::library_error(e));
     }
     let verb = if args.dry_run { "would send" } else { "sent" };
     eprintln!(
-        "rexec sync: {verb} {} ({} bytes), {} unchanged, {} deleted",
+        "{prefix}rexec sync: {verb} {} ({} bytes), {} unchanged, {} deleted",
         tally.sent, tally.bytes, tally.same, tally.deleted
     );
     status
@@ -168,6 +227,7 @@ fn sync_one(
     src: &OsStr,
     dest: &OsStr,
     tally: &mut Tally,
+    prefix: &str,
 ) -> Result<(), CopyError> {
     let contents = src.as_bytes().len() > 1 && src.as_bytes().ends_with(b"/");
     let top = Path::new(src);
@@ -197,7 +257,7 @@ fn sync_one(
                 }
                 tally.sent += 1;
                 if args.dry_run {
-                    println!("{} {}", verb(&l.what), shown(&target, &l.rel));
+                    println!("{prefix}{} {}", verb(&l.what), shown(&target, &l.rel));
                     continue;
                 }
                 match l.what {
@@ -210,13 +270,15 @@ fn sync_one(
                 }
             }
             Step::Delete(rel) if !local.iter().any(|l| l.rel == rel) => extras.push(rel),
-            Step::Delete(rel) => delete(args, session, host, &remote, &target, &rel, tally)?,
+            Step::Delete(rel) => {
+                delete(args, session, host, (&remote, &target), &rel, tally, prefix)?
+            }
         }
     }
     let refs: Vec<&Upload> = small.iter().collect();
     super::pipeline::upload_small(session, &refs, true)?;
     for rel in extras {
-        delete(args, session, host, &remote, &target, &rel, tally)?;
+        delete(args, session, host, (&remote, &target), &rel, tally, prefix)?;
     }
     Ok(())
 }
@@ -226,10 +288,10 @@ fn delete(
     args: &SyncArgs,
     session: &mut Session,
     host: &str,
-    remote: &Scan,
-    target: &OsStr,
+    (remote, target): (&Scan, &OsStr),
     rel: &[u8],
     tally: &mut Tally,
+    prefix: &str,
 ) -> Result<(), CopyError> {
     let below: Vec<&[u8]> = remote
         .below
@@ -242,7 +304,7 @@ fn delete(
         tally.deleted += 1;
         let path = join_rel(target, r);
         if args.dry_run {
-            println!("delete {}", lossy(&path));
+            println!("{prefix}delete {}", lossy(&path));
             continue;
         }
         super::scan::remove(session, host, &path)?;
