@@ -195,6 +195,11 @@ pub struct SyncArgs {
     /// `delete`), change nothing.
     #[arg(short = 'n', long = "dry-run")]
     pub dry_run: bool,
+    /// Compare files by their content (a digest the server computes, and
+    /// one here) instead of their size and modification time: slower,
+    /// but sees a change that kept both.
+    #[arg(long)]
+    pub checksum: bool,
     /// Sync the local SRC... to every host of LIST at once (DEST is then a
     /// plain path on each); may be given more than once, as with pdsh.
     #[arg(short = 'w', long = "hosts", value_name = "LIST", action = clap::ArgAction::Append)]

@@ -193,6 +193,9 @@ pub enum TreeOp {
     /// Remove the file or symlink `path`, or the directory `path` if it is
     /// empty.
     Remove,
+    /// As `Scan`, with each file's digest (the copies' hash, 32 bytes)
+    /// after its mode: `rexec sync --checksum`.
+    ScanDigests,
 }
 
 /// The first version with `Tree` (`rexec sync`).

@@ -408,3 +408,57 @@ fn to_every_host_of_a_list_at_once() {
         .arg("127.0.0.1:1:/dst"));
     assert_eq!(r.code, Some(2), "{}", r.stderr);
 }
+
+/// Writes `text` over `path` keeping its size and modification time, so
+/// that only its bytes differ (what the quick check cannot see).
+fn same_size_same_time(path: &Path, text: &str) {
+    let before = std::fs::metadata(path).unwrap();
+    assert_eq!(before.len(), text.len() as u64);
+    std::fs::write(path, text).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(before.modified().unwrap())
+        .unwrap();
+}
+
+#[test]
+fn checksum_sees_a_change_that_kept_size_and_time_both_ways() {
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("sync-checksum");
+    let src = make_tree(&dir);
+    let dst = dir.path("dst");
+    let s = src.display().to_string();
+    assert_eq!(sync(&d, &[&s], &dst).code, Some(0));
+    same_size_same_time(&src.join("a"), "ALPHA\n");
+    // The quick check is fooled, as rsync's is.
+    let r = sync(&d, &[&s], &dst);
+    assert!(r.stderr.contains("sent 0 "), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dst.join("src/a")).unwrap(),
+        "alpha\n"
+    );
+    // --checksum is not, and sends that file alone.
+    let r = sync(&d, &["--checksum", &s], &dst);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("sent 1 "), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dst.join("src/a")).unwrap(),
+        "ALPHA\n"
+    );
+    // Down: the same, the other way.
+    let local = dir.path("local");
+    std::fs::create_dir_all(&local).unwrap();
+    assert_eq!(sync_down(&d, &[], &s, &local).code, Some(0));
+    same_size_same_time(&src.join("sub/run.sh"), "#!/bin/rc\n");
+    let r = sync_down(&d, &[], &s, &local);
+    assert!(r.stderr.contains("sent 0 "), "{}", r.stderr);
+    let r = sync_down(&d, &["--checksum"], &s, &local);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("sent 1 "), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(local.join("src/sub/run.sh")).unwrap(),
+        "#!/bin/rc\n"
+    );
+}

@@ -14,6 +14,8 @@ pub(super) enum Remote {
         size: u64,
         mtime: i64,
         mode: u32,
+        /// With `--checksum`: the digest of its bytes.
+        digest: Option<[u8; DIGEST_LEN]>,
     },
     Dir {
         mode: u32,
@@ -33,13 +35,22 @@ pub(super) struct Scan {
     pub below: BTreeMap<Vec<u8>, Remote>,
 }
 
-/// Scans `path` on the server.
-pub(super) fn scan(session: &mut Session, host: &str, path: &OsStr) -> Result<Scan, CopyError> {
+/// Scans `path` on the server; with `digests`, each file's digest too.
+pub(super) fn scan(
+    session: &mut Session,
+    host: &str,
+    path: &OsStr,
+    digests: bool,
+) -> Result<Scan, CopyError> {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let op = match digests {
+        true => rexec_proto::TreeOp::ScanDigests,
+        false => rexec_proto::TreeOp::Scan,
+    };
     session.send(&ClientMsg::Tree {
         id,
         path: path.as_bytes().to_vec(),
-        op: rexec_proto::TreeOp::Scan,
+        op,
     })?;
     let shown = format!("{host}:{}", lossy(path));
     let limit = crate::run::CAPTURE_LIMIT;
@@ -55,7 +66,7 @@ pub(super) fn scan(session: &mut Session, host: &str, path: &OsStr) -> Result<Sc
         Ok(())
     })?;
     check(status, &stderr, &shown)?;
-    parse(&bytes)
+    parse(&bytes, digests)
         .ok_or_else(|| CopyError::Failed(format!("{shown}: the server sent a broken scan")))
 }
 
@@ -98,7 +109,7 @@ fn take_u64(bytes: &mut &[u8]) -> Option<u64> {
 }
 
 /// Parses a scan; `None` if anything in it is out of place.
-pub(super) fn parse(mut bytes: &[u8]) -> Option<Scan> {
+pub(super) fn parse(mut bytes: &[u8], digests: bool) -> Option<Scan> {
     let mut scan = Scan::default();
     let mut first = true;
     while !bytes.is_empty() {
@@ -118,7 +129,16 @@ pub(super) fn parse(mut bytes: &[u8]) -> Option<Scan> {
                 let mtime = take_u64(&mut bytes)? as i64;
                 let _nanos = take_u32(&mut bytes)?;
                 let mode = take_u32(&mut bytes)?;
-                Remote::File { size, mtime, mode }
+                let digest = match digests {
+                    true => Some(take(&mut bytes, DIGEST_LEN)?.try_into().ok()?),
+                    false => None,
+                };
+                Remote::File {
+                    size,
+                    mtime,
+                    mode,
+                    digest,
+                }
             }
             b'd' => Remote::Dir {
                 mode: take_u32(&mut bytes)?,
@@ -163,14 +183,15 @@ mod tests {
         let mut ok = b"d\0\x00\x00\x01\xed".to_vec();
         ok.extend(file(b"a", 5, 100));
         ok.extend(b"lsub/link\0target\0");
-        let s = parse(&ok).unwrap();
+        let s = parse(&ok, false).unwrap();
         assert_eq!(s.top, Some(Remote::Dir { mode: 0o755 }));
         assert_eq!(
             s.below[&b"a"[..]],
             Remote::File {
                 size: 5,
                 mtime: 100,
-                mode: 0o644
+                mode: 0o644,
+                digest: None
             }
         );
         assert_eq!(
@@ -180,7 +201,7 @@ mod tests {
             }
         );
         // Nothing there.
-        assert!(parse(b"n\0").unwrap().top.is_none());
+        assert!(parse(b"n\0", false).unwrap().top.is_none());
         // Lies: a name that climbs out, a second top, a duplicate, a cut
         // entry, an unknown kind, entries before the top.
         let mut climb = b"d\0\x00\x00\x01\xed".to_vec();
@@ -194,7 +215,7 @@ mod tests {
             b"z\0".to_vec(),
             file(b"a", 1, 1),
         ] {
-            assert!(parse(&bad).is_none(), "{bad:?}");
+            assert!(parse(&bad, false).is_none(), "{bad:?}");
         }
     }
 }

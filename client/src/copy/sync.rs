@@ -241,8 +241,8 @@ fn sync_one(
         None => dest.to_os_string(),
     };
     let local = walk(top).map_err(|e| CopyError::Failed(format!("{}: {e}", lossy(src))))?;
-    let remote = super::scan::scan(session, host, &target)?;
-    let steps = plan(&local, &remote, args.delete);
+    let remote = super::scan::scan(session, host, &target, args.checksum)?;
+    let steps = plan(&local, &remote, args.delete, checksum(session));
     tally.same += local.len() - steps.iter().filter(|s| matches!(s, Step::Send(_))).count();
     // Small files go last, many at once (pipeline.rs): their directories
     // are made by then. What only the server has goes after them.
@@ -368,7 +368,7 @@ fn upload_of(l: &Local, target: &OsStr) -> Result<Upload, CopyError> {
 
 /// What to do, in order: each local entry that differs from the server's
 /// (parents before children), and with `delete` what only the server has.
-fn plan(local: &[Local], remote: &Scan, delete: bool) -> Vec<Step> {
+fn plan(local: &[Local], remote: &Scan, delete: bool, hash: Checksum) -> Vec<Step> {
     let mut steps = Vec::new();
     let mut deleted: Vec<Vec<u8>> = Vec::new();
     for (i, l) in local.iter().enumerate() {
@@ -379,14 +379,8 @@ fn plan(local: &[Local], remote: &Scan, delete: bool) -> Vec<Step> {
         // Below a path being replaced, nothing of the server's counts.
         let there = there.filter(|_| !deleted.iter().any(|d| under(&l.rel, d)));
         match (&l.what, there) {
-            (
-                Kind::File { size, mtime, mode },
-                Some(Remote::File {
-                    size: s,
-                    mtime: m,
-                    mode: o,
-                }),
-            ) if (size, mtime, mode) == (s, m, o) => {}
+            (Kind::File { size, mtime, mode }, Some(r @ Remote::File { .. }))
+                if same_file((*size, *mtime, *mode), r, || digest_of(&l.path, hash)) => {}
             (Kind::Dir { mode }, Some(Remote::Dir { mode: o })) if mode == o => {}
             (Kind::Symlink { target }, Some(Remote::Symlink { target: t })) if target == t => {}
             (Kind::Dir { .. }, Some(Remote::Dir { .. })) => steps.push(Step::Send(i)),
@@ -415,6 +409,58 @@ fn plan(local: &[Local], remote: &Scan, delete: bool) -> Vec<Step> {
         steps.extend(gone.into_iter().map(|g| Step::Delete(g.clone())));
     }
     steps
+}
+
+/// Whether a local file (size, mtime, mode) is the server's: the same
+/// size and mode, and the same mtime (the quick check) or, when the scan
+/// carries digests (`--checksum`), the same bytes.
+pub(super) fn same_file(
+    (size, mtime, mode): (u64, i64, u32),
+    there: &Remote,
+    digest_here: impl FnOnce() -> Option<[u8; DIGEST_LEN]>,
+) -> bool {
+    let Remote::File {
+        size: s,
+        mtime: m,
+        mode: o,
+        digest,
+    } = there
+    else {
+        return false;
+    };
+    if (size, mode) != (*s, o & 0o777) {
+        return false;
+    }
+    match digest {
+        Some(d) => digest_here().is_some_and(|h| h == *d),
+        None => mtime == *m,
+    }
+}
+
+/// The digest of the local file at `path` (not followed if a link).
+pub(super) fn digest_of(path: &Path, hash: Checksum) -> Option<[u8; DIGEST_LEN]> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    digest_fd(fd, hash)
+}
+
+/// The digest of an open file's bytes.
+pub(super) fn digest_fd(fd: OwnedFd, hash: Checksum) -> Option<[u8; DIGEST_LEN]> {
+    let mut file = File::from(fd);
+    let mut h = hash.hasher();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Some(h.finalize()),
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
 }
 
 /// Whether `rel` is below `dir`.
@@ -525,6 +571,7 @@ mod tests {
             size,
             mtime,
             mode: 0o644,
+            digest: None,
         }
     }
 
@@ -546,11 +593,11 @@ mod tests {
         ]);
         // b's time differs; d and d/c are new; old and gone stay.
         assert_eq!(
-            plan(&local, &remote, false),
+            plan(&local, &remote, false, Checksum::Blake3),
             vec![Step::Send(2), Step::Send(3), Step::Send(4)]
         );
         // With --delete: gone (its tree) and old, nothing else.
-        let steps = plan(&local, &remote, true);
+        let steps = plan(&local, &remote, true, Checksum::Blake3);
         assert_eq!(
             &steps[3..],
             &[
@@ -565,14 +612,14 @@ mod tests {
         let local = vec![dir(""), file("x", 1, 1)];
         let remote = scan(&[("x", Remote::Dir { mode: 0o755 }), ("x/y", rfile(1, 1))]);
         assert_eq!(
-            plan(&local, &remote, false),
+            plan(&local, &remote, false, Checksum::Blake3),
             vec![Step::Delete(b"x".to_vec()), Step::Send(1)]
         );
         // And a file where a directory goes.
         let local = vec![dir(""), dir("x"), file("x/y", 1, 1)];
         let remote = scan(&[("x", rfile(5, 5))]);
         assert_eq!(
-            plan(&local, &remote, false),
+            plan(&local, &remote, false, Checksum::Blake3),
             vec![Step::Delete(b"x".to_vec()), Step::Send(1), Step::Send(2)]
         );
     }

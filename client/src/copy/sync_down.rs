@@ -12,7 +12,7 @@
 use rustix::fs::{AtFlags, FileType};
 
 use super::scan::Remote;
-use super::sync::{Kind, Tally, kind_at, under, walk};
+use super::sync::{Kind, Tally, digest_fd, digest_of, kind_at, same_file, under, walk};
 use super::*;
 use crate::cli::SyncArgs;
 
@@ -31,7 +31,8 @@ pub(super) fn sync_down(
         trimmed = &trimmed[..trimmed.len() - 1];
     }
     let src = OsStr::from_bytes(trimmed);
-    let remote = super::scan::scan(session, host, src)?;
+    let remote = super::scan::scan(session, host, src, args.checksum)?;
+    let hash = checksum(session);
     let shown_src = format!("{host}:{}", lossy(src));
     let Some(top) = &remote.top else {
         return Err(CopyError::Failed(format!(
@@ -49,7 +50,7 @@ pub(super) fn sync_down(
         let same = kind_at(&target)
             .ok()
             .flatten()
-            .is_some_and(|l| matches(&l, top));
+            .is_some_and(|l| matches(&l, top, || digest_of(&target, hash)));
         if same {
             done.same += 1;
             return Ok(());
@@ -74,53 +75,99 @@ pub(super) fn sync_down(
         let _ = rustix::fs::fchmod(&root, Mode::from_raw_mode(mode & 0o777));
     }
     for (rel, there) in &remote.below {
-        let parts: Vec<&OsStr> = rel.split(|&b| b == b'/').map(OsStr::from_bytes).collect();
-        let shown = target.join(OsStr::from_bytes(rel));
-        let (dirs, leaf) = parts.split_at(parts.len() - 1);
-        let dir = match beneath_dir(&root, dirs) {
-            Some(d) => d,
-            // Its directory is not there (a dry run, or made otherwise).
-            None if args.dry_run => {
-                report(there, &shown, done, true);
-                continue;
-            }
-            None => make_dirs_beneath(&root, &target, dirs)?,
+        let at = Place {
+            cp: &cp,
+            root: &root,
+            target: &target,
+            src,
+            hash,
         };
-        let here = entry_kind(&dir, leaf[0]);
-        if here.as_ref().is_some_and(|h| matches(h, there)) {
-            done.same += 1;
-            continue;
-        }
-        if there == &Remote::Other {
-            continue;
-        }
-        report(there, &shown, done, args.dry_run);
-        if args.dry_run {
-            continue;
-        }
-        // A directory where something else goes, or the other way round:
-        // gone first (a directory with all in it). A file or link over a
-        // file or link is replaced by the rename, atomically.
-        if let Some(h) = &here
-            && matches!(h, Kind::Dir { .. }) != matches!(there, Remote::Dir { .. })
-        {
-            remove_tree(&dir, leaf[0], &shown)?;
-        }
-        let remote_path = join_dest(src, OsStr::from_bytes(rel));
-        match there {
-            Remote::Dir { mode } => {
-                let d = make_dirs_beneath(&dir, &shown, &[leaf[0]])?;
-                let _ = rustix::fs::fchmod(&d, Mode::from_raw_mode(mode & 0o777));
-            }
-            Remote::File { .. } => {
-                fetch_into(&cp, session, host, &remote_path, &dir, leaf[0], &shown)?
-            }
-            Remote::Symlink { target } => make_symlink(&dir, leaf[0], target, &shown)?,
-            Remote::Other => {}
-        }
+        entry(args, session, host, &at, rel, there, done)?;
     }
     if args.delete {
         delete_extras(args, &root, &target, &remote.below, done)?;
+    }
+    Ok(())
+}
+
+/// Where a down sync writes: the local top (open, and its path), the
+/// server's SRC, and the hash of digests.
+struct Place<'a> {
+    /// How files are fetched (`rexec cp -p`'s settings).
+    cp: &'a CpArgs,
+    root: &'a OwnedFd,
+    target: &'a Path,
+    src: &'a OsStr,
+    hash: Checksum,
+}
+
+/// Makes one of the server's entries (`rel`, `there`) below the top, if
+/// the local one differs.
+fn entry(
+    args: &SyncArgs,
+    session: &mut Session,
+    host: &str,
+    at: &Place<'_>,
+    rel: &[u8],
+    there: &Remote,
+    done: &mut Tally,
+) -> Result<(), CopyError> {
+    let parts: Vec<&OsStr> = rel.split(|&b| b == b'/').map(OsStr::from_bytes).collect();
+    let shown = at.target.join(OsStr::from_bytes(rel));
+    let (dirs, leaf) = parts.split_at(parts.len() - 1);
+    let dir = match beneath_dir(at.root, dirs) {
+        Some(d) => d,
+        // Its directory is not there (a dry run, or made otherwise).
+        None if args.dry_run => {
+            report(there, &shown, done, true);
+            return Ok(());
+        }
+        None => make_dirs_beneath(at.root, at.target, dirs)?,
+    };
+    let here = entry_kind(&dir, leaf[0]);
+    let digest_here = || {
+        let fd = rustix::fs::openat(
+            &dir,
+            leaf[0],
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        digest_fd(fd, at.hash)
+    };
+    if here
+        .as_ref()
+        .is_some_and(|h| matches(h, there, digest_here))
+    {
+        done.same += 1;
+        return Ok(());
+    }
+    if there == &Remote::Other {
+        return Ok(());
+    }
+    report(there, &shown, done, args.dry_run);
+    if args.dry_run {
+        return Ok(());
+    }
+    // A directory where something else goes, or the other way round:
+    // gone first (a directory with all in it). A file or link over a
+    // file or link is replaced by the rename, atomically.
+    if let Some(h) = &here
+        && matches!(h, Kind::Dir { .. }) != matches!(there, Remote::Dir { .. })
+    {
+        remove_tree(&dir, leaf[0], &shown)?;
+    }
+    let remote_path = join_dest(at.src, OsStr::from_bytes(rel));
+    match there {
+        Remote::Dir { mode } => {
+            let d = make_dirs_beneath(&dir, &shown, &[leaf[0]])?;
+            let _ = rustix::fs::fchmod(&d, Mode::from_raw_mode(mode & 0o777));
+        }
+        Remote::File { .. } => {
+            fetch_into(at.cp, session, host, &remote_path, &dir, leaf[0], &shown)?
+        }
+        Remote::Symlink { target } => make_symlink(&dir, leaf[0], target, &shown)?,
+        Remote::Other => {}
     }
     Ok(())
 }
@@ -176,17 +223,15 @@ fn entry_kind(dir: &OwnedFd, name: &OsStr) -> Option<Kind> {
     })
 }
 
-/// Whether the local entry is what the server has (the quick check).
-fn matches(here: &Kind, there: &Remote) -> bool {
+/// Whether the local entry is what the server has (the quick check, or
+/// with digests the content); `digest_here` reads the local file's.
+fn matches(
+    here: &Kind,
+    there: &Remote,
+    digest_here: impl FnOnce() -> Option<[u8; DIGEST_LEN]>,
+) -> bool {
     match (here, there) {
-        (
-            Kind::File { size, mtime, mode },
-            Remote::File {
-                size: s,
-                mtime: m,
-                mode: o,
-            },
-        ) => (size, mtime, *mode) == (s, m, o & 0o777),
+        (Kind::File { size, mtime, mode }, r) => same_file((*size, *mtime, *mode), r, digest_here),
         (Kind::Dir { mode }, Remote::Dir { mode: o }) => *mode == o & 0o777,
         (Kind::Symlink { target }, Remote::Symlink { target: t }) => target == t,
         _ => false,

@@ -58,9 +58,11 @@ pub fn helper() -> i32 {
             Request::List(path) => {
                 crate::helpers::files_tree::list(&root, OsStr::from_bytes(&path))
             }
-            Request::Scan(path) => {
-                crate::helpers::files_scan::scan(&root, OsStr::from_bytes(&path))
-            }
+            Request::Scan(path, digests) => crate::helpers::files_scan::scan(
+                &root,
+                OsStr::from_bytes(&path),
+                digests.then_some(open.checksum),
+            ),
             Request::Remove(path) => {
                 crate::helpers::files_scan::remove(&root, OsStr::from_bytes(&path))
             }

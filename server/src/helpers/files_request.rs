@@ -24,8 +24,9 @@ pub(crate) enum Request {
     Get(#[serde(with = "serde_bytes")] Vec<u8>),
     /// List a tree.
     List(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// Describe a tree with sizes, times and modes (`rexec sync`).
-    Scan(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Describe a tree with sizes, times and modes (`rexec sync`); with
+    /// `true`, each file's digest too.
+    Scan(#[serde(with = "serde_bytes")] Vec<u8>, bool),
     /// Remove one entry (`rexec sync --delete`).
     Remove(#[serde(with = "serde_bytes")] Vec<u8>),
 }

@@ -35,8 +35,13 @@ fn split(path: &OsStr) -> Result<(&OsStr, &OsStr), TransferError> {
     Ok((OsStr::from_bytes(dir), name))
 }
 
-/// Writes the scan of `path` on stdout.
-pub(crate) fn scan(root: &Root, path: &OsStr) -> Result<(), TransferError> {
+/// Writes the scan of `path` on stdout; with `digests`, each file's
+/// digest under that hash too.
+pub(crate) fn scan(
+    root: &Root,
+    path: &OsStr,
+    digests: Option<rexec_proto::Checksum>,
+) -> Result<(), TransferError> {
     let (dir_path, name) = split(path)?;
     let fail = |source| TransferError::Io {
         what: format!("scanning {}", shown(path)),
@@ -54,78 +59,116 @@ pub(crate) fn scan(root: &Root, path: &OsStr) -> Result<(), TransferError> {
         Err(e) => return Err(at(path)(e)),
     };
     let mut rel = Vec::new();
-    entry(&dir, name, &mut rel, 0, &mut out)
+    let mut walk = Walk {
+        digests,
+        out: &mut out,
+    };
+    walk.entry(&dir, name, &mut rel, 0)
         .and_then(|()| out.flush())
         .map_err(fail)
 }
 
-/// Describes `name` in `dir` (at `rel` below the top), and below it for a
-/// directory, depth first in name order.
-fn entry(
-    dir: &OwnedFd,
-    name: &OsStr,
-    rel: &mut Vec<u8>,
-    depth: usize,
-    out: &mut impl Write,
-) -> io::Result<()> {
-    let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st) => st,
-        // Only the top may be missing; an entry gone since it was listed
-        // is left out.
-        Err(rustix::io::Errno::NOENT) if depth == 0 => return out.write_all(b"n\0"),
-        Err(rustix::io::Errno::NOENT) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    let head = |kind: u8, out: &mut dyn Write| {
-        out.write_all(&[kind])?;
-        out.write_all(rel)?;
-        out.write_all(&[0])
-    };
-    let mode = st.st_mode & 0o7777;
-    match FileType::from_raw_mode(st.st_mode) {
-        FileType::RegularFile => {
-            head(b'f', out)?;
-            out.write_all(&(st.st_size as u64).to_be_bytes())?;
-            out.write_all(&st.st_mtime.to_be_bytes())?;
-            out.write_all(&(st.st_mtime_nsec as u32).to_be_bytes())?;
-            out.write_all(&mode.to_be_bytes())
-        }
-        FileType::Symlink => {
-            head(b'l', out)?;
-            let target = rustix::fs::readlinkat(dir, name, Vec::new())?;
-            out.write_all(target.as_bytes())?;
+/// A scan under way: where it writes, and whether with digests.
+struct Walk<'a, W: Write> {
+    digests: Option<rexec_proto::Checksum>,
+    out: &'a mut W,
+}
+
+impl<W: Write> Walk<'_, W> {
+    /// Describes `name` in `dir` (at `rel` below the top), and below it
+    /// for a directory, depth first in name order.
+    fn entry(
+        &mut self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        rel: &mut Vec<u8>,
+        depth: usize,
+    ) -> io::Result<()> {
+        let digests = self.digests;
+        let out = &mut *self.out;
+        let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            // Only the top may be missing; an entry gone since it was listed
+            // is left out.
+            Err(rustix::io::Errno::NOENT) if depth == 0 => return out.write_all(b"n\0"),
+            Err(rustix::io::Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let head = |kind: u8, out: &mut dyn Write| {
+            out.write_all(&[kind])?;
+            out.write_all(rel)?;
             out.write_all(&[0])
-        }
-        FileType::Directory => {
-            head(b'd', out)?;
-            out.write_all(&mode.to_be_bytes())?;
-            if depth > SCAN_DEPTH {
-                return Err(io::Error::other("directories nest too deep"));
-            }
-            let sub = rustix::fs::openat(
-                dir,
-                name,
-                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?;
-            let mut names: Vec<Vec<u8>> = rustix::fs::Dir::read_from(&sub)?
-                .filter_map(Result::ok)
-                .map(|e| e.file_name().to_bytes().to_vec())
-                .filter(|n| n != b"." && n != b"..")
-                .collect();
-            names.sort();
-            for n in names {
-                let len = rel.len();
-                if !rel.is_empty() {
-                    rel.push(b'/');
+        };
+        let mode = st.st_mode & 0o7777;
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => {
+                head(b'f', out)?;
+                out.write_all(&(st.st_size as u64).to_be_bytes())?;
+                out.write_all(&st.st_mtime.to_be_bytes())?;
+                out.write_all(&(st.st_mtime_nsec as u32).to_be_bytes())?;
+                out.write_all(&mode.to_be_bytes())?;
+                match digests {
+                    Some(kind) => out.write_all(&digest(dir, name, kind)?),
+                    None => Ok(()),
                 }
-                rel.extend_from_slice(&n);
-                entry(&sub, OsStr::from_bytes(&n), rel, depth + 1, out)?;
-                rel.truncate(len);
             }
-            Ok(())
+            FileType::Symlink => {
+                head(b'l', out)?;
+                let target = rustix::fs::readlinkat(dir, name, Vec::new())?;
+                out.write_all(target.as_bytes())?;
+                out.write_all(&[0])
+            }
+            FileType::Directory => {
+                head(b'd', out)?;
+                out.write_all(&mode.to_be_bytes())?;
+                if depth > SCAN_DEPTH {
+                    return Err(io::Error::other("directories nest too deep"));
+                }
+                let sub = rustix::fs::openat(
+                    dir,
+                    name,
+                    OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?;
+                let mut names: Vec<Vec<u8>> = rustix::fs::Dir::read_from(&sub)?
+                    .filter_map(Result::ok)
+                    .map(|e| e.file_name().to_bytes().to_vec())
+                    .filter(|n| n != b"." && n != b"..")
+                    .collect();
+                names.sort();
+                for n in names {
+                    let len = rel.len();
+                    if !rel.is_empty() {
+                        rel.push(b'/');
+                    }
+                    rel.extend_from_slice(&n);
+                    self.entry(&sub, OsStr::from_bytes(&n), rel, depth + 1)?;
+                    rel.truncate(len);
+                }
+                Ok(())
+            }
+            _ => head(b'o', out),
         }
-        _ => head(b'o', out),
+    }
+}
+
+/// The digest of the file `name` in `dir`, read without following a link.
+fn digest(dir: &OwnedFd, name: &OsStr, kind: rexec_proto::Checksum) -> io::Result<[u8; 32]> {
+    use std::io::Read;
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut file = std::fs::File::from(fd);
+    let mut hash = kind.hasher();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match file.read(&mut buf)? {
+            0 => return Ok(hash.finalize()),
+            n => hash.update(&buf[..n]),
+        }
     }
 }
 

@@ -48,7 +48,8 @@ impl Server {
     /// does it, confined like a get.
     pub(super) fn tree(&mut self, conn_id: ConnId, id: u32, path: Vec<u8>, op: TreeOp) {
         let (label, request) = match op {
-            TreeOp::Scan => ("scan", Request::Scan(path.clone())),
+            TreeOp::Scan => ("scan", Request::Scan(path.clone(), false)),
+            TreeOp::ScanDigests => ("scan", Request::Scan(path.clone(), true)),
             TreeOp::Remove => ("remove", Request::Remove(path.clone())),
         };
         let label = format!("{label} {}", String::from_utf8_lossy(&path));
