@@ -16,6 +16,7 @@
 //! | `transfer` | Put, Get, List → a transfer helper and its typed request |
 //! | `jobs` | Job → a job helper (start, list, attach, kill, clean) |
 //! | `forward` | Open, Listen, channel data → forwarded connections |
+//! | `listen` | `-R`: ports listened on for a client, their accepts |
 //! | `deadlines` | a connection's timers: frame, idle, keepalive |
 //! | `output` | child pipes → frames → socket; backpressure |
 //! | `reap` | child exit → `Exited`; the audit line |
@@ -33,6 +34,7 @@ mod held;
 mod input;
 mod jobs;
 mod keys;
+mod listen;
 mod output;
 mod penalty;
 #[cfg(test)]
@@ -233,42 +235,6 @@ impl Backlog {
     }
 }
 
-/// Registers each listening socket with its token; returns their
-/// addresses (`listen` for a server with none, played in tests).
-fn watch_listeners(
-    registry: &Registry,
-    listeners: &mut [TcpListener],
-    listen: SocketAddr,
-) -> io::Result<Vec<SocketAddr>> {
-    if listeners.len() > MAX_LISTENERS {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "{} sockets to listen on; at most {MAX_LISTENERS}",
-                listeners.len()
-            ),
-        ));
-    }
-    for (i, l) in listeners.iter_mut().enumerate() {
-        registry
-            .mio()
-            .register(l, Token(FIRST_LISTENER + i), Interest::READABLE)?;
-    }
-    match listeners.is_empty() {
-        true => Ok(vec![listen]),
-        false => listeners.iter().map(TcpListener::local_addr).collect(),
-    }
-}
-
-/// The lookups of forwarding targets' names, answered through `waker`.
-fn resolver_waking(waker: Arc<Waker>) -> crate::forward::resolve::Resolver {
-    crate::forward::resolve::Resolver::new(Arc::new(move || {
-        if let Err(e) = waker.wake() {
-            log::error!("cannot wake the server for a name looked up: {e}");
-        }
-    }))
-}
-
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
@@ -319,7 +285,7 @@ impl Server {
         let started = Instant::now();
         crate::process::keep_inherited_from_commands();
         let registry = Registry::new(FIRST_DYNAMIC)?;
-        let local_addrs = watch_listeners(&registry, &mut listeners, cfg.listen)?;
+        let local_addrs = accept::watch_listeners(&registry, &mut listeners, cfg.listen)?;
         let waker = Arc::new(Waker::new(registry.mio(), WAKER)?);
         let logins = match cfg.login {
             true => {
@@ -352,7 +318,7 @@ impl Server {
                 .mio()
                 .register(&mut SourceFd(&fd.as_raw_fd()), SPAWNED, Interest::READABLE)?;
         }
-        let resolver = resolver_waking(waker.clone());
+        let resolver = crate::forward::resolve::Resolver::waking(waker.clone());
         let coalesce = crate::coalesce::Coalesce::new()?;
         registry.mio().register(
             &mut SourceFd(&coalesce.fd().as_raw_fd()),
@@ -494,23 +460,6 @@ impl Server {
                 Some(Slot::Listener(l)) => self.accept_forwarded(l),
                 None => {} // a source closed since this event was queued
             },
-        }
-    }
-
-    fn on_signals(&mut self) {
-        let Some(signals) = self.stop.signals.as_mut() else {
-            return;
-        };
-        let pending: Vec<i32> = signals.pending().collect();
-        for sig in pending {
-            match sig {
-                SIGCHLD => self.sweep_children(),
-                SIGHUP => self.begin_reload(),
-                _ => {
-                    log::info!("signal {sig}: shutting down");
-                    self.begin_shutdown();
-                }
-            }
         }
     }
 

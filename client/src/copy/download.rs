@@ -107,23 +107,34 @@ pub(super) fn list(
         id,
         path: path.as_bytes().to_vec(),
     })?;
-    let path = lossy(path);
+    let shown = format!("{host}:{}", lossy(path));
+    let bytes = collect(session, id, &shown, "listing")?;
+    parse_listing(&bytes)
+        .ok_or_else(|| CopyError::Failed(format!("{shown}: the server sent a broken listing")))
+}
+
+/// All that request `id` answers on stdout (a listing or a scan, `what`,
+/// at most the capture limit), once it has ended well.
+pub(super) fn collect(
+    session: &mut Session,
+    id: u32,
+    shown: &str,
+    what: &str,
+) -> Result<Vec<u8>, CopyError> {
     let limit = crate::run::CAPTURE_LIMIT;
     let mut bytes = Vec::new();
     let (status, stderr) = wait(session, id, |data| {
         if bytes.len() + data.len() > limit {
             return Err(CopyError::Failed(format!(
-                "{host}:{path}: the listing is longer than {} MiB",
+                "{shown}: the {what} is longer than {} MiB",
                 limit >> 20
             )));
         }
         bytes.extend_from_slice(data);
         Ok(())
     })?;
-    check(status, &stderr, &format!("{host}:{path}"))?;
-    parse_listing(&bytes).ok_or_else(|| {
-        CopyError::Failed(format!("{host}:{path}: the server sent a broken listing"))
-    })
+    check(status, &stderr, shown)?;
+    Ok(bytes)
 }
 
 /// `KIND PATH NUL [TARGET NUL]`, one entry after another.

@@ -53,19 +53,7 @@ pub(super) fn scan(
         op,
     })?;
     let shown = format!("{host}:{}", lossy(path));
-    let limit = crate::run::CAPTURE_LIMIT;
-    let mut bytes = Vec::new();
-    let (status, stderr) = wait(session, id, |data| {
-        if bytes.len() + data.len() > limit {
-            return Err(CopyError::Failed(format!(
-                "{shown}: the scan is longer than {} MiB",
-                limit >> 20
-            )));
-        }
-        bytes.extend_from_slice(data);
-        Ok(())
-    })?;
-    check(status, &stderr, &shown)?;
+    let bytes = collect(session, id, &shown, "scan")?;
     parse(&bytes, digests)
         .ok_or_else(|| CopyError::Failed(format!("{shown}: the server sent a broken scan")))
 }

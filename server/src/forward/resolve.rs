@@ -34,6 +34,15 @@ impl std::fmt::Debug for Resolver {
 }
 
 impl Resolver {
+    /// Lookups whose answers wake the loop through `waker`.
+    pub fn waking(waker: Arc<mio::Waker>) -> Resolver {
+        Resolver::new(Arc::new(move || {
+            if let Err(e) = waker.wake() {
+                log::error!("cannot wake the server for a name looked up: {e}");
+            }
+        }))
+    }
+
     /// `wake` wakes the loop when an answer is ready.
     pub fn new(wake: Arc<dyn Fn() + Send + Sync>) -> Resolver {
         Resolver {

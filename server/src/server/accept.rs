@@ -10,13 +10,16 @@ use mio::Interest;
 use rexec_proto::auth::NONCE_LEN;
 use rexec_proto::{ErrorKind, ErrorMsg, ServerMsg, encode_frame};
 
-use super::Server;
 use super::penalty::HelloDelay;
+use super::{FIRST_LISTENER, MAX_LISTENERS, Server};
 use crate::config::Protocol;
 use crate::connection::{Connection, Deadline, State, Stream, Wire};
 use crate::protocol::ConnProtocol;
+use crate::registry::Registry;
 use crate::registry::{ConnId, Slot};
 use crate::timer::Timer;
+use mio::Token;
+use mio::net::TcpListener;
 
 /// How long to wait before accepting again after running out of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -399,6 +402,33 @@ fn oldest_of_busiest(conns: Vec<(ConnId, IpAddr, Instant)>) -> Option<ConnId> {
         .into_values()
         .max_by_key(|(n, since, _)| (*n, std::cmp::Reverse(*since)))
         .map(|(_, _, id)| id)
+}
+
+/// Registers each listening socket with its token; returns their
+/// addresses (`listen` for a server with none, played in tests).
+pub(super) fn watch_listeners(
+    registry: &Registry,
+    listeners: &mut [TcpListener],
+    listen: SocketAddr,
+) -> io::Result<Vec<SocketAddr>> {
+    if listeners.len() > MAX_LISTENERS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} sockets to listen on; at most {MAX_LISTENERS}",
+                listeners.len()
+            ),
+        ));
+    }
+    for (i, l) in listeners.iter_mut().enumerate() {
+        registry
+            .mio()
+            .register(l, Token(FIRST_LISTENER + i), Interest::READABLE)?;
+    }
+    match listeners.is_empty() {
+        true => Ok(vec![listen]),
+        false => listeners.iter().map(TcpListener::local_addr).collect(),
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@
 
 use std::time::Duration;
 
+use signal_hook::consts::{SIGCHLD, SIGHUP};
+
 use rexec_proto::ErrorKind;
 
 use super::Server;
@@ -19,6 +21,24 @@ use crate::timer::Timer;
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(3);
 
 impl Server {
+    /// SIGCHLD reaps, SIGHUP reloads, SIGINT and SIGTERM shut down.
+    pub(super) fn on_signals(&mut self) {
+        let Some(signals) = self.stop.signals.as_mut() else {
+            return;
+        };
+        let pending: Vec<i32> = signals.pending().collect();
+        for sig in pending {
+            match sig {
+                SIGCHLD => self.sweep_children(),
+                SIGHUP => self.begin_reload(),
+                _ => {
+                    log::info!("signal {sig}: shutting down");
+                    self.begin_shutdown();
+                }
+            }
+        }
+    }
+
     /// Stop accepting, and start the grace. Asked again (a second
     /// SIGTERM, or Ctrl-C twice), the grace ends at once.
     pub(super) fn begin_shutdown(&mut self) {
