@@ -468,6 +468,66 @@ def t12(a, ssh, raddr, targets, md):
         targets.append((f"T12 no-change resync of {files} files >= 5x rsync -a over ssh", s >= 5 * r, f"{s / r:.2f}x"))
 
 
+def t9(a, ssh, raddr, targets, md):
+    """T9: one large file up and down, against a local dd copy, scp and raw TCP."""
+    mb9 = min(a.size, 1024)
+    log(f"T9: a {mb9} MiB file up and down")
+    fdir = tempfile.mkdtemp(prefix="rexec-bench-files-")
+    CLEANUP.append(lambda: shutil.rmtree(fdir, ignore_errors=True))
+    os.chmod(fdir, 0o777)  # the ssh bench user writes here too
+    src9 = os.path.join(fdir, "src")
+    subprocess.run(["dd", "if=/dev/zero", f"of={src9}", "bs=1M", f"count={mb9}", "status=none"], check=True)
+    os.chmod(src9, 0o644)
+
+    def fresh(name):
+        path = os.path.join(fdir, name)
+        if os.path.exists(path):
+            os.remove(path)
+        return path
+
+    def raw_tcp():
+        port = free_port()
+        dst = fresh("raw")
+        rx = start(["socat", "-u", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr", f"OPEN:{dst},creat,trunc"])
+        wait_listening(port)
+        t = wall(f"socat -u FILE:{src9} TCP:127.0.0.1:{port}")
+        rx.wait()
+        return t
+
+    ways9 = [
+        ("local copy, dd bs=1M conv=fsync", lambda: wall(f"dd if={src9} of={fresh('local-dd')} bs=1M conv=fsync status=none")),
+        ("rexec cp, up", lambda: wall(f"{REXEC} cp {src9} {raddr}:{fresh('up-rexec')}")),
+        ("rexec cp, down", lambda: wall(f"{REXEC} cp {raddr}:{src9} {fresh('down-rexec')}")),
+    ]
+    if ssh:
+        scp = f"scp -q -F {ssh.alias_config('h*')}"
+        ways9 += [
+            ("scp, up", lambda: wall(f"{scp} {src9} h1:{fresh('up-scp')}")),
+            ("scp, down", lambda: wall(f"{scp} h1:{src9} {fresh('down-scp')}")),
+        ]
+    if shutil.which("socat"):
+        ways9.append(("raw TCP (socat, no checks)", raw_tcp))
+    med9, err9 = rounds(a.rounds, ways9)
+    md.append(f"### T9 files: a {mb9} MiB file copied over loopback\n")
+    md.append("| way | MB/s |")
+    md.append("|---|---|")
+    for n, _ in ways9:
+        v = med9[n]
+        md.append(f"| {n} | {mb9 * MiB / v / 1e6:.0f} |" if v else f"| {n} | could not run: {err9.get(n)} |")
+    md.append("")
+    compare("T9 files", [("scp, up", med9.get("scp, up"), med9.get("rexec cp, up")),
+                         ("scp, down", med9.get("scp, down"), med9.get("rexec cp, down")),
+                         ("raw TCP (socat), up", med9.get("raw TCP (socat, no checks)"), med9.get("rexec cp, up"))])
+    local9 = med9.get("local copy, dd bs=1M conv=fsync")
+    for way in ("up", "down"):
+        r, sc = med9.get(f"rexec cp, {way}"), med9.get(f"scp, {way}")
+        if r and local9:
+            targets.append((f"T9 rexec cp {way} within 1.3x of a local dd conv=fsync copy", r <= 1.3 * local9,
+                            f"{r / local9:.2f}x"))
+        if r and sc:
+            targets.append((f"T9 rexec cp {way} >= 3x scp", sc >= 3 * r, f"{sc / r:.2f}x"))
+
+
 def rounds(n, peers):
     """Runs every peer's measurement n times, interleaved; returns medians.
     peers: list of (name, fn) where fn() returns a float or raises."""
@@ -1110,62 +1170,7 @@ def main():
         targets.append((f"T8b rexec's RSS under 64 MiB for {n8b} hosts", rss8b < 64 * MiB, f"{rss8b / MiB:.1f} MiB"))
 
     # ---- T9 files ---------------------------------------------------------------
-    mb9 = min(a.size, 1024)
-    log(f"T9: a {mb9} MiB file up and down")
-    fdir = tempfile.mkdtemp(prefix="rexec-bench-files-")
-    CLEANUP.append(lambda: shutil.rmtree(fdir, ignore_errors=True))
-    os.chmod(fdir, 0o777)  # the ssh bench user writes here too
-    src9 = os.path.join(fdir, "src")
-    subprocess.run(["dd", "if=/dev/zero", f"of={src9}", "bs=1M", f"count={mb9}", "status=none"], check=True)
-    os.chmod(src9, 0o644)
-
-    def fresh(name):
-        path = os.path.join(fdir, name)
-        if os.path.exists(path):
-            os.remove(path)
-        return path
-
-    def raw_tcp():
-        port = free_port()
-        dst = fresh("raw")
-        rx = start(["socat", "-u", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr", f"OPEN:{dst},creat,trunc"])
-        wait_listening(port)
-        t = wall(f"socat -u FILE:{src9} TCP:127.0.0.1:{port}")
-        rx.wait()
-        return t
-
-    t9 = [
-        ("local copy, dd bs=1M conv=fsync", lambda: wall(f"dd if={src9} of={fresh('local-dd')} bs=1M conv=fsync status=none")),
-        ("rexec cp, up", lambda: wall(f"{REXEC} cp {src9} {raddr}:{fresh('up-rexec')}")),
-        ("rexec cp, down", lambda: wall(f"{REXEC} cp {raddr}:{src9} {fresh('down-rexec')}")),
-    ]
-    if ssh:
-        scp = f"scp -q -F {ssh.alias_config('h*')}"
-        t9 += [
-            ("scp, up", lambda: wall(f"{scp} {src9} h1:{fresh('up-scp')}")),
-            ("scp, down", lambda: wall(f"{scp} h1:{src9} {fresh('down-scp')}")),
-        ]
-    if shutil.which("socat"):
-        t9.append(("raw TCP (socat, no checks)", raw_tcp))
-    med9, err9 = rounds(a.rounds, t9)
-    md.append(f"### T9 files: a {mb9} MiB file copied over loopback\n")
-    md.append("| way | MB/s |")
-    md.append("|---|---|")
-    for n, _ in t9:
-        v = med9[n]
-        md.append(f"| {n} | {mb9 * MiB / v / 1e6:.0f} |" if v else f"| {n} | could not run: {err9.get(n)} |")
-    md.append("")
-    compare("T9 files", [("scp, up", med9.get("scp, up"), med9.get("rexec cp, up")),
-                         ("scp, down", med9.get("scp, down"), med9.get("rexec cp, down")),
-                         ("raw TCP (socat), up", med9.get("raw TCP (socat, no checks)"), med9.get("rexec cp, up"))])
-    local9 = med9.get("local copy, dd bs=1M conv=fsync")
-    for way in ("up", "down"):
-        r, sc = med9.get(f"rexec cp, {way}"), med9.get(f"scp, {way}")
-        if r and local9:
-            targets.append((f"T9 rexec cp {way} within 1.3x of a local dd conv=fsync copy", r <= 1.3 * local9,
-                            f"{r / local9:.2f}x"))
-        if r and sc:
-            targets.append((f"T9 rexec cp {way} >= 3x scp", sc >= 3 * r, f"{sc / r:.2f}x"))
+    t9(a, ssh, raddr, targets, md)
 
     # ---- T12 sync ----------------------------------------------------------------
     t12(a, ssh, raddr, targets, md)

@@ -12,6 +12,9 @@
 //! - [`scrub_environ`]: a secret wiped from `/proc/PID/environ` too;
 //! - [`as_account`]: a socket made for an account (port forwarding under
 //!   `--login`) is the account's, as if it had made it;
+//! - [`FileWindow`]: part of a file mapped into memory, to hash what was
+//!   just spliced to a client without copying it once more, and
+//!   [`exit_on_sigbus`], the end of a helper whose mapped file shrank;
 //! - [`Account`]: the user database (getpwnam, getpwuid, getgrouplist),
 //!   which may be NSS or LDAP and block: not to be asked in the loop but
 //!   where it already is (at start, on the login threads, and a command's
@@ -301,5 +304,91 @@ pub fn scrub_environ(name: &str) {
             entry = entry.add(1);
         }
         std::env::remove_var(name);
+    }
+}
+
+/// Part of a file mapped read-only into memory: what a get has just
+/// spliced to the client, hashed where it lies in the page cache instead of
+/// being copied out once more (a copy that cost the helper more than the
+/// hash itself).
+///
+/// A mapped file can change under the mapping. The bytes only ever go to
+/// the hash: a file that changes while it is sent makes the client's check
+/// fail, as it would with a copy. A file that shrinks below the window
+/// makes reading it raise SIGBUS, which [`exit_on_sigbus`] turns into the
+/// helper's failure with the reason.
+#[derive(Debug)]
+pub struct FileWindow {
+    ptr: *mut std::ffi::c_void,
+    len: usize,
+    /// The offset in the file of its first byte.
+    pub start: u64,
+}
+
+impl FileWindow {
+    /// Maps `len` bytes (more than 0) of `file` from `start`, a multiple of
+    /// the page size.
+    pub fn map(file: &impl std::os::fd::AsFd, start: u64, len: usize) -> io::Result<FileWindow> {
+        use rustix::mm::{Advice, MapFlags, ProtFlags};
+        // SAFETY: a new private read-only mapping at an address the kernel
+        // chooses, so no memory of ours is replaced; it lives until Drop
+        // unmaps exactly it.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ,
+                MapFlags::SHARED,
+                file,
+                start,
+            )?
+        };
+        // SAFETY: the range is the mapping just made; the advice changes
+        // only how far the kernel reads ahead.
+        let _ = unsafe { rustix::mm::madvise(ptr, len, Advice::Sequential) };
+        Ok(FileWindow { ptr, len, start })
+    }
+
+    /// The mapped bytes.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr` is a live read-only mapping of `len` bytes, unmapped
+        // only by Drop, which needs `self` exclusively. Another process may
+        // write the file meanwhile: the bytes read are then whatever it
+        // wrote (they only feed the hash, and the check fails).
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for FileWindow {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, with its length; no slice of
+        // it outlives `self` (`bytes` borrows it).
+        let _ = unsafe { rustix::mm::munmap(self.ptr, self.len) };
+    }
+}
+
+/// From now on, SIGBUS (a mapped file read past its end, because it shrank
+/// after it was mapped) ends this process with exit code 1 and `why` on
+/// stderr, as any other failure of a helper, rather than with a core dump.
+pub fn exit_on_sigbus(why: &'static str) {
+    static WHY: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    let _ = WHY.set(why);
+    extern "C" fn on_sigbus(_: libc::c_int) {
+        // Async-signal-safe only: write(2) of bytes set before the handler
+        // was installed, and _exit(2).
+        if let Some(why) = WHY.get() {
+            // SAFETY: a valid buffer and its length.
+            unsafe { libc::write(2, why.as_ptr().cast(), why.len()) };
+        }
+        // SAFETY: ends the process at once, running nothing of ours.
+        unsafe { libc::_exit(1) };
+    }
+    // SAFETY: a sigaction built here, whose handler is async-signal-safe
+    // (above).
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = on_sigbus as *const () as libc::sighandler_t;
+        libc::sigemptyset(&mut act.sa_mask);
+        libc::sigaction(libc::SIGBUS, &act, std::ptr::null_mut());
     }
 }

@@ -30,7 +30,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 
@@ -38,9 +38,7 @@ use rexec_proto::Hasher;
 use rexec_proto::{Put, PutWhat};
 use rustix::fs::{CWD, Mode, OFlags};
 
-use crate::helpers::files_path::{
-    Root, TransferError, at, plain_name, shown, shown_dir, temp_name,
-};
+use crate::helpers::files_path::{Root, TransferError, at, plain_name, shown_dir, temp_name};
 use crate::helpers::files_request::{HelperInput, HelperMsg, Incoming, Request};
 
 /// The first argument that makes `rexecd` a transfer helper.
@@ -54,7 +52,9 @@ pub fn helper() -> i32 {
         let hash = open.checksum.hasher();
         match open.request {
             Request::Put(p) => put(&root, &p, &mut input, hash),
-            Request::Get(path) => get(&root, OsStr::from_bytes(&path), hash),
+            Request::Get(path) => {
+                crate::helpers::files_get::get(&root, OsStr::from_bytes(&path), hash)
+            }
             Request::List(path) => {
                 crate::helpers::files_tree::list(&root, OsStr::from_bytes(&path))
             }
@@ -324,196 +324,4 @@ fn umask() -> u32 {
                 .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
         })
         .unwrap_or(0o022)
-}
-
-fn get(root: &Root, path: &OsStr, mut hash: Hasher) -> Result<(), TransferError> {
-    // Non-blocking: opening a FIFO for reading would otherwise wait for a
-    // writer forever. Anything but a regular file is refused below, at once.
-    let fd = root
-        .open(path, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
-        .map_err(at(path))?;
-    let st = rustix::fs::fstat(&fd).map_err(at(path))?;
-    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
-        return Err(TransferError::NotAFile(path.to_os_string()));
-    }
-    rustix::fs::fcntl_setfl(&fd, OFlags::empty()).map_err(at(path))?;
-    let mut out = io::stdout().lock();
-    let mut header = Vec::with_capacity(rexec_proto::GET_HEADER_LEN);
-    header.extend_from_slice(&(st.st_size as u64).to_be_bytes());
-    header.extend_from_slice(&(st.st_mode & 0o7777).to_be_bytes());
-    header.extend_from_slice(&st.st_mtime.to_be_bytes());
-    let fail = |source| TransferError::Io {
-        what: format!("sending {}", shown(path)),
-        source,
-    };
-    out.write_all(&header).map_err(fail)?;
-    let file = std::fs::File::from(fd);
-    let size = st.st_size as u64;
-    out.flush().map_err(fail)?;
-    let sent = send_data(&file, size, &mut out, &mut hash)
-        .map_err(fail)?
-        .bytes;
-    if sent != st.st_size as u64 {
-        return Err(TransferError::Changed(path.to_os_string()));
-    }
-    out.write_all(hash.finalize().as_slice()).map_err(fail)?;
-    out.flush().map_err(fail)
-}
-
-/// What [`send_data`] sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Sent {
-    /// Data bytes (fewer than asked if the file shrank while being read).
-    bytes: u64,
-    /// Whether they were spliced (else read and written).
-    spliced: bool,
-}
-
-/// Sends up to `size` bytes of `file` to `out` (stdout, flushed), hashing
-/// what is sent.
-///
-/// When stdout is a pipe, as rexecd gives it, the data is spliced from the
-/// page cache into it and rexecd splices it on into the socket: no copy on
-/// the server at all. The hash then reads the same range once more (from
-/// the cache, into a small buffer): should the file change between the
-/// splice and that read, the client's check fails rather than passing a
-/// file that differs from the checksum. Elsewhere (stdout a file, as in a
-/// test), it is read and written.
-fn send_data(
-    file: &std::fs::File,
-    size: u64,
-    out: &mut (impl Write + AsFd),
-    hash: &mut Hasher,
-) -> io::Result<Sent> {
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut sent: u64 = 0;
-    let mut splicing = true;
-    while sent < size {
-        let want = buf
-            .len()
-            .min(usize::try_from(size - sent).unwrap_or(usize::MAX));
-        if splicing {
-            let mut offset = sent;
-            match rustix::pipe::splice(
-                file,
-                Some(&mut offset),
-                out.as_fd(),
-                None,
-                want,
-                rustix::pipe::SpliceFlags::empty(),
-            ) {
-                Ok(0) => break, // shrank while being read: the checksum tells
-                Ok(n) => {
-                    let copy = &mut buf[..n];
-                    rustix::io::pread(file, &mut *copy, sent)
-                        .map_err(io::Error::from)
-                        .and_then(|k| match k == n {
-                            true => Ok(()),
-                            // Shrank between the splice and the read: what
-                            // was hashed is not what was sent.
-                            false => Err(io::Error::other("the file changed while being sent")),
-                        })?;
-                    hash.update(&*copy);
-                    sent += n as u64;
-                    continue;
-                }
-                Err(rustix::io::Errno::INTR) => continue,
-                // Not a pipe (or a file system without splice): read and write.
-                Err(rustix::io::Errno::INVAL) => splicing = false,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let n = match rustix::io::pread(file, &mut buf[..want], sent) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        hash.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
-        sent += n as u64;
-    }
-    Ok(Sent {
-        bytes: sent,
-        spliced: splicing,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rexec_proto::Checksum;
-    use std::io::Read;
-
-    fn sample_file(len: usize) -> (tempfile::TempDir, std::fs::File, Vec<u8>) {
-        let dir = tempfile::tempdir().unwrap();
-        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
-        std::fs::write(dir.path().join("src"), &data).unwrap();
-        let file = std::fs::File::open(dir.path().join("src")).unwrap();
-        (dir, file, data)
-    }
-
-    /// The BLAKE3 digest of `data`, computed whole.
-    fn digest(data: &[u8]) -> [u8; 32] {
-        let mut h = Checksum::Blake3.hasher();
-        h.update(data);
-        h.finalize()
-    }
-
-    #[test]
-    fn a_get_into_a_pipe_is_spliced_and_hashed_as_sent() {
-        let (_dir, file, data) = sample_file(3 * 256 * 1024 + 123);
-        let (mut rx, tx) = std::io::pipe().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            rx.read_to_end(&mut got).unwrap();
-            got
-        });
-        let mut out = std::fs::File::from(OwnedFd::from(tx));
-        let mut hash = Checksum::Blake3.hasher();
-        let sent = send_data(&file, data.len() as u64, &mut out, &mut hash).unwrap();
-        drop(out);
-        let bytes = data.len() as u64;
-        assert_eq!(
-            sent,
-            Sent {
-                bytes,
-                spliced: true
-            }
-        );
-        assert!(reader.join().unwrap() == data, "the pipe got the file");
-        assert_eq!(hash.finalize(), digest(&data));
-    }
-
-    #[test]
-    fn a_get_into_something_else_is_read_and_written() {
-        // splice(2) needs a pipe at one end: a file gets the plain loop.
-        let (dir, file, data) = sample_file(300 * 1024);
-        let mut out = std::fs::File::create(dir.path().join("dst")).unwrap();
-        let mut hash = Checksum::Blake3.hasher();
-        let sent = send_data(&file, data.len() as u64, &mut out, &mut hash).unwrap();
-        let bytes = data.len() as u64;
-        assert_eq!(
-            sent,
-            Sent {
-                bytes,
-                spliced: false
-            }
-        );
-        assert!(std::fs::read(dir.path().join("dst")).unwrap() == data);
-        assert_eq!(hash.finalize(), digest(&data));
-    }
-
-    #[test]
-    fn a_get_stops_at_the_end_of_a_file_shorter_than_its_size() {
-        let (_dir, file, data) = sample_file(1000);
-        let (mut rx, tx) = std::io::pipe().unwrap();
-        let mut out = std::fs::File::from(OwnedFd::from(tx));
-        let mut hash = Checksum::Blake3.hasher();
-        let sent = send_data(&file, 5000, &mut out, &mut hash).unwrap();
-        drop(out);
-        let mut got = Vec::new();
-        rx.read_to_end(&mut got).unwrap();
-        assert_eq!((sent.bytes, got), (1000, data));
-    }
 }
