@@ -515,6 +515,7 @@ def t9(a, ssh, raddr, targets, md):
         v = med9[n]
         md.append(f"| {n} | {mb9 * MiB / v / 1e6:.0f} |" if v else f"| {n} | could not run: {err9.get(n)} |")
     md.append("")
+    md.extend(t9_cpu(mb9, src9, fresh))
     compare("T9 files", [("scp, up", med9.get("scp, up"), med9.get("rexec cp, up")),
                          ("scp, down", med9.get("scp, down"), med9.get("rexec cp, down")),
                          ("raw TCP (socat), up", med9.get("raw TCP (socat, no checks)"), med9.get("rexec cp, up"))])
@@ -526,6 +527,59 @@ def t9(a, ssh, raddr, targets, md):
                             f"{r / local9:.2f}x"))
         if r and sc:
             targets.append((f"T9 rexec cp {way} >= 3x scp", sc >= 3 * r, f"{sc / r:.2f}x"))
+
+
+def t9_cpu(mb9, src9, fresh):
+    """T9's CPU seconds per GiB of every process, on the disk and on tmpfs.
+
+    On tmpfs no disk waits: the wall time there is what the processes'
+    CPU allows on this machine, the floor under the disk rows (whose
+    disk, on a shared virtual machine, moves from run to run)."""
+    p9, addr9 = start_rexecd()
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def server_cpu():
+        with open(f"/proc/{p9.pid}/stat") as f:
+            v = [int(x) for x in f.read().rsplit(")", 1)[1].split()[11:15]]
+        return (v[0] + v[1]) / tick, (v[2] + v[3]) / tick  # itself, its helpers (reaped)
+
+    shm = tempfile.mkdtemp(prefix="rexec-bench-shm-", dir="/dev/shm") if os.path.isdir("/dev/shm") else None
+    if shm:
+        CLEANUP.append(lambda: shutil.rmtree(shm, ignore_errors=True))
+        shutil.copyfile(src9, os.path.join(shm, "src"))
+
+    def ways(src, dst):
+        return [("local copy, dd bs=1M conv=fsync", f"dd if={src} of={dst('dd')} bs=1M conv=fsync status=none"),
+                ("rexec cp, up", f"{REXEC} cp {src} {addr9}:{dst('up')}"),
+                ("rexec cp, down", f"{REXEC} cp {addr9}:{src} {dst('down')}")]
+
+    def in_shm(name):
+        path = os.path.join(shm, name)
+        if os.path.exists(path):
+            os.remove(path)
+        return path
+
+    out = [f"CPU seconds per GiB of each process (one more run each, from /proc; the helper is the "
+           f"rexecd process that reads or writes the file):\n",
+           "| where | way | wall s/GiB | rexec or dd | rexecd | helper | all |", "|---|---|---|---|---|---|---|"]
+    places = [("disk", src9, fresh)] + ([("tmpfs", os.path.join(shm, "src"), in_shm)] if shm else [])
+    for where, src, dst in places:
+        for label, cmd in ways(src, dst):
+            d0, h0 = server_cpu()
+            c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t = wall(cmd)
+            c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+            d1, h1 = server_cpu()
+            per = 1024 / mb9
+            c = ((c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)) * per
+            d, h = (d1 - d0) * per, (h1 - h0) * per
+            out.append(f"| {where} | {label} | {t * per:.2f} | {c:.2f} | {d:.2f} | {h:.2f} | {c + d + h:.2f} |")
+    out.append("")
+    p9.terminate()
+    p9.wait()
+    if shm:
+        shutil.rmtree(shm, ignore_errors=True)
+    return out
 
 
 def rounds(n, peers):
