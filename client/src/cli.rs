@@ -192,7 +192,8 @@ pub struct SyncArgs {
     #[arg(long)]
     pub delete: bool,
     /// Show what would change (one line each: `send`, `mkdir`, `link`,
-    /// `delete`), change nothing.
+    /// `delete`, and `touch` for a directory whose time alone differs),
+    /// change nothing.
     #[arg(short = 'n', long = "dry-run")]
     pub dry_run: bool,
     /// Compare files by their content (a digest the server computes, and

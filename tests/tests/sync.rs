@@ -33,6 +33,13 @@ fn make_tree(dir: &TempDir) -> std::path::PathBuf {
         .unwrap();
     std::os::unix::fs::symlink("sub/run.sh", src.join("link")).unwrap();
     std::fs::write(src.join(OsStr::from_bytes(b"bytes-\xff-name")), "odd\n").unwrap();
+    // Directories with old times too, set once all inside them is made.
+    for d in ["sub/deeper", "empty", ""] {
+        std::fs::File::open(src.join(d))
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
     src
 }
 
@@ -80,9 +87,11 @@ fn describe(top: &Path) -> Vec<Entry> {
             } else {
                 ("f", Vec::new())
             };
-            // Directories' times are not kept; files' and sizes are.
+            // Files' and directories' times are kept (a link's cannot be
+            // set through it), and files' sizes.
             let (mtime, size) = match kind {
                 "f" => (m.mtime(), m.len()),
+                "d" => (m.mtime(), 0),
                 _ => (0, 0),
             };
             let mode = if kind == "l" { 0 } else { m.mode() & 0o7777 };
@@ -114,6 +123,8 @@ fn a_tree_is_made_exactly_and_a_resync_rewrites_nothing() {
     let r = sync(&d, &[&src.display().to_string()], &dst);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert_eq!(content(&dst.join("src")), content(&src));
+    let mtime = |p: &Path| p.metadata().unwrap().mtime();
+    assert_eq!(mtime(&dst.join("src")), 1_000_000_000, "the top's time");
     // The same bytes too.
     assert_eq!(
         std::fs::read(dst.join("src").join(OsStr::from_bytes(b"bytes-\xff-name"))).unwrap(),
@@ -124,6 +135,23 @@ fn a_tree_is_made_exactly_and_a_resync_rewrites_nothing() {
     let r = sync(&d, &[&src.display().to_string()], &dst);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(r.stderr.contains("sent 0 (0 bytes)"), "{}", r.stderr);
+    assert_eq!(inodes(&dst), before);
+    // A directory's time alone changed: -n says so, and a sync sets it
+    // again, rewriting nothing.
+    let was = mtime(&dst.join("src/sub"));
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_100_000_000);
+    std::fs::File::open(src.join("sub"))
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    let r = sync(&d, &["-n", &src.display().to_string()], &dst);
+    let line = format!("touch {}", dst.join("src/sub").display());
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(out.lines().any(|l| l == line), "{out}");
+    assert_eq!(mtime(&dst.join("src/sub")), was, "-n changed it");
+    let r = sync(&d, &[&src.display().to_string()], &dst);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(mtime(&dst.join("src/sub")), 1_100_000_000);
     assert_eq!(inodes(&dst), before);
 }
 
@@ -216,8 +244,10 @@ fn a_lying_scan_is_refused_before_anything_is_removed() {
             op: TreeOp::Scan,
             ..
         } => {
-            // The top, then a name that climbs out of it.
+            // The top (mode 0755, mtime and nanoseconds 0), then a name
+            // that climbs out of it.
             let mut scan = b"d\0\x00\x00\x01\xed".to_vec();
+            scan.extend_from_slice(&[0; 12]);
             scan.extend_from_slice(b"l../../etc/victim\0x\0");
             vec![
                 Reply::Msg(ServerMsg::Started { id: *id, pid: 1 }),

@@ -19,6 +19,7 @@ pub(super) enum Remote {
     },
     Dir {
         mode: u32,
+        mtime: i64,
     },
     Symlink {
         target: Vec<u8>,
@@ -128,9 +129,12 @@ pub(super) fn parse(mut bytes: &[u8], digests: bool) -> Option<Scan> {
                     digest,
                 }
             }
-            b'd' => Remote::Dir {
-                mode: take_u32(&mut bytes)?,
-            },
+            b'd' => {
+                let mode = take_u32(&mut bytes)?;
+                let mtime = take_u64(&mut bytes)? as i64;
+                let _nanos = take_u32(&mut bytes)?;
+                Remote::Dir { mode, mtime }
+            }
             b'l' => Remote::Symlink {
                 target: take_name(&mut bytes)?.to_vec(),
             },
@@ -166,13 +170,28 @@ mod tests {
         v
     }
 
+    /// The top: a directory, mode 0755, mtime 1000.
+    fn top() -> Vec<u8> {
+        let mut v = b"d\0".to_vec();
+        v.extend_from_slice(&0o755u32.to_be_bytes());
+        v.extend_from_slice(&1000i64.to_be_bytes());
+        v.extend_from_slice(&9u32.to_be_bytes());
+        v
+    }
+
     #[test]
     fn a_scan_is_parsed_and_a_lie_is_refused() {
-        let mut ok = b"d\0\x00\x00\x01\xed".to_vec();
+        let mut ok = top();
         ok.extend(file(b"a", 5, 100));
         ok.extend(b"lsub/link\0target\0");
         let s = parse(&ok, false).unwrap();
-        assert_eq!(s.top, Some(Remote::Dir { mode: 0o755 }));
+        assert_eq!(
+            s.top,
+            Some(Remote::Dir {
+                mode: 0o755,
+                mtime: 1000
+            })
+        );
         assert_eq!(
             s.below[&b"a"[..]],
             Remote::File {
@@ -192,7 +211,7 @@ mod tests {
         assert!(parse(b"n\0", false).unwrap().top.is_none());
         // Lies: a name that climbs out, a second top, a duplicate, a cut
         // entry, an unknown kind, entries before the top.
-        let mut climb = b"d\0\x00\x00\x01\xed".to_vec();
+        let mut climb = top();
         climb.extend(file(b"../x", 1, 1));
         let mut dup = ok.clone();
         dup.extend(file(b"a", 1, 1));
@@ -200,6 +219,7 @@ mod tests {
             climb,
             dup,
             ok[..ok.len() - 3].to_vec(),
+            top()[..top().len() - 2].to_vec(),
             b"z\0".to_vec(),
             file(b"a", 1, 1),
         ] {

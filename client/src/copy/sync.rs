@@ -35,7 +35,7 @@ pub(super) struct Local {
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Kind {
     File { size: u64, mtime: i64, mode: u32 },
-    Dir { mode: u32 },
+    Dir { mode: u32, mtime: i64 },
     Symlink { target: Vec<u8> },
 }
 
@@ -243,6 +243,7 @@ fn sync_one(
     let local = walk(top).map_err(|e| CopyError::Failed(format!("{}: {e}", lossy(src))))?;
     let remote = super::scan::scan(session, host, &target, args.checksum)?;
     let steps = plan(&local, &remote, args.delete, checksum(session));
+    let touch = touch_dirs(&local, &remote, &steps);
     tally.same += local.len() - steps.iter().filter(|s| matches!(s, Step::Send(_))).count();
     // Small files go last, many at once (pipeline.rs): their directories
     // are made by then. What only the server has goes after them.
@@ -279,6 +280,23 @@ fn sync_one(
     super::pipeline::upload_small(session, &refs, true)?;
     for rel in extras {
         delete(args, session, host, (&remote, &target), &rel, tally, prefix)?;
+    }
+    // Directories' times last: everything inside them is written.
+    for i in touch {
+        let l = &local[i];
+        if !args.dry_run {
+            send(session, l, &target)?;
+        } else if let (Kind::Dir { mtime, .. }, Some(Remote::Dir { mtime: t, .. })) = (
+            &l.what,
+            match l.rel.is_empty() {
+                true => remote.top.as_ref(),
+                false => remote.below.get(&l.rel),
+            },
+        ) && mtime != t
+        {
+            // (Only a time that differs now: what changes inside is said.)
+            println!("{prefix}touch {}", shown(&target, &l.rel));
+        }
     }
     Ok(())
 }
@@ -366,6 +384,44 @@ fn upload_of(l: &Local, target: &OsStr) -> Result<Upload, CopyError> {
     })
 }
 
+/// The local directories whose time the server must be given again, last
+/// and deepest first: those whose time differs there, and those the sync
+/// changes something right inside (a file written or removed in a
+/// directory changes its time). Indexes into `local`.
+fn touch_dirs(local: &[Local], remote: &Scan, steps: &[Step]) -> Vec<usize> {
+    let parent = |rel: &[u8]| -> Vec<u8> {
+        match rel.iter().rposition(|&b| b == b'/') {
+            Some(i) => rel[..i].to_vec(),
+            None => Vec::new(),
+        }
+    };
+    let changed: BTreeSet<Vec<u8>> = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Send(i) if !local[*i].rel.is_empty() => Some(parent(&local[*i].rel)),
+            Step::Delete(rel) if !rel.is_empty() => Some(parent(rel)),
+            _ => None,
+        })
+        .collect();
+    let mut out: Vec<usize> = Vec::new();
+    for (i, l) in local.iter().enumerate() {
+        let Kind::Dir { mtime, .. } = l.what else {
+            continue;
+        };
+        let there = match l.rel.is_empty() {
+            true => remote.top.as_ref(),
+            false => remote.below.get(&l.rel),
+        };
+        let same_time = matches!(there, Some(Remote::Dir { mtime: t, .. }) if *t == mtime);
+        if !same_time || changed.contains(&l.rel) {
+            out.push(i);
+        }
+    }
+    // The walk puts parents first: reversed, children come first.
+    out.reverse();
+    out
+}
+
 /// What to do, in order: each local entry that differs from the server's
 /// (parents before children), and with `delete` what only the server has.
 fn plan(local: &[Local], remote: &Scan, delete: bool, hash: Checksum) -> Vec<Step> {
@@ -381,7 +437,8 @@ fn plan(local: &[Local], remote: &Scan, delete: bool, hash: Checksum) -> Vec<Ste
         match (&l.what, there) {
             (Kind::File { size, mtime, mode }, Some(r @ Remote::File { .. }))
                 if same_file((*size, *mtime, *mode), r, || digest_of(&l.path, hash)) => {}
-            (Kind::Dir { mode }, Some(Remote::Dir { mode: o })) if mode == o => {}
+            // (Its time is set last: see `touch_dirs`.)
+            (Kind::Dir { mode, .. }, Some(Remote::Dir { mode: o, .. })) if mode == o => {}
             (Kind::Symlink { target }, Some(Remote::Symlink { target: t })) if target == t => {}
             (Kind::Dir { .. }, Some(Remote::Dir { .. })) => steps.push(Step::Send(i)),
             // A directory in the way of something else: its tree goes
@@ -485,6 +542,7 @@ pub(super) fn kind_at(path: &Path) -> io::Result<Option<Kind>> {
     Ok(Some(if ft.is_dir() {
         Kind::Dir {
             mode: meta.mode() & 0o777,
+            mtime: meta.mtime(),
         }
     } else if ft.is_symlink() {
         Kind::Symlink {
@@ -552,13 +610,23 @@ mod tests {
         Local {
             rel: rel.as_bytes().to_vec(),
             path: PathBuf::from(rel),
-            what: Kind::Dir { mode: 0o755 },
+            what: Kind::Dir {
+                mode: 0o755,
+                mtime: 1000,
+            },
+        }
+    }
+
+    fn rdir() -> Remote {
+        Remote::Dir {
+            mode: 0o755,
+            mtime: 1000,
         }
     }
 
     fn scan(entries: &[(&str, Remote)]) -> Scan {
         Scan {
-            top: Some(Remote::Dir { mode: 0o755 }),
+            top: Some(rdir()),
             below: entries
                 .iter()
                 .map(|(k, v)| (k.as_bytes().to_vec(), v.clone()))
@@ -588,7 +656,7 @@ mod tests {
             ("a", rfile(1, 10)),
             ("b", rfile(2, 21)),
             ("old", rfile(9, 9)),
-            ("gone", Remote::Dir { mode: 0o755 }),
+            ("gone", rdir()),
             ("gone/x", rfile(1, 1)),
         ]);
         // b's time differs; d and d/c are new; old and gone stay.
@@ -610,7 +678,7 @@ mod tests {
     #[test]
     fn a_directory_in_the_way_is_removed_before_its_replacement() {
         let local = vec![dir(""), file("x", 1, 1)];
-        let remote = scan(&[("x", Remote::Dir { mode: 0o755 }), ("x/y", rfile(1, 1))]);
+        let remote = scan(&[("x", rdir()), ("x/y", rfile(1, 1))]);
         assert_eq!(
             plan(&local, &remote, false, Checksum::Blake3),
             vec![Step::Delete(b"x".to_vec()), Step::Send(1)]
@@ -622,5 +690,45 @@ mod tests {
             plan(&local, &remote, false, Checksum::Blake3),
             vec![Step::Delete(b"x".to_vec()), Step::Send(1), Step::Send(2)]
         );
+    }
+
+    #[test]
+    fn a_directory_gets_its_time_back_when_it_differs_or_its_contents_changed() {
+        let local = vec![
+            dir(""),
+            dir("same"),
+            file("same/f", 1, 1),
+            dir("edited"),
+            file("edited/f", 1, 2),
+            dir("touched"),
+            dir("new"),
+        ];
+        let mut touched = rdir();
+        if let Remote::Dir { mtime, .. } = &mut touched {
+            *mtime = 5;
+        }
+        let remote = scan(&[
+            ("same", rdir()),
+            ("same/f", rfile(1, 1)),
+            ("edited", rdir()),
+            ("edited/f", rfile(1, 1)),
+            ("touched", touched),
+        ]);
+        let steps = plan(&local, &remote, false, Checksum::Blake3);
+        // Deepest first: new (made), touched (its time), edited (a file
+        // written in it) and the top (new is made in it), not same.
+        assert_eq!(touch_dirs(&local, &remote, &steps), vec![6, 5, 3, 0]);
+        // Nothing differs: nothing to touch.
+        let remote = scan(&[
+            ("same", rdir()),
+            ("same/f", rfile(1, 1)),
+            ("edited", rdir()),
+            ("edited/f", rfile(1, 2)),
+            ("touched", rdir()),
+            ("new", rdir()),
+        ]);
+        let steps = plan(&local, &remote, false, Checksum::Blake3);
+        assert!(steps.is_empty(), "{steps:?}");
+        assert!(touch_dirs(&local, &remote, &steps).is_empty());
     }
 }

@@ -46,7 +46,7 @@ pub(super) fn sync_down(
     };
     let cp = super::library::quiet_args(false, true).map_err(CopyError::Failed)?;
     // A single file: fetched as rexec cp -p fetches it, if it differs.
-    let Remote::Dir { mode } = top else {
+    let Remote::Dir { mode, .. } = top else {
         let same = kind_at(&target)
             .ok()
             .flatten()
@@ -86,6 +86,56 @@ pub(super) fn sync_down(
     }
     if args.delete {
         delete_extras(args, &root, &target, &remote.below, done)?;
+    }
+    dir_times(args.dry_run, &root, &target, top, &remote.below)
+}
+
+/// Gives each local directory the server's time, last (every entry made or
+/// removed in a directory changed its time) and deepest first; in a dry
+/// run, says which differ (`touch`).
+fn dir_times(
+    dry_run: bool,
+    root: &OwnedFd,
+    target: &Path,
+    top: &Remote,
+    below: &std::collections::BTreeMap<Vec<u8>, Remote>,
+) -> Result<(), CopyError> {
+    // In byte order a directory comes before all below it: reversed, after.
+    let none = Vec::new();
+    let dirs = below.iter().rev().chain([(&none, top)]);
+    for (rel, there) in dirs {
+        let Remote::Dir { mtime, .. } = there else {
+            continue;
+        };
+        let parts: Vec<&OsStr> = match rel.is_empty() {
+            true => Vec::new(),
+            false => rel.split(|&b| b == b'/').map(OsStr::from_bytes).collect(),
+        };
+        // Not there (a dry run, or something else in its place): nothing.
+        let Some(dir) = beneath_dir(root, &parts) else {
+            continue;
+        };
+        let Ok(st) = rustix::fs::fstat(&dir) else {
+            continue;
+        };
+        if st.st_mtime == *mtime || FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+            continue;
+        }
+        let shown = target.join(OsStr::from_bytes(rel));
+        if dry_run {
+            println!("touch {}", shown.display());
+            continue;
+        }
+        let at = rustix::fs::Timespec {
+            tv_sec: *mtime,
+            tv_nsec: 0,
+        };
+        let times = rustix::fs::Timestamps {
+            last_access: at,
+            last_modification: at,
+        };
+        rustix::fs::futimens(&dir, &times)
+            .map_err(|e| CopyError::Failed(format!("{}: {e}", shown.display())))?;
     }
     Ok(())
 }
@@ -159,7 +209,7 @@ fn entry(
     }
     let remote_path = join_dest(at.src, OsStr::from_bytes(rel));
     match there {
-        Remote::Dir { mode } => {
+        Remote::Dir { mode, .. } => {
             let d = make_dirs_beneath(&dir, &shown, &[leaf[0]])?;
             let _ = rustix::fs::fchmod(&d, Mode::from_raw_mode(mode & 0o777));
         }
@@ -208,7 +258,10 @@ fn entry_kind(dir: &OwnedFd, name: &OsStr) -> Option<Kind> {
     let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
     let mode = st.st_mode & 0o777;
     Some(match FileType::from_raw_mode(st.st_mode) {
-        FileType::Directory => Kind::Dir { mode },
+        FileType::Directory => Kind::Dir {
+            mode,
+            mtime: st.st_mtime,
+        },
         FileType::Symlink => Kind::Symlink {
             target: rustix::fs::readlinkat(dir, name, Vec::new())
                 .ok()?
@@ -232,7 +285,8 @@ fn matches(
 ) -> bool {
     match (here, there) {
         (Kind::File { size, mtime, mode }, r) => same_file((*size, *mtime, *mode), r, digest_here),
-        (Kind::Dir { mode }, Remote::Dir { mode: o }) => *mode == o & 0o777,
+        // (Its time is set last: see `dir_times`.)
+        (Kind::Dir { mode, .. }, Remote::Dir { mode: o, .. }) => *mode == o & 0o777,
         (Kind::Symlink { target }, Remote::Symlink { target: t }) => target == t,
         _ => false,
     }

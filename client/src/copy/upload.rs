@@ -183,7 +183,9 @@ pub(super) fn upload_entry(
         size: 0,
         mkdirs: u.mkdirs,
         mode: Some(meta.mode() & 0o777),
-        mtime: None,
+        // A directory's time, with -p (the server sets it on one that
+        // exists too: `rexec sync` sends each directory again, last).
+        mtime: (args.preserve && u.what == PutWhat::Dir).then(|| meta.mtime()),
         preserve: args.preserve,
         what: u.what.clone(),
     }))?;

@@ -91,7 +91,13 @@ fn put(root: &Root, put: &Put, input: &mut HelperInput, hash: Hasher) -> Result<
     let (dir, dir_path, file_name) = put_target(root, dest, name)?;
     match &put.what {
         PutWhat::Dir => {
-            return crate::helpers::files_tree::put_dir(&dir, &file_name, put.mode, put.preserve);
+            return crate::helpers::files_tree::put_dir(
+                &dir,
+                &file_name,
+                put.mode,
+                put.preserve.then_some(put.mtime).flatten(),
+                put.preserve,
+            );
         }
         PutWhat::Symlink(target) => {
             return crate::helpers::files_tree::put_symlink(
@@ -252,20 +258,7 @@ fn set_metadata(
         source: e.into(),
     })?;
     if let Some(secs) = mtime {
-        let t = rustix::fs::Timestamps {
-            last_access: rustix::fs::Timespec {
-                tv_sec: secs,
-                tv_nsec: 0,
-            },
-            last_modification: rustix::fs::Timespec {
-                tv_sec: secs,
-                tv_nsec: 0,
-            },
-        };
-        rustix::fs::futimens(file, &t).map_err(|e| TransferError::Io {
-            what: "mtime".into(),
-            source: e.into(),
-        })?;
+        crate::helpers::files_path::set_mtime(file, secs)?;
     }
     Ok(())
 }

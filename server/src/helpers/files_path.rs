@@ -122,3 +122,20 @@ pub(crate) fn temp_name(name: &OsStr) -> OsString {
     t.push(format!(".rexec-{}", std::process::id()));
     t
 }
+
+/// Sets the access and modification times of `fd` to `secs` (`cp -p`
+/// keeps whole seconds).
+pub(crate) fn set_mtime(fd: &impl std::os::fd::AsFd, secs: i64) -> Result<(), TransferError> {
+    let at = rustix::fs::Timespec {
+        tv_sec: secs,
+        tv_nsec: 0,
+    };
+    let t = rustix::fs::Timestamps {
+        last_access: at,
+        last_modification: at,
+    };
+    rustix::fs::futimens(fd, &t).map_err(|e| TransferError::Io {
+        what: "mtime".into(),
+        source: e.into(),
+    })
+}

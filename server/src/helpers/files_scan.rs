@@ -121,6 +121,8 @@ impl<W: Write> Walk<'_, W> {
             FileType::Directory => {
                 head(b'd', out)?;
                 out.write_all(&mode.to_be_bytes())?;
+                out.write_all(&st.st_mtime.to_be_bytes())?;
+                out.write_all(&(st.st_mtime_nsec as u32).to_be_bytes())?;
                 if depth > SCAN_DEPTH {
                     return Err(io::Error::other("directories nest too deep"));
                 }

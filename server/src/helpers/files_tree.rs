@@ -16,11 +16,13 @@ use crate::helpers::files_path::{
 };
 
 /// A directory of an uploaded tree: made when missing; with -p, given the
-/// source's mode (never a special bit).
+/// source's mode (never a special bit) and, when the put has one, its
+/// mtime.
 pub(crate) fn put_dir(
     dir: &OwnedFd,
     name: &OsStr,
     mode: Option<u32>,
+    mtime: Option<i64>,
     preserve: bool,
 ) -> Result<(), TransferError> {
     let bits = mode.map_or(0o755, |m| m & 0o777);
@@ -37,6 +39,11 @@ pub(crate) fn put_dir(
         )
         .map_err(at(name))?;
         rustix::fs::fchmod(&d, Mode::from_raw_mode(bits)).map_err(at(name))?;
+        // Set last of all by `rexec sync`, once everything inside is
+        // written (each file written changes it).
+        if let Some(secs) = mtime {
+            crate::helpers::files_path::set_mtime(&d, secs)?;
+        }
     }
     Ok(())
 }
@@ -82,7 +89,7 @@ pub(crate) fn put_tree_top(
         return Err(TransferError::NotADirName(dir_name));
     }
     let dir = root.dir(&parent).map_err(at(shown_dir(&parent)))?;
-    put_dir(&dir, &dir_name, mode, preserve)?;
+    put_dir(&dir, &dir_name, mode, None, preserve)?;
     let mut out = io::stdout().lock();
     out.write_all(made.as_bytes())
         .and_then(|()| out.flush())
