@@ -33,6 +33,8 @@ use crate::session::Session;
 mod download;
 mod library;
 mod pipeline;
+mod progress;
+use progress::{progress, progress_done};
 mod scan;
 mod sync;
 mod sync_down;
@@ -408,38 +410,6 @@ fn checksum(session: &Session) -> Checksum {
 fn connect(args: &CpArgs, cfg: &Config, host: &str) -> Result<Session, ClientError> {
     args.conn.connect(&cfg.target(host))
 }
-
-fn progress(args: &CpArgs, label: &str, size: u64) -> indicatif::ProgressBar {
-    if args.quiet || !io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(size);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-    ) {
-        bar.set_style(style);
-    }
-    bar.set_message(label.to_string());
-    bar
-}
-
-/// Ends a progress bar as scp does: a last line that stays, with the name,
-/// size, rate and time of the copy (nothing when stderr is no terminal).
-fn progress_done(bar: &indicatif::ProgressBar, ok: bool) {
-    if bar.is_hidden() {
-        return;
-    }
-    if !ok {
-        return bar.abandon();
-    }
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{msg} 100% {total_bytes} {bytes_per_sec} {elapsed_precise}",
-    ) {
-        bar.set_style(style);
-    }
-    bar.finish();
-}
-
 /// Waits until the server is ready for the data of put `id` (its one
 /// `PUT_READY` byte); a put it refuses ends here, with its reason.
 fn ready(session: &mut Session, id: u32, what: &str) -> Result<(), CopyError> {

@@ -227,6 +227,34 @@ fn a_copy_on_a_terminal_leaves_a_last_progress_line_like_scp() {
 }
 
 #[test]
+fn a_sync_on_a_terminal_leaves_a_last_progress_line_both_ways() {
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("sync-progress");
+    std::fs::create_dir_all(dir.path("tree/sub")).unwrap();
+    for name in ["one", "two", "sub/three"] {
+        std::fs::write(dir.path("tree").join(name), vec![7u8; 1 << 20]).unwrap();
+    }
+    let mut t = rexec_on_pty(&[
+        "sync",
+        &dir.path("tree").display().to_string(),
+        &format!("{}:{}", d.host(), dir.path("up").display()),
+    ]);
+    assert_eq!(t.exits(), Some(0), "{:?}", t.screen());
+    assert!(t.shows("sync 3 files 100% 3", 1), "{:?}", t.screen());
+    let mut t = rexec_on_pty(&[
+        "sync",
+        &format!("{}:{}", d.host(), dir.path("up/tree").display()),
+        &dir.path("down").display().to_string(),
+    ]);
+    assert_eq!(t.exits(), Some(0), "{:?}", t.screen());
+    assert!(t.shows("sync 3 files 100% 3", 1), "{:?}", t.screen());
+    assert_eq!(
+        std::fs::read(dir.path("down/tree/sub/three")).unwrap(),
+        vec![7u8; 1 << 20]
+    );
+}
+
+#[test]
 fn escapes_and_ctrl_c_work_without_a_pty_as_with_ssh() {
     let d = Daemon::start(&[]);
     // Stdin from a terminal, no pty on the server: ~? lists the escapes,

@@ -32,6 +32,7 @@ pub(super) fn upload_small(
     session: &mut Session,
     uploads: &[&Upload],
     preserve: bool,
+    progress: &super::progress::Progress,
 ) -> Result<(), CopyError> {
     let mut flying: HashMap<u32, Flying<'_>> = HashMap::new();
     let mut next = 0;
@@ -83,14 +84,15 @@ pub(super) fn upload_small(
                 );
                 if let Err(e) = check(status, &stderr, &what) {
                     let m = super::library::library_error(e);
-                    eprintln!("rexec: {m}");
+                    progress.say(&format!("rexec: {m}"));
                     failed = Some(m);
                 }
+                progress.sent(f.data.len() as u64);
             }
             ServerEvent::Msg(ServerMsg::Error(e)) => match e.id {
                 Some(id) if flying.remove(&id).is_some() => {
                     let m = format!("{}: {}", e.kind, e.message);
-                    eprintln!("rexec: {m}");
+                    progress.say(&format!("rexec: {m}"));
                     failed = Some(m);
                 }
                 Some(_) => {}

@@ -245,6 +245,17 @@ fn sync_one(
     let steps = plan(&local, &remote, args.delete, checksum(session));
     let touch = touch_dirs(&local, &remote, &steps);
     tally.same += local.len() - steps.iter().filter(|s| matches!(s, Step::Send(_))).count();
+    let (files, bytes) = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Send(i) => match local[*i].what {
+                Kind::File { size, .. } => Some(size),
+                _ => None,
+            },
+            Step::Delete(_) => None,
+        })
+        .fold((0, 0), |(n, b), size| (n + 1, b + size));
+    let progress = super::progress::Progress::new(!args.dry_run && prefix.is_empty(), files, bytes);
     // Small files go last, many at once (pipeline.rs): their directories
     // are made by then. What only the server has goes after them.
     let mut small = Vec::new();
@@ -267,6 +278,10 @@ fn sync_one(
                     {
                         small.push(upload_of(l, &target)?)
                     }
+                    Kind::File { size, .. } => {
+                        send(session, l, &target)?;
+                        progress.sent(size);
+                    }
                     _ => send(session, l, &target)?,
                 }
             }
@@ -277,7 +292,7 @@ fn sync_one(
         }
     }
     let refs: Vec<&Upload> = small.iter().collect();
-    super::pipeline::upload_small(session, &refs, true)?;
+    super::pipeline::upload_small(session, &refs, true, &progress)?;
     for rel in extras {
         delete(args, session, host, (&remote, &target), &rel, tally, prefix)?;
     }
@@ -298,6 +313,7 @@ fn sync_one(
             println!("{prefix}touch {}", shown(&target, &l.rel));
         }
     }
+    progress.finish();
     Ok(())
 }
 

@@ -71,6 +71,7 @@ pub(super) fn sync_down(
             .map_err(|e| CopyError::Failed(format!("{}: {e}", target.display())))?;
     }
     let root = open_dir(&target)?;
+    let progress = super::progress::Progress::open_ended(!args.dry_run);
     if !args.dry_run {
         let _ = rustix::fs::fchmod(&root, Mode::from_raw_mode(mode & 0o777));
     }
@@ -81,13 +82,16 @@ pub(super) fn sync_down(
             target: &target,
             src,
             hash,
+            progress: &progress,
         };
         entry(args, session, host, &at, rel, there, done)?;
     }
     if args.delete {
         delete_extras(args, &root, &target, &remote.below, done)?;
     }
-    dir_times(args.dry_run, &root, &target, top, &remote.below)
+    dir_times(args.dry_run, &root, &target, top, &remote.below)?;
+    progress.finish();
+    Ok(())
 }
 
 /// Gives each local directory the server's time, last (every entry made or
@@ -149,6 +153,7 @@ struct Place<'a> {
     target: &'a Path,
     src: &'a OsStr,
     hash: Checksum,
+    progress: &'a super::progress::Progress,
 }
 
 /// Makes one of the server's entries (`rel`, `there`) below the top, if
@@ -213,8 +218,9 @@ fn entry(
             let d = make_dirs_beneath(&dir, &shown, &[leaf[0]])?;
             let _ = rustix::fs::fchmod(&d, Mode::from_raw_mode(mode & 0o777));
         }
-        Remote::File { .. } => {
-            fetch_into(at.cp, session, host, &remote_path, &dir, leaf[0], &shown)?
+        Remote::File { size, .. } => {
+            fetch_into(at.cp, session, host, &remote_path, &dir, leaf[0], &shown)?;
+            at.progress.sent(*size);
         }
         Remote::Symlink { target } => make_symlink(&dir, leaf[0], target, &shown)?,
         Remote::Other => {}
