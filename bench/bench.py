@@ -401,12 +401,21 @@ def placement_table(n, rounds_n, raw):
 
 
 def t12(a, ssh, raddr, targets, md):
-    """T12: rexec sync against rsync -a over ssh (aes128-gcm) on a tree of
-    3,000 small files: the first sync, a resync with no change, and a
-    resync after one file was edited. Each tool has its own copy of the
-    tree, so one's edit is not the other's change."""
-    files, dirs = 3000, 30
-    log(f"T12: syncing a tree of {files} files")
+    """T12: rexec sync against rsync -a over ssh (aes128-gcm), on a tree of
+    3,000 small files and on one of 10 large files (1 GiB in all at the
+    default size): the first sync, a resync with no change, and a resync
+    after one file was edited."""
+    t12_tree(a, ssh, raddr, targets, md, 3000, 30, 4096)
+    big = min(a.size, 1024)
+    t12_tree(a, ssh, raddr, targets, md, 10, 2, big * MiB // 10)
+
+
+def t12_tree(a, ssh, raddr, targets, md, files, dirs, size):
+    """One tree of T12: `files` files of `size` bytes in `dirs` directories.
+    Each tool has its own copy of the tree, so one's edit is not the
+    other's change."""
+    what = f"{files} files of {size // MiB} MiB" if size >= MiB else f"{files} files of {size // 1024} KiB"
+    log(f"T12: syncing a tree of {what}")
     base = tempfile.mkdtemp(prefix="rexec-bench-sync-")
     CLEANUP.append(lambda: shutil.rmtree(base, ignore_errors=True))
     os.chmod(base, 0o777)  # the ssh bench user writes here too
@@ -417,7 +426,10 @@ def t12(a, ssh, raddr, targets, md):
             d = os.path.join(src, f"d{i % dirs:02d}")
             os.makedirs(d, exist_ok=True)
             with open(os.path.join(d, f"f{i:04d}"), "wb") as f:
-                f.write(os.urandom(4096))
+                left = size
+                while left > 0:
+                    f.write(os.urandom(min(left, 4 * MiB)))
+                    left -= min(left, 4 * MiB)
         subprocess.run(["chmod", "-R", "a+rX", src], check=True)
         srcs[tool] = src
     state = {"rexec": 0, "rsync": 0}
@@ -429,7 +441,7 @@ def t12(a, ssh, raddr, targets, md):
 
     def edit(tool):
         # One file grows by a line: its size and time change.
-        with open(os.path.join(srcs[tool], "d07", "f0007"), "ab") as f:
+        with open(os.path.join(srcs[tool], f"d{7 % dirs:02d}", "f0007"), "ab") as f:
             f.write(b"one more line\n")
 
     def rexec_sync(new=False):
@@ -452,7 +464,7 @@ def t12(a, ssh, raddr, targets, md):
             ("rsync -a over ssh, one file edited", lambda: (edit("rsync"), rsync())[1]),
         ]
     med, err = rounds(a.rounds, peers)
-    md.append(f"### T12 sync: a tree of {files} files of 4 KiB in {dirs} directories\n")
+    md.append(f"### T12 sync: a tree of {what} in {dirs} directories\n")
     md.append("| way | seconds |")
     md.append("|---|---|")
     for n, _ in peers:
@@ -462,10 +474,11 @@ def t12(a, ssh, raddr, targets, md):
     for phase in ("first", "no change", "one file edited"):
         r, s = med.get(f"rexec sync, {phase}"), med.get(f"rsync -a over ssh, {phase}")
         if r and s:
-            compare("T12 sync", [(f"rsync -a over ssh, {phase}", s, r)])
+            compare(f"T12 sync, {files} files", [(f"rsync -a over ssh, {phase}", s, r)])
     r, s = med.get("rexec sync, no change"), med.get("rsync -a over ssh, no change")
-    if r and s:
+    if r and s and files == 3000:
         targets.append((f"T12 no-change resync of {files} files >= 5x rsync -a over ssh", s >= 5 * r, f"{s / r:.2f}x"))
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def t9(a, ssh, raddr, targets, md):

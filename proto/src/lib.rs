@@ -34,11 +34,12 @@ pub use frame::{
     parse_frame,
 };
 pub use message::{
-    ADDRESS_BINDING_PROTOCOL, AUTH_METHODS_PROTOCOL, CHANNEL_CHUNK, CHANNEL_WINDOW, ClientHello,
-    ClientMsg, ErrorKind, ErrorMsg, Exec, ExecMode, ExitStatus, Exited, FORWARDING_PROTOCOL,
-    GET_HEADER_LEN, JOBS_PROTOCOL, JobVerb, KEEPALIVE_PROTOCOL, KEY_AUTH_PROTOCOL, OLDEST_PROTOCOL,
-    OutputStream, PROTOCOL_VERSION, PUT_READY, PtyRequest, Put, PutWhat, SERVER_CHANNEL,
-    SYNC_PROTOCOL, ServerEvent, ServerHello, ServerMsg, TreeOp,
+    ADDRESS_BINDING_PROTOCOL, AUTH_METHODS_PROTOCOL, BATCH_FRAME_MAX, BATCH_PROTOCOL, BatchItem,
+    CHANNEL_CHUNK, CHANNEL_WINDOW, ClientHello, ClientMsg, ErrorKind, ErrorMsg, Exec, ExecMode,
+    ExitStatus, Exited, FORWARDING_PROTOCOL, GET_HEADER_LEN, JOBS_PROTOCOL, JobVerb,
+    KEEPALIVE_PROTOCOL, KEY_AUTH_PROTOCOL, OLDEST_PROTOCOL, OutputStream, PROTOCOL_VERSION,
+    PUT_READY, PtyRequest, Put, PutWhat, SERVER_CHANNEL, SYNC_PROTOCOL, ServerEvent, ServerHello,
+    ServerMsg, TreeOp,
 };
 pub use payload::DecodeError;
 

@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 /// which ways in a server takes (`AuthMethods`); version 8 forwards TCP
 /// ports over channels (`Open`, `Listen` and the `Channel*` messages);
 /// version 9 checks copies with BLAKE3 instead of SHA-256
-/// ([`crate::checksum`]).
-pub const PROTOCOL_VERSION: u16 = 9;
+/// ([`crate::checksum`]); version 10 sends many files in one put
+/// ([`PutWhat::Batch`]).
+pub const PROTOCOL_VERSION: u16 = 10;
 
 /// The oldest version this build still speaks: a version-3 peer is served
 /// without keepalive probes. Older peers are refused with
@@ -267,6 +268,41 @@ pub enum PutWhat {
     TreeTop,
     /// A symlink with this target, as it is (never followed).
     Symlink(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Many files below the directory `dest` (protocol 10, `rexec sync`):
+    /// the data is frames of [`BatchItem`], each file announced, then its
+    /// bytes, then their digest; `size` and `name` are unused. One helper
+    /// writes them all, each as a single put would (its own temporary
+    /// file, renamed into place once its digest matches).
+    Batch,
+}
+
+/// The first version with [`PutWhat::Batch`].
+pub const BATCH_PROTOCOL: u16 = 10;
+
+/// The largest frame of a batch's data: a file's bytes go in `Data` items
+/// of at most this less a few bytes.
+pub const BATCH_FRAME_MAX: usize = 256 * 1024;
+
+/// One frame of a [`PutWhat::Batch`] put's data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BatchItem {
+    /// The next file: its path below the put's `dest` (plain names joined
+    /// by `/`; its directories exist), its size, and what `Put` would say
+    /// of its mode and mtime.
+    File {
+        #[serde(with = "serde_bytes")]
+        name: Vec<u8>,
+        size: u64,
+        mode: Option<u32>,
+        mtime: Option<i64>,
+    },
+    /// The next bytes of the current file.
+    Data(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The end of the current file: the digest of its bytes.
+    End {
+        #[serde(with = "serde_bytes")]
+        digest: Vec<u8>,
+    },
 }
 
 /// Messages the server sends to a client.

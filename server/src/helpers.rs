@@ -13,6 +13,7 @@
 pub(crate) mod contain;
 pub(crate) mod family;
 pub(crate) mod files;
+pub(crate) mod files_batch;
 pub(crate) mod files_get;
 pub(crate) mod files_path;
 pub(crate) mod files_request;

@@ -166,3 +166,127 @@ fn send_data(session: &mut Session, id: u32, data: &[u8]) -> Result<(), CopyErro
     session.send(&ClientMsg::PutEnd { id, digest })?;
     Ok(())
 }
+
+/// Files in one batch at most: a batch that fails says why for each file
+/// on stderr, which must fit in what the connection holds while the rest
+/// is sent.
+const BATCH_FILES: usize = 1000;
+
+/// Sends the small files `files` (each a local path and its name below
+/// `top`, whose directories exist there) as batch puts, one helper on the
+/// server for up to [`BATCH_FILES`] of them (protocol 10).
+pub(super) fn upload_batches(
+    session: &mut Session,
+    top: &OsStr,
+    files: &[(&Path, &[u8])],
+    progress: &super::progress::Progress,
+) -> Result<(), CopyError> {
+    let mut failed = None;
+    for batch in files.chunks(BATCH_FILES) {
+        if let Err(e) = upload_batch(session, top, batch, progress) {
+            if matches!(e, CopyError::Connect(_)) {
+                return Err(e);
+            }
+            let m = super::library::library_error(e);
+            progress.say(&format!("rexec: {m}"));
+            failed = Some(m);
+        }
+    }
+    match failed {
+        Some(m) => Err(CopyError::Failed(format!(
+            "not every file was sent (last: {m})"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// One batch put: each file announced, its bytes, their digest, all as
+/// frames of `BatchItem` in the put's data.
+fn upload_batch(
+    session: &mut Session,
+    top: &OsStr,
+    files: &[(&Path, &[u8])],
+    progress: &super::progress::Progress,
+) -> Result<(), CopyError> {
+    use rexec_proto::{BATCH_FRAME_MAX, BatchItem};
+    use std::os::unix::fs::MetadataExt;
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    session.send(&ClientMsg::Put(Put {
+        id,
+        dest: top.as_bytes().to_vec(),
+        preserve: true,
+        what: PutWhat::Batch,
+        ..Put::default()
+    }))?;
+    let shown = format!("{} files into {}", files.len(), lossy(top));
+    ready(session, id, &shown)?;
+    let mut frames = Vec::with_capacity(2 * BATCH_FRAME_MAX);
+    let mut unread = 0;
+    for (local, name) in files {
+        let read = File::open(local).and_then(|mut f| {
+            let meta = f.metadata()?;
+            let mut data = Vec::new();
+            (&mut f).take(SMALL + 1).read_to_end(&mut data)?;
+            Ok((meta, data))
+        });
+        let (meta, data) = match read {
+            Ok(r) if r.1.len() as u64 <= SMALL => r,
+            Ok(_) => {
+                progress.say(&format!(
+                    "rexec: {}: grew while being read",
+                    local.display()
+                ));
+                unread += 1;
+                continue;
+            }
+            Err(e) => {
+                progress.say(&format!("rexec: {}: {e}", local.display()));
+                unread += 1;
+                continue;
+            }
+        };
+        rexec_proto::encode_frame(
+            &BatchItem::File {
+                name: name.to_vec(),
+                size: data.len() as u64,
+                mode: Some(meta.mode() & 0o777),
+                mtime: Some(meta.mtime()),
+            },
+            &mut frames,
+        );
+        let mut hash = checksum(session).hasher();
+        // (A frame's few bytes of its own, then the data.)
+        for chunk in data.chunks(BATCH_FRAME_MAX - 64) {
+            hash.update(chunk);
+            rexec_proto::encode_frame(&BatchItem::Data(chunk.to_vec()), &mut frames);
+        }
+        let digest = hash.finalize().to_vec();
+        rexec_proto::encode_frame(&BatchItem::End { digest }, &mut frames);
+        if frames.len() >= BATCH_FRAME_MAX {
+            send_frames(session, id, &mut frames)?;
+        }
+        progress.sent(data.len() as u64);
+    }
+    send_frames(session, id, &mut frames)?;
+    session.send(&ClientMsg::PutEnd {
+        id,
+        digest: Vec::new(),
+    })?;
+    let (status, stderr) = wait(session, id, |_| Ok(()))?;
+    check(status, &stderr, &shown)?;
+    match unread {
+        0 => Ok(()),
+        n => Err(CopyError::Failed(format!(
+            "{shown}: {n} could not be read here"
+        ))),
+    }
+}
+
+/// Sends the batch's frames gathered so far as the put's data.
+fn send_frames(session: &mut Session, id: u32, frames: &mut Vec<u8>) -> Result<(), CopyError> {
+    for chunk in frames.chunks(CHUNK) {
+        session.send_stdin(id, chunk)?;
+    }
+    frames.clear();
+    Ok(())
+}

@@ -276,7 +276,7 @@ fn sync_one(
                     Kind::File { size, .. }
                         if size <= super::pipeline::SMALL && !l.rel.is_empty() =>
                     {
-                        small.push(upload_of(l, &target)?)
+                        small.push(i)
                     }
                     Kind::File { size, .. } => {
                         send(session, l, &target)?;
@@ -291,8 +291,21 @@ fn sync_one(
             }
         }
     }
-    let refs: Vec<&Upload> = small.iter().collect();
-    super::pipeline::upload_small(session, &refs, true, &progress)?;
+    if session.server.protocol >= rexec_proto::BATCH_PROTOCOL {
+        // One helper on the server for many files.
+        let files: Vec<(&Path, &[u8])> = small
+            .iter()
+            .map(|&i| (local[i].path.as_path(), local[i].rel.as_slice()))
+            .collect();
+        super::pipeline::upload_batches(session, &target, &files, &progress)?;
+    } else {
+        let uploads = small
+            .iter()
+            .map(|&i| upload_of(&local[i], &target))
+            .collect::<Result<Vec<Upload>, _>>()?;
+        let refs: Vec<&Upload> = uploads.iter().collect();
+        super::pipeline::upload_small(session, &refs, true, &progress)?;
+    }
     for rel in extras {
         delete(args, session, host, (&remote, &target), &rel, tally, prefix)?;
     }

@@ -51,6 +51,9 @@ pub fn helper() -> i32 {
         let root = Root::new(open.root.as_deref())?;
         let hash = open.checksum.hasher();
         match open.request {
+            Request::Put(p) if p.what == PutWhat::Batch => {
+                crate::helpers::files_batch::put_batch(&root, &p, &mut input, open.checksum)
+            }
             Request::Put(p) => put(&root, &p, &mut input, hash),
             Request::Get(path) => {
                 crate::helpers::files_get::get(&root, OsStr::from_bytes(&path), hash)
@@ -107,6 +110,8 @@ fn put(root: &Root, put: &Put, input: &mut HelperInput, hash: Hasher) -> Result<
             );
         }
         PutWhat::File | PutWhat::TreeTop => {}
+        // (Taken by files_batch.rs before it gets here.)
+        PutWhat::Batch => return Err(TransferError::Request("a batch out of place".into())),
     }
     // An unnamed file in the target's directory: nothing to clean up if we
     // are killed before it is complete.
@@ -119,13 +124,7 @@ fn put(root: &Root, put: &Put, input: &mut HelperInput, hash: Hasher) -> Result<
     .map_err(at(&dir_path))?;
     // The destination is good: only now does the client send the data, so a
     // put the server refuses costs a round trip, not the whole file.
-    io::stdout()
-        .write_all(&[rexec_proto::PUT_READY])
-        .and_then(|()| io::stdout().flush())
-        .map_err(|source| TransferError::Io {
-            what: "telling the client to go on".into(),
-            source,
-        })?;
+    say_ready()?;
     // The disk writes while the data arrives, not all at the closing fsync.
     let mut out = rexec_writeback::WriteBehind::new(std::fs::File::from(tmp));
     receive(input, &mut out, put.size, &file_name, hash)?;
@@ -133,6 +132,18 @@ fn put(root: &Root, put: &Put, input: &mut HelperInput, hash: Hasher) -> Result<
     set_metadata(file, &dir, &file_name, put.mode, put.mtime, put.preserve)?;
     file.sync_all().map_err(at(&file_name))?;
     commit(file, &dir, &file_name)
+}
+
+/// Tells the client the destination is good: its data may come
+/// ([`rexec_proto::PUT_READY`] on stdout).
+pub(crate) fn say_ready() -> Result<(), TransferError> {
+    io::stdout()
+        .write_all(&[rexec_proto::PUT_READY])
+        .and_then(|()| io::stdout().flush())
+        .map_err(|source| TransferError::Io {
+            what: "telling the client to go on".into(),
+            source,
+        })
 }
 
 /// Where a put goes: the directory it is written in (open) and the name
@@ -217,7 +228,7 @@ fn receive(
 
 /// Gives the received file its mode (see below), its owner and group where
 /// it replaces one, and the source's mtime.
-fn set_metadata(
+pub(crate) fn set_metadata(
     file: &std::fs::File,
     dir: &OwnedFd,
     file_name: &OsStr,
@@ -265,7 +276,11 @@ fn set_metadata(
 
 /// Names the complete file: linked in under a temporary name, then
 /// renamed over the target in one step.
-fn commit(file: &std::fs::File, dir: &OwnedFd, file_name: &OsStr) -> Result<(), TransferError> {
+pub(crate) fn commit(
+    file: &std::fs::File,
+    dir: &OwnedFd,
+    file_name: &OsStr,
+) -> Result<(), TransferError> {
     // Give it a name (through /proc: linkat of an fd needs no privilege
     // that way), then rename it over the target in one step.
     let tmp_name = temp_name(file_name);
