@@ -111,7 +111,10 @@ pub use config::{Config, Protocol};
 pub use embedded::{EmbeddedServer, run_helper_if_asked};
 pub use error::{ConfigError, TlsError};
 pub use exec_policy::ExecPolicy;
-// The connection's state machine, public for the fuzz targets only.
+// The connection's state machine and a batch put's writer, public for the
+// fuzz targets only.
+#[doc(hidden)]
+pub use helpers::files_batch::decode_untrusted as decode_untrusted_batch;
 #[doc(hidden)]
 pub use protocol::{Action, ConnProtocol};
 pub use server::{Loader, Server, ServerHandle};

@@ -262,6 +262,27 @@ impl Batch {
     }
 }
 
+/// A batch put's data from an untrusted client, fed to the helper's
+/// writer in chunks of `step` bytes, into the directory `dest`; the result
+/// is what the helper would exit with. For the `batch` fuzz target.
+pub fn decode_untrusted(dest: &std::path::Path, step: usize, data: &[u8]) -> bool {
+    let mut wire = Vec::new();
+    for chunk in data.chunks(step.max(1)) {
+        HelperMsg::encode_data(chunk, &mut wire);
+    }
+    HelperMsg::End { digest: Vec::new() }.encode(&mut wire);
+    let put = Put {
+        dest: dest.as_os_str().as_bytes().to_vec(),
+        preserve: true,
+        what: rexec_proto::PutWhat::Batch,
+        ..Put::default()
+    };
+    let mut input = HelperInput::from_reader(&wire[..]);
+    Root::new(None)
+        .and_then(|root| put_batch(&root, &put, &mut input, Checksum::Blake3))
+        .is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
