@@ -486,6 +486,7 @@ fn raw_connect(
 pub mod account;
 pub mod liar;
 pub mod proxy;
+pub mod puts;
 
 /// Speaking the protocol by hand over a raw socket, for tests that must
 /// send what a well-behaved client never would.

@@ -99,6 +99,71 @@ fn a_tree_with_r_and_p_keeps_modes_and_times() {
     );
 }
 
+#[test]
+fn a_tree_of_small_files_goes_in_one_batch_and_without_p_as_cp_does() {
+    let d = Daemon::start(&[]);
+    let dir = TempDir::new("cpbatch");
+    for i in 0..30u32 {
+        let sub = dir.path(&format!("src/d{}", i % 4));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(format!("f{i}")), format!("small {i}\n")).unwrap();
+    }
+    // A new file gets the source's mode under the server's umask (rexecd
+    // runs with 022 here), and a file it replaces keeps its own; no -p, so
+    // no time is kept.
+    std::fs::set_permissions(
+        dir.path("src/d0/f0"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    let old = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(dir.path("src/d0/f0"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    // dst exists: the copy is dst/src, as with cp -r.
+    std::fs::create_dir_all(dir.path("dst/src/d1")).unwrap();
+    std::fs::write(dir.path("dst/src/d1/f1"), "was here").unwrap();
+    std::fs::set_permissions(
+        dir.path("dst/src/d1/f1"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let (addr, puts) = rexec_tests::puts::recorded(&d, false);
+    let r = run(rexec().args([
+        "cp",
+        "-r",
+        &dir.path("src").display().to_string(),
+        &format!("{addr}:{}", dir.path("dst").display()),
+    ]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    for i in 0..30u32 {
+        let rel = format!("d{}/f{i}", i % 4);
+        assert_eq!(
+            std::fs::read_to_string(dir.path("dst/src").join(&rel)).unwrap(),
+            format!("small {i}\n"),
+            "{rel}"
+        );
+    }
+    let mode = |p: &str| std::fs::metadata(dir.path(p)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode("dst/src/d0/f0"), 0o755);
+    assert_eq!(mode("dst/src/d1/f1"), 0o600);
+    let modified = std::fs::metadata(dir.path("dst/src/d0/f0"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_ne!(modified, old);
+    let puts = puts.lock().unwrap();
+    assert_eq!(
+        puts.iter().filter(|w| **w == PutWhat::Batch).count(),
+        1,
+        "{puts:?}"
+    );
+    assert!(!puts.contains(&PutWhat::File), "{puts:?}");
+}
+
 /// Every `Stderr` chunk among `msgs`, joined.
 fn stderr_of(msgs: &[ServerMsg]) -> String {
     let bytes: Vec<u8> = msgs

@@ -174,16 +174,18 @@ const BATCH_FILES: usize = 1000;
 
 /// Sends the small files `files` (each a local path and its name below
 /// `top`, whose directories exist there) as batch puts, one helper on the
-/// server for up to [`BATCH_FILES`] of them (protocol 10).
+/// server for up to [`BATCH_FILES`] of them (protocol 10); with
+/// `preserve`, as `cp -p` (modes and times exactly).
 pub(super) fn upload_batches(
     session: &mut Session,
     top: &OsStr,
     files: &[(&Path, &[u8])],
+    preserve: bool,
     progress: &super::progress::Progress,
 ) -> Result<(), CopyError> {
     let mut failed = None;
     for batch in files.chunks(BATCH_FILES) {
-        if let Err(e) = upload_batch(session, top, batch, progress) {
+        if let Err(e) = upload_batch(session, (top, preserve), batch, progress) {
             if matches!(e, CopyError::Connect(_)) {
                 return Err(e);
             }
@@ -204,7 +206,7 @@ pub(super) fn upload_batches(
 /// frames of `BatchItem` in the put's data.
 fn upload_batch(
     session: &mut Session,
-    top: &OsStr,
+    (top, preserve): (&OsStr, bool),
     files: &[(&Path, &[u8])],
     progress: &super::progress::Progress,
 ) -> Result<(), CopyError> {
@@ -214,7 +216,7 @@ fn upload_batch(
     session.send(&ClientMsg::Put(Put {
         id,
         dest: top.as_bytes().to_vec(),
-        preserve: true,
+        preserve,
         what: PutWhat::Batch,
         ..Put::default()
     }))?;
@@ -250,7 +252,7 @@ fn upload_batch(
                 name: name.to_vec(),
                 size: data.len() as u64,
                 mode: Some(meta.mode() & 0o777),
-                mtime: Some(meta.mtime()),
+                mtime: preserve.then(|| meta.mtime()),
             },
             &mut frames,
         );

@@ -47,6 +47,10 @@ pub(super) fn progress_done(bar: &indicatif::ProgressBar, ok: bool) {
 /// comes, so the line counts without a total.
 pub(super) struct Progress {
     bar: indicatif::ProgressBar,
+    /// What the line starts with: the command (`sync`, `cp`).
+    label: &'static str,
+    /// Put before each line said above it (`lab3: ` with `-w`).
+    prefix: String,
     /// The files to send, when known.
     files: Option<u64>,
     done: std::cell::Cell<u64>,
@@ -57,6 +61,8 @@ impl Progress {
     pub(super) fn new(show: bool, files: u64, bytes: u64) -> Progress {
         let p = Progress {
             bar: progress_bar(show && files > 0, "", bytes),
+            label: "sync",
+            prefix: String::new(),
             files: Some(files),
             done: std::cell::Cell::new(0),
         };
@@ -73,6 +79,8 @@ impl Progress {
         }
         let p = Progress {
             bar,
+            label: "sync",
+            prefix: String::new(),
             files: None,
             done: std::cell::Cell::new(0),
         };
@@ -80,11 +88,19 @@ impl Progress {
         p
     }
 
+    /// The same, for command `label`, its lines said with `prefix`.
+    pub(super) fn labelled(mut self, label: &'static str, prefix: &str) -> Progress {
+        self.label = label;
+        self.prefix = prefix.to_string();
+        self.tell();
+        self
+    }
+
     fn tell(&self) {
-        let done = self.done.get();
+        let (label, done) = (self.label, self.done.get());
         self.bar.set_message(match self.files {
-            Some(all) => format!("sync {done}/{all} files"),
-            None => format!("sync {done} files"),
+            Some(all) => format!("{label} {done}/{all} files"),
+            None => format!("{label} {done} files"),
         });
     }
 
@@ -99,13 +115,13 @@ impl Progress {
 
     /// A line on stderr, above the progress line.
     pub(super) fn say(&self, line: &str) {
-        self.bar.suspend(|| eprintln!("{line}"));
+        self.bar.suspend(|| eprintln!("{}{line}", self.prefix));
     }
 
     /// The last line, which stays.
     pub(super) fn finish(&self) {
         self.bar
-            .set_message(format!("sync {} files", self.done.get()));
+            .set_message(format!("{} {} files", self.label, self.done.get()));
         progress_done(&self.bar, true);
     }
 }

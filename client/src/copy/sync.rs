@@ -255,7 +255,8 @@ fn sync_one(
             Step::Delete(_) => None,
         })
         .fold((0, 0), |(n, b), size| (n + 1, b + size));
-    let progress = super::progress::Progress::new(!args.dry_run && prefix.is_empty(), files, bytes);
+    let progress = super::progress::Progress::new(!args.dry_run && prefix.is_empty(), files, bytes)
+        .labelled("sync", prefix);
     // Small files go last, many at once (pipeline.rs): their directories
     // are made by then. What only the server has goes after them.
     let mut small = Vec::new();
@@ -297,7 +298,7 @@ fn sync_one(
             .iter()
             .map(|&i| (local[i].path.as_path(), local[i].rel.as_slice()))
             .collect();
-        super::pipeline::upload_batches(session, &target, &files, &progress)?;
+        super::pipeline::upload_batches(session, &target, &files, true, &progress)?;
     } else {
         let uploads = small
             .iter()

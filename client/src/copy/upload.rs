@@ -41,6 +41,11 @@ pub(super) fn upload_on(
     };
     // Where each tree's top went on this host: (planned, made).
     let mut tops: Vec<(OsString, OsString)> = Vec::new();
+    // The small files of trees, sent in batches once all their directories
+    // are made (protocol 10; not with --json, which says each file):
+    // (the top as made, the name below it, the local file).
+    let batching = session.server.protocol >= rexec_proto::BATCH_PROTOCOL && !args.json;
+    let mut small: Vec<(OsString, Vec<u8>, PathBuf)> = Vec::new();
     for (i, u) in uploads.iter().enumerate() {
         if u.what == PutWhat::TreeTop {
             let planned = join_dest(&u.dest, &u.name);
@@ -62,6 +67,19 @@ pub(super) fn upload_on(
         let u = match tops.iter().find(|(p, _)| under(p)) {
             Some((planned, made)) => {
                 let tail = &u.dest.as_bytes()[planned.len()..];
+                if batching
+                    && u.what == PutWhat::File
+                    && std::fs::symlink_metadata(&u.local)
+                        .is_ok_and(|m| m.is_file() && m.len() <= super::pipeline::SMALL)
+                {
+                    let mut rel = tail.strip_prefix(b"/").unwrap_or(tail).to_vec();
+                    if !rel.is_empty() {
+                        rel.push(b'/');
+                    }
+                    rel.extend_from_slice(u.name.as_bytes());
+                    small.push((made.clone(), rel, u.local.clone()));
+                    continue;
+                }
                 moved = Upload {
                     dest: OsString::from_vec([made.as_bytes(), tail].concat()),
                     local: u.local.clone(),
@@ -79,10 +97,55 @@ pub(super) fn upload_on(
             failed = Some(m);
         }
     }
+    if let Err(e) = upload_small_of_trees(args, session, &small, prefix) {
+        if matches!(e, CopyError::Connect(_)) {
+            return Err(e);
+        }
+        let m = super::library::library_error(e);
+        eprintln!("{prefix}rexec cp: {m}");
+        failed = Some(m);
+    }
     match failed {
         Some(m) => Err(CopyError::Failed(format!(
             "not every file was copied (last: {m})"
         ))),
+        None => Ok(()),
+    }
+}
+
+/// The small files of trees (the top as made, the name below it, the
+/// local file), each tree's in batches, with one progress line for all.
+fn upload_small_of_trees(
+    args: &CpArgs,
+    session: &mut Session,
+    small: &[(OsString, Vec<u8>, PathBuf)],
+    prefix: &str,
+) -> Result<(), CopyError> {
+    let bytes = small
+        .iter()
+        .filter_map(|(_, _, p)| std::fs::symlink_metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let progress =
+        super::progress::Progress::new(!args.quiet && prefix.is_empty(), small.len() as u64, bytes)
+            .labelled("cp", prefix);
+    let mut failed = None;
+    for tree in small.chunk_by(|a, b| a.0 == b.0) {
+        let files: Vec<(&Path, &[u8])> = tree
+            .iter()
+            .map(|(_, rel, p)| (p.as_path(), rel.as_slice()))
+            .collect();
+        let top = &tree[0].0;
+        match super::pipeline::upload_batches(session, top, &files, args.preserve, &progress) {
+            Err(CopyError::Failed(m)) => failed = Some(m),
+            other => other?,
+        }
+    }
+    if !small.is_empty() {
+        progress.finish();
+    }
+    match failed {
+        Some(m) => Err(CopyError::Failed(m)),
         None => Ok(()),
     }
 }
