@@ -303,6 +303,15 @@ pub enum BatchItem {
         #[serde(with = "serde_bytes")]
         digest: Vec<u8>,
     },
+    /// A directory below `dest` (its parent exists), made when missing;
+    /// with the put's `preserve`, given this mode and, when there is one,
+    /// this mtime (as a `Put` of a directory).
+    Dir {
+        #[serde(with = "serde_bytes")]
+        name: Vec<u8>,
+        mode: Option<u32>,
+        mtime: Option<i64>,
+    },
 }
 
 /// Messages the server sends to a client.

@@ -504,7 +504,9 @@ fn small_files_go_in_batches_and_to_an_older_server_one_put_each() {
         std::fs::create_dir_all(&sub).unwrap();
         std::fs::write(sub.join(format!("f{i}")), format!("file {i}\n")).unwrap();
     }
-    // Protocol 10: one batch put for the 40 files.
+    // Protocol 10: one batch put for the 3 directories and the 40 files,
+    // one for the directories' times; a put of its own for the top only
+    // (made, and its time at the end).
     let (addr, puts) = rexec_tests::puts::recorded(&d, false);
     let r = run(rexec()
         .arg("sync")
@@ -512,13 +514,13 @@ fn small_files_go_in_batches_and_to_an_older_server_one_put_each() {
         .arg(format!("{addr}:{}", dir.path("new").display())));
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert_eq!(content(&dir.path("new/tree")), content(&src));
-    let batches = puts
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|w| **w == PutWhat::Batch)
-        .count();
-    assert_eq!(batches, 1, "{:?}", puts.lock().unwrap());
+    {
+        let puts = puts.lock().unwrap();
+        let count = |what: PutWhat| puts.iter().filter(|w| **w == what).count();
+        assert_eq!(count(PutWhat::Batch), 2, "{puts:?}");
+        assert_eq!(count(PutWhat::File), 0, "{puts:?}");
+        assert_eq!(puts.len(), 4, "{puts:?}");
+    }
     // An older server: a put for each file, and the same tree.
     let (addr, puts) = rexec_tests::puts::recorded(&d, true);
     let r = run(rexec()

@@ -172,14 +172,28 @@ fn send_data(session: &mut Session, id: u32, data: &[u8]) -> Result<(), CopyErro
 /// is sent.
 const BATCH_FILES: usize = 1000;
 
-/// Sends the small files `files` (each a local path and its name below
-/// `top`, whose directories exist there) as batch puts, one helper on the
+/// One entry of a batch put, named below its top.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Item<'a> {
+    /// A directory, made when missing (its parent exists by then), and
+    /// given this mode and, when there is one, this time.
+    Dir {
+        rel: &'a [u8],
+        mode: u32,
+        mtime: Option<i64>,
+    },
+    /// A small file (at most [`SMALL`]): where it is here.
+    File { path: &'a Path, rel: &'a [u8] },
+}
+
+/// Sends `items` (directories, and small files whose directories exist
+/// there or come before them) below `top` as batch puts, one helper on the
 /// server for up to [`BATCH_FILES`] of them (protocol 10); with
 /// `preserve`, as `cp -p` (modes and times exactly).
 pub(super) fn upload_batches(
     session: &mut Session,
     top: &OsStr,
-    files: &[(&Path, &[u8])],
+    files: &[Item<'_>],
     preserve: bool,
     progress: &super::progress::Progress,
 ) -> Result<(), CopyError> {
@@ -207,7 +221,7 @@ pub(super) fn upload_batches(
 fn upload_batch(
     session: &mut Session,
     (top, preserve): (&OsStr, bool),
-    files: &[(&Path, &[u8])],
+    files: &[Item<'_>],
     progress: &super::progress::Progress,
 ) -> Result<(), CopyError> {
     use rexec_proto::{BATCH_FRAME_MAX, BatchItem};
@@ -220,11 +234,23 @@ fn upload_batch(
         what: PutWhat::Batch,
         ..Put::default()
     }))?;
-    let shown = format!("{} files into {}", files.len(), lossy(top));
+    let shown = format!("{} entries into {}", files.len(), lossy(top));
     ready(session, id, &shown)?;
     let mut frames = Vec::with_capacity(2 * BATCH_FRAME_MAX);
     let mut unread = 0;
-    for (local, name) in files {
+    for item in files {
+        let (local, name) = match *item {
+            Item::File { path, rel } => (path, rel),
+            Item::Dir { rel, mode, mtime } => {
+                let dir = BatchItem::Dir {
+                    name: rel.to_vec(),
+                    mode: Some(mode),
+                    mtime,
+                };
+                rexec_proto::encode_frame(&dir, &mut frames);
+                continue;
+            }
+        };
         let read = File::open(local).and_then(|mut f| {
             let meta = f.metadata()?;
             let mut data = Vec::new();

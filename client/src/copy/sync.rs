@@ -20,6 +20,8 @@
 
 use std::collections::BTreeSet;
 
+use super::pipeline::Item;
+use super::progress::Progress;
 use super::scan::{Remote, Scan};
 use super::*;
 use crate::cli::SyncArgs;
@@ -257,10 +259,14 @@ fn sync_one(
         .fold((0, 0), |(n, b), size| (n + 1, b + size));
     let progress = super::progress::Progress::new(!args.dry_run && prefix.is_empty(), files, bytes)
         .labelled("sync", prefix);
-    // Small files go last, many at once (pipeline.rs): their directories
-    // are made by then. What only the server has goes after them.
-    let mut small = Vec::new();
-    let mut extras = Vec::new();
+    // With batch puts (protocol 10) the directories go first, then the
+    // small files, from one helper on the server; then links and large
+    // files, each on its own. Before, small files went last, 16 in flight
+    // (pipeline.rs), their directories made by then. What only the server
+    // has goes after them.
+    let batching = session.server.protocol >= rexec_proto::BATCH_PROTOCOL;
+    let (mut small, mut dirs, mut later, mut extras) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for step in steps {
         match step {
             Step::Send(i) => {
@@ -274,16 +280,11 @@ fn sync_one(
                     continue;
                 }
                 match l.what {
-                    Kind::File { size, .. }
-                        if size <= super::pipeline::SMALL && !l.rel.is_empty() =>
-                    {
-                        small.push(i)
-                    }
-                    Kind::File { size, .. } => {
-                        send(session, l, &target)?;
-                        progress.sent(size);
-                    }
-                    _ => send(session, l, &target)?,
+                    _ if l.rel.is_empty() => send_counted(session, l, &target, &progress)?,
+                    Kind::File { size, .. } if size <= super::pipeline::SMALL => small.push(i),
+                    Kind::Dir { .. } if batching => dirs.push(i),
+                    _ if batching => later.push(i),
+                    _ => send_counted(session, l, &target, &progress)?,
                 }
             }
             Step::Delete(rel) if !local.iter().any(|l| l.rel == rel) => extras.push(rel),
@@ -292,13 +293,19 @@ fn sync_one(
             }
         }
     }
-    if session.server.protocol >= rexec_proto::BATCH_PROTOCOL {
-        // One helper on the server for many files.
-        let files: Vec<(&Path, &[u8])> = small
+    if batching {
+        let items: Vec<Item<'_>> = dirs
             .iter()
-            .map(|&i| (local[i].path.as_path(), local[i].rel.as_slice()))
+            .map(|&i| dir_item(&local[i], false))
+            .chain(small.iter().map(|&i| Item::File {
+                path: local[i].path.as_path(),
+                rel: local[i].rel.as_slice(),
+            }))
             .collect();
-        super::pipeline::upload_batches(session, &target, &files, true, &progress)?;
+        super::pipeline::upload_batches(session, &target, &items, true, &progress)?;
+        for i in later {
+            send_counted(session, &local[i], &target, &progress)?;
+        }
     } else {
         let uploads = small
             .iter()
@@ -311,21 +318,10 @@ fn sync_one(
         delete(args, session, host, (&remote, &target), &rel, tally, prefix)?;
     }
     // Directories' times last: everything inside them is written.
-    for i in touch {
-        let l = &local[i];
-        if !args.dry_run {
-            send(session, l, &target)?;
-        } else if let (Kind::Dir { mtime, .. }, Some(Remote::Dir { mtime: t, .. })) = (
-            &l.what,
-            match l.rel.is_empty() {
-                true => remote.top.as_ref(),
-                false => remote.below.get(&l.rel),
-            },
-        ) && mtime != t
-        {
-            // (Only a time that differs now: what changes inside is said.)
-            println!("{prefix}touch {}", shown(&target, &l.rel));
-        }
+    let tree = (local.as_slice(), &remote, target.as_os_str());
+    match args.dry_run {
+        true => say_touches(tree, &touch, prefix),
+        false => set_times(session, tree, touch, batching, &progress)?,
     }
     progress.finish();
     Ok(())
@@ -378,6 +374,78 @@ fn verb(k: &Kind) -> &'static str {
         Kind::Dir { .. } => "mkdir",
         Kind::Symlink { .. } => "link",
     }
+}
+
+/// The local tree, the server's scan of it, and where it goes there.
+type Tree<'a> = (&'a [Local], &'a Scan, &'a OsStr);
+
+/// `-n`: the directories of `touch` whose time alone differs (what
+/// changes inside the others is said already).
+fn say_touches((local, remote, target): Tree<'_>, touch: &[usize], prefix: &str) {
+    for &i in touch {
+        let l = &local[i];
+        let there = match l.rel.is_empty() {
+            true => remote.top.as_ref(),
+            false => remote.below.get(&l.rel),
+        };
+        if let (Kind::Dir { mtime, .. }, Some(Remote::Dir { mtime: t, .. })) = (&l.what, there)
+            && mtime != t
+        {
+            println!("{prefix}touch {}", shown(target, &l.rel));
+        }
+    }
+}
+
+/// Gives the directories of `touch` their times on the server, deepest
+/// first: in one batch put (protocol 10), the top on its own.
+fn set_times(
+    session: &mut Session,
+    (local, _, target): Tree<'_>,
+    touch: Vec<usize>,
+    batching: bool,
+    progress: &Progress,
+) -> Result<(), CopyError> {
+    if !batching {
+        return touch
+            .into_iter()
+            .try_for_each(|i| send(session, &local[i], target));
+    }
+    let (top, below): (Vec<usize>, Vec<usize>) =
+        touch.into_iter().partition(|&i| local[i].rel.is_empty());
+    let items: Vec<Item<'_>> = below.iter().map(|&i| dir_item(&local[i], true)).collect();
+    if !items.is_empty() {
+        super::pipeline::upload_batches(session, target, &items, true, progress)?;
+    }
+    top.into_iter()
+        .try_for_each(|i| send(session, &local[i], target))
+}
+
+/// A directory of a batch put: made with its mode, and with `time` its
+/// time too.
+fn dir_item(l: &Local, time: bool) -> Item<'_> {
+    let (mode, mtime) = match l.what {
+        Kind::Dir { mode, mtime } => (mode, time.then_some(mtime)),
+        _ => (0o755, None),
+    };
+    Item::Dir {
+        rel: &l.rel,
+        mode,
+        mtime,
+    }
+}
+
+/// [`send`], and a file counted on the progress line.
+fn send_counted(
+    session: &mut Session,
+    l: &Local,
+    target: &OsStr,
+    progress: &Progress,
+) -> Result<(), CopyError> {
+    send(session, l, target)?;
+    if let Kind::File { size, .. } = l.what {
+        progress.sent(size);
+    }
+    Ok(())
 }
 
 /// Sends one local entry to its place below `target`, on its own.

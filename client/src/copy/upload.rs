@@ -131,9 +131,12 @@ fn upload_small_of_trees(
             .labelled("cp", prefix);
     let mut failed = None;
     for tree in small.chunk_by(|a, b| a.0 == b.0) {
-        let files: Vec<(&Path, &[u8])> = tree
+        let files: Vec<super::pipeline::Item<'_>> = tree
             .iter()
-            .map(|(_, rel, p)| (p.as_path(), rel.as_slice()))
+            .map(|(_, rel, p)| super::pipeline::Item::File {
+                path: p.as_path(),
+                rel: rel.as_slice(),
+            })
             .collect();
         let top = &tree[0].0;
         match super::pipeline::upload_batches(session, top, &files, args.preserve, &progress) {

@@ -5,7 +5,8 @@
 //!
 //! The put's data is frames of [`BatchItem`], decoded with the protocol's
 //! own frame decoder (at most [`BATCH_FRAME_MAX`] a frame): a file is
-//! announced, its bytes follow, then their digest. Each file is written as
+//! announced, its bytes follow, then their digest; a directory is made (or
+//! given its mode and time) as a put of one makes it. Each file is written as
 //! a single put writes one: into an unnamed file in its directory, given
 //! its mode and time, and named only once its digest matches. A file that
 //! cannot be written (a name that is not a plain path, a missing
@@ -165,6 +166,22 @@ impl Batch {
                     self.say(&e);
                 }
             }
+            BatchItem::Dir { name, mode, mtime } => {
+                if self.current.is_some() {
+                    return broken("a directory inside a file");
+                }
+                // Files waiting to be named would change its time after
+                // it is set: named first.
+                self.name_all()?;
+                let made = self.parent_of(&name).and_then(|(dir, leaf)| {
+                    let mtime = mtime.filter(|_| self.preserve);
+                    crate::helpers::files_tree::put_dir(&dir, &leaf, mode, mtime, self.preserve)
+                });
+                if let Err(e) = made {
+                    self.say(&e);
+                    self.failed += 1;
+                }
+            }
             BatchItem::End { digest } => {
                 let Some(c) = self.current.take() else {
                     return broken("an end outside a file");
@@ -181,9 +198,23 @@ impl Batch {
         Ok(())
     }
 
-    /// Opens the unnamed file for `name` in its directory, found beneath
-    /// the top without following a symlink.
+    /// Opens the unnamed file for `name` in its directory.
     fn open(&self, name: &[u8]) -> Result<(OwnedFd, OsString, std::fs::File), TransferError> {
+        let (dir, leaf) = self.parent_of(name)?;
+        let tmp = rustix::fs::openat(
+            &dir,
+            ".",
+            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(at(OsStr::from_bytes(name)))?;
+        Ok((dir, leaf, std::fs::File::from(tmp)))
+    }
+
+    /// The directory `name` goes in, found beneath the top without
+    /// following a symlink, and its last component; every component must
+    /// be a plain name.
+    fn parent_of(&self, name: &[u8]) -> Result<(OwnedFd, OsString), TransferError> {
         let parts: Vec<&OsStr> = name.split(|&b| b == b'/').map(OsStr::from_bytes).collect();
         let shown_name = OsStr::from_bytes(name);
         if parts.iter().any(|p| !plain_name(p)) {
@@ -201,14 +232,7 @@ impl Batch {
             ),
         }
         .map_err(at(shown_name))?;
-        let tmp = rustix::fs::openat(
-            &dir,
-            ".",
-            OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )
-        .map_err(at(shown_name))?;
-        Ok((dir, leaf[0].to_os_string(), std::fs::File::from(tmp)))
+        Ok((dir, leaf[0].to_os_string()))
     }
 
     /// The end of a file: checked, given its mode and time, and queued to
@@ -358,6 +382,33 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names.len(), 3, "{names:?}");
+    }
+
+    #[test]
+    fn directories_are_made_in_order_and_given_their_mode_and_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = |name: &[u8], mtime: Option<i64>| BatchItem::Dir {
+            name: name.to_vec(),
+            mode: Some(0o750),
+            mtime,
+        };
+        let mut items = vec![d(b"new", None), d(b"new/deeper", None)];
+        file(&mut items, b"new/deeper/f", b"inside", b"inside");
+        // Last, the times (as sync sends them), and a name that climbs.
+        items.push(d(b"new/deeper", Some(1_000_000_000)));
+        items.push(d(b"new", Some(1_100_000_000)));
+        items.push(d(b"../climb", None));
+        let e = run(dir.path(), &items, 11).unwrap_err();
+        assert!(e.to_string().contains("1 of the files"), "{e}");
+        let meta = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("new/deeper/f")).unwrap(),
+            b"inside"
+        );
+        assert_eq!(meta("new/deeper").mode() & 0o7777, 0o750);
+        assert_eq!(meta("new/deeper").mtime(), 1_000_000_000);
+        assert_eq!(meta("new").mtime(), 1_100_000_000);
+        assert!(!dir.path().parent().unwrap().join("climb").exists());
     }
 
     #[test]
