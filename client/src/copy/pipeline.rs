@@ -253,7 +253,8 @@ fn upload_batch(
         };
         let read = File::open(local).and_then(|mut f| {
             let meta = f.metadata()?;
-            let mut data = Vec::new();
+            // Room for all of it: one read, and one that finds the end.
+            let mut data = Vec::with_capacity(usize::try_from(meta.len().min(SMALL)).unwrap_or(0));
             (&mut f).take(SMALL + 1).read_to_end(&mut data)?;
             Ok((meta, data))
         });
