@@ -31,6 +31,7 @@ use crate::run::EXIT_CONNECTION;
 use crate::session::Session;
 
 mod download;
+mod fetch_many;
 mod library;
 mod pipeline;
 mod progress;

@@ -533,3 +533,81 @@ fn small_files_go_in_batches_and_to_an_older_server_one_put_each() {
     assert!(!puts.contains(&PutWhat::Batch), "{puts:?}");
     assert_eq!(puts.iter().filter(|w| **w == PutWhat::File).count(), 40);
 }
+
+#[test]
+fn down_small_files_are_asked_for_many_at_once() {
+    use rexec_proto::{Checksum, ClientMsg, GET_HEADER_LEN, ServerMsg, TreeOp};
+    use rexec_tests::liar::{Liar, Reply, exited, stdout};
+    // A server that answers no get until it has been asked for all three
+    // files: a client that waits for each file before it asks for the
+    // next would never get one.
+    let files: [(&str, &[u8]); 3] = [("a", b"first"), ("b", b"second"), ("c", b"third")];
+    let mut waiting: Vec<(u32, Vec<u8>)> = Vec::new();
+    let liar = Liar::start("rexecd 0.1.0", move |msg| match msg {
+        ClientMsg::Tree {
+            id,
+            op: TreeOp::Scan,
+            ..
+        } => {
+            // The top (mode 0755, mtime 1000), then each file.
+            let mut scan = b"d\0".to_vec();
+            scan.extend_from_slice(&0o755u32.to_be_bytes());
+            scan.extend_from_slice(&1000i64.to_be_bytes());
+            scan.extend_from_slice(&0u32.to_be_bytes());
+            for (name, data) in files {
+                scan.push(b'f');
+                scan.extend_from_slice(name.as_bytes());
+                scan.push(0);
+                scan.extend_from_slice(&(data.len() as u64).to_be_bytes());
+                scan.extend_from_slice(&1000i64.to_be_bytes());
+                scan.extend_from_slice(&0u32.to_be_bytes());
+                scan.extend_from_slice(&0o644u32.to_be_bytes());
+            }
+            vec![
+                Reply::Msg(ServerMsg::Started { id: *id, pid: 1 }),
+                stdout(*id, &scan),
+                exited(*id, 0),
+            ]
+        }
+        ClientMsg::Get { id, path } => {
+            waiting.push((*id, path.clone()));
+            if waiting.len() < files.len() {
+                return vec![];
+            }
+            let mut replies = Vec::new();
+            for (id, path) in waiting.drain(..) {
+                let name = path.rsplit(|&b| b == b'/').next().unwrap_or_default();
+                let data = files
+                    .iter()
+                    .find(|(n, _)| n.as_bytes() == name)
+                    .map_or(&b""[..], |(_, d)| *d);
+                let mut stream = Vec::with_capacity(GET_HEADER_LEN);
+                stream.extend_from_slice(&(data.len() as u64).to_be_bytes());
+                stream.extend_from_slice(&0o644u32.to_be_bytes());
+                stream.extend_from_slice(&1000i64.to_be_bytes());
+                stream.extend_from_slice(data);
+                let mut h = Checksum::Blake3.hasher();
+                h.update(data);
+                stream.extend_from_slice(&h.finalize());
+                replies.push(Reply::Msg(ServerMsg::Started { id, pid: 1 }));
+                replies.push(stdout(id, &stream));
+                replies.push(exited(id, 0));
+            }
+            replies
+        }
+        _ => vec![],
+    });
+    let dir = TempDir::new("sync-down-many");
+    let r = run(rexec().args([
+        "sync",
+        &format!("{}:/srv/tree", liar.host()),
+        &dir.path("here").display().to_string(),
+    ]));
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    for (name, data) in files {
+        assert_eq!(
+            std::fs::read(dir.path("here/tree").join(name)).unwrap(),
+            data
+        );
+    }
+}

@@ -297,10 +297,7 @@ pub(super) fn fetch_into(
     // The disk writes while the data arrives (writeback/), not all at the
     // closing fsync.
     let mut file = rexec_writeback::WriteBehind::new(File::from(fd));
-    let mut state = GetState {
-        hash: checksum(session).hasher(),
-        ..GetState::default()
-    };
+    let mut state = GetState::new(checksum(session).hasher());
     let label = shown
         .file_name()
         .map_or(String::new(), |n| n.to_string_lossy().into_owned());
@@ -367,16 +364,24 @@ pub(super) fn umask() -> u32 {
 #[derive(Debug, Default)]
 pub(super) struct GetState {
     header: Vec<u8>,
-    size: u64,
-    mode: u32,
-    mtime: i64,
+    pub(super) size: u64,
+    pub(super) mode: u32,
+    pub(super) mtime: i64,
     written: u64,
     hash: Hasher,
     trailer: Vec<u8>,
 }
 
 impl GetState {
-    fn feed(&mut self, mut data: &[u8], file: &mut impl Write) -> io::Result<()> {
+    /// A get's stream to come, checked with `hash`.
+    pub(super) fn new(hash: Hasher) -> GetState {
+        GetState {
+            hash,
+            ..GetState::default()
+        }
+    }
+
+    pub(super) fn feed(&mut self, mut data: &[u8], file: &mut impl Write) -> io::Result<()> {
         if self.header.len() < GET_HEADER_LEN {
             let take = (GET_HEADER_LEN - self.header.len()).min(data.len());
             self.header.extend_from_slice(&data[..take]);
@@ -401,7 +406,7 @@ impl GetState {
         Ok(())
     }
 
-    fn verify(&self) -> Result<(), CopyError> {
+    pub(super) fn verify(&self) -> Result<(), CopyError> {
         if self.written != self.size || self.trailer.len() != DIGEST_LEN {
             return Err(CopyError::Failed("the copy ended early".into()));
         }

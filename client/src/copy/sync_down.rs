@@ -72,6 +72,8 @@ pub(super) fn sync_down(
     }
     let root = open_dir(&target)?;
     let progress = super::progress::Progress::open_ended(!args.dry_run);
+    // Small files are fetched many at once after the walk (fetch_many.rs).
+    let small = std::cell::RefCell::new(Vec::new());
     if !args.dry_run {
         let _ = rustix::fs::fchmod(&root, Mode::from_raw_mode(mode & 0o777));
     }
@@ -83,9 +85,11 @@ pub(super) fn sync_down(
             src,
             hash,
             progress: &progress,
+            small: &small,
         };
         entry(args, session, host, &at, rel, there, done)?;
     }
+    super::fetch_many::fetch_small(session, host, small.into_inner(), &progress)?;
     if args.delete {
         delete_extras(args, &root, &target, &remote.below, done)?;
     }
@@ -154,6 +158,8 @@ struct Place<'a> {
     src: &'a OsStr,
     hash: Checksum,
     progress: &'a super::progress::Progress,
+    /// Small files to fetch many at once, once all directories are made.
+    small: &'a std::cell::RefCell<Vec<super::fetch_many::Small>>,
 }
 
 /// Makes one of the server's entries (`rel`, `there`) below the top, if
@@ -217,6 +223,14 @@ fn entry(
         Remote::Dir { mode, .. } => {
             let d = make_dirs_beneath(&dir, &shown, &[leaf[0]])?;
             let _ = rustix::fs::fchmod(&d, Mode::from_raw_mode(mode & 0o777));
+        }
+        Remote::File { size, .. } if *size <= super::pipeline::SMALL => {
+            at.small.borrow_mut().push(super::fetch_many::Small {
+                remote: remote_path,
+                dir,
+                name: leaf[0].to_os_string(),
+                shown,
+            })
         }
         Remote::File { size, .. } => {
             fetch_into(at.cp, session, host, &remote_path, &dir, leaf[0], &shown)?;
