@@ -1,7 +1,8 @@
 //! `rexec cp`: files both ways, with scp's syntax. Streamed in frames with
-//! the same backpressure as output, never a whole file in memory; checked
-//! end to end with SHA-256; renamed into place only when complete and
-//! verified, on the server (files.rs there) as here.
+//! the same backpressure as output, never a whole file in memory (but a
+//! small one, at most 4 MiB, on its way in a batch); checked end to end
+//! (BLAKE3, or SHA-256 with an older rexecd); renamed into place only when
+//! complete and verified, on the server (files.rs there) as here.
 //!
 //! - `rexec cp FILE... HOST:DEST` (`-r` for directories, `-p` to keep mode
 //!   and mtime, `-w LIST` instead of `HOST:` to copy to many hosts at once)

@@ -1,6 +1,6 @@
 //! `rexec cp` uploads: a file's `Put`, the server's go-ahead, the data
-//! and its SHA-256; directories, symlinks and a tree's top as one `Put`
-//! each.
+//! and its digest; directories, symlinks and a tree's top as one `Put`
+//! each; a tree's small files in batch puts (protocol 10, pipeline.rs).
 
 use super::*;
 

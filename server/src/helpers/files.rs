@@ -11,13 +11,15 @@
 //!   directory NAME, with `Symlink` the symlink NAME, with `TreeTop` the top
 //!   of a tree (files_tree.rs); with `File` it checks the destination, says
 //!   so with one byte on stdout ([`rexec_proto::PUT_READY`]), then takes
-//!   exactly SIZE bytes of data and the client's SHA-256. The data goes
+//!   exactly SIZE bytes of data and the client's digest (BLAKE3, or SHA-256 for a
+//!   client older than protocol 9). The data goes
 //!   into an unnamed file (`O_TMPFILE`) in the target's directory; only when
 //!   the hashes match is it linked there under a temporary name and renamed
 //!   over the target. A killed or failed put leaves the old file and no
-//!   temporary behind. DEST may be a directory (then NAME inside it).
+//!   temporary behind. DEST may be a directory (then NAME inside it). With
+//!   `Batch` many files and directories come from one put (files_batch.rs).
 //! - A get writes a 20-byte header (size u64, mode u32, mtime i64,
-//!   big-endian), the file, then its SHA-256.
+//!   big-endian), the file, then its digest (files_get.rs).
 //! - A list writes the tree below the directory PATH, one entry after
 //!   another: `f`, `d` or `l`, the path relative to PATH, NUL (and for a
 //!   symlink its target, NUL). Nothing is followed: a symlink is listed,
