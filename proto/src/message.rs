@@ -314,6 +314,22 @@ pub enum BatchItem {
     },
 }
 
+impl BatchItem {
+    /// Appends the frame of `BatchItem::Data(data)`, encoded from `data`
+    /// where it is (no item built around a copy of it): the bytes
+    /// [`crate::encode_frame`] would write for the owned item.
+    pub fn encode_data(data: &[u8], out: &mut Vec<u8>) -> usize {
+        /// `BatchItem` as the wire sees it, up to `Data`: the same variant
+        /// indexes (checked by a test).
+        #[derive(Serialize)]
+        enum Borrowed<'a> {
+            _File,
+            Data(#[serde(with = "serde_bytes")] &'a [u8]),
+        }
+        crate::encode_frame(&Borrowed::Data(data), out)
+    }
+}
+
 /// Messages the server sends to a client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServerMsg {
@@ -625,6 +641,17 @@ pub enum ServerEvent<'a> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_batch_data_frame_encoded_in_place_is_the_owned_items_frame() {
+        for data in [&b""[..], b"x", &[7u8; 300][..]] {
+            let (mut owned, mut borrowed) = (Vec::new(), Vec::new());
+            crate::encode_frame(&super::BatchItem::Data(data.to_vec()), &mut owned);
+            super::BatchItem::encode_data(data, &mut borrowed);
+            assert_eq!(owned, borrowed);
+        }
+    }
+
     use super::ExitStatus::{Code, Signal};
 
     #[test]

@@ -316,20 +316,9 @@ pub(super) fn fetch_into(
     .and_then(|()| {
         let file = file.file();
         file.sync_all().map_err(|e| failed(&e))?;
-        use std::os::unix::fs::PermissionsExt;
-        // Never a setuid, setgid or sticky bit from the wire; without -p the
-        // umask applies, as with cp and scp.
-        let mode = match args.preserve {
-            true => state.mode & 0o777,
-            false => state.mode & 0o777 & !umask(),
-        };
-        file.set_permissions(std::fs::Permissions::from_mode(mode))
+        state
+            .give_metadata(file, args.preserve)
             .map_err(|e| failed(&e))?;
-        if args.preserve
-            && let Ok(secs) = u64::try_from(state.mtime)
-        {
-            let _ = file.set_modified(UNIX_EPOCH + std::time::Duration::from_secs(secs));
-        }
         rustix::fs::renameat(dir, &tmp_name, dir, name)
             .map_err(|e| CopyError::Failed(format!("{}: {e}", shown.display())))
     });
@@ -365,8 +354,8 @@ pub(super) fn umask() -> u32 {
 pub(super) struct GetState {
     header: Vec<u8>,
     pub(super) size: u64,
-    pub(super) mode: u32,
-    pub(super) mtime: i64,
+    mode: u32,
+    mtime: i64,
     written: u64,
     hash: Hasher,
     trailer: Vec<u8>,
@@ -379,6 +368,22 @@ impl GetState {
             hash,
             ..GetState::default()
         }
+    }
+
+    /// Gives the received `file` the header's mode, never a setuid,
+    /// setgid or sticky bit from the wire (without `preserve` under the
+    /// umask, as with cp and scp), and with `preserve` its time.
+    pub(super) fn give_metadata(&self, file: &File, preserve: bool) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = match preserve {
+            true => self.mode & 0o777,
+            false => self.mode & 0o777 & !umask(),
+        };
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        if preserve && let Ok(secs) = u64::try_from(self.mtime) {
+            let _ = file.set_modified(UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        }
+        Ok(())
     }
 
     pub(super) fn feed(&mut self, mut data: &[u8], file: &mut impl Write) -> io::Result<()> {

@@ -188,17 +188,10 @@ fn finish(host: &str, f: &Flying, status: Option<ExitStatus>) -> Result<(), Copy
         )));
     }
     f.state.verify()?;
-    let failed = |e: io::Error| CopyError::Failed(format!("{}: {e}", f.small.shown.display()));
-    use std::os::unix::fs::PermissionsExt;
-    f.file
-        .set_permissions(std::fs::Permissions::from_mode(f.state.mode & 0o777))
-        .map_err(failed)?;
-    if let Ok(secs) = u64::try_from(f.state.mtime) {
-        let _ = f
-            .file
-            .set_modified(UNIX_EPOCH + std::time::Duration::from_secs(secs));
-    }
-    Ok(())
+    // As `rexec cp -p` (sync keeps modes and times).
+    f.state
+        .give_metadata(&f.file, true)
+        .map_err(|e| CopyError::Failed(format!("{}: {e}", f.small.shown.display())))
 }
 
 /// Makes the checked files durable (one `syncfs`) and renames each over

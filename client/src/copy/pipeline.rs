@@ -287,7 +287,7 @@ fn upload_batch(
         // (A frame's few bytes of its own, then the data.)
         for chunk in data.chunks(BATCH_FRAME_MAX - 64) {
             hash.update(chunk);
-            rexec_proto::encode_frame(&BatchItem::Data(chunk.to_vec()), &mut frames);
+            BatchItem::encode_data(chunk, &mut frames);
         }
         let digest = hash.finalize().to_vec();
         rexec_proto::encode_frame(&BatchItem::End { digest }, &mut frames);

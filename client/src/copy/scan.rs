@@ -36,6 +36,17 @@ pub(super) struct Scan {
     pub below: BTreeMap<Vec<u8>, Remote>,
 }
 
+impl Scan {
+    /// What the server has at `rel` below the top (the top itself for the
+    /// empty path).
+    pub(super) fn at(&self, rel: &[u8]) -> Option<&Remote> {
+        match rel.is_empty() {
+            true => self.top.as_ref(),
+            false => self.below.get(rel),
+        }
+    }
+}
+
 /// Scans `path` on the server; with `digests`, each file's digest too.
 pub(super) fn scan(
     session: &mut Session,

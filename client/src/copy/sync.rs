@@ -384,10 +384,7 @@ type Tree<'a> = (&'a [Local], &'a Scan, &'a OsStr);
 fn say_touches((local, remote, target): Tree<'_>, touch: &[usize], prefix: &str) {
     for &i in touch {
         let l = &local[i];
-        let there = match l.rel.is_empty() {
-            true => remote.top.as_ref(),
-            false => remote.below.get(&l.rel),
-        };
+        let there = remote.at(&l.rel);
         if let (Kind::Dir { mtime, .. }, Some(Remote::Dir { mtime: t, .. })) = (&l.what, there)
             && mtime != t
         {
@@ -506,10 +503,7 @@ fn touch_dirs(local: &[Local], remote: &Scan, steps: &[Step]) -> Vec<usize> {
         let Kind::Dir { mtime, .. } = l.what else {
             continue;
         };
-        let there = match l.rel.is_empty() {
-            true => remote.top.as_ref(),
-            false => remote.below.get(&l.rel),
-        };
+        let there = remote.at(&l.rel);
         let same_time = matches!(there, Some(Remote::Dir { mtime: t, .. }) if *t == mtime);
         if !same_time || changed.contains(&l.rel) {
             out.push(i);
@@ -526,10 +520,7 @@ fn plan(local: &[Local], remote: &Scan, delete: bool, hash: Checksum) -> Vec<Ste
     let mut steps = Vec::new();
     let mut deleted: Vec<Vec<u8>> = Vec::new();
     for (i, l) in local.iter().enumerate() {
-        let there = match l.rel.is_empty() {
-            true => remote.top.as_ref(),
-            false => remote.below.get(&l.rel),
-        };
+        let there = remote.at(&l.rel);
         // Below a path being replaced, nothing of the server's counts.
         let there = there.filter(|_| !deleted.iter().any(|d| under(&l.rel, d)));
         match (&l.what, there) {

@@ -42,10 +42,9 @@ pub(super) fn upload_on(
     // Where each tree's top went on this host: (planned, made).
     let mut tops: Vec<(OsString, OsString)> = Vec::new();
     // The small files of trees, sent in batches once all their directories
-    // are made (protocol 10; not with --json, which says each file):
-    // (the top as made, the name below it, the local file).
+    // are made (protocol 10; not with --json, which says each file).
     let batching = session.server.protocol >= rexec_proto::BATCH_PROTOCOL && !args.json;
-    let mut small: Vec<(OsString, Vec<u8>, PathBuf)> = Vec::new();
+    let mut small: Vec<SmallFile> = Vec::new();
     for (i, u) in uploads.iter().enumerate() {
         if u.what == PutWhat::TreeTop {
             let planned = join_dest(&u.dest, &u.name);
@@ -67,17 +66,22 @@ pub(super) fn upload_on(
         let u = match tops.iter().find(|(p, _)| under(p)) {
             Some((planned, made)) => {
                 let tail = &u.dest.as_bytes()[planned.len()..];
-                if batching
-                    && u.what == PutWhat::File
-                    && std::fs::symlink_metadata(&u.local)
-                        .is_ok_and(|m| m.is_file() && m.len() <= super::pipeline::SMALL)
-                {
+                let size = std::fs::symlink_metadata(&u.local)
+                    .ok()
+                    .filter(|m| m.is_file() && m.len() <= super::pipeline::SMALL)
+                    .map(|m| m.len());
+                if let Some(size) = size.filter(|_| batching && u.what == PutWhat::File) {
                     let mut rel = tail.strip_prefix(b"/").unwrap_or(tail).to_vec();
                     if !rel.is_empty() {
                         rel.push(b'/');
                     }
                     rel.extend_from_slice(u.name.as_bytes());
-                    small.push((made.clone(), rel, u.local.clone()));
+                    small.push(SmallFile {
+                        top: made.clone(),
+                        rel,
+                        local: u.local.clone(),
+                        size,
+                    });
                     continue;
                 }
                 moved = Upload {
@@ -113,32 +117,39 @@ pub(super) fn upload_on(
     }
 }
 
-/// The small files of trees (the top as made, the name below it, the
-/// local file), each tree's in batches, with one progress line for all.
+/// A small file of a tree, sent in a batch once the tree's directories
+/// are made.
+struct SmallFile {
+    /// The tree's top, as the server made it.
+    top: OsString,
+    /// Its name below the top.
+    rel: Vec<u8>,
+    local: PathBuf,
+    size: u64,
+}
+
+/// The small files of trees, each tree's in batches, with one progress
+/// line for all.
 fn upload_small_of_trees(
     args: &CpArgs,
     session: &mut Session,
-    small: &[(OsString, Vec<u8>, PathBuf)],
+    small: &[SmallFile],
     prefix: &str,
 ) -> Result<(), CopyError> {
-    let bytes = small
-        .iter()
-        .filter_map(|(_, _, p)| std::fs::symlink_metadata(p).ok())
-        .map(|m| m.len())
-        .sum();
+    let bytes = small.iter().map(|f| f.size).sum();
     let progress =
         super::progress::Progress::new(!args.quiet && prefix.is_empty(), small.len() as u64, bytes)
             .labelled("cp", prefix);
     let mut failed = None;
-    for tree in small.chunk_by(|a, b| a.0 == b.0) {
+    for tree in small.chunk_by(|a, b| a.top == b.top) {
         let files: Vec<super::pipeline::Item<'_>> = tree
             .iter()
-            .map(|(_, rel, p)| super::pipeline::Item::File {
-                path: p.as_path(),
-                rel: rel.as_slice(),
+            .map(|f| super::pipeline::Item::File {
+                path: f.local.as_path(),
+                rel: f.rel.as_slice(),
             })
             .collect();
-        let top = &tree[0].0;
+        let top = &tree[0].top;
         match super::pipeline::upload_batches(session, top, &files, args.preserve, &progress) {
             Err(CopyError::Failed(m)) => failed = Some(m),
             other => other?,
